@@ -1,0 +1,3 @@
+//! stub
+pub mod crypto;
+pub mod storage;

@@ -1,0 +1,322 @@
+//! Physical storage: untrusted, and it only ever sees ciphertext.
+//!
+//! The write API takes [`Ciphertext`] values, which only AEAD sealing (the
+//! barrier, or the unseal key wrapping the root key) produces. Paths are
+//! stored in the clear; values never are. The one unencrypted record is the
+//! [`SealConfig`] (share count and threshold), which `sys/seal-status` must
+//! report while sealed, and which holds no secret.
+//!
+//! Two backends through sqlx: SQLite (embedded default) and PostgreSQL (for
+//! production and several servers). Both pass the same conformance suite
+//! (`tests/storage_conformance.rs` in this crate).
+//!
+//! Writes are *group committed*: concurrent write batches are collected by a
+//! writer task and committed in one database transaction, each batch inside
+//! its own savepoint so that a failed expectation rolls back that batch only.
+//! A write returns only after the transaction carrying it is durable.
+
+#[macro_use]
+mod sql;
+mod group;
+mod postgres;
+mod sqlite;
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::crypto::Ciphertext;
+
+/// What can go wrong in storage. Messages never contain values.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// A write's expectation (absent, or at a given revision) did not hold:
+    /// someone else wrote first. The batch was not applied.
+    #[error("write conflict at {0}")]
+    Conflict(String),
+    /// The storage URL could not be understood.
+    #[error("invalid storage URL: {0}")]
+    InvalidUrl(String),
+    /// The database reported an error.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations failed at start.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored record could not be decoded (corruption or a foreign writer).
+    #[error("corrupt record at {0}")]
+    Corrupt(String),
+    /// A group transaction failed as a whole; none of its writes happened.
+    #[error("storage transaction failed: {0}")]
+    Transaction(String),
+    /// The storage is shutting down.
+    #[error("storage is closed")]
+    Closed,
+}
+
+/// The non-secret seal parameters, readable while sealed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealConfig {
+    /// Number of unseal key shares (Vault's `n`).
+    pub secret_shares: u8,
+    /// Shares needed to unseal (Vault's `t`).
+    pub secret_threshold: u8,
+}
+
+/// A stored value and its revision (incremented on every write of the path,
+/// used for optimistic concurrency between servers).
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The ciphertext as stored.
+    pub value: Ciphertext,
+    /// Revision: 1 on creation, +1 per overwrite.
+    pub rev: i64,
+}
+
+/// A precondition on a path, checked inside the write transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// The path must not exist.
+    Absent,
+    /// The path must exist at exactly this revision.
+    Rev(i64),
+}
+
+/// One operation of an atomic batch.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// Create or overwrite `path`.
+    Put {
+        /// Storage path (clear).
+        path: String,
+        /// Sealed value.
+        value: Ciphertext,
+        /// Optional precondition.
+        expect: Option<Expect>,
+    },
+    /// Remove `path` (no error if absent, unless an expectation says otherwise).
+    Delete {
+        /// Storage path.
+        path: String,
+        /// Optional precondition.
+        expect: Option<Expect>,
+    },
+    /// Replace the seal configuration.
+    SetSealConfig(SealConfig),
+}
+
+/// Operations applied atomically: all or nothing.
+#[derive(Debug, Clone, Default)]
+pub struct WriteBatch {
+    ops: Vec<Op>,
+}
+
+impl WriteBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Add an unconditional put.
+    pub fn put(&mut self, path: impl Into<String>, value: Ciphertext) -> &mut Self {
+        self.ops.push(Op::Put { path: path.into(), value, expect: None });
+        self
+    }
+    /// Add a put with a precondition.
+    pub fn put_expect(&mut self, path: impl Into<String>, value: Ciphertext, expect: Expect) -> &mut Self {
+        self.ops.push(Op::Put { path: path.into(), value, expect: Some(expect) });
+        self
+    }
+    /// Add a delete.
+    pub fn delete(&mut self, path: impl Into<String>) -> &mut Self {
+        self.ops.push(Op::Delete { path: path.into(), expect: None });
+        self
+    }
+    /// Add a delete with a precondition.
+    pub fn delete_expect(&mut self, path: impl Into<String>, expect: Expect) -> &mut Self {
+        self.ops.push(Op::Delete { path: path.into(), expect: Some(expect) });
+        self
+    }
+    /// Replace the seal configuration.
+    pub fn set_seal_config(&mut self, c: SealConfig) -> &mut Self {
+        self.ops.push(Op::SetSealConfig(c));
+        self
+    }
+    /// True if no operation was added.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+    /// The operations, in order.
+    pub fn ops(&self) -> &[Op] {
+        &self.ops
+    }
+    fn has_expectations(&self) -> bool {
+        self.ops.iter().any(|op| match op {
+            Op::Put { expect, .. } | Op::Delete { expect, .. } => expect.is_some(),
+            Op::SetSealConfig(_) => false,
+        })
+    }
+}
+
+/// Which database is behind a [`Storage`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Embedded SQLite file.
+    Sqlite,
+    /// PostgreSQL server.
+    Postgres,
+}
+
+impl Kind {
+    /// Name reported as `storage_type` by `sys/seal-status`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Sqlite => "sqlite",
+            Kind::Postgres => "postgresql",
+        }
+    }
+}
+
+enum Backend {
+    Sqlite(sqlite::Sqlite),
+    Postgres(postgres::Postgres),
+}
+
+/// Handle to the storage; cheap to clone.
+#[derive(Clone)]
+pub struct Storage {
+    backend: Arc<Backend>,
+    writer: group::Writer,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Storage({})", self.kind().name())
+    }
+}
+
+impl Storage {
+    /// Open (creating if needed) the storage at `url` and run migrations.
+    /// `sqlite://path/to/file.db` or `postgres://user@host/db`.
+    pub async fn open(url: &str) -> Result<Self, StorageError> {
+        let backend = if url.starts_with("sqlite:") {
+            Arc::new(Backend::Sqlite(sqlite::Sqlite::open(url).await?))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Arc::new(Backend::Postgres(postgres::Postgres::open(url).await?))
+        } else {
+            return Err(StorageError::InvalidUrl(
+                "expected a sqlite:// or postgres:// URL".into(),
+            ));
+        };
+        let writer = group::Writer::start(backend.clone());
+        Ok(Self { backend, writer })
+    }
+
+    /// Which database this is.
+    pub fn kind(&self) -> Kind {
+        match &*self.backend {
+            Backend::Sqlite(_) => Kind::Sqlite,
+            Backend::Postgres(_) => Kind::Postgres,
+        }
+    }
+
+    /// Read one path.
+    pub async fn get(&self, path: &str) -> Result<Option<Entry>, StorageError> {
+        match &*self.backend {
+            Backend::Sqlite(b) => b.get(path).await,
+            Backend::Postgres(b) => b.get(path).await,
+        }
+    }
+
+    /// Immediate children of `prefix` (which is empty or ends in `/`), sorted;
+    /// sub-folders end in `/`, as in Vault's LIST.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let paths = match &*self.backend {
+            Backend::Sqlite(b) => b.scan(prefix, upper_bound(prefix).as_deref()).await?,
+            Backend::Postgres(b) => b.scan(prefix, upper_bound(prefix).as_deref()).await?,
+        };
+        Ok(children(prefix, paths))
+    }
+
+    /// Apply a batch atomically; returns once it is durable.
+    pub async fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.writer.submit(batch).await
+    }
+
+    /// The seal configuration, if the vault was initialized.
+    pub async fn seal_config(&self) -> Result<Option<SealConfig>, StorageError> {
+        let raw = match &*self.backend {
+            Backend::Sqlite(b) => b.seal_config().await?,
+            Backend::Postgres(b) => b.seal_config().await?,
+        };
+        raw.map(|s| {
+            serde_json::from_str(&s).map_err(|_| StorageError::Corrupt("seal config".into()))
+        })
+        .transpose()
+    }
+
+    /// Stop the writer (pending writes finish) and close connections.
+    pub async fn close(&self) {
+        self.writer.close().await;
+        match &*self.backend {
+            Backend::Sqlite(b) => b.close().await,
+            Backend::Postgres(b) => b.close().await,
+        }
+    }
+}
+
+/// The smallest string greater than every string starting with `prefix`,
+/// for a range scan; `None` for the empty prefix (scan everything).
+fn upper_bound(prefix: &str) -> Option<String> {
+    let mut bytes = prefix.as_bytes().to_vec();
+    while let Some(last) = bytes.pop() {
+        if last < 0x7f {
+            bytes.push(last + 1);
+            // Only ASCII bytes are incremented, so the result stays UTF-8.
+            return String::from_utf8(bytes).ok();
+        }
+    }
+    None
+}
+
+/// Reduce full paths under `prefix` to its immediate children.
+fn children(prefix: &str, paths: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for p in paths {
+        let Some(rest) = p.strip_prefix(prefix) else { continue };
+        if rest.is_empty() {
+            continue;
+        }
+        let child = match rest.find('/') {
+            Some(i) => &rest[..=i],
+            None => rest,
+        };
+        if out.last().map(String::as_str) != Some(child) {
+            out.push(child.to_string());
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upper_bounds() {
+        assert_eq!(upper_bound(""), None);
+        assert_eq!(upper_bound("a/").as_deref(), Some("a0"));
+        assert_eq!(upper_bound("ab").as_deref(), Some("ac"));
+    }
+
+    #[test]
+    fn children_folds_folders() {
+        let paths = ["p/a", "p/b/c", "p/b/d", "p/c/", "p/c/x"].map(String::from).to_vec();
+        assert_eq!(children("p/", paths), vec!["a", "b/", "c/"]);
+    }
+}
