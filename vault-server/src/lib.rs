@@ -1,3 +1,4 @@
 //! stub
 pub mod crypto;
 pub mod storage;
+pub mod barrier;

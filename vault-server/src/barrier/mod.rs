@@ -1,0 +1,406 @@
+//! The barrier: the single place where stored values are encrypted and
+//! decrypted. Everything behind it (storage) sees ciphertext only.
+//!
+//! Value format (cf. OpenBao's AESGCMBarrier, with the header authenticated):
+//!
+//! ```text
+//! term (u32 BE) | version (0x01) | nonce (12) | AES-256-GCM ciphertext | tag (16)
+//! associated data = term | version | storage path
+//! ```
+//!
+//! Binding the path into the associated data means a value copied or moved
+//! to another row fails to decrypt. The term selects the keyring key, so old
+//! terms keep decrypting after a rotation while new writes use the newest.
+//!
+//! [`Unsealed`] is the capability that proves the barrier is open: only
+//! [`Barrier::unsealed`] makes one, and it carries the keys every operation
+//! here needs, so "touch data while sealed" cannot be written.
+
+pub mod keyring;
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+
+use zeroize::Zeroizing;
+
+pub use keyring::Keyring;
+
+use crate::crypto::aead::AeadError;
+use crate::crypto::{AeadKey, Ciphertext, random};
+use crate::storage::{Expect, Storage, StorageError, WriteBatch};
+
+/// Storage path of the keyring (sealed under the root key, not a term key).
+pub const KEYRING_PATH: &str = "core/keyring";
+const VALUE_VERSION: u8 = 1;
+const HEADER_LEN: usize = 5;
+const KEYRING_HEADER: &[u8] = &[1];
+
+/// Rotate the active term automatically past this many encryptions: random
+/// 96-bit nonces are safe for 2^32 messages under one key (NIST SP 800-38D
+/// §8.3); we stop well short of that.
+pub const AUTO_ROTATE_ENCRYPTIONS: u64 = 3_000_000_000;
+
+/// Errors of the barrier layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BarrierError {
+    /// The vault is sealed: no keys in memory.
+    #[error("Vault is sealed")]
+    Sealed,
+    /// A stored value failed authentication (tampered, moved, or wrong key).
+    #[error("stored value at {0} failed authentication")]
+    Tampered(String),
+    /// A stored value names a term no keyring has.
+    #[error("stored value at {path} uses unknown key term {term}")]
+    UnknownTerm {
+        /// Where.
+        path: String,
+        /// Which term.
+        term: u32,
+    },
+    /// The stored keyring could not be read.
+    #[error("the stored keyring is missing or malformed")]
+    Keyring,
+    /// The OS random generator failed.
+    #[error(transparent)]
+    Random(#[from] random::RandomError),
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Proof that the barrier was unsealed when this value was made, and the keys
+/// to use. Cheap to clone. Dropping the last copy after a seal wipes the keys.
+#[derive(Clone)]
+pub struct Unsealed {
+    keys: Arc<Keyring>,
+}
+
+impl std::fmt::Debug for Unsealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Unsealed")
+    }
+}
+
+impl Unsealed {
+    /// The keyring (crate-internal: the seal re-wraps the root key on rekey).
+    pub(crate) fn keyring(&self) -> &Keyring {
+        &self.keys
+    }
+}
+
+/// A batch of writes to apply atomically through the barrier.
+#[derive(Debug, Default)]
+pub struct Batch {
+    inner: WriteBatch,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Encrypt and put.
+    pub fn put(&mut self, u: &Unsealed, path: &str, value: &[u8]) -> &mut Self {
+        self.inner.put(path, encrypt(u, path, value));
+        self
+    }
+    /// Encrypt and put with a precondition.
+    pub fn put_expect(&mut self, u: &Unsealed, path: &str, value: &[u8], e: Expect) -> &mut Self {
+        self.inner.put_expect(path, encrypt(u, path, value), e);
+        self
+    }
+    /// Delete.
+    pub fn delete(&mut self, path: &str) -> &mut Self {
+        self.inner.delete(path);
+        self
+    }
+    /// Delete with a precondition.
+    pub fn delete_expect(&mut self, path: &str, e: Expect) -> &mut Self {
+        self.inner.delete_expect(path, e);
+        self
+    }
+    /// The underlying storage batch, for adding non-barrier records (the seal).
+    pub(crate) fn raw(&mut self) -> &mut WriteBatch {
+        &mut self.inner
+    }
+    /// Wrap a storage batch.
+    pub(crate) fn from_raw(inner: WriteBatch) -> Self {
+        Self { inner }
+    }
+}
+
+/// Seal `plaintext` for `path` under the active term.
+fn encrypt(u: &Unsealed, path: &str, plaintext: &[u8]) -> Ciphertext {
+    let term = u.keys.active_term();
+    let key = u.keys.active();
+    key.new_encryptions.fetch_add(1, Ordering::Relaxed);
+    let mut header = [0u8; HEADER_LEN];
+    header[..4].copy_from_slice(&term.to_be_bytes());
+    header[4] = VALUE_VERSION;
+    key.aead.seal(&header, path.as_bytes(), plaintext)
+}
+
+/// The term a stored value claims, after checking the header's shape.
+fn header_term(path: &str, bytes: &[u8]) -> Result<u32, BarrierError> {
+    if bytes.len() < HEADER_LEN || bytes[4] != VALUE_VERSION {
+        return Err(BarrierError::Tampered(path.to_string()));
+    }
+    let mut t = [0u8; 4];
+    t.copy_from_slice(&bytes[..4]);
+    Ok(u32::from_be_bytes(t))
+}
+
+/// The barrier over a storage.
+pub struct Barrier {
+    storage: Storage,
+    slot: RwLock<Option<Arc<Keyring>>>,
+}
+
+impl std::fmt::Debug for Barrier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Barrier(sealed={})", self.is_sealed())
+    }
+}
+
+impl Barrier {
+    /// A sealed barrier over `storage`.
+    pub fn new(storage: Storage) -> Self {
+        Self { storage, slot: RwLock::new(None) }
+    }
+
+    /// The storage underneath (for records outside the barrier: the seal's).
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// The capability to use the keys, or `Sealed`.
+    pub fn unsealed(&self) -> Result<Unsealed, BarrierError> {
+        let slot = self.slot.read().map_err(|_| BarrierError::Sealed)?;
+        slot.as_ref().map(|k| Unsealed { keys: k.clone() }).ok_or(BarrierError::Sealed)
+    }
+
+    /// True when no keyring is loaded.
+    pub fn is_sealed(&self) -> bool {
+        self.slot.read().map(|s| s.is_none()).unwrap_or(true)
+    }
+
+    /// Open the barrier with a keyring recovered by the seal.
+    pub(crate) fn install(&self, keyring: Keyring) -> Unsealed {
+        let keys = Arc::new(keyring);
+        if let Ok(mut slot) = self.slot.write() {
+            *slot = Some(keys.clone());
+        }
+        Unsealed { keys }
+    }
+
+    /// Close the barrier: drop our reference to the keys. Requests in flight
+    /// hold theirs until they finish; the keys are wiped when the last drops.
+    pub(crate) fn seal(&self) {
+        let old = self.slot.write().ok().and_then(|mut s| s.take());
+        drop(old);
+    }
+
+    /// Read and decrypt `path`.
+    pub async fn get(&self, u: &Unsealed, path: &str) -> Result<Option<Zeroizing<Vec<u8>>>, BarrierError> {
+        Ok(self.get_with_rev(u, path).await?.map(|(v, _)| v))
+    }
+
+    /// Read and decrypt `path`, with its storage revision (for `Expect::Rev`).
+    pub async fn get_with_rev(
+        &self,
+        u: &Unsealed,
+        path: &str,
+    ) -> Result<Option<(Zeroizing<Vec<u8>>, i64)>, BarrierError> {
+        let Some(entry) = self.storage.get(path).await? else { return Ok(None) };
+        let plain = self.decrypt(u, path, entry.value.as_bytes()).await?;
+        Ok(Some((plain, entry.rev)))
+    }
+
+    /// Decrypt a value read from `path`.
+    pub async fn decrypt(&self, u: &Unsealed, path: &str, bytes: &[u8]) -> Result<Zeroizing<Vec<u8>>, BarrierError> {
+        let term = header_term(path, bytes)?;
+        let opened = match u.keys.term(term) {
+            Some(k) => k.aead.open(HEADER_LEN, path.as_bytes(), bytes),
+            None => {
+                // Another server may have rotated: reload the keyring once.
+                let fresh = self.reload(u).await?;
+                let k = fresh.keys.term(term).ok_or_else(|| BarrierError::UnknownTerm {
+                    path: path.to_string(),
+                    term,
+                })?;
+                k.aead.open(HEADER_LEN, path.as_bytes(), bytes)
+            }
+        };
+        opened.map_err(|_: AeadError| BarrierError::Tampered(path.to_string()))
+    }
+
+    /// Encrypt and write one value.
+    pub async fn put(&self, u: &Unsealed, path: &str, value: &[u8]) -> Result<(), BarrierError> {
+        let mut b = Batch::new();
+        b.put(u, path, value);
+        self.write(b).await
+    }
+
+    /// Delete one value.
+    pub async fn delete(&self, path: &str) -> Result<(), BarrierError> {
+        let mut b = Batch::new();
+        b.delete(path);
+        self.write(b).await
+    }
+
+    /// LIST the immediate children of `prefix` (paths are not secret).
+    pub async fn list(&self, _u: &Unsealed, prefix: &str) -> Result<Vec<String>, BarrierError> {
+        Ok(self.storage.list(prefix).await?)
+    }
+
+    /// Apply a batch atomically.
+    pub async fn write(&self, batch: Batch) -> Result<(), BarrierError> {
+        Ok(self.storage.write(batch.inner).await?)
+    }
+
+    /// Seal a keyring under its root key, for storage at [`KEYRING_PATH`].
+    pub(crate) fn wrap_keyring(keyring: &Keyring) -> Ciphertext {
+        let root = AeadKey::new(keyring.root_key());
+        root.seal(KEYRING_HEADER, KEYRING_PATH.as_bytes(), &keyring.encode())
+    }
+
+    /// Read the stored keyring and open it with `root`.
+    pub(crate) async fn load_keyring(
+        &self,
+        root: Zeroizing<[u8; 32]>,
+    ) -> Result<(Keyring, i64), BarrierError> {
+        let entry = self.storage.get(KEYRING_PATH).await?.ok_or(BarrierError::Keyring)?;
+        let plain = AeadKey::new(&root)
+            .open(KEYRING_HEADER.len(), KEYRING_PATH.as_bytes(), entry.value.as_bytes())
+            .map_err(|_| BarrierError::Keyring)?;
+        if entry.value.as_bytes().first() != KEYRING_HEADER.first() {
+            return Err(BarrierError::Keyring);
+        }
+        let keyring = Keyring::decode(root, &plain).map_err(|_| BarrierError::Keyring)?;
+        Ok((keyring, entry.rev))
+    }
+
+    /// Re-read the keyring (another server rotated) and install it.
+    async fn reload(&self, u: &Unsealed) -> Result<Unsealed, BarrierError> {
+        let (keyring, _) = self.load_keyring(u.keys.root_key().clone()).await?;
+        if self.is_sealed() {
+            return Err(BarrierError::Sealed);
+        }
+        Ok(self.install(keyring))
+    }
+
+    /// Add a new term and make it active; old terms keep decrypting.
+    /// Safe against a concurrent rotation on another server (optimistic write).
+    pub async fn rotate(&self, u: &Unsealed) -> Result<u32, BarrierError> {
+        loop {
+            let (current, rev) = self.load_keyring(u.keys.root_key().clone()).await?;
+            let next = current
+                .rotated(random::key32()?, now_unix())
+                .map_err(|_| BarrierError::Keyring)?;
+            let mut batch = WriteBatch::new();
+            batch.put_expect(KEYRING_PATH, Self::wrap_keyring(&next), Expect::Rev(rev));
+            match self.storage.write(batch).await {
+                Ok(()) => {
+                    let term = next.active_term();
+                    self.install(next);
+                    return Ok(term);
+                }
+                Err(StorageError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Status of the active term: (term, install time, encryptions).
+    pub fn key_status(&self, u: &Unsealed) -> (u32, i64, u64) {
+        let k = u.keys.active();
+        (u.keys.active_term(), k.install_unix, k.encryptions())
+    }
+
+    /// Auto-rotation check, run periodically: rotate once the active term
+    /// nears the nonce-safety bound.
+    pub async fn maintain(&self, u: &Unsealed) -> Result<Option<u32>, BarrierError> {
+        if u.keys.active().encryptions() >= AUTO_ROTATE_ENCRYPTIONS {
+            return self.rotate(u).await.map(Some);
+        }
+        Ok(None)
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn open_barrier() -> (tempfile::TempDir, Barrier, Unsealed) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/v.db", dir.path().display());
+        let storage = Storage::open(&url).await.unwrap();
+        let barrier = Barrier::new(storage);
+        let keyring = Keyring::generate(now_unix()).unwrap();
+        let mut b = WriteBatch::new();
+        b.put(KEYRING_PATH, Barrier::wrap_keyring(&keyring));
+        barrier.storage().write(b).await.unwrap();
+        let u = barrier.install(keyring);
+        (dir, barrier, u)
+    }
+
+    #[tokio::test]
+    async fn round_trip_and_storage_holds_no_plaintext() {
+        let (_d, b, u) = open_barrier().await;
+        b.put(&u, "logical/x/secret", b"PLAINTEXT-MARKER").await.unwrap();
+        assert_eq!(&**b.get(&u, "logical/x/secret").await.unwrap().unwrap(), b"PLAINTEXT-MARKER");
+        let raw = b.storage().get("logical/x/secret").await.unwrap().unwrap();
+        assert!(!raw.value.as_bytes().windows(16).any(|w| w == b"PLAINTEXT-MARKER"));
+    }
+
+    #[tokio::test]
+    async fn any_flipped_bit_is_detected() {
+        let (_d, b, u) = open_barrier().await;
+        b.put(&u, "p", b"value").await.unwrap();
+        let raw = b.storage().get("p").await.unwrap().unwrap().value.into_bytes();
+        for i in 0..raw.len() * 8 {
+            let mut bad = raw.clone();
+            bad[i / 8] ^= 1 << (i % 8);
+            assert!(b.decrypt(&u, "p", &bad).await.is_err(), "bit {i} not detected");
+        }
+    }
+
+    #[tokio::test]
+    async fn moved_value_is_detected() {
+        let (_d, b, u) = open_barrier().await;
+        b.put(&u, "a", b"value").await.unwrap();
+        let raw = b.storage().get("a").await.unwrap().unwrap().value;
+        let mut batch = WriteBatch::new();
+        batch.put("b", raw);
+        b.storage().write(batch).await.unwrap();
+        assert!(matches!(b.get(&u, "b").await, Err(BarrierError::Tampered(_))));
+    }
+
+    #[tokio::test]
+    async fn rotation_keeps_old_terms_readable() {
+        let (_d, b, u) = open_barrier().await;
+        b.put(&u, "old", b"1").await.unwrap();
+        assert_eq!(b.rotate(&u).await.unwrap(), 2);
+        let u2 = b.unsealed().unwrap();
+        assert_eq!(b.key_status(&u2).0, 2);
+        b.put(&u2, "new", b"2").await.unwrap();
+        let raw = b.storage().get("new").await.unwrap().unwrap().value.into_bytes();
+        assert_eq!(&raw[..4], &2u32.to_be_bytes());
+        assert_eq!(&**b.get(&u2, "old").await.unwrap().unwrap(), b"1");
+        // A stale capability (pre-rotation keyring) reloads to read term 2.
+        assert_eq!(&**b.get(&u, "new").await.unwrap().unwrap(), b"2");
+    }
+
+    #[tokio::test]
+    async fn sealed_has_no_capability() {
+        let (_d, b, _u) = open_barrier().await;
+        b.seal();
+        assert!(matches!(b.unsealed(), Err(BarrierError::Sealed)));
+    }
+}
