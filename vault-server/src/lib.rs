@@ -1,4 +1,21 @@
-//! stub
-pub mod crypto;
-pub mod storage;
+//! `vault-server`: a secrets vault and encryption-as-a-service server that
+//! speaks HashiCorp Vault's HTTP API.
+//!
+//! Layers, from the wire down (see `ARCHITECTURE.md`):
+//! `http` (the only module that knows HTTP) → `core` (seal state machine,
+//! routing, token + policy check) → `logical` backends (`sys`, `engines`) →
+//! `barrier` (the only place that encrypts) → `storage` (ciphertext only).
+
+pub mod auth;
 pub mod barrier;
+pub mod config;
+pub mod core;
+pub mod crypto;
+pub mod engines;
+pub mod hardening;
+pub mod http;
+pub mod logical;
+pub mod seal;
+pub mod server;
+pub mod storage;
+pub mod sys;

@@ -17,6 +17,7 @@
 //! here needs, so "touch data while sealed" cannot be written.
 
 pub mod keyring;
+pub mod view;
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
@@ -82,13 +83,6 @@ impl std::fmt::Debug for Unsealed {
     }
 }
 
-impl Unsealed {
-    /// The keyring (crate-internal: the seal re-wraps the root key on rekey).
-    pub(crate) fn keyring(&self) -> &Keyring {
-        &self.keys
-    }
-}
-
 /// A batch of writes to apply atomically through the barrier.
 #[derive(Debug, Default)]
 pub struct Batch {
@@ -123,10 +117,6 @@ impl Batch {
     /// The underlying storage batch, for adding non-barrier records (the seal).
     pub(crate) fn raw(&mut self) -> &mut WriteBatch {
         &mut self.inner
-    }
-    /// Wrap a storage batch.
-    pub(crate) fn from_raw(inner: WriteBatch) -> Self {
-        Self { inner }
     }
 }
 

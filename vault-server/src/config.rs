@@ -1,0 +1,212 @@
+//! Server configuration: a TOML file, overridden by command-line flags.
+//!
+//! ```toml
+//! listen_addr  = "127.0.0.1:8200"
+//! storage_url  = "sqlite://./vault-data/vault.db"   # or postgres://user@host/db
+//! log_level    = "info"                              # trace|debug|info|warn|error
+//! log_format   = "text"                              # text|json
+//! disable_mlock = false
+//! max_request_bytes = 33554432
+//!
+//! [tls]
+//! cert_file = "/etc/vault/tls/cert.pem"
+//! key_file  = "/etc/vault/tls/key.pem"
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8200";
+/// Default storage.
+pub const DEFAULT_STORAGE: &str = "sqlite://./vault-data/vault.db";
+/// Default request body limit: 32 MiB (Vault's default).
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 32 * 1024 * 1024;
+
+/// Errors reading the configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// Which file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is invalid or has unknown keys.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// Which file.
+        path: PathBuf,
+        /// Parser message (line and column included).
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// TLS settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert_file: PathBuf,
+    /// PEM private key.
+    pub key_file: PathBuf,
+}
+
+/// The file format (every field optional).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen_addr: Option<String>,
+    storage_url: Option<String>,
+    log_level: Option<String>,
+    log_format: Option<LogFormat>,
+    disable_mlock: Option<bool>,
+    max_request_bytes: Option<usize>,
+    tls: Option<TlsConfig>,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen_addr: SocketAddr,
+    /// Storage URL.
+    pub storage_url: String,
+    /// tracing filter, e.g. "info".
+    pub log_level: String,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Skip mlockall.
+    pub disable_mlock: bool,
+    /// Largest accepted request body.
+    pub max_request_bytes: usize,
+    /// TLS, if configured.
+    pub tls: Option<TlsConfig>,
+}
+
+/// Command-line overrides.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen`.
+    pub listen_addr: Option<String>,
+    /// `--storage`.
+    pub storage_url: Option<String>,
+    /// `--log-level`.
+    pub log_level: Option<String>,
+}
+
+impl Config {
+    /// Load `file` (if any) and apply `overrides`.
+    pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Self, ConfigError> {
+        let fc = match file {
+            None => FileConfig::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+                Self::parse_file(&text).map_err(|message| ConfigError::Parse { path: path.to_path_buf(), message })?
+            }
+        };
+        let listen = overrides.listen_addr.or(fc.listen_addr).unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen_addr = listen
+            .parse()
+            .map_err(|_| ConfigError::Invalid(format!("listen_addr \"{listen}\" is not an IP:port address")))?;
+        let storage_url = overrides.storage_url.or(fc.storage_url).unwrap_or_else(|| DEFAULT_STORAGE.into());
+        if !(storage_url.starts_with("sqlite:")
+            || storage_url.starts_with("postgres://")
+            || storage_url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::Invalid(
+                "storage_url must start with sqlite:, postgres:// or postgresql://".into(),
+            ));
+        }
+        let max_request_bytes = fc.max_request_bytes.unwrap_or(DEFAULT_MAX_REQUEST_BYTES);
+        if max_request_bytes < 1024 {
+            return Err(ConfigError::Invalid("max_request_bytes must be at least 1024".into()));
+        }
+        Ok(Config {
+            listen_addr,
+            storage_url,
+            log_level: overrides.log_level.or(fc.log_level).unwrap_or_else(|| "info".into()),
+            log_format: fc.log_format.unwrap_or_default(),
+            disable_mlock: fc.disable_mlock.unwrap_or(false),
+            max_request_bytes,
+            tls: fc.tls,
+        })
+    }
+
+    fn parse_file(text: &str) -> Result<FileConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::load(None, Overrides::default()).unwrap();
+        assert_eq!(c.listen_addr.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.storage_url, DEFAULT_STORAGE);
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert!(c.tls.is_none());
+    }
+
+    #[test]
+    fn file_and_overrides() {
+        let f = write(
+            "listen_addr = \"127.0.0.1:9000\"\nstorage_url = \"postgres://u@localhost/v\"\nlog_format = \"json\"\n\
+             [tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n",
+        );
+        let c = Config::load(Some(f.path()), Overrides::default()).unwrap();
+        assert_eq!(c.listen_addr.port(), 9000);
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.tls.unwrap().cert_file, PathBuf::from("c.pem"));
+        let o = Overrides { listen_addr: Some("127.0.0.1:9001".into()), ..Default::default() };
+        assert_eq!(Config::load(Some(f.path()), o).unwrap().listen_addr.port(), 9001);
+    }
+
+    #[test]
+    fn errors_are_clear() {
+        let f = write("listen_addr = \"nope\"\n");
+        let e = Config::load(Some(f.path()), Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("listen_addr"), "{e}");
+        let f = write("unknown_key = 1\n");
+        let e = Config::load(Some(f.path()), Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("unknown"), "{e}");
+        let f = write("storage_url = \"mysql://x\"\n");
+        assert!(Config::load(Some(f.path()), Overrides::default()).is_err());
+        let f = write("listen_addr = [\n");
+        assert!(matches!(Config::load(Some(f.path()), Overrides::default()), Err(ConfigError::Parse { .. })));
+        assert!(matches!(
+            Config::load(Some(Path::new("/nonexistent/x.toml")), Overrides::default()),
+            Err(ConfigError::Read { .. })
+        ));
+    }
+}

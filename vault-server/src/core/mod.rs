@@ -1,0 +1,552 @@
+//! The core: ties the seal, the barrier, the token store and the mount table
+//! together, and owns the sealed/unsealed state machine.
+//!
+//! ```text
+//! uninitialized --init--> sealed --unseal (T shares)--> unsealed --seal--> sealed
+//! ```
+//!
+//! While sealed, [`Core::active`] is `None` and the barrier holds no keys;
+//! only init, unseal, seal-status and health work, everything else answers
+//! `Sealed`.
+
+mod generate_root;
+pub mod mounts;
+mod rekey;
+pub mod request;
+
+use std::sync::{Arc, RwLock, Weak};
+
+use tokio::sync::Mutex;
+use zeroize::Zeroizing;
+
+use vault_api::{Health, InitRequest, InitResponse, KeyStatus, SealStatus, UnsealRequest};
+
+use crate::auth::TokenStore;
+use crate::barrier::{Barrier, BarrierError, Batch, Keyring, Unsealed, now_unix};
+use crate::crypto::random;
+use crate::logical::LogicalError;
+use crate::seal::{self, Added, KeyPart, SealError, ShareCollector};
+use crate::storage::{Expect, SealConfig, Storage, StorageError};
+
+pub use generate_root::GenerateRoot;
+pub use mounts::{MountEntry, Router};
+pub use rekey::Rekey;
+
+/// Server version reported by seal-status and health.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Build date reported by seal-status (set `VAULT_BUILD_DATE` at build time).
+pub const BUILD_DATE: &str = match option_env!("VAULT_BUILD_DATE") {
+    Some(d) => d,
+    None => "2026-11-23T00:00:00Z",
+};
+const CLUSTER_PATH: &str = "core/cluster";
+
+/// Errors of the core layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CoreError {
+    /// Sealed (503).
+    #[error("Vault is sealed")]
+    Sealed,
+    /// Not initialized (400 on most paths; health/seal-status report it).
+    #[error("Vault is not initialized")]
+    NotInitialized,
+    /// `sys/init` on an initialized vault.
+    #[error("Vault is already initialized")]
+    AlreadyInitialized,
+    /// Bad input (400).
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// Seal-level failure (400: bad share, wrong key...).
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    /// Logical/backend error (mapped by kind).
+    #[error(transparent)]
+    Logical(#[from] LogicalError),
+    /// Internal failure; the detail is logged, not returned.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl From<BarrierError> for CoreError {
+    fn from(e: BarrierError) -> Self {
+        match e {
+            BarrierError::Sealed => CoreError::Sealed,
+            other => CoreError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<StorageError> for CoreError {
+    fn from(e: StorageError) -> Self {
+        CoreError::Internal(e.to_string())
+    }
+}
+
+/// Cluster identity, created at init.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ClusterInfo {
+    /// e.g. `vault-cluster-1a2b3c4d`.
+    pub name: String,
+    /// UUID.
+    pub id: String,
+}
+
+/// Everything that exists only while unsealed. Dropped on seal.
+/// (It deliberately holds no [`Unsealed`]: the keyring changes on rotation,
+/// so each request takes a fresh capability from the barrier.)
+pub struct Active {
+    tokens: TokenStore,
+    router: RwLock<Arc<Router>>,
+    cluster: ClusterInfo,
+}
+
+impl std::fmt::Debug for Active {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Active").field("cluster", &self.cluster.name).finish_non_exhaustive()
+    }
+}
+
+impl Active {
+    /// The current routing table.
+    pub fn router(&self) -> Arc<Router> {
+        match self.router.read() {
+            Ok(r) => r.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+    fn set_router(&self, r: Router) {
+        match self.router.write() {
+            Ok(mut g) => *g = Arc::new(r),
+            Err(p) => *p.into_inner() = Arc::new(r),
+        }
+    }
+}
+
+/// The vault core. Shared as `Arc<Core>`.
+pub struct Core {
+    me: Weak<Core>,
+    barrier: Arc<Barrier>,
+    active: RwLock<Option<Arc<Active>>>,
+    /// Serialises state transitions (init, unseal completion, seal, rekey, root generation).
+    transition: Mutex<()>,
+    unseal_progress: std::sync::Mutex<Option<ShareCollector>>,
+    rekey: std::sync::Mutex<Option<Rekey>>,
+    generate_root: std::sync::Mutex<Option<GenerateRoot>>,
+    seal_config: RwLock<Option<SealConfig>>,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core").field("barrier", &self.barrier).finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Core {
+    /// A sealed core over `storage`.
+    pub async fn new(storage: Storage) -> Result<Arc<Self>, CoreError> {
+        let seal_config = storage.seal_config().await?;
+        Ok(Arc::new_cyclic(|me| Core {
+            me: me.clone(),
+            barrier: Arc::new(Barrier::new(storage)),
+            active: RwLock::new(None),
+            transition: Mutex::new(()),
+            unseal_progress: std::sync::Mutex::new(None),
+            rekey: std::sync::Mutex::new(None),
+            generate_root: std::sync::Mutex::new(None),
+            seal_config: RwLock::new(seal_config),
+        }))
+    }
+
+    /// The storage.
+    pub fn storage(&self) -> &Storage {
+        self.barrier.storage()
+    }
+
+    /// The barrier.
+    pub fn barrier(&self) -> &Arc<Barrier> {
+        &self.barrier
+    }
+
+    /// A fresh capability for the current keyring, or `Sealed`.
+    pub fn unsealed(&self) -> Result<Unsealed, CoreError> {
+        Ok(self.barrier.unsealed()?)
+    }
+
+    /// The unsealed state, or `Sealed`.
+    pub fn active(&self) -> Result<Arc<Active>, CoreError> {
+        let g = self.active.read().unwrap_or_else(|p| p.into_inner());
+        g.clone().ok_or(CoreError::Sealed)
+    }
+
+    fn config(&self) -> Option<SealConfig> {
+        *self.seal_config.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Re-read the seal configuration (another server may have initialized or rekeyed).
+    async fn refresh_config(&self) -> Result<Option<SealConfig>, CoreError> {
+        let c = self.storage().seal_config().await?;
+        *self.seal_config.write().unwrap_or_else(|p| p.into_inner()) = c;
+        Ok(c)
+    }
+
+    async fn config_or_refresh(&self) -> Result<Option<SealConfig>, CoreError> {
+        match self.config() {
+            Some(c) => Ok(Some(c)),
+            None => self.refresh_config().await,
+        }
+    }
+
+    /// Whether the vault has been initialized.
+    pub async fn initialized(&self) -> Result<bool, CoreError> {
+        Ok(self.config_or_refresh().await?.is_some())
+    }
+
+    /// `sys/init`: create the key hierarchy and the first root token.
+    /// Leaves the vault sealed, as Vault does.
+    pub async fn init(&self, req: InitRequest) -> Result<InitResponse, CoreError> {
+        if req.recovery_shares.is_some() || req.recovery_threshold.is_some() {
+            return Err(CoreError::InvalidRequest(
+                "parameters specific to auto unseal seals present".into(),
+            ));
+        }
+        if req.pgp_keys.as_ref().is_some_and(|k| !k.is_empty())
+            || req.root_token_pgp_key.as_ref().is_some_and(|k| !k.is_empty())
+        {
+            return Err(CoreError::InvalidRequest(
+                "PGP-encrypted key shares are not supported by this server".into(),
+            ));
+        }
+        let config = seal::validate_config(
+            req.secret_shares.unwrap_or(5),
+            req.secret_threshold.unwrap_or(3),
+        )?;
+        if let Some(stored) = req.stored_shares
+            && stored != 0
+            && stored != i64::from(config.secret_shares)
+        {
+            return Err(CoreError::InvalidRequest(
+                "invalid seal configuration: stored_shares must equal secret_shares".into(),
+            ));
+        }
+        let _t = self.transition.lock().await;
+        if self.refresh_config().await?.is_some() {
+            return Err(CoreError::AlreadyInitialized);
+        }
+        let (response, _) = self.create_hierarchy(config).await?;
+        Ok(response)
+    }
+
+    /// Generate all keys and the root token, write them in one transaction.
+    /// Returns the init response and the unseal key (for dev mode).
+    async fn create_hierarchy(
+        &self,
+        config: SealConfig,
+    ) -> Result<(InitResponse, Zeroizing<[u8; 32]>), CoreError> {
+        let now = now_unix();
+        let unseal_key = seal::new_unseal_key()?;
+        let keyring = Keyring::generate(now).map_err(|e| CoreError::Internal(e.to_string()))?;
+        let wrapped_root = seal::wrap_root(&unseal_key, keyring.root_key());
+        let wrapped_keyring = Barrier::wrap_keyring(&keyring);
+        // A temporary capability, only to encrypt the initial records; the
+        // barrier is sealed again right after (init leaves the vault sealed).
+        let u = self.barrier.install(keyring);
+        let result = async {
+            let mut batch = Batch::new();
+            batch.raw().set_seal_config(config);
+            batch.raw().put_expect(seal::ROOT_KEY_PATH, wrapped_root, Expect::Absent);
+            batch.raw().put_expect(crate::barrier::KEYRING_PATH, wrapped_keyring, Expect::Absent);
+            let tokens = TokenStore::generate(&u, &mut batch)?;
+            let root_token = tokens.create_root(&u, &mut batch, now);
+            let cluster = ClusterInfo {
+                name: format!("vault-cluster-{}", random::hex_id(4)),
+                id: random::uuid(),
+            };
+            let cluster_json = serde_json::to_vec(&cluster).unwrap_or_default();
+            batch.put(&u, CLUSTER_PATH, &cluster_json);
+            mounts::initial_table(&u, &mut batch);
+            self.barrier.write(batch).await?;
+            Ok::<_, BarrierError>(root_token)
+        }
+        .await;
+        drop(u);
+        self.barrier.seal();
+        let root_token = match result {
+            Ok(t) => t,
+            Err(BarrierError::Storage(StorageError::Conflict(_))) => {
+                return Err(CoreError::AlreadyInitialized);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        *self.seal_config.write().unwrap_or_else(|p| p.into_inner()) = Some(config);
+        let parts = seal::split(config, &unseal_key)?;
+        let response = InitResponse {
+            keys: parts.iter().map(|p| hex::encode(p.as_bytes())).collect(),
+            keys_base64: parts.iter().map(|p| b64(p.as_bytes())).collect(),
+            root_token: root_token.to_string(),
+        };
+        Ok((response, unseal_key))
+    }
+
+    /// `sys/unseal`: submit one share (or reset).
+    pub async fn unseal(&self, req: UnsealRequest) -> Result<SealStatus, CoreError> {
+        if req.migrate == Some(true) {
+            return Err(CoreError::InvalidRequest("seal migration is not supported".into()));
+        }
+        if req.reset == Some(true) {
+            if self.active().is_ok() {
+                return Err(CoreError::InvalidRequest("vault is unsealed".into()));
+            }
+            *lock(&self.unseal_progress) = None;
+            return self.seal_status().await;
+        }
+        let key = match req.key.as_deref() {
+            Some(k) if !k.is_empty() => k,
+            _ => {
+                return Err(CoreError::InvalidRequest(
+                    "'key' must be specified in request body as JSON, or 'reset' set to true".into(),
+                ));
+            }
+        };
+        let part = KeyPart::decode(key)?;
+        let Some(config) = self.config_or_refresh().await? else {
+            return Err(CoreError::NotInitialized);
+        };
+        if self.active().is_ok() {
+            return self.seal_status().await;
+        }
+        let parts = {
+            let mut progress = lock(&self.unseal_progress);
+            let collector = progress.get_or_insert_with(ShareCollector::new);
+            match collector.add(part) {
+                Added::Duplicate => None,
+                Added::Progress(n) if n < usize::from(config.secret_threshold) => None,
+                Added::Progress(_) => {
+                    // Threshold reached: the attempt ends here, success or not.
+                    let parts = collector.take();
+                    *progress = None;
+                    Some(parts)
+                }
+            }
+        };
+        if let Some(parts) = parts {
+            let unseal_key = seal::combine(config, &parts)?;
+            drop(parts);
+            self.unseal_with_key(&unseal_key).await?;
+        }
+        self.seal_status().await
+    }
+
+    /// Open the barrier with a verified unseal key and bring up the active state.
+    async fn unseal_with_key(&self, unseal_key: &Zeroizing<[u8; 32]>) -> Result<(), CoreError> {
+        let _t = self.transition.lock().await;
+        if self.active().is_ok() {
+            return Ok(());
+        }
+        let root = self.unwrap_root_key(unseal_key).await?;
+        let (keyring, _) = self.barrier.load_keyring(root).await?;
+        let u = self.barrier.install(keyring);
+        match self.activate(u).await {
+            Ok(active) => {
+                *self.active.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(active));
+                tracing::info!("vault unsealed");
+                Ok(())
+            }
+            Err(e) => {
+                self.barrier.seal();
+                Err(e)
+            }
+        }
+    }
+
+    /// Verify an unseal key by unwrapping the stored root key with it.
+    async fn unwrap_root_key(&self, unseal_key: &Zeroizing<[u8; 32]>) -> Result<Zeroizing<[u8; 32]>, CoreError> {
+        let wrapped = self
+            .storage()
+            .get(seal::ROOT_KEY_PATH)
+            .await?
+            .ok_or(CoreError::NotInitialized)?;
+        Ok(seal::unwrap_root(unseal_key, &wrapped.value)?)
+    }
+
+    async fn activate(&self, u: Unsealed) -> Result<Active, CoreError> {
+        let tokens = TokenStore::load(&self.barrier, &u).await?;
+        let raw = self.barrier.get(&u, CLUSTER_PATH).await?.ok_or_else(|| {
+            CoreError::Internal("cluster record missing".into())
+        })?;
+        let cluster: ClusterInfo = serde_json::from_slice(&raw)
+            .map_err(|_| CoreError::Internal("cluster record malformed".into()))?;
+        let router = mounts::load_router(self, &u).await?;
+        Ok(Active { tokens, router: RwLock::new(Arc::new(router)), cluster })
+    }
+
+    /// Seal: drop every key from memory. In-flight requests finish with the
+    /// keys they hold; new ones get `Sealed`.
+    pub async fn seal(&self) {
+        let _t = self.transition.lock().await;
+        self.seal_now();
+    }
+
+    fn seal_now(&self) {
+        let old = self.active.write().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(active) = old {
+            for m in active.router().mounts() {
+                m.backend.shutdown();
+            }
+        }
+        self.barrier.seal();
+        *lock(&self.unseal_progress) = None;
+        *lock(&self.rekey) = None;
+        *lock(&self.generate_root) = None;
+        tracing::info!("vault sealed");
+    }
+
+    /// `sys/seal` with a token check: needs `update` + `sudo` on `sys/seal`.
+    pub async fn seal_with_token(&self, token: Option<&str>) -> Result<(), CoreError> {
+        let Ok(active) = self.active() else { return Ok(()) };
+        let token = token.ok_or(LogicalError::PermissionDenied)?;
+        let entry = active
+            .tokens
+            .lookup(&self.barrier, &self.unsealed()?, token, now_unix())
+            .await?
+            .ok_or(LogicalError::PermissionDenied)?;
+        crate::auth::acl::authorize(
+            self.unsealed()?,
+            entry,
+            "sys/seal",
+            crate::logical::Operation::Update,
+            true,
+        )?;
+        drop(active);
+        self.seal().await;
+        Ok(())
+    }
+
+    /// `sys/seal-status`.
+    pub async fn seal_status(&self) -> Result<SealStatus, CoreError> {
+        let config = self.config_or_refresh().await?;
+        let active = self.active().ok();
+        let (progress, nonce) = match &*lock(&self.unseal_progress) {
+            Some(c) => (c.progress() as u32, c.nonce().to_string()),
+            None => (0, String::new()),
+        };
+        Ok(SealStatus {
+            seal_type: "shamir".into(),
+            initialized: config.is_some(),
+            sealed: active.is_none(),
+            t: config.map_or(0, |c| c.secret_threshold.into()),
+            n: config.map_or(0, |c| c.secret_shares.into()),
+            progress,
+            nonce,
+            version: VERSION.into(),
+            build_date: BUILD_DATE.into(),
+            migration: false,
+            recovery_seal: false,
+            storage_type: self.storage().kind().name().into(),
+            cluster_name: active.as_ref().map(|a| a.cluster.name.clone()),
+            cluster_id: active.as_ref().map(|a| a.cluster.id.clone()),
+        })
+    }
+
+    /// `sys/health` body.
+    pub async fn health(&self) -> Result<Health, CoreError> {
+        let initialized = self.initialized().await?;
+        let active = self.active().ok();
+        Ok(Health {
+            initialized,
+            sealed: active.is_none(),
+            standby: active.is_none(),
+            performance_standby: false,
+            replication_performance_mode: "disabled".into(),
+            replication_dr_mode: "disabled".into(),
+            server_time_utc: now_unix(),
+            version: VERSION.into(),
+            enterprise: false,
+            cluster_name: active.as_ref().map(|a| a.cluster.name.clone()),
+            cluster_id: active.as_ref().map(|a| a.cluster.id.clone()),
+            echo_duration_ms: 0,
+            clock_skew_ms: 0,
+            replication_primary_canary_age_ms: 0,
+        })
+    }
+
+    /// `sys/rotate`: new barrier term.
+    pub async fn rotate(&self, u: &Unsealed) -> Result<u32, CoreError> {
+        let term = self.barrier.rotate(u).await?;
+        tracing::info!(term, "barrier key rotated");
+        Ok(term)
+    }
+
+    /// `sys/key-status`.
+    pub fn key_status(&self, u: &Unsealed) -> KeyStatus {
+        let (term, install, encryptions) = self.barrier.key_status(u);
+        KeyStatus { term, install_time: rfc3339(install), encryptions }
+    }
+
+    /// Dev mode: initialize with one share, unseal, and optionally replace the
+    /// root token with a caller-chosen one. Returns (unseal key b64, root token).
+    pub async fn dev_init(
+        &self,
+        root_token: Option<&str>,
+    ) -> Result<(String, Zeroizing<String>), CoreError> {
+        let config = seal::validate_config(1, 1)?;
+        let (resp, unseal_key) = {
+            let _t = self.transition.lock().await;
+            if self.refresh_config().await?.is_some() {
+                return Err(CoreError::AlreadyInitialized);
+            }
+            self.create_hierarchy(config).await?
+        };
+        self.unseal_with_key(&unseal_key).await?;
+        let key_b64 = b64(&unseal_key[..]);
+        let token = match root_token {
+            None => Zeroizing::new(resp.root_token.clone()),
+            Some(chosen) => {
+                let active = self.active()?;
+                let mut batch = Batch::new();
+                let entry = active
+                    .tokens
+                    .lookup(&self.barrier, &self.unsealed()?, &resp.root_token, now_unix())
+                    .await?
+                    .ok_or_else(|| CoreError::Internal("root token missing".into()))?;
+                active.tokens.revoke(&mut batch, &resp.root_token, &entry);
+                active.tokens.add(&self.unsealed()?, &mut batch, chosen, &entry);
+                self.barrier.write(batch).await?;
+                Zeroizing::new(chosen.to_string())
+            }
+        };
+        Ok((key_b64, token))
+    }
+
+    /// Periodic housekeeping: barrier auto-rotation.
+    pub async fn maintain(&self) {
+        let Ok(u) = self.unsealed() else { return };
+        match self.barrier.maintain(&u).await {
+            Ok(Some(term)) => tracing::info!(term, "barrier key auto-rotated (usage bound)"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "barrier maintenance failed"),
+        }
+    }
+
+    fn arc(&self) -> Option<Arc<Core>> {
+        self.me.upgrade()
+    }
+}
+
+/// Standard base64 (Vault's `keys_base64`).
+pub fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Unix seconds as RFC 3339 UTC.
+pub fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}

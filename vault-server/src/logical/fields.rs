@@ -1,0 +1,162 @@
+//! Typed access to request data with Vault's lenient coercions (numbers
+//! given as strings, booleans as "true", durations as "1h" or seconds).
+//! Every accessor returns a 400-class error naming the field, never panics.
+
+use serde_json::{Map, Value};
+
+use super::LogicalError;
+
+fn bad(field: &str, what: &str) -> LogicalError {
+    LogicalError::InvalidRequest(format!("invalid value for '{field}': expected {what}"))
+}
+
+/// A string field; JSON null counts as absent.
+pub fn string(data: &Map<String, Value>, field: &str) -> Result<Option<String>, LogicalError> {
+    match data.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(Value::Bool(b)) => Ok(Some(b.to_string())),
+        Some(_) => Err(bad(field, "a string")),
+    }
+}
+
+/// An integer field (accepts numeric strings).
+pub fn int(data: &Map<String, Value>, field: &str) -> Result<Option<i64>, LogicalError> {
+    match data.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n.as_i64().map(Some).ok_or_else(|| bad(field, "an integer")),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| bad(field, "an integer")),
+        Some(_) => Err(bad(field, "an integer")),
+    }
+}
+
+/// A boolean field (accepts "true"/"false"/"1"/"0"/"t"/"f" as Go's ParseBool).
+pub fn boolean(data: &Map<String, Value>, field: &str) -> Result<Option<bool>, LogicalError> {
+    match data.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(Value::String(s)) => parse_bool(s).map(Some).ok_or_else(|| bad(field, "a boolean")),
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(0) => Ok(Some(false)),
+            Some(1) => Ok(Some(true)),
+            _ => Err(bad(field, "a boolean")),
+        },
+        Some(_) => Err(bad(field, "a boolean")),
+    }
+}
+
+/// Go's `strconv.ParseBool`, which Vault uses for query flags.
+pub fn parse_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// A map of string to string (accepts null as absent; values coerced to strings).
+pub fn string_map(
+    data: &Map<String, Value>,
+    field: &str,
+) -> Result<Option<Map<String, Value>>, LogicalError> {
+    match data.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(m)) => {
+            let mut out = Map::new();
+            for (k, v) in m {
+                let s = match v {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    Value::Bool(b) => b.to_string(),
+                    _ => return Err(bad(field, "a map of strings")),
+                };
+                out.insert(k.clone(), Value::String(s));
+            }
+            Ok(Some(out))
+        }
+        Some(_) => Err(bad(field, "a map of strings")),
+    }
+}
+
+/// A duration in seconds: an integer, or a string such as "90", "30m", "1h30m", "2d".
+pub fn duration(data: &Map<String, Value>, field: &str) -> Result<Option<u64>, LogicalError> {
+    match data.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| bad(field, "a duration")),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => parse_duration(s).map(Some).ok_or_else(|| bad(field, "a duration")),
+        Some(_) => Err(bad(field, "a duration")),
+    }
+}
+
+/// Parse "300", "300s", "5m", "1h30m", "2d" (Vault accepts `d` for days) into seconds.
+pub fn parse_duration(s: &str) -> Option<u64> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<u64>() {
+        return Some(n);
+    }
+    let mut total: u64 = 0;
+    let mut num = String::new();
+    let mut any = false;
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let unit: u64 = match c {
+            's' => 1,
+            'm' if chars.peek() == Some(&'s') => {
+                chars.next();
+                // Milliseconds: round down to whole seconds.
+                let n: u64 = num.parse().ok()?;
+                total = total.checked_add(n / 1000)?;
+                num.clear();
+                any = true;
+                continue;
+            }
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            _ => return None,
+        };
+        let n: u64 = num.parse().ok()?;
+        total = total.checked_add(n.checked_mul(unit)?)?;
+        num.clear();
+        any = true;
+    }
+    if !num.is_empty() || !any {
+        return None;
+    }
+    Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Some(90));
+        assert_eq!(parse_duration("1h30m"), Some(5400));
+        assert_eq!(parse_duration("2d"), Some(172800));
+        assert_eq!(parse_duration("500ms"), Some(0));
+        assert_eq!(parse_duration("h"), None);
+        assert_eq!(parse_duration("10x"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+
+    #[test]
+    fn coercions_and_errors() {
+        let d = json!({"a": "5", "b": true, "c": [1], "n": null, "s": 3}).as_object().unwrap().clone();
+        assert_eq!(int(&d, "a").unwrap(), Some(5));
+        assert_eq!(boolean(&d, "b").unwrap(), Some(true));
+        assert!(int(&d, "c").is_err());
+        assert_eq!(string(&d, "n").unwrap(), None);
+        assert_eq!(string(&d, "s").unwrap().as_deref(), Some("3"));
+        assert!(string(&d, "c").unwrap_err().to_string().contains("'c'"));
+    }
+}

@@ -1,0 +1,225 @@
+//! The logical layer: requests and responses as engines see them, and the
+//! [`Backend`] trait every secrets engine, auth method and the system
+//! backend implement. Nothing here knows HTTP: the `http` module translates.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+
+use serde_json::{Map, Value};
+
+use crate::auth::Authorized;
+
+pub mod fields;
+
+/// What the caller wants to do (Vault's logical operations).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    /// GET.
+    Read,
+    /// LIST or GET with `list=true`.
+    List,
+    /// POST/PUT on a path that does not exist yet (decided by the backend's
+    /// existence check; otherwise [`Update`](Self::Update)).
+    Create,
+    /// POST/PUT.
+    Update,
+    /// PATCH (JSON merge patch).
+    Patch,
+    /// DELETE.
+    Delete,
+}
+
+impl Operation {
+    /// The policy capability this operation needs.
+    pub fn capability(self) -> &'static str {
+        match self {
+            Operation::Read => "read",
+            Operation::List => "list",
+            Operation::Create => "create",
+            Operation::Update => "update",
+            Operation::Patch => "patch",
+            Operation::Delete => "delete",
+        }
+    }
+}
+
+/// A logical request. `path` is relative to the mount once routed.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The operation.
+    pub op: Operation,
+    /// Path relative to the backend's mount point (no leading slash).
+    pub path: String,
+    /// Request data: the JSON body, or the query parameters of a read.
+    pub data: Map<String, Value>,
+    /// Caller's address, for CIDR bindings and lockouts.
+    pub client_addr: Option<IpAddr>,
+}
+
+impl Request {
+    /// A request with no data.
+    pub fn new(op: Operation, path: impl Into<String>) -> Self {
+        Self { op, path: path.into(), data: Map::new(), client_addr: None }
+    }
+}
+
+/// Authentication result attached to a login response (Vault's `auth` block).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct AuthInfo {
+    /// The new token (secret: only ever sent to the client that logged in).
+    pub client_token: String,
+    /// The token's accessor.
+    pub accessor: String,
+    /// Effective policies.
+    pub policies: Vec<String>,
+    /// Policies attached to the token.
+    pub token_policies: Vec<String>,
+    /// Metadata.
+    pub metadata: Option<Map<String, Value>>,
+    /// Seconds until expiry (0 = none).
+    pub lease_duration: u64,
+    /// Whether the token can be renewed.
+    pub renewable: bool,
+    /// Entity (identity) ID, empty until identity exists.
+    pub entity_id: String,
+    /// "service".
+    pub token_type: String,
+    /// Whether the token has no parent.
+    pub orphan: bool,
+    /// Remaining uses (0 = unlimited).
+    pub num_uses: u64,
+}
+
+/// A logical response.
+#[derive(Debug, Clone)]
+pub enum Response {
+    /// Data in Vault's standard envelope.
+    Data {
+        /// `data` (may be absent, e.g. login responses).
+        data: Option<Map<String, Value>>,
+        /// `auth` block for logins.
+        auth: Option<Box<AuthInfo>>,
+        /// Warnings to show the caller.
+        warnings: Vec<String>,
+    },
+    /// Success with nothing to say.
+    NoContent,
+}
+
+impl Response {
+    /// A plain data response.
+    pub fn data(data: Map<String, Value>) -> Self {
+        Response::Data { data: Some(data), auth: None, warnings: Vec::new() }
+    }
+    /// Build a data response from any JSON object value.
+    pub fn json(value: Value) -> Self {
+        match value {
+            Value::Object(m) => Self::data(m),
+            other => {
+                let mut m = Map::new();
+                m.insert("value".into(), other);
+                Self::data(m)
+            }
+        }
+    }
+}
+
+/// Errors a backend returns; the HTTP layer maps each to a status code.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogicalError {
+    /// The request is malformed or invalid (400).
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The caller may not do this (403).
+    #[error("permission denied")]
+    PermissionDenied,
+    /// Nothing at this path (404, empty error list as Vault does).
+    #[error("not found")]
+    NotFound,
+    /// No handler for this path (404 with a message).
+    #[error("unsupported path: {0}")]
+    UnsupportedPath(String),
+    /// The path exists but not for this operation (405).
+    #[error("unsupported operation")]
+    UnsupportedOperation,
+    /// A check-and-set or concurrency precondition failed (400 in Vault).
+    #[error("{0}")]
+    Conflict(String),
+    /// Too many attempts (429).
+    #[error("{0}")]
+    RateLimited(String),
+    /// The vault is sealed (503).
+    #[error("Vault is sealed")]
+    Sealed,
+    /// Something failed on our side. The detail is logged, never sent.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl LogicalError {
+    /// An internal error: `detail` goes to the log only.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        LogicalError::Internal(detail.to_string())
+    }
+}
+
+impl From<crate::barrier::BarrierError> for LogicalError {
+    fn from(e: crate::barrier::BarrierError) -> Self {
+        match e {
+            crate::barrier::BarrierError::Sealed => LogicalError::Sealed,
+            other => LogicalError::internal(other),
+        }
+    }
+}
+
+/// Boxed future returned by [`Backend::handle`] (the trait must be object safe).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A mounted engine: secrets engine, auth method or the system backend.
+///
+/// Every call carries an [`Authorized`] value, which only the policy check
+/// can make: a backend cannot be reached without one.
+pub trait Backend: Send + Sync + 'static {
+    /// Handle a request routed to this mount (`req.path` is mount-relative).
+    fn handle<'a>(
+        &'a self,
+        auth: &'a Authorized,
+        req: Request,
+    ) -> BoxFuture<'a, Result<Response, LogicalError>>;
+
+    /// Whether `path` (mount-relative) exists, so a write can be classified
+    /// as `create` or `update` for the policy check. `None`: no distinction
+    /// (writes are `update`).
+    fn exists<'a>(
+        &'a self,
+        _unsealed: &'a crate::barrier::Unsealed,
+        _path: &'a str,
+    ) -> BoxFuture<'a, Result<Option<bool>, LogicalError>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Paths (mount-relative, `*` suffix glob) that need no token, e.g. login.
+    fn unauthenticated_paths(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Paths (mount-relative, `*` suffix glob) that need `sudo` in addition
+    /// to the operation's capability.
+    fn root_paths(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Called when the mount is removed: the engine's data is deleted by the
+    /// core afterwards; engines with background work stop it here.
+    fn shutdown(&self) {}
+}
+
+/// Does `path` match a pattern list where a trailing `*` is a prefix glob?
+pub fn path_matches(patterns: &[&str], path: &str) -> bool {
+    patterns.iter().any(|p| match p.strip_suffix('*') {
+        Some(prefix) => path.starts_with(prefix),
+        None => *p == path,
+    })
+}

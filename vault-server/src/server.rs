@@ -1,0 +1,119 @@
+//! Running the server: storage, core, listener, background jobs and a
+//! graceful shutdown that seals (wipes keys) before exit.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::core::Core;
+use crate::http;
+use crate::storage::Storage;
+
+/// Errors starting the server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// Storage could not be opened.
+    #[error("storage: {0}")]
+    Storage(#[from] crate::storage::StorageError),
+    /// The core could not start.
+    #[error("core: {0}")]
+    Core(#[from] crate::core::CoreError),
+    /// Binding or serving failed.
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+    /// TLS files are unusable.
+    #[error(transparent)]
+    Tls(#[from] http::tls::TlsError),
+}
+
+/// A started server (listening, not yet serving until [`Server::serve`]).
+#[derive(Debug)]
+pub struct Server {
+    core: Arc<Core>,
+    listener: TcpListener,
+    config: Config,
+}
+
+impl Server {
+    /// Open storage, build the core, bind the listener.
+    pub async fn start(config: Config) -> Result<Self, ServerError> {
+        let storage = Storage::open(&config.storage_url).await?;
+        let core = Core::new(storage).await?;
+        let listener = TcpListener::bind(config.listen_addr).await?;
+        Ok(Self { core, listener, config })
+    }
+
+    /// The core (for dev-mode set-up before serving).
+    pub fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serve until `shutdown` resolves; then stop accepting, let in-flight
+    /// requests finish, seal (wiping keys) and close storage.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+        let Server { core, listener, config } = self;
+        let addr = listener.local_addr()?;
+        let app = http::router(core.clone(), config.max_request_bytes)
+            .into_make_service_with_connect_info::<http::tls::PeerAddr>();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let jobs = tokio::spawn(background(core.clone(), stop_rx));
+        let result = match &config.tls {
+            Some(tls) => {
+                let cfg = http::tls::server_config(&tls.cert_file, &tls.key_file)?;
+                tracing::info!(%addr, tls = true, "listening");
+                let listener = http::tls::TlsListener::new(listener, cfg)?;
+                axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+            }
+            None => {
+                tracing::warn!(%addr, "listening over plain HTTP without TLS: tokens and secrets cross the network in the clear; configure [tls] outside local development");
+                tracing::info!(%addr, tls = false, "listening");
+                axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+            }
+        };
+        let _ = stop_tx.send(true);
+        let _ = jobs.await;
+        core.seal().await;
+        core.storage().close().await;
+        tracing::info!("shut down cleanly");
+        Ok(result?)
+    }
+}
+
+/// Periodic jobs: barrier usage check (auto-rotation).
+async fn background(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => core.maintain().await,
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    let mut int = match signal(SignalKind::interrupt()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT received: shutting down"),
+    }
+}
