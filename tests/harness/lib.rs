@@ -216,6 +216,8 @@ pub type Reply = (u16, Value);
 impl Client {
     /// A client for `base` (e.g. `http://127.0.0.1:8200`).
     pub fn new(base: &str) -> Client {
+        // reqwest is built without a default rustls provider; the tree has only ring.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         Client { http: reqwest::Client::new(), base: base.trim_end_matches('/').into(), token: None }
     }
 
