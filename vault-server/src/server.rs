@@ -13,6 +13,9 @@ use crate::core::Core;
 use crate::http;
 use crate::storage::Storage;
 
+/// How long in-flight requests get after SIGTERM/SIGINT.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// Errors starting the server.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -60,24 +63,57 @@ impl Server {
 
     /// Serve until `shutdown` resolves; then stop accepting, let in-flight
     /// requests finish, seal (wiping keys) and close storage.
-    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
         let Server { core, listener, config } = self;
         let addr = listener.local_addr()?;
         let app = http::router(core.clone(), config.max_request_bytes)
             .into_make_service_with_connect_info::<http::tls::PeerAddr>();
         let (stop_tx, stop_rx) = watch::channel(false);
-        let jobs = tokio::spawn(background(core.clone(), stop_rx));
-        let result = match &config.tls {
-            Some(tls) => {
-                let cfg = http::tls::server_config(&tls.cert_file, &tls.key_file)?;
-                tracing::info!(%addr, tls = true, "listening");
-                let listener = http::tls::TlsListener::new(listener, cfg)?;
-                axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+        let jobs = tokio::spawn(background(core.clone(), stop_rx.clone()));
+        // The signal flips `stop`; serving stops accepting at once and gets a
+        // bounded grace period for in-flight requests (a client that never
+        // closes its connection must not keep the process, and its keys, alive).
+        let signal_tx = stop_tx.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = signal_tx.send(true);
+        });
+        let graceful = {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
             }
-            None => {
-                tracing::warn!(%addr, "listening over plain HTTP without TLS: tokens and secrets cross the network in the clear; configure [tls] outside local development");
-                tracing::info!(%addr, tls = false, "listening");
-                axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+        };
+        let deadline = {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            }
+        };
+        let serving = async {
+            match &config.tls {
+                Some(tls) => {
+                    let cfg = http::tls::server_config(&tls.cert_file, &tls.key_file)?;
+                    tracing::info!(%addr, tls = true, "listening");
+                    let listener = http::tls::TlsListener::new(listener, cfg)?;
+                    Ok::<_, ServerError>(axum::serve(listener, app).with_graceful_shutdown(graceful).await?)
+                }
+                None => {
+                    tracing::warn!(%addr, "listening over plain HTTP without TLS: tokens and secrets cross the network in the clear; configure [tls] outside local development");
+                    tracing::info!(%addr, tls = false, "listening");
+                    Ok(axum::serve(listener, app).with_graceful_shutdown(graceful).await?)
+                }
+            }
+        };
+        let result = tokio::select! {
+            r = serving => r,
+            () = deadline => {
+                tracing::warn!(grace_secs = SHUTDOWN_GRACE.as_secs(), "connections still open after the grace period; closing them");
+                Ok(())
             }
         };
         let _ = stop_tx.send(true);
@@ -85,7 +121,7 @@ impl Server {
         core.seal().await;
         core.storage().close().await;
         tracing::info!("shut down cleanly");
-        Ok(result?)
+        result
     }
 }
 

@@ -137,10 +137,12 @@ fn typed_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("failed to parse JSON input: {e}")))
 }
 
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body exceeds the limit of {limit} bytes"))
+}
+
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body exceeds the limit of {limit} bytes"))
-    })
+    axum::body::to_bytes(body, limit).await.map_err(|_| too_large(limit))
 }
 
 async fn dispatch(
@@ -171,6 +173,15 @@ async fn handle(
     let path = decode_path(raw_path)?;
     if path.split('/').any(|s| s == ".." || s == ".") {
         return Err(ApiError::bad_request("path must not contain '.' or '..' segments"));
+    }
+    // Refuse a declared oversize body before reading any of it.
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len > state.max_body as u64
+    {
+        return Err(too_large(state.max_body));
     }
     let body = read_body(body, state.max_body).await?;
     if let Some(r) = sys_raw::handle(&state.core, &method, &path, &uri, &headers, &body).await? {
