@@ -28,6 +28,8 @@ pub struct TermKey {
     pub stored_encryptions: u64,
     /// Encryptions done by this process since load.
     pub new_encryptions: AtomicU64,
+    /// How many of `new_encryptions` were already added to the stored count.
+    pub flushed: AtomicU64,
 }
 
 impl std::fmt::Debug for TermKey {
@@ -44,6 +46,7 @@ impl TermKey {
             install_unix,
             stored_encryptions,
             new_encryptions: AtomicU64::new(0),
+            flushed: AtomicU64::new(0),
         }
     }
 
@@ -110,6 +113,32 @@ impl Keyring {
         next.terms.insert(term, TermKey::new(new_key, now, 0));
         next.active = term;
         Ok(next)
+    }
+
+    /// Add `other`'s unflushed encryptions (this process's, counted since
+    /// load) to this keyring's stored counts. Returns what was added per term,
+    /// to be marked flushed in `other` once the write succeeded.
+    pub fn absorb_usage(&mut self, other: &Keyring) -> Vec<(u32, u64)> {
+        let mut added = Vec::new();
+        for (term, ours) in &other.terms {
+            let delta = ours.new_encryptions.load(Ordering::Relaxed) - ours.flushed.load(Ordering::Relaxed);
+            if let Some(k) = self.terms.get_mut(term)
+                && delta > 0
+            {
+                k.stored_encryptions = k.stored_encryptions.saturating_add(delta);
+                added.push((*term, delta));
+            }
+        }
+        added
+    }
+
+    /// Record that `added` (from [`absorb_usage`](Self::absorb_usage)) is now stored.
+    pub fn mark_flushed(&self, added: &[(u32, u64)]) {
+        for (term, delta) in added {
+            if let Some(k) = self.terms.get(term) {
+                k.flushed.fetch_add(*delta, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Serialize (counts include this process's new encryptions).

@@ -284,7 +284,8 @@ impl Barrier {
     /// Safe against a concurrent rotation on another server (optimistic write).
     pub async fn rotate(&self, u: &Unsealed) -> Result<u32, BarrierError> {
         loop {
-            let (current, rev) = self.load_keyring(u.keys.root_key().clone()).await?;
+            let (mut current, rev) = self.load_keyring(u.keys.root_key().clone()).await?;
+            let added = current.absorb_usage(&u.keys);
             let next = current
                 .rotated(random::key32()?, now_unix())
                 .map_err(|_| BarrierError::Keyring)?;
@@ -292,6 +293,7 @@ impl Barrier {
             batch.put_expect(KEYRING_PATH, Self::wrap_keyring(&next), Expect::Rev(rev));
             match self.storage.write(batch).await {
                 Ok(()) => {
+                    u.keys.mark_flushed(&added);
                     let term = next.active_term();
                     self.install(next);
                     return Ok(term);
@@ -300,6 +302,29 @@ impl Barrier {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// Add this process's encryption counts to the stored keyring, so the
+    /// usage bound holds across restarts and servers.
+    pub async fn flush_usage(&self, u: &Unsealed) -> Result<(), BarrierError> {
+        for _ in 0..8 {
+            let (mut current, rev) = self.load_keyring(u.keys.root_key().clone()).await?;
+            let added = current.absorb_usage(&u.keys);
+            if added.is_empty() {
+                return Ok(());
+            }
+            let mut batch = WriteBatch::new();
+            batch.put_expect(KEYRING_PATH, Self::wrap_keyring(&current), Expect::Rev(rev));
+            match self.storage.write(batch).await {
+                Ok(()) => {
+                    u.keys.mark_flushed(&added);
+                    return Ok(());
+                }
+                Err(StorageError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     /// Status of the active term: (term, install time, encryptions).
@@ -311,7 +336,9 @@ impl Barrier {
     /// Auto-rotation check, run periodically: rotate once the active term
     /// nears the nonce-safety bound.
     pub async fn maintain(&self, u: &Unsealed) -> Result<Option<u32>, BarrierError> {
-        if u.keys.active().encryptions() >= AUTO_ROTATE_ENCRYPTIONS {
+        self.flush_usage(u).await?;
+        let (stored, _) = self.load_keyring(u.keys.root_key().clone()).await?;
+        if stored.term(u.keys.active_term()).map_or(0, |k| k.encryptions()) >= AUTO_ROTATE_ENCRYPTIONS {
             return self.rotate(u).await.map(Some);
         }
         Ok(None)
@@ -385,6 +412,25 @@ mod tests {
         assert_eq!(&**b.get(&u2, "old").await.unwrap().unwrap(), b"1");
         // A stale capability (pre-rotation keyring) reloads to read term 2.
         assert_eq!(&**b.get(&u, "new").await.unwrap().unwrap(), b"2");
+    }
+
+    #[tokio::test]
+    async fn usage_counts_are_persisted() {
+        let (_d, b, u) = open_barrier().await;
+        for i in 0..5 {
+            b.put(&u, &format!("k{i}"), b"v").await.unwrap();
+        }
+        b.flush_usage(&u).await.unwrap();
+        b.flush_usage(&u).await.unwrap(); // idempotent: nothing new to add
+        let root = u.keys.root_key().clone();
+        let (stored, _) = b.load_keyring(root).await.unwrap();
+        assert_eq!(stored.term(1).unwrap().encryptions(), 5);
+        // Rotation carries the counts of the old term along.
+        b.put(&u, "k5", b"v").await.unwrap();
+        b.rotate(&u).await.unwrap();
+        let (stored, _) = b.load_keyring(u.keys.root_key().clone()).await.unwrap();
+        assert_eq!(stored.term(1).unwrap().encryptions(), 6);
+        assert_eq!(stored.active_term(), 2);
     }
 
     #[tokio::test]

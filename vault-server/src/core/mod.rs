@@ -388,6 +388,11 @@ impl Core {
     /// keys they hold; new ones get `Sealed`.
     pub async fn seal(&self) {
         let _t = self.transition.lock().await;
+        if let Ok(u) = self.unsealed()
+            && let Err(e) = self.barrier.flush_usage(&u).await
+        {
+            tracing::warn!(error = %e, "could not record key usage before sealing");
+        }
         self.seal_now();
     }
 
