@@ -231,3 +231,75 @@ async fn concurrent_init_one_winner() {
     codes.sort();
     assert_eq!(codes, [200, 400], "{ra:?} {rb:?}");
 }
+
+/// Several servers on one PostgreSQL database: each is unsealed with the
+/// shares; a mount, a rotation or a rekey made on one is seen by the others.
+#[tokio::test]
+async fn servers_sharing_postgres_see_each_others_changes() {
+    let store = Store::new(Backend::Postgres);
+    let a = ServerProc::start(&store, &[]);
+    let b = ServerProc::start(&store, &[]);
+    let (ca, cb) = (a.client(), b.client());
+    let (keys, root) = ca.init(3, 2).await;
+    assert_eq!(cb.get("sys/seal-status").await.1["initialized"], true);
+    ca.unseal(&keys[..2]).await;
+    // Each server must be unsealed on its own.
+    assert_eq!(cb.get("sys/health").await.0, 503);
+    cb.unseal(&keys[1..]).await;
+    let (ra, rb) = (ca.with_token(&root), cb.with_token(&root));
+
+    // A mount made on A is routable on B (after the change notification).
+    assert_eq!(ra.post("sys/mounts/shared", json!({"type": "kv"})).await.0, 204);
+    assert_eq!(ra.put("shared/x", json!({"v": "from-a"})).await.0, 204);
+    let mut seen = false;
+    for _ in 0..50 {
+        if rb.get("shared/x").await.1["data"]["v"] == "from-a" {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(seen, "B never routed the mount A created");
+
+    // A rotation on A: B writes with the new term once notified and reads A's new values.
+    assert_eq!(ra.put("sys/rotate", json!({})).await.0, 204);
+    assert_eq!(ra.put("shared/y", json!({"v": "term2"})).await.0, 204);
+    assert_eq!(rb.get("shared/y").await.1["data"]["v"], "term2");
+    let mut term = 0;
+    for _ in 0..50 {
+        term = rb.get("sys/key-status").await.1["data"]["term"].as_u64().unwrap();
+        if term == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(term, 2, "B did not pick up A's keyring rotation");
+
+    // An unmount on A disappears from B.
+    assert_eq!(ra.delete("sys/mounts/shared").await.0, 204);
+    let mut gone = false;
+    for _ in 0..50 {
+        if rb.get("shared/x").await.0 == 404 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(gone, "B still routes a mount A removed");
+
+    // A rekey on A changes B's reported seal configuration.
+    let (_, v) = ca.put("sys/rekey/init", json!({"secret_shares": 2, "secret_threshold": 2})).await;
+    let nonce = v["nonce"].as_str().unwrap().to_string();
+    ca.put("sys/rekey/update", json!({"key": keys[0], "nonce": nonce})).await;
+    let (s, v) = ca.put("sys/rekey/update", json!({"key": keys[2], "nonce": nonce})).await;
+    assert_eq!((s, v["complete"].as_bool()), (200, Some(true)), "{v}");
+    let mut n = 0;
+    for _ in 0..50 {
+        n = cb.get("sys/seal-status").await.1["n"].as_u64().unwrap();
+        if n == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(n, 2, "B did not see the rekey");
+}

@@ -272,7 +272,7 @@ impl Barrier {
     }
 
     /// Re-read the keyring (another server rotated) and install it.
-    async fn reload(&self, u: &Unsealed) -> Result<Unsealed, BarrierError> {
+    pub(crate) async fn reload(&self, u: &Unsealed) -> Result<Unsealed, BarrierError> {
         let (keyring, _) = self.load_keyring(u.keys.root_key().clone()).await?;
         if self.is_sealed() {
             return Err(BarrierError::Sealed);

@@ -26,7 +26,7 @@ use crate::barrier::{Barrier, BarrierError, Batch, Keyring, Unsealed, now_unix};
 use crate::crypto::random;
 use crate::logical::LogicalError;
 use crate::seal::{self, Added, KeyPart, SealError, ShareCollector};
-use crate::storage::{Expect, SealConfig, Storage, StorageError};
+use crate::storage::{Change, Expect, SEAL_CONFIG_CHANGE, SealConfig, Storage, StorageError};
 
 pub use generate_root::GenerateRoot;
 pub use mounts::{MountEntry, Router};
@@ -150,7 +150,8 @@ impl Core {
     /// A sealed core over `storage`.
     pub async fn new(storage: Storage) -> Result<Arc<Self>, CoreError> {
         let seal_config = storage.seal_config().await?;
-        Ok(Arc::new_cyclic(|me| Core {
+        let changes = storage.subscribe();
+        let core = Arc::new_cyclic(|me| Core {
             me: me.clone(),
             barrier: Arc::new(Barrier::new(storage)),
             active: RwLock::new(None),
@@ -159,7 +160,28 @@ impl Core {
             rekey: std::sync::Mutex::new(None),
             generate_root: std::sync::Mutex::new(None),
             seal_config: RwLock::new(seal_config),
-        }))
+        });
+        tokio::spawn(follow_changes(Arc::downgrade(&core), changes));
+        Ok(core)
+    }
+
+    /// Apply a change another server made to shared state we cache.
+    async fn on_change(&self, change: &Change) -> Result<(), CoreError> {
+        let is = |p: &str| matches!(change, Change::Resync) || *change == Change::Path(p.into());
+        if is(SEAL_CONFIG_CHANGE) || is(seal::ROOT_KEY_PATH) {
+            self.refresh_config().await?;
+        }
+        if self.active().is_err() {
+            return Ok(());
+        }
+        if is(crate::barrier::KEYRING_PATH) {
+            let u = self.unsealed()?;
+            self.barrier.reload(&u).await?;
+        }
+        if is(mounts::MOUNTS_PATH) {
+            self.reload_mounts().await?;
+        }
+        Ok(())
     }
 
     /// The storage.
@@ -539,6 +561,22 @@ impl Core {
 
     fn arc(&self) -> Option<Arc<Core>> {
         self.me.upgrade()
+    }
+}
+
+/// Follow changes made by other servers (PostgreSQL only) until the core is dropped.
+async fn follow_changes(core: Weak<Core>, mut changes: tokio::sync::broadcast::Receiver<Change>) {
+    loop {
+        let change = match changes.recv().await {
+            Ok(c) => c,
+            // We fell behind: treat as a full resync.
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Change::Resync,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        let Some(core) = core.upgrade() else { return };
+        if let Err(e) = core.on_change(&change).await {
+            tracing::warn!(error = %e, "could not apply a change made by another server");
+        }
     }
 }
 

@@ -150,12 +150,31 @@ impl WriteBatch {
     pub fn ops(&self) -> &[Op] {
         &self.ops
     }
+    fn paths(&self) -> impl Iterator<Item = &str> {
+        self.ops.iter().map(|op| match op {
+            Op::Put { path, .. } | Op::Delete { path, .. } => path.as_str(),
+            Op::SetSealConfig(_) => SEAL_CONFIG_CHANGE,
+        })
+    }
+
     fn has_expectations(&self) -> bool {
         self.ops.iter().any(|op| match op {
             Op::Put { expect, .. } | Op::Delete { expect, .. } => expect.is_some(),
             Op::SetSealConfig(_) => false,
         })
     }
+}
+
+/// The pseudo-path announced when the seal configuration changes.
+pub const SEAL_CONFIG_CHANGE: &str = "core/seal-config";
+
+/// A change made by another server on the same database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// This path was written or deleted.
+    Path(String),
+    /// Notifications may have been lost: reload everything cached.
+    Resync,
 }
 
 /// Which database is behind a [`Storage`].
@@ -187,6 +206,7 @@ enum Backend {
 pub struct Storage {
     backend: Arc<Backend>,
     writer: group::Writer,
+    changes: tokio::sync::broadcast::Sender<Change>,
 }
 
 impl std::fmt::Debug for Storage {
@@ -209,7 +229,11 @@ impl Storage {
             ));
         };
         let writer = group::Writer::start(backend.clone());
-        Ok(Self { backend, writer })
+        let (changes, _) = tokio::sync::broadcast::channel(1024);
+        if let Backend::Postgres(pg) = &*backend {
+            pg.spawn_listener(changes.clone());
+        }
+        Ok(Self { backend, writer, changes })
     }
 
     /// Which database this is.
@@ -218,6 +242,12 @@ impl Storage {
             Backend::Sqlite(_) => Kind::Sqlite,
             Backend::Postgres(_) => Kind::Postgres,
         }
+    }
+
+    /// Changes made by *other* servers sharing this database (PostgreSQL
+    /// LISTEN/NOTIFY; a SQLite file has one writer process, so nothing comes).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {
+        self.changes.subscribe()
     }
 
     /// Read one path.

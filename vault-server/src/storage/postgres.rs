@@ -8,10 +8,35 @@ use std::time::Duration;
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-use super::{Ciphertext, Entry, StorageError, WriteBatch, sql};
+use super::{Change, Ciphertext, Entry, StorageError, WriteBatch, sql};
+
+/// Announce `paths` on [`CHANNEL`] inside the transaction (delivered on commit).
+async fn notify(conn: &mut sqlx::PgConnection, instance: &str, paths: Vec<&str>) -> Result<(), sqlx::Error> {
+    let mut payload = String::from(instance);
+    for path in paths {
+        if payload.len() + path.len() + 1 > MAX_PAYLOAD {
+            sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(&payload).execute(&mut *conn).await?;
+            payload = String::from(instance);
+        }
+        payload.push('\n');
+        payload.push_str(path);
+    }
+    if payload.len() > instance.len() {
+        sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(&payload).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Channel on which every commit announces the paths it wrote, so other
+/// servers on the same database can drop what they cached (mount table,
+/// keyring, seal configuration).
+const CHANNEL: &str = "vault_changes";
+/// PostgreSQL's NOTIFY payload limit is 8000 bytes; stay under it.
+const MAX_PAYLOAD: usize = 7000;
 
 pub(super) struct Postgres {
     pool: PgPool,
+    instance: String,
 }
 
 impl Postgres {
@@ -28,7 +53,52 @@ impl Postgres {
         // Several servers may start at once; sqlx's migrator takes an
         // advisory lock so only one applies each migration.
         sqlx::migrate!("../migrations/postgres").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, instance: crate::crypto::random::uuid() })
+    }
+
+    /// Forward change notifications from other servers into `tx` until the
+    /// pool closes. A lost connection is reported as [`Change::Resync`]
+    /// (notifications may have been missed while it was down).
+    pub(super) fn spawn_listener(&self, tx: tokio::sync::broadcast::Sender<Change>) {
+        let pool = self.pool.clone();
+        let me = self.instance.clone();
+        tokio::spawn(async move {
+            let mut listener = loop {
+                match sqlx::postgres::PgListener::connect_with(&pool).await {
+                    Ok(mut l) => match l.listen(CHANNEL).await {
+                        Ok(()) => break l,
+                        Err(e) => tracing::warn!(error = %e, "LISTEN failed; retrying"),
+                    },
+                    Err(e) => tracing::warn!(error = %e, "change listener cannot connect; retrying"),
+                }
+                if pool.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            };
+            loop {
+                match listener.try_recv().await {
+                    Ok(Some(n)) => {
+                        let mut lines = n.payload().lines();
+                        if lines.next() == Some(me.as_str()) {
+                            continue;
+                        }
+                        for path in lines {
+                            let _ = tx.send(Change::Path(path.to_string()));
+                        }
+                    }
+                    Ok(None) => {
+                        let _ = tx.send(Change::Resync);
+                    }
+                    Err(_) if pool.is_closed() => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "change listener error; resyncing");
+                        let _ = tx.send(Change::Resync);
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        });
     }
 
     pub(super) async fn get(&self, path: &str) -> Result<Option<Entry>, StorageError> {
@@ -60,7 +130,8 @@ impl Postgres {
         batches: &[&WriteBatch],
     ) -> Result<Vec<Result<(), StorageError>>, StorageError> {
         let mut conn = self.pool.acquire().await?;
-        let r = commit_group!(conn, "BEGIN", batches);
+        let instance = self.instance.as_str();
+        let r = commit_group!(conn, "BEGIN", batches, |c, paths| notify(c, instance, paths).await);
         if r.is_err() {
             let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
         }

@@ -99,10 +99,11 @@ macro_rules! apply_batch {
 }
 
 /// Commit a group of batches in one transaction on `$conn`, one savepoint per
-/// batch that has expectations. Evaluates to
+/// batch that has expectations; `|conn, paths| announce` runs just before
+/// COMMIT with the paths of the batches that applied. Evaluates to
 /// `Result<Vec<Result<(), StorageError>>, sqlx::Error>`.
 macro_rules! commit_group {
-    ($conn:expr, $begin:expr, $batches:expr) => {{
+    ($conn:expr, $begin:expr, $batches:expr, |$c:ident, $p:ident| $announce:expr) => {{
         async {
             sqlx::query($begin).execute(&mut *$conn).await?;
             let mut results = Vec::with_capacity($batches.len());
@@ -125,6 +126,19 @@ macro_rules! commit_group {
                     }
                 }
                 results.push(r);
+            }
+            let mut paths: Vec<&str> = Vec::new();
+            for (batch, r) in $batches.iter().zip(&results) {
+                if r.is_ok() {
+                    paths.extend(batch.paths());
+                }
+            }
+            paths.sort_unstable();
+            paths.dedup();
+            {
+                let $c = &mut *$conn;
+                let $p = paths;
+                $announce?;
             }
             sqlx::query("COMMIT").execute(&mut *$conn).await?;
             Ok::<_, sqlx::Error>(results)

@@ -76,7 +76,8 @@ impl Sqlite {
     ) -> Result<Vec<Result<(), StorageError>>, StorageError> {
         let mut conn = self.writer.lock().await;
         // IMMEDIATE takes the write lock up front instead of upgrading later.
-        let r = commit_group!(conn, "BEGIN IMMEDIATE", batches);
+        // One process owns a SQLite file: nobody else to notify.
+        let r = commit_group!(conn, "BEGIN IMMEDIATE", batches, |_c, _p| Ok::<(), sqlx::Error>(()));
         if r.is_err() {
             let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
         }
