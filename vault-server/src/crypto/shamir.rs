@@ -88,9 +88,9 @@ pub fn split(
     if threshold > shares {
         return Err(ShamirError::Parameters("threshold exceeds the number of shares"));
     }
-    let mut rng = UnwrapErr(SysRng);
+    let rng = UnwrapErr(SysRng);
     let raw = Zeroizing::new(
-        Gf256::split_bytes(threshold as usize, shares as usize, &key[..], &mut rng)
+        Gf256::split_bytes(threshold as usize, shares as usize, &key[..], rng)
             .map_err(|_| ShamirError::Combine)?,
     );
     raw.iter().map(|s| Share::from_bytes(s)).collect()

@@ -1,0 +1,229 @@
+//! The client against an in-process canned HTTP responder: status handling
+//! (health state codes, bare vs. explained 404), methods, the token header,
+//! and that errors never show the token. No vault server needed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::{Arc, Mutex};
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use vault_client::{Client, Error};
+
+const TOKEN: &str = "hvs.CANNED-TOKEN-SECRET";
+
+/// One received request: method, path, lowercase headers, body.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Serve each connection with the next canned (status, body); record requests.
+async fn canned(responses: Vec<(u16, &'static str)>) -> (String, Arc<Mutex<Vec<Seen>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        for (status, reply) in responses {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let head_end = loop {
+                let n = sock.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "client closed early");
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break i + 4;
+                }
+            };
+            let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+            let mut lines = head.split("\r\n");
+            let mut request_line = lines.next().unwrap().split(' ');
+            let method = request_line.next().unwrap().to_string();
+            let path = request_line.next().unwrap().to_string();
+            let headers: Vec<(String, String)> = lines
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+                .collect();
+            let len: usize = headers
+                .iter()
+                .find(|(k, _)| k == "content-length")
+                .map(|(_, v)| v.parse().unwrap())
+                .unwrap_or(0);
+            while buf.len() < head_end + len {
+                let n = sock.read(&mut chunk).await.unwrap();
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let body = String::from_utf8_lossy(&buf[head_end..head_end + len]).to_string();
+            log.lock().unwrap().push(Seen {
+                method,
+                path,
+                headers,
+                body,
+            });
+            let resp = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+                reply.len()
+            );
+            sock.write_all(resp.as_bytes()).await.unwrap();
+            sock.shutdown().await.ok();
+        }
+    });
+    (format!("http://{addr}"), seen)
+}
+
+const HEALTH_SEALED: &str = r#"{"initialized":true,"sealed":true,"standby":true,"performance_standby":false,
+"replication_performance_mode":"disabled","replication_dr_mode":"disabled","server_time_utc":1,"version":"0.1.0",
+"enterprise":false,"echo_duration_ms":0,"clock_skew_ms":0,"replication_primary_canary_age_ms":0}"#;
+
+#[tokio::test]
+async fn health_state_codes_are_answers() {
+    let (url, seen) = canned(vec![
+        (503, HEALTH_SEALED),
+        (500, r#"{"errors":["internal error"]}"#),
+    ])
+    .await;
+    let c = Client::new(url).unwrap();
+    let h = c.sys().health().await.unwrap();
+    assert_eq!(h.status, 503);
+    assert!(h.health.sealed);
+    let e = c.sys().health().await.unwrap_err();
+    assert!(
+        matches!(&e, Error::Api { status: 500, errors } if errors == &vec!["internal error".to_string()])
+    );
+    assert_eq!(seen.lock().unwrap()[0].path, "/v1/sys/health");
+}
+
+#[tokio::test]
+async fn logical_not_found_handling() {
+    let (url, seen) = canned(vec![
+        (404, r#"{"errors":[]}"#),
+        (404, r#"{"errors":["no handler for route \"nope/x\""]}"#),
+        (404, r#"{"errors":[]}"#),
+        (200, r#"{"data":{"keys":["a","dir/"]}}"#),
+        (204, ""),
+        (200, r#"{"data":{"foo":"bar"}}"#),
+    ])
+    .await;
+    let c = Client::new(url).unwrap().with_token(TOKEN);
+    let l = c.logical();
+    assert!(l.read("kv/missing").await.unwrap().is_none());
+    let e = l.read("nope/x").await.unwrap_err();
+    assert!(
+        e.is_not_found() && e.to_string().contains("no handler for route"),
+        "{e}"
+    );
+    assert!(l.list("kv/empty").await.unwrap().is_empty());
+    assert_eq!(l.list("kv").await.unwrap(), vec!["a", "dir/"]);
+    assert!(
+        l.write("kv/a", &json!({"foo": "bar"}))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(l.read("kv/a").await.unwrap().unwrap()["data"]["foo"], "bar");
+
+    let seen = seen.lock().unwrap();
+    let methods: Vec<(&str, &str)> = seen
+        .iter()
+        .map(|s| (s.method.as_str(), s.path.as_str()))
+        .collect();
+    assert_eq!(
+        methods,
+        vec![
+            ("GET", "/v1/kv/missing"),
+            ("GET", "/v1/nope/x"),
+            ("LIST", "/v1/kv/empty/"),
+            ("LIST", "/v1/kv/"),
+            ("PUT", "/v1/kv/a"),
+            ("GET", "/v1/kv/a"),
+        ]
+    );
+    assert!(
+        seen.iter()
+            .all(|s| s.header("x-vault-token") == Some(TOKEN))
+    );
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&seen[4].body).unwrap(),
+        json!({"foo": "bar"})
+    );
+}
+
+#[tokio::test]
+async fn sys_envelopes_and_bodies() {
+    let (url, seen) = canned(vec![
+        (200, r#"{"term":2,"request_id":"r","lease_id":"","renewable":false,"lease_duration":0,
+                  "data":{"term":2,"install_time":"2026-01-01T00:00:00Z","encryptions":7},
+                  "wrap_info":null,"warnings":null,"auth":null,"mount_type":"system"}"#),
+        (204, ""),
+        (200, r#"{"nonce":"n1","complete":true,"keys":["aa"],"keys_base64":["qg=="],"pgp_fingerprints":null,
+                  "backup":false,"verification_required":false}"#),
+        (400, r#"{"errors":["rekey in progress"]}"#),
+    ])
+    .await;
+    let c = Client::new(url).unwrap().with_token(TOKEN);
+    let ks = c.sys().key_status().await.unwrap();
+    assert_eq!((ks.term, ks.encryptions), (2, 7));
+    let mut opts = std::collections::BTreeMap::new();
+    opts.insert("version".to_string(), "1".to_string());
+    c.sys()
+        .mount("/kvx/", "kv", Some("test"), &opts)
+        .await
+        .unwrap();
+    match c.sys().rekey_update("share", "n1").await.unwrap() {
+        vault_client::RekeyUpdate::Complete(done) => assert_eq!(done.keys_base64, vec!["qg=="]),
+        other => panic!("{other:?}"),
+    }
+    let e = c.sys().rekey_init(3, 2).await.unwrap_err();
+    assert_eq!(e.status(), Some(400));
+    assert!(!e.to_string().contains(TOKEN) && !format!("{e:?}").contains(TOKEN));
+
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        (seen[1].method.as_str(), seen[1].path.as_str()),
+        ("POST", "/v1/sys/mounts/kvx")
+    );
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&seen[1].body).unwrap(),
+        json!({"type": "kv", "description": "test", "options": {"version": "1"}})
+    );
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&seen[2].body).unwrap(),
+        json!({"key": "share", "nonce": "n1"})
+    );
+}
+
+#[tokio::test]
+async fn transport_errors_do_not_show_the_token() {
+    // A port nobody listens on.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let c = Client::new(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .with_token(TOKEN);
+    let e = c.sys().seal_status().await.unwrap_err();
+    assert!(matches!(e, Error::Http(_)), "{e:?}");
+    let mut shown = format!("{e} {e:?}");
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        shown.push_str(&s.to_string());
+        src = s.source();
+    }
+    assert!(!shown.contains("CANNED-TOKEN"), "{shown}");
+}
