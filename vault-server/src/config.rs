@@ -210,3 +210,15 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod example_file {
+    /// The example shipped in `examples/vault.toml` must stay valid.
+    #[test]
+    fn example_config_parses() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/vault.toml");
+        let c = super::Config::load(Some(&path), super::Overrides::default()).unwrap();
+        assert_eq!(c.listen_addr.to_string(), super::DEFAULT_LISTEN);
+        assert!(c.tls.is_none());
+    }
+}
