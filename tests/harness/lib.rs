@@ -165,6 +165,11 @@ impl ServerProc {
         ServerProc { child, addr, logs }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `http://addr`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
