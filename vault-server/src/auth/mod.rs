@@ -5,6 +5,11 @@
 //! (for paths a backend declares public, such as login) construct it.
 
 pub mod acl;
+pub mod cidr;
+pub mod lockout;
+pub mod methods;
+pub mod policy;
+pub mod token_backend;
 pub mod token;
 
 use std::sync::Arc;
@@ -17,6 +22,7 @@ pub use token::{TokenEntry, TokenStore};
 pub struct Authorized {
     unsealed: Unsealed,
     token: Option<Arc<TokenEntry>>,
+    token_value: Option<zeroize::Zeroizing<String>>,
     _private: (),
 }
 
@@ -31,8 +37,20 @@ impl Authorized {
         self.token.as_deref()
     }
 
+    /// The caller's token value, for the token backend's `*-self` endpoints
+    /// (lookup-self returns it as `id`, renew-self as `client_token`).
+    pub(crate) fn token_value(&self) -> Option<&str> {
+        self.token_value.as_deref().map(String::as_str)
+    }
+
+    /// Attach the raw token (only the core does this, after authorization).
+    pub(crate) fn with_token_value(mut self, v: &str) -> Self {
+        self.token_value = Some(zeroize::Zeroizing::new(v.to_string()));
+        self
+    }
+
     /// For paths the backend itself declares unauthenticated (login).
     pub(crate) fn unauthenticated(unsealed: Unsealed) -> Self {
-        Self { unsealed, token: None, _private: () }
+        Self { unsealed, token: None, token_value: None, _private: () }
     }
 }

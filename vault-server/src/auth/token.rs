@@ -1,51 +1,86 @@
 //! The token store. Tokens are `hvs.` + 24 base62 characters (Vault's root
-//! token shape, 143 bits of entropy). A token is stored only under its keyed
+//! token shape, ~143 bits of entropy). A token is stored only under its keyed
 //! hash (HMAC-SHA-256 with a key kept inside the barrier), so neither the
-//! database nor a backup of it yields a usable token.
+//! database nor a backup of it yields a usable token; accessors likewise.
+//!
+//! ```text
+//! sys/token/id/<mac(token)>                 -> TokenEntry (JSON, barrier-encrypted)
+//! sys/token/accessor/<mac(accessor)>        -> <mac(token)>
+//! sys/token/parent/<mac(parent)>/<mac(child)> -> (marker; children are revoked with their parent)
+//! ```
+//!
+//! Lookups are cached in memory by keyed hash; revocation drops the entry at
+//! once, and other servers drop theirs when PostgreSQL announces the change.
+//! Tokens with a use limit are never cached (each use is a write).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
 use crate::barrier::{Barrier, BarrierError, Batch, Unsealed};
 use crate::crypto::hmac::HmacKey;
 use crate::crypto::random;
+use crate::storage::{Expect, StorageError};
 
 /// Barrier path of the HMAC key for token lookups.
 pub const HMAC_KEY_PATH: &str = "core/token-hmac-key";
-const ID_PREFIX: &str = "sys/token/id/";
+/// Storage prefix of token entries.
+pub const ID_PREFIX: &str = "sys/token/id/";
 const ACCESSOR_PREFIX: &str = "sys/token/accessor/";
+const PARENT_PREFIX: &str = "sys/token/parent/";
 const LABEL_ID: &[u8] = b"token-id";
 const LABEL_ACCESSOR: &[u8] = b"token-accessor";
 /// Characters after the `hvs.` prefix.
 pub const TOKEN_RANDOM_LEN: usize = 24;
 /// Total token length (also the generate-root OTP length).
 pub const TOKEN_LEN: usize = 4 + TOKEN_RANDOM_LEN;
+/// Vault's system default and maximum TTL: 768 hours.
+pub const SYSTEM_MAX_TTL: u64 = 768 * 3600;
+const CACHE_LIMIT: usize = 100_000;
 
 /// What is stored about a token (never the token itself).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct TokenEntry {
+    /// Keyed hash of the token: its storage key and identity for parent links.
+    pub id: String,
     /// Public handle for the token (lookup/revoke without knowing it).
     pub accessor: String,
     /// Attached policies.
     pub policies: Vec<String>,
     /// Human-readable name.
     pub display_name: String,
-    /// Creation path, e.g. "auth/token/root".
+    /// Creation path, e.g. "auth/token/create", "auth/approle/login".
     pub path: String,
     /// Creation time, Unix seconds.
     pub creation_time: i64,
     /// Expiry, Unix seconds (None: never).
     pub expire_time: Option<i64>,
-    /// TTL at creation, seconds (0: none).
+    /// TTL at creation (or last renewal), seconds (0: none).
     pub creation_ttl: u64,
+    /// Hard limit on the lifetime, seconds from creation (0: system maximum, or none for root/periodic).
+    #[serde(default)]
+    pub explicit_max_ttl: u64,
+    /// Periodic token: each renewal resets the TTL to this (0: not periodic).
+    #[serde(default)]
+    pub period: u64,
+    /// Remaining uses (0: unlimited).
+    #[serde(default)]
+    pub num_uses: u64,
     /// Metadata.
     #[serde(default)]
-    pub meta: serde_json::Map<String, serde_json::Value>,
+    pub meta: Map<String, Value>,
     /// Keyed hash of the parent token (None: orphan).
     #[serde(default)]
     pub parent: Option<String>,
+    /// Whether it may be renewed.
+    #[serde(default)]
+    pub renewable: bool,
+    /// CIDRs the token may be used from.
+    #[serde(default)]
+    pub bound_cidrs: Vec<String>,
 }
 
 impl TokenEntry {
@@ -53,6 +88,54 @@ impl TokenEntry {
     pub fn expired(&self, now: i64) -> bool {
         self.expire_time.is_some_and(|t| now >= t)
     }
+
+    /// Seconds left (0 if none or expired).
+    pub fn ttl_left(&self, now: i64) -> u64 {
+        self.expire_time.map_or(0, |t| (t - now).max(0) as u64)
+    }
+
+    /// Does the token carry the root policy?
+    pub fn is_root(&self) -> bool {
+        self.policies.iter().any(|p| p == "root")
+    }
+
+    /// Latest allowed expiry, Unix seconds (None: unbounded).
+    fn max_expire(&self) -> Option<i64> {
+        if self.explicit_max_ttl > 0 {
+            Some(self.creation_time + self.explicit_max_ttl as i64)
+        } else if self.period > 0 || self.is_root() {
+            None
+        } else {
+            Some(self.creation_time + SYSTEM_MAX_TTL as i64)
+        }
+    }
+}
+
+/// What to create.
+#[derive(Debug, Clone, Default)]
+pub struct TokenParams {
+    /// Policies (already validated and normalized by the caller).
+    pub policies: Vec<String>,
+    /// Display name.
+    pub display_name: String,
+    /// Creation path.
+    pub path: String,
+    /// Requested TTL (0: default).
+    pub ttl: u64,
+    /// Hard cap (0: none beyond the system maximum).
+    pub explicit_max_ttl: u64,
+    /// Periodic.
+    pub period: u64,
+    /// Use limit.
+    pub num_uses: u64,
+    /// Metadata.
+    pub meta: Map<String, Value>,
+    /// Parent's keyed hash (None: orphan).
+    pub parent: Option<String>,
+    /// Renewable.
+    pub renewable: bool,
+    /// CIDR bindings.
+    pub bound_cidrs: Vec<String>,
 }
 
 /// A token value as handed to a client: wiped from memory on drop.
@@ -61,6 +144,7 @@ pub type TokenSecret = Zeroizing<String>;
 /// Token lookups and creation, keyed by the barrier-held HMAC key.
 pub struct TokenStore {
     hmac: HmacKey,
+    cache: Mutex<HashMap<String, Arc<TokenEntry>>>,
 }
 
 impl std::fmt::Debug for TokenStore {
@@ -69,12 +153,20 @@ impl std::fmt::Debug for TokenStore {
     }
 }
 
+fn corrupt(_: serde_json::Error) -> BarrierError {
+    BarrierError::Tampered("token entry".into())
+}
+
 impl TokenStore {
+    fn with_key(key: Zeroizing<[u8; 32]>) -> Self {
+        Self { hmac: HmacKey::new(key), cache: Mutex::new(HashMap::new()) }
+    }
+
     /// A store with a fresh HMAC key, plus the batch entry that persists it (init).
     pub fn generate(u: &Unsealed, batch: &mut Batch) -> Result<Self, BarrierError> {
         let key = random::key32()?;
         batch.put(u, HMAC_KEY_PATH, &key[..]);
-        Ok(Self { hmac: HmacKey::new(key) })
+        Ok(Self::with_key(key))
     }
 
     /// Load the HMAC key after unseal.
@@ -85,11 +177,12 @@ impl TokenStore {
             return Err(BarrierError::Keyring);
         }
         key.copy_from_slice(&raw);
-        Ok(Self { hmac: HmacKey::new(key) })
+        Ok(Self::with_key(key))
     }
 
-    fn id_path(&self, token: &str) -> String {
-        format!("{ID_PREFIX}{}", self.hmac.mac_hex(LABEL_ID, token.as_bytes()))
+    /// The keyed hash identifying `token`.
+    pub fn id_of(&self, token: &str) -> String {
+        self.hmac.mac_hex(LABEL_ID, token.as_bytes())
     }
 
     fn accessor_path(&self, accessor: &str) -> String {
@@ -101,54 +194,256 @@ impl TokenStore {
         Zeroizing::new(format!("hvs.{}", random::base62(TOKEN_RANDOM_LEN)))
     }
 
-    /// Add a new root token to `batch`; returns the token value.
-    pub fn create_root(&self, u: &Unsealed, batch: &mut Batch, now: i64) -> TokenSecret {
+    /// Add a new token to `batch`; returns the token value and its entry.
+    pub fn create(&self, u: &Unsealed, batch: &mut Batch, p: TokenParams, now: i64) -> (TokenSecret, TokenEntry) {
         let token = Self::new_token_value();
+        let root = p.policies.iter().any(|x| x == "root");
+        let ttl = if p.period > 0 {
+            p.period
+        } else if p.ttl == 0 && root {
+            0
+        } else {
+            let t = if p.ttl == 0 { SYSTEM_MAX_TTL } else { p.ttl };
+            t.min(SYSTEM_MAX_TTL)
+        };
+        let ttl = if p.explicit_max_ttl > 0 && (ttl == 0 || ttl > p.explicit_max_ttl) { p.explicit_max_ttl } else { ttl };
         let entry = TokenEntry {
+            id: self.id_of(&token),
             accessor: random::base62(24),
+            policies: p.policies,
+            display_name: p.display_name,
+            path: p.path,
+            creation_time: now,
+            expire_time: (ttl > 0).then(|| now + ttl as i64),
+            creation_ttl: ttl,
+            explicit_max_ttl: p.explicit_max_ttl,
+            period: p.period,
+            num_uses: p.num_uses,
+            meta: p.meta,
+            parent: p.parent,
+            renewable: p.renewable && ttl > 0,
+            bound_cidrs: p.bound_cidrs,
+        };
+        self.add(u, batch, &entry);
+        (token, entry)
+    }
+
+    /// A root token (init, generate-root).
+    pub fn create_root(&self, u: &Unsealed, batch: &mut Batch, now: i64) -> TokenSecret {
+        let params = TokenParams {
             policies: vec!["root".into()],
             display_name: "root".into(),
             path: "auth/token/root".into(),
-            creation_time: now,
-            expire_time: None,
-            creation_ttl: 0,
-            meta: Default::default(),
-            parent: None,
+            ..Default::default()
         };
-        self.add(u, batch, &token, &entry);
-        token
+        self.create(u, batch, params, now).0
     }
 
-    /// Add `entry` for `token` (and its accessor index) to `batch`.
-    pub fn add(&self, u: &Unsealed, batch: &mut Batch, token: &str, entry: &TokenEntry) {
-        let id_path = self.id_path(token);
+    /// Write `entry` (with its accessor and parent index) into `batch`.
+    pub fn add(&self, u: &Unsealed, batch: &mut Batch, entry: &TokenEntry) {
         let json = Zeroizing::new(serde_json::to_vec(entry).unwrap_or_default());
-        batch.put(u, &id_path, &json);
-        batch.put(u, &self.accessor_path(&entry.accessor), id_path.as_bytes());
-    }
-
-    /// Look a token up; expired tokens are treated as absent.
-    pub async fn lookup(
-        &self,
-        barrier: &Barrier,
-        u: &Unsealed,
-        token: &str,
-        now: i64,
-    ) -> Result<Option<Arc<TokenEntry>>, BarrierError> {
-        let Some(raw) = barrier.get(u, &self.id_path(token)).await? else { return Ok(None) };
-        let entry: TokenEntry =
-            serde_json::from_slice(&raw).map_err(|_| BarrierError::Tampered("token entry".into()))?;
-        if entry.expired(now) {
-            return Ok(None);
+        batch.put(u, &format!("{ID_PREFIX}{}", entry.id), &json);
+        batch.put(u, &self.accessor_path(&entry.accessor), entry.id.as_bytes());
+        if let Some(parent) = &entry.parent {
+            batch.put(u, &format!("{PARENT_PREFIX}{parent}/{}", entry.id), b"1");
         }
-        Ok(Some(Arc::new(entry)))
     }
 
-    /// Revoke a token: remove its entry and accessor index in one batch.
-    pub fn revoke(&self, batch: &mut Batch, token: &str, entry: &TokenEntry) {
-        batch.delete(&self.id_path(token));
-        batch.delete(&self.accessor_path(&entry.accessor));
+    /// Replace a token value's entry (dev mode chooses the root token value).
+    pub fn rebind(&self, u: &Unsealed, batch: &mut Batch, token: &str, old: &TokenEntry) -> TokenEntry {
+        let mut entry = old.clone();
+        entry.id = self.id_of(token);
+        batch.delete(&format!("{ID_PREFIX}{}", old.id));
+        self.add(u, batch, &entry);
+        self.invalidate(&old.id);
+        entry
     }
+
+    /// Forget a cached entry (revoked here or by another server).
+    pub fn invalidate(&self, id: &str) {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
+    /// Look up by keyed hash, without expiry filtering or caching.
+    async fn load_entry(&self, barrier: &Barrier, u: &Unsealed, id: &str) -> Result<Option<(TokenEntry, i64)>, BarrierError> {
+        let Some((raw, rev)) = barrier.get_with_rev(u, &format!("{ID_PREFIX}{id}")).await? else {
+            return Ok(None);
+        };
+        Ok(Some((serde_json::from_slice(&raw).map_err(corrupt)?, rev)))
+    }
+
+    /// Look a token up by its value; expired tokens are absent.
+    pub async fn lookup(&self, barrier: &Barrier, u: &Unsealed, token: &str, now: i64) -> Result<Option<Arc<TokenEntry>>, BarrierError> {
+        self.lookup_id(barrier, u, &self.id_of(token), now).await
+    }
+
+    /// Look a token up by its keyed hash; expired tokens are absent.
+    pub async fn lookup_id(&self, barrier: &Barrier, u: &Unsealed, id: &str, now: i64) -> Result<Option<Arc<TokenEntry>>, BarrierError> {
+        if let Some(e) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned() {
+            return Ok((!e.expired(now)).then_some(e));
+        }
+        let Some((entry, _)) = self.load_entry(barrier, u, id).await? else { return Ok(None) };
+        let entry = Arc::new(entry);
+        if entry.num_uses == 0 {
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.len() >= CACHE_LIMIT {
+                cache.clear();
+            }
+            cache.insert(id.to_string(), entry.clone());
+        }
+        Ok((!entry.expired(now)).then_some(entry))
+    }
+
+    /// Look a token up by accessor.
+    pub async fn lookup_accessor(&self, barrier: &Barrier, u: &Unsealed, accessor: &str, now: i64) -> Result<Option<Arc<TokenEntry>>, BarrierError> {
+        let Some(id) = barrier.get(u, &self.accessor_path(accessor)).await? else { return Ok(None) };
+        let id = String::from_utf8(id.to_vec()).map_err(|_| BarrierError::Tampered("accessor".into()))?;
+        self.lookup_id(barrier, u, &id, now).await
+    }
+
+    /// Count one use of a use-limited token; the last use revokes it.
+    /// Returns false if the token was exhausted concurrently.
+    pub async fn use_once(&self, barrier: &Barrier, u: &Unsealed, entry: &TokenEntry) -> Result<bool, BarrierError> {
+        if entry.num_uses == 0 {
+            return Ok(true);
+        }
+        for _ in 0..16 {
+            let Some((mut current, rev)) = self.load_entry(barrier, u, &entry.id).await? else { return Ok(false) };
+            if current.num_uses == 0 {
+                return Ok(false);
+            }
+            let mut batch = Batch::new();
+            let path = format!("{ID_PREFIX}{}", current.id);
+            if current.num_uses == 1 {
+                batch.delete_expect(&path, Expect::Rev(rev));
+                batch.delete(&self.accessor_path(&current.accessor));
+                if let Some(p) = &current.parent {
+                    batch.delete(&format!("{PARENT_PREFIX}{p}/{}", current.id));
+                }
+            } else {
+                current.num_uses -= 1;
+                let json = Zeroizing::new(serde_json::to_vec(&current).map_err(corrupt)?);
+                batch.put_expect(u, &path, &json, Expect::Rev(rev));
+            }
+            match barrier.write(batch).await {
+                Ok(()) => return Ok(true),
+                Err(BarrierError::Storage(StorageError::Conflict(_))) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Revoke a token and, recursively, every token created from it.
+    pub async fn revoke_tree(&self, barrier: &Barrier, u: &Unsealed, id: &str) -> Result<usize, BarrierError> {
+        let mut revoked = 0;
+        // Depth-first, children before parents, iteratively (no recursion limit).
+        let mut stack = vec![(id.to_string(), false)];
+        while let Some((cur, expanded)) = stack.pop() {
+            if !expanded {
+                stack.push((cur.clone(), true));
+                for child in barrier.list(u, &format!("{PARENT_PREFIX}{cur}/")).await? {
+                    stack.push((child.trim_end_matches('/').to_string(), false));
+                }
+                continue;
+            }
+            if self.revoke_one(barrier, u, &cur).await? {
+                revoked += 1;
+            }
+        }
+        Ok(revoked)
+    }
+
+    /// Revoke only this token; its children become orphans.
+    pub async fn revoke_orphan(&self, barrier: &Barrier, u: &Unsealed, id: &str) -> Result<(), BarrierError> {
+        for child in barrier.list(u, &format!("{PARENT_PREFIX}{id}/")).await? {
+            let child = child.trim_end_matches('/');
+            if let Some((mut e, rev)) = self.load_entry(barrier, u, child).await? {
+                e.parent = None;
+                let json = Zeroizing::new(serde_json::to_vec(&e).map_err(corrupt)?);
+                let mut batch = Batch::new();
+                batch.put_expect(u, &format!("{ID_PREFIX}{child}"), &json, Expect::Rev(rev));
+                batch.delete(&format!("{PARENT_PREFIX}{id}/{child}"));
+                barrier.write(batch).await?;
+                self.invalidate(child);
+            }
+        }
+        self.revoke_one(barrier, u, id).await?;
+        Ok(())
+    }
+
+    async fn revoke_one(&self, barrier: &Barrier, u: &Unsealed, id: &str) -> Result<bool, BarrierError> {
+        self.invalidate(id);
+        let entry = self.load_entry(barrier, u, id).await?;
+        let mut batch = Batch::new();
+        batch.delete(&format!("{ID_PREFIX}{id}"));
+        if let Some((e, _)) = &entry {
+            batch.delete(&self.accessor_path(&e.accessor));
+            if let Some(p) = &e.parent {
+                batch.delete(&format!("{PARENT_PREFIX}{p}/{id}"));
+            }
+        }
+        barrier.write(batch).await?;
+        self.invalidate(id);
+        Ok(entry.is_some())
+    }
+
+    /// Renew: extend the TTL (by `increment`, or the original TTL, or the
+    /// period), never beyond the token's maximum lifetime.
+    pub async fn renew(&self, barrier: &Barrier, u: &Unsealed, id: &str, increment: u64, now: i64) -> Result<Option<TokenEntry>, RenewError> {
+        for _ in 0..8 {
+            let Some((mut e, rev)) = self.load_entry(barrier, u, id).await? else { return Ok(None) };
+            if e.expired(now) {
+                return Ok(None);
+            }
+            if !e.renewable {
+                return Err(RenewError::NotRenewable);
+            }
+            let want = if e.period > 0 { e.period } else if increment > 0 { increment } else { e.creation_ttl };
+            let mut expire = now + want as i64;
+            if let Some(max) = e.max_expire() {
+                expire = expire.min(max);
+            }
+            e.expire_time = Some(expire);
+            let json = Zeroizing::new(serde_json::to_vec(&e).map_err(corrupt)?);
+            let mut batch = Batch::new();
+            batch.put_expect(u, &format!("{ID_PREFIX}{id}"), &json, Expect::Rev(rev));
+            match barrier.write(batch).await {
+                Ok(()) => {
+                    self.invalidate(id);
+                    return Ok(Some(e));
+                }
+                Err(BarrierError::Storage(StorageError::Conflict(_))) => continue,
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Err(RenewError::Barrier(BarrierError::Storage(StorageError::Conflict(id.into()))))
+    }
+
+    /// Revoke every expired token (with its children). Returns how many.
+    pub async fn tidy(&self, barrier: &Barrier, u: &Unsealed, now: i64) -> Result<usize, BarrierError> {
+        let mut n = 0;
+        for id in barrier.list(u, ID_PREFIX).await? {
+            if let Some((e, _)) = self.load_entry(barrier, u, &id).await?
+                && e.expired(now)
+            {
+                n += self.revoke_tree(barrier, u, &id).await?;
+            }
+        }
+        // Parent links whose parent is gone (e.g. revoked as an orphan) are harmless; leave them.
+        Ok(n)
+    }
+}
+
+/// Why a renewal failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RenewError {
+    /// The token is not renewable.
+    #[error("lease is not renewable")]
+    NotRenewable,
+    /// Storage/barrier failure.
+    #[error(transparent)]
+    Barrier(#[from] BarrierError),
 }
 
 #[cfg(test)]
@@ -160,5 +455,16 @@ mod tests {
         let t = TokenStore::new_token_value();
         assert_eq!(t.len(), TOKEN_LEN);
         assert!(t.starts_with("hvs."));
+    }
+
+    #[test]
+    fn max_expiry_rules() {
+        let mut e = TokenEntry { creation_time: 1000, policies: vec!["default".into()], ..Default::default() };
+        assert_eq!(e.max_expire(), Some(1000 + SYSTEM_MAX_TTL as i64));
+        e.explicit_max_ttl = 60;
+        assert_eq!(e.max_expire(), Some(1060));
+        e.explicit_max_ttl = 0;
+        e.period = 30;
+        assert_eq!(e.max_expire(), None);
     }
 }

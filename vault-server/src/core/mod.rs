@@ -11,6 +11,7 @@
 
 mod generate_root;
 pub mod mounts;
+pub mod policies;
 mod rekey;
 pub mod request;
 
@@ -29,7 +30,7 @@ use crate::seal::{self, Added, KeyPart, SealError, ShareCollector};
 use crate::storage::{Change, Expect, SEAL_CONFIG_CHANGE, SealConfig, Storage, StorageError};
 
 pub use generate_root::GenerateRoot;
-pub use mounts::{MountEntry, Router};
+pub use mounts::{MountEntry, Router, Table};
 pub use rekey::Rekey;
 
 /// Server version reported by seal-status and health.
@@ -97,6 +98,7 @@ pub struct ClusterInfo {
 /// so each request takes a fresh capability from the barrier.)
 pub struct Active {
     tokens: TokenStore,
+    policies: policies::PolicyStore,
     router: RwLock<Arc<Router>>,
     cluster: ClusterInfo,
 }
@@ -108,6 +110,16 @@ impl std::fmt::Debug for Active {
 }
 
 impl Active {
+    /// The token store.
+    pub fn tokens(&self) -> &TokenStore {
+        &self.tokens
+    }
+
+    /// The policy store.
+    pub fn policies(&self) -> &policies::PolicyStore {
+        &self.policies
+    }
+
     /// The current routing table.
     pub fn router(&self) -> Arc<Router> {
         match self.router.read() {
@@ -134,6 +146,7 @@ pub struct Core {
     rekey: std::sync::Mutex<Option<Rekey>>,
     generate_root: std::sync::Mutex<Option<GenerateRoot>>,
     seal_config: RwLock<Option<SealConfig>>,
+    lockout: Arc<crate::auth::lockout::Lockout>,
 }
 
 impl std::fmt::Debug for Core {
@@ -160,6 +173,7 @@ impl Core {
             rekey: std::sync::Mutex::new(None),
             generate_root: std::sync::Mutex::new(None),
             seal_config: RwLock::new(seal_config),
+            lockout: Arc::new(crate::auth::lockout::Lockout::default()),
         });
         tokio::spawn(follow_changes(Arc::downgrade(&core), changes));
         Ok(core)
@@ -178,10 +192,26 @@ impl Core {
             let u = self.unsealed()?;
             self.barrier.reload(&u).await?;
         }
-        if is(mounts::MOUNTS_PATH) {
+        if is(mounts::MOUNTS_PATH) || is(mounts::AUTH_PATH) {
             self.reload_mounts().await?;
         }
+        let active = self.active()?;
+        match change {
+            Change::Resync => active.policies.invalidate(),
+            Change::Path(p) => {
+                if let Some(id) = p.strip_prefix(crate::auth::token::ID_PREFIX) {
+                    active.tokens.invalidate(id);
+                } else if p.starts_with(policies::POLICY_PREFIX) {
+                    active.policies.invalidate();
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Login failure counters shared by all auth methods.
+    pub fn lockout(&self) -> &Arc<crate::auth::lockout::Lockout> {
+        &self.lockout
     }
 
     /// The storage.
@@ -403,7 +433,7 @@ impl Core {
         let cluster: ClusterInfo = serde_json::from_slice(&raw)
             .map_err(|_| CoreError::Internal("cluster record malformed".into()))?;
         let router = mounts::load_router(self, &u).await?;
-        Ok(Active { tokens, router: RwLock::new(Arc::new(router)), cluster })
+        Ok(Active { tokens, policies: policies::PolicyStore::default(), router: RwLock::new(Arc::new(router)), cluster })
     }
 
     /// Seal: drop every key from memory. In-flight requests finish with the
@@ -433,21 +463,12 @@ impl Core {
     }
 
     /// `sys/seal` with a token check: needs `update` + `sudo` on `sys/seal`.
-    pub async fn seal_with_token(&self, token: Option<&str>) -> Result<(), CoreError> {
+    pub async fn seal_with_token(&self, token: Option<&str>, addr: Option<std::net::IpAddr>) -> Result<(), CoreError> {
         let Ok(active) = self.active() else { return Ok(()) };
-        let token = token.ok_or(LogicalError::PermissionDenied)?;
-        let entry = active
-            .tokens
-            .lookup(&self.barrier, &self.unsealed()?, token, now_unix())
-            .await?
-            .ok_or(LogicalError::PermissionDenied)?;
-        crate::auth::acl::authorize(
-            self.unsealed()?,
-            entry,
-            "sys/seal",
-            crate::logical::Operation::Update,
-            true,
-        )?;
+        let entry = self.authenticate(token, addr).await?;
+        let u = self.unsealed()?;
+        let acl = active.policies.acl(&self.barrier, &u, &entry.policies).await?;
+        crate::auth::acl::authorize(u, entry, &acl, "sys/seal", crate::logical::Operation::Update, true)?;
         drop(active);
         self.seal().await;
         Ok(())
@@ -534,14 +555,14 @@ impl Core {
             None => Zeroizing::new(resp.root_token.clone()),
             Some(chosen) => {
                 let active = self.active()?;
-                let mut batch = Batch::new();
+                let u = self.unsealed()?;
                 let entry = active
                     .tokens
-                    .lookup(&self.barrier, &self.unsealed()?, &resp.root_token, now_unix())
+                    .lookup(&self.barrier, &u, &resp.root_token, now_unix())
                     .await?
                     .ok_or_else(|| CoreError::Internal("root token missing".into()))?;
-                active.tokens.revoke(&mut batch, &resp.root_token, &entry);
-                active.tokens.add(&self.unsealed()?, &mut batch, chosen, &entry);
+                let mut batch = Batch::new();
+                active.tokens.rebind(&u, &mut batch, chosen, &entry);
                 self.barrier.write(batch).await?;
                 Zeroizing::new(chosen.to_string())
             }
@@ -549,13 +570,20 @@ impl Core {
         Ok((key_b64, token))
     }
 
-    /// Periodic housekeeping: barrier auto-rotation.
+    /// Periodic housekeeping: barrier auto-rotation, expired-token tidy.
     pub async fn maintain(&self) {
         let Ok(u) = self.unsealed() else { return };
         match self.barrier.maintain(&u).await {
             Ok(Some(term)) => tracing::info!(term, "barrier key auto-rotated (usage bound)"),
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "barrier maintenance failed"),
+        }
+        if let Ok(active) = self.active() {
+            match active.tokens.tidy(&self.barrier, &u, now_unix()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(revoked = n, "expired tokens tidied"),
+                Err(e) => tracing::warn!(error = %e, "token tidy failed"),
+            }
         }
     }
 

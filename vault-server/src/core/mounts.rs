@@ -14,12 +14,59 @@ use crate::crypto::random;
 use crate::logical::{Backend, LogicalError};
 use crate::storage::Expect;
 
-/// Barrier path of the mount table.
+/// Barrier path of the secrets-engine mount table.
 pub const MOUNTS_PATH: &str = "core/mounts";
-/// Prefixes nobody can mount at or under (Vault's protected paths).
-const PROTECTED: &[&str] = &["sys/", "auth/", "audit/", "cubbyhole/", "identity/"];
+/// Barrier path of the auth-method mount table.
+pub const AUTH_PATH: &str = "core/auth";
 /// Types that exist once and cannot be mounted.
 const SINGLETONS: &[&str] = &["system", "token", "cubbyhole", "identity"];
+
+/// The two mount tables: secrets engines (`sys/mounts`) and auth methods
+/// (`sys/auth`, routed under `auth/`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    /// Secrets engines.
+    Secrets,
+    /// Auth methods.
+    Auth,
+}
+
+impl Table {
+    /// Where the table is stored (inside the barrier).
+    pub fn storage_path(self) -> &'static str {
+        match self {
+            Table::Secrets => MOUNTS_PATH,
+            Table::Auth => AUTH_PATH,
+        }
+    }
+    /// Prefix of request paths routed to this table's mounts.
+    pub fn route_prefix(self) -> &'static str {
+        match self {
+            Table::Secrets => "",
+            Table::Auth => "auth/",
+        }
+    }
+    /// Prefix of the mounts' data in storage.
+    fn data_prefix(self) -> &'static str {
+        match self {
+            Table::Secrets => "logical/",
+            Table::Auth => "auth/",
+        }
+    }
+    /// Mount paths nobody can use (Vault's protected paths).
+    fn protected(self) -> &'static [&'static str] {
+        match self {
+            Table::Secrets => &["sys/", "auth/", "audit/", "cubbyhole/", "identity/"],
+            Table::Auth => &["token/"],
+        }
+    }
+    fn noun(self) -> &'static str {
+        match self {
+            Table::Secrets => "secret engine",
+            Table::Auth => "auth method",
+        }
+    }
+}
 
 /// Lease settings of a mount (seconds; 0 = system default).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -79,6 +126,20 @@ impl MountEntry {
         })
     }
 
+    fn token() -> Self {
+        Self {
+            path: "token/".into(),
+            kind: "token".into(),
+            description: "token based credentials".into(),
+            accessor: "auth_token_00000000".into(),
+            uuid: "token".into(),
+            config: MountConfig::default(),
+            options: None,
+            local: false,
+            seal_wrap: false,
+        }
+    }
+
     fn system() -> Self {
         Self {
             path: "sys/".into(),
@@ -99,33 +160,41 @@ impl MountEntry {
 pub struct Mounted {
     /// The table row.
     pub entry: MountEntry,
+    /// Which table it belongs to.
+    pub table: Table,
+    /// Request path prefix: `secret/`, or `auth/approle/`.
+    pub route_path: String,
     /// The engine.
     pub backend: Arc<dyn Backend>,
 }
 
 impl std::fmt::Debug for Mounted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Mounted({} {})", self.entry.path, self.entry.kind)
+        write!(f, "Mounted({} {})", self.route_path, self.entry.kind)
     }
 }
 
-/// Mounts sorted for longest-prefix matching, plus the table's storage revision.
+/// All mounts of both tables.
 #[derive(Debug, Default)]
 pub struct Router {
     mounts: Vec<Mounted>,
-    rev: Option<i64>,
 }
 
 impl Router {
-    /// All mounts (system first).
+    /// All mounts (built-ins first).
     pub fn mounts(&self) -> &[Mounted] {
         &self.mounts
+    }
+
+    /// The mounts of one table.
+    pub fn table(&self, t: Table) -> impl Iterator<Item = &Mounted> {
+        self.mounts.iter().filter(move |m| m.table == t)
     }
 
     /// The mount for `path` and the path relative to it.
     pub fn route<'p>(&self, path: &'p str) -> Option<(&Mounted, &'p str)> {
         self.mounts.iter().filter_map(|m| {
-            let mp = m.entry.path.as_str();
+            let mp = m.route_path.as_str();
             if let Some(rest) = path.strip_prefix(mp) {
                 Some((m, rest))
             } else if path == &mp[..mp.len() - 1] {
@@ -133,49 +202,75 @@ impl Router {
             } else {
                 None
             }
-        }).max_by_key(|(m, _)| m.entry.path.len())
+        }).max_by_key(|(m, _)| m.route_path.len())
     }
 
-    /// The mount at exactly `path` (normalized, trailing slash).
-    pub fn get(&self, path: &str) -> Option<&Mounted> {
-        self.mounts.iter().find(|m| m.entry.path == path)
-    }
-
-    fn user_entries(&self) -> Vec<MountEntry> {
-        self.mounts.iter().filter(|m| m.entry.kind != "system").map(|m| m.entry.clone()).collect()
+    /// The mount of `table` at exactly `path` (normalized, trailing slash).
+    pub fn get(&self, table: Table, path: &str) -> Option<&Mounted> {
+        self.table(table).find(|m| m.entry.path == path)
     }
 }
 
-/// The initial (empty) user mount table, added to the init batch.
+/// The initial (empty) user mount tables, added to the init batch.
 pub fn initial_table(u: &Unsealed, batch: &mut Batch) {
     batch.put(u, MOUNTS_PATH, b"[]");
+    batch.put(u, AUTH_PATH, b"[]");
 }
 
-/// Build the router from the stored table.
-pub async fn load_router(core: &Core, u: &Unsealed) -> Result<Router, CoreError> {
-    let (entries, rev) = match core.barrier.get_with_rev(u, MOUNTS_PATH).await? {
+async fn load_table(core: &Core, u: &Unsealed, t: Table) -> Result<(Vec<MountEntry>, Option<i64>), CoreError> {
+    match core.barrier.get_with_rev(u, t.storage_path()).await? {
         Some((raw, rev)) => {
             let entries: Vec<MountEntry> = serde_json::from_slice(&raw)
                 .map_err(|_| CoreError::Internal("mount table malformed".into()))?;
-            (entries, Some(rev))
+            Ok((entries, Some(rev)))
         }
-        None => (Vec::new(), None),
-    };
-    build_router(core, entries, rev)
+        None => Ok((Vec::new(), None)),
+    }
 }
 
-fn build_router(core: &Core, entries: Vec<MountEntry>, rev: Option<i64>) -> Result<Router, CoreError> {
+/// Build the router from the stored tables.
+pub async fn load_router(core: &Core, u: &Unsealed) -> Result<Router, CoreError> {
+    let secrets = load_table(core, u, Table::Secrets).await?;
+    let auth = load_table(core, u, Table::Auth).await?;
+    build_router(core, secrets, auth)
+}
+
+fn mounted(core: &Core, table: Table, entry: MountEntry) -> Result<Mounted, CoreError> {
+    let view = View::new(core.barrier.clone(), format!("{}{}/", table.data_prefix(), entry.uuid));
+    let backend = match table {
+        Table::Secrets => crate::engines::build(&entry, view)?,
+        Table::Auth => crate::auth::methods::build(core, &entry, view)?,
+    };
+    Ok(Mounted { route_path: format!("{}{}", table.route_prefix(), entry.path), table, entry, backend })
+}
+
+fn build_router(
+    core: &Core,
+    (secrets, _): (Vec<MountEntry>, Option<i64>),
+    (auth, _): (Vec<MountEntry>, Option<i64>),
+) -> Result<Router, CoreError> {
     let me = core.arc().ok_or_else(|| CoreError::Internal("core dropped".into()))?;
-    let mut mounts = vec![Mounted {
-        entry: MountEntry::system(),
-        backend: Arc::new(crate::sys::SystemBackend::new(Arc::downgrade(&me))),
-    }];
-    for entry in entries {
-        let view = View::new(core.barrier.clone(), format!("logical/{}/", entry.uuid));
-        let backend = crate::engines::build(&entry, view)?;
-        mounts.push(Mounted { entry, backend });
+    let mut mounts = vec![
+        Mounted {
+            entry: MountEntry::system(),
+            table: Table::Secrets,
+            route_path: "sys/".into(),
+            backend: Arc::new(crate::sys::SystemBackend::new(Arc::downgrade(&me))),
+        },
+        Mounted {
+            entry: MountEntry::token(),
+            table: Table::Auth,
+            route_path: "auth/token/".into(),
+            backend: Arc::new(crate::auth::token_backend::TokenBackend::new(Arc::downgrade(&me))),
+        },
+    ];
+    for entry in secrets {
+        mounts.push(mounted(core, Table::Secrets, entry)?);
     }
-    Ok(Router { mounts, rev })
+    for entry in auth {
+        mounts.push(mounted(core, Table::Auth, entry)?);
+    }
+    Ok(Router { mounts })
 }
 
 /// Normalize a mount path: no leading slash, one trailing slash, clean segments.
@@ -197,9 +292,9 @@ pub fn normalize(path: &str) -> Result<String, LogicalError> {
 }
 
 impl Core {
-    /// Enable a secrets engine at `entry.path` (already normalized).
-    pub async fn mount(&self, u: &Unsealed, mut entry: MountEntry) -> Result<(), CoreError> {
-        if PROTECTED.iter().any(|p| entry.path.starts_with(p)) {
+    /// Enable an engine or auth method at `entry.path` (already normalized).
+    pub async fn mount(&self, u: &Unsealed, table: Table, mut entry: MountEntry) -> Result<(), CoreError> {
+        if table.protected().iter().any(|p| entry.path.starts_with(p)) {
             return Err(LogicalError::InvalidRequest(format!("cannot mount \"{}\"", entry.path)).into());
         }
         if SINGLETONS.contains(&entry.kind.as_str()) {
@@ -210,10 +305,13 @@ impl Core {
             .into());
         }
         entry.uuid = random::uuid();
-        entry.accessor = format!("{}_{}", entry.kind, random::hex_id(4));
+        entry.accessor = match table {
+            Table::Secrets => format!("{}_{}", entry.kind, random::hex_id(4)),
+            Table::Auth => format!("auth_{}_{}", entry.kind, random::hex_id(4)),
+        };
         // Build once up front so a bad type/options is a 400 before anything is written.
-        crate::engines::build(&entry, View::new(self.barrier.clone(), format!("logical/{}/", entry.uuid)))?;
-        self.update_table(u, |entries| {
+        mounted(self, table, entry.clone())?;
+        self.update_table(u, table, |entries| {
             if let Some(existing) = entries.iter().find(|e| {
                 e.path.starts_with(&entry.path) || entry.path.starts_with(&e.path)
             }) {
@@ -226,17 +324,17 @@ impl Core {
             Ok(())
         })
         .await?;
-        tracing::info!(path = %entry.path, kind = %entry.kind, "secrets engine enabled");
+        tracing::info!(path = %entry.path, kind = %entry.kind, table = table.noun(), "mount enabled");
         Ok(())
     }
 
     /// Disable the mount at `path` and delete its data. Absent: no error.
-    pub async fn unmount(&self, u: &Unsealed, path: &str) -> Result<(), CoreError> {
-        if PROTECTED.iter().any(|p| path.starts_with(p)) {
+    pub async fn unmount(&self, u: &Unsealed, table: Table, path: &str) -> Result<(), CoreError> {
+        if table.protected().iter().any(|p| path.starts_with(p)) {
             return Err(LogicalError::InvalidRequest(format!("cannot unmount \"{path}\"")).into());
         }
         let mut removed = None;
-        self.update_table(u, |entries| {
+        self.update_table(u, table, |entries| {
             if let Some(i) = entries.iter().position(|e| e.path == path) {
                 removed = Some(entries.remove(i));
             }
@@ -244,8 +342,8 @@ impl Core {
         })
         .await?;
         if let Some(entry) = removed {
-            View::new(self.barrier.clone(), format!("logical/{}/", entry.uuid)).clear(u).await?;
-            tracing::info!(path = %entry.path, "secrets engine disabled");
+            View::new(self.barrier.clone(), format!("{}{}/", table.data_prefix(), entry.uuid)).clear(u).await?;
+            tracing::info!(path = %entry.path, table = table.noun(), "mount disabled");
         }
         Ok(())
     }
@@ -254,13 +352,14 @@ impl Core {
     pub async fn tune(
         &self,
         u: &Unsealed,
+        table: Table,
         path: &str,
         f: impl FnOnce(&mut MountEntry) -> Result<(), LogicalError>,
     ) -> Result<(), CoreError> {
         let mut f = Some(f);
-        self.update_table(u, |entries| {
+        self.update_table(u, table, |entries| {
             let e = entries.iter_mut().find(|e| e.path == path).ok_or_else(|| {
-                LogicalError::InvalidRequest(format!("cannot fetch sysview for path \"{path}\""))
+                LogicalError::InvalidRequest(format!("no {} mounted at \"{path}\"", table.noun()))
             })?;
             if let Some(f) = f.take() {
                 f(e)?;
@@ -275,21 +374,20 @@ impl Core {
     async fn update_table(
         &self,
         u: &Unsealed,
+        table: Table,
         mut change: impl FnMut(&mut Vec<MountEntry>) -> Result<(), LogicalError>,
     ) -> Result<(), CoreError> {
         let active = self.active()?;
         for _ in 0..8 {
-            let current = load_router(self, u).await?;
-            let mut entries = current.user_entries();
+            let (mut entries, rev) = load_table(self, u, table).await?;
             change(&mut entries)?;
             let json = serde_json::to_vec(&entries).map_err(|e| CoreError::Internal(e.to_string()))?;
             let mut batch = Batch::new();
-            let expect = current.rev.map_or(Expect::Absent, Expect::Rev);
-            batch.put_expect(u, MOUNTS_PATH, &json, expect);
+            let expect = rev.map_or(Expect::Absent, Expect::Rev);
+            batch.put_expect(u, table.storage_path(), &json, expect);
             match self.barrier.write(batch).await {
                 Ok(()) => {
-                    let rev = current.rev.map_or(1, |r| r + 1);
-                    active.set_router(build_router(self, entries, Some(rev))?);
+                    active.set_router(load_router(self, u).await?);
                     return Ok(());
                 }
                 Err(crate::barrier::BarrierError::Storage(crate::storage::StorageError::Conflict(_))) => continue,

@@ -1,8 +1,15 @@
-//! The logical request path: seal check, routing, token, policy, backend.
+//! The logical request path: seal check, routing, token, policy, backend,
+//! and minting the token of a successful login.
 
-use crate::auth::{Authorized, acl};
-use crate::barrier::now_unix;
-use crate::logical::{LogicalError, Operation, Request, Response, path_matches};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::auth::token::TokenParams;
+use crate::auth::{Authorized, TokenEntry, acl, cidr};
+use crate::barrier::{Batch, now_unix};
+use crate::logical::{AuthInfo, Login, LogicalError, Operation, Request, Response, path_matches};
 
 use super::{Core, CoreError};
 
@@ -16,6 +23,22 @@ pub struct Handled {
 }
 
 impl Core {
+    /// Resolve a token to its entry: present, unexpired, used from an allowed address.
+    pub async fn authenticate(&self, token: Option<&str>, addr: Option<IpAddr>) -> Result<Arc<TokenEntry>, CoreError> {
+        let active = self.active()?;
+        let u = self.unsealed()?;
+        let token = token.filter(|t| !t.is_empty()).ok_or(LogicalError::PermissionDenied)?;
+        let entry = active
+            .tokens
+            .lookup(&self.barrier, &u, token, now_unix())
+            .await?
+            .ok_or(LogicalError::PermissionDenied)?;
+        if !cidr::allowed(&entry.bound_cidrs, addr) {
+            return Err(LogicalError::PermissionDenied.into());
+        }
+        Ok(entry)
+    }
+
     /// Handle a logical request on behalf of the holder of `token`.
     pub async fn handle(&self, token: Option<&str>, mut req: Request) -> Result<Handled, CoreError> {
         let active = self.active()?;
@@ -24,28 +47,22 @@ impl Core {
         let full_path = req.path.clone();
         let routed = router.route(&full_path);
 
-        // Unauthenticated paths are declared by the backend that serves them.
+        // Unauthenticated paths (logins) are declared by the backend that serves them.
         if let Some((m, rel)) = routed
             && path_matches(m.backend.unauthenticated_paths(), rel)
         {
             req.path = rel.to_string();
             let auth = Authorized::unauthenticated(u);
             let response = m.backend.handle(&auth, req).await?;
+            let response = self.finish_login(response, &full_path, None, &m.entry.config).await?;
             return Ok(Handled { response, mount_type: m.entry.kind.clone() });
         }
 
         // Everything else needs a valid token, checked before revealing
         // whether the path is routable.
-        let token = token.filter(|t| !t.is_empty()).ok_or(LogicalError::PermissionDenied)?;
-        let entry = active
-            .tokens
-            .lookup(&self.barrier, &u, token, now_unix())
-            .await?
-            .ok_or(LogicalError::PermissionDenied)?;
+        let entry = self.authenticate(token, req.client_addr).await?;
         let (m, rel) = routed.ok_or_else(|| {
-            LogicalError::UnsupportedPath(format!(
-                "no handler for route \"{full_path}\". route entry not found."
-            ))
+            LogicalError::UnsupportedPath(format!("no handler for route \"{full_path}\". route entry not found."))
         })?;
         if req.op == Operation::Update
             && let Some(false) = m.backend.exists(&u, rel).await?
@@ -53,9 +70,94 @@ impl Core {
             req.op = Operation::Create;
         }
         let sudo = path_matches(m.backend.root_paths(), rel);
-        let auth = acl::authorize(u, entry, &full_path, req.op, sudo)?;
+        let acl = active.policies.acl(&self.barrier, &u, &entry.policies).await?;
+        let mut auth = acl::authorize(u.clone(), entry.clone(), &acl, &full_path, req.op, sudo)?;
+        if m.entry.kind == "token"
+            && let Some(t) = token
+        {
+            auth = auth.with_token_value(t);
+        }
+        if entry.num_uses > 0 && !active.tokens.use_once(&self.barrier, &u, &entry).await? {
+            return Err(LogicalError::PermissionDenied.into());
+        }
         req.path = rel.to_string();
         let response = m.backend.handle(&auth, req).await?;
+        let response = self.finish_login(response, &full_path, None, &m.entry.config).await?;
         Ok(Handled { response, mount_type: m.entry.kind.clone() })
     }
+
+    /// Turn a backend's `Login` into a real token and Vault's `auth` block.
+    async fn finish_login(
+        &self,
+        response: Response,
+        path: &str,
+        parent: Option<&TokenEntry>,
+        mount: &super::mounts::MountConfig,
+    ) -> Result<Response, CoreError> {
+        let Response::Login(login) = response else { return Ok(response) };
+        let mut login = *login;
+        // Mount-level lease settings bound what the method asked for.
+        if login.ttl == 0 && mount.default_lease_ttl > 0 {
+            login.ttl = mount.default_lease_ttl;
+        }
+        if mount.max_lease_ttl > 0 && (login.max_ttl == 0 || login.max_ttl > mount.max_lease_ttl) {
+            login.max_ttl = mount.max_lease_ttl;
+        }
+        let auth = self.mint(login, path, parent).await?;
+        Ok(Response::Data { data: None, auth: Some(Box::new(auth)), warnings: Vec::new() })
+    }
+
+    /// Create a token for `login` (child of `parent`, or an orphan).
+    pub async fn mint(&self, login: Login, path: &str, parent: Option<&TokenEntry>) -> Result<AuthInfo, CoreError> {
+        let active = self.active()?;
+        let u = self.unsealed()?;
+        let mut policies = login.policies.clone();
+        if !login.no_default_policy && !policies.iter().any(|p| p == "root") {
+            policies.push("default".into());
+        }
+        policies.sort();
+        policies.dedup();
+        let params = TokenParams {
+            policies: policies.clone(),
+            display_name: login.display_name.clone(),
+            path: path.to_string(),
+            ttl: login.ttl,
+            explicit_max_ttl: login.max_ttl,
+            period: login.period,
+            num_uses: login.num_uses,
+            meta: login.metadata.clone(),
+            parent: parent.map(|p| p.id.clone()),
+            renewable: login.renewable,
+            bound_cidrs: login.bound_cidrs.clone(),
+        };
+        let mut batch = Batch::new();
+        let (token, entry) = active.tokens.create(&u, &mut batch, params, now_unix());
+        self.barrier.write(batch).await?;
+        Ok(AuthInfo {
+            client_token: token.to_string(),
+            accessor: entry.accessor.clone(),
+            policies: policies.clone(),
+            token_policies: policies,
+            metadata: (!login.metadata.is_empty()).then(|| login.metadata.clone()),
+            lease_duration: entry.creation_ttl,
+            renewable: entry.renewable,
+            entity_id: String::new(),
+            token_type: "service".into(),
+            orphan: entry.parent.is_none(),
+            num_uses: entry.num_uses,
+        })
+    }
+
+    /// Capabilities of `entry` on `path` (for `sys/capabilities-self`).
+    pub async fn capabilities(&self, entry: &TokenEntry, path: &str) -> Result<Vec<String>, CoreError> {
+        let active = self.active()?;
+        let u = self.unsealed()?;
+        let acl = active.policies.acl(&self.barrier, &u, &entry.policies).await?;
+        Ok(acl.capabilities(path).into_iter().map(String::from).collect())
+    }
+}
+
+/// `metadata` as a JSON value for lookups (null when empty).
+pub fn meta_value(m: &serde_json::Map<String, Value>) -> Value {
+    if m.is_empty() { Value::Null } else { Value::Object(m.clone()) }
 }

@@ -184,7 +184,7 @@ async fn handle(
         return Err(too_large(state.max_body));
     }
     let body = read_body(body, state.max_body).await?;
-    if let Some(r) = sys_raw::handle(&state.core, &method, &path, &uri, &headers, &body).await? {
+    if let Some(r) = sys_raw::handle(&state.core, &method, &path, &uri, &headers, &body, peer.ip()).await? {
         return Ok(r);
     }
 
@@ -231,6 +231,8 @@ fn injects_top_level(path: &str) -> bool {
 fn logical_response(path: &str, handled: crate::core::request::Handled) -> Response {
     match handled.response {
         logical::Response::NoContent => no_content(),
+        // The core turns logins into data responses; reaching here is a bug.
+        logical::Response::Login(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response(),
         logical::Response::Data { data, auth, warnings } => {
             let mut body = Map::new();
             if injects_top_level(path)

@@ -21,6 +21,7 @@ pub(super) async fn handle(
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
+    peer: std::net::IpAddr,
 ) -> Result<Option<Response>, ApiError> {
     let path = path.trim_end_matches('/');
     let m = method.as_str();
@@ -35,7 +36,7 @@ pub(super) async fn handle(
         "sys/unseal" if write => Ok(Some(ok(&core.unseal(typed_body(body)?).await?))),
         "sys/seal-status" if m == "GET" => Ok(Some(ok(&core.seal_status().await?))),
         "sys/seal" if write => {
-            core.seal_with_token(token(headers)).await?;
+            core.seal_with_token(token(headers), Some(peer)).await?;
             Ok(Some(no_content()))
         }
         "sys/health" if m == "GET" || m == "HEAD" => Ok(Some(health(core, m == "HEAD", uri).await?)),

@@ -91,9 +91,40 @@ pub struct AuthInfo {
     pub num_uses: u64,
 }
 
+/// What an auth method returns on a successful login: the core (not the
+/// method) mints the token, so no auth method ever touches the token store.
+#[derive(Debug, Clone, Default)]
+pub struct Login {
+    /// Policies to attach (the core always adds `default` unless `no_default_policy`).
+    pub policies: Vec<String>,
+    /// Do not add the `default` policy.
+    pub no_default_policy: bool,
+    /// Token TTL in seconds (0: the mount's/system default).
+    pub ttl: u64,
+    /// Hard cap on the token's lifetime in seconds (0: system max).
+    pub max_ttl: u64,
+    /// Periodic token: renewals reset the TTL to this, without max (0: not periodic).
+    pub period: u64,
+    /// Uses before the token expires (0: unlimited).
+    pub num_uses: u64,
+    /// Shown in lookups, e.g. "approle" or the user name.
+    pub display_name: String,
+    /// Metadata (not secret: it is returned by lookups and logged by audit).
+    pub metadata: Map<String, Value>,
+    /// CIDRs the token may be used from (empty: anywhere).
+    pub bound_cidrs: Vec<String>,
+    /// Whether the token can be renewed.
+    pub renewable: bool,
+    /// Alias name for identity (e.g. the user name or role id).
+    pub alias: String,
+}
+
 /// A logical response.
 #[derive(Debug, Clone)]
 pub enum Response {
+    /// A successful login: the core creates the token and answers with Vault's
+    /// `auth` block (plus optional warnings).
+    Login(Box<Login>),
     /// Data in Vault's standard envelope.
     Data {
         /// `data` (may be absent, e.g. login responses).

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::auth::Authorized;
 use crate::core::mounts::{MountConfig, MountEntry, normalize};
-use crate::core::{Core, CoreError};
+use crate::core::{Core, CoreError, Table};
 use crate::logical::{Backend, BoxFuture, LogicalError, Operation, Request, Response, fields};
 
 /// The `sys/` backend.
@@ -44,7 +44,7 @@ impl Backend for SystemBackend {
 
     fn root_paths(&self) -> &'static [&'static str] {
         // Vault's sudo-protected system paths among those served here.
-        &["rotate", "rotate/*", "remount"]
+        &["rotate", "rotate/*", "remount", "auth/*"]
     }
 }
 
@@ -53,10 +53,11 @@ async fn route(core: &Arc<Core>, auth: &Authorized, req: Request) -> Result<Resp
     let owned = req.path.trim_end_matches('/').to_string();
     let path = owned.as_str();
     match (path, req.op) {
-        ("mounts", Operation::Read) => {
+        ("mounts" | "auth", Operation::Read) => {
+            let table = if path == "auth" { Table::Auth } else { Table::Secrets };
             let router = core.active().map_err(core_err)?.router();
             let mut data = Map::new();
-            for m in router.mounts() {
+            for m in router.table(table) {
                 data.insert(m.entry.path.clone(), m.entry.to_json());
             }
             Ok(Response::data(data))
@@ -65,25 +66,142 @@ async fn route(core: &Arc<Core>, auth: &Authorized, req: Request) -> Result<Resp
             core.rotate(u).await.map_err(core_err)?;
             Ok(Response::NoContent)
         }
+        ("policies/acl" | "policy", Operation::List | Operation::Read) => {
+            let active = core.active().map_err(core_err)?;
+            let names = active.policies().list(core.barrier(), u).await?;
+            let mut data = Map::new();
+            data.insert("keys".into(), names.clone().into());
+            if path == "policy" {
+                data.insert("policies".into(), names.into());
+            }
+            Ok(Response::data(data))
+        }
+        ("capabilities-self", Operation::Update | Operation::Create) => {
+            let entry = auth.token().ok_or(LogicalError::PermissionDenied)?;
+            capabilities(core, entry, &req.data).await
+        }
+        ("capabilities", Operation::Update | Operation::Create) => {
+            let token = fields::string(&req.data, "token")?
+                .ok_or_else(|| LogicalError::InvalidRequest("missing required field 'token'".into()))?;
+            let active = core.active().map_err(core_err)?;
+            let entry = active
+                .tokens()
+                .lookup(core.barrier(), u, &token, crate::barrier::now_unix())
+                .await?
+                .ok_or_else(|| LogicalError::InvalidRequest("invalid token".into()))?;
+            capabilities(core, &entry, &req.data).await
+        }
+        ("capabilities-accessor", Operation::Update | Operation::Create) => {
+            let accessor = fields::string(&req.data, "accessor")?
+                .ok_or_else(|| LogicalError::InvalidRequest("missing required field 'accessor'".into()))?;
+            let active = core.active().map_err(core_err)?;
+            let entry = active
+                .tokens()
+                .lookup_accessor(core.barrier(), u, &accessor, crate::barrier::now_unix())
+                .await?
+                .ok_or_else(|| LogicalError::InvalidRequest("invalid accessor".into()))?;
+            capabilities(core, &entry, &req.data).await
+        }
         ("key-status", Operation::Read) => {
             let s = core.key_status(u);
             Ok(Response::json(serde_json::to_value(s).map_err(LogicalError::internal)?))
         }
         _ => {
-            if let Some(rest) = path.strip_prefix("mounts/") {
-                if let Some(mount) = rest.strip_suffix("/tune") {
-                    return tune(core, u, mount, req).await;
+            for prefix in ["policies/acl/", "policy/"] {
+                if let Some(name) = path.strip_prefix(prefix) {
+                    return policy_op(core, u, name, prefix == "policy/", req).await;
                 }
-                return mount_op(core, u, rest, req).await;
+            }
+            for (prefix, table) in [("mounts/", Table::Secrets), ("auth/", Table::Auth)] {
+                if let Some(rest) = path.strip_prefix(prefix) {
+                    if let Some(mount) = rest.strip_suffix("/tune") {
+                        return tune(core, u, table, mount, req).await;
+                    }
+                    return mount_op(core, u, table, rest, req).await;
+                }
             }
             Err(LogicalError::UnsupportedPath(format!("no handler for route \"sys/{path}\"")))
         }
     }
 }
 
+/// `sys/capabilities*`: `path` or `paths`; answers per path and, for a single
+/// path, under `capabilities` as well (Vault's shape).
+async fn capabilities(
+    core: &Arc<Core>,
+    entry: &crate::auth::TokenEntry,
+    d: &Map<String, Value>,
+) -> Result<Response, LogicalError> {
+    let paths = crate::auth::token_backend::string_list(d, "paths")?
+        .or(crate::auth::token_backend::string_list(d, "path")?)
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| LogicalError::InvalidRequest("missing required field 'paths'".into()))?;
+    let mut data = Map::new();
+    for p in &paths {
+        let caps = core.capabilities(entry, p.trim_start_matches('/')).await.map_err(core_err)?;
+        if paths.len() == 1 {
+            data.insert("capabilities".into(), caps.clone().into());
+        }
+        data.insert(p.clone(), caps.into());
+    }
+    Ok(Response::data(data))
+}
+
+/// `sys/policies/acl/{name}` (modern: `policy` field) and `sys/policy/{name}`
+/// (legacy: `rules` or `policy` in, `rules` out).
+async fn policy_op(
+    core: &Arc<Core>,
+    u: &crate::barrier::Unsealed,
+    name: &str,
+    legacy: bool,
+    req: Request,
+) -> Result<Response, LogicalError> {
+    let name = name.to_lowercase();
+    let active = core.active().map_err(core_err)?;
+    let store = active.policies();
+    match req.op {
+        Operation::Read => {
+            let p = store.get(core.barrier(), u, &name).await?.ok_or(LogicalError::NotFound)?;
+            let mut data = Map::new();
+            data.insert("name".into(), name.clone().into());
+            let text = if name == "root" { String::new() } else { p.text().to_string() };
+            data.insert(if legacy { "rules" } else { "policy" }.into(), text.into());
+            Ok(Response::data(data))
+        }
+        Operation::Create | Operation::Update => {
+            let text = fields::string(&req.data, "policy")?
+                .or(fields::string(&req.data, "rules")?)
+                .ok_or_else(|| LogicalError::InvalidRequest("'policy' parameter not supplied or empty".into()))?;
+            // Vault accepts the policy base64-encoded too.
+            let text = match base64_policy(&text) {
+                Some(decoded) => decoded,
+                None => text,
+            };
+            store.put(core.barrier(), u, &name, &text).await?;
+            Ok(Response::NoContent)
+        }
+        Operation::Delete => {
+            store.delete(core.barrier(), &name).await?;
+            Ok(Response::NoContent)
+        }
+        _ => Err(LogicalError::UnsupportedOperation),
+    }
+}
+
+/// Decode a base64 policy body, if it is one (and decodes to UTF-8 text).
+fn base64_policy(text: &str) -> Option<String> {
+    use base64::Engine as _;
+    if text.contains(char::is_whitespace) || text.contains('"') {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD.decode(text.trim()).ok()?;
+    String::from_utf8(raw).ok()
+}
+
 async fn mount_op(
     core: &Arc<Core>,
     u: &crate::barrier::Unsealed,
+    table: Table,
     raw_path: &str,
     req: Request,
 ) -> Result<Response, LogicalError> {
@@ -91,8 +209,11 @@ async fn mount_op(
     match req.op {
         Operation::Read => {
             let router = core.active().map_err(core_err)?.router();
-            let m = router.get(&path).ok_or_else(|| {
-                LogicalError::InvalidRequest(format!("No secret engine mount at {path}"))
+            let m = router.get(table, &path).ok_or_else(|| {
+                LogicalError::InvalidRequest(format!("No {} mount at {path}", match table {
+                    Table::Secrets => "secret engine",
+                    Table::Auth => "auth method",
+                }))
             })?;
             Ok(Response::json(m.entry.to_json()))
         }
@@ -116,11 +237,11 @@ async fn mount_op(
                 local: fields::boolean(d, "local")?.unwrap_or(false),
                 seal_wrap: fields::boolean(d, "seal_wrap")?.unwrap_or(false),
             };
-            core.mount(u, entry).await.map_err(core_err)?;
+            core.mount(u, table, entry).await.map_err(core_err)?;
             Ok(Response::NoContent)
         }
         Operation::Delete => {
-            core.unmount(u, &path).await.map_err(core_err)?;
+            core.unmount(u, table, &path).await.map_err(core_err)?;
             Ok(Response::NoContent)
         }
         _ => Err(LogicalError::UnsupportedOperation),
@@ -159,6 +280,7 @@ const SYSTEM_TTL: u64 = 768 * 3600;
 async fn tune(
     core: &Arc<Core>,
     u: &crate::barrier::Unsealed,
+    table: Table,
     raw_path: &str,
     req: Request,
 ) -> Result<Response, LogicalError> {
@@ -166,7 +288,7 @@ async fn tune(
     match req.op {
         Operation::Read => {
             let router = core.active().map_err(core_err)?.router();
-            let m = router.get(&path).ok_or_else(|| {
+            let m = router.get(table, &path).ok_or_else(|| {
                 LogicalError::InvalidRequest(format!("cannot fetch sysview for path \"{path}\""))
             })?;
             let c = &m.entry.config;
@@ -190,7 +312,7 @@ async fn tune(
             let default_ttl = fields::duration(&d, "default_lease_ttl")?;
             let max_ttl = fields::duration(&d, "max_lease_ttl")?;
             let no_cache = fields::boolean(&d, "force_no_cache")?;
-            core.tune(u, &path, move |e| {
+            core.tune(u, table, &path, move |e| {
                 if let Some(desc) = description {
                     e.description = desc;
                 }

@@ -1,0 +1,308 @@
+//! The token auth method, built in at `auth/token/`: create, look up, renew
+//! and revoke tokens, with Vault's paths and shapes.
+
+use std::sync::{Arc, Weak};
+
+use serde_json::{Map, Value};
+
+use super::{Authorized, TokenEntry};
+use crate::barrier::now_unix;
+use crate::core::{Core, CoreError, request::meta_value, rfc3339};
+use crate::logical::{AuthInfo, Backend, BoxFuture, Login, LogicalError, Operation, Request, Response, fields};
+
+/// The `auth/token/` backend.
+#[derive(Debug)]
+pub struct TokenBackend {
+    core: Weak<Core>,
+}
+
+impl TokenBackend {
+    /// A backend bound to its core.
+    pub fn new(core: Weak<Core>) -> Self {
+        Self { core }
+    }
+}
+
+fn core_err(e: CoreError) -> LogicalError {
+    match e {
+        CoreError::Logical(l) => l,
+        CoreError::Sealed => LogicalError::Sealed,
+        CoreError::InvalidRequest(m) => LogicalError::InvalidRequest(m),
+        other => LogicalError::internal(other),
+    }
+}
+
+/// Policies given as a JSON list or a comma-separated string.
+pub fn policy_list(d: &Map<String, Value>, field: &str) -> Result<Option<Vec<String>>, LogicalError> {
+    let list = match d.get(field) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) => s.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| v.as_str().map(|s| s.trim().to_string()))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| LogicalError::InvalidRequest(format!("'{field}' must be a list of strings")))?,
+        Some(_) => return Err(LogicalError::InvalidRequest(format!("'{field}' must be a list of strings"))),
+    };
+    let mut list: Vec<String> = list.into_iter().map(|p: String| p.to_lowercase()).filter(|p| !p.is_empty()).collect();
+    list.sort();
+    list.dedup();
+    Ok(Some(list))
+}
+
+/// A list of strings given as a JSON list or a comma-separated string.
+pub fn string_list(d: &Map<String, Value>, field: &str) -> Result<Option<Vec<String>>, LogicalError> {
+    match d.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect())),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| v.as_str().map(String::from))
+            .collect::<Option<Vec<_>>>()
+            .map(Some)
+            .ok_or_else(|| LogicalError::InvalidRequest(format!("'{field}' must be a list of strings"))),
+        Some(_) => Err(LogicalError::InvalidRequest(format!("'{field}' must be a list of strings"))),
+    }
+}
+
+/// Vault's token lookup data.
+pub fn lookup_data(e: &TokenEntry, token: Option<&str>, now: i64) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("accessor".into(), e.accessor.clone().into());
+    m.insert("creation_time".into(), e.creation_time.into());
+    m.insert("creation_ttl".into(), e.creation_ttl.into());
+    m.insert("display_name".into(), e.display_name.clone().into());
+    m.insert("entity_id".into(), "".into());
+    m.insert("expire_time".into(), e.expire_time.map_or(Value::Null, |t| rfc3339(t).into()));
+    m.insert("explicit_max_ttl".into(), e.explicit_max_ttl.into());
+    m.insert("id".into(), token.unwrap_or_default().into());
+    m.insert("issue_time".into(), rfc3339(e.creation_time).into());
+    m.insert("meta".into(), meta_value(&e.meta));
+    m.insert("num_uses".into(), e.num_uses.into());
+    m.insert("orphan".into(), e.parent.is_none().into());
+    m.insert("path".into(), e.path.clone().into());
+    m.insert("policies".into(), e.policies.clone().into());
+    m.insert("renewable".into(), e.renewable.into());
+    m.insert("ttl".into(), e.ttl_left(now).into());
+    m.insert("type".into(), "service".into());
+    if e.period > 0 {
+        m.insert("period".into(), e.period.into());
+    }
+    if !e.bound_cidrs.is_empty() {
+        m.insert("bound_cidrs".into(), e.bound_cidrs.clone().into());
+    }
+    m
+}
+
+fn required<'a>(d: &'a Map<String, Value>, field: &str) -> Result<&'a str, LogicalError> {
+    d.get(field)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| LogicalError::InvalidRequest(format!("missing required field '{field}'")))
+}
+
+impl Backend for TokenBackend {
+    fn handle<'a>(&'a self, auth: &'a Authorized, req: Request) -> BoxFuture<'a, Result<Response, LogicalError>> {
+        Box::pin(async move {
+            let core = self.core.upgrade().ok_or(LogicalError::Sealed)?;
+            route(&core, auth, req).await
+        })
+    }
+
+    fn root_paths(&self) -> &'static [&'static str] {
+        &["create-orphan", "revoke-orphan", "accessors", "accessors/"]
+    }
+}
+
+async fn route(core: &Arc<Core>, auth: &Authorized, req: Request) -> Result<Response, LogicalError> {
+    let caller = auth.token().ok_or(LogicalError::PermissionDenied)?;
+    let active = core.active().map_err(core_err)?;
+    let tokens = active.tokens();
+    let barrier = core.barrier();
+    let u = auth.unsealed();
+    let now = now_unix();
+    let d = &req.data;
+    let path = req.path.trim_end_matches('/');
+    let write = matches!(req.op, Operation::Update | Operation::Create);
+    match (path, req.op) {
+        ("create" | "create-orphan", _) if write => create(core, caller, d, path == "create-orphan").await,
+        ("lookup-self", Operation::Read) | ("lookup-self", Operation::Update | Operation::Create) => {
+            Ok(Response::data(lookup_data(caller, auth.token_value(), now)))
+        }
+        ("lookup", _) if write || req.op == Operation::Read => {
+            let token = required(d, "token")?;
+            let e = tokens.lookup(barrier, u, token, now).await?.ok_or_else(|| LogicalError::InvalidRequest("bad token".into()))?;
+            Ok(Response::data(lookup_data(&e, Some(token), now)))
+        }
+        ("lookup-accessor", _) if write => {
+            let accessor = required(d, "accessor")?;
+            let e = tokens
+                .lookup_accessor(barrier, u, accessor, now)
+                .await?
+                .ok_or_else(|| LogicalError::InvalidRequest("invalid accessor".into()))?;
+            Ok(Response::data(lookup_data(&e, None, now)))
+        }
+        ("renew-self", _) if write => {
+            let inc = fields::duration(d, "increment")?.unwrap_or(0);
+            renew(core, &caller.id, auth.token_value(), inc).await
+        }
+        ("renew", _) if write => {
+            let token = required(d, "token")?;
+            let inc = fields::duration(d, "increment")?.unwrap_or(0);
+            renew(core, &tokens.id_of(token), Some(token), inc).await
+        }
+        ("renew-accessor", _) if write => {
+            let accessor = required(d, "accessor")?;
+            let e = tokens.lookup_accessor(barrier, u, accessor, now).await?.ok_or_else(|| LogicalError::InvalidRequest("invalid accessor".into()))?;
+            let inc = fields::duration(d, "increment")?.unwrap_or(0);
+            renew(core, &e.id, None, inc).await
+        }
+        ("revoke-self", _) if write => {
+            tokens.revoke_tree(barrier, u, &caller.id).await?;
+            Ok(Response::NoContent)
+        }
+        ("revoke", _) if write => {
+            let token = required(d, "token")?;
+            tokens.revoke_tree(barrier, u, &tokens.id_of(token)).await?;
+            Ok(Response::NoContent)
+        }
+        ("revoke-accessor", _) if write => {
+            let accessor = required(d, "accessor")?;
+            if let Some(e) = tokens.lookup_accessor(barrier, u, accessor, now).await? {
+                tokens.revoke_tree(barrier, u, &e.id).await?;
+            }
+            Ok(Response::NoContent)
+        }
+        ("revoke-orphan", _) if write => {
+            let token = required(d, "token")?;
+            tokens.revoke_orphan(barrier, u, &tokens.id_of(token)).await?;
+            Ok(Response::NoContent)
+        }
+        ("tidy", _) if write => {
+            let n = tokens.tidy(barrier, u, now).await?;
+            Ok(Response::Data { data: None, auth: None, warnings: vec![format!("tidied {n} expired tokens")] })
+        }
+        ("accessors", Operation::List) => {
+            let mut keys = Vec::new();
+            for mac in barrier.list(u, "sys/token/accessor/").await? {
+                if let Some(id) = barrier.get(u, &format!("sys/token/accessor/{mac}")).await?
+                    && let Ok(id) = std::str::from_utf8(&id)
+                    && let Some(e) = tokens.lookup_id(barrier, u, id, now).await?
+                {
+                    keys.push(Value::String(e.accessor.clone()));
+                }
+            }
+            let mut m = Map::new();
+            m.insert("keys".into(), Value::Array(keys));
+            Ok(Response::data(m))
+        }
+        _ => Err(LogicalError::UnsupportedPath(format!("no handler for route \"auth/token/{path}\""))),
+    }
+}
+
+async fn renew(core: &Arc<Core>, id: &str, token: Option<&str>, increment: u64) -> Result<Response, LogicalError> {
+    let active = core.active().map_err(core_err)?;
+    let u = core.unsealed().map_err(core_err)?;
+    let e = match active.tokens().renew(core.barrier(), &u, id, increment, now_unix()).await {
+        Ok(Some(e)) => e,
+        Ok(None) => return Err(LogicalError::InvalidRequest("invalid token".into())),
+        Err(crate::auth::token::RenewError::NotRenewable) => {
+            return Err(LogicalError::InvalidRequest("lease is not renewable".into()));
+        }
+        Err(crate::auth::token::RenewError::Barrier(b)) => return Err(b.into()),
+    };
+    let auth = AuthInfo {
+        client_token: token.unwrap_or_default().to_string(),
+        accessor: e.accessor.clone(),
+        policies: e.policies.clone(),
+        token_policies: e.policies.clone(),
+        metadata: (!e.meta.is_empty()).then(|| e.meta.clone()),
+        lease_duration: e.ttl_left(now_unix()),
+        renewable: e.renewable,
+        entity_id: String::new(),
+        token_type: "service".into(),
+        orphan: e.parent.is_none(),
+        num_uses: e.num_uses,
+    };
+    Ok(Response::Data { data: None, auth: Some(Box::new(auth)), warnings: Vec::new() })
+}
+
+async fn create(core: &Arc<Core>, parent: &TokenEntry, d: &Map<String, Value>, orphan_path: bool) -> Result<Response, LogicalError> {
+    if d.get("id").is_some_and(|v| !v.is_null()) {
+        return Err(LogicalError::InvalidRequest("custom token IDs are not supported".into()));
+    }
+    if let Some(t) = fields::string(d, "type")?
+        && t != "service"
+        && t != "default"
+    {
+        return Err(LogicalError::InvalidRequest(format!("token type \"{t}\" is not supported; use \"service\"")));
+    }
+    let parent_root = parent.is_root();
+    let privileged = parent_root
+        || core
+            .capabilities(parent, "auth/token/create")
+            .await
+            .map_err(core_err)?
+            .iter()
+            .any(|c| c == "sudo" || c == "root");
+    let no_parent = orphan_path || fields::boolean(d, "no_parent")?.unwrap_or(false);
+    if no_parent && !orphan_path && !privileged {
+        return Err(LogicalError::InvalidRequest("root or sudo privileges required to create orphan token".into()));
+    }
+    let period = fields::duration(d, "period")?.unwrap_or(0);
+    if period > 0 && !privileged {
+        return Err(LogicalError::InvalidRequest("root or sudo privileges required to create periodic token".into()));
+    }
+    let no_default = fields::boolean(d, "no_default_policy")?.unwrap_or(false);
+    let requested = policy_list(d, "policies")?;
+    let policies = match requested {
+        Some(p) if !p.is_empty() => {
+            if !parent_root {
+                let outside: Vec<&String> = p.iter().filter(|x| *x != "default" && !parent.policies.contains(x)).collect();
+                if !outside.is_empty() || p.iter().any(|x| x == "root") {
+                    return Err(LogicalError::InvalidRequest("child policies must be subset of parent".into()));
+                }
+            }
+            p
+        }
+        _ => parent.policies.iter().filter(|p| parent_root || *p != "root").cloned().collect(),
+    };
+    let meta = match d.get("meta") {
+        None | Some(Value::Null) => Map::new(),
+        Some(_) => fields::string_map(d, "meta")?.unwrap_or_default(),
+    };
+    let name = fields::string(d, "display_name")?.unwrap_or_default();
+    let display_name = if name.is_empty() { "token".to_string() } else { format!("token-{}", name.to_lowercase()) };
+    let login = Login {
+        policies,
+        no_default_policy: no_default,
+        ttl: fields::duration(d, "ttl")?.unwrap_or(0),
+        max_ttl: fields::duration(d, "explicit_max_ttl")?.unwrap_or(0),
+        period,
+        num_uses: fields::int(d, "num_uses")?.map(|n| n.max(0) as u64).unwrap_or(0),
+        display_name,
+        metadata: meta,
+        bound_cidrs: string_list(d, "bound_cidrs")?.unwrap_or_default(),
+        renewable: fields::boolean(d, "renewable")?.unwrap_or(true),
+        alias: String::new(),
+    };
+    crate::auth::cidr::validate(&login.bound_cidrs).map_err(LogicalError::InvalidRequest)?;
+    let path = if orphan_path { "auth/token/create-orphan" } else { "auth/token/create" };
+    let auth = core.mint(login, path, (!no_parent).then_some(parent)).await.map_err(core_err)?;
+    Ok(Response::Data { data: None, auth: Some(Box::new(auth)), warnings: Vec::new() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn policy_lists() {
+        let d = json!({"a": "x, y ,X", "b": ["b", "a"], "c": 5}).as_object().unwrap().clone();
+        assert_eq!(policy_list(&d, "a").unwrap().unwrap(), vec!["x", "y"]);
+        assert_eq!(policy_list(&d, "b").unwrap().unwrap(), vec!["a", "b"]);
+        assert!(policy_list(&d, "c").is_err());
+        assert!(policy_list(&d, "zz").unwrap().is_none());
+    }
+}
