@@ -10,6 +10,30 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::{Change, Ciphertext, Entry, StorageError, WriteBatch, sql};
 
+/// Lock every path the group will touch, in a global order (sorted 64-bit
+/// hashes; a collision only serialises two unrelated paths), so that
+/// concurrent group transactions, here or on other servers, cannot deadlock.
+async fn prelock(conn: &mut sqlx::PgConnection, paths: Vec<&str>) -> Result<(), sqlx::Error> {
+    let mut keys: Vec<i64> = paths.iter().map(|p| path_hash(p)).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    sqlx::query("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) WITH ORDINALITY AS t(k, n) ORDER BY n")
+        .bind(keys)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// FNV-1a, 64 bits: a stable, fast, non-cryptographic hash for lock keys.
+fn path_hash(path: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in path.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h as i64
+}
+
 /// Announce `paths` on [`CHANNEL`] inside the transaction (delivered on commit).
 async fn notify(conn: &mut sqlx::PgConnection, instance: &str, paths: Vec<&str>) -> Result<(), sqlx::Error> {
     let mut payload = String::from(instance);
@@ -131,11 +155,35 @@ impl Postgres {
     ) -> Result<Vec<Result<(), StorageError>>, StorageError> {
         let mut conn = self.pool.acquire().await?;
         let instance = self.instance.as_str();
-        let r = commit_group!(conn, "BEGIN", batches, |c, paths| notify(c, instance, paths).await);
-        if r.is_err() {
-            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+        // Deadlocks are prevented by taking the group's row locks in one
+        // global order (advisory locks on sorted path hashes, first thing in
+        // the transaction); a deadlock or serialization failure from anything
+        // else is retried, which is safe because the whole group rolled back.
+        let mut attempt = 0;
+        loop {
+            let r = commit_group!(
+                conn,
+                "BEGIN",
+                batches,
+                |c, paths| prelock(c, paths).await,
+                |c, paths| notify(c, instance, paths).await
+            );
+            match r {
+                Ok(results) => return Ok(results),
+                Err(e) => {
+                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                    let retryable = e
+                        .as_database_error()
+                        .and_then(|d| d.code())
+                        .is_some_and(|c| c == "40P01" || c == "40001");
+                    attempt += 1;
+                    if !retryable || attempt >= 5 {
+                        return Err(e.into());
+                    }
+                    tracing::debug!(attempt, "storage transaction retried after a lock conflict");
+                }
+            }
         }
-        Ok(r?)
     }
 
     pub(super) async fn close(&self) {

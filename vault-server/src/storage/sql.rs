@@ -99,13 +99,22 @@ macro_rules! apply_batch {
 }
 
 /// Commit a group of batches in one transaction on `$conn`, one savepoint per
-/// batch that has expectations; `|conn, paths| announce` runs just before
+/// batch that has expectations; an optional `|conn, paths| prelock` runs right
+/// after BEGIN with every path the group touches; `|conn, paths| announce` runs just before
 /// COMMIT with the paths of the batches that applied. Evaluates to
 /// `Result<Vec<Result<(), StorageError>>, sqlx::Error>`.
 macro_rules! commit_group {
-    ($conn:expr, $begin:expr, $batches:expr, |$c:ident, $p:ident| $announce:expr) => {{
+    ($conn:expr, $begin:expr, $batches:expr, |$c:ident, $p:ident| $announce:expr) => {
+        commit_group!($conn, $begin, $batches, |_c0, _p0| Ok::<(), sqlx::Error>(()), |$c, $p| $announce)
+    };
+    ($conn:expr, $begin:expr, $batches:expr, |$c0:ident, $p0:ident| $prelock:expr, |$c:ident, $p:ident| $announce:expr) => {{
         async {
             sqlx::query($begin).execute(&mut *$conn).await?;
+            {
+                let $c0 = &mut *$conn;
+                let $p0: Vec<&str> = $batches.iter().flat_map(|b| b.paths()).collect();
+                $prelock?;
+            }
             let mut results = Vec::with_capacity($batches.len());
             for batch in $batches {
                 // A batch without expectations cannot conflict, so it needs no savepoint.
