@@ -27,9 +27,10 @@ pub struct MethodContext {
 /// Build the auth method for a mount row.
 pub fn build(core: &Core, entry: &MountEntry, view: View) -> Result<Arc<dyn Backend>, LogicalError> {
     let ctx = MethodContext { mount_path: entry.path.clone(), lockout: core.lockout().clone() };
-    let _ = (&ctx, &view);
     match entry.kind.as_str() {
-        // METHODS-PENDING: arms are enabled as each method lands.
+        "approle" => Ok(Arc::new(approle::AppRole::new(view, ctx))),
+        "userpass" => Ok(Arc::new(userpass::Userpass::new(view, ctx))),
+        // METHODS-PENDING: jwt/oidc/kubernetes arm enabled when it lands.
         other => Err(LogicalError::InvalidRequest(format!("auth method not found in the catalog: {other}"))),
     }
 }
