@@ -97,6 +97,11 @@ pub struct Jwt {
 impl Jwt {
     /// The method over its storage view.
     pub fn new(view: View, ctx: MethodContext, flavor: Flavor) -> Self {
+        // Pin jsonwebtoken's crypto backend, so that a second backend feature
+        // enabled elsewhere in the tree cannot leave it undecided (which
+        // would panic on the first verification). Already installed is fine.
+        let _ =
+            jsonwebtoken::crypto::CryptoProvider::install_default(&jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER);
         Self { view, ctx, flavor, keys: tokio::sync::Mutex::new(None) }
     }
 }
@@ -687,20 +692,21 @@ enum SigCheck {
 }
 
 fn check_signature(p: &ParsedJwt<'_>, alg: Algorithm, keys: &[VerifyKey]) -> SigCheck {
-    let candidates: Vec<&VerifyKey> = keys
+    let for_alg: Vec<&VerifyKey> =
+        keys.iter().filter(|k| k.kind.fits(alg) && k.alg.as_deref().is_none_or(|a| a == p.alg)).collect();
+    let candidates: Vec<&VerifyKey> = for_alg
         .iter()
-        .filter(|k| k.kind.fits(alg))
-        .filter(|k| k.alg.as_deref().is_none_or(|a| a == p.alg))
+        .copied()
         .filter(|k| match (&p.kid, &k.kid) {
             (Some(want), Some(have)) => want == have,
             _ => true,
         })
         .collect();
     if candidates.is_empty() {
-        return SigCheck::NoKey(if p.kid.is_some() {
-            "no key in the key set matches the token's key id (kid)".into()
-        } else {
+        return SigCheck::NoKey(if for_alg.is_empty() {
             format!("no configured key can verify {} signatures", p.alg)
+        } else {
+            "no key in the key set matches the token's key id (kid)".into()
         });
     }
     let ok = candidates
@@ -985,6 +991,18 @@ impl KeySource {
     }
 }
 
+/// When to fetch a remote key set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fetch {
+    /// Reuse the cached set while it is fresh (every login).
+    IfStale,
+    /// A token named an unknown key id: refetch, unless one such refetch
+    /// happened within [`JWKS_FORCED_REFRESH_INTERVAL`].
+    UnknownKid,
+    /// Always fetch (config writes check the source works).
+    Always,
+}
+
 /// A fetched key set.
 #[derive(Debug)]
 struct KeyCache {
@@ -1174,7 +1192,7 @@ impl Jwt {
         // also fills the cache).
         if let Some(source) = KeySource::of(&c) {
             let what = if source.discovery { "OIDC discovery URL" } else { "JWKS URL" };
-            self.refresh_keys(&source, false).await.map_err(|e| bad(format!("error checking {what}: {e}")))?;
+            self.remote_keys(&source, Fetch::Always).await.map_err(|e| bad(format!("error checking {what}: {e}")))?;
         } else {
             *self.keys.lock().await = None;
         }
@@ -1323,56 +1341,60 @@ impl Jwt {
 // ---------------------------------------------------------------------------
 
 impl Jwt {
-    /// Fetch `source` and replace the cache (`forced`: because of an unknown kid).
-    async fn refresh_keys(
-        &self,
-        source: &KeySource,
-        forced: bool,
-    ) -> Result<(Arc<Vec<VerifyKey>>, Option<String>), String> {
-        let mut cache = self.keys.lock().await;
-        let (keys, issuer) = fetch_key_set(source).await?;
-        let keys = Arc::new(keys);
-        let now = Instant::now();
-        let last_forced =
-            if forced { Some(now) } else { cache.as_ref().filter(|c| c.source == *source).and_then(|c| c.last_forced) };
-        *cache = Some(KeyCache {
-            source: source.clone(),
-            keys: keys.clone(),
-            issuer: issuer.clone(),
-            fetched: now,
-            last_forced,
-        });
-        Ok((keys, issuer))
-    }
-
-    /// The remote key set: cached when fresh; `forced` refetches (at most
-    /// every [`JWKS_FORCED_REFRESH_INTERVAL`]; otherwise the cached set).
+    /// The remote key set from `source`, fetched or reused as `mode` says.
+    /// The cache lock is held across the fetch, so concurrent logins share
+    /// one fetch. When a refetch fails but keys from the same source are
+    /// cached, those keep working (logged), so an issuer outage does not stop
+    /// logins with known keys.
     async fn remote_keys(
         &self,
         source: &KeySource,
-        forced: bool,
-    ) -> Result<(Arc<Vec<VerifyKey>>, Option<String>), LogicalError> {
-        {
-            let cache = self.keys.lock().await;
-            if let Some(c) = cache.as_ref().filter(|c| c.source == *source) {
-                let fresh = c.fetched.elapsed() < JWKS_MAX_AGE;
-                let recently_forced = c.last_forced.is_some_and(|t| t.elapsed() < JWKS_FORCED_REFRESH_INTERVAL);
-                if (!forced && fresh) || (forced && recently_forced) {
-                    return Ok((c.keys.clone(), c.issuer.clone()));
-                }
+        mode: Fetch,
+    ) -> Result<(Arc<Vec<VerifyKey>>, Option<String>), String> {
+        let mut cache = self.keys.lock().await;
+        let current = cache.as_ref().filter(|c| c.source == *source).map(|c| (c.keys.clone(), c.issuer.clone()));
+        if let Some(c) = cache.as_ref().filter(|c| c.source == *source) {
+            let reuse = match mode {
+                Fetch::IfStale => c.fetched.elapsed() < JWKS_MAX_AGE,
+                Fetch::UnknownKid => c.last_forced.is_some_and(|t| t.elapsed() < JWKS_FORCED_REFRESH_INTERVAL),
+                Fetch::Always => false,
+            };
+            if reuse {
+                return Ok((c.keys.clone(), c.issuer.clone()));
             }
         }
-        match self.refresh_keys(source, forced).await {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                tracing::warn!(mount = %self.ctx.mount_path, url = %source.url, error = %e, "fetching the JWT signing keys failed");
-                // A failed refetch falls back to the keys we had.
-                let cache = self.keys.lock().await;
-                match cache.as_ref().filter(|c| c.source == *source) {
-                    Some(c) if forced => Ok((c.keys.clone(), c.issuer.clone())),
-                    _ => Err(LogicalError::internal(format!("fetching the JWT signing keys failed: {e}"))),
-                }
+        let now = Instant::now();
+        match fetch_key_set(source).await {
+            Ok((keys, issuer)) => {
+                let keys = Arc::new(keys);
+                let last_forced = if mode == Fetch::UnknownKid {
+                    Some(now)
+                } else {
+                    cache.as_ref().filter(|c| c.source == *source).and_then(|c| c.last_forced)
+                };
+                *cache = Some(KeyCache {
+                    source: source.clone(),
+                    keys: keys.clone(),
+                    issuer: issuer.clone(),
+                    fetched: now,
+                    last_forced,
+                });
+                Ok((keys, issuer))
             }
+            Err(e) => match current {
+                Some(kept) if mode != Fetch::Always => {
+                    tracing::warn!(mount = %self.ctx.mount_path, url = %source.url, error = %e,
+                        "refreshing the JWT signing keys failed; using the cached keys");
+                    if let Some(c) = cache.as_mut() {
+                        // Failed refetches are rate limited too.
+                        if mode == Fetch::UnknownKid {
+                            c.last_forced = Some(now);
+                        }
+                    }
+                    Ok(kept)
+                }
+                _ => Err(e),
+            },
         }
     }
 
@@ -1392,13 +1414,17 @@ impl Jwt {
                 SigCheck::Invalid => Err(denied("signature verification failed")),
             };
         };
-        let (keys, issuer) = self.remote_keys(&source, false).await?;
+        let fetch_failed = |e: String| {
+            tracing::warn!(mount = %self.ctx.mount_path, url = %source.url, error = %e, "fetching the JWT signing keys failed");
+            Fail::Error(LogicalError::internal(format!("fetching the JWT signing keys failed: {e}")))
+        };
+        let (keys, issuer) = self.remote_keys(&source, Fetch::IfStale).await.map_err(fetch_failed)?;
         match check_signature(p, alg, &keys) {
             SigCheck::Valid => Ok(issuer),
             SigCheck::Invalid => Err(denied("signature verification failed")),
             SigCheck::NoKey(m) => {
                 // The issuer may have rotated its keys: refetch once.
-                let (keys, issuer) = self.remote_keys(&source, true).await?;
+                let (keys, issuer) = self.remote_keys(&source, Fetch::UnknownKid).await.map_err(fetch_failed)?;
                 match check_signature(p, alg, &keys) {
                     SigCheck::Valid => Ok(issuer),
                     SigCheck::Invalid => Err(denied("signature verification failed")),
@@ -1415,6 +1441,7 @@ impl Jwt {
         let role = nonempty(&req.data, "role")?
             .or_else(|| Some(config.default_role.clone()).filter(|r| !r.is_empty()))
             .ok_or_else(|| bad("missing role"))?;
+        role_name(&role)?;
         let addr = req.client_addr;
         self.ctx.lockout.check(&self.ctx.mount_path, &role, addr)?;
         let result = self.jwt_authenticate(u, &config, &role, &token, addr).await;
@@ -1429,11 +1456,7 @@ impl Jwt {
         token: &str,
         addr: Option<IpAddr>,
     ) -> Result<Login, Fail> {
-        let stored = if valid_name(role_name) {
-            self.load::<JwtRole>(u, &format!("{ROLE_PREFIX}{role_name}"), "role").await?
-        } else {
-            None
-        };
+        let stored = self.load::<JwtRole>(u, &format!("{ROLE_PREFIX}{role_name}"), "role").await?;
         let role = stored.ok_or_else(|| denied(format!("role \"{role_name}\" could not be found")))?;
         if !cidr::allowed(&role.token.token_bound_cidrs, addr) {
             return Err(Fail::Error(LogicalError::PermissionDenied));
@@ -1570,6 +1593,7 @@ impl Jwt {
     async fn k8s_login(&self, u: &Unsealed, mut req: Request) -> Result<Response, LogicalError> {
         let token = take_jwt(&mut req.data)?;
         let role = nonempty(&req.data, "role")?.ok_or_else(|| bad("missing role"))?;
+        role_name(&role)?;
         let config: K8sConfig =
             self.load(u, CONFIG_KEY, "config").await?.ok_or_else(|| bad("could not load backend configuration"))?;
         let addr = req.client_addr;
@@ -1586,11 +1610,7 @@ impl Jwt {
         token: &str,
         addr: Option<IpAddr>,
     ) -> Result<Login, Fail> {
-        let stored = if valid_name(role_name) {
-            self.load::<K8sRole>(u, &format!("{ROLE_PREFIX}{role_name}"), "role").await?
-        } else {
-            None
-        };
+        let stored = self.load::<K8sRole>(u, &format!("{ROLE_PREFIX}{role_name}"), "role").await?;
         let role = stored.ok_or_else(|| denied(format!("invalid role name \"{role_name}\"")))?;
         if !cidr::allowed(&role.token.token_bound_cidrs, addr) {
             return Err(Fail::Error(LogicalError::PermissionDenied));
@@ -2399,6 +2419,11 @@ rwIDAQAB
         // Unknown role; missing inputs.
         assert!(f.reject("ghost", &good).await.contains("role \"ghost\" could not be found"));
         assert_eq!(err_msg(f.call(Operation::Update, "login", json!({"role": "app"})).await), "missing jwt");
+        let long = "r".repeat(300);
+        assert!(
+            err_msg(f.call(Operation::Update, "login", json!({"role": long, "jwt": good})).await)
+                .contains("invalid role name")
+        );
         assert_eq!(err_msg(f.call(Operation::Update, "login", json!({"jwt": good})).await), "missing role");
         // An audience in the token but none bound on the role.
         f.write("role/subj", json!({"bound_subject": "user-1"})).await;
@@ -2462,6 +2487,20 @@ rwIDAQAB
         // The JWK's alg restricts it: an EC key marked ES256 never verifies ES384.
         let es384 = sign(Algorithm::ES384, EC384_PRIV, Some("k2"), &claims(json!({})));
         assert!(f.reject("app", &es384).await.contains("key"));
+
+        // The issuer is down: a refetch for an unknown kid falls back to the
+        // cached keys (a clear 400, not a 500), and known keys keep working.
+        mock.set("/jwks", 500, json!({}));
+        tokio::time::sleep(JWKS_FORCED_REFRESH_INTERVAL + Duration::from_millis(100)).await;
+        assert!(f.reject("app", &unknown).await.contains("key id"));
+        assert_eq!(mock.hits("/jwks"), 3);
+        assert!(f.login("app", &ed1).await.is_ok());
+        // With nothing cached (a restarted server), the outage is a server-side error.
+        let fresh = Jwt::new(f.m.view.clone(), f.m.ctx.clone(), Flavor::Jwt);
+        let mut r = Request::new(Operation::Update, "login");
+        r.data = json!({"role": "app", "jwt": ed1}).as_object().cloned().unwrap();
+        assert!(matches!(fresh.handle(&f.auth, r).await, Err(LogicalError::Internal(_))));
+        mock.set("/jwks", 200, json!({"keys": [ed_jwk(ED_PUB, "k1")]}));
 
         // OIDC discovery: keys from jwks_uri, and tokens must carry the discovered issuer.
         let issuer = format!("http://{addr}/idp");

@@ -30,7 +30,8 @@ pub fn build(core: &Core, entry: &MountEntry, view: View) -> Result<Arc<dyn Back
     match entry.kind.as_str() {
         "approle" => Ok(Arc::new(approle::AppRole::new(view, ctx))),
         "userpass" => Ok(Arc::new(userpass::Userpass::new(view, ctx))),
-        // METHODS-PENDING: jwt/oidc/kubernetes arm enabled when it lands.
+        "jwt" | "oidc" => Ok(Arc::new(jwt::Jwt::new(view, ctx, jwt::Flavor::Jwt))),
+        "kubernetes" => Ok(Arc::new(jwt::Jwt::new(view, ctx, jwt::Flavor::Kubernetes))),
         other => Err(LogicalError::InvalidRequest(format!("auth method not found in the catalog: {other}"))),
     }
 }
