@@ -45,7 +45,8 @@ impl Operation {
 }
 
 /// A logical request. `path` is relative to the mount once routed.
-#[derive(Debug, Clone)]
+/// `Debug` shows the field names of `data`, never their values (secrets).
+#[derive(Clone)]
 pub struct Request {
     /// The operation.
     pub op: Operation,
@@ -57,6 +58,17 @@ pub struct Request {
     pub client_addr: Option<IpAddr>,
 }
 
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("op", &self.op)
+            .field("path", &self.path)
+            .field("data_keys", &self.data.keys().collect::<Vec<_>>())
+            .field("client_addr", &self.client_addr)
+            .finish()
+    }
+}
+
 impl Request {
     /// A request with no data.
     pub fn new(op: Operation, path: impl Into<String>) -> Self {
@@ -65,7 +77,8 @@ impl Request {
 }
 
 /// Authentication result attached to a login response (Vault's `auth` block).
-#[derive(Debug, Clone, Default, serde::Serialize)]
+/// `Debug` redacts the token.
+#[derive(Clone, Default, serde::Serialize)]
 pub struct AuthInfo {
     /// The new token (secret: only ever sent to the client that logged in).
     pub client_token: String,
@@ -89,6 +102,17 @@ pub struct AuthInfo {
     pub orphan: bool,
     /// Remaining uses (0 = unlimited).
     pub num_uses: u64,
+}
+
+impl std::fmt::Debug for AuthInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthInfo")
+            .field("client_token", &"<redacted>")
+            .field("accessor", &self.accessor)
+            .field("policies", &self.policies)
+            .field("lease_duration", &self.lease_duration)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What an auth method returns on a successful login: the core (not the
@@ -119,8 +143,8 @@ pub struct Login {
     pub alias: String,
 }
 
-/// A logical response.
-#[derive(Debug, Clone)]
+/// A logical response. `Debug` shows data keys only (values may be secrets).
+#[derive(Clone)]
 pub enum Response {
     /// A successful login: the core creates the token and answers with Vault's
     /// `auth` block (plus optional warnings).
@@ -136,6 +160,21 @@ pub enum Response {
     },
     /// Success with nothing to say.
     NoContent,
+}
+
+impl std::fmt::Debug for Response {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Response::Login(l) => f.debug_tuple("Login").field(&l.policies).finish(),
+            Response::Data { data, auth, warnings } => f
+                .debug_struct("Data")
+                .field("data_keys", &data.as_ref().map(|d| d.keys().collect::<Vec<_>>()))
+                .field("auth", auth)
+                .field("warnings", warnings)
+                .finish(),
+            Response::NoContent => f.write_str("NoContent"),
+        }
+    }
 }
 
 impl Response {
@@ -245,6 +284,25 @@ pub trait Backend: Send + Sync + 'static {
     /// Called when the mount is removed: the engine's data is deleted by the
     /// core afterwards; engines with background work stop it here.
     fn shutdown(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_secret_values() {
+        let mut r = Request::new(Operation::Update, "auth/userpass/login/bob");
+        r.data.insert("password".into(), "hunter2-CANARY".into());
+        let d = format!("{r:?}");
+        assert!(d.contains("password") && !d.contains("CANARY"), "{d}");
+        let a = AuthInfo { client_token: "hvs.SECRETSECRET".into(), ..Default::default() };
+        let resp = Response::Data { data: None, auth: Some(Box::new(a)), warnings: vec![] };
+        assert!(!format!("{resp:?}").contains("SECRETSECRET"));
+        let mut m = Map::new();
+        m.insert("password".into(), "VALUE-CANARY".into());
+        assert!(!format!("{:?}", Response::data(m)).contains("VALUE-CANARY"));
+    }
 }
 
 /// Does `path` match a pattern list where a trailing `*` is a prefix glob?
