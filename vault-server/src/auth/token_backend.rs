@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::{Authorized, TokenEntry};
 use crate::barrier::now_unix;
-use crate::core::{Core, CoreError, request::meta_value, rfc3339};
+use crate::core::{Core, request::meta_value, rfc3339};
 use crate::logical::{AuthInfo, Backend, BoxFuture, Login, LogicalError, Operation, Request, Response, fields};
 
 /// The `auth/token/` backend.
@@ -20,15 +20,6 @@ impl TokenBackend {
     /// A backend bound to its core.
     pub fn new(core: Weak<Core>) -> Self {
         Self { core }
-    }
-}
-
-fn core_err(e: CoreError) -> LogicalError {
-    match e {
-        CoreError::Logical(l) => l,
-        CoreError::Sealed => LogicalError::Sealed,
-        CoreError::InvalidRequest(m) => LogicalError::InvalidRequest(m),
-        other => LogicalError::internal(other),
     }
 }
 
@@ -116,7 +107,7 @@ impl Backend for TokenBackend {
 
 async fn route(core: &Arc<Core>, auth: &Authorized, req: Request) -> Result<Response, LogicalError> {
     let caller = auth.token().ok_or(LogicalError::PermissionDenied)?;
-    let active = core.active().map_err(core_err)?;
+    let active = core.active().map_err(LogicalError::from)?;
     let tokens = active.tokens();
     let barrier = core.barrier();
     let u = auth.unsealed();
@@ -201,8 +192,8 @@ async fn route(core: &Arc<Core>, auth: &Authorized, req: Request) -> Result<Resp
 }
 
 async fn renew(core: &Arc<Core>, id: &str, token: Option<&str>, increment: u64) -> Result<Response, LogicalError> {
-    let active = core.active().map_err(core_err)?;
-    let u = core.unsealed().map_err(core_err)?;
+    let active = core.active().map_err(LogicalError::from)?;
+    let u = core.unsealed().map_err(LogicalError::from)?;
     let e = match active.tokens().renew(core.barrier(), &u, id, increment, now_unix()).await {
         Ok(Some(e)) => e,
         Ok(None) => return Err(LogicalError::InvalidRequest("invalid token".into())),
@@ -242,7 +233,7 @@ async fn create(core: &Arc<Core>, parent: &TokenEntry, d: &Map<String, Value>, o
         || core
             .capabilities(parent, "auth/token/create")
             .await
-            .map_err(core_err)?
+            .map_err(LogicalError::from)?
             .iter()
             .any(|c| c == "sudo" || c == "root");
     let no_parent = orphan_path || fields::boolean(d, "no_parent")?.unwrap_or(false);
@@ -288,7 +279,7 @@ async fn create(core: &Arc<Core>, parent: &TokenEntry, d: &Map<String, Value>, o
     };
     crate::auth::cidr::validate(&login.bound_cidrs).map_err(LogicalError::InvalidRequest)?;
     let path = if orphan_path { "auth/token/create-orphan" } else { "auth/token/create" };
-    let auth = core.mint(login, path, (!no_parent).then_some(parent)).await.map_err(core_err)?;
+    let auth = core.mint(login, path, (!no_parent).then_some(parent)).await.map_err(LogicalError::from)?;
     Ok(Response::Data { data: None, auth: Some(Box::new(auth)), warnings: Vec::new() })
 }
 

@@ -78,6 +78,18 @@ impl From<BarrierError> for CoreError {
     }
 }
 
+/// Core errors seen from a backend (the system and token backends call the core).
+impl From<CoreError> for LogicalError {
+    fn from(e: CoreError) -> Self {
+        match e {
+            CoreError::Logical(l) => l,
+            CoreError::Sealed => LogicalError::Sealed,
+            CoreError::InvalidRequest(m) => LogicalError::InvalidRequest(m),
+            other => LogicalError::internal(other),
+        }
+    }
+}
+
 impl From<StorageError> for CoreError {
     fn from(e: StorageError) -> Self {
         CoreError::Internal(e.to_string())

@@ -286,6 +286,14 @@ pub trait Backend: Send + Sync + 'static {
     fn shutdown(&self) {}
 }
 
+/// Does `path` match a pattern list where a trailing `*` is a prefix glob?
+pub fn path_matches(patterns: &[&str], path: &str) -> bool {
+    patterns.iter().any(|p| match p.strip_suffix('*') {
+        Some(prefix) => path.starts_with(prefix),
+        None => *p == path,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,12 +311,4 @@ mod tests {
         m.insert("password".into(), "VALUE-CANARY".into());
         assert!(!format!("{:?}", Response::data(m)).contains("VALUE-CANARY"));
     }
-}
-
-/// Does `path` match a pattern list where a trailing `*` is a prefix glob?
-pub fn path_matches(patterns: &[&str], path: &str) -> bool {
-    patterns.iter().any(|p| match p.strip_suffix('*') {
-        Some(prefix) => path.starts_with(prefix),
-        None => *p == path,
-    })
 }

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::auth::Authorized;
 use crate::core::mounts::{MountConfig, MountEntry, normalize};
-use crate::core::{Core, CoreError, Table};
+use crate::core::{Core, Table};
 use crate::logical::{Backend, BoxFuture, LogicalError, Operation, Request, Response, fields};
 
 /// The `sys/` backend.
@@ -22,15 +22,6 @@ impl SystemBackend {
     /// A backend bound to its core (weak: the core owns the router that owns us).
     pub fn new(core: Weak<Core>) -> Self {
         Self { core }
-    }
-}
-
-fn core_err(e: CoreError) -> LogicalError {
-    match e {
-        CoreError::Logical(l) => l,
-        CoreError::Sealed => LogicalError::Sealed,
-        CoreError::InvalidRequest(m) => LogicalError::InvalidRequest(m),
-        other => LogicalError::internal(other),
     }
 }
 
@@ -55,7 +46,7 @@ async fn route(core: &Arc<Core>, auth: &Authorized, req: Request) -> Result<Resp
     match (path, req.op) {
         ("mounts" | "auth", Operation::Read) => {
             let table = if path == "auth" { Table::Auth } else { Table::Secrets };
-            let router = core.active().map_err(core_err)?.router();
+            let router = core.active().map_err(LogicalError::from)?.router();
             let mut data = Map::new();
             for m in router.table(table) {
                 data.insert(m.entry.path.clone(), m.entry.to_json());
@@ -63,11 +54,11 @@ async fn route(core: &Arc<Core>, auth: &Authorized, req: Request) -> Result<Resp
             Ok(Response::data(data))
         }
         ("rotate", Operation::Update | Operation::Create) => {
-            core.rotate(u).await.map_err(core_err)?;
+            core.rotate(u).await.map_err(LogicalError::from)?;
             Ok(Response::NoContent)
         }
         ("policies/acl" | "policy", Operation::List | Operation::Read) => {
-            let active = core.active().map_err(core_err)?;
+            let active = core.active().map_err(LogicalError::from)?;
             let names = active.policies().list(core.barrier(), u).await?;
             let mut data = Map::new();
             data.insert("keys".into(), names.clone().into());
@@ -83,7 +74,7 @@ async fn route(core: &Arc<Core>, auth: &Authorized, req: Request) -> Result<Resp
         ("capabilities", Operation::Update | Operation::Create) => {
             let token = fields::string(&req.data, "token")?
                 .ok_or_else(|| LogicalError::InvalidRequest("missing required field 'token'".into()))?;
-            let active = core.active().map_err(core_err)?;
+            let active = core.active().map_err(LogicalError::from)?;
             let entry = active
                 .tokens()
                 .lookup(core.barrier(), u, &token, crate::barrier::now_unix())
@@ -94,7 +85,7 @@ async fn route(core: &Arc<Core>, auth: &Authorized, req: Request) -> Result<Resp
         ("capabilities-accessor", Operation::Update | Operation::Create) => {
             let accessor = fields::string(&req.data, "accessor")?
                 .ok_or_else(|| LogicalError::InvalidRequest("missing required field 'accessor'".into()))?;
-            let active = core.active().map_err(core_err)?;
+            let active = core.active().map_err(LogicalError::from)?;
             let entry = active
                 .tokens()
                 .lookup_accessor(core.barrier(), u, &accessor, crate::barrier::now_unix())
@@ -138,7 +129,7 @@ async fn capabilities(
         .ok_or_else(|| LogicalError::InvalidRequest("missing required field 'paths'".into()))?;
     let mut data = Map::new();
     for p in &paths {
-        let caps = core.capabilities(entry, p.trim_start_matches('/')).await.map_err(core_err)?;
+        let caps = core.capabilities(entry, p.trim_start_matches('/')).await.map_err(LogicalError::from)?;
         if paths.len() == 1 {
             data.insert("capabilities".into(), caps.clone().into());
         }
@@ -157,7 +148,7 @@ async fn policy_op(
     req: Request,
 ) -> Result<Response, LogicalError> {
     let name = name.to_lowercase();
-    let active = core.active().map_err(core_err)?;
+    let active = core.active().map_err(LogicalError::from)?;
     let store = active.policies();
     match req.op {
         Operation::Read => {
@@ -208,7 +199,7 @@ async fn mount_op(
     let path = normalize(raw_path)?;
     match req.op {
         Operation::Read => {
-            let router = core.active().map_err(core_err)?.router();
+            let router = core.active().map_err(LogicalError::from)?.router();
             let m = router.get(table, &path).ok_or_else(|| {
                 LogicalError::InvalidRequest(format!("No {} mount at {path}", match table {
                     Table::Secrets => "secret engine",
@@ -237,11 +228,11 @@ async fn mount_op(
                 local: fields::boolean(d, "local")?.unwrap_or(false),
                 seal_wrap: fields::boolean(d, "seal_wrap")?.unwrap_or(false),
             };
-            core.mount(u, table, entry).await.map_err(core_err)?;
+            core.mount(u, table, entry).await.map_err(LogicalError::from)?;
             Ok(Response::NoContent)
         }
         Operation::Delete => {
-            core.unmount(u, table, &path).await.map_err(core_err)?;
+            core.unmount(u, table, &path).await.map_err(LogicalError::from)?;
             Ok(Response::NoContent)
         }
         _ => Err(LogicalError::UnsupportedOperation),
@@ -287,7 +278,7 @@ async fn tune(
     let path = normalize(raw_path)?;
     match req.op {
         Operation::Read => {
-            let router = core.active().map_err(core_err)?.router();
+            let router = core.active().map_err(LogicalError::from)?.router();
             let m = router.get(table, &path).ok_or_else(|| {
                 LogicalError::InvalidRequest(format!("cannot fetch sysview for path \"{path}\""))
             })?;
@@ -345,7 +336,7 @@ async fn tune(
                 Ok(())
             })
             .await
-            .map_err(core_err)?;
+            .map_err(LogicalError::from)?;
             Ok(Response::NoContent)
         }
         _ => Err(LogicalError::UnsupportedOperation),
