@@ -193,3 +193,25 @@ async fn revocation_is_seen_by_other_servers() {
     }
     assert!(refused, "B kept accepting a token revoked on A");
 }
+
+/// The lockout threshold and duration come from the config file.
+#[tokio::test]
+async fn lockout_is_configurable() {
+    let store = Store::new(Backend::Sqlite);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("vault.toml");
+    std::fs::write(&cfg, "[lockout]\nthreshold = 2\nduration = \"1h\"\n").unwrap();
+    let srv = ServerProc::start(&store, &["--config", cfg.to_str().unwrap()]);
+    let c = srv.client();
+    let (keys, root) = c.init(1, 1).await;
+    c.unseal(&keys).await;
+    let rc = c.with_token(&root);
+    assert_eq!(rc.post("sys/auth/userpass", json!({"type": "userpass"})).await.0, 204);
+    assert_eq!(rc.post("auth/userpass/users/eve", json!({"password": "right-password"})).await.0, 204);
+    for _ in 0..2 {
+        assert_eq!(c.post("auth/userpass/login/eve", json!({"password": "wrong"})).await.0, 400);
+    }
+    let (s, v) = c.post("auth/userpass/login/eve", json!({"password": "right-password"})).await;
+    assert_eq!(s, 429, "locked out after the configured 2 failures: {v}");
+    assert!(v["errors"][0].as_str().unwrap().contains("locked"), "{v}");
+}

@@ -11,6 +11,11 @@
 //! [tls]
 //! cert_file = "/etc/vault/tls/cert.pem"
 //! key_file  = "/etc/vault/tls/key.pem"
+//!
+//! [lockout]              # brute-force protection of every login path
+//! threshold = 5          # failures per user/role before a lockout (x4 per address)
+//! duration = "15m"       # how long a lockout lasts
+//! counter_reset = "15m"  # failures older than this are forgotten
 //! ```
 
 use std::net::SocketAddr;
@@ -71,6 +76,15 @@ pub struct TlsConfig {
     pub key_file: PathBuf,
 }
 
+/// Login lockout settings, as written in the file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LockoutFile {
+    threshold: Option<u32>,
+    duration: Option<String>,
+    counter_reset: Option<String>,
+}
+
 /// The file format (every field optional).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -82,6 +96,7 @@ struct FileConfig {
     disable_mlock: Option<bool>,
     max_request_bytes: Option<usize>,
     tls: Option<TlsConfig>,
+    lockout: Option<LockoutFile>,
 }
 
 /// The effective configuration.
@@ -101,6 +116,8 @@ pub struct Config {
     pub max_request_bytes: usize,
     /// TLS, if configured.
     pub tls: Option<TlsConfig>,
+    /// Login lockout (brute-force protection).
+    pub lockout: crate::auth::lockout::LockoutConfig,
 }
 
 /// Command-line overrides.
@@ -142,7 +159,9 @@ impl Config {
         if max_request_bytes < 1024 {
             return Err(ConfigError::Invalid("max_request_bytes must be at least 1024".into()));
         }
+        let lockout = Self::lockout(fc.lockout.unwrap_or_default())?;
         Ok(Config {
+            lockout,
             listen_addr,
             storage_url,
             log_level: overrides.log_level.or(fc.log_level).unwrap_or_else(|| "info".into()),
@@ -151,6 +170,28 @@ impl Config {
             max_request_bytes,
             tls: fc.tls,
         })
+    }
+
+    fn lockout(f: LockoutFile) -> Result<crate::auth::lockout::LockoutConfig, ConfigError> {
+        let mut c = crate::auth::lockout::LockoutConfig::default();
+        let dur = |name: &str, v: Option<String>, into: &mut std::time::Duration| -> Result<(), ConfigError> {
+            if let Some(v) = v {
+                let secs = crate::logical::fields::parse_duration(&v)
+                    .filter(|s| *s > 0)
+                    .ok_or_else(|| ConfigError::Invalid(format!("lockout.{name} \"{v}\" is not a duration such as \"15m\"")))?;
+                *into = std::time::Duration::from_secs(secs);
+            }
+            Ok(())
+        };
+        if let Some(t) = f.threshold {
+            if t == 0 {
+                return Err(ConfigError::Invalid("lockout.threshold must be at least 1".into()));
+            }
+            c.threshold = t;
+        }
+        dur("duration", f.duration, &mut c.duration)?;
+        dur("counter_reset", f.counter_reset, &mut c.counter_reset)?;
+        Ok(c)
     }
 
     fn parse_file(text: &str) -> Result<FileConfig, String> {
@@ -188,6 +229,9 @@ mod tests {
         assert_eq!(c.listen_addr.port(), 9000);
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.tls.unwrap().cert_file, PathBuf::from("c.pem"));
+        let f2 = write("[lockout]\nthreshold = 3\nduration = \"1h\"\n");
+        let c2 = Config::load(Some(f2.path()), Overrides::default()).unwrap();
+        assert_eq!((c2.lockout.threshold, c2.lockout.duration.as_secs()), (3, 3600));
         let o = Overrides { listen_addr: Some("127.0.0.1:9001".into()), ..Default::default() };
         assert_eq!(Config::load(Some(f.path()), o).unwrap().listen_addr.port(), 9001);
     }
@@ -202,6 +246,10 @@ mod tests {
         assert!(e.contains("unknown"), "{e}");
         let f = write("storage_url = \"mysql://x\"\n");
         assert!(Config::load(Some(f.path()), Overrides::default()).is_err());
+        let f = write("[lockout]\nthreshold = 0\n");
+        assert!(Config::load(Some(f.path()), Overrides::default()).unwrap_err().to_string().contains("threshold"));
+        let f = write("[lockout]\nduration = \"soon\"\n");
+        assert!(Config::load(Some(f.path()), Overrides::default()).unwrap_err().to_string().contains("lockout.duration"));
         let f = write("listen_addr = [\n");
         assert!(matches!(Config::load(Some(f.path()), Overrides::default()), Err(ConfigError::Parse { .. })));
         assert!(matches!(

@@ -47,6 +47,7 @@ impl Server {
     pub async fn start(config: Config) -> Result<Self, ServerError> {
         let storage = Storage::open(&config.storage_url).await?;
         let core = Core::new(storage).await?;
+        core.lockout().configure(config.lockout);
         let listener = TcpListener::bind(config.listen_addr).await?;
         Ok(Self { core, listener, config })
     }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::logical::LogicalError;
 
 /// Lockout settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LockoutConfig {
     /// Failures allowed before a lockout (per user/role, and per address × 4).
     pub threshold: u32,
