@@ -43,6 +43,13 @@ impl Authorized {
         self.token_value.as_deref().map(String::as_str)
     }
 
+    /// Replace the token entry with its state after use accounting (the core
+    /// counts a use of a use-limited token after the policy check).
+    pub(crate) fn with_token_entry(mut self, entry: Arc<TokenEntry>) -> Self {
+        self.token = Some(entry);
+        self
+    }
+
     /// Attach the raw token (only the core does this, after authorization).
     pub(crate) fn with_token_value(mut self, v: &str) -> Self {
         self.token_value = Some(zeroize::Zeroizing::new(v.to_string()));

@@ -31,6 +31,8 @@ pub const HMAC_KEY_PATH: &str = "core/token-hmac-key";
 pub const ID_PREFIX: &str = "sys/token/id/";
 const ACCESSOR_PREFIX: &str = "sys/token/accessor/";
 const PARENT_PREFIX: &str = "sys/token/parent/";
+/// Tokens by the auth mount that issued them, so disabling the mount revokes them.
+const MOUNT_PREFIX: &str = "sys/token/mount/";
 const LABEL_ID: &[u8] = b"token-id";
 const LABEL_ACCESSOR: &[u8] = b"token-accessor";
 /// Characters after the `hvs.` prefix.
@@ -81,6 +83,9 @@ pub struct TokenEntry {
     /// CIDRs the token may be used from.
     #[serde(default)]
     pub bound_cidrs: Vec<String>,
+    /// UUID of the auth mount that issued it (None: the token store).
+    #[serde(default)]
+    pub mount: Option<String>,
 }
 
 impl TokenEntry {
@@ -136,6 +141,8 @@ pub struct TokenParams {
     pub renewable: bool,
     /// CIDR bindings.
     pub bound_cidrs: Vec<String>,
+    /// UUID of the issuing auth mount.
+    pub mount: Option<String>,
 }
 
 /// A token value as handed to a client: wiped from memory on drop.
@@ -223,6 +230,7 @@ impl TokenStore {
             parent: p.parent,
             renewable: p.renewable && ttl > 0,
             bound_cidrs: p.bound_cidrs,
+            mount: p.mount,
         };
         self.add(u, batch, &entry);
         (token, entry)
@@ -247,6 +255,19 @@ impl TokenStore {
         if let Some(parent) = &entry.parent {
             batch.put(u, &format!("{PARENT_PREFIX}{parent}/{}", entry.id), b"1");
         }
+        if let Some(mount) = &entry.mount {
+            batch.put(u, &format!("{MOUNT_PREFIX}{mount}/{}", entry.id), b"1");
+        }
+    }
+
+    /// Revoke every token issued by the auth mount `mount` (it is being disabled).
+    pub async fn revoke_mount(&self, barrier: &Barrier, u: &Unsealed, mount: &str) -> Result<usize, BarrierError> {
+        let mut n = 0;
+        for id in barrier.list(u, &format!("{MOUNT_PREFIX}{mount}/")).await? {
+            n += self.revoke_tree(barrier, u, id.trim_end_matches('/')).await?;
+            barrier.delete(&format!("{MOUNT_PREFIX}{mount}/{id}")).await?;
+        }
+        Ok(n)
     }
 
     /// Replace a token value's entry (dev mode chooses the root token value).
@@ -301,16 +322,17 @@ impl TokenStore {
         self.lookup_id(barrier, u, &id, now).await
     }
 
-    /// Count one use of a use-limited token; the last use revokes it.
-    /// Returns false if the token was exhausted concurrently.
-    pub async fn use_once(&self, barrier: &Barrier, u: &Unsealed, entry: &TokenEntry) -> Result<bool, BarrierError> {
+    /// Count one use of a use-limited token before the request runs (as
+    /// Vault does); the last use revokes it. Returns the entry as it is after
+    /// this use, or None if the token was exhausted concurrently.
+    pub async fn use_once(&self, barrier: &Barrier, u: &Unsealed, entry: &TokenEntry) -> Result<Option<TokenEntry>, BarrierError> {
         if entry.num_uses == 0 {
-            return Ok(true);
+            return Ok(Some(entry.clone()));
         }
         for _ in 0..16 {
-            let Some((mut current, rev)) = self.load_entry(barrier, u, &entry.id).await? else { return Ok(false) };
+            let Some((mut current, rev)) = self.load_entry(barrier, u, &entry.id).await? else { return Ok(None) };
             if current.num_uses == 0 {
-                return Ok(false);
+                return Ok(None);
             }
             let mut batch = Batch::new();
             let path = format!("{ID_PREFIX}{}", current.id);
@@ -326,12 +348,17 @@ impl TokenStore {
                 batch.put_expect(u, &path, &json, Expect::Rev(rev));
             }
             match barrier.write(batch).await {
-                Ok(()) => return Ok(true),
+                Ok(()) => {
+                    if current.num_uses == 1 {
+                        current.num_uses = 0;
+                    }
+                    return Ok(Some(current));
+                }
                 Err(BarrierError::Storage(StorageError::Conflict(_))) => continue,
                 Err(e) => return Err(e),
             }
         }
-        Ok(false)
+        Ok(None)
     }
 
     /// Revoke a token and, recursively, every token created from it.
@@ -381,6 +408,9 @@ impl TokenStore {
             batch.delete(&self.accessor_path(&e.accessor));
             if let Some(p) = &e.parent {
                 batch.delete(&format!("{PARENT_PREFIX}{p}/{id}"));
+            }
+            if let Some(m) = &e.mount {
+                batch.delete(&format!("{MOUNT_PREFIX}{m}/{id}"));
             }
         }
         barrier.write(batch).await?;

@@ -101,7 +101,8 @@ impl Backend for TokenBackend {
     }
 
     fn root_paths(&self) -> &'static [&'static str] {
-        &["create-orphan", "revoke-orphan", "accessors", "accessors/"]
+        // As Vault: create-orphan is governed by its ACL alone.
+        &["revoke-orphan", "accessors", "accessors/"]
     }
 }
 
@@ -122,7 +123,8 @@ async fn route(core: &Arc<Core>, auth: &Authorized, req: Request) -> Result<Resp
         }
         ("lookup", _) if write || req.op == Operation::Read => {
             let token = required(d, "token")?;
-            let e = tokens.lookup(barrier, u, token, now).await?.ok_or_else(|| LogicalError::InvalidRequest("bad token".into()))?;
+            // An unknown, expired or revoked token is a 403, as in Vault.
+            let e = tokens.lookup(barrier, u, token, now).await?.ok_or(LogicalError::PermissionDenied)?;
             Ok(Response::data(lookup_data(&e, Some(token), now)))
         }
         ("lookup-accessor", _) if write => {
@@ -279,7 +281,7 @@ async fn create(core: &Arc<Core>, parent: &TokenEntry, d: &Map<String, Value>, o
     };
     crate::auth::cidr::validate(&login.bound_cidrs).map_err(LogicalError::InvalidRequest)?;
     let path = if orphan_path { "auth/token/create-orphan" } else { "auth/token/create" };
-    let auth = core.mint(login, path, (!no_parent).then_some(parent)).await.map_err(LogicalError::from)?;
+    let auth = core.mint(login, path, (!no_parent).then_some(parent), None).await.map_err(LogicalError::from)?;
     Ok(Response::Data { data: None, auth: Some(Box::new(auth)), warnings: Vec::new() })
 }
 

@@ -342,6 +342,11 @@ impl Core {
         })
         .await?;
         if let Some(entry) = removed {
+            if table == Table::Auth {
+                // Tokens must not outlive the method that issued them.
+                let n = self.active()?.tokens().revoke_mount(&self.barrier, u, &entry.uuid).await?;
+                tracing::info!(path = %entry.path, revoked = n, "tokens of the disabled auth method revoked");
+            }
             View::new(self.barrier.clone(), format!("{}{}/", table.data_prefix(), entry.uuid)).clear(u).await?;
             tracing::info!(path = %entry.path, table = table.noun(), "mount disabled");
         }

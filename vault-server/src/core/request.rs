@@ -54,7 +54,7 @@ impl Core {
             req.path = rel.to_string();
             let auth = Authorized::unauthenticated(u);
             let response = m.backend.handle(&auth, req).await?;
-            let response = self.finish_login(response, &full_path, None, &m.entry.config).await?;
+            let response = self.finish_login(response, &full_path, m).await?;
             return Ok(Handled { response, mount_type: m.entry.kind.clone() });
         }
 
@@ -77,25 +77,21 @@ impl Core {
         {
             auth = auth.with_token_value(t);
         }
-        if entry.num_uses > 0 && !active.tokens.use_once(&self.barrier, &u, &entry).await? {
-            return Err(LogicalError::PermissionDenied.into());
+        if entry.num_uses > 0 {
+            let used = active.tokens.use_once(&self.barrier, &u, &entry).await?.ok_or(LogicalError::PermissionDenied)?;
+            auth = auth.with_token_entry(Arc::new(used));
         }
         req.path = rel.to_string();
         let response = m.backend.handle(&auth, req).await?;
-        let response = self.finish_login(response, &full_path, None, &m.entry.config).await?;
+        let response = self.finish_login(response, &full_path, m).await?;
         Ok(Handled { response, mount_type: m.entry.kind.clone() })
     }
 
     /// Turn a backend's `Login` into a real token and Vault's `auth` block.
-    async fn finish_login(
-        &self,
-        response: Response,
-        path: &str,
-        parent: Option<&TokenEntry>,
-        mount: &super::mounts::MountConfig,
-    ) -> Result<Response, CoreError> {
+    async fn finish_login(&self, response: Response, path: &str, m: &super::mounts::Mounted) -> Result<Response, CoreError> {
         let Response::Login(login) = response else { return Ok(response) };
         let mut login = *login;
+        let mount = &m.entry.config;
         // Mount-level lease settings bound what the method asked for.
         if login.ttl == 0 && mount.default_lease_ttl > 0 {
             login.ttl = mount.default_lease_ttl;
@@ -103,12 +99,20 @@ impl Core {
         if mount.max_lease_ttl > 0 && (login.max_ttl == 0 || login.max_ttl > mount.max_lease_ttl) {
             login.max_ttl = mount.max_lease_ttl;
         }
-        let auth = self.mint(login, path, parent).await?;
+        let auth = self.mint(login, path, None, Some(m.entry.uuid.clone())).await?;
         Ok(Response::Data { data: None, auth: Some(Box::new(auth)), warnings: Vec::new() })
     }
 
     /// Create a token for `login` (child of `parent`, or an orphan).
-    pub async fn mint(&self, login: Login, path: &str, parent: Option<&TokenEntry>) -> Result<AuthInfo, CoreError> {
+    /// `mount` is the UUID of the issuing auth mount (its tokens are revoked
+    /// when it is disabled); None for tokens made by the token store.
+    pub async fn mint(
+        &self,
+        login: Login,
+        path: &str,
+        parent: Option<&TokenEntry>,
+        mount: Option<String>,
+    ) -> Result<AuthInfo, CoreError> {
         let active = self.active()?;
         let u = self.unsealed()?;
         let mut policies = login.policies.clone();
@@ -129,6 +133,7 @@ impl Core {
             parent: parent.map(|p| p.id.clone()),
             renewable: login.renewable,
             bound_cidrs: login.bound_cidrs.clone(),
+            mount,
         };
         let mut batch = Batch::new();
         let (token, entry) = active.tokens.create(&u, &mut batch, params, now_unix());
