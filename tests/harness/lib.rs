@@ -45,22 +45,12 @@ impl Store {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().unwrap();
                 let url = format!("sqlite://{}/vault.db", dir.path().display());
-                Store {
-                    url,
-                    dir: Some(dir),
-                    pg: None,
-                    db: None,
-                }
+                Store { url, dir: Some(dir), pg: None, db: None }
             }
             Backend::Postgres => {
                 let pg = PgCluster::shared();
                 let db = pg.create_database();
-                Store {
-                    url: pg.url(&db),
-                    dir: None,
-                    pg: Some(pg),
-                    db: Some(db),
-                }
+                Store { url: pg.url(&db), dir: None, pg: Some(pg), db: Some(db) }
             }
         }
     }
@@ -114,11 +104,7 @@ impl ServerProc {
     /// Start `vault-server server` on `store`, with extra args, and wait until it listens.
     pub fn start(store: &Store, extra: &[&str]) -> ServerProc {
         let mut cmd = Command::new(server_bin());
-        cmd.arg("server")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--storage")
-            .arg(&store.url);
+        cmd.arg("server").arg("--listen").arg("127.0.0.1:0").arg("--storage").arg(&store.url);
         cmd.args(extra);
         Self::spawn(cmd)
     }
@@ -130,9 +116,7 @@ impl ServerProc {
 
     /// Start an arbitrary `vault-server` command line and wait for "listening".
     pub fn spawn(mut cmd: Command) -> ServerProc {
-        cmd.stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .stdin(Stdio::null());
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
         cmd.env("NO_COLOR", "1");
         let mut child = cmd.spawn().expect("spawn vault-server");
         let logs = Arc::new(Mutex::new(Vec::new()));
@@ -156,10 +140,7 @@ impl ServerProc {
             Ok(a) => a,
             Err(_) => {
                 let _ = child.kill();
-                panic!(
-                    "vault-server did not start listening; logs:\n{}",
-                    logs.lock().unwrap().join("\n")
-                );
+                panic!("vault-server did not start listening; logs:\n{}", logs.lock().unwrap().join("\n"));
             }
         };
         ServerProc { child, addr, logs }
@@ -251,19 +232,12 @@ impl Client {
     pub fn new(base: &str) -> Client {
         // reqwest is built without a default rustls provider; the tree has only ring.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        Client {
-            http: reqwest::Client::new(),
-            base: base.trim_end_matches('/').into(),
-            token: None,
-        }
+        Client { http: reqwest::Client::new(), base: base.trim_end_matches('/').into(), token: None }
     }
 
     /// The same client with a token.
     pub fn with_token(&self, token: &str) -> Client {
-        Client {
-            token: Some(token.into()),
-            ..self.clone()
-        }
+        Client { token: Some(token.into()), ..self.clone() }
     }
 
     /// Any request: method, path under /v1/, optional JSON body.
@@ -280,11 +254,7 @@ impl Client {
         let resp = rb.send().await.expect("request");
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        let v = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
+        let v = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
         (status, v)
     }
 
@@ -299,11 +269,7 @@ impl Client {
         let resp = rb.send().await.expect("request");
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        let v = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
+        let v = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
         (status, v)
     }
 
@@ -330,19 +296,9 @@ impl Client {
 
     /// Initialize with `n` shares, threshold `t`: (hex keys, root token).
     pub async fn init(&self, n: u32, t: u32) -> (Vec<String>, String) {
-        let (s, v) = self
-            .put(
-                "sys/init",
-                serde_json::json!({"secret_shares": n, "secret_threshold": t}),
-            )
-            .await;
+        let (s, v) = self.put("sys/init", serde_json::json!({"secret_shares": n, "secret_threshold": t})).await;
         assert_eq!(s, 200, "init: {v}");
-        let keys = v["keys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|k| k.as_str().unwrap().to_string())
-            .collect();
+        let keys = v["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect();
         (keys, v["root_token"].as_str().unwrap().to_string())
     }
 
@@ -372,11 +328,7 @@ pub struct PgCluster {
 static SHARED: Mutex<Weak<PgCluster>> = Mutex::new(Weak::new());
 
 fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
+    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
 }
 
 fn pg_bin_dir() -> PathBuf {
@@ -384,23 +336,13 @@ fn pg_bin_dir() -> PathBuf {
         return PathBuf::from(d);
     }
     let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .map(|e| e.path().join("bin"))
-                .collect()
-        })
+        .map(|rd| rd.filter_map(Result::ok).map(|e| e.path().join("bin")).collect())
         .unwrap_or_default();
     candidates.sort();
-    if let Some(d) = candidates
-        .into_iter()
-        .rev()
-        .find(|d| d.join("initdb").exists())
-    {
+    if let Some(d) = candidates.into_iter().rev().find(|d| d.join("initdb").exists()) {
         return d;
     }
-    if let Ok(o) = Command::new("sh")
-        .args(["-c", "command -v initdb"])
-        .output()
+    if let Ok(o) = Command::new("sh").args(["-c", "command -v initdb"]).output()
         && o.status.success()
     {
         let p = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
@@ -415,11 +357,7 @@ fn pg_bin_dir() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl PgCluster {
@@ -449,63 +387,21 @@ impl PgCluster {
     fn start() -> PgCluster {
         let bin = pg_bin_dir();
         let as_postgres = is_root();
-        let dir = tempfile::Builder::new()
-            .prefix("vault-pg-")
-            .tempdir()
-            .unwrap()
-            .keep();
+        let dir = tempfile::Builder::new().prefix("vault-pg-").tempdir().unwrap().keep();
         if as_postgres {
-            let s = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&dir)
-                .status()
-                .unwrap();
+            let s = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).status().unwrap();
             assert!(s.success(), "chown of the PostgreSQL data dir failed");
         }
         let port = free_port();
-        let c = PgCluster {
-            dir: dir.clone(),
-            port,
-            bin,
-            as_postgres,
-            counter: Mutex::new(0),
-        };
+        let c = PgCluster { dir: dir.clone(), port, bin, as_postgres, counter: Mutex::new(0) };
         let data = dir.join("data");
         let data_s = data.to_str().unwrap();
-        let out = c.run(&[
-            "initdb",
-            "-D",
-            data_s,
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--no-sync",
-        ]);
-        assert!(
-            out.status.success(),
-            "initdb failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let opts = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=200",
-            dir.display()
-        );
+        let out = c.run(&["initdb", "-D", data_s, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]);
+        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        let opts =
+            format!("-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=200", dir.display());
         let log = dir.join("pg.log");
-        let out = c.run(&[
-            "pg_ctl",
-            "-D",
-            data_s,
-            "-l",
-            log.to_str().unwrap(),
-            "-o",
-            &opts,
-            "-w",
-            "-t",
-            "60",
-            "start",
-        ]);
+        let out = c.run(&["pg_ctl", "-D", data_s, "-l", log.to_str().unwrap(), "-o", &opts, "-w", "-t", "60", "start"]);
         assert!(
             out.status.success(),
             "pg_ctl start failed: {}\n{}",
@@ -524,41 +420,17 @@ impl PgCluster {
         };
         let name = format!("vault_{}_{}", std::process::id(), n);
         let out = Command::new(self.bin.join("psql"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-c",
-            ])
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-c"])
             .arg(format!("CREATE DATABASE {name}"))
             .output()
             .or_else(|_| {
                 Command::new("psql")
-                    .args([
-                        "-h",
-                        "127.0.0.1",
-                        "-p",
-                        &self.port.to_string(),
-                        "-U",
-                        "postgres",
-                        "-d",
-                        "postgres",
-                        "-c",
-                    ])
+                    .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-c"])
                     .arg(format!("CREATE DATABASE {name}"))
                     .output()
             })
             .expect("psql");
-        assert!(
-            out.status.success(),
-            "CREATE DATABASE failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "CREATE DATABASE failed: {}", String::from_utf8_lossy(&out.stderr));
         name
     }
 
@@ -575,49 +447,20 @@ impl PgCluster {
     /// A plain-text dump of `db` (pg_dump), for "no plaintext at rest" checks.
     pub fn dump(&self, db: &str) -> Vec<u8> {
         let out = Command::new(self.bin.join("pg_dump"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                "--data-only",
-                db,
-            ])
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "--data-only", db])
             .output()
             .expect("pg_dump");
-        assert!(
-            out.status.success(),
-            "pg_dump failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "pg_dump failed: {}", String::from_utf8_lossy(&out.stderr));
         out.stdout
     }
 
     /// Run SQL through psql and return stdout.
     pub fn psql(&self, db: &str, sql: &str) -> String {
         let out = Command::new(self.bin.join("psql"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                db,
-                "-At",
-                "-c",
-                sql,
-            ])
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", db, "-At", "-c", sql])
             .output()
             .expect("psql");
-        assert!(
-            out.status.success(),
-            "psql failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
@@ -625,15 +468,7 @@ impl PgCluster {
 impl Drop for PgCluster {
     fn drop(&mut self) {
         let data = self.dir.join("data");
-        let _ = self.run(&[
-            "pg_ctl",
-            "-D",
-            data.to_str().unwrap_or_default(),
-            "-m",
-            "immediate",
-            "-w",
-            "stop",
-        ]);
+        let _ = self.run(&["pg_ctl", "-D", data.to_str().unwrap_or_default(), "-m", "immediate", "-w", "stop"]);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

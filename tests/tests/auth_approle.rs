@@ -212,7 +212,11 @@ async fn full_flow(backend: Backend) {
     assert_eq!(s, 204, "{v}");
     assert_invalid(login(&c, &web_rid, &s1).await, "destroyed secret ID");
     assert_invalid(login(&c, &web_rid, &s2).await, "destroyed (by accessor) secret ID");
-    assert_eq!(rc.post("auth/approle/role/web/secret-id/lookup", json!({"secret_id": s1})).await.0, 404);
+    // As Vault: a lookup of a destroyed secret ID answers nothing (204, no data).
+    assert_eq!(
+        rc.post("auth/approle/role/web/secret-id/lookup", json!({"secret_id": s1})).await,
+        (204, serde_json::Value::Null)
+    );
 
     // A custom secret ID and a custom role ID.
     let (s, v) = rc.post("auth/approle/role/web/role-id", json!({"role_id": "web-custom-role-id"})).await;

@@ -92,7 +92,15 @@ path "kv/+/shared" {
     // A child cannot escalate; a grandchild is revoked with its parent.
     let (s, v) = ac.post("auth/token/create", json!({"policies": ["root"]})).await;
     assert_eq!(s, 403, "creating tokens is not in the app policy: {v}");
-    assert_eq!(rc.put("sys/policies/acl/app", json!({"policy": format!("{policy}\npath \"auth/token/create\" {{ capabilities = [\"update\"] }}")})).await.0, 204);
+    assert_eq!(
+        rc.put(
+            "sys/policies/acl/app",
+            json!({"policy": format!("{policy}\npath \"auth/token/create\" {{ capabilities = [\"update\"] }}")})
+        )
+        .await
+        .0,
+        204
+    );
     let (s, v) = ac.post("auth/token/create", json!({"policies": ["root"]})).await;
     assert_eq!(s, 400, "child policies must be a subset: {v}");
     let (s, v) = ac.post("auth/token/create", json!({"policies": ["app"]})).await;

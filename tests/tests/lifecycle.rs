@@ -62,10 +62,7 @@ async fn lifecycle(backend: Backend) {
 
     // Write data through a mount.
     let (s, v) = rc
-        .post(
-            "sys/mounts/app",
-            json!({"type": "kv", "description": null, "config": null, "options": {"version": "1"}}),
-        )
+        .post("sys/mounts/app", json!({"type": "kv", "description": null, "config": null, "options": {"version": "1"}}))
         .await;
     assert_eq!(s, 204, "{v}");
     assert_eq!(rc.put("app/db", json!({"password": MARKER})).await.0, 204);
@@ -137,8 +134,7 @@ async fn lifecycle(backend: Backend) {
     let (s, v) = c.put("sys/rekey/update", json!({"key": keys[4], "nonce": rnonce})).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["complete"], true);
-    let new_keys: Vec<String> =
-        v["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().into()).collect();
+    let new_keys: Vec<String> = v["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().into()).collect();
     assert_eq!(new_keys.len(), 3);
     assert_eq!(v["keys_base64"].as_array().unwrap().len(), 3);
     assert_eq!(rc.get("sys/key-status").await.1["data"]["term"], 2, "rekey does not rotate");

@@ -10,14 +10,8 @@ use serde_json::{Value, json};
 use vault_e2e::{Backend, Client, ServerProc, Store, server_bin};
 
 fn assert_error_shape(status: u16, v: &Value, ctx: &str) {
-    assert!(
-        (400..500).contains(&status),
-        "{ctx}: expected 4xx, got {status}: {v}"
-    );
-    assert!(
-        v["errors"].is_array(),
-        "{ctx}: body must be {{\"errors\": [...]}}, got {v}"
-    );
+    assert!((400..500).contains(&status), "{ctx}: expected 4xx, got {status}: {v}");
+    assert!(v["errors"].is_array(), "{ctx}: body must be {{\"errors\": [...]}}, got {v}");
 }
 
 #[tokio::test]
@@ -33,30 +27,12 @@ async fn bad_input_is_a_clear_4xx() {
         (b"{not json".to_vec(), "malformed JSON"),
         (b"[1,2]".to_vec(), "array body"),
         (br#"{"secret_shares": "five"}"#.to_vec(), "wrong type"),
-        (
-            br#"{"secret_shares": 0, "secret_threshold": 1}"#.to_vec(),
-            "zero shares",
-        ),
-        (
-            br#"{"secret_shares": 3, "secret_threshold": 4}"#.to_vec(),
-            "threshold > shares",
-        ),
-        (
-            br#"{"secret_shares": 3, "secret_threshold": 1}"#.to_vec(),
-            "threshold 1 of many",
-        ),
-        (
-            br#"{"secret_shares": 300, "secret_threshold": 2}"#.to_vec(),
-            "too many shares",
-        ),
-        (
-            br#"{"secret_shares": 1, "secret_threshold": 1, "pgp_keys": ["x"]}"#.to_vec(),
-            "pgp keys",
-        ),
-        (
-            br#"{"secret_shares": 1, "secret_threshold": 1, "recovery_shares": 1}"#.to_vec(),
-            "recovery",
-        ),
+        (br#"{"secret_shares": 0, "secret_threshold": 1}"#.to_vec(), "zero shares"),
+        (br#"{"secret_shares": 3, "secret_threshold": 4}"#.to_vec(), "threshold > shares"),
+        (br#"{"secret_shares": 3, "secret_threshold": 1}"#.to_vec(), "threshold 1 of many"),
+        (br#"{"secret_shares": 300, "secret_threshold": 2}"#.to_vec(), "too many shares"),
+        (br#"{"secret_shares": 1, "secret_threshold": 1, "pgp_keys": ["x"]}"#.to_vec(), "pgp keys"),
+        (br#"{"secret_shares": 1, "secret_threshold": 1, "recovery_shares": 1}"#.to_vec(), "recovery"),
     ] {
         let (s, v) = c.raw("PUT", "sys/init", body).await;
         assert_error_shape(s, &v, ctx);
@@ -102,13 +78,7 @@ async fn bad_input_is_a_clear_4xx() {
     }
     // Token problems: missing and wrong token are 403 (never 401).
     assert_eq!(c.get("sys/mounts").await.0, 403);
-    assert_eq!(
-        c.with_token("hvs.AAAAAAAAAAAAAAAAAAAAAAAA")
-            .get("sys/mounts")
-            .await
-            .0,
-        403
-    );
+    assert_eq!(c.with_token("hvs.AAAAAAAAAAAAAAAAAAAAAAAA").get("sys/mounts").await.0, 403);
     let (s, v) = c.call("GET", "nomount/x", None).await;
     assert_eq!(s, 403, "no token must not reveal routing: {v}");
     let (s, v) = rc.get("nomount/x").await;
@@ -117,32 +87,12 @@ async fn bad_input_is_a_clear_4xx() {
     for (path, body, ctx) in [
         ("sys/mounts/a", json!({}), "no type"),
         ("sys/mounts/a", json!({"type": 5}), "type not a string"),
-        (
-            "sys/mounts/a",
-            json!({"type": "nosuchengine"}),
-            "unknown type",
-        ),
+        ("sys/mounts/a", json!({"type": "nosuchengine"}), "unknown type"),
         ("sys/mounts/sys", json!({"type": "kv"}), "protected path"),
-        (
-            "sys/mounts/auth/x",
-            json!({"type": "kv"}),
-            "protected prefix",
-        ),
-        (
-            "sys/mounts/a",
-            json!({"type": "kv", "options": "v1"}),
-            "options not a map",
-        ),
-        (
-            "sys/mounts/a",
-            json!({"type": "kv", "options": {"version": "9"}}),
-            "bad kv version",
-        ),
-        (
-            "sys/mounts/a",
-            json!({"type": "kv", "config": {"default_lease_ttl": "forever"}}),
-            "bad ttl",
-        ),
+        ("sys/mounts/auth/x", json!({"type": "kv"}), "protected prefix"),
+        ("sys/mounts/a", json!({"type": "kv", "options": "v1"}), "options not a map"),
+        ("sys/mounts/a", json!({"type": "kv", "options": {"version": "9"}}), "bad kv version"),
+        ("sys/mounts/a", json!({"type": "kv", "config": {"default_lease_ttl": "forever"}}), "bad ttl"),
         ("sys/mounts/a", json!({"type": "system"}), "singleton type"),
     ] {
         let (s, v) = rc.post(path, body).await;
@@ -150,19 +100,11 @@ async fn bad_input_is_a_clear_4xx() {
     }
     assert_eq!(rc.post("sys/mounts/kv", json!({"type": "kv"})).await.0, 204);
     let (s, v) = rc.post("sys/mounts/kv", json!({"type": "kv"})).await;
-    assert_eq!(
-        (s, v["errors"][0].as_str()),
-        (400, Some("path is already in use at kv/"))
-    );
+    assert_eq!((s, v["errors"][0].as_str()), (400, Some("path is already in use at kv/")));
     let (s, v) = rc.post("sys/mounts/kv/inner", json!({"type": "kv"})).await;
     assert_error_shape(s, &v, "nested mount");
     // Percent-encoded mount paths (hvac quotes them) are decoded.
-    assert_eq!(
-        rc.post("sys/mounts/team%2Dx", json!({"type": "kv"}))
-            .await
-            .0,
-        204
-    );
+    assert_eq!(rc.post("sys/mounts/team%2Dx", json!({"type": "kv"})).await.0, 204);
     assert!(rc.get("sys/mounts").await.1["data"]["team-x/"].is_object());
     // KV input errors.
     let (s, v) = rc.raw("PUT", "kv/a", b"\"just a string\"".to_vec()).await;
@@ -177,27 +119,13 @@ async fn bad_input_is_a_clear_4xx() {
     let (s, v) = c.get("sys/health?activecode=abc").await;
     assert_error_shape(s, &v, "bad health code");
     // Generate-root and rekey misuse.
-    let (s, v) = c
-        .put("sys/generate-root/attempt", json!({"otp": "short"}))
-        .await;
+    let (s, v) = c.put("sys/generate-root/attempt", json!({"otp": "short"})).await;
     assert_error_shape(s, &v, "short otp");
-    let (s, v) = c
-        .put(
-            "sys/generate-root/update",
-            json!({"key": keys[0], "nonce": "x"}),
-        )
-        .await;
+    let (s, v) = c.put("sys/generate-root/update", json!({"key": keys[0], "nonce": "x"})).await;
     assert_error_shape(s, &v, "update without attempt");
-    let (s, v) = c
-        .put("sys/rekey/update", json!({"key": keys[0], "nonce": "x"}))
-        .await;
+    let (s, v) = c.put("sys/rekey/update", json!({"key": keys[0], "nonce": "x"})).await;
     assert_error_shape(s, &v, "rekey update without init");
-    let (s, v) = c
-        .put(
-            "sys/rekey/init",
-            json!({"secret_shares": 2, "secret_threshold": 3}),
-        )
-        .await;
+    let (s, v) = c.put("sys/rekey/init", json!({"secret_shares": 2, "secret_threshold": 3})).await;
     assert_error_shape(s, &v, "bad rekey config");
     let (s, v) = c.raw("PUT", "sys/unseal", b"{\"key\": 5}".to_vec()).await;
     assert_error_shape(s, &v, "key not a string");
@@ -209,11 +137,7 @@ async fn bad_input_is_a_clear_4xx() {
     let mut paths: Vec<&String> = m["data"].as_object().unwrap().keys().collect();
     paths.sort();
     assert_eq!(paths, ["kv/", "sys/", "team-x/"]);
-    assert!(
-        !srv.log_text().contains("panicked"),
-        "server panicked:\n{}",
-        srv.log_text()
-    );
+    assert!(!srv.log_text().contains("panicked"), "server panicked:\n{}", srv.log_text());
 }
 
 #[tokio::test]
@@ -225,32 +149,18 @@ async fn secrets_never_reach_the_logs() {
     c.unseal(&keys[..2]).await;
     let rc = c.with_token(&root);
     rc.post("sys/mounts/kv", json!({"type": "kv"})).await;
-    rc.put("kv/s", json!({"password": "LOG-CANARY-31337"}))
-        .await;
+    rc.put("kv/s", json!({"password": "LOG-CANARY-31337"})).await;
     rc.get("kv/s").await;
     // Errors that involve secrets: wrong share, bad token, malformed share.
-    c.put(
-        "sys/rekey/init",
-        json!({"secret_shares": 2, "secret_threshold": 2}),
-    )
-    .await;
+    c.put("sys/rekey/init", json!({"secret_shares": 2, "secret_threshold": 2})).await;
     c.put("sys/unseal", json!({"key": "zz-not-a-share"})).await;
-    c.with_token("hvs.WRONGTOKENWRONGTOKEN1234")
-        .get("kv/s")
-        .await;
+    c.with_token("hvs.WRONGTOKENWRONGTOKEN1234").get("kv/s").await;
     let (_, gr) = c.put("sys/generate-root/attempt", json!({})).await;
     let otp = gr["otp"].as_str().unwrap().to_string();
     rc.put("sys/seal", json!({})).await;
     let logs = srv.log_text();
-    assert!(
-        logs.contains("vault sealed"),
-        "trace logging did run:\n{logs}"
-    );
-    for secret in
-        keys.iter()
-            .map(String::as_str)
-            .chain([root.as_str(), "LOG-CANARY-31337", otp.as_str()])
-    {
+    assert!(logs.contains("vault sealed"), "trace logging did run:\n{logs}");
+    for secret in keys.iter().map(String::as_str).chain([root.as_str(), "LOG-CANARY-31337", otp.as_str()]) {
         assert!(!logs.contains(secret), "secret {secret:.6}… found in logs");
     }
     for k in &keys {
@@ -275,21 +185,13 @@ async fn tls_and_config_file() {
     let ca_key = dir.path().join("ca.key");
     let csr = dir.path().join("leaf.csr");
     let ext = dir.path().join("leaf.ext");
-    std::fs::write(
-        &ext,
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n",
-    )
-    .unwrap();
+    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n").unwrap();
     let openssl = |args: Vec<&std::ffi::OsStr>| {
         let out = Command::new("openssl")
             .args(args)
             .output()
             .expect("openssl is needed for the TLS test (apt-get install -y openssl)");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     };
     let os = |s: &'static str| std::ffi::OsStr::new(s);
     // A throwaway CA, and a leaf for 127.0.0.1 signed by it.
@@ -360,20 +262,14 @@ async fn tls_and_config_file() {
     let srv = ServerProc::spawn_json(cmd);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let ca = reqwest::Certificate::from_pem(&std::fs::read(&ca_cert).unwrap()).unwrap();
-    let http = reqwest::Client::builder()
-        .tls_certs_only([ca])
-        .build()
-        .unwrap();
+    let http = reqwest::Client::builder().tls_certs_only([ca]).build().unwrap();
     let url = format!("https://{}/v1/sys/seal-status", srv.addr);
     let v: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
     assert_eq!(v["initialized"], false);
     // Plain HTTP to the TLS port does not get an answer.
     let plain = Client::new(&format!("http://{}", srv.addr));
     let r = reqwest::Client::new()
-        .get(format!(
-            "{}/v1/sys/health",
-            "http://".to_string() + &srv.addr.to_string()
-        ))
+        .get(format!("{}/v1/sys/health", "http://".to_string() + &srv.addr.to_string()))
         .send()
         .await;
     assert!(r.is_err() || r.unwrap().status().as_u16() >= 400);
@@ -381,10 +277,7 @@ async fn tls_and_config_file() {
     drop(http);
     // JSON logs: every line parses.
     for line in srv.log_text().lines() {
-        assert!(
-            serde_json::from_str::<Value>(line).is_ok(),
-            "not JSON: {line}"
-        );
+        assert!(serde_json::from_str::<Value>(line).is_ok(), "not JSON: {line}");
     }
     assert!(srv.terminate().success());
 }
@@ -394,12 +287,7 @@ async fn bad_config_fails_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("bad.toml");
     std::fs::write(&config, "listen_addr = \"not-an-address\"\n").unwrap();
-    let out = Command::new(server_bin())
-        .arg("server")
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = Command::new(server_bin()).arg("server").arg("--config").arg(&config).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("listen_addr"), "{err}");

@@ -7,7 +7,6 @@
 
 // Tests may unwrap: a failing unwrap is a failing test.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
-
 #![forbid(unsafe_code)]
 
 use serde::{Deserialize, Serialize};

@@ -54,13 +54,7 @@ impl fmt::Debug for ClientBuilder {
         f.debug_struct("ClientBuilder")
             .field("address", &self.address)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field(
-                "ca_cert_pem",
-                &self
-                    .ca_cert_pem
-                    .as_ref()
-                    .map(|p| format!("<{} bytes>", p.len())),
-            )
+            .field("ca_cert_pem", &self.ca_cert_pem.as_ref().map(|p| format!("<{} bytes>", p.len())))
             .field("timeout", &self.timeout)
             .finish()
     }
@@ -70,12 +64,7 @@ impl ClientBuilder {
     /// A builder for the server at `address` (e.g. `https://vault.example:8200`),
     /// without a token, trusting the platform's root certificates.
     pub fn new(address: impl Into<String>) -> Self {
-        Self {
-            address: address.into(),
-            token: None,
-            ca_cert_pem: None,
-            timeout: DEFAULT_TIMEOUT,
-        }
+        Self { address: address.into(), token: None, ca_cert_pem: None, timeout: DEFAULT_TIMEOUT }
     }
 
     /// A builder configured from the process environment, like Vault's CLI:
@@ -91,9 +80,7 @@ impl ClientBuilder {
     /// Like [`ClientBuilder::from_env`], reading the variables through
     /// `lookup` (for tests, or configuration from another source).
     pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let address = lookup("VAULT_ADDR")
-            .filter(|a| !a.trim().is_empty())
-            .unwrap_or_else(|| DEFAULT_ADDRESS.into());
+        let address = lookup("VAULT_ADDR").filter(|a| !a.trim().is_empty()).unwrap_or_else(|| DEFAULT_ADDRESS.into());
         let mut b = Self::new(address.trim());
         if let Some(t) = lookup("VAULT_TOKEN").map(Zeroizing::new)
             && !t.trim().is_empty()
@@ -126,12 +113,8 @@ impl ClientBuilder {
 
     /// Trust only the CA certificate(s) in the PEM file at `path`.
     pub fn ca_cert_file(self, path: &Path) -> Result<Self> {
-        let pem = std::fs::read(path).map_err(|e| {
-            Error::Config(format!(
-                "cannot read CA certificate file {}: {e}",
-                path.display()
-            ))
-        })?;
+        let pem = std::fs::read(path)
+            .map_err(|e| Error::Config(format!("cannot read CA certificate file {}: {e}", path.display())))?;
         Ok(self.ca_cert_pem(pem))
     }
 
@@ -153,41 +136,27 @@ impl ClientBuilder {
             let certs = reqwest::Certificate::from_pem_bundle(pem)
                 .map_err(|e| Error::Config(format!("invalid CA certificate PEM: {e}")))?;
             if certs.is_empty() {
-                return Err(Error::Config(
-                    "the CA certificate PEM holds no certificate".into(),
-                ));
+                return Err(Error::Config("the CA certificate PEM holds no certificate".into()));
             }
             http = http.tls_certs_only(certs);
         }
-        let http = http
-            .build()
-            .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Client {
-            http,
-            base,
-            token: self.token,
-        })
+        let http = http.build().map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Client { http, base, token: self.token })
     }
 }
 
 /// Parse and check a server address: an absolute `http` or `https` URL.
 fn parse_address(address: &str) -> Result<Url> {
-    let url = Url::parse(address.trim())
-        .map_err(|e| Error::Config(format!("invalid server address {address:?}: {e}")))?;
+    let url =
+        Url::parse(address.trim()).map_err(|e| Error::Config(format!("invalid server address {address:?}: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() || url.host().is_none() {
-        return Err(Error::Config(format!(
-            "invalid server address {address:?}: expected http(s)://host[:port]"
-        )));
+        return Err(Error::Config(format!("invalid server address {address:?}: expected http(s)://host[:port]")));
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(Error::Config(format!(
-            "invalid server address {address:?}: no query or fragment allowed"
-        )));
+        return Err(Error::Config(format!("invalid server address {address:?}: no query or fragment allowed")));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(Error::Config(
-            "invalid server address: credentials in the URL are not supported".into(),
-        ));
+        return Err(Error::Config("invalid server address: credentials in the URL are not supported".into()));
     }
     Ok(url)
 }
@@ -197,10 +166,7 @@ fn parse_address(address: &str) -> Result<Url> {
 /// to any host.
 fn redirect_policy() -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(|attempt| {
-        let same_origin = attempt
-            .previous()
-            .first()
-            .is_some_and(|first| first.origin() == attempt.url().origin());
+        let same_origin = attempt.previous().first().is_some_and(|first| first.origin() == attempt.url().origin());
         if attempt.previous().len() > MAX_REDIRECTS {
             attempt.error("too many redirects")
         } else if same_origin {
@@ -254,20 +220,12 @@ impl RawResponse {
 
     /// Success, or the server's error. The body may still be read.
     pub(crate) fn success(self) -> Result<Self> {
-        if self.status.is_success() {
-            Ok(self)
-        } else {
-            Err(Error::from_response(self.status.as_u16(), &self.body))
-        }
+        if self.status.is_success() { Ok(self) } else { Err(Error::from_response(self.status.as_u16(), &self.body)) }
     }
 
     /// The body as JSON, `None` when empty (204 No Content).
     pub(crate) fn optional_json(&self) -> Result<Option<serde_json::Value>> {
-        if self.body.iter().all(u8::is_ascii_whitespace) {
-            Ok(None)
-        } else {
-            self.parse().map(Some)
-        }
+        if self.body.iter().all(u8::is_ascii_whitespace) { Ok(None) } else { self.parse().map(Some) }
     }
 
     /// Whether this is a bare 404 (`{"errors": []}` or no body): Vault's
@@ -332,15 +290,12 @@ impl Client {
             return Err(Error::InvalidArgument("empty API path".into()));
         }
         if path.split('/').any(|s| s == "." || s == "..") {
-            return Err(Error::InvalidArgument(format!(
-                "path {path:?} must not contain '.' or '..' segments"
-            )));
+            return Err(Error::InvalidArgument(format!("path {path:?} must not contain '.' or '..' segments")));
         }
         let mut url = self.base.clone();
         {
-            let mut segs = url
-                .path_segments_mut()
-                .map_err(|()| Error::Config("the server address cannot take a path".into()))?;
+            let mut segs =
+                url.path_segments_mut().map_err(|()| Error::Config("the server address cannot take a path".into()))?;
             segs.pop_if_empty().push("v1").extend(path.split('/'));
         }
         Ok(url)
@@ -357,9 +312,8 @@ impl Client {
         let url = self.url(path)?;
         let mut req = self.http.request(method, url);
         if let Some(token) = &self.token {
-            let mut v = HeaderValue::from_str(token.as_str()).map_err(|_| {
-                Error::Config("the token contains characters not allowed in an HTTP header".into())
-            })?;
+            let mut v = HeaderValue::from_str(token.as_str())
+                .map_err(|_| Error::Config("the token contains characters not allowed in an HTTP header".into()))?;
             v.set_sensitive(true);
             req = req.header(TOKEN_HEADER, v);
         }
@@ -369,11 +323,7 @@ impl Client {
         let resp = req.send().await?;
         let status = resp.status();
         let body = resp.bytes().await?.to_vec();
-        Ok(RawResponse {
-            path: path.trim_start_matches('/').to_string(),
-            status,
-            body,
-        })
+        Ok(RawResponse { path: path.trim_start_matches('/').to_string(), status, body })
     }
 
     /// GET `path` and decode a successful JSON answer.
@@ -382,11 +332,7 @@ impl Client {
     }
 
     /// PUT `body` to `path` and decode a successful JSON answer.
-    pub(crate) async fn put_json<B: Serialize + ?Sized, T: DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &B,
-    ) -> Result<T> {
+    pub(crate) async fn put_json<B: Serialize + ?Sized, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
         self.send(Method::PUT, path, Some(body)).await?.json()
     }
 
@@ -420,35 +366,20 @@ VpkkyKB/Cd+jeMskyuTw2p53pVeD9N0hnPk=
 ";
 
     fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let owned: Vec<(String, String)> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |name| {
-            owned
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        }
+        let owned: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |name| owned.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
     }
 
     #[test]
     fn env_defaults() {
-        let c = ClientBuilder::from_vars(vars(&[]))
-            .unwrap()
-            .build()
-            .unwrap();
+        let c = ClientBuilder::from_vars(vars(&[])).unwrap().build().unwrap();
         assert_eq!(c.address(), "http://127.0.0.1:8200/");
         assert!(!c.has_token());
         // Empty values count as unset.
-        let c = ClientBuilder::from_vars(vars(&[
-            ("VAULT_ADDR", ""),
-            ("VAULT_TOKEN", "  "),
-            ("VAULT_CACERT", ""),
-        ]))
-        .unwrap()
-        .build()
-        .unwrap();
+        let c = ClientBuilder::from_vars(vars(&[("VAULT_ADDR", ""), ("VAULT_TOKEN", "  "), ("VAULT_CACERT", "")]))
+            .unwrap()
+            .build()
+            .unwrap();
         assert_eq!(c.address(), "http://127.0.0.1:8200/");
         assert!(!c.has_token());
     }
@@ -473,40 +404,24 @@ VpkkyKB/Cd+jeMskyuTw2p53pVeD9N0hnPk=
         std::fs::create_dir_all(&dir).unwrap();
         let good = dir.join("ca.pem");
         std::fs::write(&good, TEST_CA).unwrap();
-        let c = ClientBuilder::from_vars(vars(&[("VAULT_CACERT", good.to_str().unwrap())]))
-            .unwrap()
-            .build();
+        let c = ClientBuilder::from_vars(vars(&[("VAULT_CACERT", good.to_str().unwrap())])).unwrap().build();
         assert!(c.is_ok(), "{c:?}");
 
         let bad = dir.join("empty.pem");
         std::fs::write(&bad, "not a certificate\n").unwrap();
-        let e = ClientBuilder::from_vars(vars(&[("VAULT_CACERT", bad.to_str().unwrap())]))
-            .unwrap()
-            .build()
-            .unwrap_err();
+        let e =
+            ClientBuilder::from_vars(vars(&[("VAULT_CACERT", bad.to_str().unwrap())])).unwrap().build().unwrap_err();
         assert!(matches!(e, Error::Config(_)), "{e:?}");
 
         let missing = dir.join("missing.pem");
-        let e = ClientBuilder::from_vars(vars(&[("VAULT_CACERT", missing.to_str().unwrap())]))
-            .unwrap_err();
-        assert!(
-            matches!(&e, Error::Config(m) if m.contains("missing.pem")),
-            "{e:?}"
-        );
+        let e = ClientBuilder::from_vars(vars(&[("VAULT_CACERT", missing.to_str().unwrap())])).unwrap_err();
+        assert!(matches!(&e, Error::Config(m) if m.contains("missing.pem")), "{e:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn bad_addresses_are_config_errors() {
-        for a in [
-            "",
-            "127.0.0.1:8200",
-            "ftp://host",
-            "http://",
-            "unix:/tmp/sock",
-            "http://u:p@host",
-            "http://h/?x=1",
-        ] {
+        for a in ["", "127.0.0.1:8200", "ftp://host", "http://", "unix:/tmp/sock", "http://u:p@host", "http://h/?x=1"] {
             let e = Client::new(a).unwrap_err();
             assert!(matches!(e, Error::Config(_)), "{a}: {e:?}");
         }
@@ -516,58 +431,31 @@ VpkkyKB/Cd+jeMskyuTw2p53pVeD9N0hnPk=
     fn debug_redacts_the_token() {
         let b = ClientBuilder::new("http://127.0.0.1:1").token("hvs.TOPSECRET");
         let shown = format!("{b:?}");
-        assert!(
-            !shown.contains("TOPSECRET") && shown.contains("<redacted>"),
-            "{shown}"
-        );
+        assert!(!shown.contains("TOPSECRET") && shown.contains("<redacted>"), "{shown}");
         let c = b.build().unwrap();
         let shown = format!("{c:?} {c:#?}");
-        assert!(
-            !shown.contains("TOPSECRET") && shown.contains("<redacted>"),
-            "{shown}"
-        );
-        let c = Client::new("http://127.0.0.1:1")
-            .unwrap()
-            .with_token("s.OTHERSECRET");
+        assert!(!shown.contains("TOPSECRET") && shown.contains("<redacted>"), "{shown}");
+        let c = Client::new("http://127.0.0.1:1").unwrap().with_token("s.OTHERSECRET");
         assert!(!format!("{c:?}").contains("OTHERSECRET"));
     }
 
     #[test]
     fn urls() {
         let c = Client::new("http://h:1").unwrap();
-        assert_eq!(
-            c.url("sys/seal-status").unwrap().as_str(),
-            "http://h:1/v1/sys/seal-status"
-        );
-        assert_eq!(
-            c.url("/kv/a b/c?d#e").unwrap().as_str(),
-            "http://h:1/v1/kv/a%20b/c%3Fd%23e"
-        );
+        assert_eq!(c.url("sys/seal-status").unwrap().as_str(), "http://h:1/v1/sys/seal-status");
+        assert_eq!(c.url("/kv/a b/c?d#e").unwrap().as_str(), "http://h:1/v1/kv/a%20b/c%3Fd%23e");
         assert_eq!(c.url("kv/dir/").unwrap().as_str(), "http://h:1/v1/kv/dir/");
-        assert!(matches!(
-            c.url("kv/../sys/mounts"),
-            Err(Error::InvalidArgument(_))
-        ));
+        assert!(matches!(c.url("kv/../sys/mounts"), Err(Error::InvalidArgument(_))));
         assert!(matches!(c.url("/"), Err(Error::InvalidArgument(_))));
         let c = Client::new("https://h/prefix/").unwrap();
-        assert_eq!(
-            c.url("sys/health").unwrap().as_str(),
-            "https://h/prefix/v1/sys/health"
-        );
+        assert_eq!(c.url("sys/health").unwrap().as_str(), "https://h/prefix/v1/sys/health");
     }
 
     #[test]
     fn bad_token_characters_are_a_config_error_without_the_token() {
-        let c = Client::new("http://127.0.0.1:1")
-            .unwrap()
-            .with_token("bad\ntoken-SECRET");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let e = rt
-            .block_on(c.send::<()>(Method::GET, "sys/health", None))
-            .unwrap_err();
+        let c = Client::new("http://127.0.0.1:1").unwrap().with_token("bad\ntoken-SECRET");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let e = rt.block_on(c.send::<()>(Method::GET, "sys/health", None)).unwrap_err();
         assert!(matches!(e, Error::Config(_)), "{e:?}");
         assert!(!e.to_string().contains("SECRET") && !format!("{e:?}").contains("SECRET"));
     }

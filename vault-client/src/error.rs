@@ -76,11 +76,7 @@ impl Error {
             Err(_) => {
                 let text = String::from_utf8_lossy(body);
                 let text = text.trim();
-                if text.is_empty() {
-                    Vec::new()
-                } else {
-                    vec![truncate(text, 512)]
-                }
+                if text.is_empty() { Vec::new() } else { vec![truncate(text, 512)] }
             }
         };
         Error::Api { status, errors }
@@ -97,23 +93,14 @@ impl Error {
             Category::Data => "unexpected JSON shape",
             Category::Eof => "truncated JSON",
         };
-        let detail = if e.line() == 0 {
-            kind.to_string()
-        } else {
-            format!("{kind} at line {} column {}", e.line(), e.column())
-        };
-        Error::Decode {
-            path: path.to_string(),
-            detail,
-        }
+        let detail =
+            if e.line() == 0 { kind.to_string() } else { format!("{kind} at line {} column {}", e.line(), e.column()) };
+        Error::Decode { path: path.to_string(), detail }
     }
 }
 
 fn api_message(status: u16, errors: &[String]) -> String {
-    let reason = reqwest::StatusCode::from_u16(status)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-        .unwrap_or("");
+    let reason = reqwest::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
     let head = if reason.is_empty() {
         format!("server returned {status}")
     } else {
@@ -148,19 +135,13 @@ mod tests {
         match &e {
             Error::Api { status, errors } => {
                 assert_eq!(*status, 400);
-                assert_eq!(
-                    errors,
-                    &vec!["missing client token".to_string(), "second".to_string()]
-                );
+                assert_eq!(errors, &vec!["missing client token".to_string(), "second".to_string()]);
             }
             other => panic!("unexpected {other:?}"),
         }
         let shown = e.to_string();
         assert!(shown.contains("400 Bad Request"), "{shown}");
-        assert!(
-            shown.contains("missing client token") && shown.contains("second"),
-            "{shown}"
-        );
+        assert!(shown.contains("missing client token") && shown.contains("second"), "{shown}");
         assert_eq!(e.status(), Some(400));
         assert!(!e.is_not_found());
     }
@@ -178,13 +159,9 @@ mod tests {
     #[test]
     fn non_json_body_becomes_one_truncated_message() {
         let e = Error::from_response(502, b"<html>Bad Gateway</html>\n");
-        assert!(
-            matches!(&e, Error::Api { errors, .. } if errors == &vec!["<html>Bad Gateway</html>".to_string()])
-        );
+        assert!(matches!(&e, Error::Api { errors, .. } if errors == &vec!["<html>Bad Gateway</html>".to_string()]));
         let long = "é".repeat(1000);
-        let Error::Api { errors, .. } = Error::from_response(500, long.as_bytes()) else {
-            panic!()
-        };
+        let Error::Api { errors, .. } = Error::from_response(500, long.as_bytes()) else { panic!() };
         assert!(errors[0].len() <= 515 && errors[0].ends_with("..."));
     }
 

@@ -43,39 +43,22 @@ impl Logical<'_> {
 
     /// `PUT <path>` with `data` as the JSON body. Returns the response body
     /// if there is one (`None` for 204 No Content).
-    pub async fn write<B: Serialize + ?Sized>(
-        &self,
-        path: &str,
-        data: &B,
-    ) -> Result<Option<Value>> {
-        let r = self
-            .client
-            .send(Method::PUT, path, Some(data))
-            .await?
-            .success()?;
+    pub async fn write<B: Serialize + ?Sized>(&self, path: &str, data: &B) -> Result<Option<Value>> {
+        let r = self.client.send(Method::PUT, path, Some(data)).await?.success()?;
         r.optional_json()
     }
 
     /// `DELETE <path>`. Returns the response body if there is one.
     pub async fn delete(&self, path: &str) -> Result<Option<Value>> {
-        let r = self
-            .client
-            .send::<()>(Method::DELETE, path, None)
-            .await?
-            .success()?;
+        let r = self.client.send::<()>(Method::DELETE, path, None).await?.success()?;
         r.optional_json()
     }
 
     /// `LIST <path>/`: the keys under `path` (sub-folders end with `/`).
     /// Empty when there is nothing (bare 404).
     pub async fn list(&self, path: &str) -> Result<Vec<String>> {
-        let dir = if path.ends_with('/') {
-            path.to_string()
-        } else {
-            format!("{path}/")
-        };
-        let method =
-            Method::from_bytes(b"LIST").map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let dir = if path.ends_with('/') { path.to_string() } else { format!("{path}/") };
+        let method = Method::from_bytes(b"LIST").map_err(|e| Error::InvalidArgument(e.to_string()))?;
         let r = self.client.send::<()>(method, &dir, None).await?;
         if r.is_bare_not_found() {
             return Ok(Vec::new());
@@ -87,16 +70,10 @@ impl Logical<'_> {
 
 /// `data.keys` of a LIST answer.
 fn keys_of(path: &str, body: &Value) -> Result<Vec<String>> {
-    let bad = || Error::Decode {
-        path: path.to_string(),
-        detail: "expected data.keys to be a list of strings".into(),
-    };
+    let bad = || Error::Decode { path: path.to_string(), detail: "expected data.keys to be a list of strings".into() };
     match body.get("data").and_then(|d| d.get("keys")) {
         None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|k| k.as_str().map(str::to_string).ok_or_else(bad))
-            .collect(),
+        Some(Value::Array(items)) => items.iter().map(|k| k.as_str().map(str::to_string).ok_or_else(bad)).collect(),
         Some(_) => Err(bad()),
     }
 }
@@ -109,18 +86,9 @@ mod tests {
 
     #[test]
     fn list_keys() {
-        assert_eq!(
-            keys_of("kv/", &json!({"data": {"keys": ["a", "b/"]}})).unwrap(),
-            vec!["a", "b/"]
-        );
+        assert_eq!(keys_of("kv/", &json!({"data": {"keys": ["a", "b/"]}})).unwrap(), vec!["a", "b/"]);
         assert!(keys_of("kv/", &json!({"data": null})).unwrap().is_empty());
-        assert!(matches!(
-            keys_of("kv/", &json!({"data": {"keys": [1]}})),
-            Err(Error::Decode { .. })
-        ));
-        assert!(matches!(
-            keys_of("kv/", &json!({"data": {"keys": "a"}})),
-            Err(Error::Decode { .. })
-        ));
+        assert!(matches!(keys_of("kv/", &json!({"data": {"keys": [1]}})), Err(Error::Decode { .. })));
+        assert!(matches!(keys_of("kv/", &json!({"data": {"keys": "a"}})), Err(Error::Decode { .. })));
     }
 }

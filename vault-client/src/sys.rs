@@ -11,9 +11,8 @@ use reqwest::Method;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use vault_api::{
-    Envelope, GenerateRootRequest, GenerateRootStatus, Health, InitRequest, InitResponse,
-    InitStatus, KeyNonceRequest, KeyStatus, RekeyComplete, RekeyInitRequest, RekeyStatus,
-    SealStatus, UnsealRequest,
+    Envelope, GenerateRootRequest, GenerateRootStatus, Health, InitRequest, InitResponse, InitStatus, KeyNonceRequest,
+    KeyStatus, RekeyComplete, RekeyInitRequest, RekeyStatus, SealStatus, UnsealRequest,
 };
 
 use crate::client::Client;
@@ -72,10 +71,7 @@ impl Client {
 
 /// Unwrap Vault's envelope: its `data` object (empty if null).
 fn envelope_data(path: &str, envelope: Envelope) -> Result<Map<String, Value>> {
-    envelope.data.ok_or_else(|| Error::Decode {
-        path: path.into(),
-        detail: "the response has no data".into(),
-    })
+    envelope.data.ok_or_else(|| Error::Decode { path: path.into(), detail: "the response has no data".into() })
 }
 
 impl Sys<'_> {
@@ -98,10 +94,7 @@ impl Sys<'_> {
 
     /// `PUT sys/unseal`: submit one key share (hex or base64).
     pub async fn unseal(&self, key: &str) -> Result<SealStatus> {
-        let req = UnsealRequest {
-            key: Some(key.to_string()),
-            ..UnsealRequest::default()
-        };
+        let req = UnsealRequest { key: Some(key.to_string()), ..UnsealRequest::default() };
         let r = self.client.put_json("sys/unseal", &req).await;
         zeroize_unseal(req);
         r
@@ -109,10 +102,7 @@ impl Sys<'_> {
 
     /// `PUT sys/unseal` with `reset`: discard the shares submitted so far.
     pub async fn unseal_reset(&self) -> Result<SealStatus> {
-        let req = UnsealRequest {
-            reset: Some(true),
-            ..UnsealRequest::default()
-        };
+        let req = UnsealRequest { reset: Some(true), ..UnsealRequest::default() };
         self.client.put_json("sys/unseal", &req).await
     }
 
@@ -123,33 +113,23 @@ impl Sys<'_> {
 
     /// `PUT sys/seal` (needs a token allowed to seal).
     pub async fn seal(&self) -> Result<()> {
-        self.client
-            .send_ok::<()>(Method::PUT, "sys/seal", None)
-            .await
+        self.client.send_ok::<()>(Method::PUT, "sys/seal", None).await
     }
 
     /// `GET sys/health`. The state codes (429, 472, 473, 501, 503) are not
     /// errors: they come back in [`HealthResponse::status`].
     pub async fn health(&self) -> Result<HealthResponse> {
-        let r = self
-            .client
-            .send::<()>(Method::GET, "sys/health", None)
-            .await?;
+        let r = self.client.send::<()>(Method::GET, "sys/health", None).await?;
         let status = r.status.as_u16();
         if !is_health_state(status) {
             return Err(Error::from_response(status, &r.body));
         }
-        Ok(HealthResponse {
-            status,
-            health: r.parse()?,
-        })
+        Ok(HealthResponse { status, health: r.parse()? })
     }
 
     /// `PUT sys/rotate`: install a new barrier key term (needs sudo).
     pub async fn rotate(&self) -> Result<()> {
-        self.client
-            .send_ok::<()>(Method::PUT, "sys/rotate", None)
-            .await
+        self.client.send_ok::<()>(Method::PUT, "sys/rotate", None).await
     }
 
     /// `GET sys/key-status`: the active barrier key term.
@@ -180,10 +160,7 @@ impl Sys<'_> {
     /// attempt `nonce`.
     pub async fn rekey_update(&self, key: &str, nonce: &str) -> Result<RekeyUpdate> {
         const PATH: &str = "sys/rekey/update";
-        let req = KeyNonceRequest {
-            key: Some(key.to_string()),
-            nonce: Some(nonce.to_string()),
-        };
+        let req = KeyNonceRequest { key: Some(key.to_string()), nonce: Some(nonce.to_string()) };
         let r = self.client.put_json::<_, Value>(PATH, &req).await;
         zeroize_key_nonce(req);
         let v = r?;
@@ -197,23 +174,15 @@ impl Sys<'_> {
 
     /// `DELETE sys/rekey/init`: abandon the current rekey.
     pub async fn rekey_cancel(&self) -> Result<()> {
-        self.client
-            .send_ok::<()>(Method::DELETE, "sys/rekey/init", None)
-            .await
+        self.client.send_ok::<()>(Method::DELETE, "sys/rekey/init", None).await
     }
 
     /// `PUT sys/generate-root/attempt`: start generating a root token.
     /// With `otp` `None` the server generates the one-time password and
     /// returns it (in [`GenerateRootStatus::otp`]) only in this answer.
     pub async fn generate_root_start(&self, otp: Option<&str>) -> Result<GenerateRootStatus> {
-        let req = GenerateRootRequest {
-            otp: otp.map(str::to_string),
-            pgp_key: None,
-        };
-        let r = self
-            .client
-            .put_json("sys/generate-root/attempt", &req)
-            .await;
+        let req = GenerateRootRequest { otp: otp.map(str::to_string), pgp_key: None };
+        let r = self.client.put_json("sys/generate-root/attempt", &req).await;
         if let Some(mut o) = req.otp {
             zeroize::Zeroize::zeroize(&mut o);
         }
@@ -224,10 +193,7 @@ impl Sys<'_> {
     /// `nonce`. When complete, [`GenerateRootStatus::encoded_token`] holds
     /// the token XOR the OTP; decode it with [`vault_api::decode_root_token`].
     pub async fn generate_root_update(&self, key: &str, nonce: &str) -> Result<GenerateRootStatus> {
-        let req = KeyNonceRequest {
-            key: Some(key.to_string()),
-            nonce: Some(nonce.to_string()),
-        };
+        let req = KeyNonceRequest { key: Some(key.to_string()), nonce: Some(nonce.to_string()) };
         let r = self.client.put_json("sys/generate-root/update", &req).await;
         zeroize_key_nonce(req);
         r
@@ -235,9 +201,7 @@ impl Sys<'_> {
 
     /// `DELETE sys/generate-root/attempt`: abandon the attempt.
     pub async fn generate_root_cancel(&self) -> Result<()> {
-        self.client
-            .send_ok::<()>(Method::DELETE, "sys/generate-root/attempt", None)
-            .await
+        self.client.send_ok::<()>(Method::DELETE, "sys/generate-root/attempt", None).await
     }
 
     /// `GET sys/generate-root/attempt`: progress of the current attempt.
@@ -263,34 +227,22 @@ impl Sys<'_> {
         description: Option<&str>,
         options: &BTreeMap<String, String>,
     ) -> Result<()> {
-        let body = MountRequest {
-            kind,
-            description,
-            options: (!options.is_empty()).then_some(options),
-        };
+        let body = MountRequest { kind, description, options: (!options.is_empty()).then_some(options) };
         let path = mount_path(path)?;
-        self.client
-            .send_ok(Method::POST, &format!("sys/mounts/{path}"), Some(&body))
-            .await
+        self.client.send_ok(Method::POST, &format!("sys/mounts/{path}"), Some(&body)).await
     }
 
     /// `DELETE sys/mounts/<path>`: unmount, deleting all the engine's data.
     pub async fn unmount(&self, path: &str) -> Result<()> {
         let path = mount_path(path)?;
-        self.client
-            .send_ok::<()>(Method::DELETE, &format!("sys/mounts/{path}"), None)
-            .await
+        self.client.send_ok::<()>(Method::DELETE, &format!("sys/mounts/{path}"), None).await
     }
 }
 
 /// A mount path without surrounding slashes; empty is refused.
 fn mount_path(path: &str) -> Result<&str> {
     let p = path.trim_matches('/');
-    if p.is_empty() {
-        Err(Error::InvalidArgument("empty mount path".into()))
-    } else {
-        Ok(p)
-    }
+    if p.is_empty() { Err(Error::InvalidArgument("empty mount path".into())) } else { Ok(p) }
 }
 
 fn zeroize_unseal(mut req: UnsealRequest) {
@@ -322,22 +274,11 @@ mod tests {
 
     #[test]
     fn mount_body_shape() {
-        let b = MountRequest {
-            kind: "kv",
-            description: None,
-            options: None,
-        };
-        assert_eq!(
-            serde_json::to_value(&b).unwrap(),
-            serde_json::json!({"type": "kv"})
-        );
+        let b = MountRequest { kind: "kv", description: None, options: None };
+        assert_eq!(serde_json::to_value(&b).unwrap(), serde_json::json!({"type": "kv"}));
         let mut opts = BTreeMap::new();
         opts.insert("version".to_string(), "1".to_string());
-        let b = MountRequest {
-            kind: "kv",
-            description: Some("d"),
-            options: (!opts.is_empty()).then_some(&opts),
-        };
+        let b = MountRequest { kind: "kv", description: Some("d"), options: (!opts.is_empty()).then_some(&opts) };
         assert_eq!(
             serde_json::to_value(&b).unwrap(),
             serde_json::json!({"type": "kv", "description": "d", "options": {"version": "1"}})

@@ -24,10 +24,7 @@ struct Seen {
 
 impl Seen {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 }
 
@@ -59,22 +56,14 @@ async fn canned(responses: Vec<(u16, &'static str)>) -> (String, Arc<Mutex<Vec<S
                 .filter_map(|l| l.split_once(':'))
                 .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
                 .collect();
-            let len: usize = headers
-                .iter()
-                .find(|(k, _)| k == "content-length")
-                .map(|(_, v)| v.parse().unwrap())
-                .unwrap_or(0);
+            let len: usize =
+                headers.iter().find(|(k, _)| k == "content-length").map(|(_, v)| v.parse().unwrap()).unwrap_or(0);
             while buf.len() < head_end + len {
                 let n = sock.read(&mut chunk).await.unwrap();
                 buf.extend_from_slice(&chunk[..n]);
             }
             let body = String::from_utf8_lossy(&buf[head_end..head_end + len]).to_string();
-            log.lock().unwrap().push(Seen {
-                method,
-                path,
-                headers,
-                body,
-            });
+            log.lock().unwrap().push(Seen { method, path, headers, body });
             let resp = format!(
                 "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
                 reply.len()
@@ -92,19 +81,13 @@ const HEALTH_SEALED: &str = r#"{"initialized":true,"sealed":true,"standby":true,
 
 #[tokio::test]
 async fn health_state_codes_are_answers() {
-    let (url, seen) = canned(vec![
-        (503, HEALTH_SEALED),
-        (500, r#"{"errors":["internal error"]}"#),
-    ])
-    .await;
+    let (url, seen) = canned(vec![(503, HEALTH_SEALED), (500, r#"{"errors":["internal error"]}"#)]).await;
     let c = Client::new(url).unwrap();
     let h = c.sys().health().await.unwrap();
     assert_eq!(h.status, 503);
     assert!(h.health.sealed);
     let e = c.sys().health().await.unwrap_err();
-    assert!(
-        matches!(&e, Error::Api { status: 500, errors } if errors == &vec!["internal error".to_string()])
-    );
+    assert!(matches!(&e, Error::Api { status: 500, errors } if errors == &vec!["internal error".to_string()]));
     assert_eq!(seen.lock().unwrap()[0].path, "/v1/sys/health");
 }
 
@@ -123,25 +106,14 @@ async fn logical_not_found_handling() {
     let l = c.logical();
     assert!(l.read("kv/missing").await.unwrap().is_none());
     let e = l.read("nope/x").await.unwrap_err();
-    assert!(
-        e.is_not_found() && e.to_string().contains("no handler for route"),
-        "{e}"
-    );
+    assert!(e.is_not_found() && e.to_string().contains("no handler for route"), "{e}");
     assert!(l.list("kv/empty").await.unwrap().is_empty());
     assert_eq!(l.list("kv").await.unwrap(), vec!["a", "dir/"]);
-    assert!(
-        l.write("kv/a", &json!({"foo": "bar"}))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(l.write("kv/a", &json!({"foo": "bar"})).await.unwrap().is_none());
     assert_eq!(l.read("kv/a").await.unwrap().unwrap()["data"]["foo"], "bar");
 
     let seen = seen.lock().unwrap();
-    let methods: Vec<(&str, &str)> = seen
-        .iter()
-        .map(|s| (s.method.as_str(), s.path.as_str()))
-        .collect();
+    let methods: Vec<(&str, &str)> = seen.iter().map(|s| (s.method.as_str(), s.path.as_str())).collect();
     assert_eq!(
         methods,
         vec![
@@ -153,25 +125,25 @@ async fn logical_not_found_handling() {
             ("GET", "/v1/kv/a"),
         ]
     );
-    assert!(
-        seen.iter()
-            .all(|s| s.header("x-vault-token") == Some(TOKEN))
-    );
-    assert_eq!(
-        serde_json::from_str::<serde_json::Value>(&seen[4].body).unwrap(),
-        json!({"foo": "bar"})
-    );
+    assert!(seen.iter().all(|s| s.header("x-vault-token") == Some(TOKEN)));
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&seen[4].body).unwrap(), json!({"foo": "bar"}));
 }
 
 #[tokio::test]
 async fn sys_envelopes_and_bodies() {
     let (url, seen) = canned(vec![
-        (200, r#"{"term":2,"request_id":"r","lease_id":"","renewable":false,"lease_duration":0,
+        (
+            200,
+            r#"{"term":2,"request_id":"r","lease_id":"","renewable":false,"lease_duration":0,
                   "data":{"term":2,"install_time":"2026-01-01T00:00:00Z","encryptions":7},
-                  "wrap_info":null,"warnings":null,"auth":null,"mount_type":"system"}"#),
+                  "wrap_info":null,"warnings":null,"auth":null,"mount_type":"system"}"#,
+        ),
         (204, ""),
-        (200, r#"{"nonce":"n1","complete":true,"keys":["aa"],"keys_base64":["qg=="],"pgp_fingerprints":null,
-                  "backup":false,"verification_required":false}"#),
+        (
+            200,
+            r#"{"nonce":"n1","complete":true,"keys":["aa"],"keys_base64":["qg=="],"pgp_fingerprints":null,
+                  "backup":false,"verification_required":false}"#,
+        ),
         (400, r#"{"errors":["rekey in progress"]}"#),
     ])
     .await;
@@ -180,10 +152,7 @@ async fn sys_envelopes_and_bodies() {
     assert_eq!((ks.term, ks.encryptions), (2, 7));
     let mut opts = std::collections::BTreeMap::new();
     opts.insert("version".to_string(), "1".to_string());
-    c.sys()
-        .mount("/kvx/", "kv", Some("test"), &opts)
-        .await
-        .unwrap();
+    c.sys().mount("/kvx/", "kv", Some("test"), &opts).await.unwrap();
     match c.sys().rekey_update("share", "n1").await.unwrap() {
         vault_client::RekeyUpdate::Complete(done) => assert_eq!(done.keys_base64, vec!["qg=="]),
         other => panic!("{other:?}"),
@@ -193,10 +162,7 @@ async fn sys_envelopes_and_bodies() {
     assert!(!e.to_string().contains(TOKEN) && !format!("{e:?}").contains(TOKEN));
 
     let seen = seen.lock().unwrap();
-    assert_eq!(
-        (seen[1].method.as_str(), seen[1].path.as_str()),
-        ("POST", "/v1/sys/mounts/kvx")
-    );
+    assert_eq!((seen[1].method.as_str(), seen[1].path.as_str()), ("POST", "/v1/sys/mounts/kvx"));
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&seen[1].body).unwrap(),
         json!({"type": "kv", "description": "test", "options": {"version": "1"}})
@@ -214,9 +180,7 @@ async fn transport_errors_do_not_show_the_token() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let c = Client::new(format!("http://127.0.0.1:{port}"))
-        .unwrap()
-        .with_token(TOKEN);
+    let c = Client::new(format!("http://127.0.0.1:{port}")).unwrap().with_token(TOKEN);
     let e = c.sys().seal_status().await.unwrap_err();
     assert!(matches!(e, Error::Http(_)), "{e:?}");
     let mut shown = format!("{e} {e:?}");

@@ -66,7 +66,9 @@ fn bench_auth(c: &mut Criterion) {
         let u = core.unsealed().unwrap();
         core.active().unwrap().policies().acl(core.barrier(), &u, &entry.policies).await.unwrap()
     });
-    g.bench_function("acl_only", |b| b.iter(|| black_box(acl.allows(black_box("secret/data/team/shared"), Operation::Read, false))));
+    g.bench_function("acl_only", |b| {
+        b.iter(|| black_box(acl.allows(black_box("secret/data/team/shared"), Operation::Read, false)))
+    });
     g.bench_function("handle_lookup_self", |b| {
         b.to_async(&rt).iter(|| async {
             let mut req = Request::new(Operation::Read, "auth/token/lookup-self");

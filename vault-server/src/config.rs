@@ -176,9 +176,9 @@ impl Config {
         let mut c = crate::auth::lockout::LockoutConfig::default();
         let dur = |name: &str, v: Option<String>, into: &mut std::time::Duration| -> Result<(), ConfigError> {
             if let Some(v) = v {
-                let secs = crate::logical::fields::parse_duration(&v)
-                    .filter(|s| *s > 0)
-                    .ok_or_else(|| ConfigError::Invalid(format!("lockout.{name} \"{v}\" is not a duration such as \"15m\"")))?;
+                let secs = crate::logical::fields::parse_duration(&v).filter(|s| *s > 0).ok_or_else(|| {
+                    ConfigError::Invalid(format!("lockout.{name} \"{v}\" is not a duration such as \"15m\""))
+                })?;
                 *into = std::time::Duration::from_secs(secs);
             }
             Ok(())
@@ -249,7 +249,9 @@ mod tests {
         let f = write("[lockout]\nthreshold = 0\n");
         assert!(Config::load(Some(f.path()), Overrides::default()).unwrap_err().to_string().contains("threshold"));
         let f = write("[lockout]\nduration = \"soon\"\n");
-        assert!(Config::load(Some(f.path()), Overrides::default()).unwrap_err().to_string().contains("lockout.duration"));
+        assert!(
+            Config::load(Some(f.path()), Overrides::default()).unwrap_err().to_string().contains("lockout.duration")
+        );
         let f = write("listen_addr = [\n");
         assert!(matches!(Config::load(Some(f.path()), Overrides::default()), Err(ConfigError::Parse { .. })));
         assert!(matches!(

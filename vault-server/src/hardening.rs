@@ -18,8 +18,7 @@ pub fn apply(lock_memory: bool) -> Hardening {
     // PR_SET_DUMPABLE=0 also blocks ptrace attach by same-uid processes.
     let dumpable_ok = set_dumpable_behavior(DumpableBehavior::NotDumpable).is_ok();
     let memory_locked = lock_memory
-        && rustix::mm::mlockall(rustix::mm::MlockAllFlags::CURRENT | rustix::mm::MlockAllFlags::FUTURE)
-            .is_ok();
+        && rustix::mm::mlockall(rustix::mm::MlockAllFlags::CURRENT | rustix::mm::MlockAllFlags::FUTURE).is_ok();
     Hardening { core_dumps_disabled: rlimit_ok && dumpable_ok, memory_locked }
 }
 

@@ -10,7 +10,11 @@ use vault_server::server::{Server, shutdown_signal};
 use vault_server::{hardening, http};
 
 #[derive(Parser, Debug)]
-#[command(name = "vault-server", version, about = "Secrets vault and encryption-as-a-service (HashiCorp Vault HTTP API)")]
+#[command(
+    name = "vault-server",
+    version,
+    about = "Secrets vault and encryption-as-a-service (HashiCorp Vault HTTP API)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -48,8 +52,8 @@ enum Command {
 }
 
 fn init_logging(level: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -85,7 +89,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     http::tls::install_provider();
     match cli.command {
         Command::Server { config, listen, storage, log_level } => {
-            let cfg = Config::load(config.as_deref(), Overrides { listen_addr: listen, storage_url: storage, log_level })?;
+            let cfg =
+                Config::load(config.as_deref(), Overrides { listen_addr: listen, storage_url: storage, log_level })?;
             init_logging(&cfg.log_level, cfg.log_format);
             let h = hardening::apply(!cfg.disable_mlock);
             hardening::report(h, !cfg.disable_mlock);
@@ -98,7 +103,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             hardening::report(h, false);
             let dir = tempfile::Builder::new().prefix("vault-dev-").tempdir()?;
             let url = format!("sqlite://{}/vault.db", dir.path().display());
-            let cfg = Config::load(None, Overrides { listen_addr: Some(listen), storage_url: Some(url), log_level: None })?;
+            let cfg =
+                Config::load(None, Overrides { listen_addr: Some(listen), storage_url: Some(url), log_level: None })?;
             let server = Server::start(cfg).await?;
             let addr = server.local_addr()?;
             let (unseal_key, token) = server.core().dev_init(root_token.as_deref()).await?;

@@ -18,19 +18,15 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
-use vault_client::api::{
-    GenerateRootStatus, InitResponse, KeyStatus, RekeyComplete, RekeyStatus, SealStatus,
-};
+use vault_client::api::{GenerateRootStatus, InitResponse, KeyStatus, RekeyComplete, RekeyStatus, SealStatus};
 use vault_client::{Client, ClientBuilder, RekeyUpdate};
 use zeroize::Zeroizing;
 
 /// Administer a vault server (HashiCorp Vault API).
 #[derive(Debug, Parser)]
 #[command(name = "vaultctl", version, about, long_about = None)]
-#[command(
-    after_help = "Environment: VAULT_ADDR (default http://127.0.0.1:8200), VAULT_TOKEN, VAULT_CACERT.\n\
-                        Exit codes: 0 success, 1 error, 2 no data (read/list found nothing, status: sealed)."
-)]
+#[command(after_help = "Environment: VAULT_ADDR (default http://127.0.0.1:8200), VAULT_TOKEN, VAULT_CACERT.\n\
+                        Exit codes: 0 success, 1 error, 2 no data (read/list found nothing, status: sealed).")]
 struct Cli {
     /// Server address; overrides VAULT_ADDR.
     #[arg(long, global = true, value_name = "URL")]
@@ -242,18 +238,13 @@ struct Outcome {
 
 impl std::fmt::Debug for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Outcome")
-            .field("code", &self.code)
-            .finish_non_exhaustive()
+        f.debug_struct("Outcome").field("code", &self.code).finish_non_exhaustive()
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
     };
@@ -263,10 +254,7 @@ fn main() -> ExitCode {
                 let _ = std::io::stderr().write_all(o.stderr.as_bytes());
             }
             let mut stdout = std::io::stdout().lock();
-            match stdout
-                .write_all(o.stdout.as_bytes())
-                .and_then(|()| stdout.flush())
-            {
+            match stdout.write_all(o.stdout.as_bytes()).and_then(|()| stdout.flush()) {
                 Ok(()) => ExitCode::from(o.code),
                 // The reader went away (`vaultctl list x | head`): nothing to say.
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(1),
@@ -293,10 +281,7 @@ fn client(cli: &Cli) -> CliResult<Client> {
 async fn run(cli: &Cli) -> CliResult<Outcome> {
     let fmt = cli.format;
     // Offline commands first: they must work without a reachable server.
-    if let Command::GenerateRoot {
-        cmd: GenerateRootCmd::Decode { encoded, otp },
-    } = &cli.command
-    {
+    if let Command::GenerateRoot { cmd: GenerateRootCmd::Decode { encoded, otp } } = &cli.command {
         return decode_root(fmt, encoded, otp);
     }
     let c = client(cli)?;
@@ -332,10 +317,7 @@ async fn run(cli: &Cli) -> CliResult<Outcome> {
                 table(out, &rows)
             })?;
         }
-        Command::Init {
-            key_shares,
-            key_threshold,
-        } => {
+        Command::Init { key_shares, key_threshold } => {
             let r = sys.init(*key_shares, *key_threshold).await?;
             render(&mut o, fmt, &r, |out| init_text(out, &r, *key_threshold))?;
         }
@@ -355,10 +337,7 @@ async fn run(cli: &Cli) -> CliResult<Outcome> {
         Command::Rotate => {
             sys.rotate().await?;
             let ks = sys.key_status().await.map_err(|e| {
-                CliError(format!(
-                    "the key was rotated, but reading the new key status failed: {}",
-                    CliError::from(e).0
-                ))
+                CliError(format!("the key was rotated, but reading the new key status failed: {}", CliError::from(e).0))
             })?;
             render(&mut o, fmt, &ks, |out| {
                 writeln!(out, "Success! Rotated key\n")?;
@@ -402,11 +381,7 @@ async fn run(cli: &Cli) -> CliResult<Outcome> {
             if let Some(v) = c.logical().delete(path).await? {
                 warnings(&mut o, &v);
             }
-            message(
-                &mut o,
-                fmt,
-                &format!("Success! Data deleted (if it existed) at: {path}"),
-            )?;
+            message(&mut o, fmt, &format!("Success! Data deleted (if it existed) at: {path}"))?;
         }
         Command::List { path } => {
             let keys = c.logical().list(path).await?;
@@ -432,10 +407,7 @@ async fn run(cli: &Cli) -> CliResult<Outcome> {
 async fn rekey(o: &mut Outcome, fmt: Format, c: &Client, cmd: &RekeyCmd) -> CliResult<()> {
     let sys = c.sys();
     match cmd {
-        RekeyCmd::Init {
-            key_shares,
-            key_threshold,
-        } => {
+        RekeyCmd::Init { key_shares, key_threshold } => {
             let s = sys.rekey_init(*key_shares, *key_threshold).await?;
             render(o, fmt, &s, |out| rekey_status_table(out, &s))
         }
@@ -461,12 +433,7 @@ async fn rekey(o: &mut Outcome, fmt: Format, c: &Client, cmd: &RekeyCmd) -> CliR
     }
 }
 
-async fn generate_root(
-    o: &mut Outcome,
-    fmt: Format,
-    c: &Client,
-    cmd: &GenerateRootCmd,
-) -> CliResult<()> {
+async fn generate_root(o: &mut Outcome, fmt: Format, c: &Client, cmd: &GenerateRootCmd) -> CliResult<()> {
     let sys = c.sys();
     let s = match cmd {
         GenerateRootCmd::Init { otp } => sys.generate_root_start(otp.as_deref()).await?,
@@ -477,11 +444,7 @@ async fn generate_root(
         }
         GenerateRootCmd::Cancel => {
             sys.generate_root_cancel().await?;
-            return message(
-                o,
-                fmt,
-                "Success! Root token generation canceled (if it was started)",
-            );
+            return message(o, fmt, "Success! Root token generation canceled (if it was started)");
         }
         GenerateRootCmd::Decode { encoded, otp } => {
             *o = decode_root(fmt, encoded, otp)?;
@@ -500,37 +463,28 @@ async fn mounts(o: &mut Outcome, fmt: Format, c: &Client, cmd: &MountsCmd) -> Cl
             let m = sys.mounts().await?;
             render(o, fmt, &m, |out| mounts_table(out, &m))
         }
-        MountsCmd::Enable {
-            path,
-            kind,
-            description,
-            options,
-        } => {
+        MountsCmd::Enable { path, kind, description, options } => {
             let opts: BTreeMap<String, String> = options.iter().cloned().collect();
             sys.mount(path, kind, description.as_deref(), &opts).await?;
             let p = path.trim_matches('/');
-            message(
-                o,
-                fmt,
-                &format!("Success! Enabled the {kind} secrets engine at: {p}/"),
-            )
+            message(o, fmt, &format!("Success! Enabled the {kind} secrets engine at: {p}/"))
         }
         MountsCmd::Disable { path } => {
             sys.unmount(path).await?;
             let p = path.trim_matches('/');
-            message(
-                o,
-                fmt,
-                &format!("Success! Disabled the secrets engine (if it existed) at: {p}/"),
-            )
+            message(o, fmt, &format!("Success! Disabled the secrets engine (if it existed) at: {p}/"))
         }
     }
 }
 
 fn decode_root(fmt: Format, encoded: &str, otp: &str) -> CliResult<Outcome> {
-    let token = vault_client::api::decode_root_token(encoded.trim(), otp.trim()).map(Zeroizing::new).ok_or_else(|| {
-        CliError("cannot decode the token: the encoded token and the OTP do not match (wrong OTP or truncated input)".into())
-    })?;
+    let token =
+        vault_client::api::decode_root_token(encoded.trim(), otp.trim()).map(Zeroizing::new).ok_or_else(|| {
+            CliError(
+                "cannot decode the token: the encoded token and the OTP do not match (wrong OTP or truncated input)"
+                    .into(),
+            )
+        })?;
     let mut o = Outcome::default();
     match fmt {
         Format::Json => {
@@ -555,15 +509,10 @@ fn secret_arg(given: Option<&str>, prompt: &str) -> CliResult<Zeroizing<String>>
         let _ = std::io::stderr().flush();
     }
     let mut line = Zeroizing::new(String::new());
-    stdin
-        .lock()
-        .read_line(&mut line)
-        .map_err(|e| CliError(format!("cannot read the key from stdin: {e}")))?;
+    stdin.lock().read_line(&mut line).map_err(|e| CliError(format!("cannot read the key from stdin: {e}")))?;
     let key = Zeroizing::new(line.trim().to_string());
     if key.is_empty() {
-        return Err(CliError(
-            "no key given: pass it as an argument or on one line of stdin".into(),
-        ));
+        return Err(CliError("no key given: pass it as an argument or on one line of stdin".into()));
     }
     Ok(key)
 }
@@ -580,10 +529,7 @@ fn parse_pair(s: &str) -> Result<(String, String), String> {
 fn parse_data(pairs: &[String]) -> CliResult<Map<String, Value>> {
     parse_data_with(pairs, || {
         let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .map(|_| s)
-            .map_err(|e| format!("cannot read stdin: {e}"))
+        std::io::stdin().read_to_string(&mut s).map(|_| s).map_err(|e| format!("cannot read stdin: {e}"))
     })
 }
 
@@ -598,16 +544,9 @@ fn parse_data_with(
         let (k, v) = p
             .split_once('=')
             .filter(|(k, _)| !k.is_empty())
-            .ok_or_else(|| {
-                CliError(format!(
-                    "invalid data argument #{}: expected KEY=VALUE",
-                    i + 1
-                ))
-            })?;
+            .ok_or_else(|| CliError(format!("invalid data argument #{}: expected KEY=VALUE", i + 1)))?;
         let value = if v == "-" {
-            let read = stdin
-                .take()
-                .ok_or_else(|| CliError("only one value may be read from stdin ('-')".into()))?;
+            let read = stdin.take().ok_or_else(|| CliError("only one value may be read from stdin ('-')".into()))?;
             let mut s = read().map_err(CliError)?;
             if s.ends_with('\n') {
                 s.pop();
@@ -617,8 +556,7 @@ fn parse_data_with(
             }
             s
         } else if let Some(file) = v.strip_prefix('@') {
-            std::fs::read_to_string(file)
-                .map_err(|e| CliError(format!("cannot read {file} for key {k}: {e}")))?
+            std::fs::read_to_string(file).map_err(|e| CliError(format!("cannot read {file} for key {k}: {e}")))?
         } else {
             v.to_string()
         };
@@ -639,8 +577,7 @@ fn render<T: Serialize + ?Sized>(
     match fmt {
         Format::Json => {
             let text = Zeroizing::new(
-                serde_json::to_string_pretty(value)
-                    .map_err(|e| CliError(format!("cannot encode JSON output: {e}")))?,
+                serde_json::to_string_pretty(value).map_err(|e| CliError(format!("cannot encode JSON output: {e}")))?,
             );
             writeln!(o.stdout, "{}", text.as_str())?;
         }
@@ -659,13 +596,8 @@ fn message(o: &mut Outcome, fmt: Format, msg: &str) -> CliResult<()> {
 
 /// Forward the server's warnings to stderr.
 fn warnings(o: &mut Outcome, v: &Value) {
-    if let Some(ws) = v
-        .get("warnings")
-        .and_then(Value::as_array)
-        .filter(|w| !w.is_empty())
-    {
-        o.stderr
-            .push_str("WARNING! The following warnings were returned from the server:\n");
+    if let Some(ws) = v.get("warnings").and_then(Value::as_array).filter(|w| !w.is_empty()) {
+        o.stderr.push_str("WARNING! The following warnings were returned from the server:\n");
         for w in ws {
             let text = w.as_str().map_or_else(|| w.to_string(), str::to_string);
             o.stderr.push_str(&format!("  * {text}\n"));
@@ -675,12 +607,7 @@ fn warnings(o: &mut Outcome, v: &Value) {
 
 /// A two-column Key/Value table.
 fn table<K: AsRef<str>>(out: &mut String, rows: &[(K, String)]) -> std::fmt::Result {
-    let width = rows
-        .iter()
-        .map(|(k, _)| k.as_ref().chars().count())
-        .max()
-        .unwrap_or(0)
-        .max(3);
+    let width = rows.iter().map(|(k, _)| k.as_ref().chars().count()).max().unwrap_or(0).max(3);
     writeln!(out, "{:<width$}    Value", "Key")?;
     writeln!(out, "{:<width$}    -----", "---")?;
     for (k, v) in rows {
@@ -704,17 +631,8 @@ fn columns(out: &mut String, headers: &[&str], rows: &[Vec<String>]) -> std::fmt
         }
         writeln!(out, "{}", text.trim_end())
     };
-    line(
-        out,
-        &headers.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
-    )?;
-    line(
-        out,
-        &headers
-            .iter()
-            .map(|h| "-".repeat(h.chars().count()))
-            .collect::<Vec<_>>(),
-    )?;
+    line(out, &headers.iter().map(|h| h.to_string()).collect::<Vec<_>>())?;
+    line(out, &headers.iter().map(|h| "-".repeat(h.chars().count())).collect::<Vec<_>>())?;
     for r in rows {
         line(out, r)?;
     }
@@ -740,14 +658,7 @@ fn seal_status_table(out: &mut String, s: &SealStatus) -> std::fmt::Result {
     ];
     if s.sealed {
         rows.push(("Unseal Progress", format!("{}/{}", s.progress, s.t)));
-        rows.push((
-            "Unseal Nonce",
-            if s.nonce.is_empty() {
-                "n/a".into()
-            } else {
-                s.nonce.clone()
-            },
-        ));
+        rows.push(("Unseal Nonce", if s.nonce.is_empty() { "n/a".into() } else { s.nonce.clone() }));
     }
     rows.push(("Version", s.version.clone()));
     rows.push(("Build Date", s.build_date.clone()));
@@ -790,14 +701,7 @@ fn rekey_status_table(out: &mut String, s: &RekeyStatus) -> std::fmt::Result {
     table(
         out,
         &[
-            (
-                "Nonce",
-                if s.nonce.is_empty() {
-                    "n/a".into()
-                } else {
-                    s.nonce.clone()
-                },
-            ),
+            ("Nonce", if s.nonce.is_empty() { "n/a".into() } else { s.nonce.clone() }),
             ("Started", s.started.to_string()),
             ("Rekey Progress", format!("{}/{}", s.progress, s.required)),
             ("New Shares", s.n.to_string()),
@@ -822,14 +726,7 @@ fn rekey_complete_text(out: &mut String, r: &RekeyComplete) -> std::fmt::Result 
 
 fn generate_root_text(out: &mut String, s: &GenerateRootStatus) -> std::fmt::Result {
     let mut rows = vec![
-        (
-            "Nonce",
-            if s.nonce.is_empty() {
-                "n/a".into()
-            } else {
-                s.nonce.clone()
-            },
-        ),
+        ("Nonce", if s.nonce.is_empty() { "n/a".into() } else { s.nonce.clone() }),
         ("Started", s.started.to_string()),
         ("Progress", format!("{}/{}", s.progress, s.required)),
         ("Complete", s.complete.to_string()),
@@ -845,16 +742,9 @@ fn generate_root_text(out: &mut String, s: &GenerateRootStatus) -> std::fmt::Res
     }
     table(out, &rows)?;
     if s.complete && !s.encoded_token.is_empty() {
-        writeln!(
-            out,
-            "\nDecode it with: vaultctl generate-root decode --encoded {} --otp <OTP>",
-            s.encoded_token
-        )?;
+        writeln!(out, "\nDecode it with: vaultctl generate-root decode --encoded {} --otp <OTP>", s.encoded_token)?;
     } else if !s.otp.is_empty() {
-        writeln!(
-            out,
-            "\nKeep the OTP: it is needed to decode the token and is not shown again."
-        )?;
+        writeln!(out, "\nKeep the OTP: it is needed to decode the token and is not shown again.")?;
     }
     Ok(())
 }
@@ -874,17 +764,9 @@ fn mounts_table(out: &mut String, m: &Map<String, Value>) -> std::fmt::Result {
 /// without an envelope, the top-level fields), plus the lease if any.
 fn secret_table(out: &mut String, v: &Value) -> std::fmt::Result {
     let mut rows: Vec<(String, String)> = Vec::new();
-    if let Some(secs) = v
-        .get("lease_duration")
-        .and_then(Value::as_u64)
-        .filter(|s| *s > 0)
-    {
+    if let Some(secs) = v.get("lease_duration").and_then(Value::as_u64).filter(|s| *s > 0) {
         rows.push(("lease_duration".into(), format!("{secs}s")));
-        if let Some(id) = v
-            .get("lease_id")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-        {
+        if let Some(id) = v.get("lease_id").and_then(Value::as_str).filter(|s| !s.is_empty()) {
             rows.push(("lease_id".into(), id.to_string()));
         }
     }
@@ -933,15 +815,7 @@ mod tests {
     fn parses_the_documented_commands() {
         let ok = [
             &["status"][..],
-            &[
-                "init",
-                "--key-shares",
-                "5",
-                "--key-threshold",
-                "3",
-                "--format",
-                "json",
-            ],
+            &["init", "--key-shares", "5", "--key-threshold", "3", "--format", "json"],
             &["unseal"],
             &["unseal", "abcd"],
             &["unseal", "--reset"],
@@ -956,17 +830,7 @@ mod tests {
             &["generate-root", "cancel"],
             &["generate-root", "decode", "--encoded", "X", "--otp", "Y"],
             &["mounts", "list"],
-            &[
-                "mounts",
-                "enable",
-                "kvx",
-                "--type",
-                "kv",
-                "--description",
-                "d",
-                "--option",
-                "version=1",
-            ],
+            &["mounts", "enable", "kvx", "--type", "kv", "--description", "d", "--option", "version=1"],
             &["mounts", "disable", "kvx"],
             &["read", "kvx/a"],
             &["write", "kvx/a", "foo=bar", "x=y"],
@@ -975,58 +839,34 @@ mod tests {
             &["--format", "json", "list", "kvx"],
         ];
         for args in ok {
-            assert!(
-                parse(args).is_ok(),
-                "{args:?}: {}",
-                parse(args).unwrap_err()
-            );
+            assert!(parse(args).is_ok(), "{args:?}: {}", parse(args).unwrap_err());
         }
         let bad = [
             &["unseal", "--reset", "KEY"][..],
             &["init", "--key-shares", "5"],
             &["rekey", "update", "KEY"],
             &["mounts", "enable", "kvx"],
-            &[
-                "mounts", "enable", "kvx", "--type", "kv", "--option", "novalue",
-            ],
+            &["mounts", "enable", "kvx", "--type", "kv", "--option", "novalue"],
             &["status", "--format", "yaml"],
         ];
         for args in bad {
             assert!(parse(args).is_err(), "{args:?}");
         }
-        let cli = parse(&[
-            "mounts", "enable", "kvx", "--type", "kv", "--option", "a=b=c",
-        ])
-        .unwrap();
-        let Command::Mounts {
-            cmd: MountsCmd::Enable { options, .. },
-        } = cli.command
-        else {
-            panic!()
-        };
+        let cli = parse(&["mounts", "enable", "kvx", "--type", "kv", "--option", "a=b=c"]).unwrap();
+        let Command::Mounts { cmd: MountsCmd::Enable { options, .. } } = cli.command else { panic!() };
         assert_eq!(options, vec![("a".to_string(), "b=c".to_string())]);
     }
 
     #[test]
     fn write_data_pairs() {
-        let args: Vec<String> = ["foo=bar", "empty=", "eq=a=b", "pw=-"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let args: Vec<String> = ["foo=bar", "empty=", "eq=a=b", "pw=-"].iter().map(|s| s.to_string()).collect();
         let m = parse_data_with(&args, || Ok("s3cret\n".into())).unwrap();
-        assert_eq!(
-            Value::Object(m),
-            json!({"foo": "bar", "empty": "", "eq": "a=b", "pw": "s3cret"})
-        );
+        assert_eq!(Value::Object(m), json!({"foo": "bar", "empty": "", "eq": "a=b", "pw": "s3cret"}));
 
         let twice: Vec<String> = vec!["a=-".into(), "b=-".into()];
         assert!(parse_data_with(&twice, || Ok(String::new())).is_err());
         let e = parse_data_with(&["novalue-SECRET".to_string()], || Ok(String::new())).unwrap_err();
-        assert!(
-            e.0.contains("KEY=VALUE") && !e.0.contains("SECRET"),
-            "{}",
-            e.0
-        );
+        assert!(e.0.contains("KEY=VALUE") && !e.0.contains("SECRET"), "{}", e.0);
         let e = parse_data_with(&["=v".to_string()], || Ok(String::new())).unwrap_err();
         assert!(e.0.contains("KEY=VALUE"));
         // Not reading stdin unless asked.
@@ -1037,36 +877,17 @@ mod tests {
     #[test]
     fn tables_align() {
         let mut s = String::new();
-        table(
-            &mut s,
-            &[
-                ("Sealed", "false".to_string()),
-                ("Key Term", "2".to_string()),
-            ],
-        )
-        .unwrap();
-        assert_eq!(
-            s,
-            "Key         Value\n---         -----\nSealed      false\nKey Term    2\n"
-        );
+        table(&mut s, &[("Sealed", "false".to_string()), ("Key Term", "2".to_string())]).unwrap();
+        assert_eq!(s, "Key         Value\n---         -----\nSealed      false\nKey Term    2\n");
         let mut s = String::new();
-        columns(
-            &mut s,
-            &["Path", "Type"],
-            &[vec!["secret/".into(), "kv".into()]],
-        )
-        .unwrap();
+        columns(&mut s, &["Path", "Type"], &[vec!["secret/".into(), "kv".into()]]).unwrap();
         assert_eq!(s, "Path       Type\n----       ----\nsecret/    kv\n");
     }
 
     #[test]
     fn secret_rendering() {
         let mut s = String::new();
-        secret_table(
-            &mut s,
-            &json!({"lease_duration": 0, "data": {"foo": "bar", "n": 3}}),
-        )
-        .unwrap();
+        secret_table(&mut s, &json!({"lease_duration": 0, "data": {"foo": "bar", "n": 3}})).unwrap();
         assert!(s.contains("foo    bar") && s.contains("n      3"), "{s}");
         let mut s = String::new();
         let m = json!({"kv/": {"type": "kv", "accessor": "kv_1", "description": ""}});
@@ -1085,25 +906,16 @@ mod tests {
         let o = decode_root(Format::Human, &enc, otp).unwrap();
         assert_eq!(o.stdout.as_str(), format!("{token}\n"));
         let o = decode_root(Format::Json, &enc, otp).unwrap();
-        assert_eq!(
-            serde_json::from_str::<Value>(&o.stdout).unwrap(),
-            json!({"token": token})
-        );
+        assert_eq!(serde_json::from_str::<Value>(&o.stdout).unwrap(), json!({"token": token}));
         let e = decode_root(Format::Human, &enc, "short").unwrap_err();
         assert!(e.0.contains("do not match"));
     }
 
     #[test]
     fn client_errors_show_their_cause() {
-        let e = CliError::from(vault_client::Error::from_response(
-            403,
-            br#"{"errors":["permission denied"]}"#,
-        ));
+        let e = CliError::from(vault_client::Error::from_response(403, br#"{"errors":["permission denied"]}"#));
         assert_eq!(e.0, "server returned 403 Forbidden: permission denied");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let c = Client::new("http://127.0.0.1:1").unwrap();
         let e = CliError::from(rt.block_on(c.sys().seal_status()).unwrap_err());
         assert_eq!(e.0.matches("error sending request").count(), 1, "{}", e.0);

@@ -589,5 +589,4 @@ mod tests {
         assert!(can_read(&a, "secret/ro/x"));
         assert!(!a.allows("secret/ro/x", Operation::Update, false));
     }
-
 }

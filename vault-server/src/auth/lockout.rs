@@ -102,7 +102,9 @@ impl Lockout {
         }
         // Bound memory: forget stale entries when the map grows.
         if counters.len() > 100_000 {
-            counters.retain(|_, c| c.locked_until.is_some_and(|u| u > now) || now.duration_since(c.first) < config.counter_reset);
+            counters.retain(|_, c| {
+                c.locked_until.is_some_and(|u| u > now) || now.duration_since(c.first) < config.counter_reset
+            });
         }
     }
 
@@ -146,7 +148,11 @@ mod tests {
 
     #[test]
     fn lockout_expires() {
-        let l = Lockout::new(LockoutConfig { threshold: 1, duration: Duration::from_millis(20), counter_reset: Duration::from_secs(60) });
+        let l = Lockout::new(LockoutConfig {
+            threshold: 1,
+            duration: Duration::from_millis(20),
+            counter_reset: Duration::from_secs(60),
+        });
         l.failure("m/", "u", None);
         assert!(l.check("m/", "u", None).is_err());
         std::thread::sleep(Duration::from_millis(30));

@@ -9,8 +9,8 @@ pub mod cidr;
 pub mod lockout;
 pub mod methods;
 pub mod policy;
-pub mod token_backend;
 pub mod token;
+pub mod token_backend;
 
 use std::sync::Arc;
 

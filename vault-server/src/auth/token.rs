@@ -213,7 +213,8 @@ impl TokenStore {
             let t = if p.ttl == 0 { SYSTEM_MAX_TTL } else { p.ttl };
             t.min(SYSTEM_MAX_TTL)
         };
-        let ttl = if p.explicit_max_ttl > 0 && (ttl == 0 || ttl > p.explicit_max_ttl) { p.explicit_max_ttl } else { ttl };
+        let ttl =
+            if p.explicit_max_ttl > 0 && (ttl == 0 || ttl > p.explicit_max_ttl) { p.explicit_max_ttl } else { ttl };
         let entry = TokenEntry {
             id: self.id_of(&token),
             accessor: random::base62(24),
@@ -286,7 +287,12 @@ impl TokenStore {
     }
 
     /// Look up by keyed hash, without expiry filtering or caching.
-    async fn load_entry(&self, barrier: &Barrier, u: &Unsealed, id: &str) -> Result<Option<(TokenEntry, i64)>, BarrierError> {
+    async fn load_entry(
+        &self,
+        barrier: &Barrier,
+        u: &Unsealed,
+        id: &str,
+    ) -> Result<Option<(TokenEntry, i64)>, BarrierError> {
         let Some((raw, rev)) = barrier.get_with_rev(u, &format!("{ID_PREFIX}{id}")).await? else {
             return Ok(None);
         };
@@ -294,12 +300,24 @@ impl TokenStore {
     }
 
     /// Look a token up by its value; expired tokens are absent.
-    pub async fn lookup(&self, barrier: &Barrier, u: &Unsealed, token: &str, now: i64) -> Result<Option<Arc<TokenEntry>>, BarrierError> {
+    pub async fn lookup(
+        &self,
+        barrier: &Barrier,
+        u: &Unsealed,
+        token: &str,
+        now: i64,
+    ) -> Result<Option<Arc<TokenEntry>>, BarrierError> {
         self.lookup_id(barrier, u, &self.id_of(token), now).await
     }
 
     /// Look a token up by its keyed hash; expired tokens are absent.
-    pub async fn lookup_id(&self, barrier: &Barrier, u: &Unsealed, id: &str, now: i64) -> Result<Option<Arc<TokenEntry>>, BarrierError> {
+    pub async fn lookup_id(
+        &self,
+        barrier: &Barrier,
+        u: &Unsealed,
+        id: &str,
+        now: i64,
+    ) -> Result<Option<Arc<TokenEntry>>, BarrierError> {
         if let Some(e) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned() {
             return Ok((!e.expired(now)).then_some(e));
         }
@@ -316,7 +334,13 @@ impl TokenStore {
     }
 
     /// Look a token up by accessor.
-    pub async fn lookup_accessor(&self, barrier: &Barrier, u: &Unsealed, accessor: &str, now: i64) -> Result<Option<Arc<TokenEntry>>, BarrierError> {
+    pub async fn lookup_accessor(
+        &self,
+        barrier: &Barrier,
+        u: &Unsealed,
+        accessor: &str,
+        now: i64,
+    ) -> Result<Option<Arc<TokenEntry>>, BarrierError> {
         let Some(id) = barrier.get(u, &self.accessor_path(accessor)).await? else { return Ok(None) };
         let id = String::from_utf8(id.to_vec()).map_err(|_| BarrierError::Tampered("accessor".into()))?;
         self.lookup_id(barrier, u, &id, now).await
@@ -325,7 +349,12 @@ impl TokenStore {
     /// Count one use of a use-limited token before the request runs (as
     /// Vault does); the last use revokes it. Returns the entry as it is after
     /// this use, or None if the token was exhausted concurrently.
-    pub async fn use_once(&self, barrier: &Barrier, u: &Unsealed, entry: &TokenEntry) -> Result<Option<TokenEntry>, BarrierError> {
+    pub async fn use_once(
+        &self,
+        barrier: &Barrier,
+        u: &Unsealed,
+        entry: &TokenEntry,
+    ) -> Result<Option<TokenEntry>, BarrierError> {
         if entry.num_uses == 0 {
             return Ok(Some(entry.clone()));
         }
@@ -420,7 +449,14 @@ impl TokenStore {
 
     /// Renew: extend the TTL (by `increment`, or the original TTL, or the
     /// period), never beyond the token's maximum lifetime.
-    pub async fn renew(&self, barrier: &Barrier, u: &Unsealed, id: &str, increment: u64, now: i64) -> Result<Option<TokenEntry>, RenewError> {
+    pub async fn renew(
+        &self,
+        barrier: &Barrier,
+        u: &Unsealed,
+        id: &str,
+        increment: u64,
+        now: i64,
+    ) -> Result<Option<TokenEntry>, RenewError> {
         for _ in 0..8 {
             let Some((mut e, rev)) = self.load_entry(barrier, u, id).await? else { return Ok(None) };
             if e.expired(now) {
@@ -429,7 +465,13 @@ impl TokenStore {
             if !e.renewable {
                 return Err(RenewError::NotRenewable);
             }
-            let want = if e.period > 0 { e.period } else if increment > 0 { increment } else { e.creation_ttl };
+            let want = if e.period > 0 {
+                e.period
+            } else if increment > 0 {
+                increment
+            } else {
+                e.creation_ttl
+            };
             let mut expire = now + want as i64;
             if let Some(max) = e.max_expire() {
                 expire = expire.min(max);

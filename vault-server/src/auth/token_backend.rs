@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use super::{Authorized, TokenEntry};
 use crate::barrier::now_unix;
 use crate::core::{Core, request::meta_value, rfc3339};
-use crate::logical::{AuthInfo, Backend, BoxFuture, Login, LogicalError, Operation, Request, Response, fields};
+use crate::logical::{AuthInfo, Backend, BoxFuture, LogicalError, Login, Operation, Request, Response, fields};
 
 /// The `auth/token/` backend.
 #[derive(Debug)]
@@ -45,7 +45,9 @@ pub fn policy_list(d: &Map<String, Value>, field: &str) -> Result<Option<Vec<Str
 pub fn string_list(d: &Map<String, Value>, field: &str) -> Result<Option<Vec<String>>, LogicalError> {
     match d.get(field) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect())),
+        Some(Value::String(s)) => {
+            Ok(Some(s.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect()))
+        }
         Some(Value::Array(a)) => a
             .iter()
             .map(|v| v.as_str().map(String::from))
@@ -146,7 +148,10 @@ async fn route(core: &Arc<Core>, auth: &Authorized, req: Request) -> Result<Resp
         }
         ("renew-accessor", _) if write => {
             let accessor = required(d, "accessor")?;
-            let e = tokens.lookup_accessor(barrier, u, accessor, now).await?.ok_or_else(|| LogicalError::InvalidRequest("invalid accessor".into()))?;
+            let e = tokens
+                .lookup_accessor(barrier, u, accessor, now)
+                .await?
+                .ok_or_else(|| LogicalError::InvalidRequest("invalid accessor".into()))?;
             let inc = fields::duration(d, "increment")?.unwrap_or(0);
             renew(core, &e.id, None, inc).await
         }
@@ -220,7 +225,12 @@ async fn renew(core: &Arc<Core>, id: &str, token: Option<&str>, increment: u64) 
     Ok(Response::Data { data: None, auth: Some(Box::new(auth)), warnings: Vec::new() })
 }
 
-async fn create(core: &Arc<Core>, parent: &TokenEntry, d: &Map<String, Value>, orphan_path: bool) -> Result<Response, LogicalError> {
+async fn create(
+    core: &Arc<Core>,
+    parent: &TokenEntry,
+    d: &Map<String, Value>,
+    orphan_path: bool,
+) -> Result<Response, LogicalError> {
     if d.get("id").is_some_and(|v| !v.is_null()) {
         return Err(LogicalError::InvalidRequest("custom token IDs are not supported".into()));
     }
@@ -251,7 +261,8 @@ async fn create(core: &Arc<Core>, parent: &TokenEntry, d: &Map<String, Value>, o
     let policies = match requested {
         Some(p) if !p.is_empty() => {
             if !parent_root {
-                let outside: Vec<&String> = p.iter().filter(|x| *x != "default" && !parent.policies.contains(x)).collect();
+                let outside: Vec<&String> =
+                    p.iter().filter(|x| *x != "default" && !parent.policies.contains(x)).collect();
                 if !outside.is_empty() || p.iter().any(|x| x == "root") {
                     return Err(LogicalError::InvalidRequest("child policies must be subset of parent".into()));
                 }

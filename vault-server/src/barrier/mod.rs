@@ -215,10 +215,8 @@ impl Barrier {
             None => {
                 // Another server may have rotated: reload the keyring once.
                 let fresh = self.reload(u).await?;
-                let k = fresh.keys.term(term).ok_or_else(|| BarrierError::UnknownTerm {
-                    path: path.to_string(),
-                    term,
-                })?;
+                let k =
+                    fresh.keys.term(term).ok_or_else(|| BarrierError::UnknownTerm { path: path.to_string(), term })?;
                 k.aead.open(HEADER_LEN, path.as_bytes(), bytes)
             }
         };
@@ -256,10 +254,7 @@ impl Barrier {
     }
 
     /// Read the stored keyring and open it with `root`.
-    pub(crate) async fn load_keyring(
-        &self,
-        root: Zeroizing<[u8; 32]>,
-    ) -> Result<(Keyring, i64), BarrierError> {
+    pub(crate) async fn load_keyring(&self, root: Zeroizing<[u8; 32]>) -> Result<(Keyring, i64), BarrierError> {
         let entry = self.storage.get(KEYRING_PATH).await?.ok_or(BarrierError::Keyring)?;
         let plain = AeadKey::new(&root)
             .open(KEYRING_HEADER.len(), KEYRING_PATH.as_bytes(), entry.value.as_bytes())
@@ -286,9 +281,7 @@ impl Barrier {
         loop {
             let (mut current, rev) = self.load_keyring(u.keys.root_key().clone()).await?;
             let added = current.absorb_usage(&u.keys);
-            let next = current
-                .rotated(random::key32()?, now_unix())
-                .map_err(|_| BarrierError::Keyring)?;
+            let next = current.rotated(random::key32()?, now_unix()).map_err(|_| BarrierError::Keyring)?;
             let mut batch = WriteBatch::new();
             batch.put_expect(KEYRING_PATH, Self::wrap_keyring(&next), Expect::Rev(rev));
             match self.storage.write(batch).await {

@@ -274,21 +274,14 @@ impl Core {
     /// Leaves the vault sealed, as Vault does.
     pub async fn init(&self, req: InitRequest) -> Result<InitResponse, CoreError> {
         if req.recovery_shares.is_some() || req.recovery_threshold.is_some() {
-            return Err(CoreError::InvalidRequest(
-                "parameters specific to auto unseal seals present".into(),
-            ));
+            return Err(CoreError::InvalidRequest("parameters specific to auto unseal seals present".into()));
         }
         if req.pgp_keys.as_ref().is_some_and(|k| !k.is_empty())
             || req.root_token_pgp_key.as_ref().is_some_and(|k| !k.is_empty())
         {
-            return Err(CoreError::InvalidRequest(
-                "PGP-encrypted key shares are not supported by this server".into(),
-            ));
+            return Err(CoreError::InvalidRequest("PGP-encrypted key shares are not supported by this server".into()));
         }
-        let config = seal::validate_config(
-            req.secret_shares.unwrap_or(5),
-            req.secret_threshold.unwrap_or(3),
-        )?;
+        let config = seal::validate_config(req.secret_shares.unwrap_or(5), req.secret_threshold.unwrap_or(3))?;
         if let Some(stored) = req.stored_shares
             && stored != 0
             && stored != i64::from(config.secret_shares)
@@ -307,10 +300,7 @@ impl Core {
 
     /// Generate all keys and the root token, write them in one transaction.
     /// Returns the init response and the unseal key (for dev mode).
-    async fn create_hierarchy(
-        &self,
-        config: SealConfig,
-    ) -> Result<(InitResponse, Zeroizing<[u8; 32]>), CoreError> {
+    async fn create_hierarchy(&self, config: SealConfig) -> Result<(InitResponse, Zeroizing<[u8; 32]>), CoreError> {
         let now = now_unix();
         let unseal_key = seal::new_unseal_key()?;
         let keyring = Keyring::generate(now).map_err(|e| CoreError::Internal(e.to_string()))?;
@@ -326,10 +316,7 @@ impl Core {
             batch.raw().put_expect(crate::barrier::KEYRING_PATH, wrapped_keyring, Expect::Absent);
             let tokens = TokenStore::generate(&u, &mut batch)?;
             let root_token = tokens.create_root(&u, &mut batch, now);
-            let cluster = ClusterInfo {
-                name: format!("vault-cluster-{}", random::hex_id(4)),
-                id: random::uuid(),
-            };
+            let cluster = ClusterInfo { name: format!("vault-cluster-{}", random::hex_id(4)), id: random::uuid() };
             let cluster_json = serde_json::to_vec(&cluster).unwrap_or_default();
             batch.put(&u, CLUSTER_PATH, &cluster_json);
             mounts::initial_table(&u, &mut batch);
@@ -429,23 +416,26 @@ impl Core {
 
     /// Verify an unseal key by unwrapping the stored root key with it.
     async fn unwrap_root_key(&self, unseal_key: &Zeroizing<[u8; 32]>) -> Result<Zeroizing<[u8; 32]>, CoreError> {
-        let wrapped = self
-            .storage()
-            .get(seal::ROOT_KEY_PATH)
-            .await?
-            .ok_or(CoreError::NotInitialized)?;
+        let wrapped = self.storage().get(seal::ROOT_KEY_PATH).await?.ok_or(CoreError::NotInitialized)?;
         Ok(seal::unwrap_root(unseal_key, &wrapped.value)?)
     }
 
     async fn activate(&self, u: Unsealed) -> Result<Active, CoreError> {
         let tokens = TokenStore::load(&self.barrier, &u).await?;
-        let raw = self.barrier.get(&u, CLUSTER_PATH).await?.ok_or_else(|| {
-            CoreError::Internal("cluster record missing".into())
-        })?;
-        let cluster: ClusterInfo = serde_json::from_slice(&raw)
-            .map_err(|_| CoreError::Internal("cluster record malformed".into()))?;
+        let raw = self
+            .barrier
+            .get(&u, CLUSTER_PATH)
+            .await?
+            .ok_or_else(|| CoreError::Internal("cluster record missing".into()))?;
+        let cluster: ClusterInfo =
+            serde_json::from_slice(&raw).map_err(|_| CoreError::Internal("cluster record malformed".into()))?;
         let router = mounts::load_router(self, &u).await?;
-        Ok(Active { tokens, policies: policies::PolicyStore::default(), router: RwLock::new(Arc::new(router)), cluster })
+        Ok(Active {
+            tokens,
+            policies: policies::PolicyStore::default(),
+            router: RwLock::new(Arc::new(router)),
+            cluster,
+        })
     }
 
     /// Seal: drop every key from memory. In-flight requests finish with the
@@ -549,10 +539,7 @@ impl Core {
 
     /// Dev mode: initialize with one share, unseal, and optionally replace the
     /// root token with a caller-chosen one. Returns (unseal key b64, root token).
-    pub async fn dev_init(
-        &self,
-        root_token: Option<&str>,
-    ) -> Result<(String, Zeroizing<String>), CoreError> {
+    pub async fn dev_init(&self, root_token: Option<&str>) -> Result<(String, Zeroizing<String>), CoreError> {
         let config = seal::validate_config(1, 1)?;
         let (resp, unseal_key) = {
             let _t = self.transition.lock().await;

@@ -193,16 +193,19 @@ impl Router {
 
     /// The mount for `path` and the path relative to it.
     pub fn route<'p>(&self, path: &'p str) -> Option<(&Mounted, &'p str)> {
-        self.mounts.iter().filter_map(|m| {
-            let mp = m.route_path.as_str();
-            if let Some(rest) = path.strip_prefix(mp) {
-                Some((m, rest))
-            } else if path == &mp[..mp.len() - 1] {
-                Some((m, ""))
-            } else {
-                None
-            }
-        }).max_by_key(|(m, _)| m.route_path.len())
+        self.mounts
+            .iter()
+            .filter_map(|m| {
+                let mp = m.route_path.as_str();
+                if let Some(rest) = path.strip_prefix(mp) {
+                    Some((m, rest))
+                } else if path == &mp[..mp.len() - 1] {
+                    Some((m, ""))
+                } else {
+                    None
+                }
+            })
+            .max_by_key(|(m, _)| m.route_path.len())
     }
 
     /// The mount of `table` at exactly `path` (normalized, trailing slash).
@@ -220,8 +223,8 @@ pub fn initial_table(u: &Unsealed, batch: &mut Batch) {
 async fn load_table(core: &Core, u: &Unsealed, t: Table) -> Result<(Vec<MountEntry>, Option<i64>), CoreError> {
     match core.barrier.get_with_rev(u, t.storage_path()).await? {
         Some((raw, rev)) => {
-            let entries: Vec<MountEntry> = serde_json::from_slice(&raw)
-                .map_err(|_| CoreError::Internal("mount table malformed".into()))?;
+            let entries: Vec<MountEntry> =
+                serde_json::from_slice(&raw).map_err(|_| CoreError::Internal("mount table malformed".into()))?;
             Ok((entries, Some(rev)))
         }
         None => Ok((Vec::new(), None)),
@@ -281,9 +284,7 @@ pub fn normalize(path: &str) -> Result<String, LogicalError> {
         return Err(LogicalError::InvalidRequest("mount path must not be empty".into()));
     }
     if p.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..") {
-        return Err(LogicalError::InvalidRequest(format!(
-            "path '{path}' does not match cleaned path"
-        )));
+        return Err(LogicalError::InvalidRequest(format!("path '{path}' does not match cleaned path")));
     }
     if p.chars().any(|c| c.is_control() || c == '*' || c == '+') {
         return Err(LogicalError::InvalidRequest(format!("invalid mount path '{path}'")));
@@ -298,11 +299,9 @@ impl Core {
             return Err(LogicalError::InvalidRequest(format!("cannot mount \"{}\"", entry.path)).into());
         }
         if SINGLETONS.contains(&entry.kind.as_str()) {
-            return Err(LogicalError::InvalidRequest(format!(
-                "mount type of \"{}\" is not mountable",
-                entry.kind
-            ))
-            .into());
+            return Err(
+                LogicalError::InvalidRequest(format!("mount type of \"{}\" is not mountable", entry.kind)).into()
+            );
         }
         entry.uuid = random::uuid();
         entry.accessor = match table {
@@ -312,13 +311,10 @@ impl Core {
         // Build once up front so a bad type/options is a 400 before anything is written.
         mounted(self, table, entry.clone())?;
         self.update_table(u, table, |entries| {
-            if let Some(existing) = entries.iter().find(|e| {
-                e.path.starts_with(&entry.path) || entry.path.starts_with(&e.path)
-            }) {
-                return Err(LogicalError::InvalidRequest(format!(
-                    "path is already in use at {}",
-                    existing.path
-                )));
+            if let Some(existing) =
+                entries.iter().find(|e| e.path.starts_with(&entry.path) || entry.path.starts_with(&e.path))
+            {
+                return Err(LogicalError::InvalidRequest(format!("path is already in use at {}", existing.path)));
             }
             entries.push(entry.clone());
             Ok(())
@@ -363,9 +359,10 @@ impl Core {
     ) -> Result<(), CoreError> {
         let mut f = Some(f);
         self.update_table(u, table, |entries| {
-            let e = entries.iter_mut().find(|e| e.path == path).ok_or_else(|| {
-                LogicalError::InvalidRequest(format!("no {} mounted at \"{path}\"", table.noun()))
-            })?;
+            let e = entries
+                .iter_mut()
+                .find(|e| e.path == path)
+                .ok_or_else(|| LogicalError::InvalidRequest(format!("no {} mounted at \"{path}\"", table.noun())))?;
             if let Some(f) = f.take() {
                 f(e)?;
             }

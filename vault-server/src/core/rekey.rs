@@ -53,15 +53,10 @@ impl Core {
             ));
         }
         if req.require_verification == Some(true) {
-            return Err(CoreError::InvalidRequest(
-                "require_verification is not supported by this server".into(),
-            ));
+            return Err(CoreError::InvalidRequest("require_verification is not supported by this server".into()));
         }
-        let new_config = seal::validate_config(
-            req.secret_shares.unwrap_or(5),
-            req.secret_threshold.unwrap_or(3),
-        )
-        .map_err(|e| CoreError::InvalidRequest(format!("invalid rekey seal configuration: {e}")))?;
+        let new_config = seal::validate_config(req.secret_shares.unwrap_or(5), req.secret_threshold.unwrap_or(3))
+            .map_err(|e| CoreError::InvalidRequest(format!("invalid rekey seal configuration: {e}")))?;
         {
             let mut g = lock(&self.rekey);
             if g.is_some() {
@@ -82,21 +77,18 @@ impl Core {
 
     /// `PUT sys/rekey/update`: one current share. Returns the status while
     /// incomplete, or the new shares once the threshold is met.
-    pub async fn rekey_update(
-        &self,
-        req: KeyNonceRequest,
-    ) -> Result<Result<RekeyStatus, RekeyComplete>, CoreError> {
-        let key = req.key.as_deref().filter(|k| !k.is_empty()).ok_or_else(|| {
-            CoreError::InvalidRequest("'key' must be specified in request body as JSON".into())
-        })?;
+    pub async fn rekey_update(&self, req: KeyNonceRequest) -> Result<Result<RekeyStatus, RekeyComplete>, CoreError> {
+        let key = req
+            .key
+            .as_deref()
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| CoreError::InvalidRequest("'key' must be specified in request body as JSON".into()))?;
         self.active()?;
         let part = KeyPart::decode(key)?;
         let config = self.rekey_preconditions()?;
         let reached = {
             let mut g = lock(&self.rekey);
-            let r = g
-                .as_mut()
-                .ok_or_else(|| CoreError::InvalidRequest("no barrier rekey in progress".into()))?;
+            let r = g.as_mut().ok_or_else(|| CoreError::InvalidRequest("no barrier rekey in progress".into()))?;
             if req.nonce.as_deref() != Some(r.collector.nonce()) {
                 return Err(CoreError::InvalidRequest(format!(
                     "incorrect nonce supplied; nonce for this rekey operation is \"{}\"",
@@ -106,14 +98,11 @@ impl Core {
             match r.collector.add(part) {
                 Added::Duplicate => {
                     return Err(CoreError::InvalidRequest(
-                        "given key has already been provided during this generation operation"
-                            .into(),
+                        "given key has already been provided during this generation operation".into(),
                     ));
                 }
                 Added::Progress(n) if n < usize::from(config.secret_threshold) => None,
-                Added::Progress(_) => {
-                    Some((r.collector.take(), r.collector.nonce().to_string(), r.new_config))
-                }
+                Added::Progress(_) => Some((r.collector.take(), r.collector.nonce().to_string(), r.new_config)),
             }
         };
         let Some((parts, nonce, new_config)) = reached else {
@@ -132,9 +121,9 @@ impl Core {
         batch.set_seal_config(new_config);
         batch.put_expect(seal::ROOT_KEY_PATH, seal::wrap_root(&new_unseal, &root), Expect::Rev(entry.rev));
         self.storage().write(batch).await.map_err(|e| match e {
-            crate::storage::StorageError::Conflict(_) => CoreError::InvalidRequest(
-                "the seal was changed concurrently; start the rekey again".into(),
-            ),
+            crate::storage::StorageError::Conflict(_) => {
+                CoreError::InvalidRequest("the seal was changed concurrently; start the rekey again".into())
+            }
             other => other.into(),
         })?;
         *self.seal_config.write().unwrap_or_else(|p| p.into_inner()) = Some(new_config);

@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::auth::token::TokenParams;
 use crate::auth::{Authorized, TokenEntry, acl, cidr};
 use crate::barrier::{Batch, now_unix};
-use crate::logical::{AuthInfo, Login, LogicalError, Operation, Request, Response, path_matches};
+use crate::logical::{AuthInfo, LogicalError, Login, Operation, Request, Response, path_matches};
 
 use super::{Core, CoreError};
 
@@ -28,11 +28,8 @@ impl Core {
         let active = self.active()?;
         let u = self.unsealed()?;
         let token = token.filter(|t| !t.is_empty()).ok_or(LogicalError::PermissionDenied)?;
-        let entry = active
-            .tokens
-            .lookup(&self.barrier, &u, token, now_unix())
-            .await?
-            .ok_or(LogicalError::PermissionDenied)?;
+        let entry =
+            active.tokens.lookup(&self.barrier, &u, token, now_unix()).await?.ok_or(LogicalError::PermissionDenied)?;
         if !cidr::allowed(&entry.bound_cidrs, addr) {
             return Err(LogicalError::PermissionDenied.into());
         }
@@ -78,7 +75,8 @@ impl Core {
             auth = auth.with_token_value(t);
         }
         if entry.num_uses > 0 {
-            let used = active.tokens.use_once(&self.barrier, &u, &entry).await?.ok_or(LogicalError::PermissionDenied)?;
+            let used =
+                active.tokens.use_once(&self.barrier, &u, &entry).await?.ok_or(LogicalError::PermissionDenied)?;
             auth = auth.with_token_entry(Arc::new(used));
         }
         req.path = rel.to_string();
@@ -88,7 +86,12 @@ impl Core {
     }
 
     /// Turn a backend's `Login` into a real token and Vault's `auth` block.
-    async fn finish_login(&self, response: Response, path: &str, m: &super::mounts::Mounted) -> Result<Response, CoreError> {
+    async fn finish_login(
+        &self,
+        response: Response,
+        path: &str,
+        m: &super::mounts::Mounted,
+    ) -> Result<Response, CoreError> {
         let Response::Login(login) = response else { return Ok(response) };
         let mut login = *login;
         let mount = &m.entry.config;

@@ -94,8 +94,7 @@ impl AeadKey {
     /// Encrypt `plaintext` under a fresh random nonce.
     /// Output: `header | nonce | ciphertext | tag`, with `header || aad` authenticated.
     pub fn seal(&self, header: &[u8], aad: &[u8], plaintext: &[u8]) -> Ciphertext {
-        let mut out =
-            Vec::with_capacity(header.len() + NONCE_LEN + plaintext.len() + TAG_LEN);
+        let mut out = Vec::with_capacity(header.len() + NONCE_LEN + plaintext.len() + TAG_LEN);
         out.extend_from_slice(header);
         let mut nonce = [0u8; NONCE_LEN];
         super::random::fill(&mut nonce);
@@ -118,12 +117,7 @@ impl AeadKey {
 
     /// Decrypt what [`seal`](Self::seal) produced with the same header length and aad.
     /// The header is taken from the ciphertext itself; the caller checks it.
-    pub fn open(
-        &self,
-        header_len: usize,
-        aad: &[u8],
-        sealed: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, AeadError> {
+    pub fn open(&self, header_len: usize, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, AeadError> {
         if sealed.len() < header_len + NONCE_LEN + TAG_LEN {
             return Err(AeadError::Truncated);
         }
@@ -135,12 +129,7 @@ impl AeadKey {
         let mut plain = Zeroizing::new(body.to_vec());
         let ad = associated_data(header, aad);
         self.cipher
-            .decrypt_inout_detached(
-                &Nonce::from(nonce),
-                &ad,
-                InOutBuf::from(&mut plain[..]),
-                &tag,
-            )
+            .decrypt_inout_detached(&Nonce::from(nonce), &ad, InOutBuf::from(&mut plain[..]), &tag)
             .map_err(|_| AeadError::Authentication)?;
         Ok(plain)
     }

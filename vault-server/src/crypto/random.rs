@@ -15,9 +15,7 @@ pub struct RandomError;
 /// A fresh 256-bit key from the OS CSPRNG, in a zeroizing box.
 pub fn key32() -> Result<Zeroizing<[u8; 32]>, RandomError> {
     let mut key = Zeroizing::new([0u8; 32]);
-    rand::rngs::SysRng
-        .try_fill_bytes(key.as_mut())
-        .map_err(|_| RandomError)?;
+    rand::rngs::SysRng.try_fill_bytes(key.as_mut()).map_err(|_| RandomError)?;
     Ok(key)
 }
 

@@ -77,11 +77,7 @@ impl Share {
 /// Split a key into `shares` shares, any `threshold` of which recover it.
 /// Requires 2 <= threshold <= shares <= 255 (a single share is the key itself
 /// and is handled by the seal, as Vault does).
-pub fn split(
-    key: &[u8; KEY_LEN],
-    threshold: u8,
-    shares: u8,
-) -> Result<Vec<Share>, ShamirError> {
+pub fn split(key: &[u8; KEY_LEN], threshold: u8, shares: u8) -> Result<Vec<Share>, ShamirError> {
     if threshold < 2 {
         return Err(ShamirError::Parameters("threshold must be at least 2"));
     }
@@ -90,8 +86,7 @@ pub fn split(
     }
     let rng = UnwrapErr(SysRng);
     let raw = Zeroizing::new(
-        Gf256::split_bytes(threshold as usize, shares as usize, &key[..], rng)
-            .map_err(|_| ShamirError::Combine)?,
+        Gf256::split_bytes(threshold as usize, shares as usize, &key[..], rng).map_err(|_| ShamirError::Combine)?,
     );
     raw.iter().map(|s| Share::from_bytes(s)).collect()
 }
@@ -105,8 +100,7 @@ pub fn combine(shares: &[Share]) -> Result<Zeroizing<[u8; KEY_LEN]>, ShamirError
             return Err(ShamirError::Duplicate);
         }
     }
-    let raw: Zeroizing<Vec<Vec<u8>>> =
-        Zeroizing::new(shares.iter().map(|s| s.0.to_vec()).collect());
+    let raw: Zeroizing<Vec<Vec<u8>>> = Zeroizing::new(shares.iter().map(|s| s.0.to_vec()).collect());
     let secret = Zeroizing::new(Gf256::combine_bytes(&*raw).map_err(|_| ShamirError::Combine)?);
     let key: [u8; KEY_LEN] = secret[..].try_into().map_err(|_| ShamirError::Combine)?;
     Ok(Zeroizing::new(key))

@@ -55,8 +55,7 @@ impl Backend for KvV1 {
                 Operation::Read => {
                     check_key(&req.path)?;
                     let raw = self.view.get(u, &req.path).await?.ok_or(LogicalError::NotFound)?;
-                    let data: Map<String, Value> =
-                        serde_json::from_slice(&raw).map_err(LogicalError::internal)?;
+                    let data: Map<String, Value> = serde_json::from_slice(&raw).map_err(LogicalError::internal)?;
                     Ok(Response::data(data))
                 }
                 Operation::Create | Operation::Update => {
@@ -64,9 +63,7 @@ impl Backend for KvV1 {
                     if req.data.is_empty() {
                         return Err(LogicalError::InvalidRequest("missing data fields".into()));
                     }
-                    let json = Zeroizing::new(
-                        serde_json::to_vec(&req.data).map_err(LogicalError::internal)?,
-                    );
+                    let json = Zeroizing::new(serde_json::to_vec(&req.data).map_err(LogicalError::internal)?);
                     self.view.put(u, &req.path, &json).await?;
                     Ok(Response::NoContent)
                 }

@@ -11,12 +11,7 @@ use crate::logical::{Backend, LogicalError};
 
 /// Build the engine for a mount-table row.
 pub fn build(entry: &MountEntry, view: View) -> Result<Arc<dyn Backend>, LogicalError> {
-    let version = entry
-        .options
-        .as_ref()
-        .and_then(|o| o.get("version"))
-        .and_then(|v| v.as_str())
-        .unwrap_or("1");
+    let version = entry.options.as_ref().and_then(|o| o.get("version")).and_then(|v| v.as_str()).unwrap_or("1");
     match entry.kind.as_str() {
         "kv" | "generic" => match version {
             "1" | "" => Ok(Arc::new(kv::KvV1::new(view))),

@@ -49,9 +49,7 @@ impl From<LogicalError> for ApiError {
             LogicalError::PermissionDenied => Self::new(StatusCode::FORBIDDEN, "permission denied"),
             LogicalError::NotFound => Self::empty(StatusCode::NOT_FOUND),
             LogicalError::UnsupportedPath(m) => Self::new(StatusCode::NOT_FOUND, m),
-            LogicalError::UnsupportedOperation => {
-                Self::new(StatusCode::METHOD_NOT_ALLOWED, "unsupported operation")
-            }
+            LogicalError::UnsupportedOperation => Self::new(StatusCode::METHOD_NOT_ALLOWED, "unsupported operation"),
             LogicalError::RateLimited(m) => Self::new(StatusCode::TOO_MANY_REQUESTS, m),
             LogicalError::Sealed => Self::new(StatusCode::SERVICE_UNAVAILABLE, "Vault is sealed"),
             LogicalError::Internal(detail) => internal(&detail),
@@ -72,9 +70,9 @@ impl From<CoreError> for ApiError {
     fn from(e: CoreError) -> Self {
         match e {
             CoreError::Sealed => Self::new(StatusCode::SERVICE_UNAVAILABLE, "Vault is sealed"),
-            CoreError::NotInitialized
-            | CoreError::AlreadyInitialized
-            | CoreError::InvalidRequest(_) => Self::bad_request(e.to_string()),
+            CoreError::NotInitialized | CoreError::AlreadyInitialized | CoreError::InvalidRequest(_) => {
+                Self::bad_request(e.to_string())
+            }
             CoreError::Seal(s) => s.into(),
             CoreError::Logical(l) => l.into(),
             CoreError::Internal(detail) => internal(&detail),

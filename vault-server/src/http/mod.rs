@@ -32,10 +32,7 @@ pub struct AppState {
 
 /// The application: every request goes through [`dispatch`].
 pub fn router(core: Arc<Core>, max_body: usize) -> Router {
-    Router::new()
-        .fallback(dispatch)
-        .layer(DefaultBodyLimit::disable())
-        .with_state(AppState { core, max_body })
+    Router::new().fallback(dispatch).layer(DefaultBodyLimit::disable()).with_state(AppState { core, max_body })
 }
 
 /// A JSON response with Vault's headers. The content type is exactly
@@ -61,10 +58,7 @@ fn set_common_headers(h: &mut HeaderMap) {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
-    );
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"));
 }
 
 /// The caller's token: `X-Vault-Token`, else `Authorization: Bearer`.
@@ -86,7 +80,8 @@ fn decode_path(raw: &str) -> Result<String, ApiError> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3).ok_or_else(|| ApiError::bad_request("invalid percent-encoding in path"))?;
+            let hex =
+                bytes.get(i + 1..i + 3).ok_or_else(|| ApiError::bad_request("invalid percent-encoding in path"))?;
             let s = std::str::from_utf8(hex).map_err(|_| ApiError::bad_request("invalid percent-encoding in path"))?;
             let b = u8::from_str_radix(s, 16).map_err(|_| ApiError::bad_request("invalid percent-encoding in path"))?;
             out.push(b);
@@ -175,10 +170,8 @@ async fn handle(
         return Err(ApiError::bad_request("path must not contain '.' or '..' segments"));
     }
     // Refuse a declared oversize body before reading any of it.
-    if let Some(len) = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
+    if let Some(len) =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
         && len > state.max_body as u64
     {
         return Err(too_large(state.max_body));
@@ -222,8 +215,16 @@ async fn handle(
 /// "HTTPSysInjector"); clients such as hvac read either place.
 fn injects_top_level(path: &str) -> bool {
     const ROUTES: &[&str] = &[
-        "sys/mounts", "sys/key-status", "sys/rotate", "sys/policy", "sys/auth", "sys/capabilities",
-        "sys/capabilities-self", "sys/capabilities-accessor", "sys/audit", "sys/remount",
+        "sys/mounts",
+        "sys/key-status",
+        "sys/rotate",
+        "sys/policy",
+        "sys/auth",
+        "sys/capabilities",
+        "sys/capabilities-self",
+        "sys/capabilities-accessor",
+        "sys/audit",
+        "sys/remount",
     ];
     ROUTES.iter().any(|r| path == *r || path.strip_prefix(r).is_some_and(|rest| rest.starts_with('/')))
 }
@@ -232,7 +233,9 @@ fn logical_response(path: &str, handled: crate::core::request::Handled) -> Respo
     match handled.response {
         logical::Response::NoContent => no_content(),
         // The core turns logins into data responses; reaching here is a bug.
-        logical::Response::Login(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response(),
+        logical::Response::Login(_) => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+        }
         logical::Response::Data { data, auth, warnings } => {
             let mut body = Map::new();
             if injects_top_level(path)
@@ -248,14 +251,8 @@ fn logical_response(path: &str, handled: crate::core::request::Handled) -> Respo
             body.insert("lease_duration".into(), 0.into());
             body.insert("data".into(), data.map(Value::Object).unwrap_or(Value::Null));
             body.insert("wrap_info".into(), Value::Null);
-            body.insert(
-                "warnings".into(),
-                if warnings.is_empty() { Value::Null } else { warnings.into() },
-            );
-            body.insert(
-                "auth".into(),
-                auth.and_then(|a| serde_json::to_value(a).ok()).unwrap_or(Value::Null),
-            );
+            body.insert("warnings".into(), if warnings.is_empty() { Value::Null } else { warnings.into() });
+            body.insert("auth".into(), auth.and_then(|a| serde_json::to_value(a).ok()).unwrap_or(Value::Null));
             body.insert("mount_type".into(), handled.mount_type.into());
             json_response(StatusCode::OK, &Value::Object(body))
         }

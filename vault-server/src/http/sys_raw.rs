@@ -63,7 +63,11 @@ pub(super) async fn handle(
             _ => not_allowed(),
         },
         "sys/generate-root/update" if write => Ok(Some(ok(&core.generate_root_update(typed_body(body)?).await?))),
-        "sys/unseal" | "sys/seal-status" | "sys/seal" | "sys/health" | "sys/rekey/update"
+        "sys/unseal"
+        | "sys/seal-status"
+        | "sys/seal"
+        | "sys/health"
+        | "sys/rekey/update"
         | "sys/generate-root/update" => not_allowed(),
         _ => Ok(None),
     }
@@ -75,11 +79,11 @@ async fn health(core: &Arc<Core>, head: bool, uri: &Uri) -> Result<Response, Api
     let q = query_map(uri);
     let code = |name: &str, default: u16| -> Result<StatusCode, ApiError> {
         match q.get(name) {
-            Some(Value::String(s)) => s
-                .parse::<u16>()
-                .ok()
-                .and_then(|c| StatusCode::from_u16(c).ok())
-                .ok_or_else(|| ApiError::bad_request(format!("invalid value for '{name}': expected an HTTP status code"))),
+            Some(Value::String(s)) => {
+                s.parse::<u16>().ok().and_then(|c| StatusCode::from_u16(c).ok()).ok_or_else(|| {
+                    ApiError::bad_request(format!("invalid value for '{name}': expected an HTTP status code"))
+                })
+            }
             _ => StatusCode::from_u16(default).map_err(|_| ApiError::empty(StatusCode::BAD_REQUEST)),
         }
     };

@@ -57,10 +57,7 @@ pub fn parse_bool(s: &str) -> Option<bool> {
 }
 
 /// A map of string to string (accepts null as absent; values coerced to strings).
-pub fn string_map(
-    data: &Map<String, Value>,
-    field: &str,
-) -> Result<Option<Map<String, Value>>, LogicalError> {
+pub fn string_map(data: &Map<String, Value>, field: &str) -> Result<Option<Map<String, Value>>, LogicalError> {
     match data.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(m)) => {

@@ -253,11 +253,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// can make: a backend cannot be reached without one.
 pub trait Backend: Send + Sync + 'static {
     /// Handle a request routed to this mount (`req.path` is mount-relative).
-    fn handle<'a>(
-        &'a self,
-        auth: &'a Authorized,
-        req: Request,
-    ) -> BoxFuture<'a, Result<Response, LogicalError>>;
+    fn handle<'a>(&'a self, auth: &'a Authorized, req: Request) -> BoxFuture<'a, Result<Response, LogicalError>>;
 
     /// Whether `path` (mount-relative) exists, so a write can be classified
     /// as `create` or `update` for the policy check. `None`: no distinction

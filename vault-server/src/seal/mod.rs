@@ -66,9 +66,7 @@ pub fn validate_config(shares: i64, threshold: i64) -> Result<SealConfig, SealEr
         return Err(SealError::InvalidConfig("threshold cannot be larger than shares"));
     }
     if shares > 1 && threshold == 1 {
-        return Err(SealError::InvalidConfig(
-            "threshold must be greater than one for multiple shares",
-        ));
+        return Err(SealError::InvalidConfig("threshold must be greater than one for multiple shares"));
     }
     Ok(SealConfig { secret_shares: shares as u8, secret_threshold: threshold as u8 })
 }
@@ -94,14 +92,10 @@ impl KeyPart {
             _ => Zeroizing::new(STANDARD.decode(s).map_err(|_| SealError::KeyEncoding)?),
         };
         if bytes.len() < MIN_KEY_LEN {
-            return Err(SealError::KeyLength(format!(
-                "key is shorter than minimum {MIN_KEY_LEN} bytes"
-            )));
+            return Err(SealError::KeyLength(format!("key is shorter than minimum {MIN_KEY_LEN} bytes")));
         }
         if bytes.len() > MAX_KEY_LEN {
-            return Err(SealError::KeyLength(format!(
-                "key is longer than maximum {MAX_KEY_LEN} bytes"
-            )));
+            return Err(SealError::KeyLength(format!("key is longer than maximum {MAX_KEY_LEN} bytes")));
         }
         Ok(Self(bytes))
     }
@@ -184,8 +178,7 @@ pub fn split(config: SealConfig, key: &Zeroizing<[u8; KEY_LEN]>) -> Result<Vec<K
     if config.secret_shares == 1 {
         return Ok(vec![KeyPart(Zeroizing::new(key.to_vec()))]);
     }
-    let shares = shamir::split(key, config.secret_threshold, config.secret_shares)
-        .map_err(SealError::Combine)?;
+    let shares = shamir::split(key, config.secret_threshold, config.secret_shares).map_err(SealError::Combine)?;
     Ok(shares.iter().map(|s| KeyPart(Zeroizing::new(s.as_bytes().to_vec()))).collect())
 }
 

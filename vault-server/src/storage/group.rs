@@ -42,18 +42,13 @@ impl Writer {
         };
         let (tx, rx) = mpsc::channel::<Msg>(4096);
         let rx = Arc::new(Mutex::new(rx));
-        let tasks = (0..workers)
-            .map(|_| tokio::spawn(run(backend.clone(), rx.clone())))
-            .collect();
+        let tasks = (0..workers).map(|_| tokio::spawn(run(backend.clone(), rx.clone()))).collect();
         Self { tx, tasks: Arc::new(std::sync::Mutex::new(tasks)) }
     }
 
     pub(super) async fn submit(&self, batch: WriteBatch) -> Result<(), StorageError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Msg::Write(Pending { batch, reply }))
-            .await
-            .map_err(|_| StorageError::Closed)?;
+        self.tx.send(Msg::Write(Pending { batch, reply })).await.map_err(|_| StorageError::Closed)?;
         rx.await.map_err(|_| StorageError::Closed)?
     }
 

@@ -224,9 +224,7 @@ impl Storage {
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Arc::new(Backend::Postgres(postgres::Postgres::open(url).await?))
         } else {
-            return Err(StorageError::InvalidUrl(
-                "expected a sqlite:// or postgres:// URL".into(),
-            ));
+            return Err(StorageError::InvalidUrl("expected a sqlite:// or postgres:// URL".into()));
         };
         let writer = group::Writer::start(backend.clone());
         let (changes, _) = tokio::sync::broadcast::channel(1024);
@@ -282,10 +280,7 @@ impl Storage {
             Backend::Sqlite(b) => b.seal_config().await?,
             Backend::Postgres(b) => b.seal_config().await?,
         };
-        raw.map(|s| {
-            serde_json::from_str(&s).map_err(|_| StorageError::Corrupt("seal config".into()))
-        })
-        .transpose()
+        raw.map(|s| serde_json::from_str(&s).map_err(|_| StorageError::Corrupt("seal config".into()))).transpose()
     }
 
     /// Stop the writer (pending writes finish) and close connections.

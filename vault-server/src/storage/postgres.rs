@@ -130,11 +130,7 @@ impl Postgres {
         Ok(row.map(|r| Entry { value: Ciphertext::from_storage(r.get(0)), rev: r.get(1) }))
     }
 
-    pub(super) async fn scan(
-        &self,
-        from: &str,
-        to: Option<&str>,
-    ) -> Result<Vec<String>, StorageError> {
+    pub(super) async fn scan(&self, from: &str, to: Option<&str>) -> Result<Vec<String>, StorageError> {
         let rows = match to {
             Some(to) => sqlx::query(sql::SCAN_RANGE).bind(from).bind(to),
             None => sqlx::query(sql::SCAN_ALL).bind(from),
@@ -161,21 +157,16 @@ impl Postgres {
         // else is retried, which is safe because the whole group rolled back.
         let mut attempt = 0;
         loop {
-            let r = commit_group!(
-                conn,
-                "BEGIN",
-                batches,
-                |c, paths| prelock(c, paths).await,
-                |c, paths| notify(c, instance, paths).await
-            );
+            let r = commit_group!(conn, "BEGIN", batches, |c, paths| prelock(c, paths).await, |c, paths| notify(
+                c, instance, paths
+            )
+            .await);
             match r {
                 Ok(results) => return Ok(results),
                 Err(e) => {
                     let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                    let retryable = e
-                        .as_database_error()
-                        .and_then(|d| d.code())
-                        .is_some_and(|c| c == "40P01" || c == "40001");
+                    let retryable =
+                        e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c == "40P01" || c == "40001");
                     attempt += 1;
                     if !retryable || attempt >= 5 {
                         return Err(e.into());

@@ -5,14 +5,12 @@
 
 pub(super) const GET: &str = "SELECT value, rev FROM entries WHERE path = $1";
 pub(super) const SCAN_ALL: &str = "SELECT path FROM entries WHERE path >= $1 ORDER BY path";
-pub(super) const SCAN_RANGE: &str =
-    "SELECT path FROM entries WHERE path >= $1 AND path < $2 ORDER BY path";
+pub(super) const SCAN_RANGE: &str = "SELECT path FROM entries WHERE path >= $1 AND path < $2 ORDER BY path";
 pub(super) const UPSERT: &str = "INSERT INTO entries (path, value, rev) VALUES ($1, $2, 1) \
      ON CONFLICT (path) DO UPDATE SET value = excluded.value, rev = entries.rev + 1";
 pub(super) const INSERT_ABSENT: &str =
     "INSERT INTO entries (path, value, rev) VALUES ($1, $2, 1) ON CONFLICT (path) DO NOTHING";
-pub(super) const UPDATE_AT_REV: &str =
-    "UPDATE entries SET value = $2, rev = rev + 1 WHERE path = $1 AND rev = $3";
+pub(super) const UPDATE_AT_REV: &str = "UPDATE entries SET value = $2, rev = rev + 1 WHERE path = $1 AND rev = $3";
 pub(super) const DELETE: &str = "DELETE FROM entries WHERE path = $1";
 pub(super) const DELETE_AT_REV: &str = "DELETE FROM entries WHERE path = $1 AND rev = $2";
 pub(super) const EXISTS: &str = "SELECT 1 FROM entries WHERE path = $1";
@@ -56,10 +54,7 @@ macro_rules! apply_batch {
                 }
                 Op::Delete { path, expect } => match expect {
                     None => {
-                        sqlx::query(sql::DELETE)
-                            .bind(path.as_str())
-                            .execute(&mut *$conn)
-                            .await?;
+                        sqlx::query(sql::DELETE).bind(path.as_str()).execute(&mut *$conn).await?;
                         None
                     }
                     Some(Expect::Rev(rev)) => {
@@ -72,20 +67,14 @@ macro_rules! apply_batch {
                         (n == 0).then_some(path.as_str())
                     }
                     Some(Expect::Absent) => {
-                        let exists = sqlx::query(sql::EXISTS)
-                            .bind(path.as_str())
-                            .fetch_optional(&mut *$conn)
-                            .await?
-                            .is_some();
+                        let exists =
+                            sqlx::query(sql::EXISTS).bind(path.as_str()).fetch_optional(&mut *$conn).await?.is_some();
                         exists.then_some(path.as_str())
                     }
                 },
                 Op::SetSealConfig(c) => {
                     let json = serde_json::to_string(c).unwrap_or_default();
-                    sqlx::query(sql::SEAL_CONFIG_PUT)
-                        .bind(json)
-                        .execute(&mut *$conn)
-                        .await?;
+                    sqlx::query(sql::SEAL_CONFIG_PUT).bind(json).execute(&mut *$conn).await?;
                     None
                 }
             };
@@ -124,11 +113,7 @@ macro_rules! commit_group {
                 }
                 let r = apply_batch!($conn, batch)?;
                 if guarded {
-                    let end = if r.is_ok() {
-                        "RELEASE SAVEPOINT batch"
-                    } else {
-                        "ROLLBACK TO SAVEPOINT batch"
-                    };
+                    let end = if r.is_ok() { "RELEASE SAVEPOINT batch" } else { "ROLLBACK TO SAVEPOINT batch" };
                     sqlx::query(end).execute(&mut *$conn).await?;
                     if r.is_err() {
                         sqlx::query("RELEASE SAVEPOINT batch").execute(&mut *$conn).await?;

@@ -7,8 +7,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Connection, Row};
 use tokio::sync::Mutex;
@@ -32,17 +31,12 @@ impl Sqlite {
         if let Some(dir) = opts.get_filename().parent()
             && !dir.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StorageError::InvalidUrl(format!("cannot create {}: {e}", dir.display()))
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StorageError::InvalidUrl(format!("cannot create {}: {e}", dir.display())))?;
         }
         let mut writer = SqliteConnection::connect_with(&opts).await?;
         sqlx::migrate!("../migrations/sqlite").run(&mut writer).await?;
-        let readers = SqlitePoolOptions::new()
-            .max_connections(4)
-            .min_connections(1)
-            .connect_with(opts)
-            .await?;
+        let readers = SqlitePoolOptions::new().max_connections(4).min_connections(1).connect_with(opts).await?;
         Ok(Self { readers, writer: Mutex::new(writer) })
     }
 
@@ -51,11 +45,7 @@ impl Sqlite {
         Ok(row.map(|r| Entry { value: Ciphertext::from_storage(r.get(0)), rev: r.get(1) }))
     }
 
-    pub(super) async fn scan(
-        &self,
-        from: &str,
-        to: Option<&str>,
-    ) -> Result<Vec<String>, StorageError> {
+    pub(super) async fn scan(&self, from: &str, to: Option<&str>) -> Result<Vec<String>, StorageError> {
         let rows = match to {
             Some(to) => sqlx::query(sql::SCAN_RANGE).bind(from).bind(to),
             None => sqlx::query(sql::SCAN_ALL).bind(from),

@@ -201,10 +201,13 @@ async fn mount_op(
         Operation::Read => {
             let router = core.active().map_err(LogicalError::from)?.router();
             let m = router.get(table, &path).ok_or_else(|| {
-                LogicalError::InvalidRequest(format!("No {} mount at {path}", match table {
-                    Table::Secrets => "secret engine",
-                    Table::Auth => "auth method",
-                }))
+                LogicalError::InvalidRequest(format!(
+                    "No {} mount at {path}",
+                    match table {
+                        Table::Secrets => "secret engine",
+                        Table::Auth => "auth method",
+                    }
+                ))
             })?;
             Ok(Response::json(m.entry.to_json()))
         }
@@ -213,9 +216,7 @@ async fn mount_op(
             let kind = fields::string(d, "type")?
                 .or(fields::string(d, "plugin_name")?)
                 .filter(|t| !t.is_empty())
-                .ok_or_else(|| {
-                    LogicalError::InvalidRequest("backend type must be specified as a string".into())
-                })?;
+                .ok_or_else(|| LogicalError::InvalidRequest("backend type must be specified as a string".into()))?;
             let config = parse_config(d.get("config"))?;
             let entry = MountEntry {
                 path,
@@ -258,9 +259,7 @@ fn parse_config(v: Option<&Value>) -> Result<MountConfig, LogicalError> {
         force_no_cache: fields::boolean(m, "force_no_cache")?.unwrap_or(false),
     };
     if c.max_lease_ttl != 0 && c.default_lease_ttl > c.max_lease_ttl {
-        return Err(LogicalError::InvalidRequest(
-            "given default lease TTL greater than given max lease TTL".into(),
-        ));
+        return Err(LogicalError::InvalidRequest("given default lease TTL greater than given max lease TTL".into()));
     }
     Ok(c)
 }
@@ -279,9 +278,9 @@ async fn tune(
     match req.op {
         Operation::Read => {
             let router = core.active().map_err(LogicalError::from)?.router();
-            let m = router.get(table, &path).ok_or_else(|| {
-                LogicalError::InvalidRequest(format!("cannot fetch sysview for path \"{path}\""))
-            })?;
+            let m = router
+                .get(table, &path)
+                .ok_or_else(|| LogicalError::InvalidRequest(format!("cannot fetch sysview for path \"{path}\"")))?;
             let c = &m.entry.config;
             let mut data = Map::new();
             data.insert("description".into(), m.entry.description.clone().into());

@@ -33,10 +33,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
-use super::MethodContext;
+use super::{MethodContext, TokenSettings};
 use crate::auth::Authorized;
 use crate::auth::cidr::{self, Cidr};
-use crate::auth::token_backend::{policy_list, string_list};
+use crate::auth::token_backend::string_list;
 use crate::barrier::view::View;
 use crate::barrier::{BarrierError, Unsealed, now_unix};
 use crate::core::rfc3339;
@@ -68,6 +68,9 @@ const DELETE_CHUNK: usize = 256;
 
 /// What Vault reports as the expiration of a secret ID that never expires (Go's zero time).
 const NEVER: &str = "0001-01-01T00:00:00Z";
+
+/// The legacy names of token settings a role write accepts (and a read returns).
+const LEGACY: &[&str] = &["policies", "period"];
 
 /// Fields a role write understands (others are ignored with a warning, as Vault does).
 const ROLE_FIELDS: &[&str] = &[
@@ -295,15 +298,9 @@ struct Role {
     secret_id_num_uses: u64,
     secret_id_ttl: u64,
     local_secret_ids: bool,
-    token_ttl: u64,
-    token_max_ttl: u64,
-    token_explicit_max_ttl: u64,
-    token_policies: Vec<String>,
-    token_bound_cidrs: Vec<String>,
-    token_num_uses: u64,
-    token_period: u64,
-    token_no_default_policy: bool,
-    token_type: String,
+    /// Token settings (stored inline, under their `token_*` names).
+    #[serde(flatten)]
+    token: TokenSettings,
 }
 
 impl Default for Role {
@@ -316,15 +313,7 @@ impl Default for Role {
             secret_id_num_uses: 0,
             secret_id_ttl: 0,
             local_secret_ids: false,
-            token_ttl: 0,
-            token_max_ttl: 0,
-            token_explicit_max_ttl: 0,
-            token_policies: Vec::new(),
-            token_bound_cidrs: Vec::new(),
-            token_num_uses: 0,
-            token_period: 0,
-            token_no_default_policy: false,
-            token_type: "default".into(),
+            token: TokenSettings::default(),
         }
     }
 }
@@ -362,54 +351,12 @@ impl Role {
             }
             self.local_secret_ids = l;
         }
-        if let Some(t) = fields::duration(d, "token_ttl")? {
-            self.token_ttl = t;
-        }
-        if let Some(t) = fields::duration(d, "token_max_ttl")? {
-            self.token_max_ttl = t;
-        }
-        if let Some(t) = fields::duration(d, "token_explicit_max_ttl")? {
-            self.token_explicit_max_ttl = t;
-        }
-        if let Some(p) = policy_list(d, "token_policies")? {
-            self.token_policies = p;
-        } else if let Some(p) = policy_list(d, "policies")? {
-            self.token_policies = p;
-        }
-        if let Some(l) = cidr_list(d, "token_bound_cidrs")? {
-            self.token_bound_cidrs = l;
-        }
-        if let Some(n) = count(d, "token_num_uses")? {
-            self.token_num_uses = n;
-        }
-        if let Some(p) = fields::duration(d, "token_period")? {
-            self.token_period = p;
-        } else if let Some(p) = fields::duration(d, "period")? {
-            self.token_period = p;
-        }
-        if let Some(b) = fields::boolean(d, "token_no_default_policy")? {
-            self.token_no_default_policy = b;
-        }
-        if let Some(t) = fields::string(d, "token_type")? {
-            match t.trim() {
-                "" | "default" => self.token_type = "default".into(),
-                "service" => self.token_type = "service".into(),
-                "batch" | "default-batch" | "default-service" => {
-                    return Err(bad(format!("token_type \"{t}\" is not supported: only service tokens can be issued")));
-                }
-                other => {
-                    return Err(bad(format!("invalid token_type \"{other}\": expected \"service\" or \"default\"")));
-                }
-            }
-        }
+        self.token.update_from(d, LEGACY)?;
         self.validate()
     }
 
     fn validate(&self) -> Result<(), LogicalError> {
-        if self.token_max_ttl > 0 && self.token_ttl > self.token_max_ttl {
-            return Err(bad("token_ttl should not be greater than token_max_ttl"));
-        }
-        if !self.bind_secret_id && self.secret_id_bound_cidrs.is_empty() && self.token_bound_cidrs.is_empty() {
+        if !self.bind_secret_id && self.secret_id_bound_cidrs.is_empty() && self.token.token_bound_cidrs.is_empty() {
             return Err(bad(
                 "at least one constraint should be enabled on the role (bind_secret_id, secret_id_bound_cidrs or token_bound_cidrs)",
             ));
@@ -425,28 +372,8 @@ impl Role {
         m.insert("secret_id_bound_cidrs".into(), self.secret_id_bound_cidrs.clone().into());
         m.insert("secret_id_num_uses".into(), self.secret_id_num_uses.into());
         m.insert("secret_id_ttl".into(), self.secret_id_ttl.into());
-        m.insert("token_bound_cidrs".into(), self.token_bound_cidrs.clone().into());
-        m.insert("token_explicit_max_ttl".into(), self.token_explicit_max_ttl.into());
-        m.insert("token_max_ttl".into(), self.token_max_ttl.into());
-        m.insert("token_no_default_policy".into(), self.token_no_default_policy.into());
-        m.insert("token_num_uses".into(), self.token_num_uses.into());
-        m.insert("token_period".into(), self.token_period.into());
-        m.insert("token_policies".into(), self.token_policies.clone().into());
-        m.insert("token_ttl".into(), self.token_ttl.into());
-        m.insert("token_type".into(), self.token_type.clone().into());
-        // Legacy names, still returned by Vault.
-        m.insert("policies".into(), self.token_policies.clone().into());
-        m.insert("period".into(), self.token_period.into());
+        self.token.write_to(&mut m, LEGACY);
         m
-    }
-
-    /// The token's hard cap: the smaller of the non-zero max TTLs.
-    fn max_ttl(&self) -> u64 {
-        match (self.token_max_ttl, self.token_explicit_max_ttl) {
-            (0, e) => e,
-            (m, 0) => m,
-            (m, e) => m.min(e),
-        }
     }
 }
 
@@ -855,7 +782,7 @@ impl AppRole {
             return Err(bad("cidr_list must be a subset of the role's secret_id_bound_cidrs"));
         }
         let token_cidrs = cidr_list(d, "token_bound_cidrs")?.unwrap_or_default();
-        if !cidrs_within(&token_cidrs, &role.token_bound_cidrs) {
+        if !cidrs_within(&token_cidrs, &role.token.token_bound_cidrs) {
             return Err(bad("token_bound_cidrs must be a subset of the role's token_bound_cidrs"));
         }
         let num_uses = match count(d, "num_uses")? {
@@ -986,8 +913,11 @@ impl AppRole {
             }
             return Ok(Response::NoContent);
         }
-        let (e, _) = entry.ok_or(LogicalError::NotFound)?;
-        Ok(Response::data(e.data()))
+        // As Vault: looking up an unknown secret ID answers nothing (204).
+        match entry {
+            Some((e, _)) => Ok(Response::data(e.data())),
+            None => Ok(Response::NoContent),
+        }
     }
 
     /// `secret-id-accessor/lookup` and `secret-id-accessor/destroy`.
@@ -1091,7 +1021,7 @@ impl AppRole {
             )));
         }
         let mut metadata = Map::new();
-        let mut bound_cidrs = role.token_bound_cidrs.clone();
+        let mut bound_cidrs = role.token.token_bound_cidrs.clone();
         if role.bind_secret_id {
             if secret.is_empty() {
                 return Err(Refusal::Invalid);
@@ -1103,19 +1033,7 @@ impl AppRole {
             }
         }
         metadata.insert("role_name".into(), Value::String(index.name.clone()));
-        Ok(Login {
-            policies: role.token_policies.clone(),
-            no_default_policy: role.token_no_default_policy,
-            ttl: role.token_ttl,
-            max_ttl: role.max_ttl(),
-            period: role.token_period,
-            num_uses: role.token_num_uses,
-            display_name: "approle".into(),
-            metadata,
-            bound_cidrs,
-            renewable: true,
-            alias: role.role_id.clone(),
-        })
+        Ok(Login { bound_cidrs, ..role.token.login("approle".into(), metadata, role.role_id.clone()) })
     }
 
     /// Find the secret ID by its hash, check it, and spend one use if it is
@@ -1468,7 +1386,7 @@ mod tests {
         assert_eq!(invalid(f.login(&role_id, &secret).await), INVALID_CREDENTIALS);
         assert!(matches!(
             f.call(Operation::Update, "role/r/secret-id/lookup", json!({"secret_id": secret})).await,
-            Err(LogicalError::NotFound)
+            Ok(Response::NoContent)
         ));
 
         // Per-secret limits may not exceed the role's.

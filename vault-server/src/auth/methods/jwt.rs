@@ -41,10 +41,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use zeroize::{Zeroize, Zeroizing};
 
-use super::MethodContext;
+use super::{LEGACY_ALL, MethodContext, TokenSettings};
 use crate::auth::Authorized;
 use crate::auth::cidr;
-use crate::auth::token_backend::{policy_list, string_list};
+use crate::auth::token_backend::string_list;
 use crate::barrier::view::View;
 use crate::barrier::{Unsealed, now_unix};
 use crate::logical::{Backend, BoxFuture, LogicalError, Login, Operation, Request, Response, fields};
@@ -187,20 +187,6 @@ impl std::fmt::Debug for K8sConfig {
     }
 }
 
-/// Token settings shared by both role kinds (Vault's `token_*` fields).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(default)]
-struct TokenSettings {
-    token_policies: Vec<String>,
-    token_ttl: u64,
-    token_max_ttl: u64,
-    token_explicit_max_ttl: u64,
-    token_period: u64,
-    token_num_uses: u64,
-    token_no_default_policy: bool,
-    token_bound_cidrs: Vec<String>,
-}
-
 /// A JWT flavor role.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -289,22 +275,6 @@ fn pem_list(d: &Map<String, Value>, field: &str) -> Result<Option<Vec<String>>, 
         Some(Value::String(s)) => Ok(Some(if s.trim().is_empty() { Vec::new() } else { vec![s.trim().to_string()] })),
         Some(Value::Array(_)) => clean_list(d, field),
         Some(_) => Err(bad(format!("'{field}' must be a list of PEM strings"))),
-    }
-}
-
-/// Of a new-style and a legacy field, the one given; both given must agree.
-fn upgrade<T: PartialEq>(
-    new: Option<T>,
-    old: Option<T>,
-    new_name: &str,
-    old_name: &str,
-) -> Result<Option<T>, LogicalError> {
-    match (new, old) {
-        (Some(a), Some(b)) if a != b => {
-            Err(bad(format!("cannot set both '{new_name}' and '{old_name}' (deprecated) to different values")))
-        }
-        (Some(a), _) => Ok(Some(a)),
-        (None, b) => Ok(b),
     }
 }
 
@@ -409,103 +379,6 @@ fn glob_match(pattern: &str, s: &str) -> bool {
         }
     }
     true
-}
-
-// ---------------------------------------------------------------------------
-// Token settings
-// ---------------------------------------------------------------------------
-
-impl TokenSettings {
-    /// Apply the token settings given in `d` (new names and legacy aliases).
-    fn apply(&mut self, d: &Map<String, Value>) -> Result<(), LogicalError> {
-        if let Some(p) =
-            upgrade(policy_list(d, "token_policies")?, policy_list(d, "policies")?, "token_policies", "policies")?
-        {
-            self.token_policies = p;
-        }
-        if let Some(t) = upgrade(fields::duration(d, "token_ttl")?, fields::duration(d, "ttl")?, "token_ttl", "ttl")? {
-            self.token_ttl = t;
-        }
-        if let Some(t) =
-            upgrade(fields::duration(d, "token_max_ttl")?, fields::duration(d, "max_ttl")?, "token_max_ttl", "max_ttl")?
-        {
-            self.token_max_ttl = t;
-        }
-        if let Some(t) = fields::duration(d, "token_explicit_max_ttl")? {
-            self.token_explicit_max_ttl = t;
-        }
-        if let Some(t) =
-            upgrade(fields::duration(d, "token_period")?, fields::duration(d, "period")?, "token_period", "period")?
-        {
-            self.token_period = t;
-        }
-        let uses =
-            upgrade(fields::int(d, "token_num_uses")?, fields::int(d, "num_uses")?, "token_num_uses", "num_uses")?;
-        if let Some(n) = uses {
-            self.token_num_uses = u64::try_from(n).map_err(|_| bad("'token_num_uses' cannot be negative"))?;
-        }
-        if let Some(b) = fields::boolean(d, "token_no_default_policy")? {
-            self.token_no_default_policy = b;
-        }
-        if let Some(c) = upgrade(
-            clean_list(d, "token_bound_cidrs")?,
-            clean_list(d, "bound_cidrs")?,
-            "token_bound_cidrs",
-            "bound_cidrs",
-        )? {
-            cidr::validate(&c).map_err(LogicalError::InvalidRequest)?;
-            self.token_bound_cidrs = c;
-        }
-        if let Some(t) = fields::string(d, "token_type")?
-            && !matches!(t.as_str(), "" | "default" | "service")
-        {
-            return Err(bad(format!("token type \"{t}\" is not supported; use \"service\" or \"default\"")));
-        }
-        if self.token_max_ttl > 0 && self.token_ttl > self.token_max_ttl {
-            return Err(bad("'token_ttl' cannot be greater than 'token_max_ttl'"));
-        }
-        Ok(())
-    }
-
-    fn write_to(&self, m: &mut Map<String, Value>) {
-        m.insert("token_policies".into(), self.token_policies.clone().into());
-        m.insert("policies".into(), self.token_policies.clone().into());
-        m.insert("token_ttl".into(), self.token_ttl.into());
-        m.insert("ttl".into(), self.token_ttl.into());
-        m.insert("token_max_ttl".into(), self.token_max_ttl.into());
-        m.insert("max_ttl".into(), self.token_max_ttl.into());
-        m.insert("token_explicit_max_ttl".into(), self.token_explicit_max_ttl.into());
-        m.insert("token_period".into(), self.token_period.into());
-        m.insert("period".into(), self.token_period.into());
-        m.insert("token_num_uses".into(), self.token_num_uses.into());
-        m.insert("num_uses".into(), self.token_num_uses.into());
-        m.insert("token_no_default_policy".into(), self.token_no_default_policy.into());
-        m.insert("token_bound_cidrs".into(), self.token_bound_cidrs.clone().into());
-        m.insert("bound_cidrs".into(), self.token_bound_cidrs.clone().into());
-        m.insert("token_type".into(), "default".into());
-    }
-
-    /// The login these settings give.
-    fn login(&self, display_name: String, metadata: Map<String, Value>, alias: String) -> Login {
-        let max_ttl = match (self.token_max_ttl, self.token_explicit_max_ttl) {
-            (0, e) => e,
-            (m, 0) => m,
-            (m, e) => m.min(e),
-        };
-        Login {
-            policies: self.token_policies.clone(),
-            no_default_policy: self.token_no_default_policy,
-            ttl: self.token_ttl,
-            max_ttl,
-            period: self.token_period,
-            num_uses: self.token_num_uses,
-            display_name,
-            metadata,
-            bound_cidrs: self.token_bound_cidrs.clone(),
-            renewable: true,
-            alias,
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1221,7 +1094,7 @@ impl Jwt {
         m.insert("oidc_scopes".into(), Value::Array(Vec::new()));
         m.insert("verbose_oidc_logging".into(), false.into());
         m.insert("max_age".into(), 0.into());
-        r.token.write_to(&mut m);
+        r.token.write_to(&mut m, LEGACY_ALL);
         Ok(Response::data(m))
     }
 
@@ -1323,7 +1196,7 @@ impl Jwt {
         if let Some(v) = leeway(d, "not_before_leeway")? {
             r.not_before_leeway = v;
         }
-        r.token.apply(d)?;
+        r.token.update_from(d, LEGACY_ALL)?;
         if r.bound_audiences.is_empty()
             && r.bound_subject.is_empty()
             && r.bound_claims.is_empty()
@@ -1543,7 +1416,7 @@ impl Jwt {
         m.insert("bound_service_account_namespaces".into(), r.bound_service_account_namespaces.clone().into());
         m.insert("audience".into(), r.audience.clone().into());
         m.insert("alias_name_source".into(), r.alias_name_source.clone().into());
-        r.token.write_to(&mut m);
+        r.token.write_to(&mut m, LEGACY_ALL);
         Ok(Response::data(m))
     }
 
@@ -1573,7 +1446,7 @@ impl Jwt {
                 }
             }
         }
-        r.token.apply(d)?;
+        r.token.update_from(d, LEGACY_ALL)?;
         if r.bound_service_account_names.is_empty() {
             return Err(bad("\"bound_service_account_names\" can not be empty"));
         }

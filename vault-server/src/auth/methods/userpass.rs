@@ -26,15 +26,15 @@ use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 use zeroize::{Zeroize, Zeroizing};
 
-use super::MethodContext;
+use super::{MethodContext, TokenSettings, upgrade};
 use crate::auth::Authorized;
 use crate::auth::cidr;
-use crate::auth::token_backend::{policy_list, string_list};
+use crate::auth::token_backend::policy_list;
 use crate::barrier::view::View;
 use crate::barrier::{BarrierError, Unsealed, now_unix};
 use crate::crypto::hmac::{HmacKey, ct_eq};
 use crate::crypto::random;
-use crate::logical::{Backend, BoxFuture, LogicalError, Login, Operation, Request, Response, fields};
+use crate::logical::{Backend, BoxFuture, LogicalError, Operation, Request, Response};
 use crate::storage::{Expect, StorageError};
 
 /// Argon2id memory cost in KiB (OWASP: 19 MiB).
@@ -76,27 +76,17 @@ const BACKUP_LABEL: &[u8] = b"userpass-backup-code";
 /// Storage key of the per-mount backup-code HMAC key.
 const BACKUP_KEY_PATH: &str = "config/backup_key";
 
+/// The legacy names of token settings a user write accepts (and a read returns).
+const LEGACY: &[&str] = &["policies", "ttl", "max_ttl", "period", "bound_cidrs"];
+
 /// A stored user. The hash is wiped from memory on drop and never printed.
 #[derive(Clone, Default, Serialize, Deserialize)]
 struct UserEntry {
     #[serde(default)]
     password_hash: String,
-    #[serde(default)]
-    token_policies: Vec<String>,
-    #[serde(default)]
-    token_ttl: u64,
-    #[serde(default)]
-    token_max_ttl: u64,
-    #[serde(default)]
-    token_explicit_max_ttl: u64,
-    #[serde(default)]
-    token_period: u64,
-    #[serde(default)]
-    token_num_uses: u64,
-    #[serde(default)]
-    token_no_default_policy: bool,
-    #[serde(default)]
-    token_bound_cidrs: Vec<String>,
+    /// Token settings (stored inline, under their `token_*` names).
+    #[serde(flatten)]
+    token: TokenSettings,
 }
 
 impl Drop for UserEntry {
@@ -109,7 +99,7 @@ impl std::fmt::Debug for UserEntry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UserEntry")
             .field("password_hash", &"<redacted>")
-            .field("token_policies", &self.token_policies)
+            .field("token", &self.token)
             .finish_non_exhaustive()
     }
 }
@@ -253,22 +243,6 @@ fn to_json<T: Serialize>(v: &T) -> Result<Zeroizing<Vec<u8>>, LogicalError> {
 
 fn now_secs() -> u64 {
     u64::try_from(now_unix()).unwrap_or(0)
-}
-
-/// Of a new-style and a legacy field, the one given; both given must agree.
-fn upgrade<T: PartialEq>(
-    new: Option<T>,
-    old: Option<T>,
-    new_name: &str,
-    old_name: &str,
-) -> Result<Option<T>, LogicalError> {
-    match (new, old) {
-        (Some(a), Some(b)) if a != b => {
-            Err(bad(format!("cannot set both '{new_name}' and '{old_name}' (deprecated) to different values")))
-        }
-        (Some(a), _) => Ok(Some(a)),
-        (None, b) => Ok(b),
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -451,16 +425,7 @@ impl Userpass {
         let (e, _) = self.load_user(u, name).await?.ok_or(LogicalError::NotFound)?;
         let totp = self.view.get(u, &totp_key(name)).await?.is_some();
         let mut m = Map::new();
-        m.insert("token_policies".into(), e.token_policies.clone().into());
-        m.insert("policies".into(), e.token_policies.clone().into());
-        m.insert("token_ttl".into(), e.token_ttl.into());
-        m.insert("token_max_ttl".into(), e.token_max_ttl.into());
-        m.insert("token_explicit_max_ttl".into(), e.token_explicit_max_ttl.into());
-        m.insert("token_period".into(), e.token_period.into());
-        m.insert("token_num_uses".into(), e.token_num_uses.into());
-        m.insert("token_no_default_policy".into(), e.token_no_default_policy.into());
-        m.insert("token_bound_cidrs".into(), e.token_bound_cidrs.clone().into());
-        m.insert("token_type".into(), "default".into());
+        e.token.write_to(&mut m, LEGACY);
         m.insert("totp_enabled".into(), totp.into());
         Ok(Response::data(m))
     }
@@ -483,7 +448,7 @@ impl Userpass {
         if rev.is_none() && password.is_none() {
             return Err(bad("missing password"));
         }
-        apply_token_fields(&mut entry, &data)?;
+        entry.token.update_from(&data, LEGACY)?;
         if let Some(p) = password {
             entry.password_hash = self.hash(p).await?.to_string();
         }
@@ -523,7 +488,7 @@ impl Userpass {
         )?
         .unwrap_or_default();
         let (mut entry, rev) = self.load_user(u, name).await?.ok_or_else(|| bad("username does not exist"))?;
-        entry.token_policies = policies;
+        entry.token.token_policies = policies;
         self.store_user(u, name, &entry, Some(rev)).await?;
         Ok(Response::NoContent)
     }
@@ -534,55 +499,6 @@ impl Userpass {
         b.commit().await?;
         Ok(Response::NoContent)
     }
-}
-
-/// Apply the token settings given in `d` (new names and legacy aliases).
-fn apply_token_fields(e: &mut UserEntry, d: &Map<String, Value>) -> Result<(), LogicalError> {
-    if let Some(p) =
-        upgrade(policy_list(d, "token_policies")?, policy_list(d, "policies")?, "token_policies", "policies")?
-    {
-        e.token_policies = p;
-    }
-    if let Some(t) = upgrade(fields::duration(d, "token_ttl")?, fields::duration(d, "ttl")?, "token_ttl", "ttl")? {
-        e.token_ttl = t;
-    }
-    if let Some(t) =
-        upgrade(fields::duration(d, "token_max_ttl")?, fields::duration(d, "max_ttl")?, "token_max_ttl", "max_ttl")?
-    {
-        e.token_max_ttl = t;
-    }
-    if let Some(t) = fields::duration(d, "token_explicit_max_ttl")? {
-        e.token_explicit_max_ttl = t;
-    }
-    if let Some(t) =
-        upgrade(fields::duration(d, "token_period")?, fields::duration(d, "period")?, "token_period", "period")?
-    {
-        e.token_period = t;
-    }
-    if let Some(n) = fields::int(d, "token_num_uses")? {
-        e.token_num_uses = u64::try_from(n).map_err(|_| bad("'token_num_uses' cannot be negative"))?;
-    }
-    if let Some(b) = fields::boolean(d, "token_no_default_policy")? {
-        e.token_no_default_policy = b;
-    }
-    if let Some(c) = upgrade(
-        string_list(d, "token_bound_cidrs")?,
-        string_list(d, "bound_cidrs")?,
-        "token_bound_cidrs",
-        "bound_cidrs",
-    )? {
-        cidr::validate(&c).map_err(LogicalError::InvalidRequest)?;
-        e.token_bound_cidrs = c;
-    }
-    if let Some(t) = fields::string(d, "token_type")?
-        && !matches!(t.as_str(), "" | "default" | "service")
-    {
-        return Err(bad(format!("token type \"{t}\" is not supported; use \"service\" or \"default\"")));
-    }
-    if e.token_max_ttl > 0 && e.token_ttl > e.token_max_ttl {
-        return Err(bad("'token_ttl' cannot be greater than 'token_max_ttl'"));
-    }
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -660,32 +576,15 @@ impl Userpass {
             Some((e, _)) if ok => e,
             _ => return Err(self.failed(&name, addr, INVALID_CREDENTIALS)),
         };
-        if !cidr::allowed(&user.token_bound_cidrs, addr) {
+        if !cidr::allowed(&user.token.token_bound_cidrs, addr) {
             return Err(LogicalError::PermissionDenied);
         }
         self.second_factor(u, &name, addr, totp_code, backup_code).await?;
         self.ctx.lockout.success(&self.ctx.mount_path, &name);
 
-        let max_ttl = match (user.token_max_ttl, user.token_explicit_max_ttl) {
-            (0, e) => e,
-            (m, 0) => m,
-            (m, e) => m.min(e),
-        };
         let mut metadata = Map::new();
         metadata.insert("username".into(), name.clone().into());
-        Ok(Response::Login(Box::new(Login {
-            policies: user.token_policies.clone(),
-            no_default_policy: user.token_no_default_policy,
-            ttl: user.token_ttl,
-            max_ttl,
-            period: user.token_period,
-            num_uses: user.token_num_uses,
-            display_name: format!("userpass-{name}"),
-            metadata,
-            bound_cidrs: user.token_bound_cidrs.clone(),
-            renewable: true,
-            alias: name,
-        })))
+        Ok(Response::Login(Box::new(user.token.login(format!("userpass-{name}"), metadata, name))))
     }
 
     /// When the user is enrolled in TOTP, require and consume a current TOTP
