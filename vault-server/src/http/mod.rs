@@ -236,25 +236,40 @@ fn logical_response(path: &str, handled: crate::core::request::Handled) -> Respo
         logical::Response::Login(_) => {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
         }
+        logical::Response::NotFoundWithData(data) => {
+            envelope(path, StatusCode::NOT_FOUND, Some(data), None, Vec::new(), handled.mount_type)
+        }
         logical::Response::Data { data, auth, warnings } => {
-            let mut body = Map::new();
-            if injects_top_level(path)
-                && let Some(d) = &data
-            {
-                for (k, v) in d {
-                    body.insert(k.clone(), v.clone());
-                }
-            }
-            body.insert("request_id".into(), random::uuid().into());
-            body.insert("lease_id".into(), "".into());
-            body.insert("renewable".into(), false.into());
-            body.insert("lease_duration".into(), 0.into());
-            body.insert("data".into(), data.map(Value::Object).unwrap_or(Value::Null));
-            body.insert("wrap_info".into(), Value::Null);
-            body.insert("warnings".into(), if warnings.is_empty() { Value::Null } else { warnings.into() });
-            body.insert("auth".into(), auth.and_then(|a| serde_json::to_value(a).ok()).unwrap_or(Value::Null));
-            body.insert("mount_type".into(), handled.mount_type.into());
-            json_response(StatusCode::OK, &Value::Object(body))
+            envelope(path, StatusCode::OK, data, auth, warnings, handled.mount_type)
         }
     }
+}
+
+/// Vault's standard response envelope.
+fn envelope(
+    path: &str,
+    status: StatusCode,
+    data: Option<Map<String, Value>>,
+    auth: Option<Box<logical::AuthInfo>>,
+    warnings: Vec<String>,
+    mount_type: String,
+) -> Response {
+    let mut body = Map::new();
+    if injects_top_level(path)
+        && let Some(d) = &data
+    {
+        for (k, v) in d {
+            body.insert(k.clone(), v.clone());
+        }
+    }
+    body.insert("request_id".into(), random::uuid().into());
+    body.insert("lease_id".into(), "".into());
+    body.insert("renewable".into(), false.into());
+    body.insert("lease_duration".into(), 0.into());
+    body.insert("data".into(), data.map(Value::Object).unwrap_or(Value::Null));
+    body.insert("wrap_info".into(), Value::Null);
+    body.insert("warnings".into(), if warnings.is_empty() { Value::Null } else { warnings.into() });
+    body.insert("auth".into(), auth.and_then(|a| serde_json::to_value(a).ok()).unwrap_or(Value::Null));
+    body.insert("mount_type".into(), mount_type.into());
+    json_response(status, &Value::Object(body))
 }

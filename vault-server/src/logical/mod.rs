@@ -160,6 +160,9 @@ pub enum Response {
     },
     /// Success with nothing to say.
     NoContent,
+    /// Nothing readable here, but what is known about the path is returned
+    /// (KV v2: a deleted or destroyed version answers 404 with its metadata).
+    NotFoundWithData(Map<String, Value>),
 }
 
 impl std::fmt::Debug for Response {
@@ -173,6 +176,9 @@ impl std::fmt::Debug for Response {
                 .field("warnings", warnings)
                 .finish(),
             Response::NoContent => f.write_str("NoContent"),
+            Response::NotFoundWithData(d) => {
+                f.debug_tuple("NotFoundWithData").field(&d.keys().collect::<Vec<_>>()).finish()
+            }
         }
     }
 }
