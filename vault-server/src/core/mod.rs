@@ -566,6 +566,20 @@ impl Core {
                 Zeroizing::new(chosen.to_string())
             }
         };
+        // Dev mode serves `secret/` as KV v2, as Vault's dev server does.
+        let u = self.unsealed()?;
+        let entry = MountEntry {
+            path: "secret/".into(),
+            kind: "kv".into(),
+            description: "key/value secret storage".into(),
+            accessor: String::new(),
+            uuid: String::new(),
+            config: mounts::MountConfig::default(),
+            options: Some(serde_json::json!({"version": "2"}).as_object().cloned().unwrap_or_default()),
+            local: false,
+            seal_wrap: false,
+        };
+        self.mount(&u, Table::Secrets, entry).await?;
         Ok((key_b64, token))
     }
 

@@ -2,6 +2,7 @@
 //! Each engine gets a [`View`] of the barrier limited to its own prefix.
 
 pub mod kv;
+pub mod kv2;
 
 use std::sync::Arc;
 
@@ -15,9 +16,7 @@ pub fn build(entry: &MountEntry, view: View) -> Result<Arc<dyn Backend>, Logical
     match entry.kind.as_str() {
         "kv" | "generic" => match version {
             "1" | "" => Ok(Arc::new(kv::KvV1::new(view))),
-            "2" => Err(LogicalError::InvalidRequest(
-                "KV version 2 is not available in this build yet; mount with options.version=1".into(),
-            )),
+            "2" => Ok(Arc::new(kv2::KvV2::new(view))),
             other => Err(LogicalError::InvalidRequest(format!("invalid kv version \"{other}\""))),
         },
         other => {
