@@ -96,3 +96,13 @@ fn hvac_auth_sqlite() {
 fn hvac_auth_postgres() {
     run_hvac_script("test_hvac_auth.py", Backend::Postgres);
 }
+
+#[test]
+fn hvac_kv_v2_sqlite() {
+    run_hvac_script("test_hvac_kv2.py", Backend::Sqlite);
+}
+
+#[test]
+fn hvac_kv_v2_postgres() {
+    run_hvac_script("test_hvac_kv2.py", Backend::Postgres);
+}
