@@ -12,66 +12,23 @@ first failure with a non-zero exit status, and ends with "N passed, 0 failed"
 when everything passed. It needs no test framework.
 """
 
-import os
 import sys
-import traceback
 
-try:
-    import hvac
-    import hvac.exceptions as hexc
-    import requests
-except ImportError as e:  # pragma: no cover - environment problem
-    print(f"FAIL: cannot import hvac ({e}); run scripts/test or `pip install hvac==2.4.0`")
-    sys.exit(2)
-
-if not __debug__:
-    print("FAIL: run without -O: the checks are assert statements")
-    sys.exit(2)
-
-ADDR = os.environ.get("VAULT_ADDR")
-if not ADDR:
-    print("FAIL: VAULT_ADDR is not set")
-    sys.exit(2)
-# hvac falls back to VAULT_TOKEN / ~/.vault-token when no token is given;
-# every client below sets its token explicitly.
-os.environ.pop("VAULT_TOKEN", None)
+from hvac_harness import (  # shared set-up, helpers, runner
+    STATE,
+    expect_raises,
+    hexc,
+    is_no_content,
+    new_client,
+    run,
+    step,
+)
 
 MOUNT = "secret"
-PASSED = 0
-STATE = {}
-STEPS = []
 
 
-def new_client(token=None):
-    """An hvac client for ADDR that ignores proxy settings of the environment."""
-    session = requests.Session()
-    session.trust_env = False
-    c = hvac.Client(url=ADDR, session=session, timeout=30)
-    c.token = token
-    return c
 
 
-def step(fn):
-    STEPS.append(fn)
-    return fn
-
-
-def expect_raises(exc_type, fn, *args, **kwargs):
-    """Call fn and return the exception it raised; it must be exactly exc_type."""
-    try:
-        result = fn(*args, **kwargs)
-    except hexc.VaultError as e:
-        assert type(e) is exc_type, (
-            f"{fn.__name__}: expected {exc_type.__name__}, got {type(e).__name__}: {e}"
-        )
-        return e
-    raise AssertionError(f"{fn.__name__}: expected {exc_type.__name__}, but it returned {result!r}")
-
-
-def is_no_content(resp, what):
-    """Bodiless writes: hvac returns the requests.Response; Vault answers 204."""
-    assert isinstance(resp, requests.Response), f"{what}: expected an empty response, got {resp!r}"
-    assert resp.status_code == 204, f"{what}: expected 204, got {resp.status_code} body={resp.text!r}"
 
 
 def kv():
@@ -321,36 +278,5 @@ def delete_metadata_and_all_versions():
     assert r["data"]["version"] == 1, f"recreate after delete_metadata: {r!r}"
 
 
-def main():
-    global PASSED
-    # Keep stdout and the stderr tracebacks in order when both are captured.
-    sys.stdout.reconfigure(line_buffering=True)
-    try:
-        from importlib.metadata import version
-
-        hvac_version = version("hvac")
-    except Exception:  # metadata missing: not fatal
-        hvac_version = "?"
-    print(f"hvac {hvac_version} against {ADDR}")
-    for fn in STEPS:
-        name = fn.__name__
-        try:
-            fn()
-        except AssertionError as e:
-            print(f"FAIL {name}: {e}")
-            traceback.print_exc()
-            print(f"{PASSED} passed, 1 failed")
-            return 1
-        except Exception as e:  # an hvac exception or a client-side crash is a failure too
-            print(f"FAIL {name}: unexpected {type(e).__name__}: {e}")
-            traceback.print_exc()
-            print(f"{PASSED} passed, 1 failed")
-            return 1
-        PASSED += 1
-        print(f"ok   {name}")
-    print(f"{PASSED} passed, 0 failed")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())
