@@ -264,8 +264,8 @@ fn parse_config(v: Option<&Value>) -> Result<MountConfig, LogicalError> {
     Ok(c)
 }
 
-/// The system's default and maximum lease TTL (Vault's 768h).
-const SYSTEM_TTL: u64 = 768 * 3600;
+/// The system's default and maximum lease TTL (Vault's 768h), shared with the token store.
+use crate::auth::token::SYSTEM_MAX_TTL as SYSTEM_TTL;
 
 async fn tune(
     core: &Arc<Core>,
