@@ -12,6 +12,12 @@
 //! cert_file = "/etc/vault/tls/cert.pem"
 //! key_file  = "/etc/vault/tls/key.pem"
 //!
+//! cache_max_bytes = 67108864   # read cache of stored (encrypted) records; 0 disables
+//!
+//! [rotation]             # KV v2 secret rotation (docs/kv-rotation.md)
+//! interval = "5s"        # how often due rotations are looked for
+//! lease = "60s"          # how long a server's claim on a rotation lasts
+//!
 //! [lockout]              # brute-force protection of every login path
 //! threshold = 5          # failures per user/role before a lockout (x4 per address)
 //! duration = "15m"       # how long a lockout lasts
@@ -97,6 +103,15 @@ struct FileConfig {
     max_request_bytes: Option<usize>,
     tls: Option<TlsConfig>,
     lockout: Option<LockoutFile>,
+    cache_max_bytes: Option<u64>,
+    rotation: Option<RotationFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RotationFile {
+    interval: Option<String>,
+    lease: Option<String>,
 }
 
 /// The effective configuration.
@@ -118,6 +133,10 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// Login lockout (brute-force protection).
     pub lockout: crate::auth::lockout::LockoutConfig,
+    /// Read cache size in bytes (0: no cache).
+    pub cache_max_bytes: u64,
+    /// Secret rotation scheduling.
+    pub rotation: crate::engines::RotationSettings,
 }
 
 /// Command-line overrides.
@@ -160,8 +179,11 @@ impl Config {
             return Err(ConfigError::Invalid("max_request_bytes must be at least 1024".into()));
         }
         let lockout = Self::lockout(fc.lockout.unwrap_or_default())?;
+        let rotation = Self::rotation(fc.rotation.unwrap_or_default())?;
         Ok(Config {
             lockout,
+            rotation,
+            cache_max_bytes: fc.cache_max_bytes.unwrap_or(crate::storage::DEFAULT_CACHE_BYTES),
             listen_addr,
             storage_url,
             log_level: overrides.log_level.or(fc.log_level).unwrap_or_else(|| "info".into()),
@@ -192,6 +214,25 @@ impl Config {
         dur("duration", f.duration, &mut c.duration)?;
         dur("counter_reset", f.counter_reset, &mut c.counter_reset)?;
         Ok(c)
+    }
+
+    fn rotation(f: RotationFile) -> Result<crate::engines::RotationSettings, ConfigError> {
+        let mut r = crate::engines::RotationSettings::default();
+        let parse = |name: &str, v: &str| {
+            crate::logical::fields::parse_duration(v).filter(|s| *s > 0).map(std::time::Duration::from_secs).ok_or_else(
+                || ConfigError::Invalid(format!("rotation.{name} \"{v}\" is not a duration such as \"5s\"")),
+            )
+        };
+        if let Some(v) = f.interval {
+            r.interval = parse("interval", &v)?;
+        }
+        if let Some(v) = f.lease {
+            r.lease = parse("lease", &v)?;
+        }
+        if r.lease < std::time::Duration::from_secs(3) {
+            return Err(ConfigError::Invalid("rotation.lease must be at least 3s".into()));
+        }
+        Ok(r)
     }
 
     fn parse_file(text: &str) -> Result<FileConfig, String> {

@@ -45,9 +45,10 @@ pub struct Server {
 impl Server {
     /// Open storage, build the core, bind the listener.
     pub async fn start(config: Config) -> Result<Self, ServerError> {
-        let storage = Storage::open(&config.storage_url).await?;
+        let storage = Storage::open_with(&config.storage_url, config.cache_max_bytes).await?;
         let core = Core::new(storage).await?;
         core.lockout().configure(config.lockout);
+        core.configure_rotation(config.rotation);
         let listener = TcpListener::bind(config.listen_addr).await?;
         Ok(Self { core, listener, config })
     }
@@ -126,16 +127,36 @@ impl Server {
     }
 }
 
-/// Periodic jobs: barrier usage check (auto-rotation).
-async fn background(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => core.maintain().await,
-            _ = stop.changed() => return,
+/// Periodic jobs: barrier usage check (auto-rotation) and token tidy every
+/// minute; due secret rotations every `[rotation] interval`, in their own loop
+/// so a slow database cannot delay the barrier's checks (or the reverse).
+async fn background(core: Arc<Core>, stop: watch::Receiver<bool>) {
+    let rotations = {
+        let core = core.clone();
+        let mut stop = stop.clone();
+        async move {
+            let mut tick = tokio::time::interval(core.rotation_settings().interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => core.run_periodic().await,
+                    _ = stop.changed() => return,
+                }
+            }
         }
-    }
+    };
+    let housekeeping = async move {
+        let mut stop = stop;
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => core.maintain().await,
+                _ = stop.changed() => return,
+            }
+        }
+    };
+    tokio::join!(rotations, housekeeping);
 }
 
 /// Resolves on SIGTERM or SIGINT.

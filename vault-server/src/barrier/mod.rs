@@ -145,6 +145,8 @@ fn header_term(path: &str, bytes: &[u8]) -> Result<u32, BarrierError> {
 pub struct Barrier {
     storage: Storage,
     slot: RwLock<Option<Arc<Keyring>>>,
+    /// `true` while sealed; long waits (KV watch) end when it turns true.
+    sealed: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Barrier {
@@ -156,7 +158,7 @@ impl std::fmt::Debug for Barrier {
 impl Barrier {
     /// A sealed barrier over `storage`.
     pub fn new(storage: Storage) -> Self {
-        Self { storage, slot: RwLock::new(None) }
+        Self { storage, slot: RwLock::new(None), sealed: tokio::sync::watch::Sender::new(true) }
     }
 
     /// The storage underneath (for records outside the barrier: the seal's).
@@ -170,6 +172,11 @@ impl Barrier {
         slot.as_ref().map(|k| Unsealed { keys: k.clone() }).ok_or(BarrierError::Sealed)
     }
 
+    /// Follows the seal state (`true`: sealed), for waits that must end on seal.
+    pub fn seal_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.sealed.subscribe()
+    }
+
     /// True when no keyring is loaded.
     pub fn is_sealed(&self) -> bool {
         self.slot.read().map(|s| s.is_none()).unwrap_or(true)
@@ -181,6 +188,7 @@ impl Barrier {
         if let Ok(mut slot) = self.slot.write() {
             *slot = Some(keys.clone());
         }
+        self.sealed.send_replace(false);
         Unsealed { keys }
     }
 
@@ -189,6 +197,7 @@ impl Barrier {
     pub(crate) fn seal(&self) {
         let old = self.slot.write().ok().and_then(|mut s| s.take());
         drop(old);
+        self.sealed.send_replace(true);
     }
 
     /// Read and decrypt `path`.

@@ -65,6 +65,23 @@ impl View {
         self.barrier.list(u, &self.full(prefix)).await
     }
 
+    /// Every key under `prefix` (any depth), relative to the view.
+    pub async fn scan(&self, _u: &Unsealed, prefix: &str) -> Result<Vec<String>, BarrierError> {
+        let full = self.full(prefix);
+        let paths = self.barrier.storage().scan(&full).await?;
+        Ok(paths.into_iter().filter_map(|p| p.strip_prefix(&self.prefix).map(str::to_string)).collect())
+    }
+
+    /// A notifier woken when `key` is written or deleted (here or by another server).
+    pub fn watch(&self, key: &str) -> std::sync::Arc<tokio::sync::Notify> {
+        self.barrier.storage().watch(&self.full(key))
+    }
+
+    /// Follows the seal state (`true`: sealed).
+    pub fn seal_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.barrier.seal_signal()
+    }
+
     /// A batch builder bound to this view.
     pub fn batch(&self) -> ViewBatch<'_> {
         ViewBatch { view: self, inner: Batch::new() }

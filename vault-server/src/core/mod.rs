@@ -159,6 +159,7 @@ pub struct Core {
     generate_root: std::sync::Mutex<Option<GenerateRoot>>,
     seal_config: RwLock<Option<SealConfig>>,
     lockout: Arc<crate::auth::lockout::Lockout>,
+    rotation: RwLock<crate::engines::RotationSettings>,
 }
 
 impl std::fmt::Debug for Core {
@@ -186,6 +187,7 @@ impl Core {
             generate_root: std::sync::Mutex::new(None),
             seal_config: RwLock::new(seal_config),
             lockout: Arc::new(crate::auth::lockout::Lockout::default()),
+            rotation: RwLock::new(crate::engines::RotationSettings::default()),
         });
         tokio::spawn(follow_changes(Arc::downgrade(&core), changes));
         Ok(core)
@@ -219,6 +221,26 @@ impl Core {
             }
         }
         Ok(())
+    }
+
+    /// Set how secret rotation is scheduled (before unsealing).
+    pub fn configure_rotation(&self, settings: crate::engines::RotationSettings) {
+        *self.rotation.write().unwrap_or_else(|p| p.into_inner()) = settings;
+    }
+
+    /// How secret rotation is scheduled.
+    pub fn rotation_settings(&self) -> crate::engines::RotationSettings {
+        *self.rotation.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One scheduler tick: every mount runs its due background work (KV v2
+    /// rotations). Each engine makes its work run once across servers.
+    pub async fn run_periodic(&self) {
+        let Ok(active) = self.active() else { return };
+        let Ok(u) = self.unsealed() else { return };
+        for m in active.router().mounts() {
+            m.backend.periodic(&u).await;
+        }
     }
 
     /// Login failure counters shared by all auth methods.

@@ -241,7 +241,7 @@ pub async fn load_router(core: &Core, u: &Unsealed) -> Result<Router, CoreError>
 fn mounted(core: &Core, table: Table, entry: MountEntry) -> Result<Mounted, CoreError> {
     let view = View::new(core.barrier.clone(), format!("{}{}/", table.data_prefix(), entry.uuid));
     let backend = match table {
-        Table::Secrets => crate::engines::build(&entry, view)?,
+        Table::Secrets => crate::engines::build(&entry, view, core.rotation_settings())?,
         Table::Auth => crate::auth::methods::build(core, &entry, view)?,
     };
     Ok(Mounted { route_path: format!("{}{}", table.route_prefix(), entry.path), table, entry, backend })

@@ -1,22 +1,41 @@
 //! Secrets engines and the factory that builds them from mount-table rows.
 //! Each engine gets a [`View`] of the barrier limited to its own prefix.
 
+pub mod generate;
 pub mod kv;
 pub mod kv2;
+pub mod pg_role;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::barrier::view::View;
 use crate::core::MountEntry;
 use crate::logical::{Backend, LogicalError};
 
+/// Scheduling of KV v2 secret rotation (`[rotation]` in the config file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RotationSettings {
+    /// How often the scheduler looks for due rotations.
+    pub interval: Duration,
+    /// How long a server's claim on a rotation lasts; the external calls of
+    /// one rotation get a third of it each, so a claim outlives its work.
+    pub lease: Duration,
+}
+
+impl Default for RotationSettings {
+    fn default() -> Self {
+        Self { interval: Duration::from_secs(5), lease: Duration::from_secs(60) }
+    }
+}
+
 /// Build the engine for a mount-table row.
-pub fn build(entry: &MountEntry, view: View) -> Result<Arc<dyn Backend>, LogicalError> {
+pub fn build(entry: &MountEntry, view: View, settings: RotationSettings) -> Result<Arc<dyn Backend>, LogicalError> {
     let version = entry.options.as_ref().and_then(|o| o.get("version")).and_then(|v| v.as_str()).unwrap_or("1");
     match entry.kind.as_str() {
         "kv" | "generic" => match version {
             "1" | "" => Ok(Arc::new(kv::KvV1::new(view))),
-            "2" => Ok(Arc::new(kv2::KvV2::new(view))),
+            "2" => Ok(Arc::new(kv2::KvV2::new(view, settings))),
             other => Err(LogicalError::InvalidRequest(format!("invalid kv version \"{other}\""))),
         },
         other => {

@@ -51,6 +51,7 @@ impl From<LogicalError> for ApiError {
             LogicalError::UnsupportedPath(m) => Self::new(StatusCode::NOT_FOUND, m),
             LogicalError::UnsupportedOperation => Self::new(StatusCode::METHOD_NOT_ALLOWED, "unsupported operation"),
             LogicalError::RateLimited(m) => Self::new(StatusCode::TOO_MANY_REQUESTS, m),
+            LogicalError::Upstream(m) => Self::new(StatusCode::BAD_GATEWAY, m),
             LogicalError::Sealed => Self::new(StatusCode::SERVICE_UNAVAILABLE, "Vault is sealed"),
             LogicalError::Internal(detail) => internal(&detail),
         }

@@ -226,6 +226,11 @@ pub enum LogicalError {
     /// Too many attempts (429).
     #[error("{0}")]
     RateLimited(String),
+    /// A system the vault drives on the caller's behalf (e.g. the database
+    /// of a rotated role) failed or refused (502). The message names the
+    /// failure, never a secret.
+    #[error("{0}")]
+    Upstream(String),
     /// The vault is sealed (503).
     #[error("Vault is sealed")]
     Sealed,
@@ -281,6 +286,14 @@ pub trait Backend: Send + Sync + 'static {
     /// to the operation's capability.
     fn root_paths(&self) -> &'static [&'static str] {
         &[]
+    }
+
+    /// Background work, called by the core every scheduler interval while
+    /// unsealed (KV v2: due rotations). Must make its work run once across
+    /// servers sharing the storage, and must not fail loudly: errors are the
+    /// engine's to record.
+    fn periodic<'a>(&'a self, _unsealed: &'a crate::barrier::Unsealed) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
     }
 
     /// Called when the mount is removed: the engine's data is deleted by the

@@ -17,15 +17,18 @@
 
 #[macro_use]
 mod sql;
+mod cache;
 mod group;
 mod postgres;
 mod sqlite;
+mod watch;
 
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 pub use crate::crypto::Ciphertext;
+pub use cache::DEFAULT_BYTES as DEFAULT_CACHE_BYTES;
 
 /// What can go wrong in storage. Messages never contain values.
 #[derive(Debug, thiserror::Error)]
@@ -201,12 +204,35 @@ enum Backend {
     Postgres(postgres::Postgres),
 }
 
+/// State shared by the handle, the writer and the change listener: what
+/// must be updated whenever a path changes, here or on another server.
+pub(super) struct Shared {
+    cache: cache::ReadCache,
+    watchers: watch::Watchers,
+}
+
+impl Shared {
+    /// `path` changed (a local commit, or another server's announced one):
+    /// drop it from the cache *before* anyone is told, then wake its waiters.
+    fn changed(&self, path: &str) {
+        self.cache.invalidate(path);
+        self.watchers.fire(path);
+    }
+
+    /// Notifications may have been lost: forget everything, wake everyone.
+    fn resync(&self) {
+        self.cache.clear();
+        self.watchers.fire_all();
+    }
+}
+
 /// Handle to the storage; cheap to clone.
 #[derive(Clone)]
 pub struct Storage {
     backend: Arc<Backend>,
     writer: group::Writer,
     changes: tokio::sync::broadcast::Sender<Change>,
+    shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for Storage {
@@ -219,6 +245,11 @@ impl Storage {
     /// Open (creating if needed) the storage at `url` and run migrations.
     /// `sqlite://path/to/file.db` or `postgres://user@host/db`.
     pub async fn open(url: &str) -> Result<Self, StorageError> {
+        Self::open_with(url, DEFAULT_CACHE_BYTES).await
+    }
+
+    /// [`open`](Self::open) with a read cache of `cache_bytes` (0: none).
+    pub async fn open_with(url: &str, cache_bytes: u64) -> Result<Self, StorageError> {
         let backend = if url.starts_with("sqlite:") {
             Arc::new(Backend::Sqlite(sqlite::Sqlite::open(url).await?))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -228,10 +259,11 @@ impl Storage {
         };
         let writer = group::Writer::start(backend.clone());
         let (changes, _) = tokio::sync::broadcast::channel(1024);
+        let shared = Arc::new(Shared { cache: cache::ReadCache::new(cache_bytes), watchers: Default::default() });
         if let Backend::Postgres(pg) = &*backend {
-            pg.spawn_listener(changes.clone());
+            pg.spawn_listener(changes.clone(), shared.clone());
         }
-        Ok(Self { backend, writer, changes })
+        Ok(Self { backend, writer, changes, shared })
     }
 
     /// Which database this is.
@@ -248,12 +280,34 @@ impl Storage {
         self.changes.subscribe()
     }
 
-    /// Read one path.
+    /// Read one path (through the read cache).
     pub async fn get(&self, path: &str) -> Result<Option<Entry>, StorageError> {
-        match &*self.backend {
-            Backend::Sqlite(b) => b.get(path).await,
-            Backend::Postgres(b) => b.get(path).await,
+        if let Some(hit) = self.shared.cache.get(path) {
+            return Ok(hit);
         }
+        let ticket = self.shared.cache.ticket(path);
+        let found = match &*self.backend {
+            Backend::Sqlite(b) => b.get(path).await?,
+            Backend::Postgres(b) => b.get(path).await?,
+        };
+        self.shared.cache.fill(ticket, path, &found);
+        Ok(found)
+    }
+
+    /// Every path under `prefix` (any depth), sorted.
+    pub async fn scan(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        match &*self.backend {
+            Backend::Sqlite(b) => b.scan(prefix, upper_bound(prefix).as_deref()).await,
+            Backend::Postgres(b) => b.scan(prefix, upper_bound(prefix).as_deref()).await,
+        }
+    }
+
+    /// A notifier woken whenever `path` is written or deleted, by this server
+    /// or (PostgreSQL) another one. Create the `notified()` future and
+    /// `enable()` it *before* checking the state you wait for, so a change
+    /// between the check and the wait is not missed.
+    pub fn watch(&self, path: &str) -> Arc<tokio::sync::Notify> {
+        self.shared.watchers.watch(path)
     }
 
     /// Immediate children of `prefix` (which is empty or ends in `/`), sorted;
@@ -271,7 +325,14 @@ impl Storage {
         if batch.is_empty() {
             return Ok(());
         }
-        self.writer.submit(batch).await
+        let paths: Vec<String> = batch.paths().map(str::to_string).collect();
+        let result = self.writer.submit(batch).await;
+        // Whatever the outcome (a conflict means our cached copy was stale;
+        // a failed transaction may still have committed), forget the paths.
+        for p in &paths {
+            self.shared.changed(p);
+        }
+        result
     }
 
     /// The seal configuration, if the vault was initialized.

@@ -8,7 +8,9 @@ use std::time::Duration;
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-use super::{Change, Ciphertext, Entry, StorageError, WriteBatch, sql};
+use std::sync::Arc;
+
+use super::{Change, Ciphertext, Entry, Shared, StorageError, WriteBatch, sql};
 
 /// Lock every path the group will touch, in a global order (sorted 64-bit
 /// hashes; a collision only serialises two unrelated paths), so that
@@ -83,14 +85,18 @@ impl Postgres {
     /// Forward change notifications from other servers into `tx` until the
     /// pool closes. A lost connection is reported as [`Change::Resync`]
     /// (notifications may have been missed while it was down).
-    pub(super) fn spawn_listener(&self, tx: tokio::sync::broadcast::Sender<Change>) {
+    pub(super) fn spawn_listener(&self, tx: tokio::sync::broadcast::Sender<Change>, shared: Arc<Shared>) {
         let pool = self.pool.clone();
         let me = self.instance.clone();
         tokio::spawn(async move {
             let mut listener = loop {
                 match sqlx::postgres::PgListener::connect_with(&pool).await {
                     Ok(mut l) => match l.listen(CHANNEL).await {
-                        Ok(()) => break l,
+                        Ok(()) => {
+                            // Reads cached before we listened may have missed changes.
+                            shared.resync();
+                            break l;
+                        }
                         Err(e) => tracing::warn!(error = %e, "LISTEN failed; retrying"),
                     },
                     Err(e) => tracing::warn!(error = %e, "change listener cannot connect; retrying"),
@@ -108,15 +114,18 @@ impl Postgres {
                             continue;
                         }
                         for path in lines {
+                            shared.changed(path);
                             let _ = tx.send(Change::Path(path.to_string()));
                         }
                     }
                     Ok(None) => {
+                        shared.resync();
                         let _ = tx.send(Change::Resync);
                     }
                     Err(_) if pool.is_closed() => return,
                     Err(e) => {
                         tracing::warn!(error = %e, "change listener error; resyncing");
+                        shared.resync();
                         let _ = tx.send(Change::Resync);
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }

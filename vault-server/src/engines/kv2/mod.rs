@@ -5,9 +5,17 @@
 //! - `meta/{path}`: a key's metadata (versions map, settings);
 //! - `ver/{path}/{n}`: the data of version `n`, one encrypted row per version.
 //!
+//! - `rot/{path}`: the key's rotation policy and state (`rotation.rs`).
+//!
 //! Every write of data and metadata is one atomic batch guarded by a
 //! precondition on the metadata row, retried a few times on conflict, so two
 //! servers writing the same key cannot both create the same version.
+//!
+//! Times are kept in nanoseconds and shown as RFC 3339 with nanoseconds, as
+//! Vault does. Reads may wait for a newer version (`wait_for_version_after`,
+//! docs/kv-rotation.md); waiters park on the storage's change notifier.
+
+mod rotation;
 
 use std::collections::BTreeMap;
 
@@ -16,9 +24,9 @@ use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
 use crate::auth::Authorized;
-use crate::barrier::view::View;
-use crate::barrier::{BarrierError, Unsealed, now_unix};
-use crate::core::rfc3339;
+use crate::barrier::view::{View, ViewBatch};
+use crate::barrier::{BarrierError, Unsealed};
+use crate::engines::RotationSettings;
 use crate::logical::fields;
 use crate::logical::{Backend, BoxFuture, LogicalError, Operation, Request, Response};
 use crate::storage::{Expect, StorageError};
@@ -31,11 +39,45 @@ const CONFIG_KEY: &str = "config";
 const CAS_REQUIRED: &str = "check-and-set parameter required for this call";
 const CAS_MISMATCH: &str = "check-and-set parameter did not match the current version";
 
+/// Longest a read may wait for a newer version.
+const MAX_WAIT_SECS: u64 = 300;
+/// Wait when `wait_for_version_after` is given without `wait`.
+const DEFAULT_WAIT_SECS: u64 = 30;
+const NANOS: i64 = 1_000_000_000;
+
 /// The KV v2 engine.
 #[derive(Debug)]
 pub struct KvV2 {
     view: View,
+    settings: RotationSettings,
 }
+
+/// Now, in nanoseconds since the Unix epoch.
+fn now_ns() -> i64 {
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos()).unwrap_or(i64::MAX)
+}
+
+/// Nanoseconds since the epoch as RFC 3339 (Go's `RFC3339Nano`: trailing zeros trimmed).
+fn rfc3339_ns(ns: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ns))
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// What a write puts in the new version.
+enum Body<'a> {
+    /// The request's data, as is.
+    Replace(&'a Map<String, Value>),
+    /// RFC 7386 merge into the latest live version (which must exist).
+    Patch(&'a Map<String, Value>),
+    /// These fields replace the latest version's (or start a new secret).
+    Rotate(&'a Map<String, Value>),
+}
+
+/// Extra row written in the same batch as a new version (the rotation
+/// record), built once the version number is known.
+type Extra<'a> = &'a (dyn Fn(u64, &mut ViewBatch<'_>) -> Result<(), LogicalError> + Sync);
 
 /// Mount configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -52,9 +94,9 @@ struct Config {
 /// One version's metadata.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct VersionMeta {
-    created: i64,
+    created_ns: i64,
     #[serde(default)]
-    deletion: Option<i64>,
+    deletion_ns: Option<i64>,
     #[serde(default)]
     destroyed: bool,
 }
@@ -64,8 +106,8 @@ struct VersionMeta {
 struct Meta {
     #[serde(default)]
     cas_required: bool,
-    created: i64,
-    updated: i64,
+    created_ns: i64,
+    updated_ns: i64,
     #[serde(default)]
     current_version: u64,
     #[serde(default)]
@@ -93,6 +135,11 @@ fn go_duration(secs: u64) -> String {
     } else {
         format!("{s}s")
     }
+}
+
+/// Is this a conflict on exactly this storage path?
+fn conflict_at(e: &BarrierError, path: &str) -> bool {
+    matches!(e, BarrierError::Storage(StorageError::Conflict(p)) if p == path)
 }
 
 /// Reject paths that would escape or be ambiguous.
@@ -204,8 +251,8 @@ fn subkeys(v: &Map<String, Value>, depth: u64, level: u64) -> Map<String, Value>
 
 impl KvV2 {
     /// An engine over `view`.
-    pub fn new(view: View) -> Self {
-        Self { view }
+    pub fn new(view: View, settings: RotationSettings) -> Self {
+        Self { view, settings }
     }
 
     async fn config(&self, u: &Unsealed) -> Result<Config, LogicalError> {
@@ -231,25 +278,25 @@ impl KvV2 {
 
     /// Effective deletion time of a version (explicit, or from delete_version_after).
     fn deletion_time(cfg: &Config, meta: &Meta, v: &VersionMeta) -> Option<i64> {
-        if v.deletion.is_some() {
-            return v.deletion;
+        if v.deletion_ns.is_some() {
+            return v.deletion_ns;
         }
         let after = min_nonzero(cfg.delete_version_after, meta.delete_version_after);
         if after == 0 {
             return None;
         }
-        i64::try_from(after).ok().and_then(|a| v.created.checked_add(a))
+        i64::try_from(after).ok().and_then(|a| a.checked_mul(NANOS)).and_then(|a| v.created_ns.checked_add(a))
     }
 
     fn is_deleted(cfg: &Config, meta: &Meta, v: &VersionMeta) -> bool {
-        Self::deletion_time(cfg, meta, v).is_some_and(|t| t <= now_unix())
+        Self::deletion_time(cfg, meta, v).is_some_and(|t| t <= now_ns())
     }
 
     fn version_json(cfg: &Config, meta: &Meta, n: u64, v: &VersionMeta) -> Map<String, Value> {
         let mut m = Map::new();
-        m.insert("created_time".into(), rfc3339(v.created).into());
+        m.insert("created_time".into(), rfc3339_ns(v.created_ns).into());
         m.insert("custom_metadata".into(), meta.custom_metadata.clone().map(Value::Object).unwrap_or(Value::Null));
-        m.insert("deletion_time".into(), Self::deletion_time(cfg, meta, v).map(rfc3339).unwrap_or_default().into());
+        m.insert("deletion_time".into(), Self::deletion_time(cfg, meta, v).map(rfc3339_ns).unwrap_or_default().into());
         m.insert("destroyed".into(), v.destroyed.into());
         m.insert("version".into(), n.into());
         m
@@ -258,18 +305,21 @@ impl KvV2 {
     fn metadata_json(cfg: &Config, meta: &Meta) -> Map<String, Value> {
         let mut m = Map::new();
         m.insert("cas_required".into(), meta.cas_required.into());
-        m.insert("created_time".into(), rfc3339(meta.created).into());
+        m.insert("created_time".into(), rfc3339_ns(meta.created_ns).into());
         m.insert("current_version".into(), meta.current_version.into());
         m.insert("custom_metadata".into(), meta.custom_metadata.clone().map(Value::Object).unwrap_or(Value::Null));
         m.insert("delete_version_after".into(), go_duration(meta.delete_version_after).into());
         m.insert("max_versions".into(), meta.max_versions.into());
         m.insert("oldest_version".into(), meta.oldest_version.into());
-        m.insert("updated_time".into(), rfc3339(meta.updated).into());
+        m.insert("updated_time".into(), rfc3339_ns(meta.updated_ns).into());
         let mut versions = Map::new();
         for (n, v) in &meta.versions {
             let mut e = Map::new();
-            e.insert("created_time".into(), rfc3339(v.created).into());
-            e.insert("deletion_time".into(), Self::deletion_time(cfg, meta, v).map(rfc3339).unwrap_or_default().into());
+            e.insert("created_time".into(), rfc3339_ns(v.created_ns).into());
+            e.insert(
+                "deletion_time".into(),
+                Self::deletion_time(cfg, meta, v).map(rfc3339_ns).unwrap_or_default().into(),
+            );
             e.insert("destroyed".into(), v.destroyed.into());
             versions.insert(n.to_string(), Value::Object(e));
         }
@@ -285,10 +335,10 @@ impl KvV2 {
         }
     }
 
-    /// Write a new version (`patch`: merge into the latest instead of replacing).
+    /// A user's write of a new version (`patch`: merge into the latest instead of replacing).
     async fn write_data(&self, u: &Unsealed, key: &str, req: &Request, patch: bool) -> Result<Response, LogicalError> {
         let new_data = match req.data.get("data") {
-            Some(Value::Object(m)) => m.clone(),
+            Some(Value::Object(m)) => m,
             None | Some(Value::Null) => {
                 return Err(LogicalError::InvalidRequest("no data provided".into()));
             }
@@ -301,39 +351,72 @@ impl KvV2 {
                 return Err(LogicalError::InvalidRequest("invalid value for 'options': expected an object".into()));
             }
         };
+        let body = if patch { Body::Patch(new_data) } else { Body::Replace(new_data) };
+        let (cfg, meta, n) = self.write_version(u, key, body, Some(cas), None).await?;
+        let v = meta.versions.get(&n).cloned().unwrap_or_default();
+        Ok(Response::data(Self::version_json(&cfg, &meta, n, &v)))
+    }
+
+    /// Write a new version: data, metadata (and `extra`) in one batch guarded
+    /// by the metadata row's revision, retried on conflict. `cas`: `Some` for
+    /// a user's write (check-and-set rules apply), `None` for the vault's own
+    /// (rotation). Returns the config, the new metadata and version number.
+    async fn write_version(
+        &self,
+        u: &Unsealed,
+        key: &str,
+        body: Body<'_>,
+        cas: Option<Option<u64>>,
+        extra: Option<Extra<'_>>,
+    ) -> Result<(Config, Meta, u64), LogicalError> {
         let cfg = self.config(u).await?;
         for _ in 0..RETRIES {
             let existing = self.meta(u, key).await?;
-            let now = now_unix();
+            let now = now_ns();
             let (mut meta, expect) = match existing {
                 Some((m, rev)) => (m, Expect::Rev(rev)),
-                None if patch => return Err(LogicalError::NotFound),
-                None => (Meta { created: now, ..Meta::default() }, Expect::Absent),
+                None if matches!(body, Body::Patch(_)) => return Err(LogicalError::NotFound),
+                None => (Meta { created_ns: now, ..Meta::default() }, Expect::Absent),
             };
-            if (cfg.cas_required || meta.cas_required) && cas.is_none() {
-                return Err(LogicalError::InvalidRequest(CAS_REQUIRED.into()));
-            }
-            if let Some(c) = cas
-                && c != meta.current_version
-            {
-                return Err(LogicalError::InvalidRequest(CAS_MISMATCH.into()));
-            }
-            let body = if patch {
-                let cur = meta.current_version;
-                let live = meta.versions.get(&cur).filter(|v| !v.destroyed && !Self::is_deleted(&cfg, &meta, v));
-                if live.is_none() {
-                    return Err(LogicalError::NotFound);
+            if let Some(cas) = cas {
+                if (cfg.cas_required || meta.cas_required) && cas.is_none() {
+                    return Err(LogicalError::InvalidRequest(CAS_REQUIRED.into()));
                 }
-                let mut target = self.version_data(u, key, cur).await?.ok_or(LogicalError::NotFound)?;
-                merge_patch(&mut target, &Value::Object(new_data.clone()));
-                target
-            } else {
-                Value::Object(new_data.clone())
+                if let Some(c) = cas
+                    && c != meta.current_version
+                {
+                    return Err(LogicalError::InvalidRequest(CAS_MISMATCH.into()));
+                }
+            }
+            let cur = meta.current_version;
+            let live = meta.versions.get(&cur).is_some_and(|v| !v.destroyed && !Self::is_deleted(&cfg, &meta, v));
+            let value = match body {
+                Body::Replace(m) => Value::Object(m.clone()),
+                Body::Patch(m) => {
+                    if !live {
+                        return Err(LogicalError::NotFound);
+                    }
+                    let mut target = self.version_data(u, key, cur).await?.ok_or(LogicalError::NotFound)?;
+                    merge_patch(&mut target, &Value::Object(m.clone()));
+                    target
+                }
+                Body::Rotate(fields) => {
+                    let mut target = match live {
+                        true => self.version_data(u, key, cur).await?.unwrap_or_else(|| Value::Object(Map::new())),
+                        false => Value::Object(Map::new()),
+                    };
+                    if let Value::Object(t) = &mut target {
+                        t.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
+                    } else {
+                        target = Value::Object(fields.clone());
+                    }
+                    target
+                }
             };
-            let n = meta.current_version.checked_add(1).ok_or_else(|| LogicalError::internal("version overflow"))?;
+            let n = cur.checked_add(1).ok_or_else(|| LogicalError::internal("version overflow"))?;
             meta.current_version = n;
-            meta.updated = now;
-            meta.versions.insert(n, VersionMeta { created: now, deletion: None, destroyed: false });
+            meta.updated_ns = now;
+            meta.versions.insert(n, VersionMeta { created_ns: now, deletion_ns: None, destroyed: false });
             // Trim the oldest versions beyond the limit.
             let max = match min_nonzero(cfg.max_versions, meta.max_versions) {
                 0 => DEFAULT_MAX_VERSIONS,
@@ -350,7 +433,7 @@ impl KvV2 {
             if !trimmed.is_empty() {
                 meta.oldest_version = meta.versions.keys().next().copied().unwrap_or(n);
             }
-            let data_json = to_json(&body)?;
+            let data_json = to_json(&value)?;
             let meta_json = to_json(&meta)?;
             let mut batch = self.view.batch();
             batch.put(u, &format!("ver/{key}/{n}"), &data_json);
@@ -358,12 +441,15 @@ impl KvV2 {
                 batch.delete(&format!("ver/{key}/{old}"));
             }
             batch.put_expect(u, &format!("meta/{key}"), &meta_json, expect);
+            if let Some(extra) = extra {
+                extra(n, &mut batch)?;
+            }
             match batch.commit().await {
-                Ok(()) => {
-                    let v = meta.versions.get(&n).cloned().unwrap_or_default();
-                    return Ok(Response::data(Self::version_json(&cfg, &meta, n, &v)));
+                Ok(()) => return Ok((cfg, meta, n)),
+                Err(e) if conflict_at(&e, &format!("{}meta/{key}", self.view.prefix())) => continue,
+                Err(e) if is_conflict(&e) => {
+                    return Err(LogicalError::Conflict("a concurrent change of this secret won; try again".into()));
                 }
-                Err(e) if is_conflict(&e) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -376,10 +462,10 @@ impl KvV2 {
         F: FnMut(&mut Meta, i64) -> Result<Vec<u64>, LogicalError>,
     {
         for _ in 0..RETRIES {
-            let now = now_unix();
+            let now = now_ns();
             let (mut meta, expect) = match self.meta(u, key).await? {
                 Some((m, rev)) => (m, Expect::Rev(rev)),
-                None if create => (Meta { created: now, updated: now, ..Meta::default() }, Expect::Absent),
+                None if create => (Meta { created_ns: now, updated_ns: now, ..Meta::default() }, Expect::Absent),
                 None => return Err(LogicalError::NotFound),
             };
             let drop_rows = f(&mut meta, now)?;
@@ -416,6 +502,47 @@ impl KvV2 {
         out.insert("data".into(), body);
         out.insert("metadata".into(), Value::Object(Self::version_json(&cfg, &meta, n, v)));
         Ok(Response::data(out))
+    }
+
+    /// A read that waits (`wait_for_version_after`, `wait`) until the
+    /// current version is newer than the one the caller has, the wait ends,
+    /// or the vault is sealed. The waiter is a parked task: registering on
+    /// the metadata row's notifier *before* each check means a write landing
+    /// between the check and the park still wakes it.
+    async fn watch_data(&self, u: &Unsealed, key: &str, data: &Map<String, Value>) -> Result<Response, LogicalError> {
+        let after = uint(data, "wait_for_version_after")?.unwrap_or(0);
+        if uint(data, "version")?.is_some_and(|v| v != 0) {
+            return Err(LogicalError::InvalidRequest("wait_for_version_after cannot be combined with version".into()));
+        }
+        let wait = fields::duration(data, "wait")?.unwrap_or(DEFAULT_WAIT_SECS);
+        if wait > MAX_WAIT_SECS {
+            return Err(LogicalError::InvalidRequest(format!("wait may be at most {MAX_WAIT_SECS}s")));
+        }
+        let latest = Map::new();
+        let notify = self.view.watch(&format!("meta/{key}"));
+        let mut sealed = self.view.seal_signal();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait);
+        loop {
+            let changed = notify.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.meta(u, key).await?.is_some_and(|(m, _)| m.current_version > after) {
+                return self.read_data(u, key, &latest).await;
+            }
+            tokio::select! {
+                _ = &mut changed => {}
+                _ = tokio::time::sleep_until(deadline) => break,
+                // The capability must not outlive the seal: end the wait.
+                _ = sealed.wait_for(|s| *s) => return Err(LogicalError::Sealed),
+            }
+        }
+        match self.read_data(u, key, &latest).await? {
+            Response::Data { data, auth, mut warnings } => {
+                warnings.push(format!("no version newer than {after} within the wait"));
+                Ok(Response::Data { data, auth, warnings })
+            }
+            other => Ok(other),
+        }
     }
 
     async fn read_subkeys(&self, u: &Unsealed, key: &str, data: &Map<String, Value>) -> Result<Response, LogicalError> {
@@ -493,7 +620,7 @@ impl KvV2 {
             } else if custom.is_some() {
                 meta.custom_metadata = custom.clone();
             }
-            meta.updated = now;
+            meta.updated_ns = now;
             Ok(Vec::new())
         })
         .await
@@ -509,6 +636,8 @@ impl KvV2 {
                 batch.delete(&format!("ver/{key}/{n}"));
             }
             batch.delete_expect(&format!("meta/{key}"), Expect::Rev(rev));
+            // The secret's rotation policy goes with it.
+            batch.delete(&rotation::record_key(key));
             match batch.commit().await {
                 Ok(()) => return Ok(()),
                 Err(e) if is_conflict(&e) => continue,
@@ -576,6 +705,9 @@ impl KvV2 {
         }
         check_key(key)?;
         match (section, req.op) {
+            ("data", Operation::Read) if req.data.contains_key("wait_for_version_after") => {
+                self.watch_data(u, key, &req.data).await
+            }
             ("data", Operation::Read) => self.read_data(u, key, &req.data).await,
             ("data", Operation::Create | Operation::Update) => self.write_data(u, key, &req, false).await,
             ("data", Operation::Patch) => self.write_data(u, key, &req, true).await,
@@ -588,7 +720,7 @@ impl KvV2 {
                         if let (Some(false), Some(v)) = (deleted_already, meta.versions.get_mut(&cur))
                             && !v.destroyed
                         {
-                            v.deletion = Some(now);
+                            v.deletion_ns = Some(now);
                         }
                         Ok(Vec::new())
                     })
@@ -603,10 +735,10 @@ impl KvV2 {
                 self.update_meta(u, key, false, |meta, now| {
                     for n in &versions {
                         if let Some(v) = meta.versions.get_mut(n)
-                            && v.deletion.is_none()
+                            && v.deletion_ns.is_none()
                             && !v.destroyed
                         {
-                            v.deletion = Some(now);
+                            v.deletion_ns = Some(now);
                         }
                     }
                     Ok(Vec::new())
@@ -622,7 +754,7 @@ impl KvV2 {
                         if let Some(v) = meta.versions.get_mut(n)
                             && !v.destroyed
                         {
-                            v.deletion = None;
+                            v.deletion_ns = None;
                         }
                     }
                     Ok(Vec::new())
@@ -665,7 +797,15 @@ impl KvV2 {
                 Ok(Response::NoContent)
             }
             ("subkeys", Operation::Read) => self.read_subkeys(u, key, &req.data).await,
-            ("data" | "delete" | "undelete" | "destroy" | "metadata" | "subkeys", _) => {
+            ("rotation", Operation::Read) => self.read_rotation(u, key).await,
+            ("rotation", Operation::Create | Operation::Update) => self.set_rotation(u, key, &req.data).await,
+            ("rotation", Operation::Delete) => self.delete_rotation(u, key).await,
+            ("rotate", Operation::Create | Operation::Update) => {
+                let (cfg, meta, n) = self.rotate(u, key).await?;
+                let v = meta.versions.get(&n).cloned().unwrap_or_default();
+                Ok(Response::data(Self::version_json(&cfg, &meta, n, &v)))
+            }
+            ("data" | "delete" | "undelete" | "destroy" | "metadata" | "subkeys" | "rotation" | "rotate", _) => {
                 Err(LogicalError::UnsupportedOperation)
             }
             _ => Err(LogicalError::UnsupportedPath(path.to_string())),
@@ -676,6 +816,10 @@ impl KvV2 {
 impl Backend for KvV2 {
     fn handle<'a>(&'a self, auth: &'a Authorized, req: Request) -> BoxFuture<'a, Result<Response, LogicalError>> {
         Box::pin(async move { self.dispatch(auth.unsealed(), req).await })
+    }
+
+    fn periodic<'a>(&'a self, u: &'a Unsealed) -> BoxFuture<'a, ()> {
+        Box::pin(self.run_due(u))
     }
 
     fn exists<'a>(&'a self, u: &'a Unsealed, path: &'a str) -> BoxFuture<'a, Result<Option<bool>, LogicalError>> {
