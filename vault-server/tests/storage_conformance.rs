@@ -617,6 +617,46 @@ async fn suite_binary(url: &str) {
     s.close().await;
 }
 
+/// A watcher of a path is woken by a commit of that path, not of others.
+async fn suite_watch(url: &str) {
+    let s = Storage::open(url).await.unwrap();
+    // PostgreSQL's change listener wakes every watcher once when it connects
+    // (changes may have been missed before): a spurious wake-up waiters
+    // tolerate by re-checking. Let it connect first.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let n = s.watch("w/a");
+    let woke = n.notified();
+    tokio::pin!(woke);
+    woke.as_mut().enable();
+    put(&s, "w/b", b"other").await;
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(200), woke.as_mut()).await.is_err(),
+        "a write of another path woke the watcher"
+    );
+    put(&s, "w/a", b"mine").await;
+    tokio::time::timeout(std::time::Duration::from_secs(5), woke)
+        .await
+        .expect("the write of the path wakes its watcher");
+    s.close().await;
+}
+
+/// Reads are served from the cache, yet a write through the same handle is
+/// seen at once (hit, miss and "known absent" all invalidated on commit).
+async fn suite_cache_read_your_writes(url: &str) {
+    let s = Storage::open(url).await.unwrap();
+    assert!(s.get("c/k").await.unwrap().is_none());
+    assert!(s.get("c/k").await.unwrap().is_none(), "cached absence");
+    put(&s, "c/k", b"one").await;
+    assert_eq!(get_plain(&s, "c/k").await.unwrap(), (b"one".to_vec(), 1));
+    put(&s, "c/k", b"two").await;
+    assert_eq!(get_plain(&s, "c/k").await.unwrap(), (b"two".to_vec(), 2));
+    let mut b = WriteBatch::new();
+    b.delete("c/k");
+    s.write(b).await.unwrap();
+    assert!(s.get("c/k").await.unwrap().is_none());
+    s.close().await;
+}
+
 // ---------------------------------------------------------------------------
 // Instantiation per backend
 // ---------------------------------------------------------------------------
@@ -665,6 +705,55 @@ conformance! {
     seal_config => suite_seal_config,
     reopen => suite_reopen,
     binary_values => suite_binary,
+    watch => suite_watch,
+    cache_read_your_writes => suite_cache_read_your_writes,
+}
+
+/// Two servers on one PostgreSQL database: what one caches is invalidated by
+/// the other's writes (change feed), including cached absence; a write
+/// conflict caused by a stale copy refreshes it; watchers on one are woken by
+/// writes on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_cache_and_watch_follow_another_server() {
+    let pg = tokio::task::spawn_blocking(vault_e2e::PgCluster::shared).await.unwrap();
+    let pg2 = pg.clone();
+    let db = tokio::task::spawn_blocking(move || pg2.create_database()).await.unwrap();
+    let a = Storage::open(&pg.url(&db)).await.unwrap();
+    let b = Storage::open(&pg.url(&db)).await.unwrap();
+    // Let both change listeners connect.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let eventually = |s: Storage, rev: i64| async move {
+        for _ in 0..100 {
+            if s.get("x/k").await.unwrap().map(|e| e.rev) == Some(rev) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the other server's write (rev {rev}) never became visible");
+    };
+    assert!(b.get("x/k").await.unwrap().is_none());
+    let n = b.watch("x/k");
+    let woke = n.notified();
+    tokio::pin!(woke);
+    woke.as_mut().enable();
+    put(&a, "x/k", b"one").await;
+    tokio::time::timeout(std::time::Duration::from_secs(5), woke).await.expect("B's watcher woken by A's write");
+    eventually(b.clone(), 1).await;
+    put(&a, "x/k", b"two").await;
+    eventually(b.clone(), 2).await;
+    // A stale copy on B makes a guarded write conflict; the conflict drops it.
+    let stale = b.get("x/k").await.unwrap().unwrap().rev;
+    let mut batch = WriteBatch::new();
+    batch.put("x/k", ct(b"three"));
+    a.write(batch).await.unwrap();
+    let mut batch = WriteBatch::new();
+    batch.put_expect("x/k", ct(b"late"), Expect::Rev(stale));
+    let r = b.write(batch).await;
+    assert!(is_conflict(&r, "x/k"), "{r:?}");
+    assert_eq!(b.get("x/k").await.unwrap().unwrap().rev, 3, "the conflict refreshed the cached copy");
+    a.close().await;
+    b.close().await;
+    tokio::task::spawn_blocking(move || drop(pg)).await.unwrap();
 }
 
 /// Not backend-specific: a URL of neither kind is refused up front.
