@@ -10,6 +10,7 @@
 //! `Sealed`.
 
 mod generate_root;
+pub mod lease;
 pub mod mounts;
 pub mod policies;
 mod rekey;
@@ -605,7 +606,8 @@ impl Core {
         Ok((key_b64, token))
     }
 
-    /// Periodic housekeeping: barrier auto-rotation, expired-token tidy.
+    /// Periodic housekeeping: barrier auto-rotation, expired-token tidy (on
+    /// one server of the group per run).
     pub async fn maintain(&self) {
         let Ok(u) = self.unsealed() else { return };
         match self.barrier.maintain(&u).await {
@@ -613,7 +615,15 @@ impl Core {
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "barrier maintenance failed"),
         }
-        if let Ok(active) = self.active() {
+        // One server per minute tidies (the lease outlives the interval a little less).
+        let mine = match lease::try_claim(&self.barrier, &u, "token-tidy", 55).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not take the token tidy lease");
+                false
+            }
+        };
+        if mine && let Ok(active) = self.active() {
             match active.tokens.tidy(&self.barrier, &u, now_unix()).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(revoked = n, "expired tokens tidied"),

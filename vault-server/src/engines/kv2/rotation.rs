@@ -10,8 +10,6 @@
 //!    previous role's after the grace period (one database transaction);
 //! 3. commit: new version + metadata + row (pending cleared) in one batch.
 
-use std::sync::OnceLock;
-
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -33,12 +31,6 @@ const MAX_FIELDS: usize = 64;
 /// Storage key (in the mount's view) of a secret's rotation record.
 pub(super) fn record_key(key: &str) -> String {
     format!("rot/{key}")
-}
-
-/// Identifies this server process in leases.
-fn instance() -> &'static str {
-    static ID: OnceLock<String> = OnceLock::new();
-    ID.get_or_init(crate::crypto::random::uuid)
 }
 
 /// How new values are made.
@@ -490,7 +482,10 @@ impl KvV2 {
         };
         r.pending = Some(pending.clone());
         let lease_ns = i64::try_from(self.settings.lease.as_nanos()).unwrap_or(i64::MAX);
-        r.lease = Some(Lease { owner: instance().to_string(), until_ns: now.saturating_add(lease_ns) });
+        r.lease = Some(Lease {
+            owner: crate::core::lease::instance_id().to_string(),
+            until_ns: now.saturating_add(lease_ns),
+        });
         let mut batch = self.view.batch();
         batch.put_expect(u, &record_key(key), &to_json(&r)?, Expect::Rev(rev));
         match batch.commit().await {
