@@ -388,6 +388,8 @@ async fn run(db: &mut PgConnection, sql: &str, secrets: &[&str]) -> Result<(), P
 async fn ensure_exists(db: &mut PgConnection, role: &str, secrets: &[&str]) -> Result<(), PgRoleError> {
     let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1)")
         .bind(role)
+        // Unnamed statement: nothing stays prepared (friendlier to poolers such as PgBouncer).
+        .persistent(false)
         .fetch_one(db)
         .await
         .map_err(|e| classify(e, Phase::Statement, secrets))?;
@@ -709,7 +711,7 @@ mod tests {
         m.insert("port".into(), json!(1));
         let c = AdminConnection::from_secret(&m).unwrap();
         let t = Duration::from_millis(200);
-        let cases: [(&str, &str, Option<(&str, i64)>, &str); 6] = [
+        let cases = [
             ("app_red", "pw", None, "allowed_roles"),
             ("bad-name", "pw", None, "invalid role name"),
             ("app_blue", "p\0w", None, "NUL"),
