@@ -98,6 +98,16 @@ pub struct ServerProc {
     pub addr: SocketAddr,
     /// Every log line it wrote so far.
     pub logs: Arc<Mutex<Vec<String>>>,
+    /// The config file given with `--config` (removed when the server is dropped).
+    config: Option<tempfile::TempPath>,
+}
+
+/// Write `toml` to a temporary file (for `--config`); the file is removed
+/// when the returned path is dropped.
+pub fn config_file(toml: &str) -> tempfile::TempPath {
+    let mut f = tempfile::Builder::new().prefix("vault-config-").suffix(".toml").tempfile().unwrap();
+    std::io::Write::write_all(&mut f, toml.as_bytes()).unwrap();
+    f.into_temp_path()
 }
 
 impl ServerProc {
@@ -107,6 +117,17 @@ impl ServerProc {
         cmd.arg("server").arg("--listen").arg("127.0.0.1:0").arg("--storage").arg(&store.url);
         cmd.args(extra);
         Self::spawn(cmd)
+    }
+
+    /// Like [`start`](Self::start), with a TOML config file holding `toml`
+    /// (e.g. a `[rotation]` table) passed as `--config`.
+    pub fn start_with_config(store: &Store, toml: &str, extra: &[&str]) -> ServerProc {
+        let path = config_file(toml);
+        let mut args: Vec<&str> = vec!["--config", path.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let mut srv = Self::start(store, &args);
+        srv.config = Some(path);
+        srv
     }
 
     /// Same as [`spawn`](Self::spawn), for servers logging JSON.
@@ -143,7 +164,7 @@ impl ServerProc {
                 panic!("vault-server did not start listening; logs:\n{}", logs.lock().unwrap().join("\n"));
             }
         };
-        ServerProc { child, addr, logs }
+        ServerProc { child, addr, logs, config: None }
     }
 
     /// The server's process id.
@@ -258,6 +279,25 @@ impl Client {
         (status, v)
     }
 
+    /// Like [`call`](Self::call), but a transport failure (connection
+    /// refused or reset, e.g. the server was killed) is an `Err`, not a panic.
+    pub async fn try_call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Reply, String> {
+        let url = format!("{}/v1/{}", self.base, path.trim_start_matches('/'));
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut rb = self.http.request(m, url);
+        if let Some(t) = &self.token {
+            rb = rb.header("X-Vault-Token", t);
+        }
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let resp = rb.send().await.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.map_err(|e| e.to_string())?;
+        let v = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        Ok((status, v))
+    }
+
     /// Raw body request (for malformed-input tests).
     pub async fn raw(&self, method: &str, path: &str, body: Vec<u8>) -> Reply {
         let url = format!("{}/v1/{}", self.base, path.trim_start_matches('/'));
@@ -326,6 +366,13 @@ pub struct PgCluster {
 }
 
 static SHARED: Mutex<Weak<PgCluster>> = Mutex::new(Weak::new());
+
+/// Group role whose members log in with a password (scram-sha-256) over
+/// 127.0.0.1; every other role is trusted. Created with the cluster.
+pub const ROTATED_GROUP: &str = "vault_rotated";
+
+/// The pg_hba.conf line put before the trust lines.
+const ROTATED_HBA_LINE: &str = "host all +vault_rotated 127.0.0.1/32 scram-sha-256";
 
 fn is_root() -> bool {
     Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
@@ -398,6 +445,12 @@ impl PgCluster {
         let data_s = data.to_str().unwrap();
         let out = c.run(&["initdb", "-D", data_s, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]);
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        // Members of `vault_rotated` (roles whose passwords the rotation tests
+        // rotate) must give their password; everyone else stays `trust`. The
+        // line goes first: pg_hba.conf is first match wins.
+        let hba = data.join("pg_hba.conf");
+        let old = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+        std::fs::write(&hba, format!("{ROTATED_HBA_LINE}\n{old}")).expect("write pg_hba.conf");
         let opts =
             format!("-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=200", dir.display());
         let log = dir.join("pg.log");
@@ -408,6 +461,8 @@ impl PgCluster {
             String::from_utf8_lossy(&out.stderr),
             std::fs::read_to_string(&log).unwrap_or_default()
         );
+        // The group of password-checked roles (see pg_hba.conf above).
+        c.psql("postgres", &format!("CREATE ROLE {ROTATED_GROUP} NOLOGIN"));
         c
     }
 
@@ -462,6 +517,55 @@ impl PgCluster {
             .expect("psql");
         assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl PgCluster {
+    /// Try to log in to `db` as `user` with `password` over 127.0.0.1 (never
+    /// prompting) and run `select 1`: Ok, or psql's error output.
+    pub fn try_login(&self, db: &str, user: &str, password: &str) -> Result<(), String> {
+        let port = self.port.to_string();
+        let out = Command::new(self.bin.join("psql"))
+            .args(["-h", "127.0.0.1", "-p", &port, "-U", user, "-d", db])
+            .args(["-w", "-At", "-c", "select 1"])
+            .env("PGPASSWORD", password)
+            .env("PGCONNECT_TIMEOUT", "10")
+            .env_remove("PGPASSFILE")
+            .output()
+            .expect("psql");
+        if out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "1" {
+            Ok(())
+        } else {
+            let (err, out) = (String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+            Err(format!("{}{}", err.trim(), out.trim()))
+        }
+    }
+
+    /// Start psql as the superuser running `sql` in the background, with
+    /// `application_name` set to `app_name` (so [`terminate_app`](Self::terminate_app)
+    /// can end its session). Kill the child when done.
+    pub fn psql_spawn(&self, db: &str, app_name: &str, sql: &str) -> Child {
+        Command::new(self.bin.join("psql"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", db, "-At", "-c", sql])
+            .env("PGAPPNAME", app_name)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn psql")
+    }
+
+    /// Terminate every session whose `application_name` is `app_name`
+    /// (rolling back its open transaction); returns how many there were.
+    pub fn terminate_app(&self, app_name: &str) -> usize {
+        let out = self.psql(
+            "postgres",
+            &format!(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '{}'",
+                app_name.replace('\'', "''")
+            ),
+        );
+        out.trim().parse().unwrap_or(0)
     }
 }
 

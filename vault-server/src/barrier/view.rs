@@ -77,6 +77,16 @@ impl View {
         self.barrier.storage().watch(&self.full(key))
     }
 
+    /// This server's id on the storage (lease owner).
+    pub fn instance(&self) -> &str {
+        self.barrier.storage().instance()
+    }
+
+    /// Whether the server with this id still runs on the storage.
+    pub async fn is_connected(&self, instance: &str) -> Result<bool, BarrierError> {
+        Ok(self.barrier.storage().is_connected(instance).await?)
+    }
+
     /// Follows the seal state (`true`: sealed).
     pub fn seal_signal(&self) -> tokio::sync::watch::Receiver<bool> {
         self.barrier.seal_signal()

@@ -1,9 +1,8 @@
 //! Named leases shared by every server on one storage, so periodic jobs
 //! (token tidy) run on one server per period. A lease is a barrier row
 //! `core/leases/<name>` taken with a revision-guarded write: of several
-//! servers trying at once, one wins; a crashed holder's lease just expires.
-
-use std::sync::OnceLock;
+//! servers trying at once, one wins. A holder that crashed loses its lease
+//! at once if the storage can tell (`Storage::is_connected`), else on expiry.
 
 use serde::{Deserialize, Serialize};
 
@@ -11,12 +10,6 @@ use crate::barrier::{Barrier, BarrierError, Batch, Unsealed, now_unix};
 use crate::storage::{Expect, StorageError};
 
 const PREFIX: &str = "core/leases/";
-
-/// Identifies this server process as a lease owner.
-pub fn instance_id() -> &'static str {
-    static ID: OnceLock<String> = OnceLock::new();
-    ID.get_or_init(crate::crypto::random::uuid)
-}
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Lease {
@@ -29,17 +22,22 @@ struct Lease {
 pub async fn try_claim(barrier: &Barrier, u: &Unsealed, name: &str, secs: i64) -> Result<bool, BarrierError> {
     let path = format!("{PREFIX}{name}");
     let now = now_unix();
+    let me = barrier.storage().instance();
     let expect = match barrier.get_with_rev(u, &path).await? {
         Some((raw, rev)) => {
             let held: Option<Lease> = serde_json::from_slice(&raw).ok();
-            if held.is_some_and(|l| l.owner != instance_id() && l.until > now) {
+            if let Some(l) = held
+                && l.owner != me
+                && l.until > now
+                && barrier.storage().is_connected(&l.owner).await?
+            {
                 return Ok(false);
             }
             Expect::Rev(rev)
         }
         None => Expect::Absent,
     };
-    let lease = Lease { owner: instance_id().to_string(), until: now.saturating_add(secs) };
+    let lease = Lease { owner: me.to_string(), until: now.saturating_add(secs) };
     let json = serde_json::to_vec(&lease).unwrap_or_default();
     let mut batch = Batch::new();
     batch.put_expect(u, &path, &json, expect);
@@ -66,10 +64,11 @@ mod tests {
         assert!(try_claim(&barrier, &u, "job", 60).await.unwrap());
         // The holder may renew its own lease.
         assert!(try_claim(&barrier, &u, "job", 60).await.unwrap());
-        // Another owner is refused while it is held, and wins once it has expired.
-        let other = Lease { owner: "someone-else".into(), until: now_unix() + 60 };
+        // On SQLite (one server per file) another owner is a crashed
+        // predecessor: its lease is taken over even before it expires.
+        let other = Lease { owner: "crashed-predecessor".into(), until: now_unix() + 60 };
         barrier.put(&u, "core/leases/job", &serde_json::to_vec(&other).unwrap()).await.unwrap();
-        assert!(!try_claim(&barrier, &u, "job", 60).await.unwrap());
+        assert!(try_claim(&barrier, &u, "job", 60).await.unwrap());
         let expired = Lease { owner: "someone-else".into(), until: now_unix() - 1 };
         barrier.put(&u, "core/leases/job", &serde_json::to_vec(&expired).unwrap()).await.unwrap();
         assert!(try_claim(&barrier, &u, "job", 60).await.unwrap());

@@ -274,6 +274,25 @@ impl Storage {
         }
     }
 
+    /// This server's identity on the storage (a random id per process start).
+    pub fn instance(&self) -> &str {
+        match &*self.backend {
+            Backend::Sqlite(b) => b.instance(),
+            Backend::Postgres(b) => b.instance(),
+        }
+    }
+
+    /// Whether the server with this [`instance`](Self::instance) id is
+    /// still running on this storage. PostgreSQL: it has a session open
+    /// (a crashed server's sessions are closed by the database). SQLite has
+    /// one server per file, so only this one is.
+    pub async fn is_connected(&self, instance: &str) -> Result<bool, StorageError> {
+        match &*self.backend {
+            Backend::Sqlite(b) => Ok(instance == b.instance()),
+            Backend::Postgres(b) => b.is_connected(instance).await,
+        }
+    }
+
     /// Changes made by *other* servers sharing this database (PostgreSQL
     /// LISTEN/NOTIFY; a SQLite file has one writer process, so nothing comes).
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {

@@ -60,6 +60,9 @@ const CHANNEL: &str = "vault_changes";
 /// PostgreSQL's NOTIFY payload limit is 8000 bytes; stay under it.
 const MAX_PAYLOAD: usize = 7000;
 
+/// `application_name` of our sessions: this prefix and the instance id.
+const APP_PREFIX: &str = "vault-server/";
+
 pub(super) struct Postgres {
     pool: PgPool,
     instance: String,
@@ -67,9 +70,12 @@ pub(super) struct Postgres {
 
 impl Postgres {
     pub(super) async fn open(url: &str) -> Result<Self, StorageError> {
+        let instance = crate::crypto::random::uuid();
+        // The application name carries the instance id so that other servers
+        // can tell whether a lease holder is still connected (`is_connected`).
         let opts = PgConnectOptions::from_str(url)
             .map_err(|e| StorageError::InvalidUrl(e.to_string()))?
-            .application_name("vault-server");
+            .application_name(&format!("{APP_PREFIX}{instance}"));
         let pool = PgPoolOptions::new()
             .max_connections(24)
             .min_connections(2)
@@ -79,7 +85,7 @@ impl Postgres {
         // Several servers may start at once; sqlx's migrator takes an
         // advisory lock so only one applies each migration.
         sqlx::migrate!("../migrations/postgres").run(&pool).await?;
-        Ok(Self { pool, instance: crate::crypto::random::uuid() })
+        Ok(Self { pool, instance })
     }
 
     /// Forward change notifications from other servers into `tx` until the
@@ -132,6 +138,21 @@ impl Postgres {
                 }
             }
         });
+    }
+
+    pub(super) fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Whether the server `instance` has a session open on this database:
+    /// PostgreSQL closes a crashed process's sessions, so a lease held by an
+    /// instance with no session is abandoned.
+    pub(super) async fn is_connected(&self, instance: &str) -> Result<bool, StorageError> {
+        let row = sqlx::query("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = $1)")
+            .bind(format!("{APP_PREFIX}{instance}"))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.get(0))
     }
 
     pub(super) async fn get(&self, path: &str) -> Result<Option<Entry>, StorageError> {

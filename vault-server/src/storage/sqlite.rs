@@ -17,6 +17,7 @@ use super::{Ciphertext, Entry, StorageError, WriteBatch, sql};
 pub(super) struct Sqlite {
     readers: SqlitePool,
     writer: Mutex<SqliteConnection>,
+    instance: String,
 }
 
 impl Sqlite {
@@ -37,7 +38,11 @@ impl Sqlite {
         let mut writer = SqliteConnection::connect_with(&opts).await?;
         sqlx::migrate!("../migrations/sqlite").run(&mut writer).await?;
         let readers = SqlitePoolOptions::new().max_connections(4).min_connections(1).connect_with(opts).await?;
-        Ok(Self { readers, writer: Mutex::new(writer) })
+        Ok(Self { readers, writer: Mutex::new(writer), instance: crate::crypto::random::uuid() })
+    }
+
+    pub(super) fn instance(&self) -> &str {
+        &self.instance
     }
 
     pub(super) async fn get(&self, path: &str) -> Result<Option<Entry>, StorageError> {

@@ -269,12 +269,9 @@ impl Record {
         secs_ns(secs)
     }
 
-    fn lease_held(&self, now: i64) -> bool {
-        self.lease.as_ref().is_some_and(|l| l.until_ns > now)
-    }
-
+    /// Due, or left pending by a failure or a crash (the lease is checked when claiming).
     fn due(&self, now: i64) -> bool {
-        !self.lease_held(now) && (self.pending.is_some() || self.next_ns <= now)
+        self.pending.is_some() || self.next_ns <= now
     }
 }
 
@@ -460,7 +457,9 @@ impl KvV2 {
             }
         }
         let grace = r.policy.grace_secs.unwrap_or(r.policy.period_secs);
-        let expire_at = crate::barrier::now_unix().saturating_add(i64::try_from(grace).unwrap_or(i64::MAX));
+        // Whole seconds, rounded up: the old password works at least `grace`.
+        let now_secs = now_ns().saturating_add(NANOS - 1) / NANOS;
+        let expire_at = now_secs.saturating_add(i64::try_from(grace).unwrap_or(i64::MAX));
         let expire = p.previous_role.as_deref().map(|prev| (prev, expire_at));
         let timeout = self.settings.lease / 3;
         pg_role::set_password(&conn, role, password, expire, timeout).await.map_err(|e| pg_message(&e))
@@ -472,9 +471,14 @@ impl KvV2 {
         let in_progress = || LogicalError::Conflict("a rotation of this secret is in progress".into());
         let (mut r, rev) = self.record(u, key).await?.ok_or(LogicalError::NotFound)?;
         let now = now_ns();
-        if r.lease_held(now) {
+        if let Some(l) = &r.lease
+            && l.until_ns > now
+            && (l.owner == self.view.instance() || self.view.is_connected(&l.owner).await?)
+        {
             return Err(in_progress());
         }
+        // (An unexpired lease whose holder has gone — crashed — is taken over
+        // at once; its pending value is reused below.)
         // 1. Claim, recording the values before anything external happens.
         let pending = match r.pending.clone() {
             Some(p) => p,
@@ -482,10 +486,7 @@ impl KvV2 {
         };
         r.pending = Some(pending.clone());
         let lease_ns = i64::try_from(self.settings.lease.as_nanos()).unwrap_or(i64::MAX);
-        r.lease = Some(Lease {
-            owner: crate::core::lease::instance_id().to_string(),
-            until_ns: now.saturating_add(lease_ns),
-        });
+        r.lease = Some(Lease { owner: self.view.instance().to_string(), until_ns: now.saturating_add(lease_ns) });
         let mut batch = self.view.batch();
         batch.put_expect(u, &record_key(key), &to_json(&r)?, Expect::Rev(rev));
         match batch.commit().await {
@@ -657,8 +658,8 @@ mod tests {
             pending: None,
         };
         assert!(!r.due(99) && r.due(100));
-        r.lease = Some(Lease { owner: "x".into(), until_ns: 200 });
-        assert!(!r.due(150) && r.due(200));
+        r.pending = Some(KvV2::new_pending(&r, 1));
+        assert!(r.due(0), "a pending rotation is due at once");
         assert_eq!(r.backoff_ns(), 5 * NANOS);
         r.failures = 5;
         assert_eq!(r.backoff_ns(), 60 * NANOS, "capped by the period");

@@ -1,0 +1,901 @@
+//! KV v2 rotation policies end to end (docs/kv-rotation.md), against the real
+//! server: the `password` and `bytes` generators, rotate-now, status, policy
+//! validation and removal; the scheduler (and exactly-once rotation across two
+//! servers sharing PostgreSQL); real PostgreSQL role rotation with two
+//! alternating roles and a grace period, checked by logging in to PostgreSQL;
+//! crash safety (kill -9 during a blocked `ALTER ROLE`, roll forward on
+//! restart); and no generated value at rest or in the logs.
+//!
+//! Servers run with `[rotation] interval = "1s"` so the scheduler is quick.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use vault_e2e::{Backend, Client, PgCluster, ROTATED_GROUP, ServerProc, Store, contains};
+
+/// Scheduler settings for every server of these tests.
+const FAST: &str = "[rotation]\ninterval = \"1s\"\nlease = \"6s\"\n";
+
+/// Symbols of the `password` generator.
+const SYMBOLS: &str = "!#$%&*+-.:=?@^_~";
+
+struct Vault {
+    store: Store,
+    srv: ServerProc,
+    rc: Client,
+    keys: Vec<String>,
+    root: String,
+}
+
+/// A fresh vault on `backend` with `config`, initialized, unsealed, `secret/` mounted as KV v2.
+async fn vault_with(backend: Backend, config: &str, extra: &[&str]) -> Vault {
+    let store = Store::new(backend);
+    let srv = ServerProc::start_with_config(&store, config, extra);
+    let c = srv.client();
+    let (keys, root) = c.init(1, 1).await;
+    c.unseal(&keys).await;
+    let rc = c.with_token(&root);
+    let (s, v) = rc.post("sys/mounts/secret", json!({"type": "kv", "options": {"version": "2"}})).await;
+    assert_eq!(s, 204, "mount kv v2: {v}");
+    Vault { store, srv, rc, keys, root }
+}
+
+async fn vault(backend: Backend) -> Vault {
+    vault_with(backend, FAST, &[]).await
+}
+
+/// Another server on the same store (same config), unsealed, routing `secret/`.
+async fn second_server(v: &Vault, config: &str, extra: &[&str]) -> (ServerProc, Client) {
+    let srv = ServerProc::start_with_config(&v.store, config, extra);
+    let c = srv.client();
+    c.unseal(&v.keys).await;
+    let rc = c.with_token(&v.root);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (s, body) = rc.get("secret/config").await;
+        if s == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "second server never routed secret/: {s} {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (srv, rc)
+}
+
+/// Poll `secret/data/{path}` until its latest version is at least `min`; the read's `data`.
+async fn wait_version(rc: &Client, path: &str, min: u64, timeout: Duration) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (s, v) = rc.get(&format!("secret/data/{path}")).await;
+        if s == 200 && v["data"]["metadata"]["version"].as_u64().unwrap_or(0) >= min {
+            return v["data"].clone();
+        }
+        if Instant::now() > deadline {
+            let (_, st) = rc.get(&format!("secret/rotation/{path}")).await;
+            panic!(
+                "secret/{path} did not reach version {min} within {timeout:?}: last read {s} {v}; rotation status {st}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `GET secret/rotation/{path}` (must be 200): its `data`.
+async fn status(rc: &Client, path: &str) -> Value {
+    let (s, v) = rc.get(&format!("secret/rotation/{path}")).await;
+    assert_eq!(s, 200, "rotation status of {path}: {v}");
+    v["data"].clone()
+}
+
+/// Poll the rotation status of `path` until `pred` holds; the status.
+async fn wait_status(rc: &Client, path: &str, timeout: Duration, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (s, v) = rc.get(&format!("secret/rotation/{path}")).await;
+        if s == 200 && pred(&v["data"]) {
+            return v["data"].clone();
+        }
+        assert!(Instant::now() < deadline, "rotation status of {path} never showed {what} within {timeout:?}: {s} {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Read one version's data.
+async fn read_version(rc: &Client, path: &str, version: u64) -> Value {
+    let (s, v) = rc.get(&format!("secret/data/{path}?version={version}")).await;
+    assert_eq!(s, 200, "read {path} v{version}: {v}");
+    v["data"].clone()
+}
+
+fn str_of<'a>(v: &'a Value, field: &str) -> &'a str {
+    v[field].as_str().unwrap_or_else(|| panic!("field {field} is not a string in {v}"))
+}
+
+/// Seconds since the epoch of an RFC 3339 UTC timestamp such as
+/// `2026-11-24T10:00:00.123456789Z` (or with a `+00:00` offset).
+fn unix_secs(ts: &str) -> f64 {
+    fn bad(ts: &str) -> ! {
+        panic!("not an RFC 3339 UTC timestamp: {ts:?}")
+    }
+    let orig = ts;
+    let ts = ts.strip_suffix('Z').or_else(|| ts.strip_suffix("+00:00")).unwrap_or_else(|| bad(orig));
+    let (date, time) = ts.split_once('T').unwrap_or_else(|| bad(orig));
+    let num = |p: &str| -> i64 { p.parse().unwrap_or_else(|_| bad(orig)) };
+    let d: Vec<i64> = date.split('-').map(num).collect();
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let t: Vec<i64> = hms.split(':').map(num).collect();
+    if d.len() != 3 || t.len() != 3 {
+        bad(orig);
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let (y, m, day) = (if d[1] <= 2 { d[0] - 1 } else { d[0] }, d[1], d[2]);
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let frac: f64 = format!("0.{frac}").parse().unwrap_or_else(|_| bad(orig));
+    (days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2]) as f64 + frac
+}
+
+/// A generated password: its length, only characters of `classes`, each class at least once.
+fn check_password(p: &str, len: usize, classes: &[&str], ctx: &str) {
+    assert_eq!(p.chars().count(), len, "{ctx}: length of {p:?}");
+    let class_of = |c: char| {
+        if c.is_ascii_lowercase() {
+            "lower"
+        } else if c.is_ascii_uppercase() {
+            "upper"
+        } else if c.is_ascii_digit() {
+            "digit"
+        } else if SYMBOLS.contains(c) {
+            "symbol"
+        } else {
+            "other"
+        }
+    };
+    for c in p.chars() {
+        assert!(classes.contains(&class_of(c)), "{ctx}: {c:?} in {p:?} is not in classes {classes:?}");
+    }
+    for class in classes {
+        assert!(p.chars().any(|c| class_of(c) == *class), "{ctx}: no {class} character in {p:?}");
+    }
+}
+
+/// Every error message of an error reply, lower-cased and joined.
+fn errors(v: &Value) -> String {
+    v["errors"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; "))
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------
+// 1. password and bytes generators, rotate-now, status, validation, removal
+// ---------------------------------------------------------------------------
+
+async fn generators(backend: Backend) {
+    let v = vault(backend).await;
+    let rc = &v.rc;
+    let mut generated: Vec<String> = Vec::new();
+
+    // A policy on a secret with no version: the first rotation runs at once.
+    let policy = json!({
+        "period": "1h",
+        "fields": ["password", "token"],
+        "generator": {"type": "password", "length": 24, "classes": ["lower", "digit"]},
+    });
+    let (s, b) = rc.post("secret/rotation/app", policy).await;
+    assert_eq!(s, 204, "set policy: {b}");
+    let d1 = wait_version(rc, "app", 1, Duration::from_secs(15)).await;
+    assert_eq!(d1["metadata"]["version"], 1, "{d1}");
+    let fields1 = d1["data"].as_object().unwrap();
+    assert_eq!(fields1.len(), 2, "only the rotated fields: {d1}");
+    let (p1, t1) = (str_of(&d1["data"], "password").to_string(), str_of(&d1["data"], "token").to_string());
+    check_password(&p1, 24, &["lower", "digit"], "v1 password");
+    check_password(&t1, 24, &["lower", "digit"], "v1 token");
+    assert_ne!(p1, t1, "each field gets its own value");
+    generated.extend([p1.clone(), t1.clone()]);
+
+    let st = status(rc, "app").await;
+    assert_eq!(st["period"], 3600, "{st}");
+    assert_eq!(st["fields"], json!(["password", "token"]), "{st}");
+    assert_eq!(st["generator"]["type"], "password", "{st}");
+    assert_eq!(st["rotations"], 1, "{st}");
+    assert_eq!(st["last_version"], 1, "{st}");
+    assert_eq!(st["pending"], false, "{st}");
+    assert_eq!(st["last_error"], "", "{st}");
+    assert_eq!(st["failures"], 0, "{st}");
+    let created1 = unix_secs(str_of(&d1["metadata"], "created_time"));
+    let next = unix_secs(str_of(&st, "next_rotation"));
+    assert!((next - (created1 + 3600.0)).abs() < 10.0, "next_rotation is created_time + period: {st} vs {d1}");
+    assert!((unix_secs(str_of(&st, "last_rotation")) - created1).abs() < 10.0, "last_rotation: {st}");
+
+    // Rotate now: version 2, new values.
+    let (s, w) = rc.post("secret/rotate/app", json!({})).await;
+    assert_eq!(s, 200, "rotate now: {w}");
+    assert_eq!(w["data"]["version"], 2, "answers like a KV v2 write: {w}");
+    assert!(w["data"]["created_time"].as_str().unwrap_or_default().contains('T'), "{w}");
+    let d2 = read_version(rc, "app", 2).await;
+    let (p2, t2) = (str_of(&d2["data"], "password").to_string(), str_of(&d2["data"], "token").to_string());
+    check_password(&p2, 24, &["lower", "digit"], "v2 password");
+    check_password(&t2, 24, &["lower", "digit"], "v2 token");
+    assert!(p2 != p1 && t2 != t1 && p2 != t2, "rotation makes new values: {d1} -> {d2}");
+    generated.extend([p2.clone(), t2.clone()]);
+    let (_, latest) = rc.get("secret/data/app").await;
+    assert_eq!(latest["data"]["metadata"]["version"], 2, "{latest}");
+    let st = status(rc, "app").await;
+    assert_eq!((st["rotations"].as_u64(), st["last_version"].as_u64()), (Some(2), Some(2)), "{st}");
+    assert_eq!(st["pending"], false, "{st}");
+    let created2 = unix_secs(str_of(&d2["metadata"], "created_time"));
+    assert!((unix_secs(str_of(&st, "next_rotation")) - (created2 + 3600.0)).abs() < 10.0, "{st}");
+
+    // Fields that do not rotate are carried over; the default generator is 32
+    // characters of all four classes; an existing secret waits for its period.
+    let (s, b) = rc.post("secret/data/svc", json!({"data": {"host": "db.local", "password": "x"}})).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = rc.post("secret/rotation/svc", json!({"period": 3600, "generator": {"type": "password"}})).await;
+    assert_eq!(s, 204, "policy with defaults: {b}");
+    let st = status(rc, "svc").await;
+    assert_eq!(st["fields"], json!(["password"]), "default fields: {st}");
+    let (_, m) = rc.get("secret/metadata/svc").await;
+    let c1 = unix_secs(str_of(&m["data"]["versions"]["1"], "created_time"));
+    assert!(
+        (unix_secs(str_of(&st, "next_rotation")) - (c1 + 3600.0)).abs() < 10.0,
+        "an existing secret rotates at its latest version's time + period: {st}"
+    );
+    assert_eq!(m["data"]["current_version"], 1, "no rotation yet: {m}");
+    let (s, w) = rc.post("secret/rotate/svc", json!({})).await;
+    assert_eq!(s, 200, "{w}");
+    assert_eq!(w["data"]["version"], 2, "{w}");
+    let d = read_version(rc, "svc", 2).await;
+    assert_eq!(d["data"]["host"], "db.local", "non-rotated field carried over: {d}");
+    let p = str_of(&d["data"], "password").to_string();
+    assert_ne!(p, "x");
+    check_password(&p, 32, &["lower", "upper", "digit", "symbol"], "default password");
+    generated.push(p);
+
+    // bytes: hex, base64 (default, padded), base64url (unpadded).
+    for (path, gen_, len, charset, pad) in [
+        ("b/hex", json!({"type": "bytes", "length": 16, "encoding": "hex"}), 32, "0123456789abcdefABCDEF", false),
+        (
+            "b/b64",
+            json!({"type": "bytes", "length": 32}),
+            44,
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+            true,
+        ),
+        (
+            "b/url",
+            json!({"type": "bytes", "length": 32, "encoding": "base64url"}),
+            43,
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
+            false,
+        ),
+    ] {
+        let (s, b) = rc
+            .post(&format!("secret/rotation/{path}"), json!({"period": "1h", "fields": ["key"], "generator": gen_}))
+            .await;
+        assert_eq!(s, 204, "{path}: {b}");
+        let d = wait_version(rc, path, 1, Duration::from_secs(15)).await;
+        let k = str_of(&d["data"], "key").to_string();
+        assert_eq!(k.len(), len, "{path}: encoded length of {k:?}");
+        let body = if pad { k.trim_end_matches('=') } else { k.as_str() };
+        assert!(body.chars().all(|c| charset.contains(c)), "{path}: bad character in {k:?}");
+        if pad {
+            assert_eq!(&k[43..], "=", "{path}: 32 bytes in padded base64 end with one '=': {k:?}");
+        }
+        generated.push(k);
+    }
+
+    // Invalid policies: 400 with a message naming the problem; nothing stored.
+    let (s, b) = rc
+        .post(
+            "secret/data/db/admin",
+            json!({"data": {"host": "127.0.0.1", "username": "postgres", "password": "pw", "allowed_roles": "*"}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    for (body, words, ctx) in [
+        (
+            json!({"period": "1h", "generator": {"type": "nope"}}),
+            &["generator", "type", "nope"][..],
+            "unknown generator",
+        ),
+        (json!({"period": "1h", "generator": {"type": "password", "length": 2}}), &["length"], "password length 2"),
+        (
+            json!({"period": "1h", "generator": {"type": "password", "length": 1025}}),
+            &["length"],
+            "password length 1025",
+        ),
+        (
+            json!({"period": "1h", "generator": {"type": "password", "classes": ["emoji"]}}),
+            &["class", "emoji"],
+            "unknown class",
+        ),
+        (json!({"period": "1h", "generator": {"type": "bytes", "length": 0}}), &["length"], "bytes length 0"),
+        (
+            json!({"period": "1h", "generator": {"type": "bytes", "encoding": "rot13"}}),
+            &["encoding", "rot13"],
+            "bad encoding",
+        ),
+        (json!({"period": 0, "generator": {"type": "password"}}), &["period"], "period 0"),
+        (json!({"period": "0s", "generator": {"type": "password"}}), &["period"], "period 0s"),
+        (json!({"generator": {"type": "password"}}), &["period"], "no period"),
+        (json!({"period": "soon", "generator": {"type": "password"}}), &["period"], "bad duration"),
+        (json!({"period": "1h"}), &["generator"], "no generator"),
+        (
+            json!({"period": "1h", "grace_period": "10s", "generator": {"type": "postgresql", "connection": "db/admin", "roles": ["r_one"]}}),
+            &["grace"],
+            "grace period with one role",
+        ),
+        (
+            json!({"period": "1m", "grace_period": "2m", "generator": {"type": "postgresql", "connection": "db/admin", "roles": ["r_one", "r_two"]}}),
+            &["grace"],
+            "grace period longer than the period",
+        ),
+        (
+            json!({"period": "1h", "generator": {"type": "postgresql", "connection": "db/admin", "roles": ["a", "b", "c"]}}),
+            &["role"],
+            "three roles",
+        ),
+    ] {
+        let (s, b) = rc.post("secret/rotation/invalid", body.clone()).await;
+        assert_eq!(s, 400, "{ctx}: {body} -> {b}");
+        let msg = errors(&b).to_lowercase();
+        assert!(words.iter().any(|w| msg.contains(w)), "{ctx}: message {msg:?} should name one of {words:?}");
+    }
+    let (s, b) = rc.get("secret/rotation/invalid").await;
+    assert_eq!(s, 404, "no policy was stored: {b}");
+
+    // Rotate without a policy: 404 (missing secret, and existing secret).
+    let (s, b) = rc.post("secret/rotate/nothing", json!({})).await;
+    assert_eq!(s, 404, "{b}");
+    let (s, b) = rc.post("secret/rotate/db/admin", json!({})).await;
+    assert_eq!(s, 404, "{b}");
+    let (s, b) = rc.get("secret/rotation/db/admin").await;
+    assert_eq!(s, 404, "{b}");
+
+    // DELETE the policy: 404 afterwards, versions stay.
+    let (s, b) = rc.delete("secret/rotation/app").await;
+    assert_eq!(s, 204, "{b}");
+    let (s, b) = rc.get("secret/rotation/app").await;
+    assert_eq!(s, 404, "{b}");
+    let (s, b) = rc.post("secret/rotate/app", json!({})).await;
+    assert_eq!(s, 404, "{b}");
+    let (_, m) = rc.get("secret/metadata/app").await;
+    assert_eq!(m["data"]["current_version"], 2, "{m}");
+    assert_eq!(read_version(rc, "app", 1).await["data"]["password"], p1.as_str());
+    assert_eq!(read_version(rc, "app", 2).await["data"]["password"], p2.as_str());
+
+    // DELETE metadata removes the policy (else a version-less secret with a
+    // policy would be rotated again at once).
+    let (s, b) = rc.delete("secret/metadata/b/hex").await;
+    assert_eq!(s, 204, "{b}");
+    let (s, b) = rc.get("secret/rotation/b/hex").await;
+    assert_eq!(s, 404, "metadata delete removes the policy: {b}");
+    let until = Instant::now() + Duration::from_millis(3500);
+    while Instant::now() < until {
+        let (s, b) = rc.get("secret/data/b/hex").await;
+        assert_eq!(s, 404, "a deleted secret must not come back through its old policy: {b}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // No generated value at rest or in the log.
+    let raw = v.store.raw_bytes();
+    let logs = v.srv.log_text();
+    for g in &generated {
+        assert!(!contains(&raw, g.as_bytes()), "generated value {g:?} found in storage");
+        assert!(!logs.contains(g.as_str()), "generated value found in the server log");
+    }
+    assert!(!logs.contains("panicked"), "server panicked:\n{logs}");
+}
+
+#[tokio::test]
+async fn rotation_generators_status_and_validation_sqlite() {
+    generators(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn rotation_generators_status_and_validation_postgres() {
+    generators(Backend::Postgres).await;
+}
+
+// ---------------------------------------------------------------------------
+// 2. the scheduler, and exactly-once rotation across servers
+// ---------------------------------------------------------------------------
+
+/// Versions 1..=current of `path` and their creation times (seconds).
+async fn version_times(rc: &Client, path: &str) -> Vec<(u64, f64)> {
+    let (s, m) = rc.get(&format!("secret/metadata/{path}")).await;
+    assert_eq!(s, 200, "{m}");
+    let mut out: Vec<(u64, f64)> = m["data"]["versions"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.parse().unwrap(), unix_secs(str_of(v, "created_time"))))
+        .collect();
+    out.sort_by_key(|(n, _)| *n);
+    out
+}
+
+/// Status and metadata agree: every version was made by one rotation.
+async fn assert_rotations_match_versions(rc: &Client, path: &str) {
+    let mut last = String::new();
+    for _ in 0..20 {
+        let before = status(rc, path).await;
+        let (_, m) = rc.get(&format!("secret/metadata/{path}")).await;
+        let after = status(rc, path).await;
+        if before["rotations"] != after["rotations"] || after["last_version"] != m["data"]["current_version"] {
+            // A rotation ran between the reads (or the two never agree).
+            last = format!("status before {before}, metadata {m}, status after {after}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        let current = m["data"]["current_version"].as_u64().unwrap();
+        let mut versions: Vec<u64> =
+            m["data"]["versions"].as_object().unwrap().keys().map(|k| k.parse().unwrap()).collect();
+        versions.sort_unstable();
+        assert_eq!(versions, (1..=current).collect::<Vec<_>>(), "every version number once: {m}");
+        assert_eq!(
+            after["rotations"].as_u64(),
+            Some(current),
+            "rotations recorded == versions created: {after} vs {m}"
+        );
+        assert_eq!(after["pending"], false, "{after}");
+        return;
+    }
+    panic!("status last_version and metadata current_version of {path} never agreed: {last}");
+}
+
+/// Consecutive scheduled versions are at least about one period apart (a
+/// double rotation would make two versions within milliseconds).
+fn assert_spaced(times: &[(u64, f64)], period: f64, ctx: &str) {
+    for w in times.windows(2) {
+        let gap = w[1].1 - w[0].1;
+        assert!(
+            gap >= period - 0.5,
+            "{ctx}: versions {} and {} only {gap:.3}s apart (period {period}s): {times:?}",
+            w[0].0,
+            w[1].0
+        );
+        assert!(
+            gap <= period + 6.0,
+            "{ctx}: versions {} and {} {gap:.3}s apart (period {period}s): {times:?}",
+            w[0].0,
+            w[1].0
+        );
+    }
+}
+
+#[tokio::test]
+async fn scheduler_rotates_every_period_sqlite() {
+    let v = vault(Backend::Sqlite).await;
+    let rc = &v.rc;
+    let (s, b) = rc.post("secret/rotation/tick", json!({"period": "2s", "generator": {"type": "password"}})).await;
+    assert_eq!(s, 204, "{b}");
+    let start = Instant::now();
+    wait_version(rc, "tick", 1, Duration::from_secs(10)).await;
+    // ~7 s: the first rotation plus at least two scheduled ones.
+    wait_version(rc, "tick", 3, Duration::from_secs(12)).await;
+    let elapsed = start.elapsed();
+    assert!(elapsed >= Duration::from_millis(3500), "two scheduled rotations of 2s took only {elapsed:?}");
+    let times = version_times(rc, "tick").await;
+    assert_spaced(&times, 2.0, "sqlite scheduler");
+    assert_rotations_match_versions(rc, "tick").await;
+    let st = status(rc, "tick").await;
+    assert_eq!(st["period"], 2, "{st}");
+    assert_eq!(st["last_error"], "", "{st}");
+
+    // Two rotate-now at once on one server: each that succeeds has its own
+    // version; a concurrent one is refused with 400.
+    let (a, b) = tokio::join!(rc.post("secret/rotate/tick", json!({})), rc.post("secret/rotate/tick", json!({})));
+    check_concurrent_rotate_now(&a, &b);
+    assert_rotations_match_versions(rc, "tick").await;
+}
+
+fn check_concurrent_rotate_now(a: &(u16, Value), b: &(u16, Value)) {
+    for (s, body) in [a, b] {
+        assert!(*s == 200 || *s == 400, "concurrent rotate-now: {s} {body}");
+        if *s == 400 {
+            assert!(!errors(body).is_empty(), "400 with a message: {body}");
+        }
+    }
+    assert!(a.0 == 200 || b.0 == 200, "one of two concurrent rotate-now must succeed: {a:?} {b:?}");
+    if a.0 == 200 && b.0 == 200 {
+        assert_ne!(a.1["data"]["version"], b.1["data"]["version"], "two rotations, two versions");
+    }
+}
+
+#[tokio::test]
+async fn scheduler_exactly_once_across_two_servers_postgres() {
+    let v = vault(Backend::Postgres).await;
+    let (srv_b, rb) = second_server(&v, FAST, &[]).await;
+    let ra = &v.rc;
+
+    let (s, b) = ra
+        .post("secret/rotation/shared", json!({"period": "2s", "generator": {"type": "password", "length": 16}}))
+        .await;
+    assert_eq!(s, 204, "{b}");
+    // B sees the policy A wrote.
+    let st = wait_status(&rb, "shared", Duration::from_secs(10), "the policy", |_| true).await;
+    assert_eq!(st["period"], 2, "{st}");
+    wait_version(ra, "shared", 1, Duration::from_secs(10)).await;
+    // A window of at least four scheduled rotations with both schedulers running.
+    wait_version(&rb, "shared", 5, Duration::from_secs(20)).await;
+    let times = version_times(ra, "shared").await;
+    eprintln!("two servers, version times: {times:?}");
+    assert_spaced(&times, 2.0, "two servers");
+    assert_rotations_match_versions(ra, "shared").await;
+    assert_rotations_match_versions(&rb, "shared").await;
+
+    // Rotate-now on both servers at once.
+    let (a, b) = tokio::join!(ra.post("secret/rotate/shared", json!({})), rb.post("secret/rotate/shared", json!({})));
+    check_concurrent_rotate_now(&a, &b);
+    assert_rotations_match_versions(ra, "shared").await;
+
+    // A second secret, a few more periods: still one version per rotation.
+    let (s, b) = rb.post("secret/rotation/other", json!({"period": "2s", "generator": {"type": "bytes"}})).await;
+    assert_eq!(s, 204, "{b}");
+    wait_version(ra, "other", 3, Duration::from_secs(15)).await;
+    assert_spaced(&version_times(ra, "other").await, 2.0, "second secret, two servers");
+    assert_rotations_match_versions(&rb, "other").await;
+    for l in [v.srv.log_text(), srv_b.log_text()] {
+        assert!(!l.contains("panicked"), "server panicked:\n{l}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 3. PostgreSQL roles, for real
+// ---------------------------------------------------------------------------
+
+/// A database and two LOGIN roles without password, members of the
+/// password-checked group: (db, blue, green).
+fn make_roles(pg: &PgCluster, tag: &str) -> (String, String, String) {
+    let db = pg.create_database();
+    let (blue, green) = (format!("app_blue_{tag}"), format!("app_green_{tag}"));
+    for r in [&blue, &green] {
+        pg.psql("postgres", &format!("CREATE ROLE {r} LOGIN IN ROLE {ROTATED_GROUP}"));
+    }
+    // Without a password neither can log in.
+    assert!(pg.try_login(&db, &blue, "").is_err(), "{blue} logs in without a password: pg_hba.conf not applied");
+    (db, blue, green)
+}
+
+/// The admin connection secret at `secret/{path}`.
+async fn store_admin(rc: &Client, path: &str, pg: &PgCluster, db: &str, allowed: &str, port_as_number: bool) {
+    let port = if port_as_number { json!(pg.port()) } else { json!(pg.port().to_string()) };
+    let (s, b) = rc
+        .post(
+            &format!("secret/data/{path}"),
+            json!({"data": {
+                "host": "127.0.0.1", "port": port, "dbname": db,
+                "username": "postgres", "password": "unused", "allowed_roles": allowed,
+            }}),
+        )
+        .await;
+    assert_eq!(s, 200, "admin connection secret: {b}");
+}
+
+fn other_role<'a>(user: &str, blue: &'a str, green: &'a str) -> &'a str {
+    if user == blue {
+        green
+    } else {
+        assert_eq!(user, green, "the username is one of the policy's roles");
+        blue
+    }
+}
+
+async fn postgresql_roles(backend: Backend, tag: &str) {
+    let v = vault_with(backend, FAST, &["--log-level", "trace"]).await;
+    let rc = &v.rc;
+    let pg = PgCluster::shared();
+    let (db, blue, green) = make_roles(&pg, tag);
+    store_admin(rc, "db/admin", &pg, &db, &format!("{blue},{green}"), false).await;
+
+    // A role outside allowed_roles is refused at policy time.
+    let (s, b) = rc
+        .post(
+            "secret/rotation/db/bad",
+            json!({"period": "1h", "generator": {"type": "postgresql", "connection": "db/admin", "roles": [blue, format!("app_red_{tag}")]}}),
+        )
+        .await;
+    assert_eq!(s, 400, "role not in allowed_roles: {b}");
+    assert!(errors(&b).contains(&format!("app_red_{tag}")) || errors(&b).contains("allowed"), "clear message: {b}");
+    let (s, b) = rc.get("secret/rotation/db/bad").await;
+    assert_eq!(s, 404, "{b}");
+
+    let policy = json!({
+        "period": "1h",
+        "generator": {"type": "postgresql", "connection": "db/admin", "roles": [blue, green]},
+        "grace_period": "3s",
+    });
+    let (s, b) = rc.post("secret/rotation/db/app", policy).await;
+    assert_eq!(s, 204, "{b}");
+    let d1 = wait_version(rc, "db/app", 1, Duration::from_secs(20)).await;
+    let (u1, p1) = (str_of(&d1["data"], "username").to_string(), str_of(&d1["data"], "password").to_string());
+    assert_eq!(d1["data"].as_object().unwrap().len(), 2, "username and password: {d1}");
+    check_password(&p1, 32, &["lower", "upper", "digit"], "default role password");
+    let u2_expected = other_role(&u1, &blue, &green).to_string();
+    pg.try_login(&db, &u1, &p1).unwrap_or_else(|e| panic!("v1 credential ({u1}) must log in: {e}"));
+    assert!(pg.try_login(&db, &u2_expected, &p1).is_err(), "the other role must not accept v1's password");
+    assert!(pg.try_login(&db, &u1, "wrong-password").is_err(), "password checking is on");
+
+    let st = status(rc, "db/app").await;
+    assert_eq!(st["period"], 3600, "{st}");
+    assert_eq!(st["grace_period"], 3, "{st}");
+    assert_eq!(st["fields"], json!(["username", "password"]), "{st}");
+    assert_eq!(st["generator"]["type"], "postgresql", "{st}");
+    assert_eq!(st["generator"]["connection"], "db/admin", "{st}");
+    assert_eq!(st["generator"]["roles"], json!([blue, green]), "{st}");
+    assert_eq!(st["active_role"], u1.as_str(), "{st}");
+    assert_eq!((st["rotations"].as_u64(), st["last_version"].as_u64()), (Some(1), Some(1)), "{st}");
+    assert_eq!(st["pending"], false, "{st}");
+    assert_eq!(st["last_error"], "", "{st}");
+    let st_text = st.to_string();
+    assert!(!st_text.contains(&p1) && !st_text.contains("unused"), "status shows no secret: {st}");
+
+    // Rotate now: the other role, and both credentials work during the grace period.
+    // Rotate late in a wall-clock second (x.75 s), so that an expiry instant
+    // rounded down to whole seconds would show as a grace period ~0.75 s short.
+    let subsec = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_millis();
+    tokio::time::sleep(Duration::from_millis(u64::from((1750 - subsec) % 1000))).await;
+    let t_before = Instant::now();
+    let (s, w) = rc.post("secret/rotate/db/app", json!({})).await;
+    let t_after = Instant::now();
+    assert_eq!(s, 200, "rotate now: {w}");
+    assert_eq!(w["data"]["version"], 2, "{w}");
+    let d2 = read_version(rc, "db/app", 2).await;
+    let (u2, p2) = (str_of(&d2["data"], "username").to_string(), str_of(&d2["data"], "password").to_string());
+    assert_eq!(u2, u2_expected, "roles alternate: {d1} -> {d2}");
+    assert_ne!(p2, p1);
+    pg.try_login(&db, &u2, &p2).unwrap_or_else(|e| panic!("new credential ({u2}) must log in: {e}"));
+    let old_checked_at = t_before.elapsed();
+    let old_during_grace = pg.try_login(&db, &u1, &p1);
+    assert!(
+        old_checked_at < Duration::from_millis(2500),
+        "test too slow to check the grace period: {old_checked_at:?} after the rotate-now (rotate-now took {:?})",
+        t_after - t_before
+    );
+    old_during_grace.unwrap_or_else(|e| panic!("old credential ({u1}) must work during the 3s grace period: {e}"));
+    let st = status(rc, "db/app").await;
+    assert_eq!(st["active_role"], u2.as_str(), "{st}");
+    assert_eq!((st["rotations"].as_u64(), st["last_version"].as_u64()), (Some(2), Some(2)), "{st}");
+
+    // After the grace period PostgreSQL refuses the old credential.
+    let deadline = t_after + Duration::from_secs(15);
+    let refused = loop {
+        match pg.try_login(&db, &u1, &p1) {
+            Err(e) => break e,
+            Ok(()) => {
+                assert!(Instant::now() < deadline, "old credential still works 15 s after a 3 s grace period");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let refused_after = t_before.elapsed();
+    eprintln!(
+        "{backend:?}: rotate-now took {:?}; old credential checked at {old_checked_at:?}, refused at {refused_after:?}",
+        t_after - t_before
+    );
+    assert!(
+        refused_after >= Duration::from_millis(2800),
+        "grace_period 3s: old credential refused already {refused_after:?} after the rotate-now began: {refused}"
+    );
+    pg.try_login(&db, &u2, &p2)
+        .unwrap_or_else(|e| panic!("new credential must still work after the grace period: {e}"));
+
+    // A third rotation goes back to the first role with a new password.
+    let (s, w) = rc.post("secret/rotate/db/app", json!({})).await;
+    assert_eq!(s, 200, "{w}");
+    let d3 = read_version(rc, "db/app", 3).await;
+    let (u3, p3) = (str_of(&d3["data"], "username").to_string(), str_of(&d3["data"], "password").to_string());
+    assert_eq!(u3, u1, "roles alternate back: {d3}");
+    assert!(p3 != p1 && p3 != p2);
+    pg.try_login(&db, &u3, &p3).unwrap_or_else(|e| panic!("v3 credential must log in: {e}"));
+    assert!(pg.try_login(&db, &u1, &p1).is_err(), "v1's password was replaced");
+    pg.try_login(&db, &u2, &p2).unwrap_or_else(|e| panic!("v2 credential works during its grace period: {e}"));
+
+    // No password at rest or in the (trace) log.
+    let raw = v.store.raw_bytes();
+    let logs = v.srv.log_text();
+    for p in [&p1, &p2, &p3] {
+        assert!(!contains(&raw, p.as_bytes()), "a role password is in storage");
+        assert!(!logs.contains(p.as_str()), "a role password is in the server log");
+    }
+    assert!(!logs.contains("panicked"), "server panicked:\n{logs}");
+}
+
+#[tokio::test]
+async fn postgresql_role_rotation_sqlite_store() {
+    postgresql_roles(Backend::Sqlite, "s3").await;
+}
+
+#[tokio::test]
+async fn postgresql_role_rotation_postgres_store() {
+    postgresql_roles(Backend::Postgres, "p3").await;
+}
+
+// ---------------------------------------------------------------------------
+// 4. crash safety: kill -9 while the ALTER ROLE is blocked, roll forward
+// ---------------------------------------------------------------------------
+
+/// Lease 15 s: the admin connection's timeouts (a third) outlast the test's
+/// steps while the ALTER ROLE is blocked.
+const CRASH: &str = "[rotation]\ninterval = \"1s\"\nlease = \"15s\"\n";
+
+async fn crash_safety(backend: Backend, tag: &str) {
+    let v = vault_with(backend, CRASH, &["--log-level", "trace"]).await;
+    let rc = v.rc.clone();
+    let pg = PgCluster::shared();
+    let (db, blue, green) = make_roles(&pg, tag);
+    store_admin(&rc, "db/admin", &pg, &db, &format!("{blue},{green}"), true).await;
+    let (s, b) = rc
+        .post(
+            "secret/rotation/db/app",
+            json!({"period": "1h", "generator": {"type": "postgresql", "connection": "db/admin", "roles": [blue, green]}}),
+        )
+        .await;
+    assert_eq!(s, 204, "{b}");
+    let d1 = wait_version(&rc, "db/app", 1, Duration::from_secs(20)).await;
+    let (u1, p1) = (str_of(&d1["data"], "username").to_string(), str_of(&d1["data"], "password").to_string());
+    pg.try_login(&db, &u1, &p1).unwrap_or_else(|e| panic!("v1 credential must log in: {e}"));
+    let next = other_role(&u1, &blue, &green).to_string();
+
+    // Hold the row lock of the next role so the server's ALTER ROLE blocks.
+    let app = format!("lock_holder_{tag}");
+    let mut holder = pg.psql_spawn(
+        "postgres",
+        &app,
+        &format!("BEGIN; ALTER ROLE {next} VALID UNTIL 'infinity'; SELECT pg_sleep(60);"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pg
+        .psql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{app}' AND wait_event = 'PgSleep'"
+            ),
+        )
+        .trim()
+        != "1"
+    {
+        assert!(Instant::now() < deadline, "the lock holder never got to pg_sleep");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Rotate now from another task: it blocks in ALTER ROLE.
+    let rc2 = rc.clone();
+    let rotate = tokio::spawn(async move { rc2.try_call("POST", "secret/rotate/db/app", Some(json!({}))).await });
+    let st = wait_status(&rc, "db/app", Duration::from_secs(10), "pending: true", |s| s["pending"] == true).await;
+    assert_eq!(st["rotations"], 1, "not committed yet: {st}");
+    // While pending: the policy cannot be deleted, a second rotation is refused.
+    let (s, b) = rc.delete("secret/rotation/db/app").await;
+    assert_eq!(s, 400, "DELETE of a policy with a pending rotation: {b}");
+    let (s, b) = rc.post("secret/rotate/db/app", json!({})).await;
+    assert_eq!(s, 400, "rotate-now while a rotation of the secret runs: {b}");
+    assert!(!rotate.is_finished(), "the first rotate-now should still be blocked in ALTER ROLE");
+
+    // Crash, then release the lock.
+    let logs_a = v.srv.logs.clone();
+    let Vault { store, srv, keys, root, .. } = v;
+    srv.kill9();
+    match rotate.await.unwrap() {
+        Err(_) => {}
+        Ok((s, b)) => assert_eq!(s, 502, "rotate-now cut short by the crash: {b}"),
+    }
+    assert!(pg.terminate_app(&app) >= 1, "lock holder session gone already");
+    let _ = holder.kill();
+    let _ = holder.wait();
+
+    // Restart on the same storage: the pending rotation rolls forward.
+    let srv = ServerProc::start_with_config(&store, CRASH, &["--log-level", "trace"]);
+    let c = srv.client();
+    c.unseal(&keys).await;
+    let rc = c.with_token(&root);
+    let restarted = Instant::now();
+    let st = wait_status(&rc, "db/app", Duration::from_secs(30), "the rolled-forward rotation", |s| {
+        s["pending"] == false && s["rotations"] == 2
+    })
+    .await;
+    eprintln!("{backend:?}: rolled forward {:?} after the restart", restarted.elapsed());
+    assert_eq!(st["last_version"], 2, "{st}");
+    assert_eq!(st["active_role"], next.as_str(), "{st}");
+    assert_eq!(st["last_error"], "", "{st}");
+    let (_, m) = rc.get("secret/metadata/db/app").await;
+    assert_eq!(m["data"]["current_version"], 2, "exactly one new version: {m}");
+    let d2 = read_version(&rc, "db/app", 2).await;
+    let (u2, p2) = (str_of(&d2["data"], "username").to_string(), str_of(&d2["data"], "password").to_string());
+    assert_eq!(u2, next, "{d2}");
+    pg.try_login(&db, &u2, &p2).unwrap_or_else(|e| panic!("the rolled-forward credential must log in: {e}"));
+    // Default grace period = the period: the previous credential still works.
+    pg.try_login(&db, &u1, &p1).unwrap_or_else(|e| panic!("previous credential within the default grace: {e}"));
+
+    let logs = format!("{}\n{}", logs_a.lock().unwrap().join("\n"), srv.log_text());
+    let raw = store.raw_bytes();
+    for p in [&p1, &p2] {
+        assert!(!logs.contains(p.as_str()), "a role password is in the server log");
+        assert!(!contains(&raw, p.as_bytes()), "a role password is in storage");
+    }
+    assert!(!logs.contains("panicked"), "server panicked:\n{logs}");
+}
+
+#[tokio::test]
+async fn crash_during_rotation_rolls_forward_postgres_store() {
+    crash_safety(Backend::Postgres, "p4").await;
+}
+
+#[tokio::test]
+async fn crash_during_rotation_rolls_forward_sqlite_store() {
+    crash_safety(Backend::Sqlite, "s4").await;
+}
+
+// ---------------------------------------------------------------------------
+// 4b. an unreachable database: 502, pending, retried by the scheduler
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn unreachable_database_is_retried_until_it_works() {
+    let v = vault(Backend::Sqlite).await;
+    let rc = &v.rc;
+    let pg = PgCluster::shared();
+    let (db, blue, green) = make_roles(&pg, "u5");
+    // The admin connection points at a closed port first.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let admin = |port: u16| {
+        json!({"data": {
+            "host": "127.0.0.1", "port": port.to_string(), "dbname": db, "sslmode": "disable",
+            "username": "postgres", "password": "ADMIN-CANARY-5150", "allowed_roles": format!("{blue},{green}"),
+        }})
+    };
+    let (s, b) = rc.post("secret/data/db/admin", admin(closed)).await;
+    assert_eq!(s, 200, "{b}");
+    let policy = json!({
+        "period": "1h",
+        "generator": {
+            "type": "postgresql", "connection": "db/admin", "roles": [blue, green],
+            "password": {"type": "password", "length": 20, "classes": ["lower", "digit"]},
+        },
+    });
+    let (s, b) = rc.post("secret/rotation/db/app", policy).await;
+    assert_eq!(s, 204, "{b}");
+
+    // The first rotation fails: pending, an error, no version.
+    let st =
+        wait_status(rc, "db/app", Duration::from_secs(20), "a failure", |s| s["failures"].as_u64().unwrap_or(0) >= 1)
+            .await;
+    assert_eq!(st["pending"], true, "a failed rotation keeps its pending value: {st}");
+    assert_ne!(st["last_error"], "", "{st}");
+    assert_eq!(st["rotations"], 0, "{st}");
+    assert!(!st.to_string().contains("ADMIN-CANARY-5150"), "the error shows no secret: {st}");
+    let (s, b) = rc.get("secret/data/db/app").await;
+    assert_eq!(s, 404, "no version before a successful rotation: {b}");
+    // Rotate-now: 502 (or 400 if the scheduler happens to be retrying it right now).
+    let (s, b) = rc.post("secret/rotate/db/app", json!({})).await;
+    assert!(s == 502 || s == 400, "rotate-now against an unreachable database: {s} {b}");
+    assert!(!b.to_string().contains("ADMIN-CANARY-5150"), "{b}");
+    // Pending: the policy cannot be deleted.
+    let (s, b) = rc.delete("secret/rotation/db/app").await;
+    assert_eq!(s, 400, "DELETE while pending: {b}");
+
+    // Fix the connection: the scheduler's retry (backoff 5 s, 10 s...) succeeds.
+    let (s, b) = rc.post("secret/data/db/admin", admin(pg.port())).await;
+    assert_eq!(s, 200, "{b}");
+    let st = wait_status(rc, "db/app", Duration::from_secs(40), "a successful retry", |s| {
+        s["pending"] == false && s["rotations"] == 1
+    })
+    .await;
+    assert_eq!(st["last_error"], "", "empty after a success: {st}");
+    let d = wait_version(rc, "db/app", 1, Duration::from_secs(5)).await;
+    let (u, p) = (str_of(&d["data"], "username"), str_of(&d["data"], "password"));
+    check_password(p, 20, &["lower", "digit"], "role password from the policy's password generator");
+    assert_eq!(st["active_role"], u, "{st}");
+    pg.try_login(&db, u, p).unwrap_or_else(|e| panic!("the retried rotation's credential must log in: {e}"));
+
+    let raw = v.store.raw_bytes();
+    let logs = v.srv.log_text();
+    assert!(!contains(&raw, p.as_bytes()) && !contains(&raw, b"ADMIN-CANARY-5150"), "plaintext in storage");
+    assert!(!logs.contains(p) && !logs.contains("ADMIN-CANARY-5150"), "secret in the log");
+}
