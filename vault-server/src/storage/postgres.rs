@@ -12,18 +12,21 @@ use std::sync::Arc;
 
 use super::{Change, Ciphertext, Entry, Shared, StorageError, WriteBatch, sql};
 
-/// Lock every path the group will touch, in a global order (sorted 64-bit
-/// hashes; a collision only serialises two unrelated paths), so that
-/// concurrent group transactions, here or on other servers, cannot deadlock.
-async fn prelock(conn: &mut sqlx::PgConnection, paths: Vec<&str>) -> Result<(), sqlx::Error> {
+/// Open the group's transaction and lock every path it will touch, in a
+/// global order (sorted 64-bit hashes; a collision only serialises two
+/// unrelated paths), so that concurrent group transactions, here or on other
+/// servers, cannot deadlock. One simple query, so one round trip; the lock
+/// keys are integers we computed, formatted as literals (nothing from a
+/// request reaches this SQL text).
+fn begin_and_lock(paths: &[&str]) -> String {
     let mut keys: Vec<i64> = paths.iter().map(|p| path_hash(p)).collect();
     keys.sort_unstable();
     keys.dedup();
-    sqlx::query("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) WITH ORDINALITY AS t(k, n) ORDER BY n")
-        .bind(keys)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
+    let list = keys.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+    format!(
+        "BEGIN; SELECT pg_advisory_xact_lock(k) FROM unnest(ARRAY[{list}]::bigint[]) WITH ORDINALITY AS t(k, n) \
+         ORDER BY n"
+    )
 }
 
 /// FNV-1a, 64 bits: a stable, fast, non-cryptographic hash for lock keys.
@@ -187,10 +190,8 @@ impl Postgres {
         // else is retried, which is safe because the whole group rolled back.
         let mut attempt = 0;
         loop {
-            let r = commit_group!(conn, "BEGIN", batches, |c, paths| prelock(c, paths).await, |c, paths| notify(
-                c, instance, paths
-            )
-            .await);
+            let r = commit_group!(conn, |paths| begin_and_lock(&paths), batches, |c, paths| notify(c, instance, paths)
+                .await);
             match r {
                 Ok(results) => return Ok(results),
                 Err(e) => {

@@ -88,26 +88,25 @@ macro_rules! apply_batch {
 }
 
 /// Commit a group of batches in one transaction on `$conn`, one savepoint per
-/// batch that has expectations; an optional `|conn, paths| prelock` runs right
-/// after BEGIN with every path the group touches; `|conn, paths| announce` runs just before
-/// COMMIT with the paths of the batches that applied. Evaluates to
-/// `Result<Vec<Result<(), StorageError>>, sqlx::Error>`.
+/// batch that has expectations (none when the group is a single batch: a
+/// conflict then rolls back the whole transaction). `|paths| begin` gives the
+/// SQL that opens the transaction, run as one simple query (PostgreSQL takes
+/// its locks in the same round trip), from every path the group touches;
+/// `|conn, paths| announce` runs just before COMMIT with the paths of the
+/// batches that applied. Evaluates to `Result<Vec<Result<(), StorageError>>, sqlx::Error>`.
 macro_rules! commit_group {
-    ($conn:expr, $begin:expr, $batches:expr, |$c:ident, $p:ident| $announce:expr) => {
-        commit_group!($conn, $begin, $batches, |_c0, _p0| Ok::<(), sqlx::Error>(()), |$c, $p| $announce)
-    };
-    ($conn:expr, $begin:expr, $batches:expr, |$c0:ident, $p0:ident| $prelock:expr, |$c:ident, $p:ident| $announce:expr) => {{
+    ($conn:expr, |$p0:ident| $begin:expr, $batches:expr, |$c:ident, $p:ident| $announce:expr) => {{
         async {
-            sqlx::query($begin).execute(&mut *$conn).await?;
             {
-                let $c0 = &mut *$conn;
                 let $p0: Vec<&str> = $batches.iter().flat_map(|b| b.paths()).collect();
-                $prelock?;
+                let begin: String = $begin;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(begin)).execute(&mut *$conn).await?;
             }
+            let single = $batches.len() == 1;
             let mut results = Vec::with_capacity($batches.len());
             for batch in $batches {
                 // A batch without expectations cannot conflict, so it needs no savepoint.
-                let guarded = batch.has_expectations();
+                let guarded = batch.has_expectations() && !single;
                 if guarded {
                     sqlx::query("SAVEPOINT batch").execute(&mut *$conn).await?;
                 }
@@ -120,6 +119,11 @@ macro_rules! commit_group {
                     }
                 }
                 results.push(r);
+            }
+            if single && results.iter().any(Result::is_err) {
+                // The only batch conflicted: nothing to keep.
+                sqlx::query("ROLLBACK").execute(&mut *$conn).await?;
+                return Ok::<_, sqlx::Error>(results);
             }
             let mut paths: Vec<&str> = Vec::new();
             for (batch, r) in $batches.iter().zip(&results) {

@@ -72,7 +72,7 @@ impl Sqlite {
         let mut conn = self.writer.lock().await;
         // IMMEDIATE takes the write lock up front instead of upgrading later.
         // One process owns a SQLite file: nobody else to notify.
-        let r = commit_group!(conn, "BEGIN IMMEDIATE", batches, |_c, _p| Ok::<(), sqlx::Error>(()));
+        let r = commit_group!(conn, |_p| "BEGIN IMMEDIATE".to_string(), batches, |_c, _p| Ok::<(), sqlx::Error>(()));
         if r.is_err() {
             let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
         }
