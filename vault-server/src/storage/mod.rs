@@ -15,11 +15,11 @@
 //! its own savepoint so that a failed expectation rolls back that batch only.
 //! A write returns only after the transaction carrying it is durable.
 
-#[macro_use]
-mod sql;
 mod cache;
 mod group;
+mod plan;
 mod postgres;
+mod sql;
 mod sqlite;
 mod watch;
 
@@ -157,13 +157,6 @@ impl WriteBatch {
         self.ops.iter().map(|op| match op {
             Op::Put { path, .. } | Op::Delete { path, .. } => path.as_str(),
             Op::SetSealConfig(_) => SEAL_CONFIG_CHANGE,
-        })
-    }
-
-    fn has_expectations(&self) -> bool {
-        self.ops.iter().any(|op| match op {
-            Op::Put { expect, .. } | Op::Delete { expect, .. } => expect.is_some(),
-            Op::SetSealConfig(_) => false,
         })
     }
 }

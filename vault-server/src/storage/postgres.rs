@@ -10,7 +10,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use std::sync::Arc;
 
-use super::{Change, Ciphertext, Entry, Shared, StorageError, WriteBatch, sql};
+use std::collections::HashMap;
+
+use super::{Change, Ciphertext, Entry, Shared, StorageError, WriteBatch, plan, sql};
 
 /// Open the group's transaction and lock every path it will touch, in a
 /// global order (sorted 64-bit hashes; a collision only serialises two
@@ -27,6 +29,50 @@ fn begin_and_lock(paths: &[&str]) -> String {
         "BEGIN; SELECT pg_advisory_xact_lock(k) FROM unnest(ARRAY[{list}]::bigint[]) WITH ORDINALITY AS t(k, n) \
          ORDER BY n"
     )
+}
+
+/// One attempt at a group: lock, read revisions, plan, write in bulk, announce, commit.
+async fn commit_once(
+    conn: &mut sqlx::PgConnection,
+    instance: &str,
+    batches: &[&WriteBatch],
+) -> Result<Vec<Result<(), StorageError>>, sqlx::Error> {
+    let all: Vec<&str> = batches.iter().flat_map(|b| b.paths()).collect();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(begin_and_lock(&all))).execute(&mut *conn).await?;
+    let wanted = plan::paths_to_read(batches);
+    let mut current = HashMap::with_capacity(wanted.len());
+    for chunk in sql::chunks(&wanted, |p| p.len()) {
+        let rows =
+            sqlx::query("SELECT path, rev FROM entries WHERE path = ANY($1)").bind(chunk).fetch_all(&mut *conn).await?;
+        for row in rows {
+            current.insert(row.get::<String, _>(0), row.get::<i64, _>(1));
+        }
+    }
+    let p = plan::plan(batches, &current);
+    if p.changed.is_empty() {
+        sqlx::query("ROLLBACK").execute(&mut *conn).await?;
+        return Ok(p.results);
+    }
+    for chunk in sql::chunks(&p.upserts, |(path, v, _)| path.len() + v.len()) {
+        let paths: Vec<&str> = chunk.iter().map(|(p, _, _)| *p).collect();
+        let values: Vec<&[u8]> = chunk.iter().map(|(_, v, _)| *v).collect();
+        let revs: Vec<i64> = chunk.iter().map(|(_, _, r)| *r).collect();
+        let text = format!(
+            "INSERT INTO entries (path, value, rev) SELECT * FROM unnest($1::text[], $2::bytea[], $3::bigint[]){}",
+            sql::UPSERT_TAIL
+        );
+        sqlx::query(sqlx::AssertSqlSafe(text)).bind(paths).bind(values).bind(revs).execute(&mut *conn).await?;
+    }
+    for chunk in sql::chunks(&p.deletes, |p| p.len()) {
+        sqlx::query("DELETE FROM entries WHERE path = ANY($1)").bind(chunk).execute(&mut *conn).await?;
+    }
+    if let Some(c) = p.seal_config {
+        let json = serde_json::to_string(&c).unwrap_or_default();
+        sqlx::query(sql::SEAL_CONFIG_PUT).bind(json).execute(&mut *conn).await?;
+    }
+    notify(conn, instance, p.changed).await?;
+    sqlx::query("COMMIT").execute(&mut *conn).await?;
+    Ok(p.results)
 }
 
 /// FNV-1a, 64 bits: a stable, fast, non-cryptographic hash for lock keys.
@@ -190,8 +236,7 @@ impl Postgres {
         // else is retried, which is safe because the whole group rolled back.
         let mut attempt = 0;
         loop {
-            let r = commit_group!(conn, |paths| begin_and_lock(&paths), batches, |c, paths| notify(c, instance, paths)
-                .await);
+            let r = commit_once(&mut conn, instance, batches).await;
             match r {
                 Ok(results) => return Ok(results),
                 Err(e) => {

@@ -12,7 +12,25 @@ use sqlx::sqlite::{
 use sqlx::{Connection, Row};
 use tokio::sync::Mutex;
 
-use super::{Ciphertext, Entry, StorageError, WriteBatch, sql};
+use std::collections::HashMap;
+
+use super::{Ciphertext, Entry, StorageError, WriteBatch, plan, sql};
+
+/// Current revisions of `paths` (absent ones are missing from the map).
+async fn read_revisions(conn: &mut SqliteConnection, paths: &[&str]) -> Result<HashMap<String, i64>, sqlx::Error> {
+    let mut out = HashMap::with_capacity(paths.len());
+    for chunk in sql::chunks(paths, |p| p.len()) {
+        let text = format!("SELECT path, rev FROM entries WHERE path IN ({})", sql::placeholders(chunk.len(), 1));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(text));
+        for path in chunk {
+            q = q.bind(*path);
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            out.insert(row.get(0), row.get(1));
+        }
+    }
+    Ok(out)
+}
 
 pub(super) struct Sqlite {
     readers: SqlitePool,
@@ -70,9 +88,45 @@ impl Sqlite {
         batches: &[&WriteBatch],
     ) -> Result<Vec<Result<(), StorageError>>, StorageError> {
         let mut conn = self.writer.lock().await;
-        // IMMEDIATE takes the write lock up front instead of upgrading later.
+        // IMMEDIATE takes the write lock up front: from here on nobody else
+        // changes the rows, so the plan made from the revisions read below holds.
         // One process owns a SQLite file: nobody else to notify.
-        let r = commit_group!(conn, |_p| "BEGIN IMMEDIATE".to_string(), batches, |_c, _p| Ok::<(), sqlx::Error>(()));
+        let r = async {
+            sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+            let current = read_revisions(&mut conn, &plan::paths_to_read(batches)).await?;
+            let p = plan::plan(batches, &current);
+            if p.changed.is_empty() {
+                sqlx::query("ROLLBACK").execute(&mut *conn).await?;
+                return Ok::<_, sqlx::Error>(p.results);
+            }
+            for chunk in sql::chunks(&p.upserts, |(path, v, _)| path.len() + v.len()) {
+                let text = format!(
+                    "INSERT INTO entries (path, value, rev) VALUES {}{}",
+                    sql::placeholders(chunk.len(), 3),
+                    sql::UPSERT_TAIL
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(text));
+                for (path, value, rev) in chunk {
+                    q = q.bind(*path).bind(*value).bind(*rev);
+                }
+                q.execute(&mut *conn).await?;
+            }
+            for chunk in sql::chunks(&p.deletes, |path| path.len()) {
+                let text = format!("DELETE FROM entries WHERE path IN ({})", sql::placeholders(chunk.len(), 1));
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(text));
+                for path in chunk {
+                    q = q.bind(*path);
+                }
+                q.execute(&mut *conn).await?;
+            }
+            if let Some(c) = p.seal_config {
+                let json = serde_json::to_string(&c).unwrap_or_default();
+                sqlx::query(sql::SEAL_CONFIG_PUT).bind(json).execute(&mut *conn).await?;
+            }
+            sqlx::query("COMMIT").execute(&mut *conn).await?;
+            Ok(p.results)
+        }
+        .await;
         if r.is_err() {
             let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
         }
