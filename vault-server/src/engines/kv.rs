@@ -77,6 +77,10 @@ impl Backend for KvV1 {
         })
     }
 
+    fn create_is_update(&self) -> bool {
+        true
+    }
+
     fn exists<'a>(&'a self, u: &'a Unsealed, path: &'a str) -> BoxFuture<'a, Result<Option<bool>, LogicalError>> {
         Box::pin(async move {
             if check_key(path).is_err() {

@@ -277,6 +277,12 @@ pub trait Backend: Send + Sync + 'static {
         Box::pin(async { Ok(None) })
     }
 
+    /// True when the backend handles `Create` and `Update` alike, so that
+    /// [`exists`](Self::exists) only matters to the policy check (KV).
+    fn create_is_update(&self) -> bool {
+        false
+    }
+
     /// Paths (mount-relative, `*` suffix glob) that need no token, e.g. login.
     fn unauthenticated_paths(&self) -> &'static [&'static str] {
         &[]

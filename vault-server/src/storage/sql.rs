@@ -36,11 +36,17 @@ pub(super) fn chunks<T>(items: &[T], size: impl Fn(&T) -> usize) -> Vec<&[T]> {
     out
 }
 
-/// `$first, $first+1, ...` placeholders for `n` items, grouped by `per` per row.
+/// `$1, $2, ...` placeholders for `n` items, grouped by `per` per row.
 pub(super) fn placeholders(n: usize, per: usize) -> String {
+    placeholders_from(1, n, per)
+}
+
+/// Numbered placeholders starting at `$first` (several statements of one
+/// query string share one argument list).
+pub(super) fn placeholders_from(first: usize, n: usize, per: usize) -> String {
     (0..n)
         .map(|row| {
-            let cols: Vec<String> = (0..per).map(|c| format!("${}", row * per + c + 1)).collect();
+            let cols: Vec<String> = (0..per).map(|c| format!("${}", first + row * per + c)).collect();
             if per == 1 { cols.join(",") } else { format!("({})", cols.join(",")) }
         })
         .collect::<Vec<_>>()
@@ -60,6 +66,7 @@ mod tests {
         assert_eq!(chunks(&big, |n| *n).len(), 3);
         assert_eq!(placeholders(2, 3), "($1,$2,$3),($4,$5,$6)");
         assert_eq!(placeholders(3, 1), "$1,$2,$3");
+        assert_eq!(placeholders_from(4, 2, 1), "$4,$5");
         assert!(chunks::<u8>(&[], |_| 1).is_empty());
     }
 }

@@ -16,13 +16,22 @@ use std::collections::HashMap;
 
 use super::{Ciphertext, Entry, StorageError, WriteBatch, plan, sql};
 
-/// Current revisions of `paths` (absent ones are missing from the map).
-async fn read_revisions(conn: &mut SqliteConnection, paths: &[&str]) -> Result<HashMap<String, i64>, sqlx::Error> {
+/// Open the transaction and read the current revisions of `paths` (absent
+/// ones are missing from the map). sqlx hands every statement to SQLite's
+/// worker thread separately, so `BEGIN` and the first read share one query
+/// string (numbered parameters bind across its statements): one hand-off.
+async fn begin_and_read(conn: &mut SqliteConnection, paths: &[&str]) -> Result<HashMap<String, i64>, sqlx::Error> {
     let mut out = HashMap::with_capacity(paths.len());
-    for chunk in sql::chunks(paths, |p| p.len()) {
-        let text = format!("SELECT path, rev FROM entries WHERE path IN ({})", sql::placeholders(chunk.len(), 1));
+    let chunks = sql::chunks(paths, |p| p.len());
+    if chunks.is_empty() {
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+    }
+    for (i, chunk) in chunks.iter().enumerate() {
+        let begin = if i == 0 { "BEGIN IMMEDIATE; " } else { "" };
+        let text =
+            format!("{begin}SELECT path, rev FROM entries WHERE path IN ({})", sql::placeholders(chunk.len(), 1));
         let mut q = sqlx::query(sqlx::AssertSqlSafe(text));
-        for path in chunk {
+        for path in chunk.iter() {
             q = q.bind(*path);
         }
         for row in q.fetch_all(&mut *conn).await? {
@@ -30,6 +39,71 @@ async fn read_revisions(conn: &mut SqliteConnection, paths: &[&str]) -> Result<H
         }
     }
     Ok(out)
+}
+
+/// Write a plan and commit, as one query string when it fits one chunk
+/// (the common case: one hand-off to SQLite's thread), else statement by statement.
+async fn write_and_commit(conn: &mut SqliteConnection, p: &plan::Plan<'_>) -> Result<(), sqlx::Error> {
+    let ups = sql::chunks(&p.upserts, |(path, v, _)| path.len() + v.len());
+    let dels = sql::chunks(&p.deletes, |path| path.len());
+    if ups.len() <= 1 && dels.len() <= 1 {
+        let mut text = String::new();
+        let mut next = 1;
+        if !p.upserts.is_empty() {
+            let ph = sql::placeholders_from(next, p.upserts.len(), 3);
+            text.push_str(&format!("INSERT INTO entries (path, value, rev) VALUES {ph}{}; ", sql::UPSERT_TAIL));
+            next += 3 * p.upserts.len();
+        }
+        if !p.deletes.is_empty() {
+            let ph = sql::placeholders_from(next, p.deletes.len(), 1);
+            text.push_str(&format!("DELETE FROM entries WHERE path IN ({ph}); "));
+            next += p.deletes.len();
+        }
+        let seal = p.seal_config.map(|c| serde_json::to_string(&c).unwrap_or_default());
+        if seal.is_some() {
+            text.push_str(&sql::SEAL_CONFIG_PUT.replace("$1", &format!("${next}")));
+            text.push_str("; ");
+        }
+        text.push_str("COMMIT");
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(text));
+        for (path, value, rev) in &p.upserts {
+            q = q.bind(*path).bind(*value).bind(*rev);
+        }
+        for path in &p.deletes {
+            q = q.bind(*path);
+        }
+        if let Some(json) = seal {
+            q = q.bind(json);
+        }
+        q.execute(&mut *conn).await?;
+        return Ok(());
+    }
+    for chunk in ups {
+        let text = format!(
+            "INSERT INTO entries (path, value, rev) VALUES {}{}",
+            sql::placeholders(chunk.len(), 3),
+            sql::UPSERT_TAIL
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(text));
+        for (path, value, rev) in chunk {
+            q = q.bind(*path).bind(*value).bind(*rev);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    for chunk in dels {
+        let text = format!("DELETE FROM entries WHERE path IN ({})", sql::placeholders(chunk.len(), 1));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(text));
+        for path in chunk {
+            q = q.bind(*path);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    if let Some(c) = p.seal_config {
+        let json = serde_json::to_string(&c).unwrap_or_default();
+        sqlx::query(sql::SEAL_CONFIG_PUT).bind(json).execute(&mut *conn).await?;
+    }
+    sqlx::query("COMMIT").execute(&mut *conn).await?;
+    Ok(())
 }
 
 pub(super) struct Sqlite {
@@ -92,38 +166,13 @@ impl Sqlite {
         // changes the rows, so the plan made from the revisions read below holds.
         // One process owns a SQLite file: nobody else to notify.
         let r = async {
-            sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-            let current = read_revisions(&mut conn, &plan::paths_to_read(batches)).await?;
+            let current = begin_and_read(&mut conn, &plan::paths_to_read(batches)).await?;
             let p = plan::plan(batches, &current);
             if p.changed.is_empty() {
                 sqlx::query("ROLLBACK").execute(&mut *conn).await?;
                 return Ok::<_, sqlx::Error>(p.results);
             }
-            for chunk in sql::chunks(&p.upserts, |(path, v, _)| path.len() + v.len()) {
-                let text = format!(
-                    "INSERT INTO entries (path, value, rev) VALUES {}{}",
-                    sql::placeholders(chunk.len(), 3),
-                    sql::UPSERT_TAIL
-                );
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(text));
-                for (path, value, rev) in chunk {
-                    q = q.bind(*path).bind(*value).bind(*rev);
-                }
-                q.execute(&mut *conn).await?;
-            }
-            for chunk in sql::chunks(&p.deletes, |path| path.len()) {
-                let text = format!("DELETE FROM entries WHERE path IN ({})", sql::placeholders(chunk.len(), 1));
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(text));
-                for path in chunk {
-                    q = q.bind(*path);
-                }
-                q.execute(&mut *conn).await?;
-            }
-            if let Some(c) = p.seal_config {
-                let json = serde_json::to_string(&c).unwrap_or_default();
-                sqlx::query(sql::SEAL_CONFIG_PUT).bind(json).execute(&mut *conn).await?;
-            }
-            sqlx::query("COMMIT").execute(&mut *conn).await?;
+            write_and_commit(&mut conn, &p).await?;
             Ok(p.results)
         }
         .await;

@@ -818,6 +818,10 @@ impl Backend for KvV2 {
         Box::pin(async move { self.dispatch(auth.unsealed(), req).await })
     }
 
+    fn create_is_update(&self) -> bool {
+        true
+    }
+
     fn periodic<'a>(&'a self, u: &'a Unsealed) -> BoxFuture<'a, ()> {
         Box::pin(self.run_due(u))
     }
