@@ -906,3 +906,42 @@ async fn unreachable_database_is_retried_until_it_works() {
     assert!(!contains(&raw, p.as_bytes()) && !contains(&raw, b"ADMIN-CANARY-5150"), "plaintext in storage");
     assert!(!logs.contains(p) && !logs.contains("ADMIN-CANARY-5150"), "secret in the log");
 }
+
+/// The vault uses an admin connection secret on the caller's behalf, so the
+/// caller must be able to read it: a user who may manage the rotation of its
+/// own secret cannot point it at another team's database admin secret (and
+/// then read the password the vault set on that team's role).
+#[tokio::test]
+async fn rotation_needs_read_access_to_the_admin_connection() {
+    let v = vault(Backend::Sqlite).await;
+    let rc = &v.rc;
+    let admin = json!({"data": {"host": "127.0.0.1", "port": 1, "username": "postgres", "password": "x",
+        "allowed_roles": "teamb_app"}});
+    let (s, b) = rc.post("secret/data/teamb/pgadmin", admin).await;
+    assert_eq!(s, 200, "{b}");
+    let policy = r#"path "secret/rotation/mine" { capabilities = ["create", "update", "read"] }
+path "secret/data/mine" { capabilities = ["read"] }"#;
+    let (s, b) = rc.put("sys/policies/acl/mine", json!({"policy": policy})).await;
+    assert!(s == 204 || s == 200, "{b}");
+    let (s, t) = rc.post("auth/token/create", json!({"policies": ["mine"]})).await;
+    assert_eq!(s, 200, "{t}");
+    let user = v.srv.client().with_token(t["auth"]["client_token"].as_str().unwrap());
+    let body = json!({"period": "1h", "generator": {"type": "postgresql", "connection": "teamb/pgadmin", "roles": ["teamb_app"]}});
+    let (s, b) = user.post("secret/rotation/mine", body.clone()).await;
+    assert_eq!(s, 403, "a rotation naming an admin secret the caller cannot read: {b}");
+    let (s, _) = user.get("secret/rotation/mine").await;
+    assert_eq!(s, 404, "no policy was stored");
+    // With read access to the admin secret, the same request is accepted.
+    let policy = format!("{policy}\npath \"secret/data/teamb/pgadmin\" {{ capabilities = [\"read\"] }}");
+    let (s, b) = rc.put("sys/policies/acl/mine", json!({"policy": policy})).await;
+    assert!(s == 204 || s == 200, "{b}");
+    let (s, b) = user.post("secret/rotation/mine", body).await;
+    assert_eq!(s, 204, "{b}");
+    // The secret cannot be deleted from under a pending rotation either (the
+    // database is unreachable here, so the first rotation stays pending).
+    let _ = wait_status(rc, "mine", Duration::from_secs(15), "a failed first attempt", |s| s["failures"] != 0).await;
+    let (s, b) = rc.delete("secret/metadata/mine").await;
+    assert_eq!(s, 400, "DELETE metadata while a rotation is pending: {b}");
+    let (s, b) = rc.post("secret/rotation/mine", json!({"period": "2h", "generator": {"type": "password"}})).await;
+    assert_eq!(s, 400, "changing the policy while a rotation is pending: {b}");
+}

@@ -657,6 +657,41 @@ async fn suite_cache_read_your_writes(url: &str) {
     s.close().await;
 }
 
+/// A write whose caller gives up (a client that disconnects drops the
+/// request's future) still invalidates the cache once it commits: the
+/// cached view never stays behind what the database holds.
+async fn suite_cache_abandoned_write(url: &str) {
+    let s = Storage::open(url).await.unwrap();
+    put(&s, "a/k", b"one").await;
+    assert_eq!(s.get("a/k").await.unwrap().unwrap().rev, 1); // cached now
+    for i in 0..20 {
+        let mut b = WriteBatch::new();
+        b.put("a/k", ct(format!("v{i}").as_bytes()));
+        // Give up almost at once: the batch may or may not reach the writer.
+        let _ = tokio::time::timeout(std::time::Duration::from_micros(50), s.write(b)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let fresh = Storage::open_with(url, 0).await.unwrap();
+    let truth = fresh.get("a/k").await.unwrap().unwrap().rev;
+    assert_eq!(s.get("a/k").await.unwrap().unwrap().rev, truth, "the cache fell behind an abandoned write");
+    fresh.close().await;
+    s.close().await;
+}
+
+/// Paths the change feed or the index cannot carry are refused before they
+/// reach a group, so they cannot fail other writers' batches.
+async fn suite_bad_paths(url: &str) {
+    let s = Storage::open(url).await.unwrap();
+    for bad in ["x/\nnewline".to_string(), "x/".to_string() + &"y".repeat(2000)] {
+        let mut b = WriteBatch::new();
+        b.put(bad.as_str(), ct(b"v"));
+        assert!(matches!(s.write(b).await, Err(StorageError::InvalidPath(_))), "{bad:.20}");
+    }
+    put(&s, "ok/k", b"fine").await;
+    assert!(s.get("ok/k").await.unwrap().is_some());
+    s.close().await;
+}
+
 // ---------------------------------------------------------------------------
 // Instantiation per backend
 // ---------------------------------------------------------------------------
@@ -707,6 +742,8 @@ conformance! {
     binary_values => suite_binary,
     watch => suite_watch,
     cache_read_your_writes => suite_cache_read_your_writes,
+    cache_abandoned_write => suite_cache_abandoned_write,
+    bad_paths => suite_bad_paths,
 }
 
 /// Two servers on one PostgreSQL database: what one caches is invalidated by

@@ -23,6 +23,10 @@ pub struct Authorized {
     unsealed: Unsealed,
     token: Option<Arc<TokenEntry>>,
     token_value: Option<zeroize::Zeroizing<String>>,
+    /// The caller's compiled policies and the mount's route path, so a
+    /// backend can check the caller's rights on a *second* path it is asked
+    /// to use (e.g. a rotation naming an admin connection secret).
+    acl: Option<(Arc<acl::Acl>, String)>,
     _private: (),
 }
 
@@ -30,6 +34,18 @@ impl Authorized {
     /// The unsealed barrier capability, for storage access.
     pub fn unsealed(&self) -> &Unsealed {
         &self.unsealed
+    }
+
+    /// Whether the caller's policies grant `op` on `mount_relative` in the
+    /// same mount (false for unauthenticated requests).
+    pub fn may(&self, mount_relative: &str, op: crate::logical::Operation) -> bool {
+        self.acl.as_ref().is_some_and(|(acl, mount)| acl.allows(&format!("{mount}{mount_relative}"), op, false))
+    }
+
+    /// Attach the caller's policies (only the core does this, after authorization).
+    pub(crate) fn with_acl(mut self, acl: Arc<acl::Acl>, mount: &str) -> Self {
+        self.acl = Some((acl, mount.to_string()));
+        self
     }
 
     /// The caller's token (None on unauthenticated paths such as login).
@@ -58,6 +74,6 @@ impl Authorized {
 
     /// For paths the backend itself declares unauthenticated (login).
     pub(crate) fn unauthenticated(unsealed: Unsealed) -> Self {
-        Self { unsealed, token: None, token_value: None, _private: () }
+        Self { unsealed, token: None, token_value: None, acl: None, _private: () }
     }
 }

@@ -145,8 +145,10 @@ fn header_term(path: &str, bytes: &[u8]) -> Result<u32, BarrierError> {
 pub struct Barrier {
     storage: Storage,
     slot: RwLock<Option<Arc<Keyring>>>,
-    /// `true` while sealed; long waits (KV watch) end when it turns true.
-    sealed: tokio::sync::watch::Sender<bool>,
+    /// How many times the barrier was sealed: long waits (KV watch) and
+    /// background jobs end when it moves (a counter, so that a seal quickly
+    /// followed by an unseal is still seen).
+    seals: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Barrier {
@@ -158,7 +160,7 @@ impl std::fmt::Debug for Barrier {
 impl Barrier {
     /// A sealed barrier over `storage`.
     pub fn new(storage: Storage) -> Self {
-        Self { storage, slot: RwLock::new(None), sealed: tokio::sync::watch::Sender::new(true) }
+        Self { storage, slot: RwLock::new(None), seals: tokio::sync::watch::Sender::new(0) }
     }
 
     /// The storage underneath (for records outside the barrier: the seal's).
@@ -172,9 +174,10 @@ impl Barrier {
         slot.as_ref().map(|k| Unsealed { keys: k.clone() }).ok_or(BarrierError::Sealed)
     }
 
-    /// Follows the seal state (`true`: sealed), for waits that must end on seal.
-    pub fn seal_signal(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.sealed.subscribe()
+    /// Follows seals: the value changes every time the barrier is sealed.
+    /// Take it while unsealed; any change afterwards means "your keys are stale".
+    pub fn seal_signal(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.seals.subscribe()
     }
 
     /// True when no keyring is loaded.
@@ -188,7 +191,6 @@ impl Barrier {
         if let Ok(mut slot) = self.slot.write() {
             *slot = Some(keys.clone());
         }
-        self.sealed.send_replace(false);
         Unsealed { keys }
     }
 
@@ -197,7 +199,7 @@ impl Barrier {
     pub(crate) fn seal(&self) {
         let old = self.slot.write().ok().and_then(|mut s| s.take());
         drop(old);
-        self.sealed.send_replace(true);
+        self.seals.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Read and decrypt `path`.

@@ -87,8 +87,13 @@ impl View {
         Ok(self.barrier.storage().is_connected(instance).await?)
     }
 
-    /// Follows the seal state (`true`: sealed).
-    pub fn seal_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+    /// True when the barrier holds no keys.
+    pub fn is_sealed(&self) -> bool {
+        self.barrier.is_sealed()
+    }
+
+    /// Follows seals (the value changes at every seal).
+    pub fn seal_signal(&self) -> tokio::sync::watch::Receiver<u64> {
         self.barrier.seal_signal()
     }
 

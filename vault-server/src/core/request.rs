@@ -75,7 +75,8 @@ impl Core {
         {
             req.op = Operation::Create;
         }
-        let mut auth = acl::authorize(u.clone(), entry.clone(), &acl, &full_path, req.op, sudo)?;
+        let mut auth = acl::authorize(u.clone(), entry.clone(), &acl, &full_path, req.op, sudo)?
+            .with_acl(acl.clone(), &m.route_path);
         if m.entry.kind == "token"
             && let Some(t) = token
         {

@@ -250,6 +250,9 @@ impl From<crate::barrier::BarrierError> for LogicalError {
     fn from(e: crate::barrier::BarrierError) -> Self {
         match e {
             crate::barrier::BarrierError::Sealed => LogicalError::Sealed,
+            crate::barrier::BarrierError::Storage(s @ crate::storage::StorageError::InvalidPath(_)) => {
+                LogicalError::InvalidRequest(s.to_string())
+            }
             other => LogicalError::internal(other),
         }
     }

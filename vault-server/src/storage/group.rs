@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::{Backend, StorageError, WriteBatch};
+use super::{Backend, Shared, StorageError, WriteBatch};
 
 /// Most batches folded into one transaction: bounds latency and memory.
 const MAX_GROUP: usize = 512;
@@ -33,7 +33,7 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    pub(super) fn start(backend: Arc<Backend>) -> Self {
+    pub(super) fn start(backend: Arc<Backend>, shared: Arc<Shared>) -> Self {
         // SQLite has one writer at a time anyway; PostgreSQL benefits from a
         // few transactions in flight while one waits for its WAL flush.
         let workers = match &*backend {
@@ -42,7 +42,7 @@ impl Writer {
         };
         let (tx, rx) = mpsc::channel::<Msg>(4096);
         let rx = Arc::new(Mutex::new(rx));
-        let tasks = (0..workers).map(|_| tokio::spawn(run(backend.clone(), rx.clone()))).collect();
+        let tasks = (0..workers).map(|_| tokio::spawn(run(backend.clone(), rx.clone(), shared.clone()))).collect();
         Self { tx, tasks: Arc::new(std::sync::Mutex::new(tasks)) }
     }
 
@@ -66,7 +66,7 @@ impl Writer {
     }
 }
 
-async fn run(backend: Arc<Backend>, rx: Arc<Mutex<mpsc::Receiver<Msg>>>) {
+async fn run(backend: Arc<Backend>, rx: Arc<Mutex<mpsc::Receiver<Msg>>>, shared: Arc<Shared>) {
     loop {
         let mut group = Vec::new();
         let mut stop = false;
@@ -92,6 +92,12 @@ async fn run(backend: Arc<Backend>, rx: Arc<Mutex<mpsc::Receiver<Msg>>>) {
             Backend::Sqlite(b) => b.commit_group(&batches).await,
             Backend::Postgres(b) => b.commit_group(&batches).await,
         };
+        // Whatever the outcome (a conflict means a cached copy was stale; a
+        // failed transaction may still have committed), forget every path
+        // and wake its watchers, before anyone hears back.
+        for p in batches.iter().flat_map(|b| b.paths()) {
+            shared.changed(p);
+        }
         match results {
             Ok(results) => {
                 for (p, r) in group.into_iter().zip(results) {

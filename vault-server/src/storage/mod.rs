@@ -56,6 +56,9 @@ pub enum StorageError {
     /// The storage is shutting down.
     #[error("storage is closed")]
     Closed,
+    /// A path too long or with control characters (nothing was written).
+    #[error("invalid storage path starting {0:?}")]
+    InvalidPath(String),
 }
 
 /// The non-secret seal parameters, readable while sealed.
@@ -202,6 +205,9 @@ enum Backend {
 pub(super) struct Shared {
     cache: cache::ReadCache,
     watchers: watch::Watchers,
+    /// False while the PostgreSQL change feed is not listening: another
+    /// server's writes would go unseen, so nothing is cached meanwhile.
+    following: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -210,6 +216,10 @@ impl Shared {
     fn changed(&self, path: &str) {
         self.cache.invalidate(path);
         self.watchers.fire(path);
+    }
+
+    fn set_following(&self, on: bool) {
+        self.following.store(on, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Notifications may have been lost: forget everything, wake everyone.
@@ -250,9 +260,13 @@ impl Storage {
         } else {
             return Err(StorageError::InvalidUrl("expected a sqlite:// or postgres:// URL".into()));
         };
-        let writer = group::Writer::start(backend.clone());
         let (changes, _) = tokio::sync::broadcast::channel(1024);
-        let shared = Arc::new(Shared { cache: cache::ReadCache::new(cache_bytes), watchers: Default::default() });
+        let shared = Arc::new(Shared {
+            cache: cache::ReadCache::new(cache_bytes),
+            watchers: Default::default(),
+            following: std::sync::atomic::AtomicBool::new(matches!(&*backend, Backend::Sqlite(_))),
+        });
+        let writer = group::Writer::start(backend.clone(), shared.clone());
         if let Backend::Postgres(pg) = &*backend {
             pg.spawn_listener(changes.clone(), shared.clone());
         }
@@ -302,7 +316,9 @@ impl Storage {
             Backend::Sqlite(b) => b.get(path).await?,
             Backend::Postgres(b) => b.get(path).await?,
         };
-        self.shared.cache.fill(ticket, path, &found);
+        if self.shared.following.load(std::sync::atomic::Ordering::SeqCst) {
+            self.shared.cache.fill(ticket, path, &found);
+        }
         Ok(found)
     }
 
@@ -337,14 +353,13 @@ impl Storage {
         if batch.is_empty() {
             return Ok(());
         }
-        let paths: Vec<String> = batch.paths().map(str::to_string).collect();
-        let result = self.writer.submit(batch).await;
-        // Whatever the outcome (a conflict means our cached copy was stale;
-        // a failed transaction may still have committed), forget the paths.
-        for p in &paths {
-            self.shared.changed(p);
+        for p in batch.paths() {
+            check_path(p)?;
         }
-        result
+        // The writer task forgets the paths in the cache and wakes their
+        // watchers after the commit, before replying: even if this future is
+        // dropped meanwhile (a client gone), the commit is never left unseen.
+        self.writer.submit(batch).await
     }
 
     /// The seal configuration, if the vault was initialized.
@@ -364,6 +379,19 @@ impl Storage {
             Backend::Postgres(b) => b.close().await,
         }
     }
+}
+
+/// Longest storage path accepted (PostgreSQL's btree rows and NOTIFY payloads
+/// have limits; a path over them would fail a whole group commit).
+pub const MAX_PATH_BYTES: usize = 1024;
+
+/// Refuse paths that storage or the change feed cannot carry: too long, or
+/// with control characters (the feed separates paths with newlines).
+fn check_path(path: &str) -> Result<(), StorageError> {
+    if path.len() > MAX_PATH_BYTES || path.chars().any(char::is_control) {
+        return Err(StorageError::InvalidPath(path.chars().take(64).filter(|c| !c.is_control()).collect()));
+    }
+    Ok(())
 }
 
 /// The smallest string greater than every string starting with `prefix`,

@@ -144,47 +144,64 @@ impl Postgres {
         let pool = self.pool.clone();
         let me = self.instance.clone();
         tokio::spawn(async move {
-            let mut listener = loop {
-                match sqlx::postgres::PgListener::connect_with(&pool).await {
-                    Ok(mut l) => match l.listen(CHANNEL).await {
-                        Ok(()) => {
-                            // Reads cached before we listened may have missed changes.
-                            shared.resync();
-                            break l;
-                        }
-                        Err(e) => tracing::warn!(error = %e, "LISTEN failed; retrying"),
-                    },
-                    Err(e) => tracing::warn!(error = %e, "change listener cannot connect; retrying"),
-                }
-                if pool.is_closed() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            };
+            // Every (re)connection ends with LISTEN and then a resync: only
+            // from then on are other servers' changes seen, so what was cached
+            // before must go. Until then nothing is cached at all.
             loop {
-                match listener.try_recv().await {
-                    Ok(Some(n)) => {
-                        let mut lines = n.payload().lines();
-                        if lines.next() == Some(me.as_str()) {
+                shared.set_following(false);
+                let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+                    Ok(mut l) => match l.listen(CHANNEL).await {
+                        Ok(()) => l,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "LISTEN failed; retrying");
+                            if pool.is_closed() {
+                                return;
+                            }
+                            tokio::time::sleep(Duration::from_secs(1)).await;
                             continue;
                         }
-                        for path in lines {
-                            shared.changed(path);
-                            let _ = tx.send(Change::Path(path.to_string()));
+                    },
+                    Err(e) => {
+                        tracing::warn!(error = %e, "change listener cannot connect; retrying");
+                        if pool.is_closed() {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                // A lost connection comes back through this loop (not sqlx's
+                // own reconnect), so the resync always follows a LISTEN.
+                shared.resync();
+                let _ = tx.send(Change::Resync);
+                shared.set_following(true);
+                loop {
+                    match listener.try_recv().await {
+                        Ok(Some(n)) => {
+                            let mut lines = n.payload().lines();
+                            if lines.next() == Some(me.as_str()) {
+                                continue;
+                            }
+                            for path in lines {
+                                shared.changed(path);
+                                let _ = tx.send(Change::Path(path.to_string()));
+                            }
+                        }
+                        Ok(None) => {
+                            tracing::warn!("change listener connection lost; reconnecting");
+                            break;
+                        }
+                        Err(_) if pool.is_closed() => return,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "change listener error; reconnecting");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            break;
                         }
                     }
-                    Ok(None) => {
-                        shared.resync();
-                        let _ = tx.send(Change::Resync);
-                    }
-                    Err(_) if pool.is_closed() => return,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "change listener error; resyncing");
-                        shared.resync();
-                        let _ = tx.send(Change::Resync);
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    }
                 }
+                shared.set_following(false);
+                shared.resync();
+                let _ = tx.send(Change::Resync);
             }
         });
     }

@@ -39,6 +39,8 @@ const CONFIG_KEY: &str = "config";
 const CAS_REQUIRED: &str = "check-and-set parameter required for this call";
 const CAS_MISMATCH: &str = "check-and-set parameter did not match the current version";
 
+/// Longest secret path (storage rows carry a prefix and a version number too).
+const MAX_KEY_BYTES: usize = 512;
 /// Longest a read may wait for a newer version.
 const MAX_WAIT_SECS: u64 = 300;
 /// Wait when `wait_for_version_after` is given without `wait`.
@@ -147,8 +149,11 @@ fn check_key(path: &str) -> Result<(), LogicalError> {
     if path.is_empty() || path.ends_with('/') {
         return Err(LogicalError::InvalidRequest("a secret path must be given and must not end in '/'".into()));
     }
-    if path.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
-        return Err(LogicalError::InvalidRequest(format!("invalid secret path \"{path}\"")));
+    if path.split('/').any(|s| s.is_empty() || s == "." || s == "..") || path.chars().any(char::is_control) {
+        return Err(LogicalError::InvalidRequest(format!("invalid secret path {path:?}")));
+    }
+    if path.len() > MAX_KEY_BYTES {
+        return Err(LogicalError::InvalidRequest(format!("a secret path may be at most {MAX_KEY_BYTES} bytes")));
     }
     Ok(())
 }
@@ -520,20 +525,30 @@ impl KvV2 {
         }
         let latest = Map::new();
         let notify = self.view.watch(&format!("meta/{key}"));
-        let mut sealed = self.view.seal_signal();
+        let mut seals = self.view.seal_signal();
+        seals.borrow_and_update();
+        if self.view.is_sealed() {
+            // Sealed between the authorization and the subscription.
+            return Err(LogicalError::Sealed);
+        }
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait);
         loop {
             let changed = notify.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            if self.meta(u, key).await?.is_some_and(|(m, _)| m.current_version > after) {
+            // Bounded by the deadline too: a stalled database must not hold the request.
+            let current = match tokio::time::timeout_at(deadline, self.meta(u, key)).await {
+                Ok(m) => m?,
+                Err(_) => break,
+            };
+            if current.is_some_and(|(m, _)| m.current_version > after) {
                 return self.read_data(u, key, &latest).await;
             }
             tokio::select! {
                 _ = &mut changed => {}
                 _ = tokio::time::sleep_until(deadline) => break,
-                // The capability must not outlive the seal: end the wait.
-                _ = sealed.wait_for(|s| *s) => return Err(LogicalError::Sealed),
+                // The capability must not outlive a seal: end the wait.
+                _ = seals.changed() => return Err(LogicalError::Sealed),
             }
         }
         match self.read_data(u, key, &latest).await? {
@@ -627,6 +642,7 @@ impl KvV2 {
     }
 
     async fn delete_metadata(&self, u: &Unsealed, key: &str) -> Result<(), LogicalError> {
+        self.refuse_if_pending(u, key).await?;
         for _ in 0..RETRIES {
             let Some((meta, rev)) = self.meta(u, key).await? else {
                 return Ok(());
@@ -687,7 +703,8 @@ impl KvV2 {
         }
     }
 
-    async fn dispatch(&self, u: &Unsealed, req: Request) -> Result<Response, LogicalError> {
+    async fn dispatch(&self, auth: &Authorized, req: Request) -> Result<Response, LogicalError> {
+        let u = auth.unsealed();
         let path = req.path.as_str();
         if path == "config" {
             return self.handle_config(u, &req).await;
@@ -798,7 +815,7 @@ impl KvV2 {
             }
             ("subkeys", Operation::Read) => self.read_subkeys(u, key, &req.data).await,
             ("rotation", Operation::Read) => self.read_rotation(u, key).await,
-            ("rotation", Operation::Create | Operation::Update) => self.set_rotation(u, key, &req.data).await,
+            ("rotation", Operation::Create | Operation::Update) => self.set_rotation(auth, key, &req.data).await,
             ("rotation", Operation::Delete) => self.delete_rotation(u, key).await,
             ("rotate", Operation::Create | Operation::Update) => {
                 let (cfg, meta, n) = self.rotate(u, key).await?;
@@ -815,7 +832,7 @@ impl KvV2 {
 
 impl Backend for KvV2 {
     fn handle<'a>(&'a self, auth: &'a Authorized, req: Request) -> BoxFuture<'a, Result<Response, LogicalError>> {
-        Box::pin(async move { self.dispatch(auth.unsealed(), req).await })
+        Box::pin(async move { self.dispatch(auth, req).await })
     }
 
     fn create_is_update(&self) -> bool {

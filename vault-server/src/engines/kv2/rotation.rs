@@ -14,11 +14,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::{Body, Config, KvV2, Meta, NANOS, check_key, now_ns, rfc3339_ns, to_json};
+use crate::auth::Authorized;
 use crate::barrier::Unsealed;
 use crate::barrier::view::ViewBatch;
 use crate::engines::generate::{BytesSpec, CharClass, PasswordSpec};
 use crate::engines::pg_role::{self, AdminConnection, PgRoleError};
-use crate::logical::{LogicalError, Response, fields};
+use crate::logical::{LogicalError, Operation, Response, fields};
 use crate::storage::Expect;
 
 /// First retry delay after a failure; doubles per failure.
@@ -269,9 +270,11 @@ impl Record {
         secs_ns(secs)
     }
 
-    /// Due, or left pending by a failure or a crash (the lease is checked when claiming).
+    /// Due; or left pending by a crash (the claim was never released: repair
+    /// at once, the lease is checked when claiming). A failed rotation also
+    /// stays pending, but releases its claim and waits for its backoff.
     fn due(&self, now: i64) -> bool {
-        self.pending.is_some() || self.next_ns <= now
+        self.next_ns <= now || (self.pending.is_some() && self.lease.is_some())
     }
 }
 
@@ -305,17 +308,36 @@ impl KvV2 {
             .map_err(|e| bad(format!("connection secret \"{path}\": {}", pg_message(&e))))
     }
 
+    /// Refuse a change that would lose a pending rotation's value (it may
+    /// already be live in a database).
+    pub(super) async fn refuse_if_pending(&self, u: &Unsealed, key: &str) -> Result<(), LogicalError> {
+        if self.record(u, key).await?.is_some_and(|(r, _)| r.pending.is_some()) {
+            return Err(LogicalError::Conflict(
+                "a rotation of this secret is pending (its new value may already be live); try again once it \
+                 has finished"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// `POST rotation/{path}`.
     pub(super) async fn set_rotation(
         &self,
-        u: &Unsealed,
+        auth: &Authorized,
         key: &str,
         data: &Map<String, Value>,
     ) -> Result<Response, LogicalError> {
+        let u = auth.unsealed();
         let policy = Policy::parse(data)?;
         if let Generator::Postgresql { connection, roles, .. } = &policy.generator {
             if connection == key {
                 return Err(bad("a secret cannot be its own admin connection"));
+            }
+            // The vault will use the admin secret on the caller's behalf: the
+            // caller must be allowed to read it (no confused deputy).
+            if !auth.may(&format!("data/{connection}"), Operation::Read) {
+                return Err(LogicalError::PermissionDenied);
             }
             let conn = self.admin_connection(u, connection).await?;
             if let Some(r) = roles.iter().find(|r| !conn.allows(r)) {
@@ -332,6 +354,11 @@ impl KvV2 {
         let period = secs_ns(policy.period_secs);
         for _ in 0..super::RETRIES {
             let (record, expect) = match self.record(u, key).await? {
+                Some((r, _)) if r.pending.is_some() => {
+                    return Err(LogicalError::Conflict(
+                        "a rotation of this secret is pending; change its policy once it has finished".into(),
+                    ));
+                }
                 Some((mut r, rev)) => {
                     let last = r.last_ns.or(base);
                     r.next_ns = last.map_or_else(now_ns, |t| t.saturating_add(period));
@@ -392,14 +419,8 @@ impl KvV2 {
 
     /// `DELETE rotation/{path}`.
     pub(super) async fn delete_rotation(&self, u: &Unsealed, key: &str) -> Result<Response, LogicalError> {
-        let Some((r, rev)) = self.record(u, key).await? else { return Ok(Response::NoContent) };
-        if r.pending.is_some() {
-            return Err(LogicalError::Conflict(
-                "a rotation of this secret is pending (its new value may already be live); try again once it \
-                 has finished"
-                    .into(),
-            ));
-        }
+        self.refuse_if_pending(u, key).await?;
+        let Some((_, rev)) = self.record(u, key).await? else { return Ok(Response::NoContent) };
         let mut batch = self.view.batch();
         batch.delete_expect(&record_key(key), Expect::Rev(rev));
         match batch.commit().await {
@@ -542,7 +563,13 @@ impl KvV2 {
                 return;
             }
         };
+        let mut seals = self.view.seal_signal();
+        seals.borrow_and_update();
         for full in keys {
+            // Keys must not be used past a seal: stop between rotations.
+            if self.view.is_sealed() || seals.has_changed().unwrap_or(true) {
+                return;
+            }
             let Some(key) = full.strip_prefix("rot/") else { continue };
             let now = now_ns();
             match self.record(u, key).await {
@@ -659,7 +686,9 @@ mod tests {
         };
         assert!(!r.due(99) && r.due(100));
         r.pending = Some(KvV2::new_pending(&r, 1));
-        assert!(r.due(0), "a pending rotation is due at once");
+        assert!(!r.due(0), "a failed rotation (claim released) waits for its backoff");
+        r.lease = Some(Lease { owner: "crashed".into(), until_ns: 0 });
+        assert!(r.due(0), "a crashed rotation (claim never released) is due at once");
         assert_eq!(r.backoff_ns(), 5 * NANOS);
         r.failures = 5;
         assert_eq!(r.backoff_ns(), 60 * NANOS, "capped by the period");
