@@ -109,6 +109,9 @@ const CHANNEL: &str = "vault_changes";
 /// PostgreSQL's NOTIFY payload limit is 8000 bytes; stay under it.
 const MAX_PAYLOAD: usize = 7000;
 
+/// Idle time after which a pooled connection is checked before use.
+const IDLE_PING_AFTER: Duration = Duration::from_secs(30);
+
 /// `application_name` of our sessions: this prefix and the instance id.
 const APP_PREFIX: &str = "vault-server/";
 
@@ -129,6 +132,19 @@ impl Postgres {
             .max_connections(24)
             .min_connections(2)
             .acquire_timeout(Duration::from_secs(10))
+            // sqlx pings every idle connection before handing it out: a round
+            // trip per query. Ping only connections idle long enough to have
+            // been dropped (a server restart, a proxy timeout); a connection
+            // that died sooner fails one statement and is discarded.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > IDLE_PING_AFTER {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(opts)
             .await?;
         // Several servers may start at once; sqlx's migrator takes an

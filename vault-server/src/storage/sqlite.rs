@@ -129,7 +129,14 @@ impl Sqlite {
         }
         let mut writer = SqliteConnection::connect_with(&opts).await?;
         sqlx::migrate!("../migrations/sqlite").run(&mut writer).await?;
-        let readers = SqlitePoolOptions::new().max_connections(4).min_connections(1).connect_with(opts).await?;
+        // No ping before each use (sqlx's default): a hand-off to the
+        // connection's thread per read, and a local file connection does not drop.
+        let readers = SqlitePoolOptions::new()
+            .max_connections(4)
+            .min_connections(1)
+            .test_before_acquire(false)
+            .connect_with(opts)
+            .await?;
         Ok(Self { readers, writer: Mutex::new(writer), instance: crate::crypto::random::uuid() })
     }
 
