@@ -309,8 +309,28 @@ impl Client {
         path: &str,
         body: Option<&B>,
     ) -> Result<RawResponse> {
-        let url = self.url(path)?;
+        self.send_with(method, path, &[], body, None).await
+    }
+
+    /// Like [`Client::send`], with query parameters `query` (encoded) and,
+    /// when `timeout` is given, that request timeout instead of the
+    /// client's (for long waits).
+    pub(crate) async fn send_with<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&B>,
+        timeout: Option<Duration>,
+    ) -> Result<RawResponse> {
+        let mut url = self.url(path)?;
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
         let mut req = self.http.request(method, url);
+        if let Some(t) = timeout {
+            req = req.timeout(t);
+        }
         if let Some(token) = &self.token {
             let mut v = HeaderValue::from_str(token.as_str())
                 .map_err(|_| Error::Config("the token contains characters not allowed in an HTTP header".into()))?;

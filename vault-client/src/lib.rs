@@ -8,12 +8,14 @@
 //!   rekey, generate-root, mounts), via [`Client::sys`].
 //! * [`logical`]: generic read/write/delete/list of any path, via
 //!   [`Client::logical`].
+//! * [`kv2`]: KV v2 secrets (read, write, and following new versions with
+//!   blocking reads), via [`Client::kv2`].
 //! * [`Error`]: the one error type.
 //!
 //! Each API area is one module exposing a small borrowed handle
-//! (`client.sys()`, `client.logical()`); later areas (KV v2, transit, auth
-//! methods) follow the same pattern. Wire types come from [`vault_api`],
-//! shared with the server, and are re-exported as [`api`].
+//! (`client.sys()`, `client.logical()`, `client.kv2(mount)`); later areas
+//! (transit, auth methods) follow the same pattern. Wire types come from
+//! [`vault_api`], shared with the server, and are re-exported as [`api`].
 //!
 //! # Secrets
 //!
@@ -48,11 +50,13 @@
 
 mod client;
 mod error;
+pub mod kv2;
 pub mod logical;
 pub mod sys;
 
 pub use client::{Client, ClientBuilder, DEFAULT_ADDRESS, DEFAULT_TIMEOUT};
 pub use error::{Error, Result};
+pub use kv2::{Follow, Kv2, Secret};
 pub use logical::Logical;
 pub use sys::{HealthResponse, RekeyUpdate, Sys};
 /// The shared wire types.
