@@ -5,69 +5,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::{Seen, canned};
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use vault_client::{Client, Error, Secret};
 
 const TOKEN: &str = "hvs.KV2-CANNED-TOKEN";
-
-/// One received request: method, path with query, body.
-#[derive(Debug, Clone)]
-struct Seen {
-    method: String,
-    target: String,
-    body: String,
-}
-
-/// Serve each connection with the next canned (status, body); record requests.
-async fn canned(responses: Vec<(u16, String)>) -> (String, Arc<Mutex<Vec<Seen>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = seen.clone();
-    tokio::spawn(async move {
-        for (status, reply) in responses {
-            let (mut sock, _) = listener.accept().await.unwrap();
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            let head_end = loop {
-                let n = sock.read(&mut chunk).await.unwrap();
-                assert!(n > 0, "client closed early");
-                buf.extend_from_slice(&chunk[..n]);
-                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    break i + 4;
-                }
-            };
-            let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-            let mut request_line = head.lines().next().unwrap().split(' ');
-            let method = request_line.next().unwrap().to_string();
-            let target = request_line.next().unwrap().to_string();
-            let len: usize = head
-                .lines()
-                .filter_map(|l| l.split_once(':'))
-                .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
-                .map(|(_, v)| v.trim().parse().unwrap())
-                .unwrap_or(0);
-            while buf.len() < head_end + len {
-                let n = sock.read(&mut chunk).await.unwrap();
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            let body = String::from_utf8_lossy(&buf[head_end..head_end + len]).to_string();
-            log.lock().unwrap().push(Seen { method, target, body });
-            let resp = format!(
-                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
-                reply.len()
-            );
-            sock.write_all(resp.as_bytes()).await.unwrap();
-            sock.shutdown().await.ok();
-        }
-    });
-    (format!("http://{addr}"), seen)
-}
 
 /// A read answer: version `version` with `data` (null: deleted), Vault's envelope.
 fn version(data: Value, version: u64) -> String {
@@ -99,7 +47,7 @@ fn bare_404() -> (u16, String) {
 }
 
 fn requests(seen: &Arc<Mutex<Vec<Seen>>>) -> Vec<(String, String)> {
-    seen.lock().unwrap().iter().map(|s| (s.method.clone(), s.target.clone())).collect()
+    seen.lock().unwrap().iter().map(|s| (s.method.clone(), s.path.clone())).collect()
 }
 
 fn get(target: &str) -> (String, String) {
@@ -170,7 +118,7 @@ async fn write_posts_data_and_returns_the_version() {
     assert!(!format!("{e} {e:?}").contains("WRITTEN-SECRET"));
 
     let seen = seen.lock().unwrap();
-    assert_eq!((seen[0].method.as_str(), seen[0].target.as_str()), ("POST", "/v1/secret/data/db/app"));
+    assert_eq!((seen[0].method.as_str(), seen[0].path.as_str()), ("POST", "/v1/secret/data/db/app"));
     let body: Value = serde_json::from_str(&seen[0].body).unwrap();
     assert_eq!(body, json!({"data": {"password": "WRITTEN-SECRET"}}));
 }

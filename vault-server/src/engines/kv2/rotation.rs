@@ -263,6 +263,22 @@ impl Policy {
 }
 
 impl Record {
+    /// A record for a new policy, first due at `next_ns`.
+    fn new(policy: Policy, next_ns: i64) -> Self {
+        Record {
+            policy,
+            next_ns,
+            last_ns: None,
+            last_version: 0,
+            rotations: 0,
+            failures: 0,
+            last_error: String::new(),
+            active_role: None,
+            lease: None,
+            pending: None,
+        }
+    }
+
     /// Retry delay after `failures` consecutive failures.
     fn backoff_ns(&self) -> i64 {
         let shift = self.failures.saturating_sub(1).min(16);
@@ -367,19 +383,7 @@ impl KvV2 {
                 }
                 None => {
                     let next_ns = base.map_or_else(now_ns, |t| t.saturating_add(period));
-                    let r = Record {
-                        policy: policy.clone(),
-                        next_ns,
-                        last_ns: None,
-                        last_version: 0,
-                        rotations: 0,
-                        failures: 0,
-                        last_error: String::new(),
-                        active_role: None,
-                        lease: None,
-                        pending: None,
-                    };
-                    (r, Expect::Absent)
+                    (Record::new(policy.clone(), next_ns), Expect::Absent)
                 }
             };
             let mut batch = self.view.batch();
@@ -644,18 +648,7 @@ mod tests {
         let policy = parse(json!({"period": 60,
             "generator": {"type": "postgresql", "connection": "c", "roles": ["r_blue", "r_green"]}}))
         .unwrap();
-        let mut r = Record {
-            policy,
-            next_ns: 0,
-            last_ns: None,
-            last_version: 0,
-            rotations: 0,
-            failures: 0,
-            last_error: String::new(),
-            active_role: None,
-            lease: None,
-            pending: None,
-        };
+        let mut r = Record::new(policy, 0);
         let p = KvV2::new_pending(&r, 1);
         assert_eq!(p.role.as_deref(), Some("r_blue"));
         assert_eq!(p.previous_role, None);
@@ -672,18 +665,8 @@ mod tests {
     #[test]
     fn due_and_backoff() {
         let policy = parse(json!({"period": 60, "generator": {"type": "password"}})).unwrap();
-        let mut r = Record {
-            policy,
-            next_ns: 100,
-            last_ns: None,
-            last_version: 0,
-            rotations: 0,
-            failures: 1,
-            last_error: String::new(),
-            active_role: None,
-            lease: None,
-            pending: None,
-        };
+        let mut r = Record::new(policy, 100);
+        r.failures = 1;
         assert!(!r.due(99) && r.due(100));
         r.pending = Some(KvV2::new_pending(&r, 1));
         assert!(!r.due(0), "a failed rotation (claim released) waits for its backoff");
