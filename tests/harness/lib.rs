@@ -263,20 +263,7 @@ impl Client {
 
     /// Any request: method, path under /v1/, optional JSON body.
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
-        let url = format!("{}/v1/{}", self.base, path.trim_start_matches('/'));
-        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut rb = self.http.request(m, url);
-        if let Some(t) = &self.token {
-            rb = rb.header("X-Vault-Token", t);
-        }
-        if let Some(b) = body {
-            rb = rb.json(&b);
-        }
-        let resp = rb.send().await.expect("request");
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        let v = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
-        (status, v)
+        self.try_call(method, path, body).await.unwrap_or_else(|e| panic!("request {method} {path}: {e}"))
     }
 
     /// Like [`call`](Self::call), but a transport failure (connection
