@@ -201,7 +201,10 @@ async fn route(core: &Arc<Core>, auth: &Authorized, req: Request) -> Result<Resp
 async fn renew(core: &Arc<Core>, id: &str, token: Option<&str>, increment: u64) -> Result<Response, LogicalError> {
     let active = core.active().map_err(LogicalError::from)?;
     let u = core.unsealed().map_err(LogicalError::from)?;
-    let e = match active.tokens().renew(core.barrier(), &u, id, increment, now_unix()).await {
+    // One clock reading for the new expiry and the reported TTL, so the answer is exactly the TTL granted
+    // even when the second ticks over between the write and the response.
+    let now = now_unix();
+    let e = match active.tokens().renew(core.barrier(), &u, id, increment, now).await {
         Ok(Some(e)) => e,
         Ok(None) => return Err(LogicalError::InvalidRequest("invalid token".into())),
         Err(crate::auth::token::RenewError::NotRenewable) => {
@@ -215,7 +218,7 @@ async fn renew(core: &Arc<Core>, id: &str, token: Option<&str>, increment: u64) 
         policies: e.policies.clone(),
         token_policies: e.policies.clone(),
         metadata: (!e.meta.is_empty()).then(|| e.meta.clone()),
-        lease_duration: e.ttl_left(now_unix()),
+        lease_duration: e.ttl_left(now),
         renewable: e.renewable,
         entity_id: String::new(),
         token_type: "service".into(),
