@@ -453,6 +453,11 @@ impl PgCluster {
         c
     }
 
+    /// What the cluster's server has logged so far (its `pg_ctl -l` file).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.dir.join("pg.log")).unwrap_or_default()
+    }
+
     /// A new empty database.
     pub fn create_database(&self) -> String {
         let n = {

@@ -155,6 +155,37 @@ async fn rotation_between_two_roles() {
 }
 
 #[tokio::test]
+async fn the_password_never_reaches_the_server() {
+    let pg = PgCluster::shared();
+    setup(&pg).await;
+    // An admin whose every statement the server logs, as an auditing DBA might set it.
+    let admin_role = role("logged_admin");
+    pg.psql("postgres", &format!("CREATE ROLE {admin_role} LOGIN CREATEROLE"));
+    pg.psql("postgres", &format!("ALTER ROLE {admin_role} SET log_statement = 'all'"));
+    let target = role("logged_target");
+    create_role(&pg, &target);
+    let conn = admin(&pg, json!({"username": admin_role, "allowed_roles": target}));
+
+    let pw = password();
+    set_password(&conn, &target, &pw, None, T).await.unwrap();
+    login(&pg, &target, &pw).await.unwrap();
+    assert_eq!(state(&pg, &target), "t|t|t");
+    let stored = authid(&pg, &target, "rolpassword");
+    let log = pg.log_text();
+    let logged: Vec<&str> = log.lines().filter(|l| l.contains(&format!("ALTER ROLE \"{target}\""))).collect();
+    assert_eq!(logged.len(), 1, "the statement is in the server log: {log}");
+    // What travelled is the verifier PostgreSQL stored, not the password.
+    assert!(logged[0].contains(&stored), "{}", logged[0]);
+    assert!(!log.contains(&pw), "the password is in the server log");
+
+    // A second rotation sends a new verifier (fresh salt) even for the same password.
+    set_password(&conn, &target, &pw, None, T).await.unwrap();
+    login(&pg, &target, &pw).await.unwrap();
+    assert_ne!(authid(&pg, &target, "rolpassword"), stored);
+    assert!(!pg.log_text().contains(&pw));
+}
+
+#[tokio::test]
 async fn same_password_twice_is_fine() {
     let pg = PgCluster::shared();
     setup(&pg).await;

@@ -8,20 +8,25 @@
 //!
 //! `ALTER ROLE` takes no bind parameters, so the statement text is built
 //! here: the role name is validated against a strict pattern *and* quoted as
-//! an identifier; the password is sent as a standard-conforming string
+//! an identifier. The password itself never reaches PostgreSQL: the statement
+//! carries a SCRAM-SHA-256 verifier computed here (RFC 5802/7677, with
+//! `postgres-protocol`, the rust-postgres project's implementation of what
+//! libpq's `PQencryptPasswordConn` does), which PostgreSQL stores as is
+//! whatever its `password_encryption`. So neither `log_statement`,
+//! `pg_stat_activity` nor a failing statement in the server log shows the
+//! password. The verifier is still sent as a standard-conforming string
 //! literal after `standard_conforming_strings` is forced on for the
-//! transaction (see [`password_literal`]). The password never appears in an
-//! error, a log line or `Debug` output: sqlx's statement logging is turned
-//! off for this connection, and every message taken from the database has
-//! any occurrence of a secret cut out.
+//! transaction (see [`password_literal`]), although it only ever holds
+//! base64 characters, `$` and `:`. Neither the password nor the verifier
+//! appears in an error, a log line or `Debug` output: sqlx's statement
+//! logging is turned off for this connection, and every message taken from
+//! the database has any occurrence of a secret cut out.
 //!
-//! Known limit: the plaintext password travels to the server inside the
-//! statement, as with `psql`'s `ALTER ROLE ... PASSWORD`. The server hashes it
-//! (SCRAM-SHA-256 by default), but a server configured to log DDL
-//! (`log_statement`) writes the statement to its own log. Missing roles, the
-//! likeliest failure, are detected with a parameterised query first, so that
-//! case never sends the password in a statement that fails (PostgreSQL logs
-//! failing statements by default).
+//! The verifier is secret-derived (4,096 PBKDF2 iterations, random 16-byte
+//! salt): like any stored password hash it allows an offline guess, which the
+//! generated passwords' length makes hopeless. Missing roles, the likeliest
+//! failure, are detected with a parameterised query first, so that case never
+//! sends even the verifier in a statement that fails.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -295,17 +300,23 @@ fn password_literal(out: &mut String, value: &str) {
     out.push('\'');
 }
 
-/// `ALTER ROLE "role" WITH LOGIN PASSWORD '…' VALID UNTIL 'infinity'`, in a
-/// buffer sized up front (no reallocation leaves an unwiped copy behind).
-fn alter_password_sql(role: &str, password: &str) -> Zeroizing<String> {
+/// `ALTER ROLE "role" WITH LOGIN PASSWORD '<verifier>' VALID UNTIL 'infinity'`,
+/// in a buffer sized up front (no reallocation leaves an unwiped copy behind).
+fn alter_password_sql(role: &str, verifier: &str) -> Zeroizing<String> {
     let ident = quote_ident(role);
-    let mut sql = Zeroizing::new(String::with_capacity(80 + ident.len() + 2 * password.len()));
+    let mut sql = Zeroizing::new(String::with_capacity(80 + ident.len() + 2 * verifier.len()));
     sql.push_str("ALTER ROLE ");
     sql.push_str(&ident);
     sql.push_str(" WITH LOGIN PASSWORD ");
-    password_literal(&mut sql, password);
+    password_literal(&mut sql, verifier);
     sql.push_str(" VALID UNTIL 'infinity'");
     sql
+}
+
+/// The SCRAM-SHA-256 verifier PostgreSQL stores for `password`
+/// (`SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`), with a fresh salt.
+fn scram_verifier(password: &str) -> Zeroizing<String> {
+    Zeroizing::new(postgres_protocol::password::scram_sha_256(password.as_bytes()))
 }
 
 /// `ALTER ROLE "role" VALID UNTIL '<instant>'`.
@@ -431,8 +442,13 @@ pub async fn set_password(
             Some((previous, pg_timestamp(at).map_err(invalid)?))
         }
     };
-    let secrets = [password, conn.password.as_str()];
-    let alter = alter_password_sql(role, password);
+    // PBKDF2 over 4,096 rounds takes milliseconds: off the async workers.
+    let owned = Zeroizing::new(password.to_owned());
+    let verifier = tokio::task::spawn_blocking(move || scram_verifier(&owned))
+        .await
+        .map_err(|_| PgRoleError::Refused("computing the SCRAM verifier failed".into()))?;
+    let secrets = [password, conn.password.as_str(), verifier.as_str()];
+    let alter = alter_password_sql(role, &verifier);
     let now = tokio::time::Instant::now();
     // An absurdly large timeout must not overflow the clock: then a year is "forever".
     let deadline = now.checked_add(timeout.saturating_mul(2)).unwrap_or(now + Duration::from_secs(365 * 86_400));
@@ -680,6 +696,22 @@ mod tests {
             expire_sql("app_green", "2026-11-24 10:00:00+00"),
             "ALTER ROLE \"app_green\" VALID UNTIL '2026-11-24 10:00:00+00'"
         );
+    }
+
+    #[test]
+    fn scram_verifiers() {
+        let pw = "correct horse battery staple";
+        let v = scram_verifier(pw);
+        // SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey> (PostgreSQL's stored form).
+        let rest = v.strip_prefix("SCRAM-SHA-256$4096:").unwrap();
+        let (salt, keys) = rest.split_once('$').unwrap();
+        let (stored, server) = keys.split_once(':').unwrap();
+        assert!([salt, stored, server].iter().all(|p| !p.is_empty()));
+        assert!(!v.contains("horse"));
+        // Nothing in it needs quoting in a literal.
+        assert!(v.chars().all(|c| c.is_ascii_alphanumeric() || "+/=$:-".contains(c)), "{}", v.as_str());
+        // A fresh salt each time.
+        assert_ne!(v.as_str(), scram_verifier(pw).as_str());
     }
 
     #[test]
