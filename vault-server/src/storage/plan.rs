@@ -112,6 +112,59 @@ pub(super) fn plan<'a>(batches: &[&'a WriteBatch], current: &HashMap<String, i64
     out
 }
 
+/// A group whose outcome does not depend on what the transaction would
+/// read, so the database can check it and write it in one go: every path
+/// appears once in the whole group. Then each expectation is about the state
+/// before the group (no earlier batch of the group touched its path), every
+/// write's new revision is the stored one plus one (or 1), and if all
+/// expectations hold every batch applies, which is what [`plan`] would
+/// decide. If one fails, the caller rolls back and plans exactly.
+#[derive(Debug, Default)]
+pub(super) struct OneShot<'a> {
+    /// Every expectation of the group, to check before writing.
+    pub(super) checks: Vec<(&'a str, Expect)>,
+    /// Paths written and their values.
+    pub(super) upserts: Vec<(&'a str, &'a [u8])>,
+    /// Paths deleted.
+    pub(super) deletes: Vec<&'a str>,
+    /// The last seal configuration set, if any.
+    pub(super) seal_config: Option<SealConfig>,
+}
+
+/// The group as a [`OneShot`], if every path appears once and the group
+/// stays within one bulk statement's bounds ([`super::sql::CHUNK_ROWS`]
+/// operations, [`super::sql::CHUNK_BYTES`] bytes).
+pub(super) fn one_shot<'a>(batches: &[&'a WriteBatch]) -> Option<OneShot<'a>> {
+    let mut out = OneShot::default();
+    let mut seen = std::collections::HashSet::new();
+    let mut bytes = 0;
+    for op in batches.iter().flat_map(|b| b.ops()) {
+        let (path, expect) = match op {
+            Op::Put { path, value, expect } => {
+                bytes += path.len() + value.as_bytes().len();
+                out.upserts.push((path.as_str(), value.as_bytes()));
+                (path.as_str(), *expect)
+            }
+            Op::Delete { path, expect } => {
+                bytes += path.len();
+                out.deletes.push(path.as_str());
+                (path.as_str(), *expect)
+            }
+            Op::SetSealConfig(c) => {
+                out.seal_config = Some(*c);
+                continue;
+            }
+        };
+        if !seen.insert(path) || seen.len() > super::sql::CHUNK_ROWS || bytes > super::sql::CHUNK_BYTES {
+            return None;
+        }
+        if let Some(e) = expect {
+            out.checks.push((path, e));
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -157,5 +210,31 @@ mod tests {
         let revs: Vec<(&str, i64)> = p.upserts.iter().map(|(p, _, r)| (*p, *r)).collect();
         assert_eq!(revs, vec![("z", 1)], "x was not written; z deleted then created anew");
         assert!(p.deletes.is_empty());
+    }
+
+    #[test]
+    fn one_shot_only_when_every_path_appears_once() {
+        let mut a = WriteBatch::new();
+        a.put_expect("m", ct(b"m"), Expect::Rev(2)).put("v", ct(b"v"));
+        let mut b = WriteBatch::new();
+        b.delete_expect("d", Expect::Absent).put("w", ct(b"w"));
+        let o = one_shot(&[&a, &b]).unwrap();
+        assert_eq!(o.checks, vec![("m", Expect::Rev(2)), ("d", Expect::Absent)]);
+        let ups: Vec<&str> = o.upserts.iter().map(|(p, _)| *p).collect();
+        assert_eq!(ups, vec!["m", "v", "w"]);
+        assert_eq!(o.deletes, vec!["d"]);
+        // The same path twice, in one batch or across batches: the order matters, plan exactly.
+        let mut c = WriteBatch::new();
+        c.put_expect("m", ct(b"again"), Expect::Rev(2));
+        assert!(one_shot(&[&a, &c]).is_none());
+        let mut d = WriteBatch::new();
+        d.delete("x").put("x", ct(b"x"));
+        assert!(one_shot(&[&d]).is_none());
+        // More operations than one bulk statement carries.
+        let mut big = WriteBatch::new();
+        for i in 0..=crate::storage::sql::CHUNK_ROWS {
+            big.delete(format!("k{i}"));
+        }
+        assert!(one_shot(&[&big]).is_none());
     }
 }

@@ -14,7 +14,7 @@ use tokio::sync::Mutex;
 
 use std::collections::HashMap;
 
-use super::{Ciphertext, Entry, StorageError, WriteBatch, plan, sql};
+use super::{Ciphertext, Entry, Expect, StorageError, WriteBatch, plan, sql};
 
 /// Open the transaction and read the current revisions of `paths` (absent
 /// ones are missing from the map). sqlx hands every statement to SQLite's
@@ -106,6 +106,87 @@ async fn write_and_commit(conn: &mut SqliteConnection, p: &plan::Plan<'_>) -> Re
     Ok(())
 }
 
+/// A table of the writer connection's own (TEMP: never in the database file)
+/// that refuses every row: inserting into it is how one query string aborts
+/// when a condition does not hold (SQLite has no `RAISE` outside triggers).
+const GUARD_TABLE: &str = "CREATE TEMP TABLE commit_guard (ok INTEGER NOT NULL CHECK (ok = 1))";
+
+/// Try a [`plan::OneShot`] group as a single query string, one hand-off to
+/// SQLite's thread instead of two: `BEGIN IMMEDIATE`, a guard that fails
+/// unless every expectation holds, the writes with revisions computed by
+/// SQL, `COMMIT`. `Ok(false)`: an expectation failed, the transaction was
+/// rolled back and nothing was written; plan the group exactly instead.
+async fn one_shot(conn: &mut SqliteConnection, o: &plan::OneShot<'_>) -> Result<bool, sqlx::Error> {
+    let mut text = String::from("BEGIN IMMEDIATE; ");
+    let mut next = 1;
+    if !o.checks.is_empty() {
+        let conds: Vec<String> = o
+            .checks
+            .iter()
+            .map(|(_, e)| {
+                let c = match e {
+                    Expect::Absent => format!("NOT EXISTS (SELECT 1 FROM entries WHERE path = ${next})"),
+                    Expect::Rev(_) => {
+                        format!("EXISTS (SELECT 1 FROM entries WHERE path = ${next} AND rev = ${})", next + 1)
+                    }
+                };
+                next += if matches!(e, Expect::Absent) { 1 } else { 2 };
+                c
+            })
+            .collect();
+        // Selects a row (which the table refuses) only if a condition fails.
+        text.push_str(&format!("INSERT INTO temp.commit_guard (ok) SELECT 0 WHERE NOT ({}); ", conds.join(" AND ")));
+    }
+    if !o.upserts.is_empty() {
+        let rows: Vec<String> =
+            (0..o.upserts.len()).map(|i| format!("(${}, ${}, 1)", next + 2 * i, next + 2 * i + 1)).collect();
+        text.push_str(&format!(
+            "INSERT INTO entries (path, value, rev) VALUES {} \
+             ON CONFLICT (path) DO UPDATE SET value = excluded.value, rev = entries.rev + 1; ",
+            rows.join(", ")
+        ));
+        next += 2 * o.upserts.len();
+    }
+    if !o.deletes.is_empty() {
+        text.push_str(&format!(
+            "DELETE FROM entries WHERE path IN ({}); ",
+            sql::placeholders_from(next, o.deletes.len(), 1)
+        ));
+        next += o.deletes.len();
+    }
+    let seal = o.seal_config.map(|c| serde_json::to_string(&c).unwrap_or_default());
+    if seal.is_some() {
+        text.push_str(&sql::SEAL_CONFIG_PUT.replace("$1", &format!("${next}")));
+        text.push_str("; ");
+    }
+    text.push_str("COMMIT");
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(text));
+    for (path, e) in &o.checks {
+        q = q.bind(*path);
+        if let Expect::Rev(r) = e {
+            q = q.bind(*r);
+        }
+    }
+    for (path, value) in &o.upserts {
+        q = q.bind(*path).bind(*value);
+    }
+    for path in &o.deletes {
+        q = q.bind(*path);
+    }
+    if let Some(json) = seal {
+        q = q.bind(json);
+    }
+    match q.execute(&mut *conn).await {
+        Ok(_) => Ok(true),
+        // Only the guard has a CHECK that can fail here (seal_config's `id = 1` always holds).
+        Err(sqlx::Error::Database(e)) if e.kind() == sqlx::error::ErrorKind::CheckViolation => {
+            sqlx::query("ROLLBACK").execute(&mut *conn).await?;
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 pub(super) struct Sqlite {
     readers: SqlitePool,
     writer: Mutex<SqliteConnection>,
@@ -129,6 +210,7 @@ impl Sqlite {
         }
         let mut writer = SqliteConnection::connect_with(&opts).await?;
         sqlx::migrate!("../migrations/sqlite").run(&mut writer).await?;
+        sqlx::query(GUARD_TABLE).execute(&mut writer).await?;
         // No ping before each use (sqlx's default): a hand-off to the
         // connection's thread per read, and a local file connection does not drop.
         let readers = SqlitePoolOptions::new()
@@ -171,8 +253,15 @@ impl Sqlite {
         let mut conn = self.writer.lock().await;
         // IMMEDIATE takes the write lock up front: from here on nobody else
         // changes the rows, so the plan made from the revisions read below holds.
-        // One process owns a SQLite file: nobody else to notify.
+        // One process owns a SQLite file: nobody else to notify. A group whose
+        // paths are all distinct (the usual case) first tries the one-shot form:
+        // one hand-off to SQLite's thread instead of two.
         let r = async {
+            if let Some(o) = plan::one_shot(batches)
+                && one_shot(&mut conn, &o).await?
+            {
+                return Ok(batches.iter().map(|_| Ok(())).collect());
+            }
             let current = begin_and_read(&mut conn, &plan::paths_to_read(batches)).await?;
             let p = plan::plan(batches, &current);
             if p.changed.is_empty() {
