@@ -282,3 +282,66 @@ impl Sqlite {
         self.readers.close().await;
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::crypto::AeadKey;
+
+    fn ct(b: &[u8]) -> Ciphertext {
+        AeadKey::new(&[7; 32]).seal(&[1], b"t", b)
+    }
+
+    async fn rev(db: &Sqlite, path: &str) -> Option<i64> {
+        db.get(path).await.unwrap().map(|e| e.rev)
+    }
+
+    /// Groups are formed by timing, so the conformance suite cannot pick one;
+    /// here the writer gets exact groups. One-shot groups and their fallback
+    /// (a failed guard) must give what exact planning gives.
+    #[tokio::test]
+    async fn one_shot_groups_and_their_fallback() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Sqlite::open(&format!("sqlite://{}/v.db", dir.path().display())).await.unwrap();
+        let mut a = WriteBatch::new();
+        a.put("k", ct(b"1")).put_expect("n", ct(b"n"), Expect::Absent);
+        let r = db.commit_group(&[&a]).await.unwrap();
+        assert!(r.iter().all(Result::is_ok));
+        assert_eq!((rev(&db, "k").await, rev(&db, "n").await), (Some(1), Some(1)));
+
+        // All expectations hold: revisions computed by SQL, deletes applied.
+        let mut b = WriteBatch::new();
+        b.put_expect("k", ct(b"2"), Expect::Rev(1));
+        let mut c = WriteBatch::new();
+        c.delete_expect("n", Expect::Rev(1)).put("m", ct(b"m"));
+        let r = db.commit_group(&[&b, &c]).await.unwrap();
+        assert!(r.iter().all(Result::is_ok));
+        assert_eq!((rev(&db, "k").await, rev(&db, "n").await, rev(&db, "m").await), (Some(2), None, Some(1)));
+
+        // One stale expectation: the guard fails, the group is planned exactly:
+        // the stale batch alone gets a conflict, the others apply.
+        let mut ok1 = WriteBatch::new();
+        ok1.put_expect("k", ct(b"3"), Expect::Rev(2));
+        let mut stale = WriteBatch::new();
+        stale.put_expect("m", ct(b"late"), Expect::Rev(7)).put("x", ct(b"x"));
+        let mut ok2 = WriteBatch::new();
+        ok2.put_expect("y", ct(b"y"), Expect::Absent);
+        let r = db.commit_group(&[&ok1, &stale, &ok2]).await.unwrap();
+        assert!(r[0].is_ok() && r[2].is_ok(), "{r:?}");
+        assert!(matches!(&r[1], Err(StorageError::Conflict(p)) if p == "m"), "{r:?}");
+        assert_eq!(rev(&db, "k").await, Some(3));
+        assert_eq!(rev(&db, "m").await, Some(1), "the stale batch wrote nothing");
+        assert_eq!(rev(&db, "x").await, None, "not even its unconditional put");
+        assert_eq!(rev(&db, "y").await, Some(1));
+        let got = db.get("k").await.unwrap().unwrap().value;
+        assert_eq!(AeadKey::new(&[7; 32]).open(1, b"t", got.as_bytes()).unwrap().as_slice(), b"3");
+
+        // Nothing of the failed guard is left behind: the connection commits again.
+        let mut d = WriteBatch::new();
+        d.put("z", ct(b"z"));
+        assert!(db.commit_group(&[&d]).await.unwrap()[0].is_ok());
+        assert_eq!(rev(&db, "z").await, Some(1));
+        db.close().await;
+    }
+}
