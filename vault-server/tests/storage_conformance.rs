@@ -707,6 +707,14 @@ async fn suite_bad_paths(url: &str) {
 // Instantiation per backend
 // ---------------------------------------------------------------------------
 
+/// Every suite finishes in seconds; one that hangs fails here, named,
+/// instead of holding up the whole run.
+async fn bounded(suite: impl std::future::Future<Output = ()>) {
+    tokio::time::timeout(std::time::Duration::from_secs(120), suite)
+        .await
+        .expect("the suite did not finish within 120 s");
+}
+
 macro_rules! conformance {
     ($($test:ident => $suite:ident),* $(,)?) => {
         mod sqlite {
@@ -715,7 +723,7 @@ macro_rules! conformance {
                 async fn $test() {
                     let dir = tempfile::tempdir().unwrap();
                     let url = format!("sqlite://{}/vault.db", dir.path().display());
-                    super::$suite(&url).await;
+                    super::bounded(super::$suite(&url)).await;
                 }
             )*
         }
@@ -727,7 +735,7 @@ macro_rules! conformance {
                     let pg = tokio::task::spawn_blocking(vault_e2e::PgCluster::shared).await.unwrap();
                     let pg2 = pg.clone();
                     let db = tokio::task::spawn_blocking(move || pg2.create_database()).await.unwrap();
-                    super::$suite(&pg.url(&db)).await;
+                    super::bounded(super::$suite(&pg.url(&db))).await;
                     // Dropping the last reference stops the cluster (blocking): do it off the runtime.
                     tokio::task::spawn_blocking(move || drop(pg)).await.unwrap();
                 }
