@@ -248,12 +248,18 @@ pub struct Client {
 /// Status and parsed body (Null when empty).
 pub type Reply = (u16, Value);
 
+/// Longest any test request may take (the longest deliberate wait in the
+/// tests is a few seconds).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
 impl Client {
     /// A client for `base` (e.g. `http://127.0.0.1:8200`).
     pub fn new(base: &str) -> Client {
         // reqwest is built without a default rustls provider; the tree has only ring.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        Client { http: reqwest::Client::new(), base: base.trim_end_matches('/').into(), token: None }
+        // A server that never answers fails the test (named) instead of stalling the run.
+        let http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build().expect("HTTP client");
+        Client { http, base: base.trim_end_matches('/').into(), token: None }
     }
 
     /// The same client with a token.
