@@ -14,7 +14,7 @@ use tokio::sync::Mutex;
 
 use std::collections::HashMap;
 
-use super::{Ciphertext, Entry, Expect, StorageError, WriteBatch, plan, sql};
+use super::{Ciphertext, Entry, Expect, SealConfig, StorageError, WriteBatch, plan, sql};
 
 /// Open the transaction and read the current revisions of `paths` (absent
 /// ones are missing from the map). sqlx hands every statement to SQLite's
@@ -41,6 +41,28 @@ async fn begin_and_read(conn: &mut SqliteConnection, paths: &[&str]) -> Result<H
     Ok(out)
 }
 
+/// End a group's query string: delete `deletes` paths (bound from parameter
+/// `$next` on), set the seal configuration if any, commit. Returns the seal
+/// configuration's JSON, to bind after the paths.
+fn push_deletes_seal_commit(
+    text: &mut String,
+    mut next: usize,
+    deletes: usize,
+    seal: Option<SealConfig>,
+) -> Option<String> {
+    if deletes > 0 {
+        text.push_str(&format!("DELETE FROM entries WHERE path IN ({}); ", sql::placeholders_from(next, deletes, 1)));
+        next += deletes;
+    }
+    let seal = seal.map(|c| serde_json::to_string(&c).unwrap_or_default());
+    if seal.is_some() {
+        text.push_str(&sql::SEAL_CONFIG_PUT.replace("$1", &format!("${next}")));
+        text.push_str("; ");
+    }
+    text.push_str("COMMIT");
+    seal
+}
+
 /// Write a plan and commit, as one query string when it fits one chunk
 /// (the common case: one hand-off to SQLite's thread), else statement by statement.
 async fn write_and_commit(conn: &mut SqliteConnection, p: &plan::Plan<'_>) -> Result<(), sqlx::Error> {
@@ -54,17 +76,7 @@ async fn write_and_commit(conn: &mut SqliteConnection, p: &plan::Plan<'_>) -> Re
             text.push_str(&format!("INSERT INTO entries (path, value, rev) VALUES {ph}{}; ", sql::UPSERT_TAIL));
             next += 3 * p.upserts.len();
         }
-        if !p.deletes.is_empty() {
-            let ph = sql::placeholders_from(next, p.deletes.len(), 1);
-            text.push_str(&format!("DELETE FROM entries WHERE path IN ({ph}); "));
-            next += p.deletes.len();
-        }
-        let seal = p.seal_config.map(|c| serde_json::to_string(&c).unwrap_or_default());
-        if seal.is_some() {
-            text.push_str(&sql::SEAL_CONFIG_PUT.replace("$1", &format!("${next}")));
-            text.push_str("; ");
-        }
-        text.push_str("COMMIT");
+        let seal = push_deletes_seal_commit(&mut text, next, p.deletes.len(), p.seal_config);
         let mut q = sqlx::query(sqlx::AssertSqlSafe(text));
         for (path, value, rev) in &p.upserts {
             q = q.bind(*path).bind(*value).bind(*rev);
@@ -147,19 +159,7 @@ async fn one_shot(conn: &mut SqliteConnection, o: &plan::OneShot<'_>) -> Result<
         ));
         next += 2 * o.upserts.len();
     }
-    if !o.deletes.is_empty() {
-        text.push_str(&format!(
-            "DELETE FROM entries WHERE path IN ({}); ",
-            sql::placeholders_from(next, o.deletes.len(), 1)
-        ));
-        next += o.deletes.len();
-    }
-    let seal = o.seal_config.map(|c| serde_json::to_string(&c).unwrap_or_default());
-    if seal.is_some() {
-        text.push_str(&sql::SEAL_CONFIG_PUT.replace("$1", &format!("${next}")));
-        text.push_str("; ");
-    }
-    text.push_str("COMMIT");
+    let seal = push_deletes_seal_commit(&mut text, next, o.deletes.len(), o.seal_config);
     let mut q = sqlx::query(sqlx::AssertSqlSafe(text));
     for (path, e) in &o.checks {
         q = q.bind(*path);
