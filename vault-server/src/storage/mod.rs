@@ -372,14 +372,28 @@ impl Storage {
     }
 
     /// Stop the writer (pending writes finish) and close connections.
+    ///
+    /// Each step is bounded by [`CLOSE_TIMEOUT`]: closing a pool waits for
+    /// every connection in use to come back, and a shutdown must not hang on
+    /// one that never does (a connection still out is dropped with the process).
     pub async fn close(&self) {
-        self.writer.close().await;
-        match &*self.backend {
-            Backend::Sqlite(b) => b.close().await,
-            Backend::Postgres(b) => b.close().await,
+        if tokio::time::timeout(CLOSE_TIMEOUT, self.writer.close()).await.is_err() {
+            tracing::warn!("storage writer did not stop in time; closing anyway");
+        }
+        let pools = async {
+            match &*self.backend {
+                Backend::Sqlite(b) => b.close().await,
+                Backend::Postgres(b) => b.close().await,
+            }
+        };
+        if tokio::time::timeout(CLOSE_TIMEOUT, pools).await.is_err() {
+            tracing::warn!("a storage connection was still in use at close; not waiting for it");
         }
     }
 }
+
+/// How long each step of [`Storage::close`] may wait.
+pub const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Longest storage path accepted (PostgreSQL's btree rows and NOTIFY payloads
 /// have limits; a path over them would fail a whole group commit).
