@@ -346,7 +346,11 @@ fn pg_timestamp(unix_seconds: i64) -> Result<String, String> {
 /// out); this is the defence in depth.
 fn scrub(message: &str, secrets: &[&str]) -> String {
     let mut out = message.to_string();
-    for s in secrets.iter().filter(|s| !s.is_empty()) {
+    // Longest first: a short secret that happens to occur inside a longer one
+    // (an admin password inside the verifier) must not break the longer match.
+    let mut secrets: Vec<&str> = secrets.iter().copied().filter(|s| !s.is_empty()).collect();
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    for s in &secrets {
         if out.contains(*s) {
             out = out.replace(*s, REDACTED);
         }
@@ -396,6 +400,23 @@ async fn run(db: &mut PgConnection, sql: &str, secrets: &[&str]) -> Result<(), P
 
 /// Refuse `role` unless it exists, with a bind parameter: the statement that
 /// carries the password is then not the one that fails for a missing role.
+/// PostgreSQL 10 is the first to store a SCRAM verifier given in
+/// `ALTER ROLE ... PASSWORD` as is; older servers would take it for a
+/// plaintext password and hash it again, so the role could not log in.
+async fn ensure_scram_aware(db: &mut PgConnection, secrets: &[&str]) -> Result<(), PgRoleError> {
+    let v: String = sqlx::query_scalar("SELECT current_setting('server_version_num')")
+        .persistent(false)
+        .fetch_one(db)
+        .await
+        .map_err(|e| classify(e, Phase::Statement, secrets))?;
+    match v.trim().parse::<u32>() {
+        Ok(n) if n >= 100_000 => Ok(()),
+        _ => Err(PgRoleError::Refused(format!(
+            "PostgreSQL 10 or later is needed to set passwords as SCRAM verifiers (server_version_num {v})"
+        ))),
+    }
+}
+
 async fn ensure_exists(db: &mut PgConnection, role: &str, secrets: &[&str]) -> Result<(), PgRoleError> {
     let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1)")
         .bind(role)
@@ -446,7 +467,7 @@ pub async fn set_password(
     let owned = Zeroizing::new(password.to_owned());
     let verifier = tokio::task::spawn_blocking(move || scram_verifier(&owned))
         .await
-        .map_err(|_| PgRoleError::Refused("computing the SCRAM verifier failed".into()))?;
+        .map_err(|_| PgRoleError::InvalidConnection("computing the SCRAM verifier failed; nothing was sent".into()))?;
     let secrets = [password, conn.password.as_str(), verifier.as_str()];
     let alter = alter_password_sql(role, &verifier);
     let now = tokio::time::Instant::now();
@@ -467,6 +488,7 @@ pub async fn set_password(
         // Must be its own statement: a multi-statement string is parsed whole
         // before any of it runs, so the setting would come too late.
         run(&mut tx, "SET LOCAL standard_conforming_strings = on", &secrets).await?;
+        ensure_scram_aware(&mut tx, &secrets).await?;
         ensure_exists(&mut tx, role, &secrets).await?;
         if let Some((previous, _)) = &expire {
             ensure_exists(&mut tx, previous, &secrets).await?;
@@ -729,6 +751,8 @@ mod tests {
         assert_eq!(scrub("bad pw hunter2 here", &["hunter2", ""]), "bad pw [redacted] here");
         assert_eq!(scrub("nothing", &["", "x"]), "nothing");
         assert_eq!(scrub("a-b", &["a", "b"]), "[redacted]-[redacted]");
+        // A short secret inside a longer one does not leave the rest of the longer one visible.
+        assert_eq!(scrub("x SCRAM-SHA-256$4096:salt y", &["4096", "SCRAM-SHA-256$4096:salt"]), "x [redacted] y");
         let e = PgRoleError::Refused(scrub("syntax error at or near \"hunter2\"", &["hunter2"]));
         assert!(!e.to_string().contains("hunter2"));
         assert!(!format!("{e:?}").contains("hunter2"));

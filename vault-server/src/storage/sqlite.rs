@@ -160,6 +160,13 @@ async fn one_shot(conn: &mut SqliteConnection, o: &plan::OneShot<'_>) -> Result<
         next += 2 * o.upserts.len();
     }
     let seal = push_deletes_seal_commit(&mut text, next, o.deletes.len(), o.seal_config);
+    // sqlx binds NULL to a `$n` past the arguments given, which would quietly
+    // weaken the guard (`path = NULL`): the numbering above must match the binds below.
+    let binds = o.checks.iter().map(|(_, e)| if matches!(e, Expect::Absent) { 1 } else { 2 }).sum::<usize>()
+        + 2 * o.upserts.len()
+        + o.deletes.len()
+        + usize::from(seal.is_some());
+    debug_assert_eq!(binds, next - 1 + o.deletes.len() + usize::from(seal.is_some()));
     let mut q = sqlx::query(sqlx::AssertSqlSafe(text));
     for (path, e) in &o.checks {
         q = q.bind(*path);
