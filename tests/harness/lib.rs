@@ -177,6 +177,18 @@ impl ServerProc {
         format!("http://{}", self.addr)
     }
 
+    /// Initialize (one share), unseal, mount `secret/` as KV v2: the unseal
+    /// keys, the root token and a client holding it.
+    pub async fn kv2_ready(&self) -> (Vec<String>, String, Client) {
+        let c = self.client();
+        let (keys, root) = c.init(1, 1).await;
+        c.unseal(&keys).await;
+        let rc = c.with_token(&root);
+        let (s, v) = rc.post("sys/mounts/secret", serde_json::json!({"type": "kv", "options": {"version": "2"}})).await;
+        assert_eq!(s, 204, "mount kv v2: {v}");
+        (keys, root, rc)
+    }
+
     /// A client for this server.
     pub fn client(&self) -> Client {
         Client::new(&self.url())

@@ -15,12 +15,7 @@ use vault_e2e::{Backend, ServerProc, Store};
 async fn vault() -> (Store, ServerProc, vault_e2e::Client, vault_client::Client) {
     let store = Store::new(Backend::Sqlite);
     let srv = ServerProc::start(&store, &[]);
-    let c = srv.client();
-    let (keys, root) = c.init(1, 1).await;
-    c.unseal(&keys).await;
-    let rc = c.with_token(&root);
-    let (s, v) = rc.post("sys/mounts/secret", json!({"type": "kv", "options": {"version": "2"}})).await;
-    assert_eq!(s, 204, "mount kv v2: {v}");
+    let (_keys, root, rc) = srv.kv2_ready().await;
     let client = vault_client::Client::new(srv.url()).unwrap().with_token(&root);
     (store, srv, rc, client)
 }

@@ -11,12 +11,7 @@ use vault_e2e::{Backend, Client, ServerProc, Store, contains};
 async fn unsealed(backend: Backend) -> (Store, ServerProc, Client) {
     let store = Store::new(backend);
     let srv = ServerProc::start(&store, &[]);
-    let c = srv.client();
-    let (keys, root) = c.init(1, 1).await;
-    c.unseal(&keys).await;
-    let rc = c.with_token(&root);
-    let (s, v) = rc.post("sys/mounts/secret", json!({"type": "kv", "options": {"version": "2"}})).await;
-    assert_eq!(s, 204, "mount kv v2: {v}");
+    let (_keys, _root, rc) = srv.kv2_ready().await;
     (store, srv, rc)
 }
 

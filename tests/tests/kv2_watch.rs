@@ -26,12 +26,7 @@ struct Vault {
 async fn vault(backend: Backend) -> Vault {
     let store = Store::new(backend);
     let srv = ServerProc::start_with_config(&store, FAST, &[]);
-    let c = srv.client();
-    let (keys, root) = c.init(1, 1).await;
-    c.unseal(&keys).await;
-    let rc = c.with_token(&root);
-    let (s, v) = rc.post("sys/mounts/secret", json!({"type": "kv", "options": {"version": "2"}})).await;
-    assert_eq!(s, 204, "mount kv v2: {v}");
+    let (keys, root, rc) = srv.kv2_ready().await;
     Vault { store, srv, rc, keys, root }
 }
 
