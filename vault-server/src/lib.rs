@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod barrier;
+pub(crate) mod cache;
 pub mod config;
 pub mod core;
 pub mod crypto;
@@ -22,3 +23,5 @@ pub mod seal;
 pub mod server;
 pub mod storage;
 pub mod sys;
+#[cfg(test)]
+pub(crate) mod testing;

@@ -305,7 +305,7 @@ pub fn authorize(
     if !acl.allows(path, op, needs_sudo) {
         return Err(LogicalError::PermissionDenied);
     }
-    Ok(Authorized { unsealed, token: Some(token), token_value: None, acl: None, _private: () })
+    Ok(Authorized::new(unsealed, Some(token)))
 }
 
 #[cfg(test)]

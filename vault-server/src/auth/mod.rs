@@ -12,10 +12,38 @@ pub mod policy;
 pub mod token;
 pub mod token_backend;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::barrier::Unsealed;
+use crate::logical::{BoxFuture, LogicalError, Operation};
 pub use token::{TokenEntry, TokenStore};
+
+/// What a request was authorized for, kept so that a long request can ask
+/// again later ("is this still allowed?") when tokens or policies change.
+#[derive(Debug, Clone)]
+pub(crate) struct Grant {
+    /// Full request path (mount included).
+    pub(crate) path: String,
+    /// The operation the policy check allowed.
+    pub(crate) op: Operation,
+    /// Whether the path needed `sudo`.
+    pub(crate) sudo: bool,
+    /// Caller's address (CIDR-bound tokens).
+    pub(crate) addr: Option<IpAddr>,
+    /// This request spent the token's last use: the token no longer exists,
+    /// so nothing can revoke it; a re-check refuses rather than assume.
+    pub(crate) spent: bool,
+}
+
+/// The core's side of a re-check: look the token up again and run the
+/// policy check again, against the current (invalidated) state.
+pub(crate) trait Recheck: Send + Sync {
+    /// Ok if `token_id` still exists and its policies still grant `grant`.
+    fn recheck<'a>(&'a self, token_id: &'a str, grant: &'a Grant) -> BoxFuture<'a, Result<(), LogicalError>>;
+    /// Moves whenever a token or a policy is invalidated.
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>>;
+}
 
 /// Proof that the request passed the seal check and the policy check.
 #[derive(Debug, Clone)]
@@ -27,7 +55,17 @@ pub struct Authorized {
     /// backend can check the caller's rights on a *second* path it is asked
     /// to use (e.g. a rotation naming an admin connection secret).
     acl: Option<(Arc<acl::Acl>, String)>,
+    /// Set by the core for token-authenticated requests.
+    grant: Option<(Grant, Arc<dyn Recheck>)>,
+    /// Uses the token has left after this request (None: unlimited).
+    uses_left: Option<u64>,
     _private: (),
+}
+
+impl std::fmt::Debug for dyn Recheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Recheck")
+    }
 }
 
 impl Authorized {
@@ -74,6 +112,45 @@ impl Authorized {
 
     /// For paths the backend itself declares unauthenticated (login).
     pub(crate) fn unauthenticated(unsealed: Unsealed) -> Self {
-        Self { unsealed, token: None, token_value: None, acl: None, _private: () }
+        Self::new(unsealed, None)
+    }
+
+    pub(crate) fn new(unsealed: Unsealed, token: Option<Arc<TokenEntry>>) -> Self {
+        Self { unsealed, token, token_value: None, acl: None, grant: None, uses_left: None, _private: () }
+    }
+
+    /// Remember what was granted and how to check it again (only the core).
+    pub(crate) fn with_grant(mut self, grant: Grant, checker: Arc<dyn Recheck>) -> Self {
+        self.grant = Some((grant, checker));
+        self
+    }
+
+    /// Record the uses the token has left after this request (only the core).
+    pub(crate) fn with_uses_left(mut self, left: u64) -> Self {
+        self.uses_left = Some(left);
+        self
+    }
+
+    /// Uses the caller's token has left after this request (None: unlimited).
+    pub fn uses_left(&self) -> Option<u64> {
+        self.uses_left
+    }
+
+    /// Follows invalidations of tokens and policies: a request that waits
+    /// (a blocking read) wakes on it and calls [`Self::still_authorized`].
+    /// None for unauthenticated requests.
+    pub fn security_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.grant.as_ref().and_then(|(_, c)| c.changes())
+    }
+
+    /// Ask again: is the token still valid and does the current policy still
+    /// grant this request? (Unauthenticated requests have nothing to re-check.)
+    pub async fn still_authorized(&self) -> Result<(), LogicalError> {
+        match (&self.grant, &self.token) {
+            (Some((grant, checker)), Some(token)) => checker.recheck(&token.id, grant).await,
+            (None, None) => Ok(()),
+            // A token without a recorded grant cannot be re-checked: refuse.
+            _ => Err(LogicalError::PermissionDenied),
+        }
     }
 }

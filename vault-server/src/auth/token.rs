@@ -9,18 +9,20 @@
 //! sys/token/parent/<mac(parent)>/<mac(child)> -> (marker; children are revoked with their parent)
 //! ```
 //!
-//! Lookups are cached in memory by keyed hash; revocation drops the entry at
-//! once, and other servers drop theirs when PostgreSQL announces the change.
-//! Tokens with a use limit are never cached (each use is a write).
+//! Lookups are cached in memory by keyed hash ([`Guarded`]: a lookup that
+//! raced a revocation never caches the revoked entry); revocation drops the
+//! entry once its delete has committed, and other servers drop theirs when
+//! PostgreSQL announces the change. Tokens with a use limit are never cached
+//! (each use is a write).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
 use crate::barrier::{Barrier, BarrierError, Batch, Unsealed};
+use crate::cache::{Guarded, Signal};
 use crate::crypto::hmac::HmacKey;
 use crate::crypto::random;
 use crate::storage::{Expect, StorageError};
@@ -96,7 +98,7 @@ impl TokenEntry {
 
     /// Seconds left (0 if none or expired).
     pub fn ttl_left(&self, now: i64) -> u64 {
-        self.expire_time.map_or(0, |t| (t - now).max(0) as u64)
+        self.expire_time.map_or(0, |t| u64::try_from(t.saturating_sub(now)).unwrap_or(0))
     }
 
     /// Does the token carry the root policy?
@@ -107,13 +109,19 @@ impl TokenEntry {
     /// Latest allowed expiry, Unix seconds (None: unbounded).
     fn max_expire(&self) -> Option<i64> {
         if self.explicit_max_ttl > 0 {
-            Some(self.creation_time + self.explicit_max_ttl as i64)
+            Some(after(self.creation_time, self.explicit_max_ttl))
         } else if self.period > 0 || self.is_root() {
             None
         } else {
-            Some(self.creation_time + SYSTEM_MAX_TTL as i64)
+            Some(after(self.creation_time, SYSTEM_MAX_TTL))
         }
     }
+}
+
+/// `secs` seconds after `t`, saturating (durations are bounded where they
+/// enter, `logical::fields::duration`; stored entries may predate that).
+pub fn after(t: i64, secs: u64) -> i64 {
+    t.saturating_add(i64::try_from(secs).unwrap_or(i64::MAX))
 }
 
 /// What to create.
@@ -151,7 +159,9 @@ pub type TokenSecret = Zeroizing<String>;
 /// Token lookups and creation, keyed by the barrier-held HMAC key.
 pub struct TokenStore {
     hmac: HmacKey,
-    cache: Mutex<HashMap<String, Arc<TokenEntry>>>,
+    cache: Guarded<String, Arc<TokenEntry>>,
+    #[cfg(test)]
+    pub(crate) pauses: crate::testing::Pauses,
 }
 
 impl std::fmt::Debug for TokenStore {
@@ -165,26 +175,32 @@ fn corrupt(_: serde_json::Error) -> BarrierError {
 }
 
 impl TokenStore {
-    fn with_key(key: Zeroizing<[u8; 32]>) -> Self {
-        Self { hmac: HmacKey::new(key), cache: Mutex::new(HashMap::new()) }
+    fn with_key(key: Zeroizing<[u8; 32]>, signal: Option<Signal>) -> Self {
+        Self {
+            hmac: HmacKey::new(key),
+            cache: Guarded::new(CACHE_LIMIT, signal),
+            #[cfg(test)]
+            pauses: Default::default(),
+        }
     }
 
     /// A store with a fresh HMAC key, plus the batch entry that persists it (init).
     pub fn generate(u: &Unsealed, batch: &mut Batch) -> Result<Self, BarrierError> {
         let key = random::key32()?;
         batch.put(u, HMAC_KEY_PATH, &key[..]);
-        Ok(Self::with_key(key))
+        Ok(Self::with_key(key, None))
     }
 
-    /// Load the HMAC key after unseal.
-    pub async fn load(barrier: &Barrier, u: &Unsealed) -> Result<Self, BarrierError> {
+    /// Load the HMAC key after unseal. Every invalidation (revocation,
+    /// renewal, a change announced by another server) moves `signal`.
+    pub async fn load(barrier: &Barrier, u: &Unsealed, signal: Signal) -> Result<Self, BarrierError> {
         let raw = barrier.get(u, HMAC_KEY_PATH).await?.ok_or(BarrierError::Keyring)?;
         let mut key = Zeroizing::new([0u8; 32]);
         if raw.len() != 32 {
             return Err(BarrierError::Keyring);
         }
         key.copy_from_slice(&raw);
-        Ok(Self::with_key(key))
+        Ok(Self::with_key(key, Some(signal)))
     }
 
     /// The keyed hash identifying `token`.
@@ -206,7 +222,7 @@ impl TokenStore {
         let token = Self::new_token_value();
         let root = p.policies.iter().any(|x| x == "root");
         let ttl = if p.period > 0 {
-            p.period
+            p.period.min(SYSTEM_MAX_TTL)
         } else if p.ttl == 0 && root {
             0
         } else {
@@ -222,7 +238,7 @@ impl TokenStore {
             display_name: p.display_name,
             path: p.path,
             creation_time: now,
-            expire_time: (ttl > 0).then(|| now + ttl as i64),
+            expire_time: (ttl > 0).then(|| after(now, ttl)),
             creation_ttl: ttl,
             explicit_max_ttl: p.explicit_max_ttl,
             period: p.period,
@@ -281,9 +297,15 @@ impl TokenStore {
         entry
     }
 
-    /// Forget a cached entry (revoked here or by another server).
+    /// Forget a cached entry (revoked here or by another server). Call it
+    /// after the change has committed.
     pub fn invalidate(&self, id: &str) {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.cache.invalidate(id);
+    }
+
+    /// Forget every cached entry (change notifications may have been lost).
+    pub fn invalidate_all(&self) {
+        self.cache.clear();
     }
 
     /// Look up by keyed hash, without expiry filtering or caching.
@@ -318,17 +340,18 @@ impl TokenStore {
         id: &str,
         now: i64,
     ) -> Result<Option<Arc<TokenEntry>>, BarrierError> {
-        if let Some(e) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned() {
+        if let Some(e) = self.cache.get(id) {
             return Ok((!e.expired(now)).then_some(e));
         }
+        // The ticket before the read: a revocation committing meanwhile
+        // withdraws the fill below (the entry read here is stale by then).
+        let ticket = self.cache.ticket(id);
         let Some((entry, _)) = self.load_entry(barrier, u, id).await? else { return Ok(None) };
+        #[cfg(test)]
+        self.pauses.at("lookup:before-fill").await;
         let entry = Arc::new(entry);
         if entry.num_uses == 0 {
-            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            if cache.len() >= CACHE_LIMIT {
-                cache.clear();
-            }
-            cache.insert(id.to_string(), entry.clone());
+            self.cache.fill(ticket, id.to_string(), entry.clone());
         }
         Ok((!entry.expired(now)).then_some(entry))
     }
@@ -429,7 +452,6 @@ impl TokenStore {
     }
 
     async fn revoke_one(&self, barrier: &Barrier, u: &Unsealed, id: &str) -> Result<bool, BarrierError> {
-        self.invalidate(id);
         let entry = self.load_entry(barrier, u, id).await?;
         let mut batch = Batch::new();
         batch.delete(&format!("{ID_PREFIX}{id}"));
@@ -443,6 +465,8 @@ impl TokenStore {
             }
         }
         barrier.write(batch).await?;
+        // After the commit: from here on no lookup can read the row, and any
+        // lookup that read it before holds a ticket this invalidation voids.
         self.invalidate(id);
         Ok(entry.is_some())
     }
@@ -465,14 +489,16 @@ impl TokenStore {
             if !e.renewable {
                 return Err(RenewError::NotRenewable);
             }
+            // One lease never exceeds the system maximum, whatever was asked.
             let want = if e.period > 0 {
                 e.period
             } else if increment > 0 {
                 increment
             } else {
                 e.creation_ttl
-            };
-            let mut expire = now + want as i64;
+            }
+            .min(SYSTEM_MAX_TTL);
+            let mut expire = after(now, want);
             if let Some(max) = e.max_expire() {
                 expire = expire.min(max);
             }

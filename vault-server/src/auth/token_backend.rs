@@ -119,7 +119,7 @@ async fn route(core: &Arc<Core>, auth: &Authorized, req: Request) -> Result<Resp
     let path = req.path.trim_end_matches('/');
     let write = matches!(req.op, Operation::Update | Operation::Create);
     match (path, req.op) {
-        ("create" | "create-orphan", _) if write => create(core, caller, d, path == "create-orphan").await,
+        ("create" | "create-orphan", _) if write => create(core, auth, caller, d, path == "create-orphan").await,
         ("lookup-self", Operation::Read) | ("lookup-self", Operation::Update | Operation::Create) => {
             Ok(Response::data(lookup_data(caller, auth.token_value(), now)))
         }
@@ -228,8 +228,13 @@ async fn renew(core: &Arc<Core>, id: &str, token: Option<&str>, increment: u64) 
     Ok(Response::Data { data: None, auth: Some(Box::new(auth)), warnings: Vec::new() })
 }
 
+/// A new token never holds more than its creator: its policies are a subset
+/// of the parent's (`root` only from a root parent, `default` only if the
+/// parent has it), it has no more uses than the parent has left, and
+/// orphans and periodic tokens need `sudo` (as Vault).
 async fn create(
     core: &Arc<Core>,
+    auth: &Authorized,
     parent: &TokenEntry,
     d: &Map<String, Value>,
     orphan_path: bool,
@@ -259,21 +264,34 @@ async fn create(
     if period > 0 && !privileged {
         return Err(LogicalError::InvalidRequest("root or sudo privileges required to create periodic token".into()));
     }
-    let no_default = fields::boolean(d, "no_default_policy")?.unwrap_or(false);
+    // `default` is added to a child unless refused, so a parent without it
+    // (created with no_default_policy) must not pass it on.
+    let parent_has_default = parent_root || parent.policies.iter().any(|p| p == "default");
+    let no_default = fields::boolean(d, "no_default_policy")?.unwrap_or(false) || !parent_has_default;
     let requested = policy_list(d, "policies")?;
     let policies = match requested {
         Some(p) if !p.is_empty() => {
-            if !parent_root {
-                let outside: Vec<&String> =
-                    p.iter().filter(|x| *x != "default" && !parent.policies.contains(x)).collect();
-                if !outside.is_empty() || p.iter().any(|x| x == "root") {
-                    return Err(LogicalError::InvalidRequest("child policies must be subset of parent".into()));
-                }
+            if !parent_root && p.iter().any(|x| !parent.policies.contains(x)) {
+                return Err(LogicalError::InvalidRequest("child policies must be subset of parent".into()));
             }
             p
         }
         _ => parent.policies.iter().filter(|p| parent_root || *p != "root").cloned().collect(),
     };
+    let num_uses = fields::count(d, "num_uses")?.unwrap_or(0);
+    if let Some(left) = auth.uses_left() {
+        // This request already spent one of the parent's uses.
+        if left == 0 {
+            return Err(LogicalError::InvalidRequest(
+                "this token has no uses left to give a child token (num_uses)".into(),
+            ));
+        }
+        if num_uses == 0 || num_uses > left {
+            return Err(LogicalError::InvalidRequest(format!(
+                "a use-limited token may only create tokens with 1 to {left} uses (num_uses)"
+            )));
+        }
+    }
     let meta = match d.get("meta") {
         None | Some(Value::Null) => Map::new(),
         Some(_) => fields::string_map(d, "meta")?.unwrap_or_default(),
@@ -286,7 +304,7 @@ async fn create(
         ttl: fields::duration(d, "ttl")?.unwrap_or(0),
         max_ttl: fields::duration(d, "explicit_max_ttl")?.unwrap_or(0),
         period,
-        num_uses: fields::int(d, "num_uses")?.map(|n| n.max(0) as u64).unwrap_or(0),
+        num_uses,
         display_name,
         metadata: meta,
         bound_cidrs: string_list(d, "bound_cidrs")?.unwrap_or_default(),

@@ -149,6 +149,8 @@ pub struct Barrier {
     /// background jobs end when it moves (a counter, so that a seal quickly
     /// followed by an unseal is still seen).
     seals: tokio::sync::watch::Sender<u64>,
+    #[cfg(test)]
+    pub(crate) pauses: crate::testing::Pauses,
 }
 
 impl std::fmt::Debug for Barrier {
@@ -160,7 +162,13 @@ impl std::fmt::Debug for Barrier {
 impl Barrier {
     /// A sealed barrier over `storage`.
     pub fn new(storage: Storage) -> Self {
-        Self { storage, slot: RwLock::new(None), seals: tokio::sync::watch::Sender::new(0) }
+        Self {
+            storage,
+            slot: RwLock::new(None),
+            seals: tokio::sync::watch::Sender::new(0),
+            #[cfg(test)]
+            pauses: Default::default(),
+        }
     }
 
     /// The storage underneath (for records outside the barrier: the seal's).
@@ -194,12 +202,36 @@ impl Barrier {
         Unsealed { keys }
     }
 
+    /// Replace the keyring after a rotation or reload, which read storage
+    /// across `await`s: refused if the barrier was sealed since `seals_seen`
+    /// was taken (keys must never come back after a seal), and a keyring
+    /// older than the installed one (a lower active term) is not installed.
+    fn install_newer(&self, seals_seen: u64, keyring: Keyring) -> Result<Unsealed, BarrierError> {
+        let mut slot = self.slot.write().map_err(|_| BarrierError::Sealed)?;
+        // The seal counter moves under this same lock (see `seal`).
+        if slot.is_none() || *self.seals.borrow() != seals_seen {
+            return Err(BarrierError::Sealed);
+        }
+        if let Some(current) = slot.as_ref()
+            && current.active_term() > keyring.active_term()
+        {
+            return Ok(Unsealed { keys: current.clone() });
+        }
+        let keys = Arc::new(keyring);
+        *slot = Some(keys.clone());
+        Ok(Unsealed { keys })
+    }
+
     /// Close the barrier: drop our reference to the keys. Requests in flight
     /// hold theirs until they finish; the keys are wiped when the last drops.
     pub(crate) fn seal(&self) {
-        let old = self.slot.write().ok().and_then(|mut s| s.take());
+        let old = {
+            let mut slot = self.slot.write().unwrap_or_else(|p| p.into_inner());
+            // Moved under the slot lock, so `install_newer` sees both or neither.
+            self.seals.send_modify(|n| *n = n.wrapping_add(1));
+            slot.take()
+        };
         drop(old);
-        self.seals.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Read and decrypt `path`.
@@ -279,17 +311,16 @@ impl Barrier {
 
     /// Re-read the keyring (another server rotated) and install it.
     pub(crate) async fn reload(&self, u: &Unsealed) -> Result<Unsealed, BarrierError> {
+        let seals_seen = *self.seals.borrow();
         let (keyring, _) = self.load_keyring(u.keys.root_key().clone()).await?;
-        if self.is_sealed() {
-            return Err(BarrierError::Sealed);
-        }
-        Ok(self.install(keyring))
+        self.install_newer(seals_seen, keyring)
     }
 
     /// Add a new term and make it active; old terms keep decrypting.
     /// Safe against a concurrent rotation on another server (optimistic write).
     pub async fn rotate(&self, u: &Unsealed) -> Result<u32, BarrierError> {
         loop {
+            let seals_seen = *self.seals.borrow();
             let (mut current, rev) = self.load_keyring(u.keys.root_key().clone()).await?;
             let added = current.absorb_usage(&u.keys);
             let next = current.rotated(random::key32()?, now_unix()).map_err(|_| BarrierError::Keyring)?;
@@ -299,7 +330,11 @@ impl Barrier {
                 Ok(()) => {
                     u.keys.mark_flushed(&added);
                     let term = next.active_term();
-                    self.install(next);
+                    #[cfg(test)]
+                    self.pauses.at("rotate:before-install").await;
+                    // Sealed meanwhile: the rotation is stored and the next
+                    // unseal loads it; the keys stay out of memory.
+                    self.install_newer(seals_seen, next)?;
                     return Ok(term);
                 }
                 Err(StorageError::Conflict(_)) => continue,
@@ -435,6 +470,38 @@ mod tests {
         let (stored, _) = b.load_keyring(u.keys.root_key().clone()).await.unwrap();
         assert_eq!(stored.term(1).unwrap().encryptions(), 6);
         assert_eq!(stored.active_term(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_rotation_finishing_after_a_seal_leaves_the_barrier_sealed() {
+        let (_d, b, u) = open_barrier().await;
+        let b = Arc::new(b);
+        let pause = b.pauses.arm("rotate:before-install");
+        let rotating = tokio::spawn({
+            let (b, u) = (b.clone(), u.clone());
+            async move { b.rotate(&u).await }
+        });
+        pause.reached().await; // the new keyring is written, not yet installed
+        b.seal();
+        pause.release();
+        assert!(matches!(rotating.await.unwrap(), Err(BarrierError::Sealed)));
+        assert!(b.is_sealed(), "a rotation must not put keys back after a seal");
+        // A reload racing a seal likewise.
+        let (_d2, b2, u2) = open_barrier().await;
+        b2.seal();
+        assert!(matches!(b2.reload(&u2).await, Err(BarrierError::Sealed)));
+        assert!(b2.is_sealed());
+    }
+
+    #[tokio::test]
+    async fn an_older_keyring_never_replaces_a_newer_one() {
+        let (_d, b, u) = open_barrier().await;
+        let old = Keyring::decode(u.keys.root_key().clone(), &u.keys.encode()).unwrap();
+        b.rotate(&u).await.unwrap();
+        let seen = *b.seals.borrow();
+        let kept = b.install_newer(seen, old).unwrap();
+        assert_eq!(kept.keys.active_term(), 2);
+        assert_eq!(b.key_status(&b.unsealed().unwrap()).0, 2);
     }
 
     #[tokio::test]

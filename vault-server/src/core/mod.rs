@@ -15,6 +15,8 @@ pub mod mounts;
 pub mod policies;
 mod rekey;
 pub mod request;
+#[cfg(test)]
+mod tests;
 
 use std::sync::{Arc, RwLock, Weak};
 
@@ -114,6 +116,9 @@ pub struct Active {
     policies: policies::PolicyStore,
     router: RwLock<Arc<Router>>,
     cluster: ClusterInfo,
+    /// Moves whenever a token or policy cache entry is invalidated, so
+    /// long-held authorizations (blocking reads) re-check themselves.
+    security: crate::cache::Signal,
 }
 
 impl std::fmt::Debug for Active {
@@ -140,11 +145,23 @@ impl Active {
             Err(p) => p.into_inner().clone(),
         }
     }
-    fn set_router(&self, r: Router) {
-        match self.router.write() {
-            Ok(mut g) => *g = Arc::new(r),
-            Err(p) => *p.into_inner() = Arc::new(r),
+    /// Install `r` unless the installed router was built from newer mount
+    /// tables (a reload that read the tables before a change must not
+    /// replace the router built after it). False when neither is newer
+    /// (the caller reads again).
+    fn set_router(&self, r: Router) -> bool {
+        let mut g = self.router.write().unwrap_or_else(|p| p.into_inner());
+        if r.is_at_least(&g) {
+            *g = Arc::new(r);
+            true
+        } else {
+            g.is_at_least(&r)
         }
+    }
+
+    /// Follows invalidations of tokens and policies (see [`crate::cache`]).
+    pub fn security_signal(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.security.subscribe()
     }
 }
 
@@ -158,9 +175,16 @@ pub struct Core {
     unseal_progress: std::sync::Mutex<Option<ShareCollector>>,
     rekey: std::sync::Mutex<Option<Rekey>>,
     generate_root: std::sync::Mutex<Option<GenerateRoot>>,
-    seal_config: RwLock<Option<SealConfig>>,
+    /// The seal configuration and a generation moved by every local write
+    /// of it, so a refresh that read storage before a rekey cannot install
+    /// the old configuration after it.
+    seal_config: RwLock<(Option<SealConfig>, u64)>,
     lockout: Arc<crate::auth::lockout::Lockout>,
     rotation: RwLock<crate::engines::RotationSettings>,
+    /// Re-checks held authorizations (one per core, shared by requests).
+    reauth: Arc<request::Reauthorizer>,
+    #[cfg(test)]
+    pub(crate) pauses: crate::testing::Pauses,
 }
 
 impl std::fmt::Debug for Core {
@@ -186,9 +210,12 @@ impl Core {
             unseal_progress: std::sync::Mutex::new(None),
             rekey: std::sync::Mutex::new(None),
             generate_root: std::sync::Mutex::new(None),
-            seal_config: RwLock::new(seal_config),
+            seal_config: RwLock::new((seal_config, 0)),
             lockout: Arc::new(crate::auth::lockout::Lockout::default()),
             rotation: RwLock::new(crate::engines::RotationSettings::default()),
+            reauth: Arc::new(request::Reauthorizer { core: me.clone() }),
+            #[cfg(test)]
+            pauses: Default::default(),
         });
         tokio::spawn(follow_changes(Arc::downgrade(&core), changes));
         Ok(core)
@@ -212,7 +239,12 @@ impl Core {
         }
         let active = self.active()?;
         match change {
-            Change::Resync => active.policies.invalidate(),
+            Change::Resync => {
+                // Notifications may have been lost: any token may have been
+                // revoked and any policy changed.
+                active.tokens.invalidate_all();
+                active.policies.invalidate();
+            }
             Change::Path(p) => {
                 if let Some(id) = p.strip_prefix(crate::auth::token::ID_PREFIX) {
                     active.tokens.invalidate(id);
@@ -271,14 +303,31 @@ impl Core {
     }
 
     fn config(&self) -> Option<SealConfig> {
-        *self.seal_config.read().unwrap_or_else(|p| p.into_inner())
+        self.seal_config.read().unwrap_or_else(|p| p.into_inner()).0
+    }
+
+    /// Record a seal configuration this server has just committed.
+    fn set_seal_config(&self, c: Option<SealConfig>) {
+        let mut g = self.seal_config.write().unwrap_or_else(|p| p.into_inner());
+        *g = (c, g.1.wrapping_add(1));
     }
 
     /// Re-read the seal configuration (another server may have initialized or rekeyed).
+    /// Of concurrent refreshes, one that sees another install first reads
+    /// again, so the last value installed is never older than any read.
     async fn refresh_config(&self) -> Result<Option<SealConfig>, CoreError> {
-        let c = self.storage().seal_config().await?;
-        *self.seal_config.write().unwrap_or_else(|p| p.into_inner()) = c;
-        Ok(c)
+        for _ in 0..8 {
+            let seen = self.seal_config.read().unwrap_or_else(|p| p.into_inner()).1;
+            let c = self.storage().seal_config().await?;
+            #[cfg(test)]
+            self.pauses.at("seal-config:before-install").await;
+            let mut g = self.seal_config.write().unwrap_or_else(|p| p.into_inner());
+            if g.1 == seen {
+                *g = (c, seen.wrapping_add(1));
+                return Ok(c);
+            }
+        }
+        Err(CoreError::Internal("the seal configuration kept changing while it was read".into()))
     }
 
     async fn config_or_refresh(&self) -> Result<Option<SealConfig>, CoreError> {
@@ -356,7 +405,7 @@ impl Core {
             }
             Err(e) => return Err(e.into()),
         };
-        *self.seal_config.write().unwrap_or_else(|p| p.into_inner()) = Some(config);
+        self.set_seal_config(Some(config));
         let parts = seal::split(config, &unseal_key)?;
         let response = InitResponse {
             keys: parts.iter().map(|p| hex::encode(p.as_bytes())).collect(),
@@ -444,7 +493,8 @@ impl Core {
     }
 
     async fn activate(&self, u: Unsealed) -> Result<Active, CoreError> {
-        let tokens = TokenStore::load(&self.barrier, &u).await?;
+        let security = crate::cache::signal();
+        let tokens = TokenStore::load(&self.barrier, &u, security.clone()).await?;
         let raw = self
             .barrier
             .get(&u, CLUSTER_PATH)
@@ -455,9 +505,10 @@ impl Core {
         let router = mounts::load_router(self, &u).await?;
         Ok(Active {
             tokens,
-            policies: policies::PolicyStore::default(),
+            policies: policies::PolicyStore::new(Some(security.clone())),
             router: RwLock::new(Arc::new(router)),
             cluster,
+            security,
         })
     }
 

@@ -178,9 +178,17 @@ impl std::fmt::Debug for Mounted {
 #[derive(Debug, Default)]
 pub struct Router {
     mounts: Vec<Mounted>,
+    /// Storage revisions of the (secrets, auth) tables it was built from:
+    /// revisions only grow, so they order routers built by racing reloads.
+    revs: (Option<i64>, Option<i64>),
 }
 
 impl Router {
+    /// Built from tables at least as new as `other`'s (both of them).
+    pub(super) fn is_at_least(&self, other: &Router) -> bool {
+        self.revs.0 >= other.revs.0 && self.revs.1 >= other.revs.1
+    }
+
     /// All mounts (built-ins first).
     pub fn mounts(&self) -> &[Mounted] {
         &self.mounts
@@ -249,8 +257,8 @@ fn mounted(core: &Core, table: Table, entry: MountEntry) -> Result<Mounted, Core
 
 fn build_router(
     core: &Core,
-    (secrets, _): (Vec<MountEntry>, Option<i64>),
-    (auth, _): (Vec<MountEntry>, Option<i64>),
+    (secrets, secrets_rev): (Vec<MountEntry>, Option<i64>),
+    (auth, auth_rev): (Vec<MountEntry>, Option<i64>),
 ) -> Result<Router, CoreError> {
     let me = core.arc().ok_or_else(|| CoreError::Internal("core dropped".into()))?;
     let mut mounts = vec![
@@ -273,7 +281,7 @@ fn build_router(
     for entry in auth {
         mounts.push(mounted(core, Table::Auth, entry)?);
     }
-    Ok(Router { mounts })
+    Ok(Router { mounts, revs: (secrets_rev, auth_rev) })
 }
 
 /// Normalize a mount path: no leading slash, one trailing slash, clean segments.
@@ -388,10 +396,7 @@ impl Core {
             let expect = rev.map_or(Expect::Absent, Expect::Rev);
             batch.put_expect(u, table.storage_path(), &json, expect);
             match self.barrier.write(batch).await {
-                Ok(()) => {
-                    active.set_router(load_router(self, u).await?);
-                    return Ok(());
-                }
+                Ok(()) => return self.install_router(&active, u).await,
                 Err(crate::barrier::BarrierError::Storage(crate::storage::StorageError::Conflict(_))) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -402,9 +407,23 @@ impl Core {
     /// Reload the router from storage (another server changed the table).
     pub async fn reload_mounts(&self) -> Result<(), CoreError> {
         let active = self.active()?;
-        let router = load_router(self, &self.unsealed()?).await?;
-        active.set_router(router);
-        Ok(())
+        self.install_router(&active, &self.unsealed()?).await
+    }
+
+    /// Build the router from the stored tables and install it. A build
+    /// that lost the race to a newer one (or read the two tables across a
+    /// change: neither newer) reads again: revisions only grow, so a later
+    /// read is at least as new as anything installed.
+    async fn install_router(&self, active: &super::Active, u: &Unsealed) -> Result<(), CoreError> {
+        for _ in 0..8 {
+            let router = load_router(self, u).await?;
+            #[cfg(test)]
+            self.pauses.at("router:before-install").await;
+            if active.set_router(router) {
+                return Ok(());
+            }
+        }
+        Err(CoreError::Internal("the mount tables kept changing while they were read".into()))
     }
 }
 

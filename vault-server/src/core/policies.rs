@@ -1,24 +1,38 @@
 //! The policy store: named ACL policies kept inside the barrier at
 //! `sys/policy/<name>`, parsed once and cached, and the compiled ACL of each
 //! distinct policy set cached too, since the check runs on every request.
-//! Any change (here, or announced by another server) drops the caches.
+//! Any change (here, or announced by another server) drops the caches, and
+//! an ACL compiled from policies read before that change is never cached
+//! after it ([`Guarded`]: the ticket is taken before the first policy read).
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use crate::auth::acl::Acl;
 use crate::auth::policy::{self, DEFAULT_POLICY, Policy};
 use crate::barrier::{Barrier, Unsealed};
+use crate::cache::{Guarded, Signal};
 use crate::logical::LogicalError;
 
 /// Storage prefix of policies.
 pub const POLICY_PREFIX: &str = "sys/policy/";
+/// Bounds on what is cached (policy sets are chosen by admins, not callers,
+/// but a bound keeps memory predictable).
+const POLICY_LIMIT: usize = 10_000;
+const ACL_LIMIT: usize = 10_000;
 
 /// Cached policies and ACLs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PolicyStore {
-    policies: RwLock<HashMap<String, Arc<Policy>>>,
-    acls: RwLock<HashMap<Vec<String>, Arc<Acl>>>,
+    policies: Guarded<String, Arc<Policy>>,
+    acls: Guarded<Vec<String>, Arc<Acl>>,
+    #[cfg(test)]
+    pub(crate) pauses: crate::testing::Pauses,
+}
+
+impl Default for PolicyStore {
+    fn default() -> Self {
+        Self::new(None)
+    }
 }
 
 fn internal(e: impl std::fmt::Display) -> LogicalError {
@@ -26,24 +40,35 @@ fn internal(e: impl std::fmt::Display) -> LogicalError {
 }
 
 impl PolicyStore {
-    /// Drop every cached policy and ACL.
+    /// An empty store; every invalidation moves `signal`.
+    pub fn new(signal: Option<Signal>) -> Self {
+        Self {
+            policies: Guarded::new(POLICY_LIMIT, signal.clone()),
+            acls: Guarded::new(ACL_LIMIT, signal),
+            #[cfg(test)]
+            pauses: Default::default(),
+        }
+    }
+
+    /// Drop every cached policy and ACL (after a change has committed).
     pub fn invalidate(&self) {
-        self.policies.write().unwrap_or_else(|p| p.into_inner()).clear();
-        self.acls.write().unwrap_or_else(|p| p.into_inner()).clear();
+        self.policies.clear();
+        self.acls.clear();
     }
 
     /// A policy by name (`default` falls back to the built-in text).
     pub async fn get(&self, barrier: &Barrier, u: &Unsealed, name: &str) -> Result<Option<Arc<Policy>>, LogicalError> {
-        if let Some(p) = self.policies.read().unwrap_or_else(|p| p.into_inner()).get(name) {
-            return Ok(Some(p.clone()));
+        if let Some(p) = self.policies.get(name) {
+            return Ok(Some(p));
         }
+        let ticket = self.policies.ticket(name);
         let text = match barrier.get(u, &format!("{POLICY_PREFIX}{name}")).await? {
             Some(raw) => String::from_utf8(raw.to_vec()).map_err(internal)?,
             None if name == "default" => DEFAULT_POLICY.to_string(),
             None => return Ok(None),
         };
         let p = Arc::new(Policy::parse(name, &text).map_err(internal)?);
-        self.policies.write().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), p.clone());
+        self.policies.fill(ticket, name.to_string(), p.clone());
         Ok(Some(p))
     }
 
@@ -85,9 +110,12 @@ impl PolicyStore {
     /// The compiled ACL for a token's policies (cached per policy set).
     /// Unknown policy names grant nothing, as in Vault.
     pub async fn acl(&self, barrier: &Barrier, u: &Unsealed, names: &[String]) -> Result<Arc<Acl>, LogicalError> {
-        if let Some(a) = self.acls.read().unwrap_or_else(|p| p.into_inner()).get(names) {
-            return Ok(a.clone());
+        if let Some(a) = self.acls.get(names) {
+            return Ok(a);
         }
+        // Before the first policy read: a change committing while the
+        // policies are fetched voids this ticket.
+        let ticket = self.acls.ticket(names);
         let acl = if names.iter().any(|n| n == "root") {
             Arc::new(Acl::root())
         } else {
@@ -97,9 +125,11 @@ impl PolicyStore {
                     policies.push(p);
                 }
             }
+            #[cfg(test)]
+            self.pauses.at("acl:before-fill").await;
             Arc::new(Acl::new(&policies))
         };
-        self.acls.write().unwrap_or_else(|p| p.into_inner()).insert(names.to_vec(), acl.clone());
+        self.acls.fill(ticket, names.to_vec(), acl.clone());
         Ok(acl)
     }
 }

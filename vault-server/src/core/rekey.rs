@@ -126,7 +126,7 @@ impl Core {
             }
             other => other.into(),
         })?;
-        *self.seal_config.write().unwrap_or_else(|p| p.into_inner()) = Some(new_config);
+        self.set_seal_config(Some(new_config));
         *lock(&self.rekey) = None;
         tracing::info!(shares = new_config.secret_shares, threshold = new_config.secret_threshold, "rekey complete");
         Ok(Err(RekeyComplete {

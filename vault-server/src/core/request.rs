@@ -7,9 +7,9 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::auth::token::TokenParams;
-use crate::auth::{Authorized, TokenEntry, acl, cidr};
+use crate::auth::{Authorized, Grant, Recheck, TokenEntry, acl, cidr};
 use crate::barrier::{Batch, now_unix};
-use crate::logical::{AuthInfo, LogicalError, Login, Operation, Request, Response, path_matches};
+use crate::logical::{AuthInfo, BoxFuture, LogicalError, Login, Operation, Request, Response, path_matches};
 
 use super::{Core, CoreError};
 
@@ -82,11 +82,18 @@ impl Core {
         {
             auth = auth.with_token_value(t);
         }
+        let mut spent = false;
         if entry.num_uses > 0 {
             let used =
                 active.tokens.use_once(&self.barrier, &u, &entry).await?.ok_or(LogicalError::PermissionDenied)?;
-            auth = auth.with_token_entry(Arc::new(used));
+            // `used` reads 0 uses both when unlimited and when this was the
+            // last one; the entry before the use tells them apart.
+            let left = entry.num_uses.saturating_sub(1).min(used.num_uses);
+            spent = left == 0;
+            auth = auth.with_uses_left(left).with_token_entry(Arc::new(used));
         }
+        let grant = Grant { path: full_path.clone(), op: req.op, sudo, addr: req.client_addr, spent };
+        auth = auth.with_grant(grant, self.reauth.clone());
         req.path = rel.to_string();
         let response = m.backend.handle(&auth, req).await?;
         let response = self.finish_login(response, &full_path, m).await?;
@@ -94,7 +101,7 @@ impl Core {
     }
 
     /// Turn a backend's `Login` into a real token and Vault's `auth` block.
-    async fn finish_login(
+    pub(super) async fn finish_login(
         &self,
         response: Response,
         path: &str,
@@ -102,6 +109,12 @@ impl Core {
     ) -> Result<Response, CoreError> {
         let Response::Login(login) = response else { return Ok(response) };
         let mut login = *login;
+        // Whatever a method's roles, users or claims say: a login never
+        // yields a root token (as Vault: "auth methods cannot create root
+        // tokens"). Root comes only from init and generate-root.
+        if login.policies.iter().any(|p| p.trim().eq_ignore_ascii_case("root")) {
+            return Err(LogicalError::InvalidRequest("auth methods cannot create root tokens".into()).into());
+        }
         let mount = &m.entry.config;
         // Mount-level lease settings bound what the method asked for.
         if login.ttl == 0 && mount.default_lease_ttl > 0 {
@@ -170,6 +183,39 @@ impl Core {
         let u = self.unsealed()?;
         let acl = active.policies.acl(&self.barrier, &u, &entry.policies).await?;
         Ok(acl.capabilities(path).into_iter().map(String::from).collect())
+    }
+}
+
+/// The core's re-check of a held authorization (see [`Authorized::still_authorized`]).
+pub(super) struct Reauthorizer {
+    pub(super) core: std::sync::Weak<Core>,
+}
+
+impl Recheck for Reauthorizer {
+    fn recheck<'a>(&'a self, token_id: &'a str, grant: &'a Grant) -> BoxFuture<'a, Result<(), LogicalError>> {
+        Box::pin(async move {
+            let core = self.core.upgrade().ok_or(LogicalError::Sealed)?;
+            let active = core.active().map_err(LogicalError::from)?;
+            let u = core.unsealed().map_err(LogicalError::from)?;
+            if grant.spent {
+                return Err(LogicalError::PermissionDenied);
+            }
+            let entry = active
+                .tokens
+                .lookup_id(&core.barrier, &u, token_id, now_unix())
+                .await?
+                .ok_or(LogicalError::PermissionDenied)?;
+            if !cidr::allowed(&entry.bound_cidrs, grant.addr) {
+                return Err(LogicalError::PermissionDenied);
+            }
+            let acl = active.policies.acl(&core.barrier, &u, &entry.policies).await?;
+            acl::authorize(u, entry, &acl, &grant.path, grant.op, grant.sudo).map(|_| ())
+        })
+    }
+
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        let core = self.core.upgrade()?;
+        core.active().ok().map(|a| a.security_signal())
     }
 }
 

@@ -77,14 +77,38 @@ pub fn string_map(data: &Map<String, Value>, field: &str) -> Result<Option<Map<S
     }
 }
 
-/// A duration in seconds: an integer, or a string such as "90", "30m", "1h30m", "2d".
+/// The longest duration any field accepts: 100 years. Every duration a
+/// caller sends ends up added to a clock (expiry times, in seconds and in
+/// nanoseconds as `i64`); below this bound none of those sums can overflow,
+/// and no real setting needs more (Vault's own cap, Go's `time.Duration`, is
+/// about 292 years).
+pub const MAX_DURATION_SECS: u64 = 100 * 365 * 86_400;
+
+/// A duration in seconds: an integer, or a string such as "90", "30m",
+/// "1h30m", "2d". Negative, malformed or over [`MAX_DURATION_SECS`] is a 400.
 pub fn duration(data: &Map<String, Value>, field: &str) -> Result<Option<u64>, LogicalError> {
-    match data.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| bad(field, "a duration")),
-        Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) => parse_duration(s).map(Some).ok_or_else(|| bad(field, "a duration")),
-        Some(_) => Err(bad(field, "a duration")),
+    let secs = match data.get(field) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n.as_u64().ok_or_else(|| bad(field, "a non-negative duration"))?,
+        Some(Value::String(s)) if s.is_empty() => return Ok(None),
+        Some(Value::String(s)) => parse_duration(s).ok_or_else(|| bad(field, "a duration"))?,
+        Some(_) => return Err(bad(field, "a duration")),
+    };
+    if secs > MAX_DURATION_SECS {
+        return Err(LogicalError::InvalidRequest(format!(
+            "invalid value for '{field}': durations may be at most {MAX_DURATION_SECS} seconds (100 years)"
+        )));
+    }
+    Ok(Some(secs))
+}
+
+/// A non-negative integer field (a count such as `num_uses`): negative is a 400.
+pub fn count(data: &Map<String, Value>, field: &str) -> Result<Option<u64>, LogicalError> {
+    match int(data, field)? {
+        None => Ok(None),
+        Some(n) => u64::try_from(n)
+            .map(Some)
+            .map_err(|_| LogicalError::InvalidRequest(format!("invalid value for '{field}': cannot be negative"))),
     }
 }
 
@@ -144,6 +168,25 @@ mod tests {
         assert_eq!(parse_duration("h"), None);
         assert_eq!(parse_duration("10x"), None);
         assert_eq!(parse_duration(""), None);
+    }
+
+    #[test]
+    fn durations_are_bounded_and_counts_non_negative() {
+        let d = json!({"max": MAX_DURATION_SECS, "over": MAX_DURATION_SECS + 1, "huge": u64::MAX,
+                       "i64": "9223372036854775807", "neg": -1, "words": "876001h", "ok": "768h",
+                       "uses": 3, "neg_uses": -1, "neg_str": "-1"})
+        .as_object()
+        .unwrap()
+        .clone();
+        assert_eq!(duration(&d, "max").unwrap(), Some(MAX_DURATION_SECS));
+        assert_eq!(duration(&d, "ok").unwrap(), Some(768 * 3600));
+        for f in ["over", "huge", "i64", "neg", "words"] {
+            let e = duration(&d, f).unwrap_err().to_string();
+            assert!(e.contains(&format!("'{f}'")), "{f}: {e}");
+        }
+        assert_eq!(count(&d, "uses").unwrap(), Some(3));
+        assert!(count(&d, "neg_uses").unwrap_err().to_string().contains("cannot be negative"));
+        assert!(count(&d, "neg_str").is_err());
     }
 
     #[test]

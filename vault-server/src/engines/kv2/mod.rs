@@ -514,7 +514,18 @@ impl KvV2 {
     /// or the vault is sealed. The waiter is a parked task: registering on
     /// the metadata row's notifier *before* each check means a write landing
     /// between the check and the park still wakes it.
-    async fn watch_data(&self, u: &Unsealed, key: &str, data: &Map<String, Value>) -> Result<Response, LogicalError> {
+    ///
+    /// The authorization was checked once, before the wait: every time the
+    /// waiter wakes (a write, or any revocation or policy change) it asks
+    /// again, so a token revoked or a policy narrowed while it waits gets a
+    /// 403, never the next version.
+    async fn watch_data(
+        &self,
+        auth: &Authorized,
+        key: &str,
+        data: &Map<String, Value>,
+    ) -> Result<Response, LogicalError> {
+        let u = auth.unsealed();
         let after = uint(data, "wait_for_version_after")?.unwrap_or(0);
         if uint(data, "version")?.is_some_and(|v| v != 0) {
             return Err(LogicalError::InvalidRequest("wait_for_version_after cannot be combined with version".into()));
@@ -527,6 +538,13 @@ impl KvV2 {
         let notify = self.view.watch(&format!("meta/{key}"));
         let mut seals = self.view.seal_signal();
         seals.borrow_and_update();
+        // Subscribed before the first check, so no change goes unseen.
+        let mut security = auth.security_changes();
+        if let Some(s) = security.as_mut() {
+            s.borrow_and_update();
+        }
+        // A revocation between the policy check and the subscription above.
+        auth.still_authorized().await?;
         if self.view.is_sealed() {
             // Sealed between the authorization and the subscription.
             return Err(LogicalError::Sealed);
@@ -542,6 +560,7 @@ impl KvV2 {
                 Err(_) => break,
             };
             if current.is_some_and(|(m, _)| m.current_version > after) {
+                auth.still_authorized().await?;
                 return self.read_data(u, key, &latest).await;
             }
             tokio::select! {
@@ -549,8 +568,19 @@ impl KvV2 {
                 _ = tokio::time::sleep_until(deadline) => break,
                 // The capability must not outlive a seal: end the wait.
                 _ = seals.changed() => return Err(LogicalError::Sealed),
+                // A token revoked or a policy changed: ask again now, so a
+                // revoked waiter ends at once instead of at the next write.
+                Some(Ok(())) = async {
+                    match security.as_mut() {
+                        Some(s) => Some(s.changed().await),
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    auth.still_authorized().await?;
+                }
             }
         }
+        auth.still_authorized().await?;
         match self.read_data(u, key, &latest).await? {
             Response::Data { data, auth, mut warnings } => {
                 warnings.push(format!("no version newer than {after} within the wait"));
@@ -723,7 +753,7 @@ impl KvV2 {
         check_key(key)?;
         match (section, req.op) {
             ("data", Operation::Read) if req.data.contains_key("wait_for_version_after") => {
-                self.watch_data(u, key, &req.data).await
+                self.watch_data(auth, key, &req.data).await
             }
             ("data", Operation::Read) => self.read_data(u, key, &req.data).await,
             ("data", Operation::Create | Operation::Update) => self.write_data(u, key, &req, false).await,

@@ -1,0 +1,155 @@
+//! Races between a reader filling a cache of security state and a change
+//! invalidating it, forced deterministically with pause points: the reader
+//! is stopped between its storage read and its cache fill while the change
+//! commits. Each of these failed before the caches took generation tickets.
+
+use super::*;
+use crate::auth::token::TokenParams;
+use crate::logical::{Login, Operation, Response};
+
+async fn dev_core() -> (tempfile::TempDir, Arc<Core>) {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(&format!("sqlite://{}/v.db", dir.path().display())).await.unwrap();
+    let core = Core::new(storage).await.unwrap();
+    core.dev_init(Some("root-token")).await.unwrap();
+    (dir, core)
+}
+
+async fn new_token(core: &Core, policies: &[&str]) -> (String, String) {
+    let active = core.active().unwrap();
+    let u = core.unsealed().unwrap();
+    let mut batch = Batch::new();
+    let params = TokenParams {
+        policies: policies.iter().map(|p| p.to_string()).collect(),
+        ttl: 3600,
+        renewable: true,
+        ..Default::default()
+    };
+    let (token, entry) = active.tokens.create(&u, &mut batch, params, now_unix());
+    core.barrier.write(batch).await.unwrap();
+    (token.to_string(), entry.id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_racing_a_revocation_never_caches_the_revoked_token() {
+    let (_d, core) = dev_core().await;
+    let (token, id) = new_token(&core, &["default"]).await;
+    let active = core.active().unwrap();
+    let pause = active.tokens.pauses.arm("lookup:before-fill");
+    let lookup = tokio::spawn({
+        let core = core.clone();
+        let token = token.clone();
+        async move { core.authenticate(Some(&token), None).await.is_ok() }
+    });
+    pause.reached().await; // the lookup has read the row, not yet cached it
+    let u = core.unsealed().unwrap();
+    assert_eq!(active.tokens.revoke_tree(&core.barrier, &u, &id).await.unwrap(), 1);
+    pause.release();
+    assert!(lookup.await.unwrap(), "the racing lookup itself read the row before the delete");
+    assert!(core.authenticate(Some(&token), None).await.is_err(), "a revoked token must not come back from the cache");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_change_notification_clears_the_token_cache() {
+    let (_d, core) = dev_core().await;
+    let (token, id) = new_token(&core, &["default"]).await;
+    core.authenticate(Some(&token), None).await.unwrap(); // cached
+    // Another server revokes it; this server misses the notification and resyncs.
+    let u = core.unsealed().unwrap();
+    let mut batch = Batch::new();
+    batch.delete(&format!("{}{id}", crate::auth::token::ID_PREFIX));
+    core.barrier.write(batch).await.unwrap();
+    assert!(core.authenticate(Some(&token), None).await.is_ok(), "still cached: nothing announced the change");
+    core.on_change(&Change::Resync).await.unwrap();
+    assert!(core.authenticate(Some(&token), None).await.is_err());
+    drop(u);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acl_built_from_policies_read_before_a_change_is_not_cached() {
+    let (_d, core) = dev_core().await;
+    let active = core.active().unwrap();
+    let u = core.unsealed().unwrap();
+    let names = vec!["default".to_string(), "p".to_string()];
+    let wide = r#"path "secret/*" { capabilities = ["read"] }"#;
+    let narrow = r#"path "secret/data/public" { capabilities = ["read"] }"#;
+    active.policies.put(&core.barrier, &u, "p", wide).await.unwrap();
+    let pause = active.policies.pauses.arm("acl:before-fill");
+    let building = tokio::spawn({
+        let core = core.clone();
+        let names = names.clone();
+        async move {
+            let a = core.active().unwrap();
+            let u = core.unsealed().unwrap();
+            a.policies.acl(&core.barrier, &u, &names).await.unwrap()
+        }
+    });
+    pause.reached().await; // policies fetched, ACL not yet cached
+    active.policies.put(&core.barrier, &u, "p", narrow).await.unwrap();
+    pause.release();
+    assert!(building.await.unwrap().allows("secret/data/app", Operation::Read, false), "built from the old text");
+    let acl = active.policies.acl(&core.barrier, &u, &names).await.unwrap();
+    assert!(!acl.allows("secret/data/app", Operation::Read, false), "the narrowed policy must apply at once");
+    assert!(acl.allows("secret/data/public", Operation::Read, false));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_built_before_a_mount_change_is_not_installed_after_it() {
+    let (_d, core) = dev_core().await;
+    let u = core.unsealed().unwrap();
+    let pause = core.pauses.arm("router:before-install");
+    let reload = tokio::spawn({
+        let core = core.clone();
+        async move { core.reload_mounts().await }
+    });
+    pause.reached().await; // the reload has read the tables
+    let entry = MountEntry {
+        path: "fresh/".into(),
+        kind: "kv".into(),
+        description: String::new(),
+        accessor: String::new(),
+        uuid: String::new(),
+        config: mounts::MountConfig::default(),
+        options: None,
+        local: false,
+        seal_wrap: false,
+    };
+    core.mount(&u, Table::Secrets, entry).await.unwrap();
+    pause.release();
+    reload.await.unwrap().unwrap();
+    assert!(core.active().unwrap().router().get(Table::Secrets, "fresh/").is_some(), "the stale router won");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seal_config_refresh_racing_a_rekey_keeps_the_new_config() {
+    let (_d, core) = dev_core().await;
+    let pause = core.pauses.arm("seal-config:before-install");
+    let refresh = tokio::spawn({
+        let core = core.clone();
+        async move { core.refresh_config().await }
+    });
+    pause.reached().await; // read the old (1 of 1) configuration
+    let new = seal::validate_config(5, 3).unwrap();
+    let mut batch = crate::storage::WriteBatch::new();
+    batch.set_seal_config(new);
+    core.storage().write(batch).await.unwrap();
+    core.set_seal_config(Some(new));
+    pause.release();
+    refresh.await.unwrap().unwrap();
+    assert_eq!(core.config(), Some(new));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_login_yields_a_root_token() {
+    let (_d, core) = dev_core().await;
+    let router = core.active().unwrap().router();
+    let m = router.get(Table::Auth, "token/").unwrap();
+    for p in ["root", "Root", " root "] {
+        let login = Login { policies: vec!["app".into(), p.into()], renewable: true, ..Default::default() };
+        let err = core.finish_login(Response::Login(Box::new(login)), "auth/x/login", m).await.unwrap_err();
+        assert!(err.to_string().contains("cannot create root tokens"), "{p}: {err}");
+    }
+    // Nothing was written: the token store holds only the root token.
+    let u = core.unsealed().unwrap();
+    assert_eq!(core.barrier.list(&u, crate::auth::token::ID_PREFIX).await.unwrap().len(), 1);
+}
