@@ -388,11 +388,15 @@ impl TokenStore {
             }
             let mut batch = Batch::new();
             let path = format!("{ID_PREFIX}{}", current.id);
-            if current.num_uses == 1 {
+            let last = current.num_uses == 1;
+            if last {
                 batch.delete_expect(&path, Expect::Rev(rev));
                 batch.delete(&self.accessor_path(&current.accessor));
                 if let Some(p) = &current.parent {
                     batch.delete(&format!("{PARENT_PREFIX}{p}/{}", current.id));
+                }
+                if let Some(m) = &current.mount {
+                    batch.delete(&format!("{MOUNT_PREFIX}{m}/{}", current.id));
                 }
             } else {
                 current.num_uses -= 1;
@@ -401,8 +405,14 @@ impl TokenStore {
             }
             match barrier.write(batch).await {
                 Ok(()) => {
-                    if current.num_uses == 1 {
+                    if last {
                         current.num_uses = 0;
+                        self.invalidate(&current.id);
+                        // An exhausted token is revoked, and so is everything
+                        // it created (as Vault): children never outlive it.
+                        for child in barrier.list(u, &format!("{PARENT_PREFIX}{}/", current.id)).await? {
+                            self.revoke_tree(barrier, u, child.trim_end_matches('/')).await?;
+                        }
                     }
                     return Ok(Some(current));
                 }

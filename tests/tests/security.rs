@@ -1,0 +1,366 @@
+//! Regression tests for the adversarial review of the token and policy
+//! paths, through the real server on SQLite and PostgreSQL: no path to a
+//! token with more power than its creator, revocations and policy changes
+//! that hold under concurrent readers (bounded load), blocking reads that
+//! end when their token is revoked, and numbers that meet a clock.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use vault_e2e::{Backend, Client, ServerProc, Store};
+
+fn token_of(v: &Value) -> String {
+    v["auth"]["client_token"].as_str().unwrap_or_else(|| panic!("no token in {v}")).to_string()
+}
+
+fn err_text(v: &Value) -> String {
+    v["errors"].to_string()
+}
+
+async fn ready(backend: Backend) -> (Store, ServerProc, Client, Client) {
+    let store = Store::new(backend);
+    let srv = ServerProc::start(&store, &[]);
+    let (_, _root, rc) = srv.kv2_ready().await;
+    let c = srv.client();
+    (store, srv, c, rc)
+}
+
+// ---------------------------------------------------------------------------
+// Item 1: no token with more power than its creator.
+// ---------------------------------------------------------------------------
+
+async fn no_escalation(backend: Backend) {
+    let (_store, _srv, c, rc) = ready(backend).await;
+
+    // An AppRole admin (no sys/ access) cannot get a root token.
+    assert_eq!(rc.post("sys/auth/approle", json!({"type": "approle"})).await.0, 204);
+    let admin_policy = r#"path "auth/approle/role/*" { capabilities = ["create", "read", "update", "list"] }"#;
+    assert_eq!(rc.put("sys/policies/acl/approle-admin", json!({"policy": admin_policy})).await.0, 204);
+    let (_, v) = rc.post("auth/token/create", json!({"policies": ["approle-admin"]})).await;
+    let admin = c.with_token(&token_of(&v));
+    let (s, v) = admin.post("auth/approle/role/evil", json!({"token_policies": ["root"], "token_ttl": 0})).await;
+    if s < 300 {
+        // Refused at login, whatever the role says.
+        let (_, rid) = admin.get("auth/approle/role/evil/role-id").await;
+        let (_, sid) = admin.post("auth/approle/role/evil/secret-id", json!({})).await;
+        let (s, v) = c
+            .post(
+                "auth/approle/login",
+                json!({"role_id": rid["data"]["role_id"], "secret_id": sid["data"]["secret_id"]}),
+            )
+            .await;
+        assert_eq!(s, 400, "login through a role naming root: {v}");
+        assert!(err_text(&v).contains("cannot create root tokens"), "{v}");
+    } else {
+        assert_eq!(s, 400, "{v}");
+    }
+
+    // A parent without `default` cannot give it to a child.
+    assert_eq!(
+        rc.put("sys/policies/acl/app", json!({"policy": r#"path "secret/data/app" { capabilities = ["read"] }"#}))
+            .await
+            .0,
+        204
+    );
+    let create = r#"path "auth/token/create" { capabilities = ["update"] }"#;
+    assert_eq!(rc.put("sys/policies/acl/creator", json!({"policy": create})).await.0, 204);
+    let (s, v) = rc.post("auth/token/create", json!({"policies": ["app", "creator"], "no_default_policy": true})).await;
+    assert_eq!(s, 200, "{v}");
+    let parent = c.with_token(&token_of(&v));
+    let (s, v) = parent.post("auth/token/create", json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["auth"]["policies"], json!(["app", "creator"]), "default must not appear: {v}");
+    let (s, v) = parent.post("auth/token/create", json!({"policies": ["app", "default"]})).await;
+    assert_eq!(s, 400, "default is not the parent's to give: {v}");
+    let (s, v) = parent.post("auth/token/create", json!({"policies": ["root"]})).await;
+    assert_eq!(s, 400, "{v}");
+    // Orphans and periodic tokens need sudo.
+    assert_eq!(parent.post("auth/token/create", json!({"no_parent": true})).await.0, 400);
+    assert_eq!(parent.post("auth/token/create", json!({"period": "1h"})).await.0, 400);
+
+    // A use-limited token cannot create a child with more uses than it has left.
+    let (_, v) = rc.post("auth/token/create", json!({"policies": ["creator"], "num_uses": 1})).await;
+    let one = c.with_token(&token_of(&v));
+    let (s, v) = one.post("auth/token/create", json!({})).await;
+    assert_eq!(s, 400, "its one use cannot buy an unlimited child: {v}");
+    assert!(err_text(&v).contains("no uses left"), "{v}");
+    assert_eq!(one.get("auth/token/lookup-self").await.0, 403, "the use was spent");
+
+    let (_, v) = rc.post("auth/token/create", json!({"policies": ["creator"], "num_uses": 4})).await;
+    let four = c.with_token(&token_of(&v));
+    let (s, v) = four.post("auth/token/create", json!({})).await;
+    assert_eq!(s, 400, "an unlimited child of a limited parent: {v}");
+    let (s, v) = four.post("auth/token/create", json!({"num_uses": 3})).await;
+    assert_eq!(s, 400, "only 2 uses are left after this request: {v}");
+    let (s, v) = four.post("auth/token/create", json!({"num_uses": 1})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["auth"]["num_uses"], 1);
+    let child = token_of(&v);
+    // The parent's last use revokes it, and its child with it.
+    assert_eq!(four.get("auth/token/lookup-self").await.0, 200);
+    assert_eq!(four.get("auth/token/lookup-self").await.0, 403);
+    assert_eq!(c.with_token(&child).get("auth/token/lookup-self").await.0, 403, "outlived its exhausted parent");
+    let (s, v) = rc.post("auth/token/create", json!({"num_uses": -1})).await;
+    assert_eq!(s, 400, "negative uses are not 'unlimited': {v}");
+}
+
+#[tokio::test]
+async fn no_escalation_sqlite() {
+    no_escalation(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn no_escalation_postgres() {
+    no_escalation(Backend::Postgres).await;
+}
+
+// ---------------------------------------------------------------------------
+// Item 9: numbers that meet a clock.
+// ---------------------------------------------------------------------------
+
+async fn bounded_numbers(backend: Backend) {
+    let (_store, _srv, c, rc) = ready(backend).await;
+    for body in [
+        json!({"explicit_max_ttl": 18446744073709551615u64}),
+        json!({"explicit_max_ttl": "18446744073709551615"}),
+        json!({"period": 9223372036854775808u64}),
+        json!({"period": 18446744073709551615u64}),
+        json!({"ttl": "9999999999h"}),
+        json!({"ttl": -5}),
+    ] {
+        let (s, v) = rc.post("auth/token/create", body.clone()).await;
+        assert_eq!(s, 400, "{body}: {v}");
+    }
+    let (_, v) = rc.post("auth/token/create", json!({"policies": ["default"], "ttl": "1h"})).await;
+    let t = c.with_token(&token_of(&v));
+    let (s, v) = t.post("auth/token/renew-self", json!({"increment": 9223372036854775807i64})).await;
+    assert_eq!(s, 400, "{v}");
+    // Within bounds but beyond the system maximum: clamped, and the token lives.
+    let (s, v) = t.post("auth/token/renew-self", json!({"increment": "100000h"})).await;
+    assert_eq!(s, 200, "{v}");
+    let lease = v["auth"]["lease_duration"].as_u64().unwrap();
+    assert!(lease > 0 && lease <= 768 * 3600, "{v}");
+    assert_eq!(t.get("auth/token/lookup-self").await.0, 200, "the renewal must not kill the token");
+
+    let (s, v) = rc
+        .post("sys/mounts/kvx", json!({"type": "kv", "config": {"default_lease_ttl": 18446744073709551615u64}}))
+        .await;
+    assert_eq!(s, 400, "{v}");
+    let (s, v) = rc.post("secret/metadata/app", json!({"delete_version_after": 18446744073709551615u64})).await;
+    assert_eq!(s, 400, "{v}");
+    let (s, v) = rc.post("secret/config", json!({"delete_version_after": "99999999999s"})).await;
+    assert_eq!(s, 400, "{v}");
+}
+
+#[tokio::test]
+async fn bounded_numbers_sqlite() {
+    bounded_numbers(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn bounded_numbers_postgres() {
+    bounded_numbers(Backend::Postgres).await;
+}
+
+// ---------------------------------------------------------------------------
+// Item 4: blocking reads end when their authorization does.
+// ---------------------------------------------------------------------------
+
+/// Start a blocking read of `secret/data/app` newer than `after` with `token`.
+fn wait_read(c: &Client, token: &str, after: u64) -> tokio::task::JoinHandle<(u16, Value, Duration)> {
+    let c = c.with_token(token);
+    tokio::spawn(async move {
+        let t0 = Instant::now();
+        let (s, v) = c.get(&format!("secret/data/app?wait_for_version_after={after}&wait=60s")).await;
+        (s, v, t0.elapsed())
+    })
+}
+
+async fn reader_token(rc: &Client) -> String {
+    let (s, v) = rc.post("auth/token/create", json!({"policies": ["reader"], "ttl": "1h"})).await;
+    assert_eq!(s, 200, "{v}");
+    token_of(&v)
+}
+
+async fn blocked_reads_end(backend: Backend) {
+    let (_store, _srv, c, rc) = ready(backend).await;
+    let reader = r#"path "secret/data/app" { capabilities = ["read"] }"#;
+    assert_eq!(rc.put("sys/policies/acl/reader", json!({"policy": reader})).await.0, 204);
+    assert_eq!(rc.post("secret/data/app", json!({"data": {"v": "1"}})).await.0, 200);
+    let settle = Duration::from_millis(300);
+
+    // Revoked while waiting: the waiter ends at once with 403.
+    let t = reader_token(&rc).await;
+    let w = wait_read(&c, &t, 1);
+    tokio::time::sleep(settle).await;
+    assert_eq!(rc.post("auth/token/revoke", json!({"token": t})).await.0, 204);
+    let (s, v, took) = tokio::time::timeout(Duration::from_secs(10), w).await.expect("waiter ended").unwrap();
+    assert_eq!(s, 403, "{v}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+
+    // Revoke, then rotate: the new version never reaches the revoked token.
+    let t = reader_token(&rc).await;
+    let w = wait_read(&c, &t, 1);
+    tokio::time::sleep(settle).await;
+    assert_eq!(rc.post("auth/token/revoke", json!({"token": t})).await.0, 204);
+    assert_eq!(rc.post("secret/data/app", json!({"data": {"v": "2-new-secret"}})).await.0, 200);
+    let (s, v, _) = w.await.unwrap();
+    assert_eq!(s, 403, "the revoked waiter must not get version 2: {v}");
+    assert!(!v.to_string().contains("2-new-secret"));
+
+    // The policy narrowed while waiting: 403, not the next version.
+    let t = reader_token(&rc).await;
+    let w = wait_read(&c, &t, 2);
+    tokio::time::sleep(settle).await;
+    let other = r#"path "secret/data/other" { capabilities = ["read"] }"#;
+    assert_eq!(rc.put("sys/policies/acl/reader", json!({"policy": other})).await.0, 204);
+    assert_eq!(rc.post("secret/data/app", json!({"data": {"v": "3-new-secret"}})).await.0, 200);
+    let (s, v, _) = w.await.unwrap();
+    assert_eq!(s, 403, "{v}");
+    assert!(!v.to_string().contains("3-new-secret"));
+
+    // A waiter whose token and policy hold still gets the next version,
+    // even when other tokens are revoked meanwhile.
+    assert_eq!(rc.put("sys/policies/acl/reader", json!({"policy": reader})).await.0, 204);
+    let t = reader_token(&rc).await;
+    let w = wait_read(&c, &t, 3);
+    tokio::time::sleep(settle).await;
+    let bystander = reader_token(&rc).await;
+    assert_eq!(rc.post("auth/token/revoke", json!({"token": bystander})).await.0, 204);
+    assert_eq!(rc.post("secret/data/app", json!({"data": {"v": "4"}})).await.0, 200);
+    let (s, v, _) = w.await.unwrap();
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["data"]["v"], "4");
+}
+
+#[tokio::test]
+async fn blocked_reads_end_sqlite() {
+    blocked_reads_end(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn blocked_reads_end_postgres() {
+    blocked_reads_end(Backend::Postgres).await;
+}
+
+// ---------------------------------------------------------------------------
+// Items 2 and 3 under bounded load: concurrent readers race the change.
+// ---------------------------------------------------------------------------
+
+const READERS: usize = 6;
+const TRIALS: usize = 5;
+
+/// Readers hammer `path` with whichever token is in `tokens`; after `changed`
+/// is set (once the change request has returned), every 200 to a request
+/// that started later is a violation. Returns the number of violations.
+async fn race(c: &Client, tokens: Vec<String>, path: &str, change: impl std::future::Future<Output = ()>) -> usize {
+    let stop = Arc::new(AtomicBool::new(false));
+    let changed_at: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
+    let violations = Arc::new(AtomicUsize::new(0));
+    let served = Arc::new(AtomicUsize::new(0));
+    let mut readers = Vec::new();
+    for i in 0..READERS {
+        let c = c.with_token(&tokens[i % tokens.len()]);
+        let (stop, changed_at, violations, served) =
+            (stop.clone(), changed_at.clone(), violations.clone(), served.clone());
+        let path = path.to_string();
+        readers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let started = Instant::now();
+                let (s, _) = c.get(&path).await;
+                served.fetch_add(1, Ordering::SeqCst);
+                let after_change = changed_at.lock().unwrap().is_some_and(|t| started > t);
+                if s == 200 && after_change {
+                    violations.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }));
+    }
+    // Let the readers warm the caches, then change under them.
+    while served.load(Ordering::SeqCst) < READERS * 20 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    change.await;
+    *changed_at.lock().unwrap() = Some(Instant::now());
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.store(true, Ordering::SeqCst);
+    for r in readers {
+        r.await.unwrap();
+    }
+    violations.load(Ordering::SeqCst)
+}
+
+async fn revocation_under_load(backend: Backend) {
+    let (_store, _srv, c, rc) = ready(backend).await;
+    let reader = r#"path "secret/data/app" { capabilities = ["read"] }"#;
+    assert_eq!(rc.put("sys/policies/acl/reader", json!({"policy": reader})).await.0, 204);
+    assert_eq!(rc.post("secret/data/app", json!({"data": {"v": "1"}})).await.0, 200);
+    // Large caller-controlled metadata makes each token load slow (the window
+    // in which a racing lookup used to re-cache a revoked token).
+    let meta: serde_json::Map<String, Value> = (0..400).map(|i| (format!("k{i}"), json!("m".repeat(500)))).collect();
+    for trial in 0..TRIALS {
+        let (s, v) = rc.post("auth/token/create", json!({"policies": ["reader"], "meta": meta})).await;
+        assert_eq!(s, 200, "{v}");
+        let t = token_of(&v);
+        let revoke = rc.post("auth/token/revoke", json!({"token": t.clone()}));
+        let bad = race(&c, vec![t], "secret/data/app", async {
+            assert_eq!(revoke.await.0, 204);
+        })
+        .await;
+        assert_eq!(bad, 0, "trial {trial}: a revoked token kept reading");
+    }
+}
+
+#[tokio::test]
+async fn revocation_under_load_sqlite() {
+    revocation_under_load(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn revocation_under_load_postgres() {
+    revocation_under_load(Backend::Postgres).await;
+}
+
+async fn policy_change_under_load(backend: Backend) {
+    let (_store, _srv, c, rc) = ready(backend).await;
+    assert_eq!(rc.post("secret/data/app", json!({"data": {"v": "1"}})).await.0, 200);
+    // One large policy in the set makes each ACL build slow.
+    let mut big = String::new();
+    for i in 0..1500 {
+        big.push_str(&format!("path \"secret/data/filler/{i}/*\" {{ capabilities = [\"read\"] }}\n"));
+    }
+    assert_eq!(rc.put("sys/policies/acl/big", json!({"policy": big})).await.0, 204);
+    let wide = r#"path "secret/data/*" { capabilities = ["read"] }"#;
+    let narrow = r#"path "secret/data/public" { capabilities = ["read"] }"#;
+    for trial in 0..TRIALS {
+        assert_eq!(rc.put("sys/policies/acl/p", json!({"policy": wide})).await.0, 204);
+        let mut tokens = Vec::new();
+        for _ in 0..2 {
+            let (_, v) = rc.post("auth/token/create", json!({"policies": ["big", "p"]})).await;
+            tokens.push(token_of(&v));
+        }
+        let narrowing = rc.put("sys/policies/acl/p", json!({"policy": narrow}));
+        let bad = race(&c, tokens, "secret/data/app", async {
+            assert_eq!(narrowing.await.0, 204);
+        })
+        .await;
+        assert_eq!(bad, 0, "trial {trial}: the narrowed policy was not enforced");
+        // A brand-new token with the same policy set is refused too.
+        let (_, v) = rc.post("auth/token/create", json!({"policies": ["big", "p"]})).await;
+        assert_eq!(c.with_token(&token_of(&v)).get("secret/data/app").await.0, 403, "trial {trial}");
+    }
+}
+
+#[tokio::test]
+async fn policy_change_under_load_sqlite() {
+    policy_change_under_load(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn policy_change_under_load_postgres() {
+    policy_change_under_load(Backend::Postgres).await;
+}
