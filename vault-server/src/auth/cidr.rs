@@ -46,6 +46,16 @@ impl Cidr {
     }
 }
 
+/// Is every CIDR of `inner` inside some CIDR of `outer`? (A child token may
+/// narrow its parent's binding, never widen it.) Unparsable entries count
+/// as outside.
+pub fn within(inner: &[String], outer: &[String]) -> bool {
+    let outer: Vec<Cidr> = outer.iter().filter_map(|c| Cidr::parse(c)).collect();
+    inner.iter().all(|c| {
+        Cidr::parse(c).is_some_and(|c| outer.iter().any(|o| o.prefix <= c.prefix && o.contains(c.addr)))
+    })
+}
+
 /// Validate a list of CIDR strings, naming the first bad one.
 pub fn validate(list: &[String]) -> Result<(), String> {
     match list.iter().find(|c| Cidr::parse(c).is_none()) {
@@ -67,6 +77,16 @@ pub fn allowed(list: &[String], ip: Option<IpAddr>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn narrowing_only() {
+        let l = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(within(&l(&["10.1.0.0/16", "10.2.3.4"]), &l(&["10.0.0.0/8"])));
+        assert!(!within(&l(&["0.0.0.0/0"]), &l(&["10.0.0.0/8"])));
+        assert!(!within(&l(&["10.0.0.0/7"]), &l(&["10.0.0.0/8"])), "wider than the parent");
+        assert!(!within(&l(&["192.168.0.1"]), &l(&["10.0.0.0/8"])));
+        assert!(!within(&l(&["garbage"]), &l(&["10.0.0.0/8"])));
+    }
 
     #[test]
     fn matching() {

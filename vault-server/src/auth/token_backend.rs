@@ -298,7 +298,7 @@ async fn create(
     };
     let name = fields::string(d, "display_name")?.unwrap_or_default();
     let display_name = if name.is_empty() { "token".to_string() } else { format!("token-{}", name.to_lowercase()) };
-    let login = Login {
+    let mut login = Login {
         policies,
         no_default_policy: no_default,
         ttl: fields::duration(d, "ttl")?.unwrap_or(0),
@@ -312,6 +312,16 @@ async fn create(
         alias: String::new(),
     };
     crate::auth::cidr::validate(&login.bound_cidrs).map_err(LogicalError::InvalidRequest)?;
+    // A child of a CIDR-bound token is bound at least as tightly.
+    if !parent.bound_cidrs.is_empty() {
+        if login.bound_cidrs.is_empty() {
+            login.bound_cidrs = parent.bound_cidrs.clone();
+        } else if !crate::auth::cidr::within(&login.bound_cidrs, &parent.bound_cidrs) {
+            return Err(LogicalError::InvalidRequest(
+                "bound_cidrs must lie within the parent token's bound_cidrs".into(),
+            ));
+        }
+    }
     let path = if orphan_path { "auth/token/create-orphan" } else { "auth/token/create" };
     let auth = core.mint(login, path, (!no_parent).then_some(parent), None).await.map_err(LogicalError::from)?;
     Ok(Response::Data { data: None, auth: Some(Box::new(auth)), warnings: Vec::new() })
