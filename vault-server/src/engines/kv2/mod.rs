@@ -652,8 +652,8 @@ impl KvV2 {
                 batch.delete(&format!("ver/{key}/{n}"));
             }
             batch.delete_expect(&format!("meta/{key}"), Expect::Rev(rev));
-            // The secret's rotation policy goes with it.
-            batch.delete(&rotation::record_key(key));
+            // The secret's rotation policy (and its role index rows) goes with it.
+            self.drop_rotation(u, key, &mut batch).await?;
             match batch.commit().await {
                 Ok(()) => return Ok(()),
                 Err(e) if is_conflict(&e) => continue,
@@ -815,8 +815,10 @@ impl KvV2 {
             }
             ("subkeys", Operation::Read) => self.read_subkeys(u, key, &req.data).await,
             ("rotation", Operation::Read) => self.read_rotation(u, key).await,
-            ("rotation", Operation::Create | Operation::Update) => self.set_rotation(auth, key, &req.data).await,
-            ("rotation", Operation::Delete) => self.delete_rotation(u, key).await,
+            ("rotation", Operation::Create | Operation::Update) => {
+                self.set_rotation(auth, req.op, key, &req.data).await
+            }
+            ("rotation", Operation::Delete) => self.delete_rotation(auth, key, &req.data).await,
             ("rotate", Operation::Create | Operation::Update) => {
                 let (cfg, meta, n) = self.rotate(u, key).await?;
                 let v = meta.versions.get(&n).cloned().unwrap_or_default();
