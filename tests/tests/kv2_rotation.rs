@@ -1225,15 +1225,16 @@ async fn connection_errors_do_not_tell_closed_from_open_ports() {
         ("no such database", pg.port(), "postgres", "no_such_database_e1"),
     ];
     let mut seen = Vec::new();
+    // One role per case: two of them name the same server (one policy per role).
     for (i, (what, port, user, dbname)) in cases.iter().enumerate() {
         let admin = json!({"data": {"host": "127.0.0.1", "port": port, "dbname": dbname, "username": user,
-            "password": "ADMIN-CANARY-e1", "allowed_roles": "probe_target", "sslmode": "disable"}});
+            "password": "ADMIN-CANARY-e1", "allowed_roles": "*", "sslmode": "disable"}});
         let (s, b) = rc.post(&format!("secret/data/p{i}/admin"), admin).await;
         assert_eq!(s, 200, "{b}");
         let (s, b) = rc.post(&format!("secret/data/p{i}/app"), json!({"data": {"username": "x"}})).await;
         assert_eq!(s, 200, "{b}");
         let policy = json!({"period": "1h",
-            "generator": {"type": "postgresql", "connection": format!("p{i}/admin"), "roles": ["probe_target"]}});
+            "generator": {"type": "postgresql", "connection": format!("p{i}/admin"), "roles": [format!("probe_target_{i}")]}});
         let (s, b) = rc.post(&format!("secret/rotation/p{i}/app"), policy).await;
         assert_eq!(s, 204, "{what}: {b}");
         let (s, b) = rc.post(&format!("secret/rotate/p{i}/app"), json!({})).await;
