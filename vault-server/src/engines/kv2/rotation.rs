@@ -521,10 +521,12 @@ impl KvV2 {
 
     /// The index changes that take a policy of `key` from holding the rows
     /// `old` to holding `new` (key, role). Refused (400) when another
-    /// secret's policy holds one of the new rows; a row whose named policy
-    /// no longer holds it (none should exist) is taken over. Every change is
-    /// revision-guarded, so a concurrent claim of the same row makes one of
-    /// the two batches fail.
+    /// secret's policy holds one of the new rows. The decision rests on the
+    /// rows alone, each change revision-guarded: a read from a stale cache
+    /// can then only refuse (transiently), never let two policies hold one
+    /// row. (Rows are removed in the same batch as their policy, so a row
+    /// whose policy is gone should not exist; if one did, setting a policy
+    /// with that role on the named secret and deleting it removes it.)
     async fn plan_claims(
         &self,
         u: &Unsealed,
@@ -539,17 +541,15 @@ impl KvV2 {
                 None => ops.push(ClaimOp::Put(k.clone(), Expect::Absent, value)),
                 Some((raw, rev)) => {
                     let owner: RoleClaim = serde_json::from_slice(&raw).map_err(LogicalError::internal)?;
-                    if owner.key == key {
-                        continue;
-                    }
-                    let held = self.record(u, &owner.key).await?.is_some_and(|(r, _)| r.claims.contains(k));
-                    if held {
+                    if owner.key != key {
                         return Err(bad(format!(
                             "role \"{role}\" on this PostgreSQL server is already rotated by the policy of secret \
                              \"{}\": two policies would undo each other's passwords",
                             owner.key
                         )));
                     }
+                    // Ours already: rewritten guarded, so a row that has
+                    // gone meanwhile (a stale read) fails the batch.
                     ops.push(ClaimOp::Put(k.clone(), Expect::Rev(rev), value));
                 }
             }
