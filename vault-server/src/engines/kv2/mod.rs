@@ -5,7 +5,8 @@
 //! - `meta/{path}`: a key's metadata (versions map, settings);
 //! - `ver/{path}/{n}`: the data of version `n`, one encrypted row per version.
 //!
-//! - `rot/{path}`: the key's rotation policy and state (`rotation.rs`).
+//! - `rot/{path}`: the key's rotation policy and state (`rotation.rs`);
+//! - `rotroles/{hash}`: which policy rotates a PostgreSQL role (`rotation.rs`).
 //!
 //! Every write of data and metadata is one atomic batch guarded by a
 //! precondition on the metadata row, retried a few times on conflict, so two
