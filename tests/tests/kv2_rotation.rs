@@ -16,7 +16,9 @@ use serde_json::{Value, json};
 use vault_e2e::{Backend, Client, PgCluster, ROTATED_GROUP, ServerProc, Store, contains};
 
 /// Scheduler settings for every server of these tests.
-const FAST: &str = "[rotation]\ninterval = \"1s\"\nlease = \"6s\"\n";
+/// The test PostgreSQL listens on 127.0.0.1, which the server must be told
+/// it may connect to (`postgres_allowed_hosts` allows nothing by default).
+const FAST: &str = "[rotation]\ninterval = \"1s\"\nlease = \"6s\"\npostgres_allowed_hosts = [\"127.0.0.1\"]\n";
 
 /// Symbols of the `password` generator.
 const SYMBOLS: &str = "!#$%&*+-.:=?@^_~";
@@ -321,6 +323,30 @@ async fn generators(backend: Backend) {
         (json!({"generator": {"type": "password"}}), &["period"], "no period"),
         (json!({"period": "soon", "generator": {"type": "password"}}), &["period"], "bad duration"),
         (json!({"period": "1h"}), &["generator"], "no generator"),
+        // Numbers that meet a clock are bounded (no overflow, no absurd schedules).
+        (json!({"period": "400d", "generator": {"type": "password"}}), &["period"], "period over a year"),
+        (json!({"period": u64::MAX, "generator": {"type": "password"}}), &["period"], "period u64::MAX"),
+        (
+            json!({"period": "99999999999999999999999h", "generator": {"type": "password"}}),
+            &["period"],
+            "period overflowing",
+        ),
+        (json!({"period": -5, "generator": {"type": "password"}}), &["period"], "negative period"),
+        (
+            json!({"period": "1h", "grace_period": u64::MAX, "generator": {"type": "postgresql", "connection": "db/admin", "roles": ["r_one", "r_two"]}}),
+            &["grace"],
+            "grace period u64::MAX",
+        ),
+        (
+            json!({"period": "1h", "generator": {"type": "password", "length": 1e30}}),
+            &["length"],
+            "password length 1e30",
+        ),
+        (
+            json!({"period": "1h", "generator": {"type": "bytes", "length": u64::MAX}}),
+            &["length"],
+            "bytes length u64::MAX",
+        ),
         (
             json!({"period": "1h", "grace_period": "10s", "generator": {"type": "postgresql", "connection": "db/admin", "roles": ["r_one"]}}),
             &["grace"],
@@ -719,7 +745,7 @@ async fn postgresql_role_rotation_postgres_store() {
 
 /// Lease 15 s: the admin connection's timeouts (a third) outlast the test's
 /// steps while the ALTER ROLE is blocked.
-const CRASH: &str = "[rotation]\ninterval = \"1s\"\nlease = \"15s\"\n";
+const CRASH: &str = "[rotation]\ninterval = \"1s\"\nlease = \"15s\"\npostgres_allowed_hosts = [\"127.0.0.1\"]\n";
 
 async fn crash_safety(backend: Backend, tag: &str) {
     let v = vault_with(backend, CRASH, &["--log-level", "trace"]).await;
@@ -914,7 +940,9 @@ async fn rotation_needs_read_access_to_the_admin_connection() {
         "allowed_roles": "teamb_app"}});
     let (s, b) = rc.post("secret/data/teamb/pgadmin", admin).await;
     assert_eq!(s, 200, "{b}");
-    let policy = r#"path "secret/rotation/mine" { capabilities = ["create", "update", "read"] }
+    // `sudo`: a postgresql generator makes the vault connect to a database
+    // server, which only a privileged caller may ask for (see below).
+    let policy = r#"path "secret/rotation/mine" { capabilities = ["create", "update", "read", "sudo"] }
 path "secret/data/mine" { capabilities = ["read"] }"#;
     let (s, b) = rc.put("sys/policies/acl/mine", json!({"policy": policy})).await;
     assert!(s == 204 || s == 200, "{b}");
@@ -930,7 +958,7 @@ path "secret/data/mine" { capabilities = ["read"] }"#;
     let policy = format!("{policy}\npath \"secret/data/teamb/pgadmin\" {{ capabilities = [\"read\"] }}");
     let (s, b) = rc.put("sys/policies/acl/mine", json!({"policy": policy})).await;
     assert!(s == 204 || s == 200, "{b}");
-    let (s, b) = user.post("secret/rotation/mine", body).await;
+    let (s, b) = user.post("secret/rotation/mine", body.clone()).await;
     assert_eq!(s, 204, "{b}");
     // The secret cannot be deleted from under a pending rotation either (the
     // database is unreachable here, so the first rotation stays pending).
@@ -939,4 +967,406 @@ path "secret/data/mine" { capabilities = ["read"] }"#;
     assert_eq!(s, 400, "DELETE metadata while a rotation is pending: {b}");
     let (s, b) = rc.post("secret/rotation/mine", json!({"period": "2h", "generator": {"type": "password"}})).await;
     assert_eq!(s, 400, "changing the policy while a rotation is pending: {b}");
+}
+
+// ---------------------------------------------------------------------------
+// 5. security review: stuck rotations, network probes, one role one policy,
+//    sudo, bounds
+// ---------------------------------------------------------------------------
+
+/// At most two consecutive failures, then the policy is suspended.
+const SUSPEND: &str =
+    "[rotation]\ninterval = \"1s\"\nlease = \"6s\"\nmax_failures = 2\npostgres_allowed_hosts = [\"127.0.0.1\"]\n";
+
+/// A port on 127.0.0.1 that nothing listens on.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The warnings of a reply, joined.
+fn warnings(v: &Value) -> String {
+    v["warnings"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; "))
+        .unwrap_or_default()
+}
+
+/// A failed PostgreSQL rotation used to stay pending for ever: retried by
+/// the scheduler without end, and neither its policy nor its secret could be
+/// deleted, even by root. Now it is suspended after `max_failures`
+/// consecutive failures, and `DELETE rotation/{path}?force=true` discards it.
+async fn stuck_rotation(backend: Backend) {
+    let v = vault_with(backend, SUSPEND, &[]).await;
+    let rc = &v.rc;
+    let admin = json!({"data": {"host": "127.0.0.1", "port": closed_port(), "username": "postgres",
+        "password": "ADMIN-CANARY-4711", "allowed_roles": "stuck_role", "sslmode": "disable"}});
+    let (s, b) = rc.post("secret/data/db/admin", admin).await;
+    assert_eq!(s, 200, "{b}");
+    // A 2 s period caps the retry backoff at 2 s, so failures come quickly.
+    let policy =
+        json!({"period": "2s", "generator": {"type": "postgresql", "connection": "db/admin", "roles": ["stuck_role"]}});
+    let (s, b) = rc.post("secret/rotation/db/stuck", policy.clone()).await;
+    assert_eq!(s, 204, "{b}");
+    let st = wait_status(rc, "db/stuck", Duration::from_secs(30), "suspended", |s| s["suspended"] == true).await;
+    assert_eq!(st["failures"], 2, "suspended after max_failures: {st}");
+    assert_eq!(st["pending"], true, "{st}");
+    assert_ne!(st["last_error"], "", "{st}");
+    // No more automatic attempts: with a 2 s backoff, 5 s would see two more.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let st = status(rc, "db/stuck").await;
+    assert_eq!((st["failures"].as_u64(), st["suspended"].as_bool()), (Some(2), Some(true)), "{st}");
+    assert!(v.srv.log_text().contains("suspended"), "the suspension is logged");
+
+    // Plain deletes are still refused while pending, and say how to get out.
+    let (s, b) = rc.delete("secret/rotation/db/stuck").await;
+    assert_eq!(s, 400, "{b}");
+    assert!(errors(&b).contains("force"), "the refusal names force=true: {b}");
+    let (s, b) = rc.delete("secret/metadata/db/stuck").await;
+    assert_eq!(s, 400, "{b}");
+    // A manual rotation is allowed on a suspended policy; it fails again here.
+    let (s, b) = rc.post("secret/rotate/db/stuck", json!({})).await;
+    assert_eq!(s, 502, "{b}");
+    let st = status(rc, "db/stuck").await;
+    assert_eq!((st["failures"].as_u64(), st["suspended"].as_bool()), (Some(3), Some(true)), "{st}");
+
+    // Force: the never-committed value is discarded, with a warning about the role.
+    let (s, b) = rc.delete("secret/rotation/db/stuck?force=true").await;
+    assert_eq!(s, 200, "forced delete of a pending rotation: {b}");
+    let w = warnings(&b);
+    assert!(w.contains("stuck_role") && w.contains("password"), "warning about the role's password: {b}");
+    assert!(!b.to_string().contains("ADMIN-CANARY-4711"), "{b}");
+    let (s, b) = rc.get("secret/rotation/db/stuck").await;
+    assert_eq!(s, 404, "the policy is gone: {b}");
+    let (s, b) = rc.delete("secret/metadata/db/stuck").await;
+    assert_eq!(s, 204, "the secret can be deleted now: {b}");
+    // A forced delete of a policy with nothing pending is a plain delete.
+    let (s, b) = rc.post("secret/data/plain", json!({"data": {"password": "x"}})).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = rc.post("secret/rotation/plain", json!({"period": "1h", "generator": {"type": "password"}})).await;
+    assert_eq!(s, 204, "{b}");
+    let (s, b) = rc.delete("secret/rotation/plain?force=true").await;
+    assert_eq!(s, 204, "{b}");
+    let (s, b) = rc.delete("secret/rotation/plain?force=maybe").await;
+    assert_eq!(s, 400, "force must be a boolean: {b}");
+
+    let logs = v.srv.log_text();
+    assert!(!logs.contains("ADMIN-CANARY-4711"), "admin password in the log");
+    assert!(!logs.contains("panicked"), "server panicked:\n{logs}");
+}
+
+#[tokio::test]
+async fn stuck_rotation_is_suspended_and_can_be_force_deleted_sqlite() {
+    stuck_rotation(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn stuck_rotation_is_suspended_and_can_be_force_deleted_postgres() {
+    stuck_rotation(Backend::Postgres).await;
+}
+
+/// How a [`Listener`] treats a connection.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// Accept and close at once.
+    Close,
+    /// Answer like an HTTP server, then close.
+    Garbage,
+    /// Accept and say nothing (until the listener is dropped).
+    Silent,
+}
+
+/// A TCP listener on 127.0.0.1 that is not PostgreSQL: it counts the
+/// connections it gets, until dropped.
+struct Listener {
+    port: u16,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Listener {
+    fn start(mode: Mode) -> Listener {
+        use std::io::Write as _;
+        use std::sync::atomic::Ordering;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (a, st) = (accepted.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !st.load(Ordering::SeqCst) {
+                match l.accept() {
+                    Ok((mut sock, _)) => {
+                        a.fetch_add(1, Ordering::SeqCst);
+                        match mode {
+                            Mode::Close => drop(sock),
+                            Mode::Garbage => {
+                                let _ = sock.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+                            }
+                            Mode::Silent => held.push(sock),
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(_) => break,
+                }
+            }
+        });
+        Listener { port, accepted, stop, thread: Some(thread) }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Only the hosts in `[rotation] postgres_allowed_hosts` can be connected
+/// to, checked before any connection is attempted: when a policy is set and
+/// again when a rotation runs (the connection secret may have changed).
+#[tokio::test]
+async fn postgres_hosts_outside_the_allowlist_are_refused_before_connecting() {
+    let allowed = Listener::start(Mode::Close);
+    let other = Listener::start(Mode::Close);
+    let config = format!(
+        "[rotation]\ninterval = \"1s\"\nlease = \"6s\"\npostgres_allowed_hosts = [\"127.0.0.1:{}\", \"db.internal\", \"10.0.0.0/8\"]\n",
+        allowed.port
+    );
+    let v = vault_with(Backend::Sqlite, &config, &[]).await;
+    let rc = &v.rc;
+    let admin = |host: &str, port: u16| {
+        json!({"data": {"host": host, "port": port, "username": "postgres", "password": "ADMIN-CANARY-31337",
+            "allowed_roles": "app_role", "sslmode": "disable"}})
+    };
+    // The target has a version, so nothing is due: only rotate-now connects.
+    let (s, b) = rc.post("secret/data/db/app", json!({"data": {"username": "x", "password": "y"}})).await;
+    assert_eq!(s, 200, "{b}");
+    let policy =
+        json!({"period": "1h", "generator": {"type": "postgresql", "connection": "db/admin", "roles": ["app_role"]}});
+    // Another port of an allowed address, and other names of the loopback host.
+    for (host, port) in [
+        ("127.0.0.1", other.port),
+        ("localhost", allowed.port),
+        ("LOCALHOST", allowed.port),
+        ("127.0.0.2", allowed.port),
+        ("127.1", allowed.port),
+        ("::1", allowed.port),
+        ("::ffff:127.0.0.1", other.port),
+        ("db.internal.evil", allowed.port),
+    ] {
+        let (s, b) = rc.post("secret/data/db/admin", admin(host, port)).await;
+        assert_eq!(s, 200, "{b}");
+        let (s, b) = rc.post("secret/rotation/db/app", policy.clone()).await;
+        assert_eq!(s, 400, "{host}:{port} is not allowed: {b}");
+        assert!(errors(&b).contains("postgres_allowed_hosts"), "the refusal names the setting: {b}");
+    }
+    let (s, _) = rc.get("secret/rotation/db/app").await;
+    assert_eq!(s, 404, "no policy was stored");
+    // The allowed host and port: accepted (setting a policy never connects).
+    let (s, b) = rc.post("secret/data/db/admin", admin("127.0.0.1", allowed.port)).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = rc.post("secret/rotation/db/app", policy.clone()).await;
+    assert_eq!(s, 204, "{b}");
+    assert_eq!(allowed.accepted(), 0, "setting a policy must not connect");
+    // The connection secret now names another port: the rotation refuses before connecting.
+    let (s, b) = rc.post("secret/data/db/admin", admin("127.0.0.1", other.port)).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = rc.post("secret/rotate/db/app", json!({})).await;
+    assert_eq!(s, 400, "rotation to a host no longer allowed: {b}");
+    assert!(errors(&b).contains("postgres_allowed_hosts"), "{b}");
+    let st = status(rc, "db/app").await;
+    assert!(str_of(&st, "last_error").contains("postgres_allowed_hosts"), "{st}");
+    // Pointed back at the allowed port, a rotation does connect (and fails: not PostgreSQL).
+    let (s, b) = rc.post("secret/data/db/admin", admin("127.0.0.1", allowed.port)).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = rc.post("secret/rotate/db/app", json!({})).await;
+    assert_eq!(s, 502, "{b}");
+    assert!(allowed.accepted() >= 1, "the allowed listener was connected to");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(other.accepted(), 0, "a host outside the allowlist was connected to");
+    let logs = v.srv.log_text();
+    assert!(!logs.contains("ADMIN-CANARY-31337") && !logs.contains("panicked"), "{logs}");
+}
+
+/// The text of a failed connection is one fixed message, whatever the cause:
+/// a closed port, an open port that is not PostgreSQL (closing, answering
+/// garbage, or silent), a refused login, a missing database. The cause is in
+/// the server log only.
+#[tokio::test]
+async fn connection_errors_do_not_tell_closed_from_open_ports() {
+    const GENERIC: &str = "could not connect to the PostgreSQL server named by the connection";
+    let v = vault(Backend::Sqlite).await;
+    let rc = &v.rc;
+    let pg = PgCluster::shared();
+    let admin_role = "probe_admin_e1";
+    pg.psql(
+        "postgres",
+        &format!("CREATE ROLE {admin_role} LOGIN CREATEROLE PASSWORD 'right-pw' IN ROLE {ROTATED_GROUP}"),
+    );
+    let (close, garbage, silent) =
+        (Listener::start(Mode::Close), Listener::start(Mode::Garbage), Listener::start(Mode::Silent));
+    let cases = [
+        ("closed port", closed_port(), "postgres", "postgres"),
+        ("open port, closes", close.port, "postgres", "postgres"),
+        ("open port, HTTP", garbage.port, "postgres", "postgres"),
+        ("open port, silent", silent.port, "postgres", "postgres"),
+        ("wrong admin password", pg.port(), admin_role, "postgres"),
+        ("no such database", pg.port(), "postgres", "no_such_database_e1"),
+    ];
+    let mut seen = Vec::new();
+    // One role per case: two of them name the same server (one policy per role).
+    for (i, (what, port, user, dbname)) in cases.iter().enumerate() {
+        let admin = json!({"data": {"host": "127.0.0.1", "port": port, "dbname": dbname, "username": user,
+            "password": "ADMIN-CANARY-e1", "allowed_roles": "*", "sslmode": "disable"}});
+        let (s, b) = rc.post(&format!("secret/data/p{i}/admin"), admin).await;
+        assert_eq!(s, 200, "{b}");
+        let (s, b) = rc.post(&format!("secret/data/p{i}/app"), json!({"data": {"username": "x"}})).await;
+        assert_eq!(s, 200, "{b}");
+        let policy = json!({"period": "1h",
+            "generator": {"type": "postgresql", "connection": format!("p{i}/admin"), "roles": [format!("probe_target_{i}")]}});
+        let (s, b) = rc.post(&format!("secret/rotation/p{i}/app"), policy).await;
+        assert_eq!(s, 204, "{what}: {b}");
+        let (s, b) = rc.post(&format!("secret/rotate/p{i}/app"), json!({})).await;
+        assert_eq!(s, 502, "{what}: {b}");
+        let st = status(rc, &format!("p{i}/app")).await;
+        seen.push((what, errors(&b), str_of(&st, "last_error").to_string()));
+    }
+    for (what, e, last) in &seen {
+        assert_eq!(e, GENERIC, "{what}: the caller sees one fixed message: {seen:?}");
+        assert_eq!(last, GENERIC, "{what}: so does the status: {seen:?}");
+    }
+    let logs = v.srv.log_text();
+    assert!(logs.contains("could not connect to PostgreSQL"), "the details are logged:\n{logs}");
+    assert!(!logs.contains("ADMIN-CANARY-e1"), "the admin password is in the log");
+    assert!(!logs.contains("panicked"), "server panicked:\n{logs}");
+}
+
+/// POST `body` to `path` until it answers 204 (at most 5 s). Another server
+/// sees a change through its read cache, invalidated by the change feed a
+/// moment later: until then a stale read can only refuse (the index rows are
+/// written revision-guarded), never let two policies hold one role.
+async fn post_until_accepted(rc: &Client, path: &str, body: Value) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (s, b) = rc.post(path, body.clone()).await;
+        if s == 204 {
+            return;
+        }
+        assert!(s == 400 && Instant::now() < deadline, "{path}: {s} {b}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Two rotation policies setting one PostgreSQL role's password would undo
+/// each other. A role belongs to a whole cluster, so one host and port plus a
+/// role name is one role, whatever the database; the check holds across
+/// servers sharing the storage, and is lifted when the first policy is
+/// changed, deleted, or its secret deleted.
+#[tokio::test]
+async fn one_role_one_policy_across_servers_postgres() {
+    let v = vault(Backend::Postgres).await;
+    let (_srv_b, rb) = second_server(&v, FAST, &[]).await;
+    let ra = &v.rc;
+    let port = closed_port();
+    // Two connection secrets naming one server, with different databases and spellings.
+    for (path, host, db, port) in
+        [("c1", "127.0.0.1", "one", json!(port)), ("c2", "127.0.0.1", "two", json!(port.to_string()))]
+    {
+        let (s, b) = ra
+            .post(
+                &format!("secret/data/{path}"),
+                json!({"data": {"host": host, "port": port, "dbname": db, "username": "postgres", "password": "pw", "allowed_roles": "*"}}),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+    }
+    // The targets have a version, so nothing is due and nothing connects.
+    for p in ["a", "b"] {
+        let (s, b) = ra.post(&format!("secret/data/{p}"), json!({"data": {"username": "u", "password": "p"}})).await;
+        assert_eq!(s, 200, "{b}");
+    }
+    let pg_policy = |conn: &str, roles: &[&str]| json!({"period": "1h", "generator": {"type": "postgresql", "connection": conn, "roles": roles}});
+    let (s, b) = ra.post("secret/rotation/a", pg_policy("c1", &["shared_role"])).await;
+    assert_eq!(s, 204, "{b}");
+    // Setting the same policy again is not a conflict with itself.
+    let (s, b) = ra.post("secret/rotation/a", pg_policy("c1", &["shared_role"])).await;
+    assert_eq!(s, 204, "{b}");
+    // Server B: the same role through the other connection secret.
+    let (s, b) = rb.post("secret/rotation/b", pg_policy("c2", &["other_role", "shared_role"])).await;
+    assert_eq!(s, 400, "a second policy for shared_role: {b}");
+    let e = errors(&b);
+    assert!(e.contains("shared_role") && e.contains("\"a\""), "the conflict is named: {b}");
+    let (s, _) = rb.get("secret/rotation/b").await;
+    assert_eq!(s, 404, "nothing stored");
+    let (s, b) = rb.post("secret/rotation/b", pg_policy("c2", &["other_role"])).await;
+    assert_eq!(s, 204, "a different role is fine: {b}");
+    let (s, b) = rb.post("secret/rotation/b", pg_policy("c2", &["other_role", "shared_role"])).await;
+    assert_eq!(s, 400, "changing b to take shared_role: {b}");
+    // Changing a's role frees shared_role.
+    let (s, b) = ra.post("secret/rotation/a", pg_policy("c1", &["third_role"])).await;
+    assert_eq!(s, 204, "{b}");
+    // shared_role is free once a let go of it.
+    post_until_accepted(&rb, "secret/rotation/b", pg_policy("c2", &["other_role", "shared_role"])).await;
+    let (s, b) = ra.post("secret/rotation/a", pg_policy("c1", &["shared_role"])).await;
+    assert_eq!(s, 400, "now a cannot take it back: {b}");
+    assert!(errors(&b).contains("\"b\""), "{b}");
+    // Deleting b's policy frees it.
+    let (s, b) = rb.delete("secret/rotation/b").await;
+    assert_eq!(s, 204, "{b}");
+    post_until_accepted(ra, "secret/rotation/a", pg_policy("c1", &["shared_role"])).await;
+    // Deleting a's secret (metadata) frees it too.
+    let (s, b) = ra.delete("secret/metadata/a").await;
+    assert_eq!(s, 204, "{b}");
+    post_until_accepted(&rb, "secret/rotation/b", pg_policy("c2", &["shared_role"])).await;
+}
+
+/// A postgresql policy needs `sudo` on its rotation path: it makes the
+/// vault connect to a database server and change a role there. Other
+/// generators need only `create`/`update`.
+#[tokio::test]
+async fn postgresql_rotation_policies_need_sudo() {
+    let v = vault(Backend::Sqlite).await;
+    let rc = &v.rc;
+    let admin = json!({"data": {"host": "127.0.0.1", "port": closed_port(), "username": "postgres", "password": "x",
+        "allowed_roles": "app_role"}});
+    let (s, b) = rc.post("secret/data/db/admin", admin).await;
+    assert_eq!(s, 200, "{b}");
+    let policy = r#"path "secret/rotation/+" { capabilities = ["create", "update", "read", "delete"] }
+path "secret/data/*" { capabilities = ["read", "create", "update"] }"#;
+    let (s, b) = rc.put("sys/policies/acl/nosudo", json!({"policy": policy})).await;
+    assert!(s == 204 || s == 200, "{b}");
+    let (s, t) = rc.post("auth/token/create", json!({"policies": ["nosudo"]})).await;
+    assert_eq!(s, 200, "{t}");
+    let user = v.srv.client().with_token(t["auth"]["client_token"].as_str().unwrap());
+    let (s, b) = user.post("secret/data/app", json!({"data": {"password": "x"}})).await;
+    assert_eq!(s, 200, "{b}");
+    let pg =
+        json!({"period": "1h", "generator": {"type": "postgresql", "connection": "db/admin", "roles": ["app_role"]}});
+    let (s, b) = user.post("secret/rotation/app", pg.clone()).await;
+    assert_eq!(s, 403, "postgresql generator without sudo: {b}");
+    let (s, _) = rc.get("secret/rotation/app").await;
+    assert_eq!(s, 404, "nothing stored");
+    let (s, b) = user.post("secret/rotation/app", json!({"period": "1h", "generator": {"type": "password"}})).await;
+    assert_eq!(s, 204, "password generator without sudo: {b}");
+    let (s, b) = user.delete("secret/rotation/app").await;
+    assert_eq!(s, 204, "{b}");
+    // The same caller with sudo on the path.
+    let policy = format!(
+        "{policy}\npath \"secret/rotation/app\" {{ capabilities = [\"create\", \"update\", \"read\", \"sudo\"] }}"
+    );
+    let (s, b) = rc.put("sys/policies/acl/nosudo", json!({"policy": policy})).await;
+    assert!(s == 204 || s == 200, "{b}");
+    let (s, b) = user.post("secret/rotation/app", pg).await;
+    assert_eq!(s, 204, "with sudo: {b}");
 }

@@ -17,6 +17,8 @@
 //! [rotation]             # KV v2 secret rotation (docs/kv-rotation.md)
 //! interval = "5s"        # how often due rotations are looked for
 //! lease = "60s"          # how long a server's claim on a rotation lasts
+//! max_failures = 10      # consecutive failures before a rotation is suspended
+//! postgres_allowed_hosts = ["db.internal:5432", "10.0.0.0/8"]  # default: none
 //!
 //! [lockout]              # brute-force protection of every login path
 //! threshold = 5          # failures per user/role before a lockout (x4 per address)
@@ -112,6 +114,8 @@ struct FileConfig {
 struct RotationFile {
     interval: Option<String>,
     lease: Option<String>,
+    max_failures: Option<u32>,
+    postgres_allowed_hosts: Option<Vec<String>>,
 }
 
 /// The effective configuration.
@@ -232,6 +236,24 @@ impl Config {
         if r.lease < std::time::Duration::from_secs(3) {
             return Err(ConfigError::Invalid("rotation.lease must be at least 3s".into()));
         }
+        // Upper bounds: these meet clocks (timer arithmetic must not overflow).
+        if r.interval > std::time::Duration::from_secs(3600) {
+            return Err(ConfigError::Invalid("rotation.interval must be at most 1h".into()));
+        }
+        if r.lease > std::time::Duration::from_secs(86_400) {
+            return Err(ConfigError::Invalid("rotation.lease must be at most 24h".into()));
+        }
+        if let Some(n) = f.max_failures {
+            if !(1..=1000).contains(&n) {
+                return Err(ConfigError::Invalid("rotation.max_failures must be between 1 and 1000".into()));
+            }
+            r.max_failures = n;
+        }
+        if let Some(list) = f.postgres_allowed_hosts {
+            let parsed = crate::engines::pg_role::HostAllowList::parse(&list)
+                .map_err(|e| ConfigError::Invalid(format!("rotation.{e}")))?;
+            r.postgres_allowed_hosts = parsed.leak();
+        }
         Ok(r)
     }
 
@@ -299,6 +321,42 @@ mod tests {
             Config::load(Some(Path::new("/nonexistent/x.toml")), Overrides::default()),
             Err(ConfigError::Read { .. })
         ));
+    }
+}
+
+#[cfg(test)]
+mod rotation_settings {
+    use super::*;
+    use std::io::Write;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        Config::load(Some(f.path()), Overrides::default())
+    }
+
+    #[test]
+    fn rotation_defaults_and_keys() {
+        let c = Config::load(None, Overrides::default()).unwrap();
+        assert_eq!(c.rotation.max_failures, crate::engines::DEFAULT_MAX_FAILURES);
+        assert!(c.rotation.postgres_allowed_hosts.is_empty(), "no PostgreSQL host is allowed by default");
+        let c = load("[rotation]\nmax_failures = 3\npostgres_allowed_hosts = [\"db.internal:5432\", \"10.0.0.0/8\"]\n")
+            .unwrap();
+        assert_eq!(c.rotation.max_failures, 3);
+        assert!(c.rotation.postgres_allowed_hosts.allows("db.internal", 5432));
+        assert!(c.rotation.postgres_allowed_hosts.allows("10.2.3.4", 6000));
+        assert!(!c.rotation.postgres_allowed_hosts.allows("127.0.0.1", 5432));
+        for (text, needle) in [
+            ("[rotation]\nmax_failures = 0\n", "max_failures"),
+            ("[rotation]\nmax_failures = 1001\n", "max_failures"),
+            ("[rotation]\npostgres_allowed_hosts = [\"bad host\"]\n", "postgres_allowed_hosts"),
+            ("[rotation]\ninterval = \"2h\"\n", "interval"),
+            ("[rotation]\nlease = \"100000000000d\"\n", "lease"),
+            ("[rotation]\nlease = \"2d\"\n", "lease"),
+        ] {
+            let e = load(text).unwrap_err().to_string();
+            assert!(e.contains(needle), "{text}: {e}");
+        }
     }
 }
 

@@ -80,6 +80,14 @@ impl Authorized {
         self.acl.as_ref().is_some_and(|(acl, mount)| acl.allows(&format!("{mount}{mount_relative}"), op, false))
     }
 
+    /// Whether the caller's policies grant `op` *and* `sudo` on
+    /// `mount_relative` in the same mount, for an act a backend treats as
+    /// privileged depending on the request (e.g. a postgresql rotation
+    /// policy). Reads the ACL only the core attaches; false when none is.
+    pub fn may_sudo(&self, mount_relative: &str, op: crate::logical::Operation) -> bool {
+        self.acl.as_ref().is_some_and(|(acl, mount)| acl.allows(&format!("{mount}{mount_relative}"), op, true))
+    }
+
     /// Attach the caller's policies (only the core does this, after authorization).
     pub(crate) fn with_acl(mut self, acl: Arc<acl::Acl>, mount: &str) -> Self {
         self.acl = Some((acl, mount.to_string()));

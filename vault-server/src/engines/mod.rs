@@ -13,6 +13,9 @@ use crate::barrier::view::View;
 use crate::core::MountEntry;
 use crate::logical::{Backend, LogicalError};
 
+/// Default of [`RotationSettings::max_failures`].
+pub const DEFAULT_MAX_FAILURES: u32 = 10;
+
 /// Scheduling of KV v2 secret rotation (`[rotation]` in the config file).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RotationSettings {
@@ -21,11 +24,24 @@ pub struct RotationSettings {
     /// How long a server's claim on a rotation lasts; the external calls of
     /// one rotation get a third of it each, so a claim outlives its work.
     pub lease: Duration,
+    /// Consecutive failures after which a rotation is suspended (no more
+    /// automatic attempts). With the backoff (5 s doubling, at most 10 min)
+    /// the default gives up after about half an hour.
+    pub max_failures: u32,
+    /// Where PostgreSQL rotations may connect. `'static` because the core
+    /// hands out copies of these settings (`Copy`); the list is made once at
+    /// start-up ([`pg_role::HostAllowList::leak`]). Nothing by default.
+    pub postgres_allowed_hosts: &'static pg_role::HostAllowList,
 }
 
 impl Default for RotationSettings {
     fn default() -> Self {
-        Self { interval: Duration::from_secs(5), lease: Duration::from_secs(60) }
+        Self {
+            interval: Duration::from_secs(5),
+            lease: Duration::from_secs(60),
+            max_failures: DEFAULT_MAX_FAILURES,
+            postgres_allowed_hosts: pg_role::HostAllowList::nothing(),
+        }
     }
 }
 

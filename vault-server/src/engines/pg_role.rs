@@ -19,8 +19,24 @@
 //! transaction (see [`password_literal`]), although it only ever holds
 //! base64 characters, `$` and `:`. Neither the password nor the verifier
 //! appears in an error, a log line or `Debug` output: sqlx's statement
-//! logging is turned off for this connection, and every message taken from
-//! the database has any occurrence of a secret cut out.
+//! logging is turned off for this connection.
+//!
+//! **Where the vault may connect.** A connection secret names any host and
+//! port, and whoever may write it could make the vault a port scanner. So
+//! [`set_password`] first checks the host against the server's
+//! [`HostAllowList`] (`[rotation] postgres_allowed_hosts`, empty by
+//! default), before any name lookup or connection; and every connection
+//! failure (refused, unreachable, timeout, name lookup, TLS, login, missing
+//! database) is one fixed [`PgRoleError::Connect`], its cause only in the
+//! server log. Otherwise the error text would tell closed ports from open
+//! ones, and a login failure from a silent service.
+//!
+//! **Error texts are fixed.** What the caller sees is written here: a fixed
+//! message and, for a refused statement, the SQLSTATE code (five checked
+//! ASCII characters). The driver's free text goes to the log only, and only
+//! when no secret occurs in it at all ([`loggable`]): cutting a secret out of
+//! a message instead breaks words at a short secret ("bytes" with password
+//! "y" gave "b[redacted]tes") and the gaps spell the secret out.
 //!
 //! The verifier is secret-derived (4,096 PBKDF2 iterations, random 16-byte
 //! salt): like any stored password hash it allows an offline guess, which the
@@ -28,13 +44,16 @@
 //! failure, are detected with a parameterised query first, so that case never
 //! sends even the verifier in a statement that fails.
 
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgSslMode};
 use sqlx::{AssertSqlSafe, ConnectOptions as _, Connection as _};
 use zeroize::{Zeroize as _, Zeroizing};
+
+use crate::auth::cidr::Cidr;
 
 /// PostgreSQL's default port.
 pub const DEFAULT_PORT: u16 = 5432;
@@ -46,26 +65,190 @@ const MAX_ROLE_NAME: usize = 63;
 const QUERY_CANCELED: &str = "57014";
 /// Shown instead of a secret.
 const REDACTED: &str = "[redacted]";
+/// Logged instead of a driver message in which a secret occurs.
+const WITHHELD: &str = "[message withheld: it contains a secret]";
+/// What the caller is told of any failure to connect (see the module doc).
+pub const CONNECT_FAILED: &str = "could not connect to the PostgreSQL server named by the connection";
 
-/// Why a role's password could not be set. Messages never contain a password.
+/// Why a role's password could not be set. Messages never contain a
+/// password, nor text taken from the driver or the database server.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PgRoleError {
     /// The connection secret or the arguments are invalid (a 400); nothing
     /// was sent to the database.
     #[error("invalid PostgreSQL connection: {0}")]
     InvalidConnection(String),
-    /// The database cannot be reached, or refused the admin's login, or the
-    /// connection broke mid-way.
-    #[error("cannot connect to PostgreSQL: {0}")]
-    Connect(String),
+    /// The connection names a host and port outside the server's
+    /// `[rotation] postgres_allowed_hosts` (a 400); no connection was tried.
+    #[error("{0}")]
+    NotAllowed(String),
+    /// No session could be had: refused, unreachable, timed out, name
+    /// lookup, TLS, admin login or database refused, or the connection broke
+    /// mid-way. One message for all, so that the answer cannot be used to
+    /// probe hosts and ports; the cause is in the server log.
+    #[error("could not connect to the PostgreSQL server named by the connection")]
+    Connect,
     /// The database refused a statement (e.g. the role does not exist, or the
-    /// admin may not alter it). The transaction was rolled back.
+    /// admin may not alter it). The transaction was rolled back. The text is
+    /// written here (a fixed message and the SQLSTATE code).
     #[error("PostgreSQL refused the change: {0}")]
     Refused(String),
-    /// Connecting or a statement took longer than the timeout. Whether the
-    /// transaction committed is unknown: re-applying the same password is safe.
+    /// A statement took longer than the timeout (after the login succeeded).
+    /// Whether the transaction committed is unknown: re-applying the same
+    /// password is safe.
     #[error("PostgreSQL did not answer in time")]
     Timeout,
+}
+
+/// One entry of a [`HostAllowList`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum AllowEntry {
+    /// A host name, compared exactly (ASCII case-insensitive, without a
+    /// trailing dot). It matches only a connection naming that host: the
+    /// name is trusted, as the operator wrote it.
+    Name { host: String, port: Option<u16> },
+    /// An address or CIDR block. It matches only connections naming an IP
+    /// address: a name is never resolved to be checked, since what it
+    /// resolves to when checked need not be what the driver connects to
+    /// (DNS rebinding).
+    Net { net: Cidr, port: Option<u16> },
+}
+
+/// Where the vault may open PostgreSQL connections for rotations
+/// (`[rotation] postgres_allowed_hosts`). Empty by default: nothing.
+///
+/// Entries: `host`, `host:port`, `1.2.3.4`, `1.2.3.4:5432`, `::1`,
+/// `[::1]:5432`, `10.0.0.0/8`, `10.0.0.0/8:5432`, `fd00::/8`. Without a
+/// port, any port of that host is allowed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HostAllowList {
+    entries: Vec<AllowEntry>,
+}
+
+/// The empty list (the default).
+static NOTHING: HostAllowList = HostAllowList { entries: Vec::new() };
+
+/// Loopback only, for the ephemeral dev server.
+static LOOPBACK: LazyLock<HostAllowList> = LazyLock::new(|| {
+    let parse = |s: &str| Cidr::parse(s).map(|net| AllowEntry::Net { net, port: None });
+    HostAllowList {
+        entries: [parse("127.0.0.0/8"), parse("::1/128")]
+            .into_iter()
+            .flatten()
+            .chain([AllowEntry::Name { host: "localhost".into(), port: None }])
+            .collect(),
+    }
+});
+
+impl HostAllowList {
+    /// The empty list: no host is allowed.
+    pub fn nothing() -> &'static HostAllowList {
+        &NOTHING
+    }
+
+    /// Loopback addresses and `localhost`, any port (dev mode only: on a
+    /// real server the loopback interface often reaches the most trusted
+    /// services, such as a PostgreSQL with `trust` logins).
+    pub fn loopback() -> &'static HostAllowList {
+        &LOOPBACK
+    }
+
+    /// This list for the life of the process (one small allocation, made
+    /// once when the configuration is loaded).
+    pub fn leak(self) -> &'static HostAllowList {
+        if self.is_empty() {
+            return &NOTHING;
+        }
+        Box::leak(Box::new(self))
+    }
+
+    /// Parse the configured entries; the error names the first bad one.
+    pub fn parse(items: &[String]) -> Result<Self, String> {
+        let entries = items
+            .iter()
+            .map(|i| parse_allow_entry(i.trim()).ok_or_else(|| format!("invalid postgres_allowed_hosts entry \"{}\": expected host, host:port, an IP address or a CIDR block (optionally followed by :port)", i.escape_default())))
+            .collect::<Result<_, _>>()?;
+        Ok(HostAllowList { entries })
+    }
+
+    /// No host is allowed.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// May the vault connect to `host` (as written in a connection secret) on `port`?
+    pub fn allows(&self, host: &str, port: u16) -> bool {
+        let port_ok = |p: &Option<u16>| p.is_none_or(|p| p == port);
+        match host.parse::<IpAddr>() {
+            Ok(ip) => self
+                .entries
+                .iter()
+                .any(|e| matches!(e, AllowEntry::Net { net, port: p } if port_ok(p) && net.contains(ip))),
+            Err(_) => {
+                let name = normalize_host(host);
+                self.entries
+                    .iter()
+                    .any(|e| matches!(e, AllowEntry::Name { host: h, port: p } if port_ok(p) && *h == name))
+            }
+        }
+    }
+}
+
+/// A host name as compared: ASCII lower case, without a trailing dot.
+fn normalize_host(host: &str) -> String {
+    host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
+}
+
+fn parse_port(p: &str) -> Option<u16> {
+    p.parse::<u16>().ok().filter(|p| *p != 0)
+}
+
+/// One allowlist entry (see [`HostAllowList`]).
+fn parse_allow_entry(s: &str) -> Option<AllowEntry> {
+    if s.is_empty() {
+        return None;
+    }
+    // `[v6]` or `[v6]:port`.
+    if let Some(rest) = s.strip_prefix('[') {
+        let (addr, after) = rest.split_once(']')?;
+        let ip: IpAddr = addr.parse().ok()?;
+        let port = match after {
+            "" => None,
+            p => Some(parse_port(p.strip_prefix(':')?)?),
+        };
+        return Some(AllowEntry::Net { net: Cidr::parse(&ip.to_string())?, port });
+    }
+    // A CIDR block, `addr/len` or `addr/len:port`.
+    if let Some((addr, rest)) = s.split_once('/') {
+        let (len, port) = match rest.split_once(':') {
+            Some((len, p)) => (len, Some(parse_port(p)?)),
+            None => (rest, None),
+        };
+        return Some(AllowEntry::Net { net: Cidr::parse(&format!("{addr}/{len}"))?, port });
+    }
+    // A bare address (an IPv6 one has several colons: no port without brackets).
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Some(AllowEntry::Net { net: Cidr::parse(&ip.to_string())?, port: None });
+    }
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) => (h, Some(parse_port(p)?)),
+        None => (s, None),
+    };
+    if let Ok(ip) = host.parse::<std::net::Ipv4Addr>() {
+        return Some(AllowEntry::Net { net: Cidr::parse(&ip.to_string())?, port });
+    }
+    let name = normalize_host(host);
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+    };
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+        return None;
+    }
+    Some(AllowEntry::Name { host: name, port })
 }
 
 /// How the admin connection uses TLS (libpq's meanings).
@@ -198,6 +381,32 @@ impl AdminConnection {
     /// quoted in SQL, so `App` and `app` are different roles).
     pub fn allows(&self, role: &str) -> bool {
         self.allowed_roles.iter().any(|r| r == "*" || r == role)
+    }
+
+    /// Refuse a host and port outside `allowed`, naming the setting.
+    pub fn check_host(&self, allowed: &HostAllowList) -> Result<(), PgRoleError> {
+        if allowed.allows(&self.host, self.port) {
+            return Ok(());
+        }
+        Err(PgRoleError::NotAllowed(format!(
+            "the connection's host \"{}\" port {} is not in this server's [rotation] postgres_allowed_hosts{}",
+            self.host.escape_default(),
+            self.port,
+            if allowed.is_empty() {
+                " (empty: no PostgreSQL rotation is allowed until an operator sets it)"
+            } else {
+                ""
+            }
+        )))
+    }
+
+    /// What names the PostgreSQL cluster this connection reaches, for "is
+    /// this the same role?": the host as compared (lower case, no trailing
+    /// dot) and the port. Not the database: roles belong to the whole
+    /// cluster. Two names of one server (an address and a host name) are
+    /// not recognised as the same.
+    pub fn cluster_identity(&self) -> String {
+        format!("{}\0{}", normalize_host(&self.host), self.port)
     }
 
     fn options(&self) -> PgConnectOptions {
@@ -340,22 +549,39 @@ fn pg_timestamp(unix_seconds: i64) -> Result<String, String> {
         .map_err(|_| out_of_range())
 }
 
-/// Cut every occurrence of the secrets out of a message from the driver or
-/// the database. Such messages should not contain them (server messages do
-/// not echo statement text, except in syntax errors, which quoting rules
-/// out); this is the defence in depth.
-fn scrub(message: &str, secrets: &[&str]) -> String {
-    let mut out = message.to_string();
-    // Longest first: a short secret that happens to occur inside a longer one
-    // (an admin password inside the verifier) must not break the longer match.
-    let mut secrets: Vec<&str> = secrets.iter().copied().filter(|s| !s.is_empty()).collect();
-    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    for s in &secrets {
-        if out.contains(*s) {
-            out = out.replace(*s, REDACTED);
-        }
+/// `message` for the server log, or a fixed text when any secret occurs in
+/// it (as a plain substring: no pattern syntax). Nothing is cut out of a
+/// message: a short secret occurs inside ordinary words, and what is left
+/// around the cuts would spell it out.
+fn loggable(message: &str, secrets: &[&str]) -> String {
+    if secrets.iter().any(|s| !s.is_empty() && message.contains(s)) {
+        return WITHHELD.to_string();
     }
-    out
+    message.to_string()
+}
+
+/// A SQLSTATE code as received, if it is one (five ASCII digits or upper
+/// case letters): only then is it echoed.
+fn sqlstate(code: Option<&str>) -> Option<&str> {
+    code.filter(|c| c.len() == 5 && c.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_uppercase()))
+}
+
+/// The caller's message for a statement PostgreSQL refused: a fixed text
+/// per SQLSTATE class we know, the code otherwise.
+fn refused_text(code: Option<&str>) -> String {
+    let Some(code) = sqlstate(code) else { return "an unexpected error (see the server log)".into() };
+    let what = match code {
+        "42501" => {
+            "the admin role may not change this role (insufficient privilege; a superuser role needs a superuser admin)"
+        }
+        "42704" => "the role does not exist",
+        "25006" => "the server is read-only (a standby?)",
+        "40001" | "40P01" => "the change conflicted with a concurrent one; it will be retried",
+        "55P03" => "the role is locked by another session",
+        "53300" => "too many connections",
+        _ => "see the server log",
+    };
+    format!("{what} (SQLSTATE {code})")
 }
 
 /// Where a driver error happened: it decides between Connect and Refused.
@@ -365,15 +591,38 @@ enum Phase {
     Statement,
 }
 
-/// Map a driver error to ours, scrubbing secrets from its text.
-fn classify(err: sqlx::Error, phase: Phase, secrets: &[&str]) -> PgRoleError {
-    match (&err, phase) {
-        (sqlx::Error::Database(db), _) if db.code().as_deref() == Some(QUERY_CANCELED) => PgRoleError::Timeout,
-        (sqlx::Error::Database(db), Phase::Statement) => PgRoleError::Refused(scrub(db.message(), secrets)),
-        (sqlx::Error::Database(db), Phase::Connect) => PgRoleError::Connect(scrub(db.message(), secrets)),
-        // Io, TLS, protocol...: the connection itself failed.
-        _ => PgRoleError::Connect(scrub(&err.to_string(), secrets)),
-    }
+/// Map a driver error to ours: a fixed text for the caller, the driver's
+/// text for the log (withheld if a secret occurs in it).
+fn classify(conn: &AdminConnection, err: sqlx::Error, phase: Phase, secrets: &[&str]) -> PgRoleError {
+    let code = match &err {
+        sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+        _ => None,
+    };
+    let out = match (&err, phase) {
+        (sqlx::Error::Database(_), Phase::Statement) if code.as_deref() == Some(QUERY_CANCELED) => PgRoleError::Timeout,
+        (sqlx::Error::Database(_), Phase::Statement) => PgRoleError::Refused(refused_text(code.as_deref())),
+        // Connecting (login, database, TLS, network, name lookup), or the
+        // connection broke mid-way: one message.
+        _ => PgRoleError::Connect,
+    };
+    let detail = match &err {
+        sqlx::Error::Database(db) => loggable(db.message(), secrets),
+        other => loggable(&other.to_string(), secrets),
+    };
+    let phase = match phase {
+        Phase::Connect => "connect",
+        Phase::Statement => "statement",
+    };
+    tracing::warn!(
+        host = %conn.host.escape_default(),
+        port = conn.port,
+        dbname = %conn.dbname.escape_default(),
+        phase,
+        sqlstate = sqlstate(code.as_deref()).unwrap_or(""),
+        detail = %detail,
+        "could not connect to PostgreSQL, or it refused a rotation statement"
+    );
+    out
 }
 
 /// A statement text shared with the driver (which takes ownership of what it
@@ -392,10 +641,10 @@ impl Drop for WipedSql {
 
 /// Run one statement through the simple-query protocol (no prepared
 /// statement is cached, and no parameters are possible: `ALTER ROLE` takes none).
-async fn run(db: &mut PgConnection, sql: &str, secrets: &[&str]) -> Result<(), PgRoleError> {
+async fn run(conn: &AdminConnection, db: &mut PgConnection, sql: &str, secrets: &[&str]) -> Result<(), PgRoleError> {
     let shared = WipedSql(Arc::new(sql.to_string()));
     let result = sqlx::raw_sql(AssertSqlSafe(Arc::clone(&shared.0))).execute(db).await;
-    result.map(|_| ()).map_err(|e| classify(e, Phase::Statement, secrets))
+    result.map(|_| ()).map_err(|e| classify(conn, e, Phase::Statement, secrets))
 }
 
 /// Refuse `role` unless it exists, with a bind parameter: the statement that
@@ -403,28 +652,41 @@ async fn run(db: &mut PgConnection, sql: &str, secrets: &[&str]) -> Result<(), P
 /// PostgreSQL 10 is the first to store a SCRAM verifier given in
 /// `ALTER ROLE ... PASSWORD` as is; older servers would take it for a
 /// plaintext password and hash it again, so the role could not log in.
-async fn ensure_scram_aware(db: &mut PgConnection, secrets: &[&str]) -> Result<(), PgRoleError> {
+async fn ensure_scram_aware(
+    conn: &AdminConnection,
+    db: &mut PgConnection,
+    secrets: &[&str],
+) -> Result<(), PgRoleError> {
     let v: String = sqlx::query_scalar("SELECT current_setting('server_version_num')")
         .persistent(false)
         .fetch_one(db)
         .await
-        .map_err(|e| classify(e, Phase::Statement, secrets))?;
+        .map_err(|e| classify(conn, e, Phase::Statement, secrets))?;
     match v.trim().parse::<u32>() {
         Ok(n) if n >= 100_000 => Ok(()),
-        _ => Err(PgRoleError::Refused(format!(
-            "PostgreSQL 10 or later is needed to set passwords as SCRAM verifiers (server_version_num {v})"
+        // Only a number is echoed: the text came from the server.
+        Ok(n) => Err(PgRoleError::Refused(format!(
+            "PostgreSQL 10 or later is needed to set passwords as SCRAM verifiers (server_version_num {n})"
         ))),
+        Err(_) => Err(PgRoleError::Refused(
+            "PostgreSQL 10 or later is needed to set passwords as SCRAM verifiers (unknown server version)".into(),
+        )),
     }
 }
 
-async fn ensure_exists(db: &mut PgConnection, role: &str, secrets: &[&str]) -> Result<(), PgRoleError> {
+async fn ensure_exists(
+    conn: &AdminConnection,
+    db: &mut PgConnection,
+    role: &str,
+    secrets: &[&str],
+) -> Result<(), PgRoleError> {
     let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1)")
         .bind(role)
         // Unnamed statement: nothing stays prepared (friendlier to poolers such as PgBouncer).
         .persistent(false)
         .fetch_one(db)
         .await
-        .map_err(|e| classify(e, Phase::Statement, secrets))?;
+        .map_err(|e| classify(conn, e, Phase::Statement, secrets))?;
     if exists { Ok(()) } else { Err(PgRoleError::Refused(format!("role \"{role}\" does not exist"))) }
 }
 
@@ -437,11 +699,14 @@ async fn ensure_exists(db: &mut PgConnection, role: &str, secrets: &[&str]) -> R
 /// whole is also bounded by it on the client side, in case the network
 /// stalls. So the call takes at most about twice `timeout`.
 ///
-/// Both roles must be valid names allowed by the connection, and different;
-/// the password must not contain NUL. Setting the same password again is
-/// harmless, which is what makes a retried rotation safe.
+/// The connection's host and port must be in `allowed` (checked first,
+/// before any name lookup or connection). Both roles must be valid names
+/// allowed by the connection, and different; the password must not contain
+/// NUL. Setting the same password again is harmless, which is what makes a
+/// retried rotation safe.
 pub async fn set_password(
     conn: &AdminConnection,
+    allowed: &HostAllowList,
     role: &str,
     password: &str,
     expire: Option<(&str, i64)>,
@@ -449,6 +714,7 @@ pub async fn set_password(
 ) -> Result<(), PgRoleError> {
     let invalid = PgRoleError::InvalidConnection;
     // Everything that can be checked is checked before touching the network.
+    conn.check_host(allowed)?;
     check_role(conn, role)?;
     if password.contains('\0') {
         return Err(invalid("the password must not contain a NUL character".into()));
@@ -476,28 +742,32 @@ pub async fn set_password(
 
     let options = conn.options();
     let mut db = match tokio::time::timeout(timeout, PgConnection::connect_with(&options)).await {
-        Err(_) => return Err(PgRoleError::Timeout),
-        Ok(Err(e)) => return Err(classify(e, Phase::Connect, &secrets)),
+        // A silent port must answer like a closed one (module doc).
+        Err(_) => {
+            tracing::warn!(host = %conn.host.escape_default(), port = conn.port, "could not connect to PostgreSQL: timed out");
+            return Err(PgRoleError::Connect);
+        }
+        Ok(Err(e)) => return Err(classify(conn, e, Phase::Connect, &secrets)),
         Ok(Ok(db)) => db,
     };
     let applied = tokio::time::timeout(timeout, async {
-        let mut tx = db.begin().await.map_err(|e| classify(e, Phase::Statement, &secrets))?;
+        let mut tx = db.begin().await.map_err(|e| classify(conn, e, Phase::Statement, &secrets))?;
         // Milliseconds; PostgreSQL takes 0 as "no timeout", so at least 1.
         let ms = timeout.as_millis().clamp(1, i32::MAX as u128);
-        run(&mut tx, &format!("SET LOCAL statement_timeout = {ms}"), &secrets).await?;
+        run(conn, &mut tx, &format!("SET LOCAL statement_timeout = {ms}"), &secrets).await?;
         // Must be its own statement: a multi-statement string is parsed whole
         // before any of it runs, so the setting would come too late.
-        run(&mut tx, "SET LOCAL standard_conforming_strings = on", &secrets).await?;
-        ensure_scram_aware(&mut tx, &secrets).await?;
-        ensure_exists(&mut tx, role, &secrets).await?;
+        run(conn, &mut tx, "SET LOCAL standard_conforming_strings = on", &secrets).await?;
+        ensure_scram_aware(conn, &mut tx, &secrets).await?;
+        ensure_exists(conn, &mut tx, role, &secrets).await?;
         if let Some((previous, _)) = &expire {
-            ensure_exists(&mut tx, previous, &secrets).await?;
+            ensure_exists(conn, &mut tx, previous, &secrets).await?;
         }
-        run(&mut tx, &alter, &secrets).await?;
+        run(conn, &mut tx, &alter, &secrets).await?;
         if let Some((previous, instant)) = &expire {
-            run(&mut tx, &expire_sql(previous, instant), &secrets).await?;
+            run(conn, &mut tx, &expire_sql(previous, instant), &secrets).await?;
         }
-        tx.commit().await.map_err(|e| classify(e, Phase::Statement, &secrets))
+        tx.commit().await.map_err(|e| classify(conn, e, Phase::Statement, &secrets))
     })
     .await
     .unwrap_or(Err(PgRoleError::Timeout));
@@ -747,15 +1017,166 @@ mod tests {
     }
 
     #[test]
-    fn scrubbing() {
-        assert_eq!(scrub("bad pw hunter2 here", &["hunter2", ""]), "bad pw [redacted] here");
-        assert_eq!(scrub("nothing", &["", "x"]), "nothing");
-        assert_eq!(scrub("a-b", &["a", "b"]), "[redacted]-[redacted]");
-        // A short secret inside a longer one does not leave the rest of the longer one visible.
-        assert_eq!(scrub("x SCRAM-SHA-256$4096:salt y", &["4096", "SCRAM-SHA-256$4096:salt"]), "x [redacted] y");
-        let e = PgRoleError::Refused(scrub("syntax error at or near \"hunter2\"", &["hunter2"]));
-        assert!(!e.to_string().contains("hunter2"));
-        assert!(!format!("{e:?}").contains("hunter2"));
+    fn driver_messages_are_logged_whole_or_not_at_all() {
+        // No secret in it: logged as is.
+        assert_eq!(
+            loggable("password authentication failed for user \"x\"", &["hunter2", ""]),
+            "password authentication failed for user \"x\""
+        );
+        assert_eq!(loggable("nothing", &[""]), "nothing");
+        // A one-character password occurs in ordinary words: the message is
+        // withheld, not cut ("b[redacted]tes" would spell the password out).
+        let m = loggable("invalid bytes in the message", &["y"]);
+        assert_eq!(m, WITHHELD);
+        assert!(!m.contains("b[redacted]tes") && !m.contains("bytes"));
+        // A password that is a substring of common words.
+        assert_eq!(loggable("password authentication failed", &["pass"]), WITHHELD);
+        assert_eq!(loggable("connection refused", &["on"]), WITHHELD);
+        // Pattern characters are plain characters: no regex, no format string.
+        assert_eq!(loggable("a.*b and $1 and \\d", &[".*"]), WITHHELD);
+        assert_eq!(loggable("abc", &[".*"]), "abc");
+        assert_eq!(loggable("x (?i)Y", &["(?i)y"]), "x (?i)Y", "case-sensitive, literal");
+        assert_eq!(loggable("got {} and %s", &["{}"]), WITHHELD);
+        assert_eq!(loggable("verifier SCRAM-SHA-256$4096:salt", &["SCRAM-SHA-256$4096:salt"]), WITHHELD);
+        // A secret that is the withheld text itself, or the redaction marker.
+        assert_eq!(loggable(WITHHELD, &[WITHHELD]), WITHHELD);
+        assert_eq!(loggable("x [redacted] y", &["[redacted]"]), WITHHELD);
+        // Non-ASCII.
+        assert_eq!(loggable("mot de passe é", &["é"]), WITHHELD);
+    }
+
+    #[test]
+    fn caller_texts_are_fixed() {
+        assert!(refused_text(Some("42501")).contains("42501") && refused_text(Some("42501")).contains("privilege"));
+        assert!(refused_text(Some("XX000")).contains("SQLSTATE XX000"));
+        // Anything that is not a SQLSTATE code is not echoed.
+        for bad in ["hunter2", "4250", "425011", "42 01", "abcde", "ÉÉÉÉÉ"] {
+            assert!(!refused_text(Some(bad)).contains(bad), "{bad}");
+        }
+        assert!(!refused_text(None).is_empty());
+        assert_eq!(PgRoleError::Connect.to_string(), CONNECT_FAILED);
+    }
+
+    #[test]
+    fn every_connection_failure_is_one_message() {
+        let c = AdminConnection::from_secret(&base()).unwrap();
+        let secrets = ["s3cr3t-admin-pw"];
+        for e in [
+            sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "Connection refused (os error 111)",
+            )),
+            sqlx::Error::Io(std::io::Error::other("failed to lookup address information: Name or service not known")),
+            sqlx::Error::Io(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "early eof")),
+            sqlx::Error::Protocol("expected 0x52 but received 0x48 s3cr3t-admin-pw".into()),
+            sqlx::Error::Tls("server does not support TLS".into()),
+        ] {
+            let err = classify(&c, e, Phase::Connect, &secrets);
+            assert!(matches!(err, PgRoleError::Connect), "{err:?}");
+            assert_eq!(err.to_string(), CONNECT_FAILED);
+        }
+        // A connection that breaks once the session is up: the same message.
+        let err = classify(&c, sqlx::Error::Protocol("unexpected message".into()), Phase::Statement, &secrets);
+        assert!(matches!(err, PgRoleError::Connect), "{err:?}");
+    }
+
+    fn list(items: &[&str]) -> HostAllowList {
+        HostAllowList::parse(&items.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn host_allowlist() {
+        let l = list(&[
+            "db.internal:5432",
+            "10.0.0.0/8",
+            "192.168.1.7",
+            "[fd00::1]:6432",
+            "fd01::/16:5433",
+            "Other.Example.",
+        ]);
+        assert!(l.allows("db.internal", 5432) && l.allows("DB.Internal.", 5432));
+        assert!(!l.allows("db.internal", 5433), "port given: that port only");
+        assert!(
+            !l.allows("db.internal.evil", 5432) && !l.allows("evil.db.internal", 5432) && !l.allows("internal", 5432)
+        );
+        assert!(l.allows("10.1.2.3", 1) && l.allows("10.255.255.255", 65535) && !l.allows("11.0.0.1", 5432));
+        assert!(l.allows("192.168.1.7", 22) && !l.allows("192.168.1.8", 5432));
+        assert!(l.allows("fd00::1", 6432) && !l.allows("fd00::1", 5432) && !l.allows("fd00::2", 6432));
+        assert!(l.allows("fd01:abcd::9", 5433) && !l.allows("fd01:abcd::9", 5432));
+        assert!(l.allows("other.example", 1) && l.allows("OTHER.EXAMPLE", 2));
+        // A name is never resolved to match an address entry, and an address
+        // never matches a name entry: other spellings of a host are refused.
+        assert!(!l.allows("localhost", 5432) && !l.allows("127.0.0.1", 5432));
+        assert!(!l.allows("10.1", 5432) && !l.allows("0x0a000001", 5432) && !l.allows("167772161", 5432));
+        // Nothing by default.
+        assert!(HostAllowList::nothing().is_empty());
+        assert!(
+            !HostAllowList::nothing().allows("127.0.0.1", 5432) && !HostAllowList::nothing().allows("localhost", 5432)
+        );
+        assert_eq!(HostAllowList::default(), *HostAllowList::nothing());
+        // Dev: loopback.
+        let lo = HostAllowList::loopback();
+        assert!(
+            lo.allows("127.0.0.1", 5432)
+                && lo.allows("127.9.9.9", 1)
+                && lo.allows("::1", 5432)
+                && lo.allows("localhost", 5432)
+        );
+        assert!(!lo.allows("10.0.0.1", 5432) && !lo.allows("db.internal", 5432));
+        for bad in [
+            "",
+            " ",
+            "db internal",
+            "db..internal",
+            "-db",
+            "host:",
+            "host:0",
+            "host:70000",
+            "host:x",
+            "10.0.0.0/33",
+            "10.0.0.0/8:",
+            "[::1",
+            "[::1]x",
+            "[nothost]:1",
+            "*",
+            "db_internal",
+            "a/b",
+        ] {
+            assert!(HostAllowList::parse(&[bad.to_string()]).is_err(), "{bad:?} accepted");
+        }
+        let e = HostAllowList::parse(&["ok".into(), "bad entry".into()]).unwrap_err();
+        assert!(e.contains("bad entry"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn hosts_outside_the_allowlist_are_refused_before_anything() {
+        // 192.0.2.1 (TEST-NET-1) would never answer: a refusal in milliseconds
+        // proves nothing was tried.
+        let mut m = base();
+        m.insert("host".into(), json!("192.0.2.1"));
+        let c = AdminConnection::from_secret(&m).unwrap();
+        let start = std::time::Instant::now();
+        for allowed in [HostAllowList::nothing(), HostAllowList::loopback(), &list(&["192.0.2.1:5433", "192.0.2.2"])] {
+            match set_password(&c, allowed, "app_blue", "pw", None, Duration::from_secs(30)).await {
+                Err(e @ PgRoleError::NotAllowed(_)) => assert!(e.to_string().contains("postgres_allowed_hosts"), "{e}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(1));
+        assert!(c.check_host(&list(&["192.0.2.0/24"])).is_ok());
+    }
+
+    #[test]
+    fn cluster_identity_ignores_the_database_and_case() {
+        let mut m = base();
+        let a = AdminConnection::from_secret(&m).unwrap();
+        m.insert("host".into(), json!("DB.Internal."));
+        m.insert("dbname".into(), json!("other"));
+        m.insert("port".into(), json!("5432"));
+        let b = AdminConnection::from_secret(&m).unwrap();
+        assert_eq!(a.cluster_identity(), b.cluster_identity());
+        m.insert("port".into(), json!(5433));
+        assert_ne!(a.cluster_identity(), AdminConnection::from_secret(&m).unwrap().cluster_identity());
     }
 
     #[tokio::test]
@@ -767,6 +1188,7 @@ mod tests {
         m.insert("port".into(), json!(1));
         let c = AdminConnection::from_secret(&m).unwrap();
         let t = Duration::from_millis(200);
+        let allowed = list(&["192.0.2.1"]);
         let cases = [
             ("app_red", "pw", None, "allowed_roles"),
             ("bad-name", "pw", None, "invalid role name"),
@@ -776,7 +1198,7 @@ mod tests {
             ("app_blue", "pw", Some(("app_green", -5)), "out of range"),
         ];
         for (role, pw, expire, msg) in cases {
-            match set_password(&c, role, pw, expire, t).await {
+            match set_password(&c, &allowed, role, pw, expire, t).await {
                 Err(PgRoleError::InvalidConnection(m)) => assert!(m.contains(msg), "{role}: {m}"),
                 other => panic!("{role}: {other:?}"),
             }

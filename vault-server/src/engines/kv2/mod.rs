@@ -5,7 +5,8 @@
 //! - `meta/{path}`: a key's metadata (versions map, settings);
 //! - `ver/{path}/{n}`: the data of version `n`, one encrypted row per version.
 //!
-//! - `rot/{path}`: the key's rotation policy and state (`rotation.rs`).
+//! - `rot/{path}`: the key's rotation policy and state (`rotation.rs`);
+//! - `rotroles/{hash}`: which policy rotates a PostgreSQL role (`rotation.rs`).
 //!
 //! Every write of data and metadata is one atomic batch guarded by a
 //! precondition on the metadata row, retried a few times on conflict, so two
@@ -682,8 +683,8 @@ impl KvV2 {
                 batch.delete(&format!("ver/{key}/{n}"));
             }
             batch.delete_expect(&format!("meta/{key}"), Expect::Rev(rev));
-            // The secret's rotation policy goes with it.
-            batch.delete(&rotation::record_key(key));
+            // The secret's rotation policy (and its role index rows) goes with it.
+            self.drop_rotation(u, key, &mut batch).await?;
             match batch.commit().await {
                 Ok(()) => return Ok(()),
                 Err(e) if is_conflict(&e) => continue,
@@ -845,8 +846,10 @@ impl KvV2 {
             }
             ("subkeys", Operation::Read) => self.read_subkeys(u, key, &req.data).await,
             ("rotation", Operation::Read) => self.read_rotation(u, key).await,
-            ("rotation", Operation::Create | Operation::Update) => self.set_rotation(auth, key, &req.data).await,
-            ("rotation", Operation::Delete) => self.delete_rotation(u, key).await,
+            ("rotation", Operation::Create | Operation::Update) => {
+                self.set_rotation(auth, req.op, key, &req.data).await
+            }
+            ("rotation", Operation::Delete) => self.delete_rotation(auth, key, &req.data).await,
             ("rotate", Operation::Create | Operation::Update) => {
                 let (cfg, meta, n) = self.rotate(u, key).await?;
                 let v = meta.versions.get(&n).cloned().unwrap_or_default();

@@ -9,9 +9,19 @@
 //! 2. apply (PostgreSQL generator): set the role's password, expire the
 //!    previous role's after the grace period (one database transaction);
 //! 3. commit: new version + metadata + row (pending cleared) in one batch.
+//!
+//! A rotation that keeps failing is suspended after `[rotation]
+//! max_failures` consecutive failures (no more automatic attempts; a
+//! rotate-now still tries). `DELETE rotation/{path}?force=true` discards a
+//! pending value that was never committed.
+//!
+//! A PostgreSQL role is rotated by at most one policy of the mount: each
+//! policy holds an index row per role, `rotroles/{hash of cluster + role}`,
+//! written and removed in the same revision-guarded batches as the policy.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use sha2::{Digest as _, Sha256};
 
 use super::{Body, Config, KvV2, Meta, NANOS, check_key, now_ns, rfc3339_ns, to_json};
 use crate::auth::Authorized;
@@ -21,6 +31,7 @@ use crate::engines::generate::{BytesSpec, CharClass, PasswordSpec};
 use crate::engines::pg_role::{self, AdminConnection, PgRoleError};
 use crate::logical::{LogicalError, Operation, Response, fields};
 use crate::storage::Expect;
+use zeroize::Zeroizing;
 
 /// First retry delay after a failure; doubles per failure.
 const BACKOFF_START_SECS: u64 = 5;
@@ -28,10 +39,52 @@ const BACKOFF_START_SECS: u64 = 5;
 const BACKOFF_MAX_SECS: u64 = 600;
 /// Most fields one policy may rotate.
 const MAX_FIELDS: usize = 64;
+/// Longest period (and so grace period): a year. Beyond it a schedule is a
+/// typo, and times far off would only meet overflow.
+const MAX_PERIOD_SECS: u64 = 365 * 86_400;
 
 /// Storage key (in the mount's view) of a secret's rotation record.
 pub(super) fn record_key(key: &str) -> String {
     format!("rot/{key}")
+}
+
+/// Storage key of the index row saying which policy rotates `role` on the
+/// cluster `identity` ([`AdminConnection::cluster_identity`]). Hashed: the
+/// path is stored in the clear, host and role names need not be.
+fn role_claim_key(identity: &str, role: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(identity.as_bytes());
+    h.update([0u8]);
+    h.update(role.as_bytes());
+    format!("rotroles/{}", hex::encode(h.finalize()))
+}
+
+/// The index rows a PostgreSQL policy holds through `conn`: (key, role).
+fn claims_for(conn: &AdminConnection, roles: &[String]) -> Vec<(String, String)> {
+    let id = conn.cluster_identity();
+    roles.iter().map(|r| (role_claim_key(&id, r), r.clone())).collect()
+}
+
+/// An index row's value: the secret whose policy rotates the role.
+#[derive(Debug, Serialize, Deserialize)]
+struct RoleClaim {
+    key: String,
+    role: String,
+}
+
+/// A change of the role index, added to a policy's batch.
+enum ClaimOp {
+    Put(String, Expect, Zeroizing<Vec<u8>>),
+    Delete(String, Expect),
+}
+
+fn add_ops(batch: &mut ViewBatch<'_>, u: &Unsealed, ops: Vec<ClaimOp>) {
+    for op in ops {
+        match op {
+            ClaimOp::Put(k, e, v) => batch.put_expect(u, &k, &v, e),
+            ClaimOp::Delete(k, e) => batch.delete_expect(&k, e),
+        };
+    }
 }
 
 /// How new values are made.
@@ -113,6 +166,12 @@ struct Record {
     lease: Option<Lease>,
     #[serde(default)]
     pending: Option<Pending>,
+    /// No automatic attempts (after `max_failures` consecutive failures).
+    #[serde(default)]
+    suspended: bool,
+    /// Role index rows this policy holds ([`role_claim_key`]).
+    #[serde(default)]
+    claims: Vec<String>,
 }
 
 fn secs_ns(secs: u64) -> i64 {
@@ -149,12 +208,33 @@ fn pg_message(e: &PgRoleError) -> String {
     e.to_string()
 }
 
+/// Why a change that would lose a pending value is refused, and the way out.
+fn pending_conflict() -> LogicalError {
+    LogicalError::Conflict(
+        "a rotation of this secret is pending (its new value may already be live); try again once it has \
+         finished, or discard it with DELETE rotation/{path}?force=true"
+            .into(),
+    )
+}
+
+/// A failed PostgreSQL change as the caller sees it: 400 for what the
+/// vault refused before connecting, 502 for what the database did.
+fn pg_error(e: PgRoleError) -> LogicalError {
+    match e {
+        PgRoleError::InvalidConnection(_) | PgRoleError::NotAllowed(_) => LogicalError::InvalidRequest(pg_message(&e)),
+        _ => LogicalError::Upstream(pg_message(&e)),
+    }
+}
+
 impl Policy {
     /// Parse and check a policy from a request body.
     fn parse(data: &Map<String, Value>) -> Result<Self, LogicalError> {
         let period_secs = fields::duration(data, "period")?.ok_or_else(|| bad("'period' is required"))?;
         if period_secs == 0 {
             return Err(bad("'period' must be at least 1s"));
+        }
+        if period_secs > MAX_PERIOD_SECS {
+            return Err(bad("'period' may be at most 365d"));
         }
         let grace_secs = fields::duration(data, "grace_period")?;
         let g = match data.get("generator") {
@@ -276,6 +356,8 @@ impl Record {
             active_role: None,
             lease: None,
             pending: None,
+            suspended: false,
+            claims: Vec::new(),
         }
     }
 
@@ -289,8 +371,9 @@ impl Record {
     /// Due; or left pending by a crash (the claim was never released: repair
     /// at once, the lease is checked when claiming). A failed rotation also
     /// stays pending, but releases its claim and waits for its backoff.
+    /// A suspended policy is never due (only a rotate-now runs it).
     fn due(&self, now: i64) -> bool {
-        self.next_ns <= now || (self.pending.is_some() && self.lease.is_some())
+        !self.suspended && (self.next_ns <= now || (self.pending.is_some() && self.lease.is_some()))
     }
 }
 
@@ -328,11 +411,7 @@ impl KvV2 {
     /// already be live in a database).
     pub(super) async fn refuse_if_pending(&self, u: &Unsealed, key: &str) -> Result<(), LogicalError> {
         if self.record(u, key).await?.is_some_and(|(r, _)| r.pending.is_some()) {
-            return Err(LogicalError::Conflict(
-                "a rotation of this secret is pending (its new value may already be live); try again once it \
-                 has finished"
-                    .into(),
-            ));
+            return Err(pending_conflict());
         }
         Ok(())
     }
@@ -341,12 +420,19 @@ impl KvV2 {
     pub(super) async fn set_rotation(
         &self,
         auth: &Authorized,
+        op: Operation,
         key: &str,
         data: &Map<String, Value>,
     ) -> Result<Response, LogicalError> {
         let u = auth.unsealed();
         let policy = Policy::parse(data)?;
+        let mut wanted = Vec::new();
         if let Generator::Postgresql { connection, roles, .. } = &policy.generator {
+            // The vault will connect to a database server and change a role
+            // there: a privileged act, like Vault's root-protected paths.
+            if !auth.may_sudo(&format!("rotation/{key}"), op) {
+                return Err(LogicalError::PermissionDenied);
+            }
             if connection == key {
                 return Err(bad("a secret cannot be its own admin connection"));
             }
@@ -356,9 +442,11 @@ impl KvV2 {
                 return Err(LogicalError::PermissionDenied);
             }
             let conn = self.admin_connection(u, connection).await?;
+            conn.check_host(self.settings.postgres_allowed_hosts).map_err(pg_error)?;
             if let Some(r) = roles.iter().find(|r| !conn.allows(r)) {
                 return Err(bad(format!("role \"{r}\" is not in the connection's allowed_roles")));
             }
+            wanted = claims_for(&conn, roles);
         }
         let cfg = self.config(u).await?;
         // The first rotation is due at once for a secret without a live
@@ -369,16 +457,22 @@ impl KvV2 {
         };
         let period = secs_ns(policy.period_secs);
         for _ in 0..super::RETRIES {
-            let (record, expect) = match self.record(u, key).await? {
+            let (mut record, expect) = match self.record(u, key).await? {
                 Some((r, _)) if r.pending.is_some() => {
                     return Err(LogicalError::Conflict(
-                        "a rotation of this secret is pending; change its policy once it has finished".into(),
+                        "a rotation of this secret is pending; change its policy once it has finished, or discard \
+                         it with DELETE rotation/{path}?force=true"
+                            .into(),
                     ));
                 }
                 Some((mut r, rev)) => {
                     let last = r.last_ns.or(base);
                     r.next_ns = last.map_or_else(now_ns, |t| t.saturating_add(period));
                     r.policy = policy.clone();
+                    // A new policy starts afresh.
+                    r.failures = 0;
+                    r.suspended = false;
+                    r.last_error.clear();
                     (r, Expect::Rev(rev))
                 }
                 None => {
@@ -386,8 +480,11 @@ impl KvV2 {
                     (Record::new(policy.clone(), next_ns), Expect::Absent)
                 }
             };
+            let ops = self.plan_claims(u, key, &record.claims, &wanted).await?;
+            record.claims = wanted.iter().map(|(k, _)| k.clone()).collect();
             let mut batch = self.view.batch();
             batch.put_expect(u, &record_key(key), &to_json(&record)?, expect);
+            add_ops(&mut batch, u, ops);
             match batch.commit().await {
                 Ok(()) => return Ok(Response::NoContent),
                 Err(e) if super::is_conflict(&e) => continue,
@@ -416,24 +513,137 @@ impl KvV2 {
         m.insert("rotations".into(), r.rotations.into());
         m.insert("active_role".into(), r.active_role.clone().map(Value::String).unwrap_or(Value::Null));
         m.insert("pending".into(), r.pending.is_some().into());
+        m.insert("suspended".into(), r.suspended.into());
         m.insert("failures".into(), r.failures.into());
         m.insert("last_error".into(), r.last_error.clone().into());
         Ok(Response::data(m))
     }
 
-    /// `DELETE rotation/{path}`.
-    pub(super) async fn delete_rotation(&self, u: &Unsealed, key: &str) -> Result<Response, LogicalError> {
-        self.refuse_if_pending(u, key).await?;
-        let Some((_, rev)) = self.record(u, key).await? else { return Ok(Response::NoContent) };
+    /// The index changes that take a policy of `key` from holding the rows
+    /// `old` to holding `new` (key, role). Refused (400) when another
+    /// secret's policy holds one of the new rows. The decision rests on the
+    /// rows alone, each change revision-guarded: a read from a stale cache
+    /// can then only refuse (transiently), never let two policies hold one
+    /// row. (Rows are removed in the same batch as their policy, so a row
+    /// whose policy is gone should not exist; if one did, setting a policy
+    /// with that role on the named secret and deleting it removes it.)
+    async fn plan_claims(
+        &self,
+        u: &Unsealed,
+        key: &str,
+        old: &[String],
+        new: &[(String, String)],
+    ) -> Result<Vec<ClaimOp>, LogicalError> {
+        let mut ops = Vec::new();
+        for (k, role) in new {
+            let value = to_json(&RoleClaim { key: key.to_string(), role: role.clone() })?;
+            match self.view.get_with_rev(u, k).await? {
+                None => ops.push(ClaimOp::Put(k.clone(), Expect::Absent, value)),
+                Some((raw, rev)) => {
+                    let owner: RoleClaim = serde_json::from_slice(&raw).map_err(LogicalError::internal)?;
+                    if owner.key != key {
+                        return Err(bad(format!(
+                            "role \"{role}\" on this PostgreSQL server is already rotated by the policy of secret \
+                             \"{}\": two policies would undo each other's passwords",
+                            owner.key
+                        )));
+                    }
+                    // Ours already: rewritten guarded, so a row that has
+                    // gone meanwhile (a stale read) fails the batch.
+                    ops.push(ClaimOp::Put(k.clone(), Expect::Rev(rev), value));
+                }
+            }
+        }
+        for k in old.iter().filter(|k| !new.iter().any(|(n, _)| n == *k)) {
+            if let Some((raw, rev)) = self.view.get_with_rev(u, k).await?
+                && serde_json::from_slice::<RoleClaim>(&raw).is_ok_and(|c| c.key == key)
+            {
+                ops.push(ClaimOp::Delete(k.clone(), Expect::Rev(rev)));
+            }
+        }
+        Ok(ops)
+    }
+
+    /// Add the removal of `key`'s policy (and its role index rows) to a
+    /// batch, e.g. a metadata delete's. Nothing when there is no policy.
+    pub(super) async fn drop_rotation(
+        &self,
+        u: &Unsealed,
+        key: &str,
+        batch: &mut ViewBatch<'_>,
+    ) -> Result<(), LogicalError> {
+        let Some((r, rev)) = self.record(u, key).await? else { return Ok(()) };
+        let ops = self.plan_claims(u, key, &r.claims, &[]).await?;
+        batch.delete_expect(&record_key(key), Expect::Rev(rev));
+        add_ops(batch, u, ops);
+        Ok(())
+    }
+
+    /// `DELETE rotation/{path}` (`force`: also when a rotation is pending).
+    pub(super) async fn delete_rotation(
+        &self,
+        auth: &Authorized,
+        key: &str,
+        data: &Map<String, Value>,
+    ) -> Result<Response, LogicalError> {
+        let u = auth.unsealed();
+        let force = fields::boolean(data, "force")?.unwrap_or(false);
+        let Some((r, rev)) = self.record(u, key).await? else { return Ok(Response::NoContent) };
+        let discarded = match &r.pending {
+            None => None,
+            Some(_) if !force => return Err(pending_conflict()),
+            Some(p) => {
+                let pg = matches!(r.policy.generator, Generator::Postgresql { .. });
+                // Discarding may leave a role with a password no one knows:
+                // as privileged as setting such a policy.
+                if pg && !auth.may_sudo(&format!("rotation/{key}"), Operation::Delete) {
+                    return Err(LogicalError::PermissionDenied);
+                }
+                if let Some(l) = &r.lease
+                    && l.until_ns > now_ns()
+                    && (l.owner == self.view.instance() || self.view.is_connected(&l.owner).await?)
+                {
+                    return Err(LogicalError::Conflict(
+                        "a rotation of this secret is running right now; try again once it has finished or failed"
+                            .into(),
+                    ));
+                }
+                Some((p.clone(), pg))
+            }
+        };
+        let ops = self.plan_claims(u, key, &r.claims, &[]).await?;
         let mut batch = self.view.batch();
         batch.delete_expect(&record_key(key), Expect::Rev(rev));
+        add_ops(&mut batch, u, ops);
         match batch.commit().await {
-            Ok(()) => Ok(Response::NoContent),
+            Ok(()) => {}
             Err(e) if super::is_conflict(&e) => {
-                Err(LogicalError::Conflict("the policy changed meanwhile; try again".into()))
+                return Err(LogicalError::Conflict("the policy changed meanwhile; try again".into()));
             }
-            Err(e) => Err(e.into()),
+            Err(e) => return Err(e.into()),
         }
+        let Some((p, pg)) = discarded else { return Ok(Response::NoContent) };
+        let warning = match (&p.role, pg) {
+            (Some(role), true) => {
+                let previous = p.previous_role.as_deref().map_or_else(String::new, |prev| {
+                    let grace = r.policy.grace_secs.unwrap_or(r.policy.period_secs);
+                    format!(", and role \"{prev}\" may have been set to stop working {grace}s after that attempt")
+                });
+                format!(
+                    "discarded a rotation that was started and never committed: PostgreSQL may already have \
+                     applied it, so role \"{role}\" may now have a password that no one knows{previous}. The secret \
+                     keeps its latest version, which may no longer log in: set the role's password again (e.g. a \
+                     new policy and POST rotate/{key}) before relying on it"
+                )
+            }
+            _ => "discarded a rotation that was started and never committed; the secret keeps its latest version"
+                .to_string(),
+        };
+        tracing::warn!(key, role = p.role.as_deref().unwrap_or(""), "pending rotation discarded by a forced delete");
+        let mut m = Map::new();
+        m.insert("discarded_pending".into(), true.into());
+        m.insert("role".into(), p.role.clone().map(Value::String).unwrap_or(Value::Null));
+        Ok(Response::Data { data: Some(m), auth: None, warnings: vec![warning] })
     }
 
     /// Values for a new rotation.
@@ -470,15 +680,18 @@ impl KvV2 {
         Pending { started_ns: now, values, role, previous_role }
     }
 
-    /// Step 2 for PostgreSQL: make the pending password the role's.
-    async fn apply(&self, u: &Unsealed, r: &Record, p: &Pending) -> Result<(), String> {
-        let Generator::Postgresql { connection, .. } = &r.policy.generator else { return Ok(()) };
-        let conn = self.admin_connection(u, connection).await.map_err(|e| e.to_string())?;
+    /// Step 2 for PostgreSQL: make the pending password the role's, through
+    /// `conn` (read when the rotation was claimed).
+    async fn apply(&self, r: &Record, p: &Pending, conn: Option<&AdminConnection>) -> Result<(), LogicalError> {
+        if !matches!(r.policy.generator, Generator::Postgresql { .. }) {
+            return Ok(());
+        }
+        let conn = conn.ok_or_else(|| LogicalError::internal("no admin connection for a postgresql rotation"))?;
         let role = p.role.as_deref().unwrap_or_default();
         let password = p.values.get("password").and_then(Value::as_str).unwrap_or_default();
         for name in std::iter::once(role).chain(p.previous_role.as_deref()) {
             if !conn.allows(name) {
-                return Err(format!("role \"{name}\" is not in the connection's allowed_roles"));
+                return Err(bad(format!("role \"{name}\" is not in the connection's allowed_roles")));
             }
         }
         let grace = r.policy.grace_secs.unwrap_or(r.policy.period_secs);
@@ -487,7 +700,9 @@ impl KvV2 {
         let expire_at = now_secs.saturating_add(i64::try_from(grace).unwrap_or(i64::MAX));
         let expire = p.previous_role.as_deref().map(|prev| (prev, expire_at));
         let timeout = self.settings.lease / 3;
-        pg_role::set_password(&conn, role, password, expire, timeout).await.map_err(|e| pg_message(&e))
+        pg_role::set_password(conn, self.settings.postgres_allowed_hosts, role, password, expire, timeout)
+            .await
+            .map_err(pg_error)
     }
 
     /// Run one rotation of `key` now (claim, apply, commit). Returns the new
@@ -504,6 +719,34 @@ impl KvV2 {
         }
         // (An unexpired lease whose holder has gone — crashed — is taken over
         // at once; its pending value is reused below.)
+        // The admin connection as it is now, read once for this rotation. A
+        // connection secret pointed at another server moves the policy's
+        // role index rows with the claim below (or fails, if another policy
+        // rotates that role there).
+        let mut batch = self.view.batch();
+        let mut early: Option<LogicalError> = None;
+        let conn = match &r.policy.generator {
+            Generator::Postgresql { connection, roles, .. } => match self.admin_connection(u, connection).await {
+                Ok(conn) => {
+                    let wanted = claims_for(&conn, roles);
+                    if wanted.iter().map(|(k, _)| k).ne(r.claims.iter()) {
+                        match self.plan_claims(u, key, &r.claims, &wanted).await {
+                            Ok(ops) => {
+                                add_ops(&mut batch, u, ops);
+                                r.claims = wanted.into_iter().map(|(k, _)| k).collect();
+                            }
+                            Err(e) => early = Some(e),
+                        }
+                    }
+                    Some(conn)
+                }
+                Err(e) => {
+                    early = Some(e);
+                    None
+                }
+            },
+            _ => None,
+        };
         // 1. Claim, recording the values before anything external happens.
         let pending = match r.pending.clone() {
             Some(p) => p,
@@ -512,7 +755,6 @@ impl KvV2 {
         r.pending = Some(pending.clone());
         let lease_ns = i64::try_from(self.settings.lease.as_nanos()).unwrap_or(i64::MAX);
         r.lease = Some(Lease { owner: self.view.instance().to_string(), until_ns: now.saturating_add(lease_ns) });
-        let mut batch = self.view.batch();
         batch.put_expect(u, &record_key(key), &to_json(&r)?, Expect::Rev(rev));
         match batch.commit().await {
             Ok(()) => {}
@@ -521,18 +763,37 @@ impl KvV2 {
         }
         let claimed = Expect::Rev(rev + 1);
         // 2. Apply to the outside world (idempotent: the same value again on repair).
-        if let Err(msg) = self.apply(u, &r, &pending).await {
+        let applied = match early {
+            Some(e) => Err(e),
+            None => self.apply(&r, &pending, conn.as_ref()).await,
+        };
+        if let Err(err) = applied {
+            let msg = err.to_string();
             r.lease = None;
             r.failures = r.failures.saturating_add(1);
             r.last_error = msg.clone();
             r.next_ns = now_ns().saturating_add(r.backoff_ns());
+            // Bounded retries: a rotation that keeps failing stops being
+            // attempted automatically (its pending value is kept).
+            let suspend = !r.suspended && r.failures >= self.settings.max_failures;
+            r.suspended |= suspend;
             let mut batch = self.view.batch();
             batch.put_expect(u, &record_key(key), &to_json(&r)?, claimed);
             if let Err(e) = batch.commit().await {
                 tracing::warn!(error = %e, "could not record a rotation failure");
             }
-            tracing::warn!(key, error = %msg, "secret rotation failed; it will be retried");
-            return Err(LogicalError::Upstream(msg));
+            if suspend {
+                tracing::warn!(
+                    key,
+                    failures = r.failures,
+                    error = %msg,
+                    "secret rotation suspended after too many consecutive failures: no more automatic attempts \
+                     until a rotate-now succeeds, or the policy is deleted (force=true) and set again"
+                );
+            } else {
+                tracing::warn!(key, failures = r.failures, error = %msg, "secret rotation failed");
+            }
+            return Err(err);
         }
         // 3. Commit the version and the finished record together.
         let done = now_ns();
@@ -544,6 +805,7 @@ impl KvV2 {
             fin.last_version = n;
             fin.rotations = fin.rotations.saturating_add(1);
             fin.failures = 0;
+            fin.suspended = false;
             fin.last_error.clear();
             fin.next_ns = done.saturating_add(secs_ns(fin.policy.period_secs));
             if pending.role.is_some() {
@@ -585,7 +847,9 @@ impl KvV2 {
                 }
             }
             match self.rotate(u, key).await {
-                Ok(_) | Err(LogicalError::Conflict(_) | LogicalError::Upstream(_)) => {}
+                // Failures are recorded and logged by `rotate`.
+                Ok(_)
+                | Err(LogicalError::Conflict(_) | LogicalError::Upstream(_) | LogicalError::InvalidRequest(_)) => {}
                 Err(e) => tracing::warn!(key, error = %e, "scheduled rotation failed"),
             }
         }
@@ -634,6 +898,20 @@ mod tests {
                 "differ",
             ),
             (json!({"period": 5, "generator": {"type": "postgresql", "connection": "../x", "roles": ["r"]}}), ""),
+            // Bounds: whatever meets a clock.
+            (json!({"period": MAX_PERIOD_SECS + 1, "generator": {"type": "password"}}), "at most 365d"),
+            (json!({"period": u64::MAX, "generator": {"type": "password"}}), "at most 365d"),
+            (json!({"period": "366d", "generator": {"type": "password"}}), "at most 365d"),
+            (json!({"period": "184467440737095516150s", "generator": {"type": "password"}}), "period"),
+            (json!({"period": -1, "generator": {"type": "password"}}), "period"),
+            (json!({"period": 1.5, "generator": {"type": "password"}}), "period"),
+            (
+                json!({"period": 60, "grace_period": u64::MAX, "generator": {"type": "postgresql", "connection": "c", "roles": ["r", "s"]}}),
+                "exceed",
+            ),
+            (json!({"period": 5, "generator": {"type": "password", "length": u64::MAX}}), "length"),
+            (json!({"period": 5, "generator": {"type": "bytes", "length": 1e300}}), "length"),
+            (json!({"period": 5, "generator": {"type": "bytes", "length": -3}}), "length"),
             (json!({"period": 5, "generator": {"type": "postgresql", "connection": "c", "roles": ["bad name"]}}), ""),
         ] {
             match parse(body.clone()) {
@@ -675,5 +953,26 @@ mod tests {
         assert_eq!(r.backoff_ns(), 5 * NANOS);
         r.failures = 5;
         assert_eq!(r.backoff_ns(), 60 * NANOS, "capped by the period");
+        r.failures = u32::MAX;
+        assert_eq!(r.backoff_ns(), 60 * NANOS, "no overflow however many failures");
+        // A suspended policy is never due, not even when it looks crashed.
+        r.suspended = true;
+        assert!(!r.due(i64::MAX), "suspended: no automatic attempt");
+        // The longest period, from the last instant: saturates, no wrap.
+        let policy = parse(json!({"period": "365d", "generator": {"type": "password"}})).unwrap();
+        assert_eq!(i64::MAX.saturating_add(secs_ns(policy.period_secs)), i64::MAX);
+        assert!(!rfc3339_ns(i64::MAX).is_empty());
+    }
+
+    #[test]
+    fn role_claims_name_cluster_and_role() {
+        let a = role_claim_key("db\u{0}5432", "app");
+        assert!(a.starts_with("rotroles/") && a.len() == "rotroles/".len() + 64, "{a}");
+        assert!(!a.contains("app") && !a.contains("db"), "no names in the clear: {a}");
+        assert_eq!(a, role_claim_key("db\u{0}5432", "app"));
+        assert_ne!(a, role_claim_key("db\u{0}5432", "App"));
+        assert_ne!(a, role_claim_key("db\u{0}5433", "app"));
+        // The separator keeps (identity, role) pairs apart.
+        assert_ne!(role_claim_key("ab", "c"), role_claim_key("a", "bc"));
     }
 }
