@@ -77,8 +77,10 @@ async fn lifecycle(backend: Backend) {
     assert_eq!((st["initialized"].as_bool(), st["sealed"].as_bool()), (Some(true), Some(true)));
     assert_eq!(rc.get("app/db").await.0, 503);
 
-    // A wrong share: the attempt fails at the threshold with a 400 and resets.
-    let mut bad = keys[0].clone().into_bytes();
+    // A wrong share (well-formed, an identifier not yet given, a corrupted
+    // value): only the combination can tell, so the attempt fails at the
+    // threshold with a 400 and resets.
+    let mut bad = keys[1].clone().into_bytes();
     bad[10] = if bad[10] == b'a' { b'b' } else { b'a' };
     let bad = String::from_utf8(bad).unwrap();
     c.put("sys/unseal", json!({"key": keys[0]})).await;
