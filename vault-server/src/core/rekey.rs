@@ -263,7 +263,12 @@ impl Core {
         })?;
         *self.seal_config.write().unwrap_or_else(|p| p.into_inner()) = Some(new_config);
         *lock(&self.rekey) = None;
-        tracing::info!(shares = new_config.secret_shares, threshold = new_config.secret_threshold, "rekey complete");
+        tracing::info!(
+            shares = new_config.secret_shares,
+            threshold = new_config.secret_threshold,
+            by = grant.how(),
+            "rekey complete"
+        );
         Ok(Err(RekeyComplete {
             nonce,
             complete: true,
