@@ -387,8 +387,20 @@ def kv_v1_bad_token_and_unknown_mount():
 
 
 @step
+def rekey_needs_a_sudo_token():
+    # Unlike Vault, and like OpenBao >= 2.5, a ceremony needs a token (with
+    # sudo) unless the server is configured otherwise; hvac sends it.
+    anon = STATE["anon"]
+    e = expect_raises(hexc.Forbidden, anon.sys.read_rekey_progress)
+    errors_parsed(e)
+    expect_raises(hexc.Forbidden, anon.sys.start_rekey, 3, 2)
+    expect_raises(hexc.Forbidden, anon.sys.cancel_rekey)
+    expect_raises(hexc.Forbidden, anon.sys.rekey, STATE["keys"][0], nonce="any")
+
+
+@step
 def rekey_to_three_shares():
-    c = STATE["anon"]
+    c = STATE["root_client"]
     keys = STATE["keys"]
     p = c.sys.read_rekey_progress()
     assert isinstance(p, dict) and p["started"] is False, f"rekey progress before start: {p!r}"
@@ -420,9 +432,12 @@ def rekey_to_three_shares():
 
 @step
 def rekey_cancel():
-    c = STATE["anon"]
+    c = STATE["root_client"]
     r = c.sys.start_rekey(secret_shares=3, secret_threshold=2)
     assert r["started"] is True, f"second start_rekey: {r}"
+    # Nobody without a token can cancel the operator's rekey.
+    expect_raises(hexc.Forbidden, STATE["anon"].sys.cancel_rekey)
+    assert c.sys.read_rekey_progress()["started"] is True, "rekey survives an anonymous cancel"
     is_no_content(c.sys.cancel_rekey(), "cancel_rekey")
     assert c.sys.read_rekey_progress()["started"] is False, "rekey progress after cancel"
 
@@ -485,21 +500,33 @@ def new_keys_unseal():
 
 
 @step
+def generate_root_needs_a_sudo_token():
+    anon = STATE["anon"]
+    e = expect_raises(hexc.Forbidden, anon.sys.read_root_generation_progress)
+    errors_parsed(e)
+    expect_raises(hexc.Forbidden, anon.sys.start_root_token_generation)
+    expect_raises(hexc.Forbidden, anon.sys.cancel_root_generation)
+    expect_raises(hexc.Forbidden, anon.sys.generate_root, STATE["new_keys"][0], "any")
+
+
+@step
 def generate_root_cancel():
-    c = STATE["anon"]
+    c = STATE["root_client"]
     p = c.sys.read_root_generation_progress()
     assert isinstance(p, dict) and p["started"] is False, f"generate-root progress before start: {p!r}"
     assert p["required"] == 2, f"generate-root 'required' is the threshold: {p}"
     assert p["otp_length"] == len(STATE["root"]), f"otp_length must equal the root token length: {p}"
     r = c.sys.start_root_token_generation()
     assert r["started"] is True, f"start_root_token_generation: {r}"
+    expect_raises(hexc.Forbidden, STATE["anon"].sys.cancel_root_generation)
+    assert c.sys.read_root_generation_progress()["started"] is True, "attempt survives an anonymous cancel"
     is_no_content(c.sys.cancel_root_generation(), "cancel_root_generation")
     assert c.sys.read_root_generation_progress()["started"] is False, "generate-root after cancel"
 
 
 @step
 def generate_root():
-    c = STATE["anon"]
+    c = STATE["root_client"]
     new = STATE["new_keys"]
     r = c.sys.start_root_token_generation()
     assert isinstance(r, dict), f"start_root_token_generation returned {r!r}"

@@ -77,8 +77,10 @@ async fn lifecycle(backend: Backend) {
     assert_eq!((st["initialized"].as_bool(), st["sealed"].as_bool()), (Some(true), Some(true)));
     assert_eq!(rc.get("app/db").await.0, 503);
 
-    // A wrong share: the attempt fails at the threshold with a 400 and resets.
-    let mut bad = keys[0].clone().into_bytes();
+    // A wrong share (well-formed, an identifier not yet given, a corrupted
+    // value): only the combination can tell, so the attempt fails at the
+    // threshold with a 400 and resets.
+    let mut bad = keys[1].clone().into_bytes();
     bad[10] = if bad[10] == b'a' { b'b' } else { b'a' };
     let bad = String::from_utf8(bad).unwrap();
     c.put("sys/unseal", json!({"key": keys[0]})).await;
@@ -116,22 +118,24 @@ async fn lifecycle(backend: Backend) {
     assert_eq!(rc.get("app/new").await.1["data"]["v"], "after-rotate");
 
     // Rekey 5/3 -> 3/2 with old shares; old shares stop working, new ones unseal.
-    let (s, v) = c.put("sys/rekey/init", json!({"secret_shares": 3, "secret_threshold": 2})).await;
+    // Ceremonies need a token with sudo (here the root token); without one, 403.
+    assert_eq!(c.put("sys/rekey/init", json!({"secret_shares": 3, "secret_threshold": 2})).await.0, 403);
+    let (s, v) = rc.put("sys/rekey/init", json!({"secret_shares": 3, "secret_threshold": 2})).await;
     assert_eq!(s, 200, "{v}");
     let rnonce = v["nonce"].as_str().unwrap().to_string();
     assert_eq!(
         (v["started"].as_bool(), v["t"].as_u64(), v["n"].as_u64(), v["required"].as_u64()),
         (Some(true), Some(2), Some(3), Some(3))
     );
-    let (s, _) = c.put("sys/rekey/update", json!({"key": keys[0], "nonce": "wrong"})).await;
+    let (s, _) = rc.put("sys/rekey/update", json!({"key": keys[0], "nonce": "wrong"})).await;
     assert_eq!(s, 400);
-    let (_, v) = c.put("sys/rekey/update", json!({"key": keys[0], "nonce": rnonce})).await;
+    let (_, v) = rc.put("sys/rekey/update", json!({"key": keys[0], "nonce": rnonce})).await;
     assert_eq!(v["progress"], 1);
     assert!(v.get("complete").is_none());
-    let (s, _) = c.put("sys/rekey/update", json!({"key": keys[0], "nonce": rnonce})).await;
+    let (s, _) = rc.put("sys/rekey/update", json!({"key": keys[0], "nonce": rnonce})).await;
     assert_eq!(s, 400, "a duplicate share is an error during rekey");
-    c.put("sys/rekey/update", json!({"key": keys[1], "nonce": rnonce})).await;
-    let (s, v) = c.put("sys/rekey/update", json!({"key": keys[4], "nonce": rnonce})).await;
+    rc.put("sys/rekey/update", json!({"key": keys[1], "nonce": rnonce})).await;
+    let (s, v) = rc.put("sys/rekey/update", json!({"key": keys[4], "nonce": rnonce})).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["complete"], true);
     let new_keys: Vec<String> = v["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().into()).collect();
@@ -153,21 +157,22 @@ async fn lifecycle(backend: Backend) {
     assert_eq!(rc.get("app/db").await.1["data"]["password"], MARKER);
 
     // Generate a new root token with a quorum; decode it with the OTP.
-    let (s, v) = c.put("sys/generate-root/attempt", json!({})).await;
+    assert_eq!(c.put("sys/generate-root/attempt", json!({})).await.0, 403);
+    let (s, v) = rc.put("sys/generate-root/attempt", json!({})).await;
     assert_eq!(s, 200, "{v}");
     let otp = v["otp"].as_str().unwrap().to_string();
     assert_eq!(otp.len(), v["otp_length"].as_u64().unwrap() as usize);
     let gnonce = v["nonce"].as_str().unwrap().to_string();
-    let (_, v) = c.put("sys/generate-root/update", json!({"key": new_keys[1], "nonce": gnonce})).await;
+    let (_, v) = rc.put("sys/generate-root/update", json!({"key": new_keys[1], "nonce": gnonce})).await;
     assert_eq!((v["progress"].as_u64(), v["complete"].as_bool()), (Some(1), Some(false)));
-    let (s, v) = c.put("sys/generate-root/update", json!({"key": new_keys[2], "nonce": gnonce})).await;
+    let (s, v) = rc.put("sys/generate-root/update", json!({"key": new_keys[2], "nonce": gnonce})).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["complete"], true);
     let new_root = vault_api::decode_root_token(v["encoded_token"].as_str().unwrap(), &otp).unwrap();
     assert!(new_root.starts_with("hvs.") && new_root != root);
     let (s, _) = c.with_token(&new_root).get("sys/mounts").await;
     assert_eq!(s, 200);
-    assert_eq!(c.get("sys/generate-root/attempt").await.1["started"], false);
+    assert_eq!(rc.get("sys/generate-root/attempt").await.1["started"], false);
 
     // Mount removal deletes the engine's data.
     assert_eq!(rc.delete("sys/mounts/app").await.0, 204);
@@ -284,10 +289,10 @@ async fn servers_sharing_postgres_see_each_others_changes() {
     assert!(gone, "B still routes a mount A removed");
 
     // A rekey on A changes B's reported seal configuration.
-    let (_, v) = ca.put("sys/rekey/init", json!({"secret_shares": 2, "secret_threshold": 2})).await;
+    let (_, v) = ra.put("sys/rekey/init", json!({"secret_shares": 2, "secret_threshold": 2})).await;
     let nonce = v["nonce"].as_str().unwrap().to_string();
-    ca.put("sys/rekey/update", json!({"key": keys[0], "nonce": nonce})).await;
-    let (s, v) = ca.put("sys/rekey/update", json!({"key": keys[2], "nonce": nonce})).await;
+    ra.put("sys/rekey/update", json!({"key": keys[0], "nonce": nonce})).await;
+    let (s, v) = ra.put("sys/rekey/update", json!({"key": keys[2], "nonce": nonce})).await;
     assert_eq!((s, v["complete"].as_bool()), (200, Some(true)), "{v}");
     let mut n = 0;
     for _ in 0..50 {

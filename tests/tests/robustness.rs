@@ -118,14 +118,14 @@ async fn bad_input_is_a_clear_4xx() {
     assert_error_shape(s, &v, "bad list flag");
     let (s, v) = c.get("sys/health?activecode=abc").await;
     assert_error_shape(s, &v, "bad health code");
-    // Generate-root and rekey misuse.
-    let (s, v) = c.put("sys/generate-root/attempt", json!({"otp": "short"})).await;
+    // Generate-root and rekey misuse (with a token: without one they are 403).
+    let (s, v) = rc.put("sys/generate-root/attempt", json!({"otp": "short"})).await;
     assert_error_shape(s, &v, "short otp");
-    let (s, v) = c.put("sys/generate-root/update", json!({"key": keys[0], "nonce": "x"})).await;
+    let (s, v) = rc.put("sys/generate-root/update", json!({"key": keys[0], "nonce": "x"})).await;
     assert_error_shape(s, &v, "update without attempt");
-    let (s, v) = c.put("sys/rekey/update", json!({"key": keys[0], "nonce": "x"})).await;
+    let (s, v) = rc.put("sys/rekey/update", json!({"key": keys[0], "nonce": "x"})).await;
     assert_error_shape(s, &v, "rekey update without init");
-    let (s, v) = c.put("sys/rekey/init", json!({"secret_shares": 2, "secret_threshold": 3})).await;
+    let (s, v) = rc.put("sys/rekey/init", json!({"secret_shares": 2, "secret_threshold": 3})).await;
     assert_error_shape(s, &v, "bad rekey config");
     let (s, v) = c.raw("PUT", "sys/unseal", b"{\"key\": 5}".to_vec()).await;
     assert_error_shape(s, &v, "key not a string");
@@ -152,10 +152,10 @@ async fn secrets_never_reach_the_logs() {
     rc.put("kv/s", json!({"password": "LOG-CANARY-31337"})).await;
     rc.get("kv/s").await;
     // Errors that involve secrets: wrong share, bad token, malformed share.
-    c.put("sys/rekey/init", json!({"secret_shares": 2, "secret_threshold": 2})).await;
+    rc.put("sys/rekey/init", json!({"secret_shares": 2, "secret_threshold": 2})).await;
     c.put("sys/unseal", json!({"key": "zz-not-a-share"})).await;
     c.with_token("hvs.WRONGTOKENWRONGTOKEN1234").get("kv/s").await;
-    let (_, gr) = c.put("sys/generate-root/attempt", json!({})).await;
+    let (_, gr) = rc.put("sys/generate-root/attempt", json!({})).await;
     let otp = gr["otp"].as_str().unwrap().to_string();
     rc.put("sys/seal", json!({})).await;
     let logs = srv.log_text();

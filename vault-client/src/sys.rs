@@ -4,6 +4,11 @@
 //! Most of these endpoints answer raw JSON (Vault's shapes, typed in
 //! [`vault_api`]); `sys/mounts` and `sys/key-status` answer Vault's standard
 //! [`Envelope`] and are unwrapped here.
+//!
+//! The rekey and root-generation calls send the client's token like every
+//! other call: unless the server was configured to allow these ceremonies
+//! without one (`disable_unauthed_*_endpoints = false`), it must be a token
+//! with `sudo` and the method's capability on the endpoint (403 otherwise).
 
 use std::collections::BTreeMap;
 

@@ -7,6 +7,12 @@
 //! log_format   = "text"                              # text|json
 //! disable_mlock = false
 //! max_request_bytes = 33554432
+//! # Key ceremonies without a token (OpenBao's listener settings): both `true`
+//! # by default, so `sys/rekey/*` and `sys/generate-root/*` need a token with
+//! # `sudo` on the path. Set one to `false` only for the time a ceremony needs
+//! # it (docs/operations.md: "Root token lost").
+//! disable_unauthed_rekey_endpoints = true
+//! disable_unauthed_generate_root_endpoints = true
 //!
 //! [tls]
 //! cert_file = "/etc/vault/tls/cert.pem"
@@ -107,6 +113,8 @@ struct FileConfig {
     lockout: Option<LockoutFile>,
     cache_max_bytes: Option<u64>,
     rotation: Option<RotationFile>,
+    disable_unauthed_rekey_endpoints: Option<bool>,
+    disable_unauthed_generate_root_endpoints: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
@@ -116,6 +124,18 @@ struct RotationFile {
     lease: Option<String>,
     max_failures: Option<u32>,
     postgres_allowed_hosts: Option<Vec<String>>,
+}
+
+/// Which key ceremonies may be driven without a token. The file spells
+/// these the OpenBao way, as `disable_unauthed_rekey_endpoints` and
+/// `disable_unauthed_generate_root_endpoints` (both `true` by default); the
+/// default here is therefore "neither".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UnauthedCeremonies {
+    /// `sys/rekey/*` without a token.
+    pub rekey: bool,
+    /// `sys/generate-root/*` without a token.
+    pub generate_root: bool,
 }
 
 /// The effective configuration.
@@ -141,6 +161,8 @@ pub struct Config {
     pub cache_max_bytes: u64,
     /// Secret rotation scheduling.
     pub rotation: crate::engines::RotationSettings,
+    /// Key ceremonies allowed without a token (none by default).
+    pub unauthed_ceremonies: UnauthedCeremonies,
 }
 
 /// Command-line overrides.
@@ -184,9 +206,14 @@ impl Config {
         }
         let lockout = Self::lockout(fc.lockout.unwrap_or_default())?;
         let rotation = Self::rotation(fc.rotation.unwrap_or_default())?;
+        let unauthed_ceremonies = UnauthedCeremonies {
+            rekey: !fc.disable_unauthed_rekey_endpoints.unwrap_or(true),
+            generate_root: !fc.disable_unauthed_generate_root_endpoints.unwrap_or(true),
+        };
         Ok(Config {
             lockout,
             rotation,
+            unauthed_ceremonies,
             cache_max_bytes: fc.cache_max_bytes.unwrap_or(crate::storage::DEFAULT_CACHE_BYTES),
             listen_addr,
             storage_url,
@@ -280,6 +307,19 @@ mod tests {
         assert_eq!(c.storage_url, DEFAULT_STORAGE);
         assert_eq!(c.log_format, LogFormat::Text);
         assert!(c.tls.is_none());
+        assert_eq!(c.unauthed_ceremonies, UnauthedCeremonies { rekey: false, generate_root: false });
+    }
+
+    #[test]
+    fn unauthed_ceremonies_are_opt_in_one_by_one() {
+        let f = write("disable_unauthed_generate_root_endpoints = false\n");
+        let c = Config::load(Some(f.path()), Overrides::default()).unwrap();
+        assert_eq!(c.unauthed_ceremonies, UnauthedCeremonies { rekey: false, generate_root: true });
+        let f = write("disable_unauthed_rekey_endpoints = false\ndisable_unauthed_generate_root_endpoints = true\n");
+        let c = Config::load(Some(f.path()), Overrides::default()).unwrap();
+        assert_eq!(c.unauthed_ceremonies, UnauthedCeremonies { rekey: true, generate_root: false });
+        let f = write("disable_unauthed_rekey_endpoints = \"no\"\n");
+        assert!(matches!(Config::load(Some(f.path()), Overrides::default()), Err(ConfigError::Parse { .. })));
     }
 
     #[test]

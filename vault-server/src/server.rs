@@ -49,6 +49,7 @@ impl Server {
         let core = Core::new(storage).await?;
         core.lockout().configure(config.lockout);
         core.configure_rotation(config.rotation);
+        Core::configure_unauthed_ceremonies(config.unauthed_ceremonies);
         let listener = TcpListener::bind(config.listen_addr).await?;
         Ok(Self { core, listener, config })
     }

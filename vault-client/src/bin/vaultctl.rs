@@ -4,7 +4,9 @@
 //! `http://127.0.0.1:8200`), `VAULT_TOKEN`, `VAULT_CACERT`. The token is
 //! only taken from the environment, never from a flag, so it stays out of
 //! shell history and process listings; key shares may be given on stdin for
-//! the same reason.
+//! the same reason (typed without echo at a terminal, one line when piped).
+//! The `rekey` and `generate-root` commands send the token too: the server
+//! requires one with `sudo` on those endpoints unless configured otherwise.
 //!
 //! Output is human-readable by default, JSON with `--format json`. Exit
 //! codes: 0 success, 1 error, 2 "no data" (`read`/`list` found nothing,
@@ -12,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{BufRead as _, IsTerminal as _, Read as _, Write as _};
+use std::io::{BufRead, IsTerminal as _, Read as _, Write as _};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -76,12 +78,13 @@ enum Command {
     Rotate,
     /// Show the active barrier key term.
     KeyStatus,
-    /// Replace the unseal key shares.
+    /// Replace the unseal key shares (needs VAULT_TOKEN with sudo on sys/rekey/*).
     Rekey {
         #[command(subcommand)]
         cmd: RekeyCmd,
     },
-    /// Generate a new root token from a quorum of key shares.
+    /// Generate a new root token from a quorum of key shares (needs VAULT_TOKEN
+    /// with sudo on sys/generate-root/*, unless the server allows it without).
     GenerateRoot {
         #[command(subcommand)]
         cmd: GenerateRootCmd,
@@ -498,19 +501,32 @@ fn decode_root(fmt: Format, encoded: &str, otp: &str) -> CliResult<Outcome> {
 
 // ---------------------------------------------------------------- input
 
-/// A secret (key share) from the command line or, if absent, one line of stdin.
+/// A secret (key share) from the command line or, if absent, from stdin.
+/// At a terminal it is typed without echo (so it is not left on the screen or
+/// in the scrollback); otherwise one line is read, with no prompt, so scripts
+/// can pipe it in.
 fn secret_arg(given: Option<&str>, prompt: &str) -> CliResult<Zeroizing<String>> {
     if let Some(k) = given {
         return Ok(Zeroizing::new(k.trim().to_string()));
     }
-    let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        let _ = write!(std::io::stderr(), "{prompt} (will be echoed): ");
-        let _ = std::io::stderr().flush();
+    if std::io::stdin().is_terminal() {
+        let typed = rpassword::prompt_password(format!("{prompt} (will be hidden): "))
+            .map(Zeroizing::new)
+            .map_err(|e| CliError(format!("cannot read the key from the terminal: {e}")))?;
+        return non_empty_key(&typed);
     }
+    read_key_line(&mut std::io::stdin().lock())
+}
+
+/// One line of `input` as the key (the non-terminal case).
+fn read_key_line(input: &mut impl BufRead) -> CliResult<Zeroizing<String>> {
     let mut line = Zeroizing::new(String::new());
-    stdin.lock().read_line(&mut line).map_err(|e| CliError(format!("cannot read the key from stdin: {e}")))?;
-    let key = Zeroizing::new(line.trim().to_string());
+    input.read_line(&mut line).map_err(|e| CliError(format!("cannot read the key from stdin: {e}")))?;
+    non_empty_key(&line)
+}
+
+fn non_empty_key(text: &str) -> CliResult<Zeroizing<String>> {
+    let key = Zeroizing::new(text.trim().to_string());
     if key.is_empty() {
         return Err(CliError("no key given: pass it as an argument or on one line of stdin".into()));
     }
@@ -872,6 +888,15 @@ mod tests {
         // Not reading stdin unless asked.
         let m = parse_data_with(&["a=b".to_string()], || panic!("stdin read")).unwrap();
         assert_eq!(m.len(), 1);
+    }
+
+    #[test]
+    fn key_from_a_pipe_is_one_trimmed_line() {
+        let mut input = std::io::Cursor::new(b"  abcd1234\r\nsecond line\n".to_vec());
+        assert_eq!(read_key_line(&mut input).unwrap().as_str(), "abcd1234");
+        let e = read_key_line(&mut std::io::Cursor::new(b"\n".to_vec())).unwrap_err();
+        assert!(e.0.contains("no key given"), "{}", e.0);
+        assert!(read_key_line(&mut std::io::Cursor::new(Vec::new())).is_err());
     }
 
     #[test]

@@ -435,17 +435,17 @@ impl Core {
                 ));
             }
         };
-        let part = KeyPart::decode(key)?;
         let Some(config) = self.config_or_refresh().await? else {
             return Err(CoreError::NotInitialized);
         };
+        let part = KeyPart::decode(config, key)?;
         if self.active().is_ok() {
             return self.seal_status().await;
         }
         let parts = {
             let mut progress = lock(&self.unseal_progress);
             let collector = progress.get_or_insert_with(ShareCollector::new);
-            match collector.add(part) {
+            match collector.add(part)? {
                 Added::Duplicate => None,
                 Added::Progress(n) if n < usize::from(config.secret_threshold) => None,
                 Added::Progress(_) => {

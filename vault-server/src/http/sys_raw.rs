@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::{ApiError, json_response, no_content, query_map, token, typed_body};
 use crate::core::Core;
+use crate::logical::Operation;
 use crate::logical::fields::parse_bool;
 
 /// Serve `path` if it is one of the raw endpoints; `None` otherwise.
@@ -40,29 +41,43 @@ pub(super) async fn handle(
             Ok(Some(no_content()))
         }
         "sys/health" if m == "GET" || m == "HEAD" => Ok(Some(health(core, m == "HEAD", uri).await?)),
-        "sys/rekey/init" => match m {
-            "GET" => Ok(Some(ok(&core.rekey_status().await?))),
-            "DELETE" => {
-                core.rekey_cancel().await?;
-                Ok(Some(no_content()))
+        // Key ceremonies: the core decides whether the caller needs a token
+        // (with `sudo`) before the body is even parsed.
+        "sys/rekey/init" => {
+            let Some(op) = ceremony_op(m) else { return not_allowed() };
+            let grant = core.authorize_ceremony(path, op, token(headers), Some(peer)).await?;
+            Ok(Some(match op {
+                Operation::Read => ok(&core.rekey_status(&grant).await?),
+                Operation::Delete => {
+                    core.rekey_cancel(&grant).await?;
+                    no_content()
+                }
+                _ => ok(&core.rekey_init(&grant, typed_body(body)?).await?),
+            }))
+        }
+        "sys/generate-root/attempt" => {
+            let Some(op) = ceremony_op(m) else { return not_allowed() };
+            let grant = core.authorize_ceremony(path, op, token(headers), Some(peer)).await?;
+            Ok(Some(match op {
+                Operation::Read => ok(&core.generate_root_status(&grant).await?),
+                Operation::Delete => {
+                    core.generate_root_cancel(&grant).await?;
+                    no_content()
+                }
+                _ => ok(&core.generate_root_start(&grant, typed_body(body)?).await?),
+            }))
+        }
+        "sys/rekey/update" if write => {
+            let grant = core.authorize_ceremony(path, Operation::Update, token(headers), Some(peer)).await?;
+            match core.rekey_update(&grant, typed_body(body)?).await? {
+                Ok(status) => Ok(Some(ok(&status))),
+                Err(complete) => Ok(Some(ok(&complete))),
             }
-            _ if write => Ok(Some(ok(&core.rekey_init(typed_body(body)?).await?))),
-            _ => not_allowed(),
-        },
-        "sys/rekey/update" if write => match core.rekey_update(typed_body(body)?).await? {
-            Ok(status) => Ok(Some(ok(&status))),
-            Err(complete) => Ok(Some(ok(&complete))),
-        },
-        "sys/generate-root/attempt" => match m {
-            "GET" => Ok(Some(ok(&core.generate_root_status().await?))),
-            "DELETE" => {
-                core.generate_root_cancel().await?;
-                Ok(Some(no_content()))
-            }
-            _ if write => Ok(Some(ok(&core.generate_root_start(typed_body(body)?).await?))),
-            _ => not_allowed(),
-        },
-        "sys/generate-root/update" if write => Ok(Some(ok(&core.generate_root_update(typed_body(body)?).await?))),
+        }
+        "sys/generate-root/update" if write => {
+            let grant = core.authorize_ceremony(path, Operation::Update, token(headers), Some(peer)).await?;
+            Ok(Some(ok(&core.generate_root_update(&grant, typed_body(body)?).await?)))
+        }
         "sys/unseal"
         | "sys/seal-status"
         | "sys/seal"
@@ -109,6 +124,17 @@ async fn health(core: &Arc<Core>, head: bool, uri: &Uri) -> Result<Response, Api
         return Ok(r);
     }
     Ok(json_response(status, &h))
+}
+
+/// The operation a ceremony status/start/cancel endpoint performs, for the
+/// policy check (GET read, PUT/POST update, DELETE delete).
+fn ceremony_op(method: &str) -> Option<Operation> {
+    match method {
+        "GET" => Some(Operation::Read),
+        "PUT" | "POST" => Some(Operation::Update),
+        "DELETE" => Some(Operation::Delete),
+        _ => None,
+    }
 }
 
 fn ok<T: serde::Serialize>(v: &T) -> Response {

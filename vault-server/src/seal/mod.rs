@@ -9,6 +9,14 @@
 //! The wrapped root key doubles as the check value: a wrong or forged share
 //! combines into a key that fails GCM authentication, which is reported as an
 //! error, never accepted as a silently wrong key.
+//!
+//! Every submitted part is checked against the seal configuration *when it is
+//! submitted* ([`KeyPart::decode`], [`ShareCollector::add`]): right length,
+//! identifier in 1..=255, no identifier twice. A malformed part is refused on
+//! its own and never enters an attempt, so it can neither count towards the
+//! threshold nor make the holders' good shares fail with it. (What cannot be
+//! checked alone is whether a well-formed share is *genuine*: only the
+//! combination at the threshold tells, through the wrapped root key.)
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -40,6 +48,16 @@ pub enum SealError {
     /// A submitted key part has the wrong length.
     #[error("invalid key: {0}")]
     KeyLength(String),
+    /// A submitted share is malformed for this seal (length, identifier 0).
+    #[error("invalid key: {0}")]
+    InvalidShare(ShamirError),
+    /// A share with this identifier, but other bytes, is already held in
+    /// this attempt: two holders cannot both hold share `x`, so one is wrong.
+    #[error(
+        "invalid key: a different key share with the same identifier was already provided in this attempt; \
+         it was not counted"
+    )]
+    DuplicateIdentifier,
     /// Shares did not combine into the unseal key.
     #[error("invalid key: the key shares do not reconstruct the unseal key")]
     WrongKey,
@@ -82,9 +100,18 @@ impl std::fmt::Debug for KeyPart {
 }
 
 impl KeyPart {
-    /// Decode a key part as Vault does: hex if it decodes to a plausible
-    /// length, otherwise standard base64.
-    pub fn decode(s: &str) -> Result<Self, SealError> {
+    /// Decode a key part as Vault does (hex if it decodes to a plausible
+    /// length, otherwise standard base64), then check it fits `config`: with
+    /// one share it is the whole [`KEY_LEN`]-byte unseal key, otherwise a
+    /// [`shamir::SHARE_LEN`]-byte share with a non-zero identifier.
+    pub fn decode(config: SealConfig, s: &str) -> Result<Self, SealError> {
+        let part = Self::decode_any(s)?;
+        part.check(config)?;
+        Ok(part)
+    }
+
+    /// Decode without knowing the seal: only the bounds any part must meet.
+    fn decode_any(s: &str) -> Result<Self, SealError> {
         let s = s.trim();
         // Decoded bytes go straight into a zeroizing buffer, even when unused.
         let bytes = match hex::decode(s).map(Zeroizing::new) {
@@ -98,6 +125,25 @@ impl KeyPart {
             return Err(SealError::KeyLength(format!("key is longer than maximum {MAX_KEY_LEN} bytes")));
         }
         Ok(Self(bytes))
+    }
+
+    /// Whether this part can belong to a seal split as `config`.
+    fn check(&self, config: SealConfig) -> Result<(), SealError> {
+        if config.secret_shares == 1 {
+            if self.0.len() != KEY_LEN {
+                return Err(SealError::KeyLength(format!(
+                    "this vault has a single unseal key: it must be {KEY_LEN} bytes, got {}",
+                    self.0.len()
+                )));
+            }
+            return Ok(());
+        }
+        Share::from_bytes(&self.0).map(drop).map_err(SealError::InvalidShare)
+    }
+
+    /// The share identifier (x coordinate) of a share-sized part. Not secret.
+    fn share_id(&self) -> Option<u8> {
+        (self.0.len() == shamir::SHARE_LEN).then(|| self.0[0])
     }
 
     /// The raw bytes.
@@ -141,13 +187,21 @@ impl ShareCollector {
     pub fn progress(&self) -> usize {
         self.parts.len()
     }
-    /// Add a part; identical parts are recognised in constant time.
-    pub fn add(&mut self, part: KeyPart) -> Added {
+    /// Add a part (already checked against the seal by [`KeyPart::decode`]).
+    /// The same part again is [`Added::Duplicate`] (recognised in constant
+    /// time); another part with an identifier already held is refused with
+    /// [`SealError::DuplicateIdentifier`]. Neither changes what is held.
+    pub fn add(&mut self, part: KeyPart) -> Result<Added, SealError> {
         if self.parts.iter().any(|p| ct_eq(p.as_bytes(), part.as_bytes())) {
-            return Added::Duplicate;
+            return Ok(Added::Duplicate);
+        }
+        if let Some(id) = part.share_id()
+            && self.parts.iter().any(|p| p.share_id() == Some(id))
+        {
+            return Err(SealError::DuplicateIdentifier);
         }
         self.parts.push(part);
-        Added::Progress(self.parts.len())
+        Ok(Added::Progress(self.parts.len()))
     }
     /// Take the parts out (they are wiped when dropped).
     pub fn take(&mut self) -> Vec<KeyPart> {
@@ -221,14 +275,70 @@ mod tests {
         assert!(validate_config(256, 3).is_err());
     }
 
+    const SHARED: SealConfig = SealConfig { secret_shares: 5, secret_threshold: 3 };
+    const SINGLE: SealConfig = SealConfig { secret_shares: 1, secret_threshold: 1 };
+
     #[test]
     fn key_decoding_hex_then_base64() {
         let raw = [7u8; 33];
-        assert_eq!(KeyPart::decode(&hex::encode(raw)).unwrap().as_bytes(), &raw);
-        assert_eq!(KeyPart::decode(&STANDARD.encode(raw)).unwrap().as_bytes(), &raw);
-        assert_eq!(KeyPart::decode("zz not a key").unwrap_err(), SealError::KeyEncoding);
-        assert!(matches!(KeyPart::decode(&hex::encode([1u8; 8])), Err(SealError::KeyLength(_))));
-        assert!(matches!(KeyPart::decode(&STANDARD.encode([1u8; 40])), Err(SealError::KeyLength(_))));
+        assert_eq!(KeyPart::decode(SHARED, &hex::encode(raw)).unwrap().as_bytes(), &raw);
+        assert_eq!(KeyPart::decode(SHARED, &STANDARD.encode(raw)).unwrap().as_bytes(), &raw);
+        assert_eq!(KeyPart::decode(SHARED, "zz not a key").unwrap_err(), SealError::KeyEncoding);
+        assert!(matches!(KeyPart::decode(SHARED, &hex::encode([1u8; 8])), Err(SealError::KeyLength(_))));
+        assert!(matches!(KeyPart::decode(SHARED, &STANDARD.encode([1u8; 40])), Err(SealError::KeyLength(_))));
+    }
+
+    /// Each part is checked against the seal when submitted, not at the threshold.
+    #[test]
+    fn parts_are_checked_against_the_seal_on_submission() {
+        // Shares: exactly 33 bytes, identifier 1..=255.
+        let mut zero = [9u8; 33];
+        zero[0] = 0;
+        assert_eq!(
+            KeyPart::decode(SHARED, &hex::encode(zero)).unwrap_err(),
+            SealError::InvalidShare(ShamirError::ZeroIdentifier)
+        );
+        for len in [16usize, 31, 32] {
+            assert_eq!(
+                KeyPart::decode(SHARED, &hex::encode(vec![1u8; len])).unwrap_err(),
+                SealError::InvalidShare(ShamirError::Length(len)),
+                "{len}-byte part for a shared seal"
+            );
+        }
+        let mut top = [9u8; 33];
+        top[0] = 255;
+        assert!(KeyPart::decode(SHARED, &hex::encode(top)).is_ok());
+        // A single-share seal takes the 32-byte unseal key itself, nothing else.
+        assert!(KeyPart::decode(SINGLE, &hex::encode([4u8; 32])).is_ok());
+        for len in [16usize, 33] {
+            assert!(
+                matches!(KeyPart::decode(SINGLE, &hex::encode(vec![1u8; len])), Err(SealError::KeyLength(_))),
+                "{len}-byte part for a single-key seal"
+            );
+        }
+        // Messages name lengths, never bytes.
+        let e = KeyPart::decode(SHARED, &hex::encode([0xabu8; 32])).unwrap_err().to_string();
+        assert!(!e.contains("abab") && e.contains("33") && e.contains("32"), "{e}");
+    }
+
+    /// A part whose identifier is already held is refused on its own: the
+    /// held parts stay, and the genuine shares still unseal.
+    #[test]
+    fn conflicting_identifier_is_refused_without_losing_progress() {
+        let config = validate_config(3, 2).unwrap();
+        let unseal = new_unseal_key().unwrap();
+        let parts = split(config, &unseal).unwrap();
+        let mut forged = parts[0].as_bytes().to_vec();
+        forged[5] ^= 1;
+        let forged = KeyPart::decode(config, &hex::encode(&forged)).unwrap();
+
+        let mut c = ShareCollector::new();
+        assert_eq!(c.add(parts[0].clone()).unwrap(), Added::Progress(1));
+        assert_eq!(c.add(forged).unwrap_err(), SealError::DuplicateIdentifier);
+        assert_eq!(c.progress(), 1, "the refused part is not counted");
+        assert_eq!(c.add(parts[0].clone()).unwrap(), Added::Duplicate);
+        assert_eq!(c.add(parts[2].clone()).unwrap(), Added::Progress(2));
+        assert_eq!(*combine(config, &c.take()).unwrap(), *unseal);
     }
 
     #[test]
@@ -259,9 +369,9 @@ mod tests {
     #[test]
     fn collector_ignores_duplicates() {
         let mut c = ShareCollector::new();
-        let p = KeyPart::decode(&hex::encode([3u8; 33])).unwrap();
-        assert_eq!(c.add(p.clone()), Added::Progress(1));
-        assert_eq!(c.add(p), Added::Duplicate);
+        let p = KeyPart::decode(SHARED, &hex::encode([3u8; 33])).unwrap();
+        assert_eq!(c.add(p.clone()).unwrap(), Added::Progress(1));
+        assert_eq!(c.add(p).unwrap(), Added::Duplicate);
         assert_eq!(c.progress(), 1);
     }
 }

@@ -3,6 +3,8 @@
 //! (SQLite serialises writers anyway) and a small pool of readers, which WAL
 //! lets run concurrently with the writer.
 
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -194,6 +196,80 @@ async fn one_shot(conn: &mut SqliteConnection, o: &plan::OneShot<'_>) -> Result<
     }
 }
 
+/// Owner-only modes: the database holds paths, user names and the token
+/// graph in the clear (values are encrypted), so no other local user may read
+/// or replace it.
+const DIR_MODE: u32 = 0o700;
+const FILE_MODE: u32 = 0o600;
+
+/// Make the database's directory (0700) and file (0600) before SQLite opens
+/// it. SQLite gives the `-wal` and `-shm` files it creates later the mode of
+/// the database file (unix VFS, `findCreateFileMode`), so they are 0600 too.
+///
+/// A directory that already exists is not changed, only reported when other
+/// users can enter it: it may be shared (the working directory, a home, a
+/// `/var/lib`), and the server cannot tell whether tightening it would break
+/// someone else. The files are the server's own: a looser mode left by an
+/// older version is tightened.
+fn prepare_files(db: &Path) -> Result<(), StorageError> {
+    let dir = match db.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if dir.exists() {
+        let mode = std::fs::metadata(dir)
+            .map_err(|e| StorageError::InvalidUrl(format!("cannot inspect {}: {e}", dir.display())))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                dir = %dir.display(),
+                mode = format!("{:o}", mode & 0o777),
+                "the database directory is open to other users: they can see the database files and, if they can \
+                 write to it, replace them; keep the database in a directory only the server's user can enter \
+                 (chmod 700)"
+            );
+        }
+    } else {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(dir)
+            .map_err(|e| StorageError::InvalidUrl(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(FILE_MODE)
+        .open(db)
+        .map_err(|e| StorageError::InvalidUrl(format!("cannot create {}: {e}", db.display())))?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        tighten(Path::new(&name));
+    }
+    Ok(())
+}
+
+/// Set an existing file to [`FILE_MODE`] if it is looser (a missing file is fine).
+fn tighten(path: &Path) {
+    let Ok(meta) = std::fs::metadata(path) else { return };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 == 0 {
+        return;
+    }
+    match std::fs::set_permissions(path, std::fs::Permissions::from_mode(FILE_MODE)) {
+        Ok(()) => tracing::info!(file = %path.display(), was = format!("{mode:o}"), "database file restricted to 600"),
+        Err(e) => tracing::warn!(
+            file = %path.display(),
+            mode = format!("{mode:o}"),
+            error = %e,
+            "the database file is readable by other users and could not be restricted; chmod 600 it"
+        ),
+    }
+}
+
 pub(super) struct Sqlite {
     readers: SqlitePool,
     writer: Mutex<SqliteConnection>,
@@ -209,11 +285,9 @@ impl Sqlite {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        if let Some(dir) = opts.get_filename().parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StorageError::InvalidUrl(format!("cannot create {}: {e}", dir.display())))?;
+        // sqlx names in-memory databases itself; there is no file to protect.
+        if !(url.contains(":memory:") || url.contains("mode=memory")) {
+            prepare_files(opts.get_filename())?;
         }
         let mut writer = SqliteConnection::connect_with(&opts).await?;
         sqlx::migrate!("../migrations/sqlite").run(&mut writer).await?;
@@ -302,6 +376,37 @@ mod tests {
 
     async fn rev(db: &Sqlite, path: &str) -> Option<i64> {
         db.get(path).await.unwrap().map(|e| e.rev)
+    }
+
+    fn mode(p: &std::path::Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    /// Paths, user names and the token graph are in the clear in the
+    /// database: the directory the server creates is 0700, the database and
+    /// its WAL and shared-memory files 0600, and a looser file is tightened.
+    #[tokio::test]
+    async fn files_are_owner_only() {
+        let top = tempfile::tempdir().unwrap();
+        let dir = top.path().join("made/by-server");
+        let db = Sqlite::open(&format!("sqlite://{}/v.db", dir.display())).await.unwrap();
+        let mut b = WriteBatch::new();
+        b.put("k", ct(b"1"));
+        assert!(db.commit_group(&[&b]).await.unwrap()[0].is_ok());
+        assert_eq!(mode(&top.path().join("made")), 0o700);
+        assert_eq!(mode(&dir), 0o700);
+        for f in ["v.db", "v.db-wal", "v.db-shm"] {
+            assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+        }
+        db.close().await;
+
+        // A database left 0644 (by an older version) is restricted on open.
+        let old = top.path().join("old.db");
+        std::fs::write(&old, b"").unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let db = Sqlite::open(&format!("sqlite://{}", old.display())).await.unwrap();
+        assert_eq!(mode(&old), 0o600);
+        db.close().await;
     }
 
     /// Groups are formed by timing, so the conformance suite cannot pick one;
