@@ -66,6 +66,11 @@ const MAX_RETRIES: usize = 16;
 /// Deletes per storage batch when removing many secret IDs.
 const DELETE_CHUNK: usize = 256;
 
+/// Longest secret ID TTL accepted. Vault sets no bound, but a TTL so long
+/// that the expiry time saturates would silently mean "never" (0 says that
+/// explicitly), and the expiry must stay a representable RFC 3339 time.
+const MAX_SECRET_ID_TTL: u64 = 100 * 365 * 24 * 3600;
+
 /// What Vault reports as the expiration of a secret ID that never expires (Go's zero time).
 const NEVER: &str = "0001-01-01T00:00:00Z";
 
@@ -214,6 +219,16 @@ fn count(d: &Map<String, Value>, field: &str) -> Result<Option<u64>, LogicalErro
     }
 }
 
+/// A secret ID TTL (seconds; 0: never expires), bounded by [`MAX_SECRET_ID_TTL`].
+fn secret_ttl(d: &Map<String, Value>, field: &str) -> Result<Option<u64>, LogicalError> {
+    match fields::duration(d, field)? {
+        Some(t) if t > MAX_SECRET_ID_TTL => {
+            Err(bad(format!("{field} cannot be longer than 100 years (use 0 for secret IDs that never expire)")))
+        }
+        other => Ok(other),
+    }
+}
+
 /// A list of CIDR blocks (JSON list or comma-separated string), validated.
 fn cidr_list(d: &Map<String, Value>, field: &str) -> Result<Option<Vec<String>>, LogicalError> {
     let Some(list) = string_list(d, field)? else { return Ok(None) };
@@ -342,7 +357,7 @@ impl Role {
         if let Some(n) = count(d, "secret_id_num_uses")? {
             self.secret_id_num_uses = n;
         }
-        if let Some(t) = fields::duration(d, "secret_id_ttl")? {
+        if let Some(t) = secret_ttl(d, "secret_id_ttl")? {
             self.secret_id_ttl = t;
         }
         if let Some(l) = fields::boolean(d, "local_secret_ids")? {
@@ -792,7 +807,7 @@ impl AppRole {
             }
             Some(n) => n,
         };
-        let ttl = match fields::duration(d, "ttl")? {
+        let ttl = match secret_ttl(d, "ttl")? {
             None => role.secret_id_ttl,
             Some(t) if role.secret_id_ttl > 0 && (t == 0 || t > role.secret_id_ttl) => {
                 return Err(bad("ttl cannot be longer than the role's secret_id_ttl"));
@@ -1033,7 +1048,7 @@ impl AppRole {
             }
         }
         metadata.insert("role_name".into(), Value::String(index.name.clone()));
-        Ok(Login { bound_cidrs, ..role.token.login("approle".into(), metadata, role.role_id.clone()) })
+        Ok(Login { bound_cidrs, ..role.token.login("approle".into(), metadata, role.role_id.clone())? })
     }
 
     /// Find the secret ID by its hash, check it, and spend one use if it is
@@ -1564,6 +1579,50 @@ mod tests {
             f.call(Operation::Update, "role/missing/secret-id", json!({})).await,
             Err(LogicalError::InvalidRequest(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn root_policy_and_out_of_range_numbers_are_refused() {
+        let f = fixture().await;
+        let refused = |r: Result<Response, LogicalError>, needle: &str| match r {
+            Err(LogicalError::InvalidRequest(m)) => assert!(m.contains(needle), "{m}"),
+            other => panic!("expected a 400 with {needle:?}, got {other:?}"),
+        };
+        refused(f.call(Operation::Update, "role/r", json!({"token_policies": ["a", "root"]})).await, "root tokens");
+        refused(f.call(Operation::Update, "role/r", json!({"policies": "default,ROOT"})).await, "root tokens");
+        assert!(matches!(f.call(Operation::Read, "role/r", json!({})).await, Err(LogicalError::NotFound)));
+        f.call(Operation::Update, "role/r", json!({"token_policies": ["a"]})).await.unwrap();
+        refused(f.call(Operation::Update, "role/r/policies", json!({"policies": "root"})).await, "root tokens");
+        refused(f.call(Operation::Update, "role/r/policies", json!({"token_policies": ["root"]})).await, "root tokens");
+        assert_eq!(f.data(Operation::Read, "role/r", json!({})).await["token_policies"], json!(["a"]));
+
+        // Numbers that meet a clock or a counter: out of range is a 400, not saturated or wrapped.
+        for body in [
+            json!({"secret_id_ttl": 1_000_000_000_000u64}),
+            json!({"secret_id_ttl": "876001h"}),
+            json!({"secret_id_num_uses": -1}),
+            json!({"token_num_uses": -5}),
+        ] {
+            assert!(
+                matches!(f.call(Operation::Update, "role/r", body.clone()).await, Err(LogicalError::InvalidRequest(_))),
+                "{body}"
+            );
+        }
+        f.call(Operation::Update, "role/r", json!({"secret_id_ttl": "876000h"})).await.unwrap();
+        f.call(Operation::Update, "role/r", json!({"secret_id_ttl": 0})).await.unwrap();
+        for body in [json!({"ttl": 1_000_000_000_000u64}), json!({"num_uses": -1})] {
+            assert!(
+                matches!(
+                    f.call(Operation::Update, "role/r/secret-id", body.clone()).await,
+                    Err(LogicalError::InvalidRequest(_))
+                ),
+                "{body}"
+            );
+        }
+        let d = f.data(Operation::Update, "role/r/secret-id", json!({"ttl": "87600h"})).await;
+        let secret = d["secret_id"].as_str().unwrap().to_string();
+        let d = f.data(Operation::Update, "role/r/secret-id/lookup", json!({"secret_id": secret})).await;
+        assert!(d["expiration_time"].as_str().unwrap().starts_with("20"), "{d:?}");
     }
 
     #[tokio::test]

@@ -278,16 +278,24 @@ fn pem_list(d: &Map<String, Value>, field: &str) -> Result<Option<Vec<String>>, 
     }
 }
 
-/// A leeway in seconds: an integer (-1 disables), or a duration string.
+/// Longest leeway accepted (one day). Vault sets no bound, but a leeway of
+/// years silently turns `exp`/`nbf` checks off; -1 or a role without the
+/// claim check says that openly.
+const MAX_LEEWAY: i64 = 24 * 3600;
+
+/// A leeway in seconds: an integer (-1 disables), or a duration string, at
+/// most [`MAX_LEEWAY`].
 fn leeway(d: &Map<String, Value>, field: &str) -> Result<Option<i64>, LogicalError> {
-    let invalid = || bad(format!("invalid value for '{field}': expected seconds, a duration, or -1"));
+    let invalid =
+        || bad(format!("invalid value for '{field}': expected seconds or a duration up to 24h, or -1 to disable"));
+    let in_range = |v: &i64| (-1..=MAX_LEEWAY).contains(v);
     match d.get(field) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n.as_i64().filter(|v| *v >= -1).map(Some).ok_or_else(invalid),
+        Some(Value::Number(n)) => n.as_i64().filter(in_range).map(Some).ok_or_else(invalid),
         Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
         Some(Value::String(s)) if s.trim() == "-1" => Ok(Some(-1)),
         Some(Value::String(s)) => {
-            fields::parse_duration(s).and_then(|v| i64::try_from(v).ok()).map(Some).ok_or_else(invalid)
+            fields::parse_duration(s).and_then(|v| i64::try_from(v).ok()).filter(in_range).map(Some).ok_or_else(invalid)
         }
         Some(_) => Err(invalid()),
     }
@@ -1344,7 +1352,7 @@ impl Jwt {
         check_groups(claims, &role).map_err(Fail::Denied)?;
         let metadata = jwt_metadata(claims, &role, role_name).map_err(Fail::Denied)?;
         let display = format!("{}-{user}", self.display_prefix());
-        Ok(role.token.login(display, metadata, user))
+        Ok(role.token.login(display, metadata, user)?)
     }
 
     /// Count a denied login, clear the counter on success.
@@ -1534,7 +1542,7 @@ impl Jwt {
         }
         metadata.insert("role".into(), role_name.into());
         let display = format!("{}-{}-{}", self.display_prefix(), sa.namespace, sa.name);
-        Ok(role.token.login(display, metadata, alias))
+        Ok(role.token.login(display, metadata, alias)?)
     }
 
     /// Ask the cluster whether `token` is a live service-account token.
@@ -2211,6 +2219,43 @@ rwIDAQAB
         assert!(matches!(f.call(Read, "nope", json!({})).await, Err(LogicalError::UnsupportedPath(_))));
         assert!(matches!(f.call(Read, "login", json!({})).await, Err(LogicalError::UnsupportedOperation)));
         assert_eq!(f.m.unauthenticated_paths(), &["login"]);
+    }
+
+    #[tokio::test]
+    async fn roles_cannot_grant_root_and_leeways_are_bounded() {
+        let f = fixture(Flavor::Jwt, 5).await;
+        use Operation::*;
+        for body in [
+            json!({"bound_audiences": "x", "token_policies": ["root"]}),
+            json!({"bound_audiences": "x", "policies": "a,ROOT"}),
+        ] {
+            let e = err_msg(f.call(Update, "role/r", body.clone()).await);
+            assert!(e.contains("cannot create root tokens"), "{body}: {e}");
+        }
+        assert!(matches!(f.call(Read, "role/r", json!({})).await, Err(LogicalError::NotFound)));
+        for (field, v) in [
+            ("clock_skew_leeway", json!(9_223_372_036_854_775_807i64)),
+            ("expiration_leeway", json!("100000h")),
+            ("not_before_leeway", json!(86_401)),
+            ("expiration_leeway", json!(-2)),
+        ] {
+            let e = err_msg(f.call(Update, "role/r", json!({"bound_audiences": "x", field: v})).await);
+            assert!(e.contains(field), "{field}={v}: {e}");
+        }
+        f.write("role/r", json!({"bound_audiences": "x", "expiration_leeway": "24h", "not_before_leeway": -1})).await;
+
+        let k = fixture(Flavor::Kubernetes, 5).await;
+        let e = err_msg(
+            k.call(
+                Update,
+                "role/web",
+                json!({"bound_service_account_names": "web", "bound_service_account_namespaces": "apps",
+                       "token_policies": "root"}),
+            )
+            .await,
+        );
+        assert!(e.contains("cannot create root tokens"), "{e}");
+        assert!(matches!(k.call(Read, "role/web", json!({})).await, Err(LogicalError::NotFound)));
     }
 
     #[tokio::test]

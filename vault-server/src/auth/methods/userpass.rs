@@ -487,6 +487,7 @@ impl Userpass {
             "policies",
         )?
         .unwrap_or_default();
+        super::refuse_root(&policies, "token_policies")?;
         let (mut entry, rev) = self.load_user(u, name).await?.ok_or_else(|| bad("username does not exist"))?;
         entry.token.token_policies = policies;
         self.store_user(u, name, &entry, Some(rev)).await?;
@@ -584,7 +585,7 @@ impl Userpass {
 
         let mut metadata = Map::new();
         metadata.insert("username".into(), name.clone().into());
-        Ok(Response::Login(Box::new(user.token.login(format!("userpass-{name}"), metadata, name))))
+        Ok(Response::Login(Box::new(user.token.login(format!("userpass-{name}"), metadata, name)?)))
     }
 
     /// When the user is enrolled in TOTP, require and consume a current TOTP
@@ -945,6 +946,27 @@ mod tests {
         assert!(matches!(f.call(Read, "users/alice", json!({})).await, Err(LogicalError::NotFound)));
         assert!(matches!(f.call(Patch, "users/alice", json!({})).await, Err(LogicalError::UnsupportedOperation)));
         assert!(matches!(f.call(Read, "nope", json!({})).await, Err(LogicalError::UnsupportedPath(_))));
+    }
+
+    #[tokio::test]
+    async fn root_policy_is_refused() {
+        let f = fixture().await;
+        use Operation::*;
+        for body in
+            [json!({"password": "pw", "token_policies": ["root"]}), json!({"password": "pw", "policies": "a,Root"})]
+        {
+            let m = err_msg(f.call(Update, "users/dave", body.clone()).await);
+            assert!(m.contains("cannot create root tokens"), "{body}: {m}");
+        }
+        assert!(matches!(f.call(Read, "users/dave", json!({})).await, Err(LogicalError::NotFound)));
+        f.call(Update, "users/dave", json!({"password": "pw", "policies": "a"})).await.unwrap();
+        for body in [json!({"token_policies": "root"}), json!({"policies": ["b", "ROOT"]})] {
+            let m = err_msg(f.call(Update, "users/dave/policies", body.clone()).await);
+            assert!(m.contains("cannot create root tokens"), "{body}: {m}");
+        }
+        assert_eq!(data(f.call(Read, "users/dave", json!({})).await.unwrap())["token_policies"], json!(["a"]));
+        let Response::Login(l) = f.login("dave", json!({"password": "pw"})).await.unwrap() else { panic!() };
+        assert_eq!(l.policies, vec!["a"]);
     }
 
     #[tokio::test]
