@@ -989,25 +989,25 @@ impl AppRole {
     /// POST `login`.
     async fn login(&self, u: &Unsealed, req: &Request) -> Result<Response, LogicalError> {
         let d = &req.data;
-        let mount = self.ctx.mount_path.as_str();
         let addr = req.client_addr;
         let role_id = fields::string(d, "role_id")?.map(|s| s.trim().to_string()).unwrap_or_default();
         if role_id.is_empty() {
             return Err(bad("missing role_id"));
         }
-        self.ctx.lockout.check(mount, &role_id, addr)?;
+        // The role ID is the alias Vault locks (and `sys/locked-users` names).
+        self.ctx.check_guess(u, &role_id, addr).await?;
         let secret = Zeroizing::new(fields::string(d, "secret_id")?.map(|s| s.trim().to_string()).unwrap_or_default());
         match self.verify(u, &role_id, &secret, addr).await {
             Ok(login) => {
-                self.ctx.lockout.success(mount, &role_id);
+                self.ctx.guess_succeeded(u, &role_id).await;
                 Ok(Response::Login(Box::new(login)))
             }
             Err(Refusal::Invalid) => {
-                self.ctx.lockout.failure(mount, &role_id, addr);
+                self.ctx.guess_failed(u, &role_id, addr).await;
                 Err(bad(INVALID_CREDENTIALS))
             }
             Err(Refusal::Address(msg)) => {
-                self.ctx.lockout.failure(mount, &role_id, addr);
+                self.ctx.guess_failed(u, &role_id, addr).await;
                 Err(bad(msg))
             }
             Err(Refusal::Error(e)) => Err(e),
@@ -1215,6 +1215,8 @@ mod tests {
         let view = View::new(barrier.clone(), "logical/approle-test/");
         let ctx = MethodContext {
             mount_path: "approle/".into(),
+            accessor: "auth_approle_test".into(),
+            barrier: barrier.clone(),
             lockout: Arc::new(Lockout::new(LockoutConfig { threshold, ..Default::default() })),
         };
         Fixture { _dir: dir, barrier, auth: Authorized::unauthenticated(u), approle: Arc::new(AppRole::new(view, ctx)) }
@@ -1412,7 +1414,7 @@ mod tests {
         assert_eq!(d["secret_id_ttl"], 1);
         let short = d["secret_id"].as_str().unwrap().to_string();
         tokio::time::sleep(Duration::from_millis(2100)).await;
-        f.approle.ctx.lockout.success("approle/", &role_id);
+        f.approle.ctx.guess_succeeded(f.auth.unsealed(), &role_id).await;
         assert_eq!(invalid(f.login(&role_id, &short).await), INVALID_CREDENTIALS);
 
         // Destroy by secret ID and by accessor.
@@ -1422,7 +1424,7 @@ mod tests {
         f.call(Operation::Update, "role/r/secret-id-accessor/destroy", json!({"secret_id_accessor": a2}))
             .await
             .unwrap();
-        f.approle.ctx.lockout.success("approle/", &role_id);
+        f.approle.ctx.guess_succeeded(f.auth.unsealed(), &role_id).await;
         assert_eq!(invalid(f.login(&role_id, &s1).await), INVALID_CREDENTIALS);
         assert_eq!(invalid(f.login(&role_id, &s2).await), INVALID_CREDENTIALS);
         assert!(matches!(f.call(Operation::List, "role/r/secret-id", json!({})).await, Err(LogicalError::NotFound)));
@@ -1439,7 +1441,7 @@ mod tests {
             let results = futures_join_all(attempts).await;
             let ok = results.iter().filter(|r| r.is_ok()).count();
             assert_eq!(ok, 1, "{results:?}");
-            f.approle.ctx.lockout.success("approle/", &role_id);
+            f.approle.ctx.guess_succeeded(f.auth.unsealed(), &role_id).await;
         }
     }
 

@@ -1,37 +1,81 @@
 //! Auth methods (mounted under `auth/`), built from auth mount-table rows.
 //!
 //! Every method validates credentials and answers a successful login with
-//! [`Login`](crate::logical::Login); the core mints the token. Methods count
-//! failures in the shared [`Lockout`] so brute force is throttled everywhere.
+//! [`Login`](crate::logical::Login); the core mints the token. Methods report
+//! failures to the shared [`Lockout`]: userpass and AppRole per alias (in
+//! storage) and per address, JWT/OIDC and Kubernetes per address only.
 
 pub mod approle;
 pub mod jwt;
 pub mod userpass;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::auth::cidr;
-use crate::auth::lockout::Lockout;
+use crate::auth::lockout::{Credential, Lockout};
 use crate::auth::token_backend::{policy_list, string_list};
 use crate::barrier::view::View;
+use crate::barrier::{Barrier, Unsealed};
 use crate::core::{Core, MountEntry};
 use crate::logical::{Backend, LogicalError, Login, fields};
 
 /// What every auth method gets besides its storage view.
 #[derive(Debug, Clone)]
 pub struct MethodContext {
-    /// The mount path, e.g. `approle/` (lockout key and display names).
+    /// The mount path, e.g. `approle/` (display names, log fields).
     pub mount_path: String,
+    /// The mount's accessor, e.g. `auth_userpass_1a2b3c4d` (Vault's key of
+    /// locked users, `sys/locked-users/{accessor}/unlock/{alias}`).
+    pub accessor: String,
+    /// The barrier, for the lockout records under `sys/lockout/`.
+    pub barrier: Arc<Barrier>,
     /// Shared failure counters.
     pub lockout: Arc<Lockout>,
 }
 
+impl MethodContext {
+    /// Before checking a guessable credential (password, secret ID) of
+    /// `alias`: the address budget (memory, no storage read for a flood),
+    /// then the alias's lockout (storage).
+    pub async fn check_guess(&self, u: &Unsealed, alias: &str, addr: Option<IpAddr>) -> Result<(), LogicalError> {
+        self.lockout.check_address(Credential::Guessable, addr)?;
+        self.lockout.check_user(&self.barrier, u, &self.accessor, alias).await
+    }
+
+    /// A guessable credential of `alias` was wrong.
+    pub async fn guess_failed(&self, u: &Unsealed, alias: &str, addr: Option<IpAddr>) {
+        self.lockout.address_failure(Credential::Guessable, addr);
+        self.lockout.user_failure(&self.barrier, u, &self.accessor, alias).await;
+    }
+
+    /// A guessable credential of `alias` was right: its failures are forgotten.
+    pub async fn guess_succeeded(&self, u: &Unsealed, alias: &str) {
+        self.lockout.user_success(&self.barrier, u, &self.accessor, alias).await;
+    }
+
+    /// Before checking a signed token: the address budget only.
+    pub fn check_signed(&self, addr: Option<IpAddr>) -> Result<(), LogicalError> {
+        self.lockout.check_address(Credential::Signed, addr)
+    }
+
+    /// A signed token was refused (or made us call a remote that failed).
+    pub fn signed_failed(&self, addr: Option<IpAddr>) {
+        self.lockout.address_failure(Credential::Signed, addr);
+    }
+}
+
 /// Build the auth method for a mount row.
 pub fn build(core: &Core, entry: &MountEntry, view: View) -> Result<Arc<dyn Backend>, LogicalError> {
-    let ctx = MethodContext { mount_path: entry.path.clone(), lockout: core.lockout().clone() };
+    let ctx = MethodContext {
+        mount_path: entry.path.clone(),
+        accessor: entry.accessor.clone(),
+        barrier: core.barrier().clone(),
+        lockout: core.lockout().clone(),
+    };
     match entry.kind.as_str() {
         "approle" => Ok(Arc::new(approle::AppRole::new(view, ctx))),
         "userpass" => Ok(Arc::new(userpass::Userpass::new(view, ctx))),
