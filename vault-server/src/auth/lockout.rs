@@ -96,6 +96,10 @@ const LABEL_ALIAS: &[u8] = b"lockout/alias";
 const MAX_RETRIES: usize = 16;
 /// How often (at most) a server tidies expired records.
 const TIDY_EVERY: i64 = 600;
+/// Longer aliases are not recorded (no real one is: user names have at most
+/// 256 bytes, role IDs less than 4096), so a failed login carrying a huge
+/// "name" cannot make us store it; its address still pays.
+const MAX_ALIAS_BYTES: usize = 4096;
 
 /// A token bucket's parameters: `burst` bad requests, then one per `every`.
 #[derive(Debug, Clone, Copy)]
@@ -163,15 +167,18 @@ impl AddressLimiter {
         map.insert(key, later(t, rate.every).min(cap));
     }
 
-    /// Make room: drop paid-off entries, then the least indebted tenth.
+    /// Make room for a tenth more: drop paid-off entries, then as many of
+    /// the least indebted as needed (so a full map is not swept again on
+    /// every new address).
     fn shrink(map: &mut HashMap<IpAddr, Instant>, now: Instant) {
         map.retain(|_, t| *t > now);
-        if map.len() < MAX_ADDRESSES {
+        let target = MAX_ADDRESSES - MAX_ADDRESSES / 10;
+        if map.len() <= target {
             return;
         }
         let mut by_debt: Vec<(IpAddr, Instant)> = map.iter().map(|(k, v)| (*k, *v)).collect();
         by_debt.sort_by_key(|(_, t)| *t);
-        for (k, _) in by_debt.iter().take(MAX_ADDRESSES / 10) {
+        for (k, _) in by_debt.iter().take(map.len() - target) {
             map.remove(k);
         }
     }
@@ -352,6 +359,9 @@ impl Lockout {
     /// Count a failed attempt for `alias`. The login is refused whatever
     /// happens here, so a storage error is logged, not returned.
     pub async fn user_failure(&self, barrier: &Barrier, u: &Unsealed, accessor: &str, alias: &str) {
+        if alias.len() > MAX_ALIAS_BYTES {
+            return;
+        }
         if let Err(e) = self.count_failure(barrier, u, accessor, alias).await {
             tracing::warn!(accessor, error = %e, "could not record a failed login");
         }
@@ -645,6 +655,13 @@ mod tests {
             l.user_failure(&b, &u, acc, "bob").await;
         }
         l.check_user(&b, &u, acc, "bob").await.unwrap();
+        // An alias no method can have is never stored.
+        let huge = "x".repeat(MAX_ALIAS_BYTES + 1);
+        for _ in 0..3 {
+            l.user_failure(&b, &u, acc, &huge).await;
+        }
+        l.check_user(&b, &u, acc, &huge).await.unwrap();
+        assert_eq!(b.storage().list(&format!("sys/lockout/{acc}/")).await.unwrap().len(), 1);
         // A success clears the count.
         l.user_success(&b, &u, acc, "bob").await;
         for _ in 0..3 {

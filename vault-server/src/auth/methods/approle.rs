@@ -1389,6 +1389,28 @@ mod tests {
         assert_eq!(invalid(f.login_from("other", "x", ip("10.9.9.9")).await), INVALID_CREDENTIALS);
     }
 
+    /// The role ID lockout is in storage: a second server (its own memory,
+    /// the same database) refuses the locked role ID too.
+    #[tokio::test]
+    async fn lockout_is_seen_by_another_server() {
+        let f = fixture().await;
+        f.call(Operation::Update, "role/r", json!({})).await.unwrap();
+        let role_id = f.role_id("r").await;
+        let (secret, _) = f.secret_id("r", json!({})).await;
+        for i in 0..3 {
+            f.login_from(&role_id, "wrong", ip(&format!("10.0.0.{i}"))).await.unwrap_err();
+        }
+        let mut ctx = f.approle.ctx.clone();
+        ctx.lockout = Arc::new(Lockout::new(LockoutConfig { threshold: 3, ..Default::default() }));
+        let other = AppRole::new(f.approle.view.clone(), ctx);
+        let mut req = Request::new(Operation::Update, "login");
+        req.data = json!({"role_id": role_id, "secret_id": secret}).as_object().cloned().unwrap();
+        req.client_addr = ip("10.1.1.1");
+        assert!(matches!(other.handle(&f.auth, req.clone()).await, Err(LogicalError::RateLimited(_))));
+        Lockout::unlock(&f.barrier, f.auth.unsealed(), "auth_approle_test", &role_id).await.unwrap();
+        assert!(matches!(other.handle(&f.auth, req).await, Ok(Response::Login(_))));
+    }
+
     #[tokio::test]
     async fn num_uses_ttl_and_destroy() {
         let f = fixture().await;
