@@ -301,3 +301,48 @@ async fn approle_postgres_happy_path() {
         assert!(!contains(&raw, sid.as_bytes()), "secret ID found in the PostgreSQL dump");
     }
 }
+
+/// A delegated role administrator (a policy on `auth/approle/role/*` only)
+/// cannot turn its AppRole into a root-token factory: `root` is refused on
+/// the role, on the `policies` property and under the legacy name.
+async fn role_admin_cannot_grant_root(backend: Backend) {
+    let (_store, _srv, c, root) = unsealed(backend).await;
+    let rc = c.with_token(&root);
+    setup(&rc).await;
+    let policy =
+        "path \"auth/approle/role/*\" { capabilities = [\"create\", \"read\", \"update\", \"delete\", \"list\"] }";
+    assert_eq!(rc.put("sys/policies/acl/role-admin", json!({"policy": policy})).await.0, 204);
+    let (s, v) = rc.post("auth/token/create", json!({"policies": ["role-admin"]})).await;
+    assert_eq!(s, 200, "{v}");
+    let admin = c.with_token(&token_of(&v));
+
+    for (path, body) in [
+        ("auth/approle/role/evil", json!({"token_policies": ["root"]})),
+        ("auth/approle/role/evil", json!({"policies": "default,Root"})),
+    ] {
+        let (s, v) = admin.post(path, body.clone()).await;
+        assert_eq!(s, 400, "{body}: {v}");
+        assert!(v["errors"][0].as_str().unwrap().contains("cannot create root tokens"), "{v}");
+    }
+    assert_eq!(admin.get("auth/approle/role/evil").await.0, 404, "nothing was written");
+
+    // A legitimate role, then an attempt to escalate it through the property endpoint.
+    assert_eq!(admin.post("auth/approle/role/svc", json!({"token_policies": ["app"]})).await.0, 204);
+    let (s, v) = admin.post("auth/approle/role/svc/policies", json!({"token_policies": ["root"]})).await;
+    assert_eq!(s, 400, "{v}");
+    let rid = role_id(&admin, "svc").await;
+    let (sid, _, _) = secret_id(&admin, "svc", json!({})).await;
+    let (s, v) = login(&c, &rid, &sid).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["auth"]["policies"], json!(["app", "default"]));
+}
+
+#[tokio::test]
+async fn role_admin_cannot_grant_root_sqlite() {
+    role_admin_cannot_grant_root(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn role_admin_cannot_grant_root_postgres() {
+    role_admin_cannot_grant_root(Backend::Postgres).await;
+}

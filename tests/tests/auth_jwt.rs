@@ -3,7 +3,8 @@
 //! `python3 -m http.server`), roles with audience and claim bindings, logins
 //! minting working tokens, every rejection as a clear 400 (audience, issuer,
 //! expiry, not-before, signature, `alg: none`, bound claims, unknown role),
-//! the lockout's 429, and Kubernetes service-account tokens.
+//! no lockout of a role by forged tokens but a 429 per client address, and
+//! Kubernetes service-account tokens (a 502 when TokenReview is unreachable).
 //!
 //! Keys are generated and tokens signed with the `openssl` CLI (Ed25519 with
 //! `pkeyutl -rawin`, ES256 with `dgst -sha256` and the DER signature turned
@@ -24,7 +25,11 @@ const ISS: &str = "https://idp.example.com";
 const K8S_ISS: &str = "https://kubernetes.default.svc.cluster.local";
 
 async fn unsealed() -> (Store, ServerProc, Client, String) {
-    let store = Store::new(Backend::Sqlite);
+    unsealed_on(Backend::Sqlite).await
+}
+
+async fn unsealed_on(backend: Backend) -> (Store, ServerProc, Client, String) {
+    let store = Store::new(backend);
     let srv = ServerProc::start(&store, &[]);
     let c = srv.client();
     let (keys, root) = c.init(1, 1).await;
@@ -303,15 +308,14 @@ async fn jwt_static_keys_login_and_rejections() {
     assert_eq!(s, 400, "{v}");
     assert_eq!(error_of(&v), "missing jwt");
 
-    // Lockout: after 5 failures even a valid token gets a 429.
+    // No lockout by role: forged tokens (past Vault's user-lockout threshold
+    // of 5) do not lock the role's real workloads out.
     let forged = stranger.sign(None, &claims(json!({})));
-    for _ in 0..5 {
+    for _ in 0..6 {
         assert_eq!(c.post("auth/jwt/login", json!({"role": "locked", "jwt": forged})).await.0, 400);
     }
     let (s, v) = c.post("auth/jwt/login", json!({"role": "locked", "jwt": good})).await;
-    assert_eq!(s, 429, "{v}");
-    assert!(error_of(&v).contains("locked out"), "{v}");
-    // Another role is unaffected.
+    assert_eq!(s, 200, "a role was locked out by forged tokens: {v}");
     assert_eq!(c.post("auth/jwt/login", json!({"role": "app", "jwt": good})).await.0, 200);
 
     // Role deletion.
@@ -476,4 +480,97 @@ async fn kubernetes_service_account_login() {
 
     // The reviewer token is stored encrypted only.
     assert!(!contains(&store.raw_bytes(), b"reviewer-secret"));
+}
+
+// ---------------------------------------------------------------------------
+// Abuse: per-address budget, unreachable TokenReview
+// ---------------------------------------------------------------------------
+
+/// Forged tokens drain only the sender's address budget: a 429 for that
+/// address (even with a valid token) after a burst, in Vault's error shape.
+async fn forged_tokens_limit_only_their_address(backend: Backend) {
+    let (_store, _srv, c, root) = unsealed_on(backend).await;
+    let rc = c.with_token(&root);
+    let dir = tempfile::tempdir().unwrap();
+    let ed = Key::generate(dir.path(), "ed", "EdDSA");
+    let stranger = Key::generate(dir.path(), "stranger", "EdDSA");
+    assert_eq!(rc.post("sys/auth/jwt", json!({"type": "jwt"})).await.0, 204);
+    let (s, v) =
+        rc.post("auth/jwt/config", json!({"jwt_validation_pubkeys": [ed.public_pem], "bound_issuer": ISS})).await;
+    assert_eq!(s, 204, "{v}");
+    let (s, v) = rc.post("auth/jwt/role/app", json!({"bound_audiences": ["vault"], "user_claim": "email"})).await;
+    assert_eq!(s, 204, "{v}");
+    let good = ed.sign(None, &claims(json!({})));
+    let forged = stranger.sign(None, &claims(json!({})));
+
+    // The budget (30 at once, then one a second) refills while we send.
+    let mut bad = 0;
+    let (s, v) = loop {
+        let (s, v) = c.post("auth/jwt/login", json!({"role": "app", "jwt": forged})).await;
+        if s != 400 || bad > 90 {
+            break (s, v);
+        }
+        bad += 1;
+    };
+    assert_eq!(s, 429, "after {bad} forged tokens: {v}");
+    assert!(bad >= 30, "limited after only {bad} bad requests");
+    assert!(error_of(&v).contains("from this address"), "{v}");
+    let (s, v) = c.post("auth/jwt/login", json!({"role": "app", "jwt": good})).await;
+    assert_eq!(s, 429, "{v}");
+    // Administration from the same address is not a login: unaffected.
+    assert_eq!(rc.get("auth/jwt/role/app").await.0, 200);
+}
+
+#[tokio::test]
+async fn forged_tokens_limit_only_their_address_sqlite() {
+    forged_tokens_limit_only_their_address(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn forged_tokens_limit_only_their_address_postgres() {
+    forged_tokens_limit_only_their_address(Backend::Postgres).await;
+}
+
+/// A TokenReview API that cannot be reached is a prompt 502 whose message
+/// does not help map the network (no address, no error text).
+async fn unreachable_token_review_is_502(backend: Backend) {
+    let (_store, srv, c, root) = unsealed_on(backend).await;
+    let rc = c.with_token(&root);
+    let dir = tempfile::tempdir().unwrap();
+    let sa = Key::generate(dir.path(), "sa", "ES256");
+    // A port nothing listens on.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    assert_eq!(rc.post("sys/auth/kubernetes", json!({"type": "kubernetes"})).await.0, 204);
+    let (s, v) = rc
+        .post(
+            "auth/kubernetes/config",
+            json!({"kubernetes_host": format!("http://127.0.0.1:{port}"), "token_reviewer_jwt": "reviewer-secret"}),
+        )
+        .await;
+    assert_eq!(s, 204, "config: {v}");
+    let (s, v) = rc
+        .post(
+            "auth/kubernetes/role/web",
+            json!({"bound_service_account_names": ["web"], "bound_service_account_namespaces": ["apps"]}),
+        )
+        .await;
+    assert_eq!(s, 204, "role: {v}");
+    let started = Instant::now();
+    let (s, v) =
+        c.post("auth/kubernetes/login", json!({"role": "web", "jwt": sa.sign(None, &projected("apps", "web"))})).await;
+    assert_eq!(s, 502, "{v}");
+    assert_eq!(v["errors"], json!(["TokenReview request failed"]));
+    assert!(started.elapsed() < Duration::from_secs(6), "took {:?}", started.elapsed());
+    assert!(!v.to_string().contains(&port.to_string()), "{v}");
+    assert!(!srv.log_text().contains("reviewer-secret"), "the reviewer token was logged");
+}
+
+#[tokio::test]
+async fn unreachable_token_review_is_502_sqlite() {
+    unreachable_token_review_is_502(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn unreachable_token_review_is_502_postgres() {
+    unreachable_token_review_is_502(Backend::Postgres).await;
 }

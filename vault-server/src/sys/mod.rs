@@ -37,6 +37,15 @@ impl Backend for SystemBackend {
         // Vault's sudo-protected system paths among those served here.
         &["rotate", "rotate/*", "remount", "auth/*"]
     }
+
+    fn periodic<'a>(&'a self, u: &'a crate::barrier::Unsealed) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            // Expired login lockout records (throttled inside to every few minutes).
+            if let Some(core) = self.core.upgrade() {
+                core.lockout().tidy(core.barrier(), u).await;
+            }
+        })
+    }
 }
 
 async fn route(core: &Arc<Core>, auth: &Authorized, req: Request) -> Result<Response, LogicalError> {
@@ -93,6 +102,11 @@ async fn route(core: &Arc<Core>, auth: &Authorized, req: Request) -> Result<Resp
                 .ok_or_else(|| LogicalError::InvalidRequest("invalid accessor".into()))?;
             capabilities(core, &entry, &req.data).await
         }
+        ("locked-users", Operation::Read | Operation::List) => {
+            let only = fields::string(&req.data, "mount_accessor")?.filter(|a| !a.is_empty());
+            let data = crate::auth::lockout::Lockout::locked_users(core.barrier(), u, only.as_deref()).await?;
+            Ok(Response::data(data))
+        }
         ("key-status", Operation::Read) => {
             let s = core.key_status(u);
             Ok(Response::json(serde_json::to_value(s).map_err(LogicalError::internal)?))
@@ -102,6 +116,9 @@ async fn route(core: &Arc<Core>, auth: &Authorized, req: Request) -> Result<Resp
                 if let Some(name) = path.strip_prefix(prefix) {
                     return policy_op(core, u, name, prefix == "policy/", req).await;
                 }
+            }
+            if let Some(rest) = path.strip_prefix("locked-users/") {
+                return unlock_user(core, u, rest, req.op).await;
             }
             for (prefix, table) in [("mounts/", Table::Secrets), ("auth/", Table::Auth)] {
                 if let Some(rest) = path.strip_prefix(prefix) {
@@ -114,6 +131,28 @@ async fn route(core: &Arc<Core>, auth: &Authorized, req: Request) -> Result<Resp
             Err(LogicalError::UnsupportedPath(format!("no handler for route \"sys/{path}\"")))
         }
     }
+}
+
+/// `POST sys/locked-users/{mount_accessor}/unlock/{alias}` (Vault's API;
+/// idempotent). A policy must grant `update` on the path.
+async fn unlock_user(
+    core: &Arc<Core>,
+    u: &crate::barrier::Unsealed,
+    rest: &str,
+    op: Operation,
+) -> Result<Response, LogicalError> {
+    let Some((accessor, alias)) = rest.split_once("/unlock/") else {
+        return Err(LogicalError::UnsupportedPath(format!("no handler for route \"sys/locked-users/{rest}\"")));
+    };
+    if !matches!(op, Operation::Update | Operation::Create) {
+        return Err(LogicalError::UnsupportedOperation);
+    }
+    // Userpass names are case-insensitive: its lockout is keyed by the lowercased name.
+    let router = core.active().map_err(LogicalError::from)?.router();
+    let userpass = router.table(Table::Auth).any(|m| m.entry.accessor == accessor && m.entry.kind == "userpass");
+    let alias = if userpass { alias.to_lowercase() } else { alias.to_string() };
+    crate::auth::lockout::Lockout::unlock(core.barrier(), u, accessor, &alias).await?;
+    Ok(Response::NoContent)
 }
 
 /// `sys/capabilities*`: `path` or `paths`; answers per path and, for a single

@@ -66,6 +66,11 @@ const MAX_RETRIES: usize = 16;
 /// Deletes per storage batch when removing many secret IDs.
 const DELETE_CHUNK: usize = 256;
 
+/// Longest secret ID TTL accepted. Vault sets no bound, but a TTL so long
+/// that the expiry time saturates would silently mean "never" (0 says that
+/// explicitly), and the expiry must stay a representable RFC 3339 time.
+const MAX_SECRET_ID_TTL: u64 = 100 * 365 * 24 * 3600;
+
 /// What Vault reports as the expiration of a secret ID that never expires (Go's zero time).
 const NEVER: &str = "0001-01-01T00:00:00Z";
 
@@ -214,6 +219,16 @@ fn count(d: &Map<String, Value>, field: &str) -> Result<Option<u64>, LogicalErro
     }
 }
 
+/// A secret ID TTL (seconds; 0: never expires), bounded by [`MAX_SECRET_ID_TTL`].
+fn secret_ttl(d: &Map<String, Value>, field: &str) -> Result<Option<u64>, LogicalError> {
+    match fields::duration(d, field)? {
+        Some(t) if t > MAX_SECRET_ID_TTL => {
+            Err(bad(format!("{field} cannot be longer than 100 years (use 0 for secret IDs that never expire)")))
+        }
+        other => Ok(other),
+    }
+}
+
 /// A list of CIDR blocks (JSON list or comma-separated string), validated.
 fn cidr_list(d: &Map<String, Value>, field: &str) -> Result<Option<Vec<String>>, LogicalError> {
     let Some(list) = string_list(d, field)? else { return Ok(None) };
@@ -342,7 +357,7 @@ impl Role {
         if let Some(n) = count(d, "secret_id_num_uses")? {
             self.secret_id_num_uses = n;
         }
-        if let Some(t) = fields::duration(d, "secret_id_ttl")? {
+        if let Some(t) = secret_ttl(d, "secret_id_ttl")? {
             self.secret_id_ttl = t;
         }
         if let Some(l) = fields::boolean(d, "local_secret_ids")? {
@@ -792,7 +807,7 @@ impl AppRole {
             }
             Some(n) => n,
         };
-        let ttl = match fields::duration(d, "ttl")? {
+        let ttl = match secret_ttl(d, "ttl")? {
             None => role.secret_id_ttl,
             Some(t) if role.secret_id_ttl > 0 && (t == 0 || t > role.secret_id_ttl) => {
                 return Err(bad("ttl cannot be longer than the role's secret_id_ttl"));
@@ -974,25 +989,25 @@ impl AppRole {
     /// POST `login`.
     async fn login(&self, u: &Unsealed, req: &Request) -> Result<Response, LogicalError> {
         let d = &req.data;
-        let mount = self.ctx.mount_path.as_str();
         let addr = req.client_addr;
         let role_id = fields::string(d, "role_id")?.map(|s| s.trim().to_string()).unwrap_or_default();
         if role_id.is_empty() {
             return Err(bad("missing role_id"));
         }
-        self.ctx.lockout.check(mount, &role_id, addr)?;
+        // The role ID is the alias Vault locks (and `sys/locked-users` names).
+        self.ctx.check_guess(u, &role_id, addr).await?;
         let secret = Zeroizing::new(fields::string(d, "secret_id")?.map(|s| s.trim().to_string()).unwrap_or_default());
         match self.verify(u, &role_id, &secret, addr).await {
             Ok(login) => {
-                self.ctx.lockout.success(mount, &role_id);
+                self.ctx.guess_succeeded(u, &role_id).await;
                 Ok(Response::Login(Box::new(login)))
             }
             Err(Refusal::Invalid) => {
-                self.ctx.lockout.failure(mount, &role_id, addr);
+                self.ctx.guess_failed(u, &role_id, addr).await;
                 Err(bad(INVALID_CREDENTIALS))
             }
             Err(Refusal::Address(msg)) => {
-                self.ctx.lockout.failure(mount, &role_id, addr);
+                self.ctx.guess_failed(u, &role_id, addr).await;
                 Err(bad(msg))
             }
             Err(Refusal::Error(e)) => Err(e),
@@ -1033,7 +1048,7 @@ impl AppRole {
             }
         }
         metadata.insert("role_name".into(), Value::String(index.name.clone()));
-        Ok(Login { bound_cidrs, ..role.token.login("approle".into(), metadata, role.role_id.clone()) })
+        Ok(Login { bound_cidrs, ..role.token.login("approle".into(), metadata, role.role_id.clone())? })
     }
 
     /// Find the secret ID by its hash, check it, and spend one use if it is
@@ -1200,6 +1215,8 @@ mod tests {
         let view = View::new(barrier.clone(), "logical/approle-test/");
         let ctx = MethodContext {
             mount_path: "approle/".into(),
+            accessor: "auth_approle_test".into(),
+            barrier: barrier.clone(),
             lockout: Arc::new(Lockout::new(LockoutConfig { threshold, ..Default::default() })),
         };
         Fixture { _dir: dir, barrier, auth: Authorized::unauthenticated(u), approle: Arc::new(AppRole::new(view, ctx)) }
@@ -1372,6 +1389,28 @@ mod tests {
         assert_eq!(invalid(f.login_from("other", "x", ip("10.9.9.9")).await), INVALID_CREDENTIALS);
     }
 
+    /// The role ID lockout is in storage: a second server (its own memory,
+    /// the same database) refuses the locked role ID too.
+    #[tokio::test]
+    async fn lockout_is_seen_by_another_server() {
+        let f = fixture().await;
+        f.call(Operation::Update, "role/r", json!({})).await.unwrap();
+        let role_id = f.role_id("r").await;
+        let (secret, _) = f.secret_id("r", json!({})).await;
+        for i in 0..3 {
+            f.login_from(&role_id, "wrong", ip(&format!("10.0.0.{i}"))).await.unwrap_err();
+        }
+        let mut ctx = f.approle.ctx.clone();
+        ctx.lockout = Arc::new(Lockout::new(LockoutConfig { threshold: 3, ..Default::default() }));
+        let other = AppRole::new(f.approle.view.clone(), ctx);
+        let mut req = Request::new(Operation::Update, "login");
+        req.data = json!({"role_id": role_id, "secret_id": secret}).as_object().cloned().unwrap();
+        req.client_addr = ip("10.1.1.1");
+        assert!(matches!(other.handle(&f.auth, req.clone()).await, Err(LogicalError::RateLimited(_))));
+        Lockout::unlock(&f.barrier, f.auth.unsealed(), "auth_approle_test", &role_id).await.unwrap();
+        assert!(matches!(other.handle(&f.auth, req).await, Ok(Response::Login(_))));
+    }
+
     #[tokio::test]
     async fn num_uses_ttl_and_destroy() {
         let f = fixture().await;
@@ -1397,7 +1436,7 @@ mod tests {
         assert_eq!(d["secret_id_ttl"], 1);
         let short = d["secret_id"].as_str().unwrap().to_string();
         tokio::time::sleep(Duration::from_millis(2100)).await;
-        f.approle.ctx.lockout.success("approle/", &role_id);
+        f.approle.ctx.guess_succeeded(f.auth.unsealed(), &role_id).await;
         assert_eq!(invalid(f.login(&role_id, &short).await), INVALID_CREDENTIALS);
 
         // Destroy by secret ID and by accessor.
@@ -1407,7 +1446,7 @@ mod tests {
         f.call(Operation::Update, "role/r/secret-id-accessor/destroy", json!({"secret_id_accessor": a2}))
             .await
             .unwrap();
-        f.approle.ctx.lockout.success("approle/", &role_id);
+        f.approle.ctx.guess_succeeded(f.auth.unsealed(), &role_id).await;
         assert_eq!(invalid(f.login(&role_id, &s1).await), INVALID_CREDENTIALS);
         assert_eq!(invalid(f.login(&role_id, &s2).await), INVALID_CREDENTIALS);
         assert!(matches!(f.call(Operation::List, "role/r/secret-id", json!({})).await, Err(LogicalError::NotFound)));
@@ -1424,7 +1463,7 @@ mod tests {
             let results = futures_join_all(attempts).await;
             let ok = results.iter().filter(|r| r.is_ok()).count();
             assert_eq!(ok, 1, "{results:?}");
-            f.approle.ctx.lockout.success("approle/", &role_id);
+            f.approle.ctx.guess_succeeded(f.auth.unsealed(), &role_id).await;
         }
     }
 
@@ -1564,6 +1603,50 @@ mod tests {
             f.call(Operation::Update, "role/missing/secret-id", json!({})).await,
             Err(LogicalError::InvalidRequest(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn root_policy_and_out_of_range_numbers_are_refused() {
+        let f = fixture().await;
+        let refused = |r: Result<Response, LogicalError>, needle: &str| match r {
+            Err(LogicalError::InvalidRequest(m)) => assert!(m.contains(needle), "{m}"),
+            other => panic!("expected a 400 with {needle:?}, got {other:?}"),
+        };
+        refused(f.call(Operation::Update, "role/r", json!({"token_policies": ["a", "root"]})).await, "root tokens");
+        refused(f.call(Operation::Update, "role/r", json!({"policies": "default,ROOT"})).await, "root tokens");
+        assert!(matches!(f.call(Operation::Read, "role/r", json!({})).await, Err(LogicalError::NotFound)));
+        f.call(Operation::Update, "role/r", json!({"token_policies": ["a"]})).await.unwrap();
+        refused(f.call(Operation::Update, "role/r/policies", json!({"policies": "root"})).await, "root tokens");
+        refused(f.call(Operation::Update, "role/r/policies", json!({"token_policies": ["root"]})).await, "root tokens");
+        assert_eq!(f.data(Operation::Read, "role/r", json!({})).await["token_policies"], json!(["a"]));
+
+        // Numbers that meet a clock or a counter: out of range is a 400, not saturated or wrapped.
+        for body in [
+            json!({"secret_id_ttl": 1_000_000_000_000u64}),
+            json!({"secret_id_ttl": "876001h"}),
+            json!({"secret_id_num_uses": -1}),
+            json!({"token_num_uses": -5}),
+        ] {
+            assert!(
+                matches!(f.call(Operation::Update, "role/r", body.clone()).await, Err(LogicalError::InvalidRequest(_))),
+                "{body}"
+            );
+        }
+        f.call(Operation::Update, "role/r", json!({"secret_id_ttl": "876000h"})).await.unwrap();
+        f.call(Operation::Update, "role/r", json!({"secret_id_ttl": 0})).await.unwrap();
+        for body in [json!({"ttl": 1_000_000_000_000u64}), json!({"num_uses": -1})] {
+            assert!(
+                matches!(
+                    f.call(Operation::Update, "role/r/secret-id", body.clone()).await,
+                    Err(LogicalError::InvalidRequest(_))
+                ),
+                "{body}"
+            );
+        }
+        let d = f.data(Operation::Update, "role/r/secret-id", json!({"ttl": "87600h"})).await;
+        let secret = d["secret_id"].as_str().unwrap().to_string();
+        let d = f.data(Operation::Update, "role/r/secret-id/lookup", json!({"secret_id": secret})).await;
+        assert!(d["expiration_time"].as_str().unwrap().starts_with("20"), "{d:?}");
     }
 
     #[tokio::test]

@@ -17,9 +17,15 @@
 //! `kubernetes_host`; the namespace and service-account name (legacy or
 //! projected claims) must be bound by the role.
 //!
-//! Every failed login counts in the shared lockout, keyed by (mount, role)
-//! and client address. Error messages name the failed check, never a token
-//! or claim value. Tokens are never logged.
+//! There is no per-role lockout: a signature cannot be guessed, and locking a
+//! role by name would let anyone lock out every workload of it. Instead each
+//! refused token (and each failed call to the issuer or the API server that a
+//! login caused) is charged to the client address's budget (see
+//! `auth/lockout.rs`), which bounds what bad requests cost without one address
+//! affecting another. An unreachable, slow or nonsensical JWKS endpoint or
+//! TokenReview API is a 502 with a generic message (the detail is logged).
+//! Error messages name the failed check, never a token or claim value. Tokens
+//! are never logged.
 //!
 //! Storage layout within the view:
 //!
@@ -55,8 +61,16 @@ const CONFIG_KEY: &str = "config";
 const ROLE_PREFIX: &str = "role/";
 /// Longest token accepted (service-account and ID tokens are a few KiB).
 const MAX_JWT_LEN: usize = 64 * 1024;
-/// Timeout of every outgoing request (JWKS, discovery, TokenReview).
-const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Timeout of every outgoing request (JWKS, discovery, TokenReview): a login
+/// waits at most this long for a remote before answering 502.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connecting gets less of it: an address that does not answer is down.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The one message for a failed TokenReview call (nothing that helps probe
+/// the network behind the vault; the detail goes to the log).
+const TOKEN_REVIEW_FAILED: &str = "TokenReview request failed";
+/// The one message for a failed fetch of the issuer's keys.
+const KEY_FETCH_FAILED: &str = "fetching the JWT signing keys failed";
 /// Largest response body read from a remote (JWKS, discovery, TokenReview).
 const MAX_HTTP_BODY: usize = 1024 * 1024;
 /// How long a fetched key set is used before it is fetched again.
@@ -92,6 +106,8 @@ pub struct Jwt {
     flavor: Flavor,
     /// The remote key set (JWKS), when the configuration names one.
     keys: tokio::sync::Mutex<Option<KeyCache>>,
+    /// Total time allowed for one outgoing request.
+    http_timeout: Duration,
 }
 
 impl Jwt {
@@ -102,7 +118,7 @@ impl Jwt {
         // would panic on the first verification). Already installed is fine.
         let _ =
             jsonwebtoken::crypto::CryptoProvider::install_default(&jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER);
-        Self { view, ctx, flavor, keys: tokio::sync::Mutex::new(None) }
+        Self { view, ctx, flavor, keys: tokio::sync::Mutex::new(None), http_timeout: HTTP_TIMEOUT }
     }
 }
 
@@ -278,16 +294,24 @@ fn pem_list(d: &Map<String, Value>, field: &str) -> Result<Option<Vec<String>>, 
     }
 }
 
-/// A leeway in seconds: an integer (-1 disables), or a duration string.
+/// Longest leeway accepted (one day). Vault sets no bound, but a leeway of
+/// years silently turns `exp`/`nbf` checks off; -1 or a role without the
+/// claim check says that openly.
+const MAX_LEEWAY: i64 = 24 * 3600;
+
+/// A leeway in seconds: an integer (-1 disables), or a duration string, at
+/// most [`MAX_LEEWAY`].
 fn leeway(d: &Map<String, Value>, field: &str) -> Result<Option<i64>, LogicalError> {
-    let invalid = || bad(format!("invalid value for '{field}': expected seconds, a duration, or -1"));
+    let invalid =
+        || bad(format!("invalid value for '{field}': expected seconds or a duration up to 24h, or -1 to disable"));
+    let in_range = |v: &i64| (-1..=MAX_LEEWAY).contains(v);
     match d.get(field) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n.as_i64().filter(|v| *v >= -1).map(Some).ok_or_else(invalid),
+        Some(Value::Number(n)) => n.as_i64().filter(in_range).map(Some).ok_or_else(invalid),
         Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
         Some(Value::String(s)) if s.trim() == "-1" => Ok(Some(-1)),
         Some(Value::String(s)) => {
-            fields::parse_duration(s).and_then(|v| i64::try_from(v).ok()).map(Some).ok_or_else(invalid)
+            fields::parse_duration(s).and_then(|v| i64::try_from(v).ok()).filter(in_range).map(Some).ok_or_else(invalid)
         }
         Some(_) => Err(invalid()),
     }
@@ -784,10 +808,10 @@ fn service_account(claims: &Map<String, Value>) -> Result<ServiceAccount, String
 // ---------------------------------------------------------------------------
 
 /// A client with the timeout, trusting only `ca_pem` when given.
-fn http_client(ca_pem: &str) -> Result<reqwest::Client, String> {
+fn http_client(ca_pem: &str, timeout: Duration) -> Result<reqwest::Client, String> {
     // reqwest is built without a default rustls provider; install ring once.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut b = reqwest::Client::builder().timeout(HTTP_TIMEOUT).connect_timeout(HTTP_TIMEOUT);
+    let mut b = reqwest::Client::builder().timeout(timeout).connect_timeout(timeout.min(CONNECT_TIMEOUT));
     if !ca_pem.trim().is_empty() {
         let certs = reqwest::Certificate::from_pem_bundle(ca_pem.as_bytes())
             .map_err(|e| format!("invalid CA certificate PEM: {e}"))?;
@@ -889,8 +913,8 @@ struct KeyCache {
 }
 
 /// Fetch the key set (through the discovery document when configured).
-async fn fetch_key_set(source: &KeySource) -> Result<(Vec<VerifyKey>, Option<String>), String> {
-    let client = http_client(&source.ca_pem)?;
+async fn fetch_key_set(source: &KeySource, timeout: Duration) -> Result<(Vec<VerifyKey>, Option<String>), String> {
+    let client = http_client(&source.ca_pem, timeout)?;
     let (jwks_url, issuer) = if source.discovery {
         let base = source.url.trim_end_matches('/');
         let doc = get_json(&client, &format!("{base}/.well-known/openid-configuration")).await?;
@@ -917,11 +941,17 @@ async fn fetch_key_set(source: &KeySource) -> Result<(Vec<VerifyKey>, Option<Str
 // Login failures
 // ---------------------------------------------------------------------------
 
-/// Why a login failed: a rejected credential (counted toward the lockout,
-/// answered 400) or another error (passed through, not counted).
+/// Why a login failed.
 #[derive(Debug)]
 enum Fail {
+    /// The token was refused: 400, charged to the client address.
     Denied(String),
+    /// A remote the login needed (JWKS, TokenReview) failed: 502 with this
+    /// generic message (the detail is logged), charged to the address too,
+    /// since a bad token can make us call it.
+    Upstream(&'static str),
+    /// Anything else (configuration, storage, CIDR binding): passed
+    /// through, not charged.
     Error(LogicalError),
 }
 
@@ -1237,7 +1267,7 @@ impl Jwt {
             }
         }
         let now = Instant::now();
-        match fetch_key_set(source).await {
+        match fetch_key_set(source, self.http_timeout).await {
             Ok((keys, issuer)) => {
                 let keys = Arc::new(keys);
                 let last_forced = if mode == Fetch::UnknownKid {
@@ -1289,7 +1319,7 @@ impl Jwt {
         };
         let fetch_failed = |e: String| {
             tracing::warn!(mount = %self.ctx.mount_path, url = %source.url, error = %e, "fetching the JWT signing keys failed");
-            Fail::Error(LogicalError::internal(format!("fetching the JWT signing keys failed: {e}")))
+            Fail::Upstream(KEY_FETCH_FAILED)
         };
         let (keys, issuer) = self.remote_keys(&source, Fetch::IfStale).await.map_err(fetch_failed)?;
         match check_signature(p, alg, &keys) {
@@ -1308,6 +1338,8 @@ impl Jwt {
     }
 
     async fn jwt_login(&self, u: &Unsealed, mut req: Request) -> Result<Response, LogicalError> {
+        let addr = req.client_addr;
+        self.ctx.check_signed(addr)?;
         let token = take_jwt(&mut req.data)?;
         let config: JwtConfig =
             self.load(u, CONFIG_KEY, "config").await?.ok_or_else(|| bad("could not load configuration"))?;
@@ -1315,10 +1347,8 @@ impl Jwt {
             .or_else(|| Some(config.default_role.clone()).filter(|r| !r.is_empty()))
             .ok_or_else(|| bad("missing role"))?;
         role_name(&role)?;
-        let addr = req.client_addr;
-        self.ctx.lockout.check(&self.ctx.mount_path, &role, addr)?;
         let result = self.jwt_authenticate(u, &config, &role, &token, addr).await;
-        self.finish(result, &role, addr)
+        self.finish(result, addr)
     }
 
     async fn jwt_authenticate(
@@ -1344,19 +1374,21 @@ impl Jwt {
         check_groups(claims, &role).map_err(Fail::Denied)?;
         let metadata = jwt_metadata(claims, &role, role_name).map_err(Fail::Denied)?;
         let display = format!("{}-{user}", self.display_prefix());
-        Ok(role.token.login(display, metadata, user))
+        Ok(role.token.login(display, metadata, user)?)
     }
 
-    /// Count a denied login, clear the counter on success.
-    fn finish(&self, result: Result<Login, Fail>, role: &str, addr: Option<IpAddr>) -> Result<Response, LogicalError> {
+    /// Answer a login; charge a refused token or a failed remote call to
+    /// the client address (never to the role: see the module docs).
+    fn finish(&self, result: Result<Login, Fail>, addr: Option<IpAddr>) -> Result<Response, LogicalError> {
         match result {
-            Ok(login) => {
-                self.ctx.lockout.success(&self.ctx.mount_path, role);
-                Ok(Response::Login(Box::new(login)))
-            }
+            Ok(login) => Ok(Response::Login(Box::new(login))),
             Err(Fail::Denied(msg)) => {
-                self.ctx.lockout.failure(&self.ctx.mount_path, role, addr);
+                self.ctx.signed_failed(addr);
                 Err(bad(msg))
+            }
+            Err(Fail::Upstream(msg)) => {
+                self.ctx.signed_failed(addr);
+                Err(LogicalError::Upstream(msg.into()))
             }
             Err(Fail::Error(e)) => Err(e),
         }
@@ -1464,15 +1496,15 @@ impl Jwt {
     }
 
     async fn k8s_login(&self, u: &Unsealed, mut req: Request) -> Result<Response, LogicalError> {
+        let addr = req.client_addr;
+        self.ctx.check_signed(addr)?;
         let token = take_jwt(&mut req.data)?;
         let role = nonempty(&req.data, "role")?.ok_or_else(|| bad("missing role"))?;
         role_name(&role)?;
         let config: K8sConfig =
             self.load(u, CONFIG_KEY, "config").await?.ok_or_else(|| bad("could not load backend configuration"))?;
-        let addr = req.client_addr;
-        self.ctx.lockout.check(&self.ctx.mount_path, &role, addr)?;
         let result = self.k8s_authenticate(u, &config, &role, &token, addr).await;
-        self.finish(result, &role, addr)
+        self.finish(result, addr)
     }
 
     async fn k8s_authenticate(
@@ -1534,13 +1566,21 @@ impl Jwt {
         }
         metadata.insert("role".into(), role_name.into());
         let display = format!("{}-{}-{}", self.display_prefix(), sa.namespace, sa.name);
-        Ok(role.token.login(display, metadata, alias))
+        Ok(role.token.login(display, metadata, alias)?)
     }
 
-    /// Ask the cluster whether `token` is a live service-account token.
+    /// Ask the cluster whether `token` is a live service-account token. An
+    /// API server that cannot be reached, does not answer in time, refuses
+    /// the reviewer or answers nonsense is a 502 ([`TOKEN_REVIEW_FAILED`]);
+    /// a well-formed "not authenticated" answer refuses the token (400).
     async fn token_review(&self, c: &K8sConfig, token: &str, role: &K8sRole) -> Result<ServiceAccount, Fail> {
         let internal = |e: String| Fail::Error(LogicalError::internal(format!("TokenReview: {e}")));
-        let client = http_client(&c.kubernetes_ca_cert).map_err(internal)?;
+        let upstream = |e: String| {
+            // The detail may name hosts and addresses: for the log only.
+            tracing::warn!(mount = %self.ctx.mount_path, error = %e, "TokenReview request failed");
+            Fail::Upstream(TOKEN_REVIEW_FAILED)
+        };
+        let client = http_client(&c.kubernetes_ca_cert, self.http_timeout).map_err(internal)?;
         let mut spec = Map::new();
         spec.insert("token".into(), token.into());
         if !role.audience.is_empty() {
@@ -1562,20 +1602,21 @@ impl Jwt {
             .body(body.to_vec())
             .send()
             .await
-            .map_err(|e| internal(format!("request failed: {e}")))?;
+            .map_err(|e| upstream(format!("request failed: {e}")))?;
         let status = resp.status().as_u16();
         let unauthorized = "lookup failed: service account unauthorized; this could mean it has been deleted or recreated with a new token";
         if (status == 401 || status == 403) && c.token_reviewer_jwt.is_empty() {
             return Err(denied(unauthorized));
         }
         if !(200..300).contains(&status) {
-            tracing::warn!(mount = %self.ctx.mount_path, status, "the TokenReview API refused the request");
-            return Err(internal(format!("the API server answered HTTP {status}")));
+            return Err(upstream(format!("the API server answered HTTP {status}")));
         }
-        let raw = read_limited(resp).await.map_err(internal)?;
+        let raw = read_limited(resp).await.map_err(upstream)?;
         let v: Value =
-            serde_json::from_slice(&raw).map_err(|_| internal("the API server did not return JSON".into()))?;
-        let st = v.get("status").cloned().unwrap_or(Value::Null);
+            serde_json::from_slice(&raw).map_err(|_| upstream("the API server did not return JSON".into()))?;
+        let Some(st) = v.get("status").filter(|s| s.is_object()).cloned() else {
+            return Err(upstream("the API server's answer has no TokenReview status".into()));
+        };
         let authenticated = st.get("authenticated").and_then(Value::as_bool).unwrap_or(false);
         let error = st.get("error").and_then(Value::as_str).unwrap_or_default();
         if !authenticated || !error.is_empty() {
@@ -1819,10 +1860,12 @@ rwIDAQAB
         barrier.storage().write(b).await.unwrap();
         let u = barrier.install(keyring);
         let barrier = Arc::new(barrier);
-        let view = View::new(barrier, "logical/jwt-test/");
+        let view = View::new(barrier.clone(), "logical/jwt-test/");
         let mount_path = if flavor == Flavor::Jwt { "jwt/" } else { "kubernetes/" };
         let ctx = MethodContext {
             mount_path: mount_path.into(),
+            accessor: format!("auth_{}_test", mount_path.trim_end_matches('/')),
+            barrier,
             lockout: Arc::new(Lockout::new(LockoutConfig { threshold, ..Default::default() })),
         };
         Fixture { _dir: dir, m: Jwt::new(view, ctx, flavor), auth: Authorized::unauthenticated(u) }
@@ -2214,6 +2257,43 @@ rwIDAQAB
     }
 
     #[tokio::test]
+    async fn roles_cannot_grant_root_and_leeways_are_bounded() {
+        let f = fixture(Flavor::Jwt, 5).await;
+        use Operation::*;
+        for body in [
+            json!({"bound_audiences": "x", "token_policies": ["root"]}),
+            json!({"bound_audiences": "x", "policies": "a,ROOT"}),
+        ] {
+            let e = err_msg(f.call(Update, "role/r", body.clone()).await);
+            assert!(e.contains("cannot create root tokens"), "{body}: {e}");
+        }
+        assert!(matches!(f.call(Read, "role/r", json!({})).await, Err(LogicalError::NotFound)));
+        for (field, v) in [
+            ("clock_skew_leeway", json!(9_223_372_036_854_775_807i64)),
+            ("expiration_leeway", json!("100000h")),
+            ("not_before_leeway", json!(86_401)),
+            ("expiration_leeway", json!(-2)),
+        ] {
+            let e = err_msg(f.call(Update, "role/r", json!({"bound_audiences": "x", field: v})).await);
+            assert!(e.contains(field), "{field}={v}: {e}");
+        }
+        f.write("role/r", json!({"bound_audiences": "x", "expiration_leeway": "24h", "not_before_leeway": -1})).await;
+
+        let k = fixture(Flavor::Kubernetes, 5).await;
+        let e = err_msg(
+            k.call(
+                Update,
+                "role/web",
+                json!({"bound_service_account_names": "web", "bound_service_account_namespaces": "apps",
+                       "token_policies": "root"}),
+            )
+            .await,
+        );
+        assert!(e.contains("cannot create root tokens"), "{e}");
+        assert!(matches!(k.call(Read, "role/web", json!({})).await, Err(LogicalError::NotFound)));
+    }
+
+    #[tokio::test]
     async fn jwt_login_with_every_key_type() {
         let f = jwt_fixture(100).await;
         for (alg, key) in [
@@ -2317,16 +2397,123 @@ rwIDAQAB
         assert!(matches!(f.login("net", &es).await, Err(LogicalError::PermissionDenied)));
     }
 
+    /// Log in as `role` from `addr`.
+    async fn login_from(f: &Fixture, role: &str, jwt: &str, addr: &str) -> Result<Response, LogicalError> {
+        let mut r = Request::new(Operation::Update, "login");
+        r.data = json!({"role": role, "jwt": jwt}).as_object().cloned().unwrap();
+        r.client_addr = Some(addr.parse().unwrap());
+        f.m.handle(&f.auth, r).await
+    }
+
+    /// Garbage tokens never lock a role: five addresses sending forged
+    /// tokens (far past the user-lockout threshold of 3) leave the role
+    /// working for everyone. Bad requests drain only their own address's
+    /// budget: past it that address gets a 429, and no other address does.
     #[tokio::test]
-    async fn jwt_lockout_after_failures() {
+    async fn forged_tokens_lock_no_role_and_only_their_own_address() {
         let f = jwt_fixture(3).await;
         let good = sign(Algorithm::EdDSA, ED_PRIV, None, &claims(json!({})));
-        let bad_sig = sign(Algorithm::EdDSA, ED2_PRIV, None, &claims(json!({})));
-        assert!(f.login("app", &good).await.is_ok());
-        for _ in 0..3 {
-            f.reject("app", &bad_sig).await;
+        let forged = sign(Algorithm::EdDSA, ED2_PRIV, None, &claims(json!({})));
+        for i in 1..=5 {
+            for _ in 0..5 {
+                let r = login_from(&f, "app", &forged, &format!("192.0.2.{i}")).await;
+                assert!(matches!(r, Err(LogicalError::InvalidRequest(_))), "{r:?}");
+            }
         }
-        assert!(matches!(f.login("app", &good).await, Err(LogicalError::RateLimited(_))));
+        assert!(matches!(login_from(&f, "app", &good, "198.51.100.1").await, Ok(Response::Login(_))));
+        assert!(matches!(login_from(&f, "app", &good, "192.0.2.1").await, Ok(Response::Login(_))));
+
+        // The budget refills one per second while the loop runs: count the
+        // attempts the address gets before its first 429.
+        let attacker = "203.0.113.66";
+        let burst = crate::auth::lockout::SIGNED_BURST as usize;
+        let mut refused_after = None;
+        for i in 0..3 * burst {
+            match login_from(&f, "app", &forged, attacker).await {
+                Err(LogicalError::InvalidRequest(_)) => {}
+                Err(LogicalError::RateLimited(_)) => {
+                    refused_after = Some(i);
+                    break;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let n = refused_after.expect("the address was never limited");
+        assert!(n >= burst, "limited after {n} bad requests");
+        for jwt in [&forged, &good] {
+            match login_from(&f, "app", jwt, attacker).await {
+                Err(LogicalError::RateLimited(m)) => assert!(m.contains("from this address"), "{m}"),
+                other => panic!("expected a 429, got {other:?}"),
+            }
+        }
+        assert!(matches!(login_from(&f, "app", &good, "192.0.2.2").await, Ok(Response::Login(_))));
+        assert!(matches!(login_from(&f, "app", &good, "2001:db8::1").await, Ok(Response::Login(_))));
+    }
+
+    /// A TokenReview API that cannot be reached, does not answer in time or
+    /// answers nonsense is a 502 with a generic message, and each such
+    /// failure is charged to the caller's address.
+    #[tokio::test]
+    async fn kubernetes_token_review_failures_are_502() {
+        let review = "/apis/authentication.k8s.io/v1/tokenreviews";
+        let mut f = fixture(Flavor::Kubernetes, 100).await;
+        f.m.http_timeout = Duration::from_millis(500);
+        f.write("role/web", json!({"bound_service_account_names": "web", "bound_service_account_namespaces": "apps"}))
+            .await;
+        let jwt = sign(Algorithm::EdDSA, ED2_PRIV, None, &projected("apps", "web", json!({})));
+        let expect_502 = |r: Result<Response, LogicalError>, what: &str| match r {
+            Err(LogicalError::Upstream(m)) => assert_eq!(m, TOKEN_REVIEW_FAILED, "{what}"),
+            other => panic!("{what}: expected a 502, got {other:?}"),
+        };
+
+        // Nothing listens on the port.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        f.write("config", json!({"kubernetes_host": format!("http://{closed}"), "token_reviewer_jwt": "rv"})).await;
+        let started = Instant::now();
+        expect_502(login_from(&f, "web", &jwt, "192.0.2.10").await, "closed port");
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+
+        // Something accepts the connection and never answers.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent_addr = silent.local_addr().unwrap();
+        let holder = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((sock, _)) = silent.accept().await {
+                held.push(sock);
+            }
+        });
+        f.write("config", json!({"kubernetes_host": format!("http://{silent_addr}")})).await;
+        let started = Instant::now();
+        expect_502(login_from(&f, "web", &jwt, "192.0.2.10").await, "silent server");
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+        holder.abort();
+
+        // Answers that are not a TokenReview.
+        let (mock, addr) = Mock::start().await;
+        f.write("config", json!({"kubernetes_host": format!("http://{addr}"), "token_reviewer_jwt": "rv"})).await;
+        for (status, body) in [(200, json!({})), (201, json!({"status": "yes"})), (500, json!({})), (401, json!({}))] {
+            mock.set(review, status, body.clone());
+            expect_502(login_from(&f, "web", &jwt, "192.0.2.10").await, &format!("{status} {body}"));
+        }
+        mock.routes.lock().unwrap().insert(review.into(), (200, "not json".into()));
+        expect_502(login_from(&f, "web", &jwt, "192.0.2.10").await, "not JSON");
+
+        // Each failure was charged to 192.0.2.10 (7 so far; the budget
+        // refills one per second meanwhile), none elsewhere.
+        let burst = crate::auth::lockout::SIGNED_BURST as usize;
+        let mut limited = false;
+        for _ in 7..3 * burst {
+            match login_from(&f, "web", &jwt, "192.0.2.10").await {
+                Err(LogicalError::Upstream(_)) => {}
+                Err(LogicalError::RateLimited(_)) => {
+                    limited = true;
+                    break;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(limited, "TokenReview failures were not charged to the address");
+        expect_502(login_from(&f, "web", &jwt, "192.0.2.11").await, "another address");
     }
 
     #[tokio::test]
@@ -2368,11 +2555,15 @@ rwIDAQAB
         assert!(f.reject("app", &unknown).await.contains("key id"));
         assert_eq!(mock.hits("/jwks"), 3);
         assert!(f.login("app", &ed1).await.is_ok());
-        // With nothing cached (a restarted server), the outage is a server-side error.
+        // With nothing cached (a restarted server), the outage is a 502 with
+        // a generic message (no URL, no status).
         let fresh = Jwt::new(f.m.view.clone(), f.m.ctx.clone(), Flavor::Jwt);
         let mut r = Request::new(Operation::Update, "login");
         r.data = json!({"role": "app", "jwt": ed1}).as_object().cloned().unwrap();
-        assert!(matches!(fresh.handle(&f.auth, r).await, Err(LogicalError::Internal(_))));
+        match fresh.handle(&f.auth, r).await {
+            Err(LogicalError::Upstream(m)) => assert_eq!(m, KEY_FETCH_FAILED),
+            other => panic!("expected a 502, got {other:?}"),
+        }
         mock.set("/jwks", 200, json!({"keys": [ed_jwk(ED_PUB, "k1")]}));
 
         // OIDC discovery: keys from jwks_uri, and tokens must carry the discovered issuer.
@@ -2549,9 +2740,9 @@ rwIDAQAB
         // A revoked token.
         mock.set(review, 201, json!({"status": {"authenticated": false, "error": "token has been invalidated"}}));
         assert!(f.reject("web", &jwt).await.contains("service account unauthorized"));
-        // The API server refuses the reviewer: a server-side error, not counted as the caller's failure.
+        // The API server refuses the reviewer: the vault's side failed (502), not the caller's token.
         mock.set(review, 403, json!({"kind": "Status"}));
-        assert!(matches!(f.login("web", &jwt).await, Err(LogicalError::Internal(_))));
+        assert!(matches!(f.login("web", &jwt).await, Err(LogicalError::Upstream(_))));
         // Without a reviewer token, the login token reviews itself.
         f.write("config", json!({"kubernetes_host": format!("http://{addr}")})).await;
         mock.set(review, 201, json!({"status": {"authenticated": true, "user": {"username": "system:serviceaccount:apps:web", "uid": "u"}}}));

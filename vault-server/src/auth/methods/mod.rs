@@ -1,37 +1,81 @@
 //! Auth methods (mounted under `auth/`), built from auth mount-table rows.
 //!
 //! Every method validates credentials and answers a successful login with
-//! [`Login`](crate::logical::Login); the core mints the token. Methods count
-//! failures in the shared [`Lockout`] so brute force is throttled everywhere.
+//! [`Login`](crate::logical::Login); the core mints the token. Methods report
+//! failures to the shared [`Lockout`]: userpass and AppRole per alias (in
+//! storage) and per address, JWT/OIDC and Kubernetes per address only.
 
 pub mod approle;
 pub mod jwt;
 pub mod userpass;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::auth::cidr;
-use crate::auth::lockout::Lockout;
+use crate::auth::lockout::{Credential, Lockout};
 use crate::auth::token_backend::{policy_list, string_list};
 use crate::barrier::view::View;
+use crate::barrier::{Barrier, Unsealed};
 use crate::core::{Core, MountEntry};
 use crate::logical::{Backend, LogicalError, Login, fields};
 
 /// What every auth method gets besides its storage view.
 #[derive(Debug, Clone)]
 pub struct MethodContext {
-    /// The mount path, e.g. `approle/` (lockout key and display names).
+    /// The mount path, e.g. `approle/` (display names, log fields).
     pub mount_path: String,
+    /// The mount's accessor, e.g. `auth_userpass_1a2b3c4d` (Vault's key of
+    /// locked users, `sys/locked-users/{accessor}/unlock/{alias}`).
+    pub accessor: String,
+    /// The barrier, for the lockout records under `sys/lockout/`.
+    pub barrier: Arc<Barrier>,
     /// Shared failure counters.
     pub lockout: Arc<Lockout>,
 }
 
+impl MethodContext {
+    /// Before checking a guessable credential (password, secret ID) of
+    /// `alias`: the address budget (memory, no storage read for a flood),
+    /// then the alias's lockout (storage).
+    pub async fn check_guess(&self, u: &Unsealed, alias: &str, addr: Option<IpAddr>) -> Result<(), LogicalError> {
+        self.lockout.check_address(Credential::Guessable, addr)?;
+        self.lockout.check_user(&self.barrier, u, &self.accessor, alias).await
+    }
+
+    /// A guessable credential of `alias` was wrong.
+    pub async fn guess_failed(&self, u: &Unsealed, alias: &str, addr: Option<IpAddr>) {
+        self.lockout.address_failure(Credential::Guessable, addr);
+        self.lockout.user_failure(&self.barrier, u, &self.accessor, alias).await;
+    }
+
+    /// A guessable credential of `alias` was right: its failures are forgotten.
+    pub async fn guess_succeeded(&self, u: &Unsealed, alias: &str) {
+        self.lockout.user_success(&self.barrier, u, &self.accessor, alias).await;
+    }
+
+    /// Before checking a signed token: the address budget only.
+    pub fn check_signed(&self, addr: Option<IpAddr>) -> Result<(), LogicalError> {
+        self.lockout.check_address(Credential::Signed, addr)
+    }
+
+    /// A signed token was refused (or made us call a remote that failed).
+    pub fn signed_failed(&self, addr: Option<IpAddr>) {
+        self.lockout.address_failure(Credential::Signed, addr);
+    }
+}
+
 /// Build the auth method for a mount row.
 pub fn build(core: &Core, entry: &MountEntry, view: View) -> Result<Arc<dyn Backend>, LogicalError> {
-    let ctx = MethodContext { mount_path: entry.path.clone(), lockout: core.lockout().clone() };
+    let ctx = MethodContext {
+        mount_path: entry.path.clone(),
+        accessor: entry.accessor.clone(),
+        barrier: core.barrier().clone(),
+        lockout: core.lockout().clone(),
+    };
     match entry.kind.as_str() {
         "approle" => Ok(Arc::new(approle::AppRole::new(view, ctx))),
         "userpass" => Ok(Arc::new(userpass::Userpass::new(view, ctx))),
@@ -44,6 +88,22 @@ pub fn build(core: &Core, entry: &MountEntry, view: View) -> Result<Arc<dyn Back
 // ---------------------------------------------------------------------------
 // Token settings (Vault's tokenutil)
 // ---------------------------------------------------------------------------
+
+/// The policy that allows everything. No auth method may grant it: root
+/// tokens come only from `sys/init`, `sys/generate-root` or another root
+/// token (Vault: "auth methods cannot create root tokens").
+pub const ROOT_POLICY: &str = "root";
+
+/// Refuse a policy list that names `root` (the policy names are already
+/// normalised to lowercase by `policy_list`).
+pub fn refuse_root(policies: &[String], field: &str) -> Result<(), LogicalError> {
+    if policies.iter().any(|p| p == ROOT_POLICY) {
+        return Err(LogicalError::InvalidRequest(format!(
+            "'{field}' cannot contain \"root\": auth methods cannot create root tokens"
+        )));
+    }
+    Ok(())
+}
 
 /// Every legacy (pre-`token_*`) field name a method may accept.
 pub const LEGACY_ALL: &[&str] = &["policies", "ttl", "max_ttl", "period", "num_uses", "bound_cidrs"];
@@ -122,6 +182,7 @@ impl TokenSettings {
     /// returns), e.g. `policies`; given with its new name, both must agree.
     pub fn update_from(&mut self, d: &Map<String, Value>, legacy: &[&str]) -> Result<(), LogicalError> {
         if let Some(p) = field(d, legacy, "token_policies", "policies", policy_list)? {
+            refuse_root(&p, "token_policies")?;
             self.token_policies = p;
         }
         if let Some(t) = field(d, legacy, "token_ttl", "ttl", fields::duration)? {
@@ -201,8 +262,21 @@ impl TokenSettings {
     }
 
     /// The login these settings give (renewable, bound to the token CIDRs).
-    pub fn login(&self, display_name: String, metadata: Map<String, Value>, alias: String) -> Login {
-        Login {
+    /// Refused when the policies name `root`: writes refuse it, but a record
+    /// stored before that check (or restored from a backup) must not mint a
+    /// root token either. The only source of a login's policies is this
+    /// record: no claim, metadata or request field ever adds one.
+    pub fn login(
+        &self,
+        display_name: String,
+        metadata: Map<String, Value>,
+        alias: String,
+    ) -> Result<Login, LogicalError> {
+        if refuse_root(&self.token_policies, "token_policies").is_err() {
+            tracing::warn!(display_name = %display_name, "a stored role or user grants the root policy; login refused");
+            return Err(LogicalError::InvalidRequest("auth methods cannot create root tokens".into()));
+        }
+        Ok(Login {
             policies: self.token_policies.clone(),
             no_default_policy: self.token_no_default_policy,
             ttl: self.token_ttl,
@@ -214,7 +288,7 @@ impl TokenSettings {
             bound_cidrs: self.token_bound_cidrs.clone(),
             renewable: true,
             alias,
-        }
+        })
     }
 }
 
@@ -268,7 +342,32 @@ mod tests {
         t.write_to(&mut m, &["period"]);
         assert_eq!((m["token_type"].as_str(), m["period"].as_u64()), (Some("service"), Some(0)));
         assert!(!m.contains_key("policies"));
-        let login = t.login("d".into(), Map::new(), "a".into());
+        let login = t.login("d".into(), Map::new(), "a".into()).unwrap();
         assert_eq!((login.max_ttl, login.num_uses, login.renewable), (90, 2, true));
+    }
+
+    #[test]
+    fn root_policy_is_never_granted() {
+        for body in [
+            json!({"token_policies": ["a", "root"]}),
+            json!({"token_policies": "a, ROOT"}),
+            json!({"policies": [" Root "]}),
+        ] {
+            let mut t = TokenSettings::default();
+            let e = t.update_from(&obj(body.clone()), LEGACY_ALL).unwrap_err();
+            assert!(
+                matches!(&e, LogicalError::InvalidRequest(m) if m.contains("cannot create root tokens")),
+                "{body}: {e:?}"
+            );
+            assert!(t.token_policies.is_empty(), "{body}: nothing applied");
+        }
+        // A record stored before the check (or restored) still cannot log in.
+        let stored = TokenSettings { token_policies: vec!["a".into(), "root".into()], ..Default::default() };
+        let e = stored.login("d".into(), Map::new(), "a".into()).unwrap_err();
+        assert_eq!(e.to_string(), "auth methods cannot create root tokens");
+        // A policy merely containing the word is fine.
+        let mut t = TokenSettings::default();
+        t.update_from(&obj(json!({"token_policies": ["root-ca-reader", "uproot"]})), &[]).unwrap();
+        assert_eq!(t.login("d".into(), Map::new(), "a".into()).unwrap().policies, vec!["root-ca-reader", "uproot"]);
     }
 }

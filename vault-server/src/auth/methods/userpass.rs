@@ -487,6 +487,7 @@ impl Userpass {
             "policies",
         )?
         .unwrap_or_default();
+        super::refuse_root(&policies, "token_policies")?;
         let (mut entry, rev) = self.load_user(u, name).await?.ok_or_else(|| bad("username does not exist"))?;
         entry.token.token_policies = policies;
         self.store_user(u, name, &entry, Some(rev)).await?;
@@ -556,8 +557,14 @@ impl Userpass {
 // ---------------------------------------------------------------------------
 
 impl Userpass {
-    fn failed(&self, name: &str, addr: Option<IpAddr>, msg: &str) -> LogicalError {
-        self.ctx.lockout.failure(&self.ctx.mount_path, name, addr);
+    async fn failed(&self, u: &Unsealed, name: &str, addr: Option<IpAddr>, msg: &str) -> LogicalError {
+        // A name that cannot exist is not worth a storage record (anyone can
+        // tell it is invalid from the rules); its address still pays.
+        if valid_username(name) {
+            self.ctx.guess_failed(u, name, addr).await;
+        } else {
+            self.ctx.lockout.address_failure(crate::auth::lockout::Credential::Guessable, addr);
+        }
         bad(msg)
     }
 
@@ -568,23 +575,23 @@ impl Userpass {
         let totp_code = take_secret(&mut req.data, "totp", true)?;
         let backup_code = take_secret(&mut req.data, "backup_code", false)?;
 
-        self.ctx.lockout.check(&self.ctx.mount_path, &name, addr)?;
+        self.ctx.check_guess(u, &name, addr).await?;
         let user = if valid_username(&name) { self.load_user(u, &name).await? } else { None };
         let phc = user.as_ref().map(|(e, _)| Zeroizing::new(e.password_hash.clone()));
         let ok = self.verify(password, phc).await?;
         let user = match user {
             Some((e, _)) if ok => e,
-            _ => return Err(self.failed(&name, addr, INVALID_CREDENTIALS)),
+            _ => return Err(self.failed(u, &name, addr, INVALID_CREDENTIALS).await),
         };
         if !cidr::allowed(&user.token.token_bound_cidrs, addr) {
             return Err(LogicalError::PermissionDenied);
         }
         self.second_factor(u, &name, addr, totp_code, backup_code).await?;
-        self.ctx.lockout.success(&self.ctx.mount_path, &name);
+        self.ctx.guess_succeeded(u, &name).await;
 
         let mut metadata = Map::new();
         metadata.insert("username".into(), name.clone().into());
-        Ok(Response::Login(Box::new(user.token.login(format!("userpass-{name}"), metadata, name))))
+        Ok(Response::Login(Box::new(user.token.login(format!("userpass-{name}"), metadata, name)?)))
     }
 
     /// When the user is enrolled in TOTP, require and consume a current TOTP
@@ -636,7 +643,7 @@ impl Userpass {
             }
         };
         if let Some(msg) = invalid {
-            return Err(self.failed(name, addr, msg));
+            return Err(self.failed(u, name, addr, msg).await);
         }
         let mut b = self.view.batch();
         b.put_expect(u, &key, &to_json(&entry)?, Expect::Rev(rev));
@@ -644,7 +651,7 @@ impl Userpass {
             Ok(()) => Ok(()),
             // Someone consumed this enrollment record concurrently (the same
             // code replayed, or the enrollment changed): refuse.
-            Err(e) if is_conflict(&e) => Err(self.failed(name, addr, "invalid TOTP code")),
+            Err(e) if is_conflict(&e) => Err(self.failed(u, name, addr, "invalid TOTP code").await),
             Err(e) => Err(e.into()),
         }
     }
@@ -769,6 +776,8 @@ mod tests {
         let view = View::new(barrier.clone(), "logical/userpass-test/");
         let ctx = MethodContext {
             mount_path: "userpass/".into(),
+            accessor: "auth_userpass_test".into(),
+            barrier: barrier.clone(),
             lockout: Arc::new(Lockout::new(LockoutConfig { threshold: 3, ..Default::default() })),
         };
         // Cheap parameters keep the unit tests fast; production uses OWASP's.
@@ -948,6 +957,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn root_policy_is_refused() {
+        let f = fixture().await;
+        use Operation::*;
+        for body in
+            [json!({"password": "pw", "token_policies": ["root"]}), json!({"password": "pw", "policies": "a,Root"})]
+        {
+            let m = err_msg(f.call(Update, "users/dave", body.clone()).await);
+            assert!(m.contains("cannot create root tokens"), "{body}: {m}");
+        }
+        assert!(matches!(f.call(Read, "users/dave", json!({})).await, Err(LogicalError::NotFound)));
+        f.call(Update, "users/dave", json!({"password": "pw", "policies": "a"})).await.unwrap();
+        for body in [json!({"token_policies": "root"}), json!({"policies": ["b", "ROOT"]})] {
+            let m = err_msg(f.call(Update, "users/dave/policies", body.clone()).await);
+            assert!(m.contains("cannot create root tokens"), "{body}: {m}");
+        }
+        assert_eq!(data(f.call(Read, "users/dave", json!({})).await.unwrap())["token_policies"], json!(["a"]));
+        let Response::Login(l) = f.login("dave", json!({"password": "pw"})).await.unwrap() else { panic!() };
+        assert_eq!(l.policies, vec!["a"]);
+    }
+
+    #[tokio::test]
     async fn lockout_refuses_even_the_right_password() {
         let f = fixture().await;
         f.call(Operation::Update, "users/bob", json!({"password": "right"})).await.unwrap();
@@ -977,14 +1007,14 @@ mod tests {
         assert_eq!(err_msg(f.login("carol", json!({"password": "pw"})).await), "TOTP code required");
         // A wrong password is reported as such before the second factor.
         assert_eq!(err_msg(f.login("carol", json!({"password": "x", "totp": "000000"})).await), INVALID_CREDENTIALS);
-        f.up.ctx.lockout.success("userpass/", "carol");
+        f.up.ctx.guess_succeeded(f.auth.unsealed(), "carol").await;
 
         let bytes = totp_rs::Secret::try_from_base32(&secret).unwrap();
         let totp = build_totp(bytes.as_bytes().to_vec(), "carol").unwrap();
         let code = totp.generate(now_secs()).to_string();
         assert!(matches!(f.login("carol", json!({"password": "pw", "totp": code})).await, Ok(Response::Login(_))));
         assert_eq!(err_msg(f.login("carol", json!({"password": "pw", "totp": code})).await), "invalid TOTP code");
-        f.up.ctx.lockout.success("userpass/", "carol");
+        f.up.ctx.guess_succeeded(f.auth.unsealed(), "carol").await;
 
         // Backup codes: each works once, case and dashes do not matter.
         let upper = codes[0].to_uppercase().replace('-', "");
