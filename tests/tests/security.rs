@@ -105,8 +105,7 @@ async fn no_escalation(backend: Backend) {
     assert_eq!(four.get("auth/token/lookup-self").await.0, 403);
     assert_eq!(c.with_token(&child).get("auth/token/lookup-self").await.0, 403, "outlived its exhausted parent");
     // A CIDR-bound parent cannot give its child a wider binding (or none).
-    let (_, v) =
-        rc.post("auth/token/create", json!({"policies": ["creator"], "bound_cidrs": ["127.0.0.0/8"]})).await;
+    let (_, v) = rc.post("auth/token/create", json!({"policies": ["creator"], "bound_cidrs": ["127.0.0.0/8"]})).await;
     let bound = c.with_token(&token_of(&v));
     let (s, v) = bound.post("auth/token/create", json!({"bound_cidrs": ["0.0.0.0/0"]})).await;
     assert_eq!(s, 400, "{v}");

@@ -279,7 +279,7 @@ impl Config {
         if let Some(list) = f.postgres_allowed_hosts {
             let parsed = crate::engines::pg_role::HostAllowList::parse(&list)
                 .map_err(|e| ConfigError::Invalid(format!("rotation.{e}")))?;
-            r.postgres_allowed_hosts = parsed.leak();
+            r.postgres_allowed_hosts = std::sync::Arc::new(parsed);
         }
         Ok(r)
     }

@@ -106,7 +106,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut cfg =
                 Config::load(None, Overrides { listen_addr: Some(listen), storage_url: Some(url), log_level: None })?;
             // Dev only: PostgreSQL rotations may reach loopback (a server allows nothing by default).
-            cfg.rotation.postgres_allowed_hosts = vault_server::engines::pg_role::HostAllowList::loopback();
+            cfg.rotation.postgres_allowed_hosts =
+                std::sync::Arc::new(vault_server::engines::pg_role::HostAllowList::loopback().clone());
             let server = Server::start(cfg).await?;
             let addr = server.local_addr()?;
             let (unseal_key, token) = server.core().dev_init(root_token.as_deref()).await?;

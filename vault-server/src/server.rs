@@ -48,8 +48,8 @@ impl Server {
         let storage = Storage::open_with(&config.storage_url, config.cache_max_bytes).await?;
         let core = Core::new(storage).await?;
         core.lockout().configure(config.lockout);
-        core.configure_rotation(config.rotation);
-        Core::configure_unauthed_ceremonies(config.unauthed_ceremonies);
+        core.configure_rotation(config.rotation.clone());
+        core.configure_unauthed_ceremonies(config.unauthed_ceremonies);
         let listener = TcpListener::bind(config.listen_addr).await?;
         Ok(Self { core, listener, config })
     }

@@ -51,9 +51,9 @@ impl Cidr {
 /// as outside.
 pub fn within(inner: &[String], outer: &[String]) -> bool {
     let outer: Vec<Cidr> = outer.iter().filter_map(|c| Cidr::parse(c)).collect();
-    inner.iter().all(|c| {
-        Cidr::parse(c).is_some_and(|c| outer.iter().any(|o| o.prefix <= c.prefix && o.contains(c.addr)))
-    })
+    inner
+        .iter()
+        .all(|c| Cidr::parse(c).is_some_and(|c| outer.iter().any(|o| o.prefix <= c.prefix && o.contains(c.addr))))
 }
 
 /// Validate a list of CIDR strings, naming the first bad one.

@@ -181,6 +181,8 @@ pub struct Core {
     seal_config: RwLock<(Option<SealConfig>, u64)>,
     lockout: Arc<crate::auth::lockout::Lockout>,
     rotation: RwLock<crate::engines::RotationSettings>,
+    /// Which key ceremonies take no token (`disable_unauthed_*_endpoints`).
+    unauthed_ceremonies: RwLock<crate::config::UnauthedCeremonies>,
     /// Re-checks held authorizations (one per core, shared by requests).
     reauth: Arc<request::Reauthorizer>,
     #[cfg(test)]
@@ -213,6 +215,7 @@ impl Core {
             seal_config: RwLock::new((seal_config, 0)),
             lockout: Arc::new(crate::auth::lockout::Lockout::default()),
             rotation: RwLock::new(crate::engines::RotationSettings::default()),
+            unauthed_ceremonies: RwLock::new(crate::config::UnauthedCeremonies { rekey: false, generate_root: false }),
             reauth: Arc::new(request::Reauthorizer { core: me.clone() }),
             #[cfg(test)]
             pauses: Default::default(),
@@ -263,7 +266,7 @@ impl Core {
 
     /// How secret rotation is scheduled.
     pub fn rotation_settings(&self) -> crate::engines::RotationSettings {
-        *self.rotation.read().unwrap_or_else(|p| p.into_inner())
+        self.rotation.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// One scheduler tick: every mount runs its due background work (KV v2

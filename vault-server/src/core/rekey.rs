@@ -8,7 +8,6 @@
 //! or watch a ceremony (OpenBao's `disable_unauthed_*_endpoints`).
 
 use std::net::IpAddr;
-use std::sync::RwLock;
 
 use vault_api::{KeyNonceRequest, RekeyComplete, RekeyInitRequest, RekeyStatus};
 
@@ -41,11 +40,6 @@ const CEREMONY_PATHS: &[(&str, Ceremony)] = &[
     ("sys/generate-root/update", Ceremony::GenerateRoot),
 ];
 
-/// Which ceremonies take no token. Process-wide: in OpenBao this is a
-/// property of the listener, and this server has exactly one; it is set once
-/// from the configuration before serving. Unset, nothing is open.
-static UNAUTHED: RwLock<UnauthedCeremonies> = RwLock::new(UnauthedCeremonies { rekey: false, generate_root: false });
-
 /// Proof that the caller may perform one step of a key ceremony: made only
 /// by [`Core::authorize_ceremony`], after the policy check (or because the
 /// operator opened that ceremony to callers without a token). Each ceremony
@@ -73,10 +67,11 @@ impl CeremonyGrant {
 }
 
 impl Core {
-    /// Open (or close) ceremonies to callers without a token, for the whole
-    /// process. Call once at start-up, before serving.
-    pub fn configure_unauthed_ceremonies(settings: UnauthedCeremonies) {
-        *UNAUTHED.write().unwrap_or_else(|p| p.into_inner()) = settings;
+    /// Open (or close) ceremonies to callers without a token (in OpenBao a
+    /// property of the listener; this server has one). Set at start-up,
+    /// before serving; unset, nothing is open.
+    pub fn configure_unauthed_ceremonies(&self, settings: UnauthedCeremonies) {
+        *self.unauthed_ceremonies.write().unwrap_or_else(|p| p.into_inner()) = settings;
         if settings.rekey {
             tracing::warn!(
                 "disable_unauthed_rekey_endpoints = false: anyone who reaches the listener can start, cancel or \
@@ -106,7 +101,7 @@ impl Core {
             .iter()
             .find(|(p, _)| *p == path)
             .ok_or_else(|| CoreError::Internal(format!("{path} is not a key ceremony endpoint")))?;
-        let open = *UNAUTHED.read().unwrap_or_else(|p| p.into_inner());
+        let open = *self.unauthed_ceremonies.read().unwrap_or_else(|p| p.into_inner());
         let unauthed = match ceremony {
             Ceremony::Rekey => open.rekey,
             Ceremony::GenerateRoot => open.generate_root,

@@ -17,7 +17,7 @@ use crate::logical::{Backend, LogicalError};
 pub const DEFAULT_MAX_FAILURES: u32 = 10;
 
 /// Scheduling of KV v2 secret rotation (`[rotation]` in the config file).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RotationSettings {
     /// How often the scheduler looks for due rotations.
     pub interval: Duration,
@@ -28,10 +28,8 @@ pub struct RotationSettings {
     /// automatic attempts). With the backoff (5 s doubling, at most 10 min)
     /// the default gives up after about half an hour.
     pub max_failures: u32,
-    /// Where PostgreSQL rotations may connect. `'static` because the core
-    /// hands out copies of these settings (`Copy`); the list is made once at
-    /// start-up ([`pg_role::HostAllowList::leak`]). Nothing by default.
-    pub postgres_allowed_hosts: &'static pg_role::HostAllowList,
+    /// Where PostgreSQL rotations may connect. Nothing by default.
+    pub postgres_allowed_hosts: Arc<pg_role::HostAllowList>,
 }
 
 impl Default for RotationSettings {
@@ -40,7 +38,7 @@ impl Default for RotationSettings {
             interval: Duration::from_secs(5),
             lease: Duration::from_secs(60),
             max_failures: DEFAULT_MAX_FAILURES,
-            postgres_allowed_hosts: pg_role::HostAllowList::nothing(),
+            postgres_allowed_hosts: Arc::new(pg_role::HostAllowList::default()),
         }
     }
 }

@@ -154,15 +154,6 @@ impl HostAllowList {
         &LOOPBACK
     }
 
-    /// This list for the life of the process (one small allocation, made
-    /// once when the configuration is loaded).
-    pub fn leak(self) -> &'static HostAllowList {
-        if self.is_empty() {
-            return &NOTHING;
-        }
-        Box::leak(Box::new(self))
-    }
-
     /// Parse the configured entries; the error names the first bad one.
     pub fn parse(items: &[String]) -> Result<Self, String> {
         let entries = items

@@ -442,7 +442,7 @@ impl KvV2 {
                 return Err(LogicalError::PermissionDenied);
             }
             let conn = self.admin_connection(u, connection).await?;
-            conn.check_host(self.settings.postgres_allowed_hosts).map_err(pg_error)?;
+            conn.check_host(&self.settings.postgres_allowed_hosts).map_err(pg_error)?;
             if let Some(r) = roles.iter().find(|r| !conn.allows(r)) {
                 return Err(bad(format!("role \"{r}\" is not in the connection's allowed_roles")));
             }
@@ -700,7 +700,7 @@ impl KvV2 {
         let expire_at = now_secs.saturating_add(i64::try_from(grace).unwrap_or(i64::MAX));
         let expire = p.previous_role.as_deref().map(|prev| (prev, expire_at));
         let timeout = self.settings.lease / 3;
-        pg_role::set_password(conn, self.settings.postgres_allowed_hosts, role, password, expire, timeout)
+        pg_role::set_password(conn, &self.settings.postgres_allowed_hosts, role, password, expire, timeout)
             .await
             .map_err(pg_error)
     }
@@ -900,14 +900,14 @@ mod tests {
             (json!({"period": 5, "generator": {"type": "postgresql", "connection": "../x", "roles": ["r"]}}), ""),
             // Bounds: whatever meets a clock.
             (json!({"period": MAX_PERIOD_SECS + 1, "generator": {"type": "password"}}), "at most 365d"),
-            (json!({"period": u64::MAX, "generator": {"type": "password"}}), "at most 365d"),
+            (json!({"period": u64::MAX, "generator": {"type": "password"}}), "at most"),
             (json!({"period": "366d", "generator": {"type": "password"}}), "at most 365d"),
             (json!({"period": "184467440737095516150s", "generator": {"type": "password"}}), "period"),
             (json!({"period": -1, "generator": {"type": "password"}}), "period"),
             (json!({"period": 1.5, "generator": {"type": "password"}}), "period"),
             (
                 json!({"period": 60, "grace_period": u64::MAX, "generator": {"type": "postgresql", "connection": "c", "roles": ["r", "s"]}}),
-                "exceed",
+                "grace_period",
             ),
             (json!({"period": 5, "generator": {"type": "password", "length": u64::MAX}}), "length"),
             (json!({"period": 5, "generator": {"type": "bytes", "length": 1e300}}), "length"),
