@@ -26,8 +26,8 @@
 //! max_failures = 10      # consecutive failures before a rotation is suspended
 //! postgres_allowed_hosts = ["db.internal:5432", "10.0.0.0/8"]  # default: none
 //!
-//! [lockout]              # brute-force protection of every login path
-//! threshold = 5          # failures per user/role before a lockout (x4 per address)
+//! [lockout]              # userpass/AppRole user lockout (shared through storage)
+//! threshold = 5          # failures per user or role ID before a lockout
 //! duration = "15m"       # how long a lockout lasts
 //! counter_reset = "15m"  # failures older than this are forgotten
 //! ```
