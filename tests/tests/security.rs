@@ -261,7 +261,10 @@ async fn blocked_reads_end_postgres() {
 // ---------------------------------------------------------------------------
 
 const READERS: usize = 6;
-const TRIALS: usize = 5;
+/// Trials per load test (each is a fresh token or policy change under load).
+const TRIALS: usize = 8;
+/// Fewer for revocation: each token carries 1.5 MB of metadata.
+const REVOKE_TRIALS: usize = 4;
 
 /// Readers hammer `path` with whichever token is in `tokens`; after `changed`
 /// is set (once the change request has returned), every 200 to a request
@@ -309,9 +312,10 @@ async fn revocation_under_load(backend: Backend) {
     assert_eq!(rc.put("sys/policies/acl/reader", json!({"policy": reader})).await.0, 204);
     assert_eq!(rc.post("secret/data/app", json!({"data": {"v": "1"}})).await.0, 200);
     // Large caller-controlled metadata makes each token load slow (the window
-    // in which a racing lookup used to re-cache a revoked token).
-    let meta: serde_json::Map<String, Value> = (0..400).map(|i| (format!("k{i}"), json!("m".repeat(500)))).collect();
-    for trial in 0..TRIALS {
+    // in which a racing lookup used to re-cache a revoked token): larger than
+    // the storage read cache's entry limit, so every miss goes to the database.
+    let meta: serde_json::Map<String, Value> = (0..3000).map(|i| (format!("k{i}"), json!("m".repeat(500)))).collect();
+    for trial in 0..REVOKE_TRIALS {
         let (s, v) = rc.post("auth/token/create", json!({"policies": ["reader"], "meta": meta})).await;
         assert_eq!(s, 200, "{v}");
         let t = token_of(&v);
@@ -339,7 +343,7 @@ async fn policy_change_under_load(backend: Backend) {
     assert_eq!(rc.post("secret/data/app", json!({"data": {"v": "1"}})).await.0, 200);
     // One large policy in the set makes each ACL build slow.
     let mut big = String::new();
-    for i in 0..1500 {
+    for i in 0..4000 {
         big.push_str(&format!("path \"secret/data/filler/{i}/*\" {{ capabilities = [\"read\"] }}\n"));
     }
     assert_eq!(rc.put("sys/policies/acl/big", json!({"policy": big})).await.0, 204);
@@ -352,9 +356,11 @@ async fn policy_change_under_load(backend: Backend) {
             let (_, v) = rc.post("auth/token/create", json!({"policies": ["big", "p"]})).await;
             tokens.push(token_of(&v));
         }
-        let narrowing = rc.put("sys/policies/acl/p", json!({"policy": narrow}));
+        // Two edits back to back: the first empties the caches, so readers
+        // are rebuilding ACLs (from the wide text) while the second commits.
         let bad = race(&c, tokens, "secret/data/app", async {
-            assert_eq!(narrowing.await.0, 204);
+            assert_eq!(rc.put("sys/policies/acl/p", json!({"policy": format!("{wide}\n")})).await.0, 204);
+            assert_eq!(rc.put("sys/policies/acl/p", json!({"policy": narrow})).await.0, 204);
         })
         .await;
         assert_eq!(bad, 0, "trial {trial}: the narrowed policy was not enforced");
