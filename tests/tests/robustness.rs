@@ -4,7 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use vault_e2e::{Backend, Client, ServerProc, Store, server_bin};
@@ -250,7 +253,7 @@ async fn tls_and_config_file() {
         &config,
         format!(
             "listen_addr = \"127.0.0.1:0\"\nstorage_url = \"{}\"\nlog_format = \"json\"\nlog_level = \"info\"\n\
-             [tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+             [tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n[listener]\ntls_handshake_timeout = \"1s\"\n",
             store.url,
             cert.display(),
             key.display()
@@ -275,6 +278,10 @@ async fn tls_and_config_file() {
     assert!(r.is_err() || r.unwrap().status().as_u16() >= 400);
     drop(plain);
     drop(http);
+    // A client that never finishes its handshake is dropped after
+    // `tls_handshake_timeout`.
+    let (_, took, closed) = send_and_wait_close(srv.addr, b"\x16\x03\x01\x00", Duration::from_secs(8));
+    assert!(closed && took >= Duration::from_millis(700), "stalled handshake: closed {closed} after {took:?}");
     // JSON logs: every line parses.
     for line in srv.log_text().lines() {
         assert!(serde_json::from_str::<Value>(line).is_ok(), "not JSON: {line}");
@@ -298,10 +305,6 @@ async fn bad_config_fails_clearly() {
 // found. Timeouts are set to a second or two through `[listener]` so these
 // run in seconds; bounds are loose because the machine may be busy.
 // ---------------------------------------------------------------------------
-
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
 
 /// Write `bytes` on a fresh connection, then read until the server closes
 /// it (or `limit` passes): what was read, and how long the close took.
@@ -576,6 +579,13 @@ async fn stalled_headers_and_bodies_are_cut() {
         assert!(closed && took < Duration::from_millis(1900), "half head after idle: closed {closed} after {took:?}");
     }
 
+    // HTTP/2 without TLS (prior knowledge) goes through the same guards.
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().timeout(Duration::from_secs(30)).build().unwrap();
+    for _ in 0..3 {
+        let r = h2.get(format!("{}/v1/sys/seal-status", srv.url())).send().await.unwrap();
+        assert_eq!((r.version(), r.status().as_u16()), (reqwest::Version::HTTP_2, 200));
+    }
+
     // Still serving, nothing panicked.
     assert_eq!(srv.client().get("sys/seal-status").await.0, 200);
     assert!(!srv.log_text().contains("panicked"), "{}", srv.log_text());
@@ -685,7 +695,7 @@ async fn fuzz_findings_are_clear_4xx() {
     // Malformed percent-encoding in a query string is a 400, not ignored.
     rc.post("sys/mounts/kv", json!({"type": "kv"})).await;
     rc.put("kv/a", json!({"x": "1"})).await;
-    for q in ["list=%zz", "list=%2", "%+1=true", "list=%ff"] {
+    for q in ["list=%zz", "list=%2", "list=%ff", "x=%zz&list=true", "list=true&%+1=x", "li%zzst=true"] {
         let (s, v) = rc.get(&format!("kv/?{q}")).await;
         assert_eq!(s, 400, "{q}: {v}");
         assert_error_shape(s, &v, q);
