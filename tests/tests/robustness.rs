@@ -742,3 +742,33 @@ async fn fuzz_findings_are_clear_4xx() {
     assert_eq!(c.get("sys/health").await.0, 200);
     assert!(!srv.log_text().contains("panicked"), "{}", srv.log_text());
 }
+
+#[tokio::test]
+async fn sigterm_drains_within_the_grace_period_then_exits() {
+    let store = Store::new(Backend::Sqlite);
+    // Long timeouts: only the shutdown may end these connections.
+    let srv = ServerProc::start_with_config(&store, &listener_toml(60, 60, 300, 4096), &[]);
+    let addr = srv.addr;
+    let mut idle = TcpStream::connect(addr).unwrap();
+    assert_eq!(keepalive_request(&mut idle, "/v1/sys/seal-status").0, 200);
+    // A request in flight that never completes (its body never comes).
+    let mut stuck = TcpStream::connect(addr).unwrap();
+    stuck.write_all(b"PUT /v1/sys/unseal HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let start = Instant::now();
+    let pid = srv.pid().to_string();
+    let waiter = std::thread::spawn(move || srv.terminate());
+    // The idle connection is closed at once (no request in flight)...
+    let (_, took, closed) = read_until_close(&mut idle, Duration::from_secs(4));
+    assert!(closed, "idle connection still open {took:?} after SIGTERM (pid {pid})");
+    // ...the stuck one gets the grace period (5 s), then is dropped, and the
+    // process exits cleanly.
+    let (_, took, closed) = read_until_close(&mut stuck, Duration::from_secs(15));
+    assert!(closed && took >= Duration::from_secs(3), "stuck request: closed {closed} after {took:?}");
+    let status = waiter.join().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(start.elapsed() < Duration::from_secs(15), "{:?}", start.elapsed());
+    // Nothing listens any more.
+    assert!(TcpStream::connect(addr).is_err());
+}
