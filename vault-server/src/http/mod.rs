@@ -367,3 +367,89 @@ fn envelope(
     body.insert("mount_type".into(), mount_type.into());
     json_response(status, &Value::Object(body))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[derive(Debug, Default, serde::Deserialize)]
+    struct Two {
+        #[serde(default)]
+        a: u32,
+        #[serde(default)]
+        b: u32,
+    }
+
+    #[test]
+    fn typed_body_takes_objects_only() {
+        assert_eq!(typed_body::<Two>(b" {\"a\": 2, \"b\": 3} ").map(|t| (t.a, t.b)).unwrap(), (2, 3));
+        assert_eq!(typed_body::<Two>(b"  \n").map(|t| (t.a, t.b)).unwrap(), (0, 0));
+        // serde alone would read `[2,3]` as a = 2, b = 3.
+        for body in [&b"[2,3]"[..], b" []", b"null", b"5", b"\"x\"", b"true"] {
+            let e = typed_body::<Two>(body).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            assert!(e.errors[0].contains("JSON object"), "{:?}", e.errors);
+        }
+    }
+
+    #[test]
+    fn percent_decoding_is_strict() {
+        assert_eq!(decode_path("team%2Dx/%C3%A9").unwrap(), "team-x/é");
+        for bad in ["%", "%2", "%zz", "%+1", "%-1", "%ff"] {
+            assert_eq!(decode_path(bad).unwrap_err().status, StatusCode::BAD_REQUEST, "{bad}");
+        }
+        let q = |s: &str| query_map(&s.parse::<Uri>().unwrap());
+        let m = q("/v1/x?list=true&a+b=c%20d&flag").unwrap();
+        assert_eq!((m["list"].as_str(), m["a b"].as_str(), m["flag"].as_str()), (Some("true"), Some("c d"), Some("")));
+        for bad in ["/v1/x?list=%zz", "/v1/x?x=%2&list=true", "/v1/x?%+1=x"] {
+            assert!(q(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn wrapping_is_recognised() {
+        let mut h = HeaderMap::new();
+        assert!(refuse_wrapping(&h).is_ok());
+        h.insert("x-vault-wrap-ttl", HeaderValue::from_static(""));
+        assert_eq!(refuse_wrapping(&h).unwrap_err().status, StatusCode::BAD_REQUEST);
+        for p in ["sys/wrapping/unwrap", "sys/wrapping/lookup/", "sys/wrapping"] {
+            assert!(is_wrapping_path(p), "{p}");
+        }
+        assert!(!is_wrapping_path("sys/wrappingx"));
+        assert!(!is_wrapping_path("kv/sys/wrapping/unwrap"));
+    }
+
+    #[tokio::test]
+    async fn body_reading_limits_and_stalls() {
+        let ok = read_body(Body::from("{\"a\":1}"), 1024, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(&ok[..], b"{\"a\":1}");
+        let big = read_body(Body::from(vec![b'x'; 2000]), 1024, Duration::from_secs(1)).await.unwrap_err();
+        assert_eq!(big.status, StatusCode::PAYLOAD_TOO_LARGE);
+        // A body whose next chunk never comes.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+        tx.send(Ok(Bytes::from_static(b"{"))).await.unwrap();
+        let e = read_body(Body::new(stalled_body(rx)), 1024, Duration::from_millis(100)).await.unwrap_err();
+        assert_eq!(e.status, StatusCode::REQUEST_TIMEOUT);
+        drop(tx);
+    }
+
+    /// A body fed by a channel.
+    fn stalled_body(
+        rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    ) -> impl axum::body::HttpBody<Data = Bytes, Error = std::io::Error> {
+        struct Rx(tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>);
+        impl axum::body::HttpBody for Rx {
+            type Data = Bytes;
+            type Error = std::io::Error;
+            fn poll_frame(
+                mut self: Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+                self.0.poll_recv(cx).map(|o| o.map(|r| r.map(hyper::body::Frame::data)))
+            }
+        }
+        Rx(rx)
+    }
+}
