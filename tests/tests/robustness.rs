@@ -496,7 +496,10 @@ print("hvac: 3 refused")
         .output()
         .expect("python (set VAULT_TEST_PYTHON to an interpreter with hvac, e.g. target/pyenv/bin/python)");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && text.contains("hvac: 3 refused"), "hvac wrap_ttl:\n{text}");
+    assert!(
+        out.status.success() && text.contains("hvac: 3 refused"),
+        "hvac wrap_ttl (needs hvac: set VAULT_TEST_PYTHON, e.g. target/pyenv/bin/python made by scripts/test):\n{text}"
+    );
     let (s, v) = rc.list("auth/approle/role/app/secret-id").await;
     assert!(s == 404 || v["data"]["keys"].as_array().is_none_or(Vec::is_empty), "hvac minted a secret-id: {v}");
     assert!(!srv.log_text().contains("WRAP-CANARY"));

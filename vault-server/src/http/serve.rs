@@ -349,8 +349,10 @@ impl<T> Guarded<T> {
     }
 }
 
-/// Pending until `deadline` (ms since open), then `TimedOut`; the timer is
-/// kept between polls and moved only when the deadline moves.
+/// Pending until `deadline` (ms since open), then `TimedOut`. The timer is
+/// kept between polls and only moved earlier: when the deadline moves later
+/// (every request pushes the idle deadline) it fires early once and is
+/// re-armed then, which keeps timer updates off the per-request path.
 fn wait_until(
     clock: &Clock,
     timer: &mut Option<(u64, Pin<Box<Sleep>>)>,
@@ -361,22 +363,23 @@ fn wait_until(
     if clock.now() >= deadline {
         return Poll::Ready(timed_out());
     }
-    let at = tokio::time::Instant::from_std(clock.opened + Duration::from_millis(deadline));
-    match timer {
-        Some((d, sleep)) => {
-            if *d != deadline {
-                *d = deadline;
-                sleep.as_mut().reset(at);
+    let at = |ms: u64| tokio::time::Instant::from_std(clock.opened + Duration::from_millis(ms));
+    let (armed, sleep) = timer.get_or_insert_with(|| (deadline, Box::pin(tokio::time::sleep_until(at(deadline)))));
+    if deadline < *armed {
+        *armed = deadline;
+        sleep.as_mut().reset(at(deadline));
+    }
+    loop {
+        match sleep.as_mut().poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            // Armed for this deadline (or a later one, which cannot be): due.
+            Poll::Ready(()) if *armed >= deadline => return Poll::Ready(timed_out()),
+            // Armed for an earlier deadline that has since moved: re-arm.
+            Poll::Ready(()) => {
+                *armed = deadline;
+                sleep.as_mut().reset(at(deadline));
             }
         }
-        None => *timer = Some((deadline, Box::pin(tokio::time::sleep_until(at)))),
-    }
-    let Some((_, sleep)) = timer.as_mut() else {
-        return Poll::Pending;
-    };
-    match sleep.as_mut().poll(cx) {
-        Poll::Ready(()) => Poll::Ready(timed_out()),
-        Poll::Pending => Poll::Pending,
     }
 }
 
