@@ -99,11 +99,9 @@ pub async fn serve(
     let tls = tls.map(TlsAcceptor::from);
     let mut builder = Builder::new(TokioExecutor::new());
     // The header and idle deadlines live in `Guarded`. hyper's own header
-    // timer also runs from the moment a connection goes idle, so it is set
-    // to the longer of the two as a backstop; it matters because it makes
-    // hyper poll the socket as soon as a response is sent, which is when
-    // `Guarded` arms the idle deadline.
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.idle_timeout.max(limits.read_header_timeout));
+    // timer (on by default once a timer is set) would also cut kept-alive
+    // connections after the header timeout, and costs a timer per request.
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(None);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     let mut shutdown = pin!(shutdown);
@@ -335,32 +333,49 @@ impl<T> Guarded<T> {
         }
     }
 
-    /// When a pending read must give up; `None` while a request is in flight.
-    fn read_deadline(&self) -> Option<u64> {
+    /// When a pending read must give up, or, while a request is in flight
+    /// (no deadline), when to look again.
+    fn read_deadline(&self) -> Deadline {
         let c = &self.clock;
         if c.busy.load(Ordering::Relaxed) > 0 {
-            return None;
+            // hyper may not poll the socket again when the request ends (its
+            // last read already registered for readiness); this wake-up makes
+            // it, so the idle deadline gets armed.
+            return Deadline::Recheck(c.now().saturating_add(self.idle_ms));
         }
         let idle = c.idle_since.load(Ordering::Relaxed).saturating_add(self.idle_ms);
         match c.head_since.load(Ordering::Relaxed) {
-            NONE => Some(idle),
-            h => Some(idle.min(h.saturating_add(self.header_ms))),
+            NONE => Deadline::Close(idle),
+            h => Deadline::Close(idle.min(h.saturating_add(self.header_ms))),
         }
     }
 }
 
-/// Pending until `deadline` (ms since open), then `TimedOut`. The timer is
+/// A point in time (ms since open) for a pending read or write.
+#[derive(Debug, Clone, Copy)]
+enum Deadline {
+    /// Fail with `TimedOut` then.
+    Close(u64),
+    /// Only wake the connection then.
+    Recheck(u64),
+}
+
+/// Pending until the deadline, then `TimedOut` (or a wake-up). The timer is
 /// kept between polls and only moved earlier: when the deadline moves later
 /// (every request pushes the idle deadline) it fires early once and is
 /// re-armed then, which keeps timer updates off the per-request path.
 fn wait_until(
     clock: &Clock,
     timer: &mut Option<(u64, Pin<Box<Sleep>>)>,
-    deadline: u64,
+    deadline: Deadline,
     cx: &mut Context<'_>,
 ) -> Poll<io::Error> {
     let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "connection deadline passed");
-    if clock.now() >= deadline {
+    let (deadline, fatal) = match deadline {
+        Deadline::Close(d) => (d, true),
+        Deadline::Recheck(d) => (d, false),
+    };
+    if fatal && clock.now() >= deadline {
         return Poll::Ready(timed_out());
     }
     let at = |ms: u64| tokio::time::Instant::from_std(clock.opened + Duration::from_millis(ms));
@@ -373,7 +388,9 @@ fn wait_until(
         match sleep.as_mut().poll(cx) {
             Poll::Pending => return Poll::Pending,
             // Armed for this deadline (or a later one, which cannot be): due.
-            Poll::Ready(()) if *armed >= deadline => return Poll::Ready(timed_out()),
+            Poll::Ready(()) if fatal && *armed >= deadline => return Poll::Ready(timed_out()),
+            // A wake-up that has been delivered: nothing more to do.
+            Poll::Ready(()) if *armed >= deadline => return Poll::Pending,
             // Armed for an earlier deadline that has since moved: re-arm.
             Poll::Ready(()) => {
                 *armed = deadline;
@@ -395,10 +412,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => match this.read_deadline() {
-                None => Poll::Pending,
-                Some(d) => wait_until(&this.clock, &mut this.read_timer, d, cx).map(Err),
-            },
+            Poll::Pending => {
+                let d = this.read_deadline();
+                wait_until(&this.clock, &mut this.read_timer, d, cx).map(Err)
+            }
         }
     }
 }
@@ -413,7 +430,7 @@ impl<T: AsyncWrite + Unpin> Guarded<T> {
                     self.write_stalled = self.clock.now();
                 }
                 let d = self.write_stalled.saturating_add(self.idle_ms);
-                wait_until(&self.clock, &mut self.write_timer, d, cx).map(Err)
+                wait_until(&self.clock, &mut self.write_timer, Deadline::Close(d), cx).map(Err)
             }
             ready => {
                 self.write_stalled = NONE;
