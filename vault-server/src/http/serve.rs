@@ -93,7 +93,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) {
-    let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS) as u32;
+    // The config allows 1..=1,000,000; clamp here too so the cast below is exact.
+    let max = u32::try_from(limits.max_connections.clamp(1, 1_000_000)).unwrap_or(1_000_000);
     let slots = Arc::new(Semaphore::new(max as usize));
     let (ctl_tx, ctl_rx) = watch::channel(RUNNING);
     let tls = tls.map(TlsAcceptor::from);
