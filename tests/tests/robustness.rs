@@ -775,3 +775,32 @@ async fn sigterm_drains_within_the_grace_period_then_exits() {
     // Nothing listens any more.
     assert!(TcpStream::connect(addr).is_err());
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_after_the_idle_timeout() {
+    let store = Store::new(Backend::Sqlite);
+    let srv = ServerProc::start_with_config(&store, &listener_toml(10, 10, 2, 4096), &[]);
+    let (keys, root) = srv.client().init(1, 1).await;
+    srv.client().unseal(&keys).await;
+    let rc = srv.client().with_token(&root);
+    assert_eq!(rc.post("sys/mounts/kv", json!({"type": "kv"})).await.0, 204);
+    assert_eq!(rc.put("kv/s", json!({"v": "x".repeat(16 * 1024)})).await.0, 204);
+
+    // Pipeline far more responses (about 50 MiB) than loopback socket
+    // buffers hold, and read none: the server's writes stall.
+    const N: usize = 3000;
+    let mut sock = TcpStream::connect(srv.addr).unwrap();
+    let one = format!("GET /v1/kv/s HTTP/1.1\r\nHost: x\r\nX-Vault-Token: {root}\r\n\r\n");
+    sock.write_all(one.repeat(N).as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_secs(8));
+    let (got, _, closed) = read_until_close(&mut sock, Duration::from_secs(20));
+    let answered = got.matches("HTTP/1.1 200").count();
+    assert!(
+        closed && answered < N,
+        "closed {closed}, {answered} of {N} responses delivered to a client that stopped reading"
+    );
+    // Others are still served (a fresh client: this test's blocking sleep
+    // kept the pooled one from seeing the idle close).
+    let r = Client::new(&srv.url()).try_call("GET", "sys/seal-status", None).await;
+    assert_eq!(r.as_ref().map(|r| r.0), Ok(200), "{r:?}\n{}", srv.log_text());
+}
