@@ -30,6 +30,13 @@
 //! threshold = 5          # failures per user or role ID before a lockout
 //! duration = "15m"       # how long a lockout lasts
 //! counter_reset = "15m"  # failures older than this are forgotten
+//!
+//! [listener]                        # connection limits (Vault's listener "tcp" keys)
+//! http_read_header_timeout = "10s"  # time to send a request's head
+//! http_read_timeout = "30s"         # longest pause while sending a request body (408)
+//! http_idle_timeout = "5m"          # a connection without a request is closed after this
+//! max_connections = 4096            # more connections wait to be accepted
+//! tls_handshake_timeout = "10s"     # time to complete a TLS handshake
 //! ```
 
 use std::net::SocketAddr;
@@ -115,6 +122,18 @@ struct FileConfig {
     rotation: Option<RotationFile>,
     disable_unauthed_rekey_endpoints: Option<bool>,
     disable_unauthed_generate_root_endpoints: Option<bool>,
+    listener: Option<ListenerFile>,
+}
+
+/// `[listener]` as written in the file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ListenerFile {
+    http_read_header_timeout: Option<String>,
+    http_read_timeout: Option<String>,
+    http_idle_timeout: Option<String>,
+    max_connections: Option<usize>,
+    tls_handshake_timeout: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
@@ -163,6 +182,8 @@ pub struct Config {
     pub rotation: crate::engines::RotationSettings,
     /// Key ceremonies allowed without a token (none by default).
     pub unauthed_ceremonies: UnauthedCeremonies,
+    /// Listener timeouts and connection cap (`[listener]`).
+    pub listener: crate::http::serve::ListenerLimits,
 }
 
 /// Command-line overrides.
@@ -210,9 +231,11 @@ impl Config {
             rekey: !fc.disable_unauthed_rekey_endpoints.unwrap_or(true),
             generate_root: !fc.disable_unauthed_generate_root_endpoints.unwrap_or(true),
         };
+        let listener = Self::listener(fc.listener.unwrap_or_default())?;
         Ok(Config {
             lockout,
             rotation,
+            listener,
             unauthed_ceremonies,
             cache_max_bytes: fc.cache_max_bytes.unwrap_or(crate::storage::DEFAULT_CACHE_BYTES),
             listen_addr,
@@ -284,6 +307,34 @@ impl Config {
         Ok(r)
     }
 
+    /// `[listener]`: every timeout must be positive (there is no "never":
+    /// an unbounded wait is what these settings exist to prevent).
+    fn listener(f: ListenerFile) -> Result<crate::http::serve::ListenerLimits, ConfigError> {
+        let mut l = crate::http::serve::ListenerLimits::default();
+        let dur = |name: &str, v: Option<String>, into: &mut std::time::Duration| -> Result<(), ConfigError> {
+            if let Some(v) = v {
+                let secs = crate::logical::fields::parse_duration(&v).filter(|s| *s > 0).ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "listener.{name} \"{v}\" is not a positive duration such as \"10s\" (whole seconds)"
+                    ))
+                })?;
+                *into = std::time::Duration::from_secs(secs);
+            }
+            Ok(())
+        };
+        dur("http_read_header_timeout", f.http_read_header_timeout, &mut l.read_header_timeout)?;
+        dur("http_read_timeout", f.http_read_timeout, &mut l.read_timeout)?;
+        dur("http_idle_timeout", f.http_idle_timeout, &mut l.idle_timeout)?;
+        dur("tls_handshake_timeout", f.tls_handshake_timeout, &mut l.tls_handshake_timeout)?;
+        if let Some(n) = f.max_connections {
+            if n == 0 || n > 1_000_000 {
+                return Err(ConfigError::Invalid("listener.max_connections must be between 1 and 1000000".into()));
+            }
+            l.max_connections = n;
+        }
+        Ok(l)
+    }
+
     fn parse_file(text: &str) -> Result<FileConfig, String> {
         toml::from_str(text).map_err(|e| e.to_string())
     }
@@ -308,6 +359,17 @@ mod tests {
         assert_eq!(c.log_format, LogFormat::Text);
         assert!(c.tls.is_none());
         assert_eq!(c.unauthed_ceremonies, UnauthedCeremonies { rekey: false, generate_root: false });
+        // Vault's listener defaults.
+        let l = c.listener;
+        assert_eq!(
+            (l.read_header_timeout.as_secs(), l.read_timeout.as_secs(), l.idle_timeout.as_secs()),
+            (10, 30, 300)
+        );
+        assert_eq!((l.max_connections, l.tls_handshake_timeout.as_secs()), (4096, 10));
+        let f =
+            write("[listener]\nhttp_read_header_timeout = \"2s\"\nhttp_idle_timeout = \"1m\"\nmax_connections = 8\n");
+        let l = Config::load(Some(f.path()), Overrides::default()).unwrap().listener;
+        assert_eq!((l.read_header_timeout.as_secs(), l.idle_timeout.as_secs(), l.max_connections), (2, 60, 8));
     }
 
     #[test]
@@ -355,6 +417,15 @@ mod tests {
         assert!(
             Config::load(Some(f.path()), Overrides::default()).unwrap_err().to_string().contains("lockout.duration")
         );
+        let f = write("[listener]\nhttp_read_header_timeout = \"0s\"\n");
+        let e = Config::load(Some(f.path()), Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("listener.http_read_header_timeout"), "{e}");
+        let f = write("[listener]\nmax_connections = 0\n");
+        assert!(
+            Config::load(Some(f.path()), Overrides::default()).unwrap_err().to_string().contains("max_connections")
+        );
+        let f = write("[listener]\nhttp_idle_timeout = \"soon\"\n");
+        assert!(Config::load(Some(f.path()), Overrides::default()).is_err());
         let f = write("listen_addr = [\n");
         assert!(matches!(Config::load(Some(f.path()), Overrides::default()), Err(ConfigError::Parse { .. })));
         assert!(matches!(

@@ -72,8 +72,16 @@ impl Server {
     ) -> Result<(), ServerError> {
         let Server { core, listener, config } = self;
         let addr = listener.local_addr()?;
-        let app = http::router(core.clone(), config.max_request_bytes)
-            .into_make_service_with_connect_info::<http::tls::PeerAddr>();
+        let limits = config.listener;
+        // Unusable TLS files fail before anything runs.
+        let tls = match &config.tls {
+            Some(tls) => Some(http::tls::server_config(&tls.cert_file, &tls.key_file)?),
+            None => {
+                tracing::warn!(%addr, "listening over plain HTTP without TLS: tokens and secrets cross the network in the clear; configure [tls] outside local development");
+                None
+            }
+        };
+        let app = http::router(core.clone(), config.max_request_bytes, limits.read_timeout);
         let (stop_tx, stop_rx) = watch::channel(false);
         let jobs = tokio::spawn(background(core.clone(), stop_rx.clone()));
         // The signal flips `stop`; serving stops accepting at once and gets a
@@ -90,41 +98,22 @@ impl Server {
                 let _ = rx.wait_for(|s| *s).await;
             }
         };
-        let deadline = {
-            let mut rx = stop_rx.clone();
-            async move {
-                let _ = rx.wait_for(|s| *s).await;
-                tokio::time::sleep(SHUTDOWN_GRACE).await;
-            }
-        };
-        let serving = async {
-            match &config.tls {
-                Some(tls) => {
-                    let cfg = http::tls::server_config(&tls.cert_file, &tls.key_file)?;
-                    tracing::info!(%addr, tls = true, "listening");
-                    let listener = http::tls::TlsListener::new(listener, cfg)?;
-                    Ok::<_, ServerError>(axum::serve(listener, app).with_graceful_shutdown(graceful).await?)
-                }
-                None => {
-                    tracing::warn!(%addr, "listening over plain HTTP without TLS: tokens and secrets cross the network in the clear; configure [tls] outside local development");
-                    tracing::info!(%addr, tls = false, "listening");
-                    Ok(axum::serve(listener, app).with_graceful_shutdown(graceful).await?)
-                }
-            }
-        };
-        let result = tokio::select! {
-            r = serving => r,
-            () = deadline => {
-                tracing::warn!(grace_secs = SHUTDOWN_GRACE.as_secs(), "connections still open after the grace period; closing them");
-                Ok(())
-            }
-        };
+        tracing::info!(
+            %addr,
+            tls = tls.is_some(),
+            max_connections = limits.max_connections,
+            header_timeout_secs = limits.read_header_timeout.as_secs(),
+            read_timeout_secs = limits.read_timeout.as_secs(),
+            idle_timeout_secs = limits.idle_timeout.as_secs(),
+            "listening"
+        );
+        http::serve::serve(listener, tls, app, limits, graceful, SHUTDOWN_GRACE).await;
         let _ = stop_tx.send(true);
         let _ = jobs.await;
         core.seal().await;
         core.storage().close().await;
         tracing::info!("shut down cleanly");
-        result
+        Ok(())
     }
 }
 

@@ -81,7 +81,7 @@ impl From<CoreError> for ApiError {
     }
 }
 
-fn internal(detail: &str) -> ApiError {
+pub(super) fn internal(detail: &str) -> ApiError {
     tracing::error!(detail, "internal error");
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
 }

@@ -3,16 +3,19 @@
 //! results into Vault's JSON shapes.
 
 mod error;
+pub mod serve;
 mod sys_raw;
 pub mod tls;
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request as HttpRequest, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, Version, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -28,11 +31,18 @@ use crate::logical::{self, Operation, Request};
 pub struct AppState {
     core: Arc<Core>,
     max_body: usize,
+    /// Longest pause allowed while a request body is read (`http_read_timeout`).
+    body_stall: Duration,
 }
 
-/// The application: every request goes through [`dispatch`].
-pub fn router(core: Arc<Core>, max_body: usize) -> Router {
-    Router::new().fallback(dispatch).layer(DefaultBodyLimit::disable()).with_state(AppState { core, max_body })
+/// The application: every request goes through [`dispatch`]. `body_stall`
+/// is the listener's `http_read_timeout`.
+pub fn router(core: Arc<Core>, max_body: usize, body_stall: Duration) -> Router {
+    Router::new().fallback(dispatch).layer(DefaultBodyLimit::disable()).with_state(AppState {
+        core,
+        max_body,
+        body_stall,
+    })
 }
 
 /// A JSON response with Vault's headers. The content type is exactly
@@ -75,37 +85,45 @@ fn token(headers: &HeaderMap) -> Option<&str> {
 
 /// Percent-decode a URL path (hvac percent-quotes mount paths).
 fn decode_path(raw: &str) -> Result<String, ApiError> {
+    percent_decode(raw, "path")
+}
+
+/// Percent-decode `raw` (part of the URL named `what`): every `%` must be
+/// followed by two hex digits and the result must be UTF-8.
+fn percent_decode(raw: &str, what: &str) -> Result<String, ApiError> {
+    let bad = || ApiError::bad_request(format!("invalid percent-encoding in {what}"));
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex =
-                bytes.get(i + 1..i + 3).ok_or_else(|| ApiError::bad_request("invalid percent-encoding in path"))?;
-            let s = std::str::from_utf8(hex).map_err(|_| ApiError::bad_request("invalid percent-encoding in path"))?;
-            let b = u8::from_str_radix(s, 16).map_err(|_| ApiError::bad_request("invalid percent-encoding in path"))?;
-            out.push(b);
+            // Two hex digits exactly (`from_str_radix` alone would take "+1").
+            let hex = bytes.get(i + 1..i + 3).filter(|h| h.iter().all(u8::is_ascii_hexdigit)).ok_or_else(bad)?;
+            let s = std::str::from_utf8(hex).map_err(|_| bad())?;
+            out.push(u8::from_str_radix(s, 16).map_err(|_| bad())?);
             i += 3;
         } else {
             out.push(bytes[i]);
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| ApiError::bad_request("path is not valid UTF-8"))
+    String::from_utf8(out).map_err(|_| ApiError::bad_request(format!("{what} is not valid UTF-8")))
 }
 
-/// Query parameters as a JSON map (values are strings).
-fn query_map(uri: &Uri) -> Map<String, Value> {
+/// Query parameters as a JSON map (values are strings). A malformed
+/// percent-encoding is a 400: silently dropping it would turn e.g.
+/// `list=%zz` into "no list flag".
+fn query_map(uri: &Uri) -> Result<Map<String, Value>, ApiError> {
     let mut m = Map::new();
     if let Some(q) = uri.query() {
         for pair in q.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let k = decode_path(&k.replace('+', " ")).unwrap_or_default();
-            let v = decode_path(&v.replace('+', " ")).unwrap_or_default();
+            let k = percent_decode(&k.replace('+', " "), "query string")?;
+            let v = percent_decode(&v.replace('+', " "), "query string")?;
             m.insert(k, Value::String(v));
         }
     }
-    m
+    Ok(m)
 }
 
 /// Parse a request body: empty is `{}`, otherwise it must be a JSON object.
@@ -124,10 +142,14 @@ fn body_map(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     }
 }
 
-/// Typed body for raw endpoints: a clear 400 on wrong shape or types.
+/// Typed body for raw endpoints: a clear 400 on wrong shape or types. The
+/// top level must be an object: serde would otherwise read a JSON array as
+/// the struct's fields in order (`[2,2]` as shares and threshold).
 fn typed_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => return Ok(T::default()),
+        Some(b'{') => {}
+        Some(_) => return Err(ApiError::bad_request("request body must be a JSON object")),
     }
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("failed to parse JSON input: {e}")))
 }
@@ -136,22 +158,90 @@ fn too_large(limit: usize) -> ApiError {
     ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body exceeds the limit of {limit} bytes"))
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, limit).await.map_err(|_| too_large(limit))
+/// Read the whole body, at most `limit` bytes, failing with a 408 when no
+/// data arrives for `stall` (Vault's `http_read_timeout`). The timeout is per
+/// read, not for the whole body: an upload that keeps sending is fine, one
+/// that stops holds its connection no longer than `stall`.
+async fn read_body(mut body: Body, limit: usize, stall: Duration) -> Result<Bytes, ApiError> {
+    let mut first: Option<Bytes> = None;
+    let mut more: Vec<u8> = Vec::new();
+    let mut total = 0usize;
+    loop {
+        let next = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx));
+        let frame = match tokio::time::timeout(stall, next).await {
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!("timed out reading the request body (no data for {} s)", stall.as_secs()),
+                ));
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                tracing::debug!(error = %e, "request body could not be read");
+                return Err(ApiError::bad_request("failed to read the request body"));
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        // Trailers carry nothing we use.
+        let Ok(data) = frame.into_data() else { continue };
+        total = total.saturating_add(data.len());
+        if total > limit {
+            return Err(too_large(limit));
+        }
+        match first.take() {
+            None if more.is_empty() => first = Some(data),
+            f => {
+                if let Some(f) = f {
+                    more.extend_from_slice(&f);
+                }
+                more.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(first.unwrap_or_else(|| Bytes::from(more)))
 }
 
-async fn dispatch(
-    State(state): State<AppState>,
-    ConnectInfo(tls::PeerAddr(peer)): ConnectInfo<tls::PeerAddr>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    match handle(state, peer, method, uri, headers, body).await {
+async fn dispatch(State(state): State<AppState>, req: HttpRequest) -> Response {
+    let (parts, body) = req.into_parts();
+    // Served by `serve.rs`, every request has its peer; without one (a
+    // router driven another way) refuse rather than guess an address.
+    let Some(ConnectInfo(tls::PeerAddr(peer))) = parts.extensions.get::<ConnectInfo<tls::PeerAddr>>().copied() else {
+        return error::internal("request without a peer address").into_response();
+    };
+    let http1 = parts.version <= Version::HTTP_11;
+    match handle(state, peer, parts.method, parts.uri, parts.headers, body).await {
         Ok(r) => r,
-        Err(e) => e.into_response(),
+        Err(e) => {
+            let timed_out = e.status == StatusCode::REQUEST_TIMEOUT;
+            let mut r = e.into_response();
+            if timed_out && http1 {
+                // The rest of the body may still come: the connection is not reusable.
+                r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            r
+        }
     }
+}
+
+/// `X-Vault-Wrap-TTL` asks for response wrapping, which this server does
+/// not implement: answering in the clear (with `wrap_info: null`) would hand
+/// the secret to whoever relays the response (an orchestrator doing secure
+/// introduction), so such requests are refused before anything runs.
+fn refuse_wrapping(headers: &HeaderMap) -> Result<(), ApiError> {
+    if headers.contains_key("x-vault-wrap-ttl") {
+        return Err(ApiError::bad_request(
+            "response wrapping is not supported by this server: remove the X-Vault-Wrap-TTL header",
+        ));
+    }
+    Ok(())
+}
+
+/// `sys/wrapping/{wrap,unwrap,lookup,rewrap}`: refused plainly rather than
+/// answering 403/404, which would read as "this wrapping token was already
+/// used or tampered with".
+fn is_wrapping_path(path: &str) -> bool {
+    let p = path.trim_end_matches('/');
+    p == "sys/wrapping" || p.starts_with("sys/wrapping/")
 }
 
 async fn handle(
@@ -162,12 +252,16 @@ async fn handle(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    refuse_wrapping(&headers)?;
     let Some(raw_path) = uri.path().strip_prefix("/v1/") else {
         return Err(ApiError::empty(StatusCode::NOT_FOUND));
     };
     let path = decode_path(raw_path)?;
     if path.split('/').any(|s| s == ".." || s == ".") {
         return Err(ApiError::bad_request("path must not contain '.' or '..' segments"));
+    }
+    if is_wrapping_path(&path) {
+        return Err(ApiError::bad_request("response wrapping is not supported by this server"));
     }
     // Refuse a declared oversize body before reading any of it.
     if let Some(len) =
@@ -176,12 +270,12 @@ async fn handle(
     {
         return Err(too_large(state.max_body));
     }
-    let body = read_body(body, state.max_body).await?;
+    let body = read_body(body, state.max_body, state.body_stall).await?;
     if let Some(r) = sys_raw::handle(&state.core, &method, &path, &uri, &headers, &body, peer.ip()).await? {
         return Ok(r);
     }
 
-    let mut data = query_map(&uri);
+    let mut data = query_map(&uri)?;
     let list_flag = match data.remove("list") {
         Some(Value::String(s)) => logical::fields::parse_bool(&s)
             .ok_or_else(|| ApiError::bad_request("invalid value for 'list': expected a boolean"))?,
@@ -272,4 +366,90 @@ fn envelope(
     body.insert("auth".into(), auth.and_then(|a| serde_json::to_value(a).ok()).unwrap_or(Value::Null));
     body.insert("mount_type".into(), mount_type.into());
     json_response(status, &Value::Object(body))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[derive(Debug, Default, serde::Deserialize)]
+    struct Two {
+        #[serde(default)]
+        a: u32,
+        #[serde(default)]
+        b: u32,
+    }
+
+    #[test]
+    fn typed_body_takes_objects_only() {
+        assert_eq!(typed_body::<Two>(b" {\"a\": 2, \"b\": 3} ").map(|t| (t.a, t.b)).unwrap(), (2, 3));
+        assert_eq!(typed_body::<Two>(b"  \n").map(|t| (t.a, t.b)).unwrap(), (0, 0));
+        // serde alone would read `[2,3]` as a = 2, b = 3.
+        for body in [&b"[2,3]"[..], b" []", b"null", b"5", b"\"x\"", b"true"] {
+            let e = typed_body::<Two>(body).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            assert!(e.errors[0].contains("JSON object"), "{:?}", e.errors);
+        }
+    }
+
+    #[test]
+    fn percent_decoding_is_strict() {
+        assert_eq!(decode_path("team%2Dx/%C3%A9").unwrap(), "team-x/é");
+        for bad in ["%", "%2", "%zz", "%+1", "%-1", "%ff"] {
+            assert_eq!(decode_path(bad).unwrap_err().status, StatusCode::BAD_REQUEST, "{bad}");
+        }
+        let q = |s: &str| query_map(&s.parse::<Uri>().unwrap());
+        let m = q("/v1/x?list=true&a+b=c%20d&flag").unwrap();
+        assert_eq!((m["list"].as_str(), m["a b"].as_str(), m["flag"].as_str()), (Some("true"), Some("c d"), Some("")));
+        for bad in ["/v1/x?list=%zz", "/v1/x?x=%2&list=true", "/v1/x?%+1=x"] {
+            assert!(q(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn wrapping_is_recognised() {
+        let mut h = HeaderMap::new();
+        assert!(refuse_wrapping(&h).is_ok());
+        h.insert("x-vault-wrap-ttl", HeaderValue::from_static(""));
+        assert_eq!(refuse_wrapping(&h).unwrap_err().status, StatusCode::BAD_REQUEST);
+        for p in ["sys/wrapping/unwrap", "sys/wrapping/lookup/", "sys/wrapping"] {
+            assert!(is_wrapping_path(p), "{p}");
+        }
+        assert!(!is_wrapping_path("sys/wrappingx"));
+        assert!(!is_wrapping_path("kv/sys/wrapping/unwrap"));
+    }
+
+    #[tokio::test]
+    async fn body_reading_limits_and_stalls() {
+        let ok = read_body(Body::from("{\"a\":1}"), 1024, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(&ok[..], b"{\"a\":1}");
+        let big = read_body(Body::from(vec![b'x'; 2000]), 1024, Duration::from_secs(1)).await.unwrap_err();
+        assert_eq!(big.status, StatusCode::PAYLOAD_TOO_LARGE);
+        // A body whose next chunk never comes.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+        tx.send(Ok(Bytes::from_static(b"{"))).await.unwrap();
+        let e = read_body(Body::new(stalled_body(rx)), 1024, Duration::from_millis(100)).await.unwrap_err();
+        assert_eq!(e.status, StatusCode::REQUEST_TIMEOUT);
+        drop(tx);
+    }
+
+    /// A body fed by a channel.
+    fn stalled_body(
+        rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    ) -> impl axum::body::HttpBody<Data = Bytes, Error = std::io::Error> {
+        struct Rx(tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>);
+        impl axum::body::HttpBody for Rx {
+            type Data = Bytes;
+            type Error = std::io::Error;
+            fn poll_frame(
+                mut self: Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+                self.0.poll_recv(cx).map(|o| o.map(|r| r.map(hyper::body::Frame::data)))
+            }
+        }
+        Rx(rx)
+    }
 }

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-use super::{ApiError, json_response, no_content, query_map, token, typed_body};
+use super::{ApiError, json_response, no_content, query_map, set_common_headers, token, typed_body};
 use crate::core::Core;
 use crate::logical::Operation;
 use crate::logical::fields::parse_bool;
@@ -88,21 +88,45 @@ pub(super) async fn handle(
     }
 }
 
+/// The `sys/health` parameters that choose the status code for a state
+/// (Vault's list; this server is never a standby or DR secondary, but a bad
+/// value is refused whichever state would use it).
+const HEALTH_CODES: &[&str] = &[
+    "uninitcode",
+    "sealedcode",
+    "standbycode",
+    "activecode",
+    "drsecondarycode",
+    "performancestandbycode",
+    "haunhealthycode",
+    "removedcode",
+];
+
+/// The boolean `sys/health` parameters.
+const HEALTH_FLAGS: &[&str] = &["standbyok", "perfstandbyok"];
+
 /// `sys/health`: the status code tells the state; query parameters override
-/// each code (Vault's `uninitcode`, `sealedcode`, `activecode`, ...).
+/// each code (Vault's `uninitcode`, `sealedcode`, `activecode`, ...). Only
+/// final codes 200-599 are accepted: a 1xx would be an interim response (or
+/// a protocol switch) and is not a health answer, and hyper cannot send
+/// anything above 599 in a way clients agree on.
 async fn health(core: &Arc<Core>, head: bool, uri: &Uri) -> Result<Response, ApiError> {
-    let q = query_map(uri);
-    let code = |name: &str, default: u16| -> Result<StatusCode, ApiError> {
-        match q.get(name) {
-            Some(Value::String(s)) => {
-                s.parse::<u16>().ok().and_then(|c| StatusCode::from_u16(c).ok()).ok_or_else(|| {
-                    ApiError::bad_request(format!("invalid value for '{name}': expected an HTTP status code"))
-                })
-            }
-            _ => StatusCode::from_u16(default).map_err(|_| ApiError::empty(StatusCode::BAD_REQUEST)),
+    let q = query_map(uri)?;
+    let mut codes = std::collections::HashMap::new();
+    for &name in HEALTH_CODES {
+        if let Some(v) = q.get(name) {
+            let code = v
+                .as_str()
+                .and_then(|s| s.parse::<u16>().ok())
+                .filter(|c| (200..=599).contains(c))
+                .and_then(|c| StatusCode::from_u16(c).ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!("invalid value for '{name}': expected an HTTP status code 200-599"))
+                })?;
+            codes.insert(name, code);
         }
-    };
-    for flag in ["standbyok", "perfstandbyok"] {
+    }
+    for &flag in HEALTH_FLAGS {
         if let Some(Value::String(s)) = q.get(flag)
             && !s.is_empty()
             && parse_bool(s).is_none()
@@ -110,17 +134,19 @@ async fn health(core: &Arc<Core>, head: bool, uri: &Uri) -> Result<Response, Api
             return Err(ApiError::bad_request(format!("invalid value for '{flag}': expected a boolean")));
         }
     }
+    let code = |name: &str, default: StatusCode| codes.get(name).copied().unwrap_or(default);
     let h = core.health().await?;
     let status = if !h.initialized {
-        code("uninitcode", 501)?
+        code("uninitcode", StatusCode::NOT_IMPLEMENTED)
     } else if h.sealed {
-        code("sealedcode", 503)?
+        code("sealedcode", StatusCode::SERVICE_UNAVAILABLE)
     } else {
-        code("activecode", 200)?
+        code("activecode", StatusCode::OK)
     };
-    if head {
+    // No body for HEAD, nor for the codes that cannot carry one.
+    if head || matches!(status, StatusCode::NO_CONTENT | StatusCode::RESET_CONTENT | StatusCode::NOT_MODIFIED) {
         let mut r = status.into_response();
-        r.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+        set_common_headers(r.headers_mut());
         return Ok(r);
     }
     Ok(json_response(status, &h))
