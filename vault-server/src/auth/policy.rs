@@ -836,8 +836,10 @@ fn path_entries(entries: &[Item], rules: &mut Vec<PathRule>) -> Result<(), Polic
     Ok(())
 }
 
-/// Keys a path block may contain. The parameter and wrapping-TTL
-/// constraints are accepted for compatibility but not enforced.
+/// Keys a path block may contain. The parameter constraints are accepted
+/// for compatibility but not yet enforced; `max_wrapping_ttl` only bounds
+/// wrapping, which never happens here; `min_wrapping_ttl` *requires*
+/// wrapping, which this server refuses, so it fails closed (see below).
 const PATH_KEYS: [&str; 8] = [
     "capabilities",
     "policy",
@@ -865,6 +867,7 @@ fn path_rule(written: &str, pos: Pos, body: &Node) -> Result<PathRule, PolicyErr
     let mut seen: Vec<&str> = Vec::new();
     let mut listed: Vec<&str> = Vec::new();
     let mut legacy: Option<&str> = None;
+    let mut requires_wrapping = false;
     for item in items {
         let (key, kpos) = item.key();
         if item.keys.len() != 1 {
@@ -923,6 +926,13 @@ fn path_rule(written: &str, pos: Pos, body: &Node) -> Result<PathRule, PolicyErr
                 if !matches!(v.kind, Kind::Str(_) | Kind::Num) {
                     return fail(kpos, format!("`{key}` must be a duration string or a number of seconds"));
                 }
+                // A number's value is not kept by the parser: any number
+                // counts as a requirement (the safe reading).
+                if key == "min_wrapping_ttl"
+                    && !matches!(&v.kind, Kind::Str(t) if crate::logical::fields::parse_duration(t) == Some(0))
+                {
+                    requires_wrapping = true;
+                }
             }
         }
     }
@@ -963,7 +973,10 @@ fn path_rule(written: &str, pos: Pos, body: &Node) -> Result<PathRule, PolicyErr
             ),
         );
     }
-    if caps.is_deny() {
+    // Vault refuses an unwrapped request to a path whose (merged) rule has a
+    // `min_wrapping_ttl`; response wrapping is refused here, so such a path
+    // can never be used: deny it rather than silently drop the requirement.
+    if caps.is_deny() || requires_wrapping {
         caps = Capabilities::DENY;
     }
     Ok(PathRule { path: path.to_string(), capabilities: caps, line: pos.line })
@@ -983,6 +996,20 @@ fn string_list(node: &Node) -> Option<Vec<&str>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wrapping_requirement_fails_closed() {
+        let p = Policy::parse(
+            "w",
+            "path \"a\" {\n capabilities = [\"read\"]\n min_wrapping_ttl = \"1m\"\n}\n\
+             path \"b\" {\n capabilities = [\"read\"]\n max_wrapping_ttl = 90\n}\n\
+             path \"c\" {\n capabilities = [\"read\"]\n min_wrapping_ttl = \"0s\"\n}\n",
+        )
+        .unwrap();
+        assert_eq!(caps(&p, "a"), vec!["deny"], "wrapping is required but never done: deny");
+        assert_eq!(caps(&p, "b"), vec!["read"], "a maximum alone requires nothing");
+        assert_eq!(caps(&p, "c"), vec!["read"]);
+    }
 
     fn caps(p: &Policy, path: &str) -> Vec<&'static str> {
         p.rules().iter().find(|r| r.path == path).map(|r| r.capabilities.names()).unwrap()
@@ -1148,7 +1175,8 @@ path "secret/other" {
 }
 "#;
         let p = Policy::parse("t", text).unwrap();
-        assert_eq!(caps(&p, "secret/restricted"), vec!["create"]);
+        // The wrapping requirement cannot be met: the block denies.
+        assert_eq!(caps(&p, "secret/restricted"), vec!["deny"]);
         assert_eq!(caps(&p, "secret/other"), vec!["read"]);
         let err = parse_err("path \"a\" {\n capabilities = []\n allowed_parameters = [\"x\"]\n}");
         assert_eq!(err.line(), Some(3));
