@@ -90,19 +90,20 @@ async fn no_escalation(backend: Backend) {
     assert!(err_text(&v).contains("no uses left"), "{v}");
     assert_eq!(one.get("auth/token/lookup-self").await.0, 403, "the use was spent");
 
-    let (_, v) = rc.post("auth/token/create", json!({"policies": ["creator"], "num_uses": 4})).await;
-    let four = c.with_token(&token_of(&v));
-    let (s, v) = four.post("auth/token/create", json!({})).await;
+    let (_, v) = rc.post("auth/token/create", json!({"policies": ["creator"], "num_uses": 5})).await;
+    let five = c.with_token(&token_of(&v));
+    let (s, v) = five.post("auth/token/create", json!({})).await; // 4 left
     assert_eq!(s, 400, "an unlimited child of a limited parent: {v}");
-    let (s, v) = four.post("auth/token/create", json!({"num_uses": 3})).await;
-    assert_eq!(s, 400, "only 2 uses are left after this request: {v}");
-    let (s, v) = four.post("auth/token/create", json!({"num_uses": 1})).await;
+    let (s, v) = five.post("auth/token/create", json!({"num_uses": 3})).await; // 3 left
+    assert_eq!(s, 400, "it may give 2 of its 3 remaining uses, keeping one: {v}");
+    let (s, v) = five.post("auth/token/create", json!({"num_uses": 1})).await; // 2 left, 1 given
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["auth"]["num_uses"], 1);
     let child = token_of(&v);
-    // The parent's last use revokes it, and its child with it.
-    assert_eq!(four.get("auth/token/lookup-self").await.0, 200);
-    assert_eq!(four.get("auth/token/lookup-self").await.0, 403);
+    // The use given away came out of the parent's budget: one use is left,
+    // and that last use revokes it and its child.
+    assert_eq!(five.get("auth/token/lookup-self").await.0, 200);
+    assert_eq!(five.get("auth/token/lookup-self").await.0, 403, "uses are conserved, never multiplied");
     assert_eq!(c.with_token(&child).get("auth/token/lookup-self").await.0, 403, "outlived its exhausted parent");
     // A CIDR-bound parent cannot give its child a wider binding (or none).
     let (_, v) = rc.post("auth/token/create", json!({"policies": ["creator"], "bound_cidrs": ["127.0.0.0/8"]})).await;
@@ -125,6 +126,98 @@ async fn no_escalation_sqlite() {
 #[tokio::test]
 async fn no_escalation_postgres() {
     no_escalation(Backend::Postgres).await;
+}
+
+// ---------------------------------------------------------------------------
+// The policy sees exactly the path the backend serves.
+// ---------------------------------------------------------------------------
+
+async fn paths_checked_as_served(backend: Backend) {
+    let (_store, _srv, c, rc) = ready(backend).await;
+    let admin = r#"path "*" { capabilities = ["create", "read", "update", "delete", "list", "sudo"] }"#;
+    assert_eq!(rc.put("sys/policies/acl/adminpol", json!({"policy": admin})).await.0, 204);
+    let token_for = |policy: &'static str| {
+        let rc = rc.clone();
+        async move {
+            let (s, v) = rc.post("auth/token/create", json!({"policies": [policy]})).await;
+            assert_eq!(s, 200, "{v}");
+            token_of(&v)
+        }
+    };
+
+    // `//`: refused before routing (AppRole used to trim it after the check).
+    assert_eq!(rc.post("sys/auth/approle", json!({"type": "approle"})).await.0, 204);
+    assert_eq!(rc.post("auth/approle/role/admin", json!({"token_policies": ["adminpol"]})).await.0, 204);
+    let helpdesk = "path \"auth/approle/*\" { capabilities = [\"create\", \"read\", \"update\", \"list\"] }\n\
+                    path \"auth/approle/role/admin/*\" { capabilities = [\"deny\"] }";
+    assert_eq!(rc.put("sys/policies/acl/helpdesk", json!({"policy": helpdesk})).await.0, 204);
+    let h = c.with_token(&token_for("helpdesk").await);
+    assert_eq!(h.get("auth/approle/role/admin/role-id").await.0, 403);
+    let (s, v) = h.get("auth/approle//role/admin/role-id").await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(h.post("auth/approle//role/admin/secret-id", json!({})).await.0, 400);
+    // Case: role names are folded before the check, not after.
+    assert_eq!(h.get("auth/approle/role/ADMIN/role-id").await.0, 403);
+    assert_eq!(h.post("auth/approle/role/Admin/secret-id", json!({})).await.0, 403);
+
+    // A trailing `/` is dropped before the check (sudo and exact denies hold).
+    let tokadm = "path \"auth/token/*\" { capabilities = [\"create\", \"read\", \"update\", \"delete\", \"list\"] }\n\
+                  path \"auth/token/create-orphan\" { capabilities = [\"deny\"] }";
+    assert_eq!(rc.put("sys/policies/acl/tokadm", json!({"policy": tokadm})).await.0, 204);
+    let t = c.with_token(&token_for("tokadm").await);
+    let victim = token_for("tokadm").await;
+    assert_eq!(t.post("auth/token/revoke-orphan", json!({"token": victim})).await.0, 403, "sudo path");
+    assert_eq!(t.post("auth/token/revoke-orphan/", json!({"token": victim})).await.0, 403, "sudo path + '/'");
+    assert_eq!(t.post("auth/token/create-orphan/", json!({})).await.0, 403, "exact deny + '/'");
+    let poladm = "path \"sys/policies/acl/*\" { capabilities = [\"create\", \"read\", \"update\", \"list\"] }\n\
+                  path \"sys/policies/acl/default\" { capabilities = [\"deny\"] }\n\
+                  path \"sys/policies/acl/adminpol\" { capabilities = [\"deny\"] }";
+    assert_eq!(rc.put("sys/policies/acl/poladm", json!({"policy": poladm})).await.0, 204);
+    let p = c.with_token(&token_for("poladm").await);
+    assert_eq!(p.put("sys/policies/acl/default/", json!({"policy": admin})).await.0, 403);
+    assert_eq!(p.put("sys/policies/acl/DEFAULT", json!({"policy": admin})).await.0, 403);
+    assert_eq!(p.put("sys/policies/acl/ADMINPOL", json!({"policy": admin})).await.0, 403);
+    assert_eq!(p.put("sys/policy/Default", json!({"policy": admin})).await.0, 403);
+    // What is allowed still works, in any case: the name is folded, as Vault does.
+    let (s, v) = p.get("sys/policies/acl/Poladm").await;
+    assert_eq!((s, v["data"]["name"].as_str()), (200, Some("poladm")), "{v}");
+    assert_eq!(rc.get("sys/mounts/").await.0, 200);
+    assert_eq!(rc.list("sys/policies/acl").await.0, 200);
+
+    // Userpass user names likewise.
+    assert_eq!(rc.post("sys/auth/userpass", json!({"type": "userpass"})).await.0, 204);
+    let (s, v) =
+        rc.post("auth/userpass/users/root-admin", json!({"password": "orig-pw", "token_policies": ["adminpol"]})).await;
+    assert_eq!(s, 204, "{v}");
+    let hd = "path \"auth/userpass/users/*\" { capabilities = [\"update\"] }\n\
+              path \"auth/userpass/users/root-admin\" { capabilities = [\"deny\"] }\n\
+              path \"auth/userpass/users/root-admin/*\" { capabilities = [\"deny\"] }";
+    assert_eq!(rc.put("sys/policies/acl/hd", json!({"policy": hd})).await.0, 204);
+    let h = c.with_token(&token_for("hd").await);
+    for path in [
+        "auth/userpass/users/root-admin/password",
+        "auth/userpass/users/ROOT-ADMIN/password",
+        "auth/userpass/users/root-admin/password/",
+        "auth/userpass/users/Root-Admin",
+    ] {
+        assert_eq!(h.post(path, json!({"password": "mine"})).await.0, 403, "{path}");
+    }
+    assert_eq!(c.post("auth/userpass/login/root-admin", json!({"password": "mine"})).await.0, 400);
+    assert_eq!(c.post("auth/userpass/login/ROOT-ADMIN", json!({"password": "orig-pw"})).await.0, 200);
+
+    // Control characters never reach storage (a 500 on PostgreSQL before).
+    assert_eq!(rc.get("sys/policies/acl/a%00").await.0, 400);
+    assert_eq!(rc.get("sys/locked-users?mount_accessor=a%00").await.0, 400);
+}
+
+#[tokio::test]
+async fn paths_checked_as_served_sqlite() {
+    paths_checked_as_served(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn paths_checked_as_served_postgres() {
+    paths_checked_as_served(Backend::Postgres).await;
 }
 
 // ---------------------------------------------------------------------------
@@ -378,4 +471,61 @@ async fn policy_change_under_load_sqlite() {
 #[tokio::test]
 async fn policy_change_under_load_postgres() {
     policy_change_under_load(Backend::Postgres).await;
+}
+
+/// Children minted while their parent is being revoked never outlive it.
+async fn children_racing_a_revocation(backend: Backend) {
+    let (_store, _srv, c, rc) = ready(backend).await;
+    let create = r#"path "auth/token/create" { capabilities = ["update"] }"#;
+    assert_eq!(rc.put("sys/policies/acl/creator", json!({"policy": create})).await.0, 204);
+    for trial in 0..3 {
+        let (_, v) = rc.post("auth/token/create", json!({"policies": ["creator"]})).await;
+        let parent = c.with_token(&token_of(&v));
+        for _ in 0..20 {
+            assert_eq!(parent.post("auth/token/create", json!({})).await.0, 200);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let minted: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let mut creators = Vec::new();
+        for _ in 0..4 {
+            let (parent, stop, minted) = (parent.clone(), stop.clone(), minted.clone());
+            creators.push(tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    let (s, v) = parent.post("auth/token/create", json!({})).await;
+                    if s == 200 {
+                        minted.lock().unwrap().push(token_of(&v));
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let token = parent.token.clone().unwrap();
+        assert_eq!(rc.post("auth/token/revoke", json!({"token": token})).await.0, 204);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stop.store(true, Ordering::SeqCst);
+        for cr in creators {
+            cr.await.unwrap();
+        }
+        let minted = minted.lock().unwrap().clone();
+        assert!(!minted.is_empty());
+        let mut alive = 0;
+        for t in &minted {
+            if c.with_token(t).get("auth/token/lookup-self").await.0 == 200 {
+                alive += 1;
+            }
+        }
+        assert_eq!(alive, 0, "trial {trial}: {alive} of {} children outlived their revoked parent", minted.len());
+    }
+}
+
+#[tokio::test]
+async fn children_racing_a_revocation_sqlite() {
+    children_racing_a_revocation(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn children_racing_a_revocation_postgres() {
+    children_racing_a_revocation(Backend::Postgres).await;
 }

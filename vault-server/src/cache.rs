@@ -39,16 +39,24 @@ fn bump(signal: &Option<Signal>) {
 }
 
 struct Inner<K, V> {
-    map: HashMap<K, V>,
+    /// Values with their weight (about the bytes they hold).
+    map: HashMap<K, (V, usize)>,
     gens: [u64; BUCKETS],
+    bytes: usize,
 }
 
-/// A bounded map whose fills are checked against invalidations.
+/// A map bounded in entries and bytes whose fills are checked against
+/// invalidations.
 pub struct Guarded<K, V> {
     inner: Mutex<Inner<K, V>>,
     limit: usize,
+    max_bytes: usize,
     signal: Option<Signal>,
 }
+
+/// Entries heavier than this share of the byte budget are not cached (one
+/// caller-sized value must not evict everything else).
+const MAX_ENTRY_SHARE: usize = 16;
 
 impl<K, V> std::fmt::Debug for Guarded<K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -65,9 +73,15 @@ pub struct Ticket {
 }
 
 impl<K: Hash + Eq, V: Clone> Guarded<K, V> {
-    /// A cache of at most `limit` entries; invalidations move `signal`.
-    pub fn new(limit: usize, signal: Option<Signal>) -> Self {
-        Self { inner: Mutex::new(Inner { map: HashMap::new(), gens: [0; BUCKETS] }), limit, signal }
+    /// A cache of at most `limit` entries and `max_bytes` of weight;
+    /// invalidations move `signal`.
+    pub fn new(limit: usize, max_bytes: usize, signal: Option<Signal>) -> Self {
+        Self {
+            inner: Mutex::new(Inner { map: HashMap::new(), gens: [0; BUCKETS], bytes: 0 }),
+            limit,
+            max_bytes,
+            signal,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner<K, V>> {
@@ -84,7 +98,7 @@ impl<K: Hash + Eq, V: Clone> Guarded<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.lock().map.get(key).cloned()
+        self.lock().map.get(key).map(|(v, _)| v.clone())
     }
 
     /// Note `key`'s generation. Take it **before** reading from storage.
@@ -98,18 +112,23 @@ impl<K: Hash + Eq, V: Clone> Guarded<K, V> {
         Ticket { bucket, generation: inner.gens[bucket] }
     }
 
-    /// Cache what storage returned, unless an invalidation of the key's
-    /// bucket happened since `ticket` was taken. Returns whether it was kept.
-    pub fn fill(&self, ticket: Ticket, key: K, value: V) -> bool {
+    /// Cache what storage returned (`weight`: about the bytes it holds),
+    /// unless an invalidation of the key's bucket happened since `ticket` was
+    /// taken, or it is too heavy. Returns whether it was kept.
+    pub fn fill(&self, ticket: Ticket, key: K, value: V, weight: usize) -> bool {
         let mut inner = self.lock();
-        if inner.gens[ticket.bucket] != ticket.generation {
+        if inner.gens[ticket.bucket] != ticket.generation || weight > self.max_bytes / MAX_ENTRY_SHARE {
             return false;
         }
-        if inner.map.len() >= self.limit {
+        if inner.map.len() >= self.limit || inner.bytes.saturating_add(weight) > self.max_bytes {
             // Bounded memory; a rare full refill is cheaper than LRU bookkeeping here.
             inner.map.clear();
+            inner.bytes = 0;
         }
-        inner.map.insert(key, value);
+        if let Some((_, old)) = inner.map.insert(key, (value, weight)) {
+            inner.bytes -= old;
+        }
+        inner.bytes += weight;
         true
     }
 
@@ -123,7 +142,9 @@ impl<K: Hash + Eq, V: Clone> Guarded<K, V> {
             let mut inner = self.lock();
             let b = Self::bucket(&inner, key);
             inner.gens[b] = inner.gens[b].wrapping_add(1);
-            inner.map.remove(key);
+            if let Some((_, w)) = inner.map.remove(key) {
+                inner.bytes -= w;
+            }
         }
         bump(&self.signal);
     }
@@ -137,6 +158,7 @@ impl<K: Hash + Eq, V: Clone> Guarded<K, V> {
                 *g = g.wrapping_add(1);
             }
             inner.map.clear();
+            inner.bytes = 0;
         }
         bump(&self.signal);
     }
@@ -160,24 +182,24 @@ mod tests {
 
     #[test]
     fn a_read_that_raced_an_invalidation_is_not_cached() {
-        let c: Guarded<String, u32> = Guarded::new(100, None);
+        let c: Guarded<String, u32> = Guarded::new(100, 1 << 20, None);
         let t = c.ticket("k"); // reader: ticket, then the storage read...
         c.invalidate("k"); // ...a revocation commits and invalidates...
-        assert!(!c.fill(t, "k".into(), 1), "the stale read must be withdrawn");
+        assert!(!c.fill(t, "k".into(), 1, 8), "the stale read must be withdrawn");
         assert_eq!(c.get("k"), None);
         // A read that starts after the invalidation is cached.
         let t = c.ticket("k");
-        assert!(c.fill(t, "k".into(), 2));
+        assert!(c.fill(t, "k".into(), 2, 8));
         assert_eq!(c.get("k"), Some(2));
     }
 
     #[test]
     fn clear_withdraws_every_pending_fill() {
-        let c: Guarded<String, u32> = Guarded::new(100, None);
+        let c: Guarded<String, u32> = Guarded::new(100, 1 << 20, None);
         let tickets: Vec<_> = (0..200).map(|i| (i, c.ticket(&format!("k{i}")))).collect();
         c.clear();
         for (i, t) in tickets {
-            assert!(!c.fill(t, format!("k{i}"), i));
+            assert!(!c.fill(t, format!("k{i}"), i, 8));
         }
         assert!(c.is_empty());
     }
@@ -186,7 +208,7 @@ mod tests {
     fn invalidations_move_the_signal_and_memory_is_bounded() {
         let s = signal();
         let mut rx = s.subscribe();
-        let c: Guarded<String, u32> = Guarded::new(4, Some(s));
+        let c: Guarded<String, u32> = Guarded::new(4, 1600, Some(s));
         c.invalidate("x");
         assert!(rx.has_changed().unwrap());
         rx.borrow_and_update();
@@ -195,8 +217,20 @@ mod tests {
         for i in 0..10 {
             let k = format!("k{i}");
             let t = c.ticket(&k);
-            c.fill(t, k, i);
+            c.fill(t, k, i, 8);
         }
         assert!(c.len() <= 4);
+        // Bytes bound the cache too, and one heavy value is never cached.
+        let t = c.ticket("heavy");
+        assert!(!c.fill(t, "heavy".into(), 0, 101), "over a sixteenth of the budget");
+        c.clear();
+        for i in 0..4 {
+            let k = format!("b{i}");
+            let t = c.ticket(&k);
+            assert!(c.fill(t, k, i, 100));
+        }
+        assert_eq!(c.inner.lock().unwrap().bytes, 400);
+        c.invalidate("b0");
+        assert_eq!(c.inner.lock().unwrap().bytes, 300);
     }
 }

@@ -44,6 +44,9 @@ pub const TOKEN_LEN: usize = 4 + TOKEN_RANDOM_LEN;
 /// Vault's system default and maximum TTL: 768 hours.
 pub const SYSTEM_MAX_TTL: u64 = 768 * 3600;
 const CACHE_LIMIT: usize = 100_000;
+/// Bytes of token entries cached (their stored JSON): callers choose `meta`,
+/// so entries are weighed, and one over 4 MiB is never cached.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 /// What is stored about a token (never the token itself).
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -178,7 +181,7 @@ impl TokenStore {
     fn with_key(key: Zeroizing<[u8; 32]>, signal: Option<Signal>) -> Self {
         Self {
             hmac: HmacKey::new(key),
-            cache: Guarded::new(CACHE_LIMIT, signal),
+            cache: Guarded::new(CACHE_LIMIT, CACHE_BYTES, signal),
             #[cfg(test)]
             pauses: Default::default(),
         }
@@ -346,12 +349,13 @@ impl TokenStore {
         // The ticket before the read: a revocation committing meanwhile
         // withdraws the fill below (the entry read here is stale by then).
         let ticket = self.cache.ticket(id);
-        let Some((entry, _)) = self.load_entry(barrier, u, id).await? else { return Ok(None) };
+        let Some((raw, _)) = barrier.get_with_rev(u, &format!("{ID_PREFIX}{id}")).await? else { return Ok(None) };
+        let entry: TokenEntry = serde_json::from_slice(&raw).map_err(corrupt)?;
         #[cfg(test)]
         self.pauses.at("lookup:before-fill").await;
         let entry = Arc::new(entry);
         if entry.num_uses == 0 {
-            self.cache.fill(ticket, id.to_string(), entry.clone());
+            self.cache.fill(ticket, id.to_string(), entry.clone(), raw.len());
         }
         Ok((!entry.expired(now)).then_some(entry))
     }
@@ -424,27 +428,65 @@ impl TokenStore {
     }
 
     /// Revoke a token and, recursively, every token created from it.
+    ///
+    /// Top-down: each token is deleted *before* its children are listed, so
+    /// a child minted concurrently either committed first (and is listed
+    /// here) or finds its parent gone when [`Self::parent_alive`] re-checks
+    /// it after its own commit (and revokes itself). A crash midway leaves
+    /// children whose parent is gone: [`Self::tidy`] revokes those.
     pub async fn revoke_tree(&self, barrier: &Barrier, u: &Unsealed, id: &str) -> Result<usize, BarrierError> {
         let mut revoked = 0;
-        // Depth-first, children before parents, iteratively (no recursion limit).
-        let mut stack = vec![(id.to_string(), false)];
-        while let Some((cur, expanded)) = stack.pop() {
-            if !expanded {
-                stack.push((cur.clone(), true));
-                for child in barrier.list(u, &format!("{PARENT_PREFIX}{cur}/")).await? {
-                    stack.push((child.trim_end_matches('/').to_string(), false));
-                }
-                continue;
-            }
-            if self.revoke_one(barrier, u, &cur).await? {
+        // Iterative (no recursion limit); (token, the parent it was listed under).
+        let mut stack = vec![(id.to_string(), None::<String>)];
+        while let Some((cur, listed_under)) = stack.pop() {
+            if self.revoke_one(barrier, u, &cur, listed_under.as_deref()).await? {
                 revoked += 1;
+            }
+            for child in barrier.list(u, &format!("{PARENT_PREFIX}{cur}/")).await? {
+                stack.push((child.trim_end_matches('/').to_string(), Some(cur.clone())));
             }
         }
         Ok(revoked)
     }
 
+    /// Whether the token `id` still exists, read from the database itself
+    /// (not a cache): a token minted under a parent checks this *after* its
+    /// own commit; see [`Self::revoke_tree`].
+    pub async fn alive(&self, barrier: &Barrier, id: &str) -> Result<bool, BarrierError> {
+        Ok(barrier.storage().get_fresh(&format!("{ID_PREFIX}{id}")).await?.is_some())
+    }
+
+    /// Take `uses` from a use-limited token's remaining uses (it keeps at
+    /// least one): what a parent gives a child comes out of its own budget,
+    /// so a chain of children never adds up to more uses than the first had.
+    /// False if it has no more than `uses` left (or is gone).
+    pub async fn spend(&self, barrier: &Barrier, u: &Unsealed, id: &str, uses: u64) -> Result<bool, BarrierError> {
+        for _ in 0..16 {
+            let Some((mut e, rev)) = self.load_entry(barrier, u, id).await? else { return Ok(false) };
+            if e.num_uses <= uses {
+                return Ok(false);
+            }
+            e.num_uses -= uses;
+            let json = Zeroizing::new(serde_json::to_vec(&e).map_err(corrupt)?);
+            let mut batch = Batch::new();
+            batch.put_expect(u, &format!("{ID_PREFIX}{id}"), &json, Expect::Rev(rev));
+            match barrier.write(batch).await {
+                Ok(()) => {
+                    self.invalidate(id);
+                    return Ok(true);
+                }
+                Err(BarrierError::Storage(StorageError::Conflict(_))) => continue,
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(false)
+    }
+
     /// Revoke only this token; its children become orphans.
+    /// The token goes first (as in [`Self::revoke_tree`]): a child minted
+    /// meanwhile is either listed and kept as an orphan, or revokes itself.
     pub async fn revoke_orphan(&self, barrier: &Barrier, u: &Unsealed, id: &str) -> Result<(), BarrierError> {
+        self.revoke_one(barrier, u, id, None).await?;
         for child in barrier.list(u, &format!("{PARENT_PREFIX}{id}/")).await? {
             let child = child.trim_end_matches('/');
             if let Some((mut e, rev)) = self.load_entry(barrier, u, child).await? {
@@ -455,16 +497,28 @@ impl TokenStore {
                 batch.delete(&format!("{PARENT_PREFIX}{id}/{child}"));
                 barrier.write(batch).await?;
                 self.invalidate(child);
+            } else {
+                barrier.delete(&format!("{PARENT_PREFIX}{id}/{child}")).await?;
             }
         }
-        self.revoke_one(barrier, u, id).await?;
         Ok(())
     }
 
-    async fn revoke_one(&self, barrier: &Barrier, u: &Unsealed, id: &str) -> Result<bool, BarrierError> {
+    /// Delete one token and its index rows (`listed_under`: the parent whose
+    /// child list named it, whose link goes too even if the entry is gone).
+    async fn revoke_one(
+        &self,
+        barrier: &Barrier,
+        u: &Unsealed,
+        id: &str,
+        listed_under: Option<&str>,
+    ) -> Result<bool, BarrierError> {
         let entry = self.load_entry(barrier, u, id).await?;
         let mut batch = Batch::new();
         batch.delete(&format!("{ID_PREFIX}{id}"));
+        if let Some(p) = listed_under {
+            batch.delete(&format!("{PARENT_PREFIX}{p}/{id}"));
+        }
         if let Some((e, _)) = &entry {
             batch.delete(&self.accessor_path(&e.accessor));
             if let Some(p) = &e.parent {
@@ -529,16 +583,23 @@ impl TokenStore {
     }
 
     /// Revoke every expired token (with its children). Returns how many.
+    /// Also revokes tokens whose parent is gone (a revocation interrupted by
+    /// a crash, or a child that raced it), confirmed by a fresh read so a
+    /// parent created after the listing is not mistaken for a missing one.
     pub async fn tidy(&self, barrier: &Barrier, u: &Unsealed, now: i64) -> Result<usize, BarrierError> {
         let mut n = 0;
-        for id in barrier.list(u, ID_PREFIX).await? {
-            if let Some((e, _)) = self.load_entry(barrier, u, &id).await?
-                && e.expired(now)
-            {
-                n += self.revoke_tree(barrier, u, &id).await?;
+        let ids = barrier.list(u, ID_PREFIX).await?;
+        let known: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+        for id in &ids {
+            let Some((e, _)) = self.load_entry(barrier, u, id).await? else { continue };
+            let orphaned = match &e.parent {
+                Some(p) if !known.contains(p.as_str()) => !self.alive(barrier, p).await?,
+                _ => false,
+            };
+            if e.expired(now) || orphaned {
+                n += self.revoke_tree(barrier, u, id).await?;
             }
         }
-        // Parent links whose parent is gone (e.g. revoked as an orphan) are harmless; leave them.
         Ok(n)
     }
 }

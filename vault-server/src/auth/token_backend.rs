@@ -280,15 +280,18 @@ async fn create(
     };
     let num_uses = fields::count(d, "num_uses")?.unwrap_or(0);
     if let Some(left) = auth.uses_left() {
-        // This request already spent one of the parent's uses.
-        if left == 0 {
+        // This request already spent one of the parent's uses; what it gives
+        // the child comes out of the rest, and it keeps at least one (its
+        // exhaustion revokes its children).
+        if left <= 1 {
             return Err(LogicalError::InvalidRequest(
                 "this token has no uses left to give a child token (num_uses)".into(),
             ));
         }
-        if num_uses == 0 || num_uses > left {
+        if num_uses == 0 || num_uses >= left {
             return Err(LogicalError::InvalidRequest(format!(
-                "a use-limited token may only create tokens with 1 to {left} uses (num_uses)"
+                "a use-limited token may only give a child 1 to {} of its remaining uses (num_uses)",
+                left - 1
             )));
         }
     }
@@ -320,6 +323,12 @@ async fn create(
             return Err(LogicalError::InvalidRequest(
                 "bound_cidrs must lie within the parent token's bound_cidrs".into(),
             ));
+        }
+    }
+    if auth.uses_left().is_some() {
+        let active = core.active().map_err(LogicalError::from)?;
+        if !active.tokens().spend(core.barrier(), auth.unsealed(), &parent.id, num_uses).await? {
+            return Err(LogicalError::InvalidRequest("not enough uses left to give a child token (num_uses)".into()));
         }
     }
     let path = if orphan_path { "auth/token/create-orphan" } else { "auth/token/create" };

@@ -250,6 +250,13 @@ impl Barrier {
         Ok(Some((plain, entry.rev)))
     }
 
+    /// Read and decrypt `path` from the database itself (not the read
+    /// cache): see [`Storage::get_fresh`].
+    pub async fn get_fresh(&self, u: &Unsealed, path: &str) -> Result<Option<Zeroizing<Vec<u8>>>, BarrierError> {
+        let Some(entry) = self.storage.get_fresh(path).await? else { return Ok(None) };
+        Ok(Some(self.decrypt(u, path, entry.value.as_bytes()).await?))
+    }
+
     /// Decrypt a value read from `path`.
     pub async fn decrypt(&self, u: &Unsealed, path: &str, bytes: &[u8]) -> Result<Zeroizing<Vec<u8>>, BarrierError> {
         let term = header_term(path, bytes)?;

@@ -404,6 +404,16 @@ impl Core {
         Err(CoreError::Internal("mount table update kept conflicting".into()))
     }
 
+    /// Whether the auth mount `uuid` is in the stored auth table, read from
+    /// the database itself (a login re-checks this after minting: a disable
+    /// that committed meanwhile may not have seen its token).
+    pub(super) async fn auth_mount_exists(&self, u: &Unsealed, uuid: &str) -> Result<bool, CoreError> {
+        let Some(raw) = self.barrier.get_fresh(u, AUTH_PATH).await? else { return Ok(false) };
+        let entries: Vec<MountEntry> =
+            serde_json::from_slice(&raw).map_err(|_| CoreError::Internal("mount table malformed".into()))?;
+        Ok(entries.iter().any(|e| e.uuid == uuid))
+    }
+
     /// Reload the router from storage (another server changed the table).
     pub async fn reload_mounts(&self) -> Result<(), CoreError> {
         let active = self.active()?;

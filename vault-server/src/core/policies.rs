@@ -19,6 +19,9 @@ pub const POLICY_PREFIX: &str = "sys/policy/";
 /// but a bound keeps memory predictable).
 const POLICY_LIMIT: usize = 10_000;
 const ACL_LIMIT: usize = 10_000;
+/// Bytes of policy text (parsed policies, and the compiled ACLs built from
+/// them) each cache may hold.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Cached policies and ACLs.
 #[derive(Debug)]
@@ -43,8 +46,8 @@ impl PolicyStore {
     /// An empty store; every invalidation moves `signal`.
     pub fn new(signal: Option<Signal>) -> Self {
         Self {
-            policies: Guarded::new(POLICY_LIMIT, signal.clone()),
-            acls: Guarded::new(ACL_LIMIT, signal),
+            policies: Guarded::new(POLICY_LIMIT, CACHE_BYTES, signal.clone()),
+            acls: Guarded::new(ACL_LIMIT, CACHE_BYTES, signal),
             #[cfg(test)]
             pauses: Default::default(),
         }
@@ -68,7 +71,7 @@ impl PolicyStore {
             None => return Ok(None),
         };
         let p = Arc::new(Policy::parse(name, &text).map_err(internal)?);
-        self.policies.fill(ticket, name.to_string(), p.clone());
+        self.policies.fill(ticket, name.to_string(), p.clone(), text.len());
         Ok(Some(p))
     }
 
@@ -116,12 +119,14 @@ impl PolicyStore {
         // Before the first policy read: a change committing while the
         // policies are fetched voids this ticket.
         let ticket = self.acls.ticket(names);
+        let mut weight = 0;
         let acl = if names.iter().any(|n| n == "root") {
             Arc::new(Acl::root())
         } else {
             let mut policies = Vec::with_capacity(names.len());
             for n in names {
                 if let Some(p) = self.get(barrier, u, n).await? {
+                    weight += p.text().len();
                     policies.push(p);
                 }
             }
@@ -129,7 +134,7 @@ impl PolicyStore {
             self.pauses.at("acl:before-fill").await;
             Arc::new(Acl::new(&policies))
         };
-        self.acls.fill(ticket, names.to_vec(), acl.clone());
+        self.acls.fill(ticket, names.to_vec(), acl.clone(), weight);
         Ok(acl)
     }
 }

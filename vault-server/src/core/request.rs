@@ -41,6 +41,14 @@ impl Core {
         let active = self.active()?;
         let u = self.unsealed()?;
         let router = active.router();
+        canonicalize(&mut req)?;
+        // The policy is checked on exactly the path the backend will serve.
+        let folded = router
+            .route(&req.path)
+            .and_then(|(m, rel)| m.backend.canonical_path(rel).map(|c| format!("{}{c}", m.route_path)));
+        if let Some(p) = folded {
+            req.path = p;
+        }
         let full_path = req.path.clone();
         let routed = router.route(&full_path);
 
@@ -157,11 +165,28 @@ impl Core {
             parent: parent.map(|p| p.id.clone()),
             renewable: login.renewable,
             bound_cidrs: login.bound_cidrs.clone(),
-            mount,
+            mount: mount.clone(),
         };
         let mut batch = Batch::new();
         let (token, entry) = active.tokens.create(&u, &mut batch, params, now_unix());
+        #[cfg(test)]
+        self.pauses.at("mint:before-write").await;
         self.barrier.write(batch).await?;
+        // Checked after the commit, against the database itself: a parent
+        // revoked or an auth method disabled while this token was written
+        // has already listed what to revoke, and might have missed it.
+        let parent_gone = match parent {
+            Some(p) => !active.tokens.alive(&self.barrier, &p.id).await?,
+            None => false,
+        };
+        let mount_gone = match &mount {
+            Some(uuid) => !self.auth_mount_exists(&u, uuid).await?,
+            None => false,
+        };
+        if parent_gone || mount_gone {
+            active.tokens.revoke_tree(&self.barrier, &u, &entry.id).await?;
+            return Err(LogicalError::PermissionDenied.into());
+        }
         Ok(AuthInfo {
             client_token: token.to_string(),
             accessor: entry.accessor.clone(),
@@ -184,6 +209,26 @@ impl Core {
         let acl = active.policies.acl(&self.barrier, &u, &entry.policies).await?;
         Ok(acl.capabilities(path).into_iter().map(String::from).collect())
     }
+}
+
+/// Vault paths have no empty segments, and only LIST gives a trailing `/`
+/// a meaning. Backends are lenient (they trim slashes), so a path they would
+/// serve the same way must be checked by the policy the same way: `a//b` is
+/// refused, and a trailing `/` is dropped except for LIST, *before* routing
+/// and the policy check (an exact `deny` on `x` must not be bypassed by `x/`).
+fn canonicalize(req: &mut Request) -> Result<(), LogicalError> {
+    let trimmed = req.path.trim_end_matches('/');
+    if trimmed.starts_with('/') || trimmed.contains("//") {
+        return Err(LogicalError::InvalidRequest("path must not contain empty segments ('//')".into()));
+    }
+    if req.op == Operation::List {
+        if !req.path.ends_with('/') || req.path.ends_with("//") {
+            req.path = format!("{trimmed}/");
+        }
+    } else if trimmed.len() != req.path.len() {
+        req.path.truncate(trimmed.len());
+    }
+    Ok(())
 }
 
 /// The core's re-check of a held authorization (see [`Authorized::still_authorized`]).

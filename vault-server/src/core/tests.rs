@@ -153,3 +153,76 @@ async fn no_login_yields_a_root_token() {
     let u = core.unsealed().unwrap();
     assert_eq!(core.barrier.list(&u, crate::auth::token::ID_PREFIX).await.unwrap().len(), 1);
 }
+
+fn child_login() -> Login {
+    Login { policies: vec!["default".into()], ttl: 3600, renewable: true, ..Default::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_written_after_its_parent_was_revoked_revokes_itself() {
+    let (_d, core) = dev_core().await;
+    let (_, parent_id) = new_token(&core, &["default"]).await;
+    let active = core.active().unwrap();
+    let u = core.unsealed().unwrap();
+    let parent = active.tokens.lookup_id(&core.barrier, &u, &parent_id, now_unix()).await.unwrap().unwrap();
+    let pause = core.pauses.arm("mint:before-write");
+    let minting = tokio::spawn({
+        let core = core.clone();
+        let parent = parent.clone();
+        async move { core.mint(child_login(), "auth/token/create", Some(&parent), None).await }
+    });
+    pause.reached().await; // authorized under a live parent, not yet written
+    assert_eq!(active.tokens.revoke_tree(&core.barrier, &u, &parent_id).await.unwrap(), 1);
+    pause.release();
+    let err = minting.await.unwrap().unwrap_err();
+    assert!(matches!(err, CoreError::Logical(crate::logical::LogicalError::PermissionDenied)), "{err}");
+    // Nothing but the root token is left.
+    assert_eq!(core.barrier.list(&u, crate::auth::token::ID_PREFIX).await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_written_after_its_auth_method_was_disabled_is_revoked() {
+    let (_d, core) = dev_core().await;
+    let u = core.unsealed().unwrap();
+    let entry = MountEntry {
+        path: "up/".into(),
+        kind: "userpass".into(),
+        description: String::new(),
+        accessor: String::new(),
+        uuid: String::new(),
+        config: mounts::MountConfig::default(),
+        options: None,
+        local: false,
+        seal_wrap: false,
+    };
+    core.mount(&u, Table::Auth, entry).await.unwrap();
+    let uuid = core.active().unwrap().router().get(Table::Auth, "up/").unwrap().entry.uuid.clone();
+    let pause = core.pauses.arm("mint:before-write");
+    let login = tokio::spawn({
+        let core = core.clone();
+        async move { core.mint(child_login(), "auth/up/login/alice", None, Some(uuid)).await }
+    });
+    pause.reached().await; // the login was routed to the mount, its token not yet written
+    core.unmount(&u, Table::Auth, "up/").await.unwrap();
+    pause.release();
+    assert!(login.await.unwrap().is_err(), "a token of a disabled auth method");
+    assert_eq!(core.barrier.list(&u, crate::auth::token::ID_PREFIX).await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tidy_revokes_children_left_by_an_interrupted_revocation() {
+    let (_d, core) = dev_core().await;
+    let (_, parent_id) = new_token(&core, &["default"]).await;
+    let active = core.active().unwrap();
+    let u = core.unsealed().unwrap();
+    let parent = active.tokens.lookup_id(&core.barrier, &u, &parent_id, now_unix()).await.unwrap().unwrap();
+    let child = core.mint(child_login(), "auth/token/create", Some(&parent), None).await.unwrap();
+    // A crash after the parent's row went and before its children did.
+    let mut batch = Batch::new();
+    batch.delete(&format!("{}{parent_id}", crate::auth::token::ID_PREFIX));
+    core.barrier.write(batch).await.unwrap();
+    active.tokens.invalidate(&parent_id);
+    assert!(core.authenticate(Some(&child.client_token), None).await.is_ok());
+    assert_eq!(active.tokens.tidy(&core.barrier, &u, now_unix()).await.unwrap(), 1);
+    assert!(core.authenticate(Some(&child.client_token), None).await.is_err());
+}

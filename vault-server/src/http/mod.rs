@@ -85,7 +85,12 @@ fn token(headers: &HeaderMap) -> Option<&str> {
 
 /// Percent-decode a URL path (hvac percent-quotes mount paths).
 fn decode_path(raw: &str) -> Result<String, ApiError> {
-    percent_decode(raw, "path")
+    let path = percent_decode(raw, "path")?;
+    // No Vault path has a control character; storage refuses them too.
+    if path.chars().any(char::is_control) {
+        return Err(ApiError::bad_request("path must not contain control characters"));
+    }
+    Ok(path)
 }
 
 /// Percent-decode `raw` (part of the URL named `what`): every `%` must be

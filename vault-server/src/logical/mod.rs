@@ -258,6 +258,27 @@ impl From<crate::barrier::BarrierError> for LogicalError {
     }
 }
 
+/// `path` with its `index`-th `/`-separated segment lowercased, when
+/// `path` starts with `prefix` and that segment has an uppercase letter:
+/// the shared form of [`Backend::canonical_path`] for backends whose names
+/// are case-insensitive (policies, AppRole roles, userpass users).
+pub fn fold_segment(path: &str, prefix: &str, index: usize) -> Option<String> {
+    if !path.starts_with(prefix) {
+        return None;
+    }
+    let seg = path.split('/').nth(index)?;
+    if !seg.chars().any(char::is_uppercase) {
+        return None;
+    }
+    Some(
+        path.split('/')
+            .enumerate()
+            .map(|(i, s)| if i == index { s.to_lowercase() } else { s.to_string() })
+            .collect::<Vec<_>>()
+            .join("/"),
+    )
+}
+
 /// Boxed future returned by [`Backend::handle`] (the trait must be object safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -284,6 +305,15 @@ pub trait Backend: Send + Sync + 'static {
     /// [`exists`](Self::exists) only matters to the policy check (KV).
     fn create_is_update(&self) -> bool {
         false
+    }
+
+    /// The canonical form of a mount-relative path when this backend folds
+    /// names (e.g. lowercases role or policy names), or None if `path` is
+    /// already canonical. The core checks the policy against the canonical
+    /// path and hands that same path to the backend, so a deny rule on
+    /// `role/admin` cannot be bypassed with `role/ADMIN`.
+    fn canonical_path(&self, _path: &str) -> Option<String> {
+        None
     }
 
     /// Paths (mount-relative, `*` suffix glob) that need no token, e.g. login.

@@ -311,6 +311,8 @@ impl Storage {
         if let Some(hit) = self.shared.cache.get(path) {
             return Ok(hit);
         }
+        // After the cache: a path that was cached was checked when written.
+        check_path(path)?;
         let ticket = self.shared.cache.ticket(path);
         let found = match &*self.backend {
             Backend::Sqlite(b) => b.get(path).await?,
@@ -322,8 +324,20 @@ impl Storage {
         Ok(found)
     }
 
+    /// Read one path from the database itself, bypassing the read cache:
+    /// for checks that must see every commit that happened before them, on
+    /// this server or another (a cached entry may await its invalidation).
+    pub async fn get_fresh(&self, path: &str) -> Result<Option<Entry>, StorageError> {
+        check_path(path)?;
+        match &*self.backend {
+            Backend::Sqlite(b) => b.get(path).await,
+            Backend::Postgres(b) => b.get(path).await,
+        }
+    }
+
     /// Every path under `prefix` (any depth), sorted.
     pub async fn scan(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        check_path(prefix)?;
         match &*self.backend {
             Backend::Sqlite(b) => b.scan(prefix, upper_bound(prefix).as_deref()).await,
             Backend::Postgres(b) => b.scan(prefix, upper_bound(prefix).as_deref()).await,
@@ -341,6 +355,7 @@ impl Storage {
     /// Immediate children of `prefix` (which is empty or ends in `/`), sorted;
     /// sub-folders end in `/`, as in Vault's LIST.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        check_path(prefix)?;
         let paths = match &*self.backend {
             Backend::Sqlite(b) => b.scan(prefix, upper_bound(prefix).as_deref()).await?,
             Backend::Postgres(b) => b.scan(prefix, upper_bound(prefix).as_deref()).await?,

@@ -26,6 +26,21 @@ impl SystemBackend {
 }
 
 impl Backend for SystemBackend {
+    fn canonical_path(&self, path: &str) -> Option<String> {
+        // Policy names are case-insensitive (lowercased, as Vault); so are
+        // the userpass aliases of `locked-users/{accessor}/unlock/{alias}`.
+        let folded = crate::logical::fold_segment(path, "policies/acl/", 2)
+            .or_else(|| crate::logical::fold_segment(path, "policy/", 1));
+        if folded.is_some() {
+            return folded;
+        }
+        let accessor = path.strip_prefix("locked-users/")?.split('/').next()?;
+        let core = self.core.upgrade()?;
+        let router = core.active().ok()?.router();
+        let userpass = router.table(Table::Auth).any(|m| m.entry.accessor == accessor && m.entry.kind == "userpass");
+        if userpass { crate::logical::fold_segment(path, "locked-users/", 3) } else { None }
+    }
+
     fn handle<'a>(&'a self, auth: &'a Authorized, req: Request) -> BoxFuture<'a, Result<Response, LogicalError>> {
         Box::pin(async move {
             let core = self.core.upgrade().ok_or(LogicalError::Sealed)?;

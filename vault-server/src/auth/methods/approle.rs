@@ -1152,6 +1152,11 @@ impl AppRole {
 }
 
 impl Backend for AppRole {
+    fn canonical_path(&self, path: &str) -> Option<String> {
+        // Role names are case-insensitive (lowercased, as Vault).
+        crate::logical::fold_segment(path, "role/", 1)
+    }
+
     fn handle<'a>(&'a self, auth: &'a Authorized, req: Request) -> BoxFuture<'a, Result<Response, LogicalError>> {
         Box::pin(async move { self.route(auth.unsealed(), req).await })
     }

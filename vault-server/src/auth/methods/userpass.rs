@@ -690,6 +690,11 @@ fn route(path: &str) -> Option<Route<'_>> {
 }
 
 impl Backend for Userpass {
+    fn canonical_path(&self, path: &str) -> Option<String> {
+        // User names are case-insensitive (lowercased, as Vault).
+        crate::logical::fold_segment(path, "users/", 1).or_else(|| crate::logical::fold_segment(path, "login/", 1))
+    }
+
     fn handle<'a>(&'a self, auth: &'a Authorized, req: Request) -> BoxFuture<'a, Result<Response, LogicalError>> {
         Box::pin(async move {
             let u = auth.unsealed();
