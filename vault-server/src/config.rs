@@ -133,6 +133,7 @@ struct ListenerFile {
     http_read_timeout: Option<String>,
     http_idle_timeout: Option<String>,
     max_connections: Option<usize>,
+    max_request_bytes_in_flight: Option<usize>,
     tls_handshake_timeout: Option<String>,
 }
 
@@ -331,6 +332,15 @@ impl Config {
                 return Err(ConfigError::Invalid("listener.max_connections must be between 1 and 1000000".into()));
             }
             l.max_connections = n;
+        }
+        if let Some(n) = f.max_request_bytes_in_flight {
+            // At least one full request; below 4 TiB so it counts in u32 KiB permits.
+            if !(1024 * 1024..=(1usize << 42)).contains(&n) {
+                return Err(ConfigError::Invalid(
+                    "listener.max_request_bytes_in_flight must be between 1 MiB and 4 TiB".into(),
+                ));
+            }
+            l.max_request_bytes_in_flight = n;
         }
         Ok(l)
     }

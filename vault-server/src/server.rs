@@ -81,7 +81,12 @@ impl Server {
                 None
             }
         };
-        let app = http::router(core.clone(), config.max_request_bytes, limits.read_timeout);
+        let app = http::router(
+            core.clone(),
+            config.max_request_bytes,
+            limits.read_timeout,
+            limits.max_request_bytes_in_flight,
+        );
         let (stop_tx, stop_rx) = watch::channel(false);
         let jobs = tokio::spawn(background(core.clone(), stop_rx.clone()));
         // The signal flips `stop`; serving stops accepting at once and gets a

@@ -33,15 +33,20 @@ pub struct AppState {
     max_body: usize,
     /// Longest pause allowed while a request body is read (`http_read_timeout`).
     body_stall: Duration,
+    /// Request body bytes buffered by all requests together, in KiB permits.
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 /// The application: every request goes through [`dispatch`]. `body_stall`
-/// is the listener's `http_read_timeout`.
-pub fn router(core: Arc<Core>, max_body: usize, body_stall: Duration) -> Router {
+/// is the listener's `http_read_timeout`; `in_flight_bytes` bounds the
+/// request bodies buffered at once (`max_request_bytes_in_flight`).
+pub fn router(core: Arc<Core>, max_body: usize, body_stall: Duration, in_flight_bytes: usize) -> Router {
+    let permits = (in_flight_bytes / 1024).clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
     Router::new().fallback(dispatch).layer(DefaultBodyLimit::disable()).with_state(AppState {
         core,
         max_body,
         body_stall,
+        in_flight: Arc::new(tokio::sync::Semaphore::new(permits)),
     })
 }
 
@@ -167,10 +172,27 @@ fn too_large(limit: usize) -> ApiError {
 /// data arrives for `stall` (Vault's `http_read_timeout`). The timeout is per
 /// read, not for the whole body: an upload that keeps sending is fine, one
 /// that stops holds its connection no longer than `stall`.
-async fn read_body(mut body: Body, limit: usize, stall: Duration) -> Result<Bytes, ApiError> {
+/// What a buffered body holds of the in-flight budget (released on drop).
+type BodyBudget = Option<tokio::sync::OwnedSemaphorePermit>;
+
+fn busy() -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too many request bytes in flight; retry shortly")
+}
+
+async fn read_body(
+    mut body: Body,
+    limit: usize,
+    stall: Duration,
+    budget: &Arc<tokio::sync::Semaphore>,
+) -> Result<(Bytes, BodyBudget), ApiError> {
     let mut first: Option<Bytes> = None;
     let mut more: Vec<u8> = Vec::new();
     let mut total = 0usize;
+    // KiB of the shared budget held for what is buffered so far; taken
+    // without waiting (a full budget answers 503 at once: waiting would let
+    // stalled senders hold everyone else's share).
+    let mut held: BodyBudget = None;
+    let mut held_kib = 0usize;
     loop {
         let next = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx));
         let frame = match tokio::time::timeout(stall, next).await {
@@ -193,6 +215,16 @@ async fn read_body(mut body: Body, limit: usize, stall: Duration) -> Result<Byte
         if total > limit {
             return Err(too_large(limit));
         }
+        let need = total.div_ceil(1024);
+        if need > held_kib {
+            let more_kib = u32::try_from(need - held_kib).map_err(|_| busy())?;
+            let p = budget.clone().try_acquire_many_owned(more_kib).map_err(|_| busy())?;
+            match held.as_mut() {
+                Some(h) => h.merge(p),
+                None => held = Some(p),
+            }
+            held_kib = need;
+        }
         match first.take() {
             None if more.is_empty() => first = Some(data),
             f => {
@@ -203,7 +235,7 @@ async fn read_body(mut body: Body, limit: usize, stall: Duration) -> Result<Byte
             }
         }
     }
-    Ok(first.unwrap_or_else(|| Bytes::from(more)))
+    Ok((first.unwrap_or_else(|| Bytes::from(more)), held))
 }
 
 async fn dispatch(State(state): State<AppState>, req: HttpRequest) -> Response {
@@ -275,7 +307,8 @@ async fn handle(
     {
         return Err(too_large(state.max_body));
     }
-    let body = read_body(body, state.max_body, state.body_stall).await?;
+    // The budget is held until the request is answered (the body lives that long).
+    let (body, _budget) = read_body(body, state.max_body, state.body_stall, &state.in_flight).await?;
     if let Some(r) = sys_raw::handle(&state.core, &method, &path, &uri, &headers, &body, peer.ip()).await? {
         return Ok(r);
     }
@@ -428,16 +461,35 @@ mod tests {
 
     #[tokio::test]
     async fn body_reading_limits_and_stalls() {
-        let ok = read_body(Body::from("{\"a\":1}"), 1024, Duration::from_secs(1)).await.unwrap();
+        let budget = Arc::new(tokio::sync::Semaphore::new(1024));
+        let (ok, _held) = read_body(Body::from("{\"a\":1}"), 1024, Duration::from_secs(1), &budget).await.unwrap();
         assert_eq!(&ok[..], b"{\"a\":1}");
-        let big = read_body(Body::from(vec![b'x'; 2000]), 1024, Duration::from_secs(1)).await.unwrap_err();
+        let big = read_body(Body::from(vec![b'x'; 2000]), 1024, Duration::from_secs(1), &budget).await.unwrap_err();
         assert_eq!(big.status, StatusCode::PAYLOAD_TOO_LARGE);
         // A body whose next chunk never comes.
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
         tx.send(Ok(Bytes::from_static(b"{"))).await.unwrap();
-        let e = read_body(Body::new(stalled_body(rx)), 1024, Duration::from_millis(100)).await.unwrap_err();
+        let e = read_body(Body::new(stalled_body(rx)), 1024, Duration::from_millis(100), &budget).await.unwrap_err();
         assert_eq!(e.status, StatusCode::REQUEST_TIMEOUT);
         drop(tx);
+    }
+
+    #[tokio::test]
+    async fn bodies_in_flight_share_one_budget() {
+        // 8 KiB for everyone: two 3 KiB bodies fit, a third does not until one is answered.
+        let budget = Arc::new(tokio::sync::Semaphore::new(8));
+        let limit = 1 << 20;
+        let stall = Duration::from_secs(1);
+        let a = read_body(Body::from(vec![b'a'; 3000]), limit, stall, &budget).await.unwrap();
+        let b = read_body(Body::from(vec![b'b'; 3000]), limit, stall, &budget).await.unwrap();
+        assert_eq!(budget.available_permits(), 2);
+        let refused = read_body(Body::from(vec![b'c'; 3000]), limit, stall, &budget).await.unwrap_err();
+        assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(budget.available_permits(), 2, "a refused body holds nothing");
+        drop(a);
+        read_body(Body::from(vec![b'c'; 3000]), limit, stall, &budget).await.unwrap();
+        drop(b);
+        assert_eq!(budget.available_permits(), 8);
     }
 
     /// A body fed by a channel.

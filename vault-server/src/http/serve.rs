@@ -61,6 +61,11 @@ pub struct ListenerLimits {
     pub max_connections: usize,
     /// `tls_handshake_timeout`: time to complete a TLS handshake.
     pub tls_handshake_timeout: Duration,
+    /// `max_request_bytes_in_flight`: request bodies buffered at once, all
+    /// connections together (each is also capped by `max_request_bytes`);
+    /// beyond it a request gets a 503 instead of the server running out of
+    /// memory (bodies are read before authentication).
+    pub max_request_bytes_in_flight: usize,
 }
 
 impl Default for ListenerLimits {
@@ -71,6 +76,7 @@ impl Default for ListenerLimits {
             idle_timeout: Duration::from_secs(300),
             max_connections: 4096,
             tls_handshake_timeout: Duration::from_secs(10),
+            max_request_bytes_in_flight: 512 * 1024 * 1024,
         }
     }
 }
