@@ -529,3 +529,34 @@ async fn children_racing_a_revocation_sqlite() {
 async fn children_racing_a_revocation_postgres() {
     children_racing_a_revocation(Backend::Postgres).await;
 }
+
+/// A token stops working the moment its parent expires (not at the next tidy).
+async fn children_die_with_an_expired_parent(backend: Backend) {
+    let (_store, _srv, c, rc) = ready(backend).await;
+    let create = r#"path "auth/token/create" { capabilities = ["update"] }"#;
+    assert_eq!(rc.put("sys/policies/acl/creator", json!({"policy": create})).await.0, 204);
+    let (_, v) =
+        rc.post("auth/token/create", json!({"policies": ["creator"], "ttl": "2s", "explicit_max_ttl": "2s"})).await;
+    let parent = c.with_token(&token_of(&v));
+    let (s, v) = parent.post("auth/token/create", json!({"ttl": "10h"})).await;
+    assert_eq!(s, 200, "{v}");
+    let child = c.with_token(&token_of(&v));
+    let (_, v) = child.post("auth/token/create", json!({"ttl": "10h"})).await;
+    let grandchild = c.with_token(&token_of(&v));
+    assert_eq!(grandchild.get("auth/token/lookup-self").await.0, 200);
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    assert_eq!(parent.get("auth/token/lookup-self").await.0, 403);
+    assert_eq!(child.get("auth/token/lookup-self").await.0, 403, "a child of an expired parent");
+    assert_eq!(grandchild.get("auth/token/lookup-self").await.0, 403);
+    assert_eq!(child.post("auth/token/create", json!({})).await.0, 403);
+}
+
+#[tokio::test]
+async fn children_die_with_an_expired_parent_sqlite() {
+    children_die_with_an_expired_parent(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn children_die_with_an_expired_parent_postgres() {
+    children_die_with_an_expired_parent(Backend::Postgres).await;
+}

@@ -120,7 +120,7 @@ fn later(t: Instant, d: Duration) -> Instant {
 }
 
 /// The bucket key: IPv4 (or IPv4-mapped IPv6) exactly, other IPv6 by /64.
-fn address_key(addr: IpAddr) -> IpAddr {
+pub(crate) fn address_key(addr: IpAddr) -> IpAddr {
     match addr {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),

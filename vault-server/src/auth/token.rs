@@ -39,6 +39,8 @@ const LABEL_ID: &[u8] = b"token-id";
 const LABEL_ACCESSOR: &[u8] = b"token-accessor";
 /// Characters after the `hvs.` prefix.
 pub const TOKEN_RANDOM_LEN: usize = 24;
+/// Deepest token tree a token may be used in (a token and its ancestors).
+pub const MAX_DEPTH: usize = 32;
 /// Total token length (also the generate-root OTP length).
 pub const TOKEN_LEN: usize = 4 + TOKEN_RANDOM_LEN;
 /// Vault's system default and maximum TTL: 768 hours.
@@ -358,6 +360,30 @@ impl TokenStore {
             self.cache.fill(ticket, id.to_string(), entry.clone(), raw.len());
         }
         Ok((!entry.expired(now)).then_some(entry))
+    }
+
+    /// Whether every ancestor of `entry` still exists and has not expired:
+    /// a token is valid only while the tree it hangs from is, whether its
+    /// parent was revoked (whose children go too) or simply expired (whose
+    /// children tidy revokes only at its next run). Lookups are cached, so
+    /// this costs one cache hit per level. A tree deeper than
+    /// [`MAX_DEPTH`] is refused rather than walked.
+    pub async fn ancestry_alive(
+        &self,
+        barrier: &Barrier,
+        u: &Unsealed,
+        entry: &Arc<TokenEntry>,
+        now: i64,
+    ) -> Result<bool, BarrierError> {
+        let mut cur = entry.clone();
+        for _ in 0..MAX_DEPTH {
+            let Some(parent) = &cur.parent else { return Ok(true) };
+            match self.lookup_id(barrier, u, parent, now).await? {
+                Some(p) => cur = p,
+                None => return Ok(false),
+            }
+        }
+        Ok(false)
     }
 
     /// Look a token up by accessor.

@@ -28,9 +28,11 @@ impl Core {
         let active = self.active()?;
         let u = self.unsealed()?;
         let token = token.filter(|t| !t.is_empty()).ok_or(LogicalError::PermissionDenied)?;
-        let entry =
-            active.tokens.lookup(&self.barrier, &u, token, now_unix()).await?.ok_or(LogicalError::PermissionDenied)?;
-        if !cidr::allowed(&entry.bound_cidrs, addr) {
+        let now = now_unix();
+        let entry = active.tokens.lookup(&self.barrier, &u, token, now).await?.ok_or(LogicalError::PermissionDenied)?;
+        if !cidr::allowed(&entry.bound_cidrs, addr)
+            || !active.tokens.ancestry_alive(&self.barrier, &u, &entry, now).await?
+        {
             return Err(LogicalError::PermissionDenied.into());
         }
         Ok(entry)
@@ -245,12 +247,15 @@ impl Recheck for Reauthorizer {
             if grant.spent {
                 return Err(LogicalError::PermissionDenied);
             }
+            let now = now_unix();
             let entry = active
                 .tokens
-                .lookup_id(&core.barrier, &u, token_id, now_unix())
+                .lookup_id(&core.barrier, &u, token_id, now)
                 .await?
                 .ok_or(LogicalError::PermissionDenied)?;
-            if !cidr::allowed(&entry.bound_cidrs, grant.addr) {
+            if !cidr::allowed(&entry.bound_cidrs, grant.addr)
+                || !active.tokens.ancestry_alive(&core.barrier, &u, &entry, now).await?
+            {
                 return Err(LogicalError::PermissionDenied);
             }
             let acl = active.policies.acl(&core.barrier, &u, &entry.policies).await?;

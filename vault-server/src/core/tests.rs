@@ -222,7 +222,33 @@ async fn tidy_revokes_children_left_by_an_interrupted_revocation() {
     batch.delete(&format!("{}{parent_id}", crate::auth::token::ID_PREFIX));
     core.barrier.write(batch).await.unwrap();
     active.tokens.invalidate(&parent_id);
-    assert!(core.authenticate(Some(&child.client_token), None).await.is_ok());
-    assert_eq!(active.tokens.tidy(&core.barrier, &u, now_unix()).await.unwrap(), 1);
+    // Already unusable (its ancestry is checked on every use), but still stored...
     assert!(core.authenticate(Some(&child.client_token), None).await.is_err());
+    let child_id = active.tokens.id_of(&child.client_token);
+    assert!(active.tokens.alive(&core.barrier, &child_id).await.unwrap());
+    // ...until tidy removes it.
+    assert_eq!(active.tokens.tidy(&core.barrier, &u, now_unix()).await.unwrap(), 1);
+    assert!(!active.tokens.alive(&core.barrier, &child_id).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_is_valid_only_while_its_ancestors_are() {
+    let (_d, core) = dev_core().await;
+    let (_, parent_id) = new_token(&core, &["default"]).await;
+    let active = core.active().unwrap();
+    let u = core.unsealed().unwrap();
+    let parent = active.tokens.lookup_id(&core.barrier, &u, &parent_id, now_unix()).await.unwrap().unwrap();
+    let child = core.mint(child_login(), "auth/token/create", Some(&parent), None).await.unwrap();
+    let child_entry = active.tokens.lookup(&core.barrier, &u, &child.client_token, now_unix()).await.unwrap().unwrap();
+    let grandchild = core.mint(child_login(), "auth/token/create", Some(&child_entry), None).await.unwrap();
+    assert!(core.authenticate(Some(&grandchild.client_token), None).await.is_ok());
+    // The parent expires (no revocation, tidy has not run): its whole tree stops working at once.
+    let mut expired = (*parent).clone();
+    expired.expire_time = Some(now_unix() - 1);
+    let mut batch = Batch::new();
+    active.tokens.add(&u, &mut batch, &expired);
+    core.barrier.write(batch).await.unwrap();
+    active.tokens.invalidate(&parent_id);
+    assert!(core.authenticate(Some(&child.client_token), None).await.is_err());
+    assert!(core.authenticate(Some(&grandchild.client_token), None).await.is_err());
 }

@@ -396,8 +396,22 @@ impl AdminConnection {
     /// dot) and the port. Not the database: roles belong to the whole
     /// cluster. Two names of one server (an address and a host name) are
     /// not recognised as the same.
+    ///
+    /// Conservative: spellings of one address are one identity (an IP
+    /// literal in canonical form, so `::ffff:127.0.0.1` is `127.0.0.1`), and
+    /// every loopback spelling (`localhost`, `127.x.y.z`, `::1`) is one
+    /// identity too, since one local server usually listens on all of them.
+    /// A false match only refuses a second policy; a missed one lets two
+    /// policies fight over a role.
     pub fn cluster_identity(&self) -> String {
-        format!("{}\0{}", normalize_host(&self.host), self.port)
+        let host = normalize_host(&self.host);
+        let host = match host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>() {
+            Ok(ip) if ip.to_canonical().is_loopback() => "loopback".to_string(),
+            Ok(ip) => ip.to_canonical().to_string(),
+            Err(_) if host == "localhost" => "loopback".to_string(),
+            Err(_) => host,
+        };
+        format!("{host}\0{}", self.port)
     }
 
     fn options(&self) -> PgConnectOptions {
@@ -1155,6 +1169,20 @@ mod tests {
         }
         assert!(start.elapsed() < Duration::from_secs(1));
         assert!(c.check_host(&list(&["192.0.2.0/24"])).is_ok());
+    }
+
+    #[test]
+    fn one_address_is_one_cluster_whatever_its_spelling() {
+        let id = |host: &str| {
+            let mut m = base();
+            m.insert("host".into(), json!(host));
+            AdminConnection::from_secret(&m).unwrap().cluster_identity()
+        };
+        assert_eq!(id("::ffff:10.1.2.3"), id("10.1.2.3"));
+        for lo in ["::1", "localhost", "LOCALHOST.", "127.0.0.2", "::ffff:127.0.0.1"] {
+            assert_eq!(id(lo), id("127.0.0.1"), "{lo}");
+        }
+        assert_ne!(id("10.1.2.3"), id("10.1.2.4"));
     }
 
     #[test]

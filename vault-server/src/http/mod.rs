@@ -2,6 +2,7 @@
 //! requests into core calls (raw `sys/` endpoints) or logical requests, and
 //! results into Vault's JSON shapes.
 
+mod budget;
 mod error;
 pub mod serve;
 mod sys_raw;
@@ -33,20 +34,19 @@ pub struct AppState {
     max_body: usize,
     /// Longest pause allowed while a request body is read (`http_read_timeout`).
     body_stall: Duration,
-    /// Request body bytes buffered by all requests together, in KiB permits.
-    in_flight: Arc<tokio::sync::Semaphore>,
+    /// Request body bytes buffered by all requests together.
+    in_flight: Arc<budget::Budget>,
 }
 
 /// The application: every request goes through [`dispatch`]. `body_stall`
 /// is the listener's `http_read_timeout`; `in_flight_bytes` bounds the
 /// request bodies buffered at once (`max_request_bytes_in_flight`).
 pub fn router(core: Arc<Core>, max_body: usize, body_stall: Duration, in_flight_bytes: usize) -> Router {
-    let permits = (in_flight_bytes / 1024).clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
     Router::new().fallback(dispatch).layer(DefaultBodyLimit::disable()).with_state(AppState {
         core,
         max_body,
         body_stall,
-        in_flight: Arc::new(tokio::sync::Semaphore::new(permits)),
+        in_flight: Arc::new(budget::Budget::new(in_flight_bytes, max_body)),
     })
 }
 
@@ -172,9 +172,6 @@ fn too_large(limit: usize) -> ApiError {
 /// data arrives for `stall` (Vault's `http_read_timeout`). The timeout is per
 /// read, not for the whole body: an upload that keeps sending is fine, one
 /// that stops holds its connection no longer than `stall`.
-/// What a buffered body holds of the in-flight budget (released on drop).
-type BodyBudget = Option<tokio::sync::OwnedSemaphorePermit>;
-
 fn busy() -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too many request bytes in flight; retry shortly")
 }
@@ -183,16 +180,14 @@ async fn read_body(
     mut body: Body,
     limit: usize,
     stall: Duration,
-    budget: &Arc<tokio::sync::Semaphore>,
-) -> Result<(Bytes, BodyBudget), ApiError> {
+    budget: &budget::Budget,
+    peer: std::net::IpAddr,
+) -> Result<(Bytes, budget::Held), ApiError> {
     let mut first: Option<Bytes> = None;
     let mut more: Vec<u8> = Vec::new();
     let mut total = 0usize;
-    // KiB of the shared budget held for what is buffered so far; taken
-    // without waiting (a full budget answers 503 at once: waiting would let
-    // stalled senders hold everyone else's share).
-    let mut held: BodyBudget = None;
-    let mut held_kib = 0usize;
+    // What is buffered so far, counted against the shared budget (see budget.rs).
+    let mut held = budget::Held::default();
     loop {
         let next = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx));
         let frame = match tokio::time::timeout(stall, next).await {
@@ -215,15 +210,8 @@ async fn read_body(
         if total > limit {
             return Err(too_large(limit));
         }
-        let need = total.div_ceil(1024);
-        if need > held_kib {
-            let more_kib = u32::try_from(need - held_kib).map_err(|_| busy())?;
-            let p = budget.clone().try_acquire_many_owned(more_kib).map_err(|_| busy())?;
-            match held.as_mut() {
-                Some(h) => h.merge(p),
-                None => held = Some(p),
-            }
-            held_kib = need;
+        if !budget.cover(&mut held, peer, total) {
+            return Err(busy());
         }
         match first.take() {
             None if more.is_empty() => first = Some(data),
@@ -308,7 +296,7 @@ async fn handle(
         return Err(too_large(state.max_body));
     }
     // The budget is held until the request is answered (the body lives that long).
-    let (body, _budget) = read_body(body, state.max_body, state.body_stall, &state.in_flight).await?;
+    let (body, _budget) = read_body(body, state.max_body, state.body_stall, &state.in_flight, peer.ip()).await?;
     if let Some(r) = sys_raw::handle(&state.core, &method, &path, &uri, &headers, &body, peer.ip()).await? {
         return Ok(r);
     }
@@ -461,35 +449,45 @@ mod tests {
 
     #[tokio::test]
     async fn body_reading_limits_and_stalls() {
-        let budget = Arc::new(tokio::sync::Semaphore::new(1024));
-        let (ok, _held) = read_body(Body::from("{\"a\":1}"), 1024, Duration::from_secs(1), &budget).await.unwrap();
+        let budget = budget::Budget::new(1 << 20, 1024);
+        let ip: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let (ok, _held) = read_body(Body::from("{\"a\":1}"), 1024, Duration::from_secs(1), &budget, ip).await.unwrap();
         assert_eq!(&ok[..], b"{\"a\":1}");
-        let big = read_body(Body::from(vec![b'x'; 2000]), 1024, Duration::from_secs(1), &budget).await.unwrap_err();
+        let big = read_body(Body::from(vec![b'x'; 2000]), 1024, Duration::from_secs(1), &budget, ip).await.unwrap_err();
         assert_eq!(big.status, StatusCode::PAYLOAD_TOO_LARGE);
         // A body whose next chunk never comes.
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
         tx.send(Ok(Bytes::from_static(b"{"))).await.unwrap();
-        let e = read_body(Body::new(stalled_body(rx)), 1024, Duration::from_millis(100), &budget).await.unwrap_err();
+        let e =
+            read_body(Body::new(stalled_body(rx)), 1024, Duration::from_millis(100), &budget, ip).await.unwrap_err();
         assert_eq!(e.status, StatusCode::REQUEST_TIMEOUT);
         drop(tx);
     }
 
     #[tokio::test]
-    async fn bodies_in_flight_share_one_budget() {
-        // 8 KiB for everyone: two 3 KiB bodies fit, a third does not until one is answered.
-        let budget = Arc::new(tokio::sync::Semaphore::new(8));
+    async fn a_full_budget_refuses_big_bodies_not_small_ones() {
+        // 1 MiB in all, 200 KiB bodies allowed: one address holds at most 200 KiB beyond the free part.
+        let budget = budget::Budget::new(1 << 20, 200 * 1024);
         let limit = 1 << 20;
         let stall = Duration::from_secs(1);
-        let a = read_body(Body::from(vec![b'a'; 3000]), limit, stall, &budget).await.unwrap();
-        let b = read_body(Body::from(vec![b'b'; 3000]), limit, stall, &budget).await.unwrap();
-        assert_eq!(budget.available_permits(), 2);
-        let refused = read_body(Body::from(vec![b'c'; 3000]), limit, stall, &budget).await.unwrap_err();
+        let mut held = Vec::new();
+        for i in 0..5u8 {
+            let ip: std::net::IpAddr = format!("192.0.2.{i}").parse().unwrap();
+            let body = Body::from(vec![b'x'; budget::FREE_BYTES + 200 * 1024]);
+            held.push(read_body(body, limit, stall, &budget, ip).await.unwrap());
+        }
+        let ip: std::net::IpAddr = "192.0.2.9".parse().unwrap();
+        let refused = read_body(Body::from(vec![b'x'; budget::FREE_BYTES + 200 * 1024]), limit, stall, &budget, ip)
+            .await
+            .unwrap_err();
         assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(budget.available_permits(), 2, "a refused body holds nothing");
-        drop(a);
-        read_body(Body::from(vec![b'c'; 3000]), limit, stall, &budget).await.unwrap();
-        drop(b);
-        assert_eq!(budget.available_permits(), 8);
+        // A small body (a login, an unseal) still goes through.
+        let small = read_body(Body::from(vec![b'{'; 2000]), limit, stall, &budget, ip).await;
+        assert!(small.is_ok());
+        drop(held);
+        assert!(
+            read_body(Body::from(vec![b'x'; budget::FREE_BYTES + 200 * 1024]), limit, stall, &budget, ip).await.is_ok()
+        );
     }
 
     /// A body fed by a channel.

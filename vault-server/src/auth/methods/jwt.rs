@@ -811,7 +811,12 @@ fn service_account(claims: &Map<String, Value>) -> Result<ServiceAccount, String
 fn http_client(ca_pem: &str, timeout: Duration) -> Result<reqwest::Client, String> {
     // reqwest is built without a default rustls provider; install ring once.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut b = reqwest::Client::builder().timeout(timeout).connect_timeout(timeout.min(CONNECT_TIMEOUT));
+    // No redirects: a configured URL is fetched as written, never bounced to
+    // another host (the vault's own listener, an internal service).
+    let mut b = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(CONNECT_TIMEOUT))
+        .redirect(reqwest::redirect::Policy::none());
     if !ca_pem.trim().is_empty() {
         let certs = reqwest::Certificate::from_pem_bundle(ca_pem.as_bytes())
             .map_err(|e| format!("invalid CA certificate PEM: {e}"))?;
@@ -1095,7 +1100,15 @@ impl Jwt {
         // also fills the cache).
         if let Some(source) = KeySource::of(&c) {
             let what = if source.discovery { "OIDC discovery URL" } else { "JWKS URL" };
-            self.remote_keys(&source, Fetch::Always).await.map_err(|e| bad(format!("error checking {what}: {e}")))?;
+            // One message whatever failed (refused, timed out, HTTP status,
+            // not JSON, no keys): the config write must not tell its caller
+            // what answers where on the network. The detail goes to the log.
+            if let Err(e) = self.remote_keys(&source, Fetch::Always).await {
+                tracing::warn!(mount = %self.ctx.mount_path, detail = %e, "checking the {what} failed");
+                return Err(bad(format!(
+                    "error checking {what}: it could not be fetched or is not a valid key source (see the server log)"
+                )));
+            }
         } else {
             *self.keys.lock().await = None;
         }
@@ -2523,7 +2536,7 @@ rwIDAQAB
         let f = fixture(Flavor::Jwt, 100).await;
         let e =
             err_msg(f.call(Operation::Update, "config", json!({"jwks_url": format!("http://{addr}/missing")})).await);
-        assert!(e.contains("error checking JWKS URL") && e.contains("404"), "{e}");
+        assert!(e.contains("error checking JWKS URL") && !e.contains("404"), "one message, no detail: {e}");
         f.write("config", json!({"jwks_url": format!("http://{addr}/jwks"), "bound_issuer": ISS})).await;
         assert_eq!(mock.hits("/jwks"), 1, "the config write checks the URL");
         f.write("role/app", json!({"bound_audiences": "vault"})).await;
@@ -2585,7 +2598,7 @@ rwIDAQAB
             json!({"issuer": "https://elsewhere", "jwks_uri": format!("http://{addr}/idp/keys")}),
         );
         let e = err_msg(f.call(Operation::Update, "config", json!({"oidc_discovery_url": issuer})).await);
-        assert!(e.contains("error checking OIDC discovery URL") && e.contains("does not match"), "{e}");
+        assert!(e.contains("error checking OIDC discovery URL") && !e.contains("elsewhere"), "{e}");
     }
 
     // --- Kubernetes flavor -------------------------------------------------------
