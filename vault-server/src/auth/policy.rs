@@ -912,9 +912,9 @@ fn path_entries(entries: &[Item], rules: &mut Vec<PathRule>) -> Result<(), Polic
     Ok(())
 }
 
-/// Keys a path block may contain. `max_wrapping_ttl` only bounds wrapping,
-/// which never happens here; `min_wrapping_ttl` *requires* wrapping, which
-/// this server refuses, so it fails closed (see below).
+/// Keys a path block may contain. A non-zero `min_wrapping_ttl` or
+/// `max_wrapping_ttl` makes Vault refuse unwrapped requests to the path;
+/// this server refuses wrapping, so such a block fails closed (see below).
 const PATH_KEYS: [&str; 8] = [
     "capabilities",
     "policy",
@@ -1023,11 +1023,14 @@ fn path_rule(written: &str, pos: Pos, body: &Node) -> Result<PathRule, PolicyErr
                 if !matches!(v.kind, Kind::Str(_) | Kind::Num(_)) {
                     return fail(kpos, format!("`{key}` must be a duration string or a number of seconds"));
                 }
-                // A number's value is not kept by the parser: any number
-                // counts as a requirement (the safe reading).
-                if key == "min_wrapping_ttl"
-                    && !matches!(&v.kind, Kind::Str(t) if crate::logical::fields::parse_duration(t) == Some(0))
-                {
+                // Zero means "no bound"; anything else, even a value Vault
+                // would not parse, counts as a requirement (the safe reading).
+                let zero = match &v.kind {
+                    Kind::Str(t) => crate::logical::fields::parse_duration(t) == Some(0),
+                    Kind::Num(t) => json_number(t).and_then(|n| n.as_f64()) == Some(0.0),
+                    _ => false,
+                };
+                if !zero {
                     requires_wrapping = true;
                 }
             }
@@ -1071,8 +1074,10 @@ fn path_rule(written: &str, pos: Pos, body: &Node) -> Result<PathRule, PolicyErr
         );
     }
     // Vault refuses an unwrapped request to a path whose (merged) rule has a
-    // `min_wrapping_ttl`; response wrapping is refused here, so such a path
-    // can never be used: deny it rather than silently drop the requirement.
+    // `min_wrapping_ttl` or a `max_wrapping_ttl` (its AllowOperation: no
+    // wrap info, not allowed); response wrapping is refused here, so such a
+    // path can never be used: deny it rather than silently drop the
+    // requirement.
     if caps.is_deny() || requires_wrapping {
         caps = Capabilities::DENY;
     }
@@ -1138,12 +1143,21 @@ mod tests {
             "w",
             "path \"a\" {\n capabilities = [\"read\"]\n min_wrapping_ttl = \"1m\"\n}\n\
              path \"b\" {\n capabilities = [\"read\"]\n max_wrapping_ttl = 90\n}\n\
-             path \"c\" {\n capabilities = [\"read\"]\n min_wrapping_ttl = \"0s\"\n}\n",
+             path \"c\" {\n capabilities = [\"read\"]\n min_wrapping_ttl = \"0s\"\n}\n\
+             path \"d\" {\n capabilities = [\"read\"]\n max_wrapping_ttl = \"90s\"\n}\n\
+             path \"e\" {\n capabilities = [\"read\"]\n max_wrapping_ttl = 0\n min_wrapping_ttl = 0.0\n}\n\
+             path \"f\" {\n capabilities = [\"read\"]\n min_wrapping_ttl = 1\n}\n",
         )
         .unwrap();
         assert_eq!(caps(&p, "a"), vec!["deny"], "wrapping is required but never done: deny");
-        assert_eq!(caps(&p, "b"), vec!["read"], "a maximum alone requires nothing");
+        // Vault refuses an unwrapped request under a maximum too (its
+        // AllowOperation: MaxWrappingTTL > 0 and no wrap info).
+        assert_eq!(caps(&p, "b"), vec!["deny"]);
+        assert_eq!(caps(&p, "d"), vec!["deny"]);
+        assert_eq!(caps(&p, "f"), vec!["deny"]);
+        // Zero bounds nothing.
         assert_eq!(caps(&p, "c"), vec!["read"]);
+        assert_eq!(caps(&p, "e"), vec!["read"]);
     }
 
     fn caps(p: &Policy, path: &str) -> Vec<&'static str> {
