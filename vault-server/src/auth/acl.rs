@@ -13,7 +13,11 @@
 //! * rules for the identical pattern (in one or several policies) are merged:
 //!   the union of their capabilities, unless one denies, in which case the
 //!   merged rule only denies;
-//! * `deny` on the winning rule denies everything, including `sudo`.
+//! * `deny` on the winning rule denies everything, including `sudo`;
+//! * the winning rule's parameter constraints (`allowed_parameters`,
+//!   `denied_parameters`, `required_parameters`, merged across the blocks for
+//!   its pattern) are checked against the request's data on read, create,
+//!   update and patch ([`check_parameters`]), as Vault's `AllowOperation` does.
 //!
 //! This module is the single place where the decision is made.
 
@@ -22,7 +26,9 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
-use super::policy::{Capabilities, Policy, ROOT_POLICY_NAME};
+use serde_json::{Map, Value};
+
+use super::policy::{Capabilities, Parameters, PathRule, Policy, ROOT_POLICY_NAME, fold_name};
 use super::{Authorized, TokenEntry};
 use crate::barrier::Unsealed;
 use crate::logical::{LogicalError, Operation};
@@ -40,7 +46,10 @@ use crate::logical::{LogicalError, Operation};
 #[derive(Debug, Clone, Default)]
 pub struct Acl {
     root: bool,
-    exact: FastMap<Box<str>, Capabilities>,
+    /// Whether any rule constrains parameters: without one (the common
+    /// case), [`Acl::parameters_allowed`] answers before looking anything up.
+    constrained: bool,
+    exact: FastMap<Box<str>, Permissions>,
     /// Glob rules whose literal part covers the path's whole first segment
     /// (`secret/data/*`, `kv/+/config`), keyed by that segment; each list
     /// has the highest priority first.
@@ -75,6 +84,42 @@ impl Hasher for Fnv {
     }
 }
 
+/// What the rules for one pattern grant, merged.
+#[derive(Debug, Clone, Default)]
+struct Permissions {
+    capabilities: Capabilities,
+    /// None when the merged rule constrains no parameter: a rule without
+    /// constraints allocates nothing and costs nothing to check.
+    parameters: Option<Box<Parameters>>,
+}
+
+impl Permissions {
+    fn new(rule: &PathRule) -> Self {
+        let parameters = if rule.capabilities.is_deny() { None } else { rule.parameters.clone() };
+        Self { capabilities: rule.capabilities, parameters }
+    }
+
+    /// Add another block for the same pattern, as Vault's ACL does: a deny
+    /// (already there or new) leaves only the deny; otherwise the union of
+    /// the capabilities and the merge of the parameter constraints.
+    fn merge(&mut self, rule: &PathRule) {
+        if self.capabilities.is_deny() {
+            return;
+        }
+        if rule.capabilities.is_deny() {
+            *self = Self { capabilities: Capabilities::DENY, parameters: None };
+            return;
+        }
+        self.capabilities = self.capabilities.merge(rule.capabilities);
+        if let Some(p) = &rule.parameters {
+            match &mut self.parameters {
+                Some(mine) => mine.merge(p),
+                None => self.parameters = Some(p.clone()),
+            }
+        }
+    }
+}
+
 /// A rule with a trailing `*` and/or `+` segments.
 #[derive(Debug, Clone)]
 struct GlobRule {
@@ -89,7 +134,7 @@ struct GlobRule {
     first_wildcard: usize,
     /// The segments from the first `+` on (empty without `+`).
     rest: Box<[Segment]>,
-    capabilities: Capabilities,
+    permissions: Permissions,
 }
 
 #[derive(Debug, Clone)]
@@ -102,7 +147,7 @@ enum Segment {
 }
 
 impl GlobRule {
-    fn new(path: &str, capabilities: Capabilities) -> Self {
+    fn new(path: &str, permissions: Permissions) -> Self {
         let (pattern, prefix) = match path.strip_suffix('*') {
             Some(p) => (p, true),
             None => (path, false),
@@ -127,7 +172,7 @@ impl GlobRule {
                 .map(|s| if s == "+" { Segment::Any } else { Segment::Literal(s.into()) })
                 .collect()
         };
-        Self { pattern: pattern.into(), prefix, wildcards, first_wildcard, rest, capabilities }
+        Self { pattern: pattern.into(), prefix, wildcards, first_wildcard, rest, permissions }
     }
 
     /// Vault's priority order: `Greater` means `self` wins over `other`.
@@ -188,22 +233,31 @@ impl Acl {
         if policies.iter().any(|p| p.is_root()) {
             return Self::root();
         }
-        let mut exact: FastMap<Box<str>, Capabilities> = FastMap::default();
-        let mut globs: HashMap<&str, Capabilities> = HashMap::new();
+        let mut exact: FastMap<Box<str>, Permissions> = FastMap::default();
+        let mut globs: HashMap<&str, Permissions> = HashMap::new();
         for rule in policies.iter().flat_map(|p| p.rules()) {
             let path = rule.path.as_str();
             if path.ends_with('*') || has_wildcard_segment(path) {
-                let merged = globs.get(path).map_or(rule.capabilities, |c| c.merge(rule.capabilities));
-                globs.insert(path, merged);
+                match globs.get_mut(path) {
+                    Some(p) => p.merge(rule),
+                    None => {
+                        globs.insert(path, Permissions::new(rule));
+                    }
+                }
             } else {
-                let merged = exact.get(path).map_or(rule.capabilities, |c| c.merge(rule.capabilities));
-                exact.insert(path.into(), merged);
+                match exact.get_mut(path) {
+                    Some(p) => p.merge(rule),
+                    None => {
+                        exact.insert(path.into(), Permissions::new(rule));
+                    }
+                }
             }
         }
+        let constrained = exact.values().chain(globs.values()).any(|p| p.parameters.is_some());
         let mut by_segment: FastMap<Box<str>, Vec<GlobRule>> = FastMap::default();
         let mut general = Vec::new();
-        for (path, capabilities) in globs {
-            let rule = GlobRule::new(path, capabilities);
+        for (path, permissions) in globs {
+            let rule = GlobRule::new(path, permissions);
             match rule.literal().split_once('/') {
                 Some((first, _)) => by_segment.entry(first.into()).or_default().push(rule),
                 None => general.push(rule),
@@ -215,7 +269,7 @@ impl Acl {
         }
         exact.shrink_to_fit();
         by_segment.shrink_to_fit();
-        Self { root: false, exact, by_segment, general }
+        Self { root: false, constrained, exact, by_segment, general }
     }
 
     /// The ACL of the root policy: everything is allowed.
@@ -234,19 +288,19 @@ impl Acl {
         self.root
     }
 
-    /// The capabilities granted on the most specific rule matching `path`,
-    /// or None when nothing matches. `list` also tries an exact rule for the
-    /// path without its trailing `/`, as Vault does.
-    fn lookup(&self, path: &str, list: bool) -> Option<Capabilities> {
+    /// What the most specific rule matching `path` grants, or None when
+    /// nothing matches. `list` also tries an exact rule for the path without
+    /// its trailing `/`, as Vault does.
+    fn lookup(&self, path: &str, list: bool) -> Option<&Permissions> {
         let path = path.trim_start_matches('/');
-        if let Some(c) = self.exact.get(path) {
-            return Some(*c);
+        if let Some(p) = self.exact.get(path) {
+            return Some(p);
         }
         if list
             && let Some(trimmed) = path.strip_suffix('/')
-            && let Some(c) = self.exact.get(trimmed)
+            && let Some(p) = self.exact.get(trimmed)
         {
-            return Some(*c);
+            return Some(p);
         }
         // The best rule overall is the better of the best in the path's
         // first-segment bucket and the best general rule.
@@ -256,8 +310,8 @@ impl Acl {
             .and_then(|rules| rules.iter().find(|g| g.matches(path)));
         let general = self.general.iter().find(|g| g.matches(path));
         match (bucketed, general) {
-            (Some(b), Some(g)) => Some(if b.priority(g).is_ge() { b } else { g }.capabilities),
-            (b, g) => b.or(g).map(|r| r.capabilities),
+            (Some(b), Some(g)) => Some(&if b.priority(g).is_ge() { b } else { g }.permissions),
+            (b, g) => b.or(g).map(|r| &r.permissions),
         }
     }
 
@@ -268,7 +322,7 @@ impl Acl {
         if self.root {
             return vec![ROOT_POLICY_NAME];
         }
-        match self.lookup(path, true) {
+        match self.lookup(path, true).map(|p| p.capabilities) {
             Some(c) if !c.is_deny() && !c.is_empty() => c.names(),
             _ => vec!["deny"],
         }
@@ -280,7 +334,7 @@ impl Acl {
         if self.root {
             return true;
         }
-        let Some(granted) = self.lookup(path, op == Operation::List) else { return false };
+        let Some(granted) = self.lookup(path, op == Operation::List).map(|p| p.capabilities) else { return false };
         if granted.is_deny() {
             return false;
         }
@@ -289,6 +343,152 @@ impl Acl {
             needed |= Capabilities::SUDO;
         }
         granted.contains(needed)
+    }
+
+    /// Do the parameter constraints of the rule that governs `path` admit
+    /// `data`, the request data the backend will see (the body of a write,
+    /// the query parameters of a read)? This judges parameters only: call
+    /// it after [`Acl::allows`] granted the operation.
+    ///
+    /// As Vault: only read, create, update and patch are checked (list and
+    /// delete never are); required names must be present; a request without
+    /// data passes otherwise; a denied name (`"*"`: any name) with a matching
+    /// value refuses; then, if names are allowed, every name must be allowed
+    /// (or `"*"` be) with an allowed value. Root passes.
+    pub fn parameters_allowed(&self, path: &str, op: Operation, data: &Map<String, Value>) -> bool {
+        if self.root || !self.constrained {
+            return true;
+        }
+        if !matches!(op, Operation::Read | Operation::Create | Operation::Update | Operation::Patch) {
+            return true;
+        }
+        match self.lookup(path, false) {
+            // Nothing grants the path: `allows` refused already; stay closed.
+            None => false,
+            Some(p) if p.capabilities.is_deny() => false,
+            Some(Permissions { parameters: None, .. }) => true,
+            Some(Permissions { parameters: Some(params), .. }) => admits(params, data),
+        }
+    }
+}
+
+/// Vault's parameter check (`AllowOperation`, after the capability check).
+fn admits(params: &Parameters, data: &Map<String, Value>) -> bool {
+    if params.required.iter().any(|name| !data.contains_key(name.as_str())) {
+        return false;
+    }
+    if data.is_empty() {
+        return true;
+    }
+    if !params.denied.is_empty() {
+        if params.denied.contains_key("*") {
+            return false;
+        }
+        for (name, value) in data {
+            if let Some(values) = params.denied.get(&*fold_name(name))
+                && value_in_denied(value, values)
+            {
+                return false;
+            }
+        }
+    }
+    if params.allowed.is_empty() {
+        return true;
+    }
+    let any_name = params.allowed.contains_key("*");
+    if any_name && params.allowed.len() == 1 {
+        return true;
+    }
+    data.iter().all(|(name, value)| match params.allowed.get(&*fold_name(name)) {
+        Some(values) => value_in_allowed(value, values),
+        None => any_name,
+    })
+}
+
+/// An allowed value list admits `value` if it is empty, holds the value,
+/// or holds every element of it: of a list, or of a string read as a
+/// comma-separated list (Vault 1.21's per-element matching; an API may well
+/// split such a string, so each part must be allowed).
+fn value_in_allowed(value: &Value, allowed: &[Value]) -> bool {
+    if allowed.is_empty() || value_in_list(value, allowed) {
+        return true;
+    }
+    match value {
+        Value::Array(items) => items.iter().all(|item| value_in_list(item, allowed)),
+        Value::String(s) => comma_parts(s).all(|part| str_in_list(part, allowed)),
+        _ => false,
+    }
+}
+
+/// A denied value list refuses `value` if it is empty, holds the value, or
+/// holds any element of it (of a list, or of a comma-separated string).
+fn value_in_denied(value: &Value, denied: &[Value]) -> bool {
+    if denied.is_empty() || value_in_list(value, denied) {
+        return true;
+    }
+    match value {
+        Value::Array(items) => items.iter().any(|item| value_in_list(item, denied)),
+        Value::String(s) => comma_parts(s).any(|part| str_in_list(part, denied)),
+        _ => false,
+    }
+}
+
+/// The parts of a comma-separated string, trimmed (Vault's
+/// `ParseCommaStringSlice`); none for the empty string.
+fn comma_parts(s: &str) -> impl Iterator<Item = &str> {
+    (!s.is_empty()).then(|| s.split(',').map(str::trim)).into_iter().flatten()
+}
+
+/// Vault's `valueInParameterList`: null matches only null, a string in the
+/// policy matches a string value as a glob, anything else must be equal.
+fn value_in_list(value: &Value, list: &[Value]) -> bool {
+    list.iter().any(|item| match (item, value) {
+        (Value::Null, _) | (_, Value::Null) => item.is_null() && value.is_null(),
+        (Value::String(pattern), _) => value.as_str().is_some_and(|v| glob_matches(pattern, v)),
+        _ => json_eq(item, value),
+    })
+}
+
+fn str_in_list(value: &str, list: &[Value]) -> bool {
+    list.iter().any(|item| item.as_str().is_some_and(|pattern| glob_matches(pattern, value)))
+}
+
+/// Vault's `GlobbedStringsMatch`: a leading and/or trailing `*` in the
+/// pattern matches any text there; a lone `*` is literal.
+fn glob_matches(pattern: &str, value: &str) -> bool {
+    if pattern.len() < 2 {
+        return pattern == value;
+    }
+    match (pattern.strip_prefix('*'), pattern.strip_suffix('*')) {
+        (Some(rest), Some(_)) => value.contains(&rest[..rest.len() - 1]),
+        (Some(suffix), None) => value.ends_with(suffix),
+        (None, Some(prefix)) => value.starts_with(prefix),
+        (None, None) => pattern == value,
+    }
+}
+
+/// JSON equality where numbers compare by value (`1`, `1.0` and `1e0` are
+/// one number, as JSON has one number type). Strings inside lists and
+/// objects compare exactly.
+fn json_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            if let (Some(x), Some(y)) = (x.as_i64(), y.as_i64()) {
+                x == y
+            } else if let (Some(x), Some(y)) = (x.as_u64(), y.as_u64()) {
+                x == y
+            } else if x.is_f64() || y.is_f64() {
+                x.as_f64() == y.as_f64()
+            } else {
+                // A negative and a too-large-for-i64 integer.
+                false
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| json_eq(x, y)),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+        }
+        _ => a == b,
     }
 }
 
@@ -308,10 +508,18 @@ pub fn authorize(
     Ok(Authorized::new(unsealed, Some(token)))
 }
 
+/// After [`authorize`]: refuse (403, as Vault) a request whose data the
+/// parameter constraints of the governing rule do not admit, before the
+/// backend runs. See [`Acl::parameters_allowed`].
+pub fn check_parameters(acl: &Acl, path: &str, op: Operation, data: &Map<String, Value>) -> Result<(), LogicalError> {
+    if acl.parameters_allowed(path, op, data) { Ok(()) } else { Err(LogicalError::PermissionDenied) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::auth::policy::DEFAULT_POLICY;
+    use serde_json::json;
 
     const OPS: [Operation; 6] =
         [Operation::Read, Operation::List, Operation::Create, Operation::Update, Operation::Patch, Operation::Delete];
@@ -588,5 +796,307 @@ mod tests {
         assert!(!a.allows("secret/x", Operation::Patch, false));
         assert!(can_read(&a, "secret/ro/x"));
         assert!(!a.allows("secret/ro/x", Operation::Update, false));
+    }
+
+    // -----------------------------------------------------------------
+    // Parameter constraints.
+
+    /// Whether a request with `data` (a JSON object) may `op` on `path`:
+    /// the capability check, then the parameter check, as the core does.
+    fn admits(a: &Acl, op: Operation, path: &str, data: Value) -> bool {
+        let Value::Object(data) = data else { panic!("data must be an object") };
+        a.allows(path, op, false) && a.parameters_allowed(path, op, &data)
+    }
+
+    fn update(a: &Acl, path: &str, data: Value) -> bool {
+        admits(a, Operation::Update, path, data)
+    }
+
+    fn block(path: &str, body: &str) -> String {
+        format!(
+            "path \"{path}\" {{\n capabilities = [\"create\", \"read\", \"update\", \"patch\", \"list\", \"delete\"]\n{body}\n}}\n"
+        )
+    }
+
+    #[test]
+    fn allowed_parameters_limit_the_names() {
+        // The red team's case: bob may change his password, nothing else.
+        let a = acl(&[r#"path "auth/userpass/users/bob" {
+  capabilities = ["update"]
+  allowed_parameters = { "password" = [] }
+}"#]);
+        let bob = "auth/userpass/users/bob";
+        assert!(update(&a, bob, json!({"password": "new"})));
+        assert!(update(&a, bob, json!({"password": 12})), "[] allows any value");
+        assert!(!update(&a, bob, json!({"token_policies": ["admin"]})));
+        assert!(!update(&a, bob, json!({"password": "new", "token_policies": "admin"})));
+        assert!(!update(&a, bob, json!({"Token_Policies": "admin"})), "names are compared case-insensitively");
+        assert!(update(&a, bob, json!({"PassWord": "new"})));
+        assert!(update(&a, bob, json!({})), "no data: nothing to refuse");
+        assert!(!update(&a, "auth/userpass/users/alice", json!({"password": "x"})));
+    }
+
+    #[test]
+    fn allowed_values_and_globs() {
+        let a = acl(&[&block(
+            "kv/x",
+            r#"allowed_parameters = {
+  "ttl" = ["1h", "2h"]
+  "env" = ["dev-*", "*-test", "*sandbox*", "*"]
+}"#,
+        )]);
+        assert!(update(&a, "kv/x", json!({"ttl": "1h"})));
+        assert!(update(&a, "kv/x", json!({"ttl": "2h", "env": "dev-1"})));
+        assert!(!update(&a, "kv/x", json!({"ttl": "3h"})));
+        assert!(!update(&a, "kv/x", json!({"ttl": "1h", "other": 1})), "unlisted name");
+        // Lists and comma-separated strings: every element must be allowed.
+        assert!(update(&a, "kv/x", json!({"ttl": ["1h", "2h"]})));
+        assert!(update(&a, "kv/x", json!({"ttl": ["2h"]})));
+        assert!(!update(&a, "kv/x", json!({"ttl": ["1h", "3h"]})));
+        assert!(update(&a, "kv/x", json!({"ttl": "1h,2h"})));
+        assert!(update(&a, "kv/x", json!({"ttl": " 1h , 2h "})), "parts are trimmed");
+        assert!(!update(&a, "kv/x", json!({"ttl": "1h,3h"})));
+        assert!(!update(&a, "kv/x", json!({"ttl": ["1h", ["2h"]]})), "a nested list is one (unlisted) value");
+        // Globs: prefix, suffix, infix; a lone "*" value is literal.
+        assert!(update(&a, "kv/x", json!({"env": "dev-"})));
+        assert!(update(&a, "kv/x", json!({"env": "unit-test"})));
+        assert!(update(&a, "kv/x", json!({"env": "my-sandbox-2"})));
+        assert!(update(&a, "kv/x", json!({"env": "*"})));
+        assert!(!update(&a, "kv/x", json!({"env": "prod"})));
+        assert!(!update(&a, "kv/x", json!({"env": "xdev-1"})));
+        assert!(!update(&a, "kv/x", json!({"env": ["dev-1", "prod"]})));
+        assert!(!update(&a, "kv/x", json!({"env": null})), "null is not an allowed value here");
+        assert!(!update(&a, "kv/x", json!({"env": 5})), "a string pattern never matches a number");
+    }
+
+    #[test]
+    fn values_compare_as_json() {
+        let a = acl(&[&block(
+            "kv/x",
+            r#"allowed_parameters = {
+  "n" = [1, 2.5, -3]
+  "b" = [false]
+  "z" = [null]
+  "m" = [{ "k" = "v" }]
+  "l" = [["a", "b"]]
+}"#,
+        )]);
+        for ok in [
+            json!({"n": 1}),
+            json!({"n": 1.0}),
+            json!({"n": 2.5}),
+            json!({"n": -3}),
+            json!({"n": [1, 2.5]}),
+            json!({"b": false}),
+            json!({"z": null}),
+            json!({"m": {"k": "v"}}),
+            json!({"l": ["a", "b"]}),
+        ] {
+            assert!(update(&a, "kv/x", ok.clone()), "{ok}");
+        }
+        for refused in [
+            json!({"n": 2}),
+            json!({"n": "1"}),
+            json!({"n": null}),
+            json!({"n": 18_446_744_073_709_551_615_u64}),
+            json!({"b": true}),
+            json!({"b": "false"}),
+            json!({"z": "null"}),
+            json!({"m": {"k": "w"}}),
+            json!({"m": {"k": "v", "j": 1}}),
+            json!({"l": ["b", "a"]}),
+            json!({"l": ["a*"]}),
+        ] {
+            assert!(!update(&a, "kv/x", refused.clone()), "{refused}");
+        }
+    }
+
+    #[test]
+    fn star_allows_the_other_names() {
+        let a = acl(&[&block("kv/x", r#"allowed_parameters = { "*" = [], "size" = ["s", "m"] }"#)]);
+        assert!(update(&a, "kv/x", json!({"anything": 1, "size": "s"})));
+        assert!(!update(&a, "kv/x", json!({"anything": 1, "size": "xl"})), "listed names keep their values");
+        let a = acl(&[&block("kv/x", r#"allowed_parameters = { "*" = [] }"#)]);
+        assert!(update(&a, "kv/x", json!({"anything": [1, 2], "else": null})));
+    }
+
+    #[test]
+    fn denied_parameters() {
+        let a = acl(&[&block(
+            "auth/token/roles/*",
+            r#"denied_parameters = {
+  "token_policies" = []
+  "allowed_policies" = ["admin", "root*"]
+}"#,
+        )]);
+        let role = "auth/token/roles/r";
+        assert!(update(&a, role, json!({"allowed_policies": "dev", "ttl": "1h"})), "the others are allowed");
+        assert!(!update(&a, role, json!({"token_policies": "dev"})), "[] denies any value");
+        assert!(!update(&a, role, json!({"token_policies": null})));
+        assert!(!update(&a, role, json!({"allowed_policies": "admin"})));
+        assert!(!update(&a, role, json!({"Allowed_Policies": "admin"})));
+        assert!(!update(&a, role, json!({"allowed_policies": "rooted"})), "glob");
+        assert!(!update(&a, role, json!({"allowed_policies": ["dev", "admin"]})), "any element denied");
+        assert!(!update(&a, role, json!({"allowed_policies": "dev, admin"})), "any comma part denied");
+        assert!(update(&a, role, json!({"allowed_policies": ["dev", "ops"]})));
+        assert!(update(&a, role, json!({"allowed_policies": "administrator"})));
+
+        // "*" denies every parameter, but not a request without any.
+        let a = acl(&[&block("kv/x", r#"denied_parameters = { "*" = [] }"#)]);
+        assert!(!update(&a, "kv/x", json!({"v": 1})));
+        assert!(update(&a, "kv/x", json!({})));
+        assert!(admits(&a, Operation::Read, "kv/x", json!({})));
+    }
+
+    #[test]
+    fn denied_wins_over_allowed() {
+        let a = acl(&[&block(
+            "kv/x",
+            r#"allowed_parameters = { "v" = [], "w" = ["a", "b"] }
+denied_parameters = { "v" = ["bad*"], "w" = ["b"] }"#,
+        )]);
+        assert!(update(&a, "kv/x", json!({"v": "good", "w": "a"})));
+        assert!(!update(&a, "kv/x", json!({"v": "bad1"})));
+        assert!(!update(&a, "kv/x", json!({"w": "b"})));
+        let a = acl(&[&block(
+            "kv/x",
+            r#"allowed_parameters = { "*" = [] }
+denied_parameters = { "*" = [] }"#,
+        )]);
+        assert!(!update(&a, "kv/x", json!({"v": 1})));
+    }
+
+    #[test]
+    fn required_parameters() {
+        let a = acl(&[&block("kv/x", r#"required_parameters = ["name", "ID"]"#)]);
+        assert!(update(&a, "kv/x", json!({"name": "n", "id": 1, "other": true})));
+        assert!(!update(&a, "kv/x", json!({"name": "n"})));
+        assert!(!update(&a, "kv/x", json!({})), "no data: required names are still missing");
+        // As in Vault, a required name is looked up folded to lower case.
+        assert!(!update(&a, "kv/x", json!({"name": "n", "ID": 1})));
+        // Vault checks reads too (their data are the query parameters).
+        assert!(!admits(&a, Operation::Read, "kv/x", json!({})));
+        assert!(admits(&a, Operation::Read, "kv/x", json!({"name": "a", "id": "b"})));
+    }
+
+    #[test]
+    fn which_operations_are_checked() {
+        let a = acl(&[&block(
+            "kv/x",
+            r#"allowed_parameters = { "v" = [] }
+required_parameters = ["v"]"#,
+        )]);
+        let bad = || json!({"w": 1});
+        for op in [Operation::Read, Operation::Create, Operation::Update, Operation::Patch] {
+            assert!(!admits(&a, op, "kv/x", bad()), "{op:?} is checked");
+            assert!(admits(&a, op, "kv/x", json!({"v": 1})), "{op:?}");
+        }
+        // List and delete never carry parameters for a policy to judge (Vault).
+        assert!(admits(&a, Operation::List, "kv/x", bad()));
+        assert!(admits(&a, Operation::Delete, "kv/x", bad()));
+        // Root is not constrained.
+        let Value::Object(data) = bad() else { unreachable!() };
+        assert!(Acl::root().parameters_allowed("kv/x", Operation::Update, &data));
+    }
+
+    #[test]
+    fn only_the_winning_rule_constrains() {
+        let a = acl(&[&(block("secret/*", r#"allowed_parameters = { "a" = [] }"#)
+            + &rule("secret/open", "\"update\"")
+            + &block("secret/+/strict", r#"denied_parameters = { "*" = [] }"#))]);
+        assert!(update(&a, "secret/open", json!({"b": 1})), "the exact rule has no constraint");
+        assert!(!update(&a, "secret/other", json!({"b": 1})));
+        assert!(update(&a, "secret/other", json!({"a": 1})));
+        assert!(!update(&a, "secret/t/strict", json!({"a": 1})), "the more specific glob wins");
+        assert!(update(&a, "secret/t/other", json!({"a": 1})));
+        // An unconstrained ACL never looks a path up for parameters.
+        let plain = acl(&[&rule("secret/*", "\"update\"")]);
+        assert!(!plain.constrained);
+        assert!(a.constrained);
+        assert!(update(&plain, "secret/x", json!({"anything": 1})));
+    }
+
+    /// Both orders of two policies, which must give the same ACL behaviour.
+    fn both_orders(p1: &str, p2: &str) -> [Acl; 2] {
+        [acl(&[p1, p2]), acl(&[p2, p1])]
+    }
+
+    #[test]
+    fn merging_allowed_parameters() {
+        // An allow-list in one block restricts another block for the same
+        // path that allowed every name (Vault merges the maps).
+        for a in both_orders(&block("kv/x", r#"allowed_parameters = { "a" = [] }"#), &block("kv/x", "")) {
+            assert!(update(&a, "kv/x", json!({"a": 1})));
+            assert!(!update(&a, "kv/x", json!({"b": 1})));
+        }
+        // Value lists concatenate; names from both are allowed.
+        for a in both_orders(
+            &block("kv/x", r#"allowed_parameters = { "a" = ["1"], "b" = [] }"#),
+            &block("kv/x", r#"allowed_parameters = { "a" = ["2"], "c" = ["x"] }"#),
+        ) {
+            assert!(update(&a, "kv/x", json!({"a": "1", "b": true, "c": "x"})));
+            assert!(update(&a, "kv/x", json!({"a": ["1", "2"]})));
+            assert!(!update(&a, "kv/x", json!({"a": "3"})));
+            assert!(!update(&a, "kv/x", json!({"c": "y"})));
+            assert!(!update(&a, "kv/x", json!({"d": 1})));
+        }
+        // An empty list (any value) wins over a value list.
+        for a in both_orders(
+            &block("kv/x", r#"allowed_parameters = { "a" = [] }"#),
+            &block("kv/x", r#"allowed_parameters = { "a" = ["1"] }"#),
+        ) {
+            assert!(update(&a, "kv/x", json!({"a": "anything"})));
+        }
+        // "*" from one block admits the names the other does not list.
+        for a in both_orders(
+            &block("kv/x", r#"allowed_parameters = { "*" = [] }"#),
+            &block("kv/x", r#"allowed_parameters = { "a" = ["1"] }"#),
+        ) {
+            assert!(update(&a, "kv/x", json!({"b": 2, "a": "1"})));
+            assert!(!update(&a, "kv/x", json!({"a": "2"})));
+        }
+        // Within one policy too.
+        let a = acl(&[&(block("kv/x", r#"allowed_parameters = { "a" = [] }"#)
+            + &block("kv/x", r#"allowed_parameters = { "b" = [] }"#))]);
+        assert!(update(&a, "kv/x", json!({"a": 1, "b": 2})));
+        assert!(!update(&a, "kv/x", json!({"c": 1})));
+    }
+
+    #[test]
+    fn merging_denied_and_required_parameters() {
+        for a in both_orders(
+            &block(
+                "kv/x",
+                r#"denied_parameters = { "a" = ["1"], "b" = ["x"] }
+required_parameters = ["r1"]"#,
+            ),
+            &block(
+                "kv/x",
+                r#"denied_parameters = { "a" = ["2"], "b" = [], "c" = [] }
+required_parameters = ["r2", "r1"]"#,
+            ),
+        ) {
+            let ok = json!({"r1": 1, "r2": 2, "a": "3"});
+            assert!(update(&a, "kv/x", ok));
+            assert!(!update(&a, "kv/x", json!({"r1": 1, "r2": 2, "a": "1"})));
+            assert!(!update(&a, "kv/x", json!({"r1": 1, "r2": 2, "a": "2"})));
+            assert!(!update(&a, "kv/x", json!({"r1": 1, "r2": 2, "b": "y"})), "[] wins: any value of b");
+            assert!(!update(&a, "kv/x", json!({"r1": 1, "r2": 2, "c": 0})));
+            assert!(!update(&a, "kv/x", json!({"r1": 1, "a": "3"})), "required names are the union");
+            assert!(!update(&a, "kv/x", json!({"r2": 1, "a": "3"})));
+        }
+        // A deny on the same path leaves only the deny.
+        for a in both_orders(&block("kv/x", r#"allowed_parameters = { "*" = [] }"#), &rule("kv/x", "\"deny\"")) {
+            assert!(!update(&a, "kv/x", json!({})));
+            assert!(!a.constrained, "the deny dropped the constraints");
+        }
+        // Merged glob rules behave the same.
+        for a in both_orders(
+            &block("kv/+/x*", r#"allowed_parameters = { "a" = [] }"#),
+            &block("kv/+/x*", r#"allowed_parameters = { "b" = [] }"#),
+        ) {
+            assert!(update(&a, "kv/t/xy", json!({"a": 1, "b": 1})));
+            assert!(!update(&a, "kv/t/xy", json!({"c": 1})));
+        }
     }
 }

@@ -18,7 +18,11 @@
 //! Parsing only describes the rules; [`super::acl::Acl`] compiles the policies
 //! of a token into the structure consulted on every request.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::fmt;
+
+use serde_json::Value;
 
 use crate::logical::Operation;
 
@@ -303,8 +307,79 @@ pub struct PathRule {
     pub path: String,
     /// Granted capabilities (just `deny` if the block denies).
     pub capabilities: Capabilities,
+    /// The block's constraints on request parameters; None when it has none
+    /// (or denies), so an unconstrained rule carries nothing to check.
+    pub parameters: Option<Box<Parameters>>,
     /// Line of the block in the policy text.
     pub line: usize,
+}
+
+/// A path block's constraints on the parameters of a request (Vault's
+/// `allowed_parameters`, `denied_parameters` and `required_parameters`),
+/// enforced by [`super::acl::Acl::parameters_allowed`].
+///
+/// Parameter names are folded to lower case here, as Vault does: `allowed`
+/// and `denied` are matched against the request's names folded the same
+/// way, `required` names must be present exactly so. Values are JSON values;
+/// an empty list means "any value"; a string value may start and/or end with
+/// a `*` glob.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Parameters {
+    /// Name → allowed values. Non-empty: only these names may be given
+    /// (`"*"` admits the others).
+    pub allowed: BTreeMap<String, Vec<Value>>,
+    /// Name → refused values (`"*"` refuses every parameter).
+    pub denied: BTreeMap<String, Vec<Value>>,
+    /// Names that must be present.
+    pub required: Vec<String>,
+}
+
+impl Parameters {
+    /// Whether nothing is constrained.
+    pub fn is_empty(&self) -> bool {
+        self.allowed.is_empty() && self.denied.is_empty() && self.required.is_empty()
+    }
+
+    /// Combine with the constraints of another block for the same path
+    /// (Vault's ACL merge): per name, an empty list (any value) on either
+    /// side wins, otherwise the value lists are concatenated; a name
+    /// constrained on only one side keeps that side's list; required names
+    /// are the union. So a block that allows only some names restricts
+    /// another block for the same path that allows every name, as in Vault.
+    pub fn merge(&mut self, other: &Parameters) {
+        merge_values(&mut self.allowed, &other.allowed);
+        merge_values(&mut self.denied, &other.denied);
+        for name in &other.required {
+            if !self.required.contains(name) {
+                self.required.push(name.clone());
+            }
+        }
+    }
+}
+
+fn merge_values(into: &mut BTreeMap<String, Vec<Value>>, from: &BTreeMap<String, Vec<Value>>) {
+    for (name, values) in from {
+        match into.get_mut(name) {
+            None => {
+                into.insert(name.clone(), values.clone());
+            }
+            Some(existing) if existing.is_empty() => {}
+            Some(existing) if values.is_empty() => existing.clear(),
+            Some(existing) => existing.extend(values.iter().cloned()),
+        }
+    }
+}
+
+/// A parameter name as `allowed_parameters`/`denied_parameters` compare it:
+/// folded to lower case (Vault's `strings.ToLower` on both sides). Borrows
+/// when folding changes nothing, the common case, so a request's names cost
+/// no allocation.
+pub(crate) fn fold_name(name: &str) -> Cow<'_, str> {
+    if name.chars().all(|c| c.to_lowercase().eq(std::iter::once(c))) {
+        Cow::Borrowed(name)
+    } else {
+        Cow::Owned(name.to_lowercase())
+    }
 }
 
 /// A parsed ACL policy.
@@ -598,8 +673,9 @@ struct Node {
 #[derive(Debug)]
 enum Kind {
     Str(String),
-    Num,
-    Bool,
+    /// The number as written (kept for parameter values and wrapping TTLs).
+    Num(String),
+    Bool(bool),
     Null,
     List(Vec<Node>),
     Object(Vec<Item>),
@@ -609,8 +685,8 @@ impl Kind {
     fn describe(&self) -> &'static str {
         match self {
             Kind::Str(_) => "a string",
-            Kind::Num => "a number",
-            Kind::Bool => "a boolean",
+            Kind::Num(_) => "a number",
+            Kind::Bool(_) => "a boolean",
             Kind::Null => "null",
             Kind::List(_) => "a list",
             Kind::Object(_) => "an object",
@@ -732,8 +808,8 @@ impl Parser {
         }
         let kind = match tok {
             Tok::Str(s) => Kind::Str(s),
-            Tok::Num(_) => Kind::Num,
-            Tok::Ident(s) if s == "true" || s == "false" => Kind::Bool,
+            Tok::Num(s) => Kind::Num(s),
+            Tok::Ident(s) if s == "true" || s == "false" => Kind::Bool(s == "true"),
             Tok::Ident(s) if s == "null" => Kind::Null,
             Tok::Ident(s) => {
                 return Err(error_at(
@@ -836,10 +912,9 @@ fn path_entries(entries: &[Item], rules: &mut Vec<PathRule>) -> Result<(), Polic
     Ok(())
 }
 
-/// Keys a path block may contain. The parameter constraints are accepted
-/// for compatibility but not yet enforced; `max_wrapping_ttl` only bounds
-/// wrapping, which never happens here; `min_wrapping_ttl` *requires*
-/// wrapping, which this server refuses, so it fails closed (see below).
+/// Keys a path block may contain. A non-zero `min_wrapping_ttl` or
+/// `max_wrapping_ttl` makes Vault refuse unwrapped requests to the path;
+/// this server refuses wrapping, so such a block fails closed (see below).
 const PATH_KEYS: [&str; 8] = [
     "capabilities",
     "policy",
@@ -868,6 +943,7 @@ fn path_rule(written: &str, pos: Pos, body: &Node) -> Result<PathRule, PolicyErr
     let mut listed: Vec<&str> = Vec::new();
     let mut legacy: Option<&str> = None;
     let mut requires_wrapping = false;
+    let mut parameters = Parameters::default();
     for item in items {
         let (key, kpos) = item.key();
         if item.keys.len() != 1 {
@@ -906,31 +982,55 @@ fn path_rule(written: &str, pos: Pos, body: &Node) -> Result<PathRule, PolicyErr
                 }
             }
             "allowed_parameters" | "denied_parameters" => {
-                let ok = match &v.kind {
-                    Kind::Object(params) => {
-                        params.iter().all(|p| p.keys.len() == 1 && matches!(p.value.kind, Kind::List(_)))
+                let shape = |at| fail(at, format!("`{key}` must map parameter names to lists of values"));
+                let Kind::Object(params) = &v.kind else { return shape(kpos) };
+                let mut map = BTreeMap::new();
+                for param in params {
+                    let (name, npos) = param.key();
+                    let Kind::List(values) = &param.value.kind else { return shape(npos) };
+                    if param.keys.len() != 1 {
+                        return shape(npos);
                     }
-                    _ => false,
-                };
-                if !ok {
-                    return fail(kpos, format!("`{key}` must map parameter names to lists of values"));
+                    let values = values
+                        .iter()
+                        .map(json_value)
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|(at, msg)| error_at(at, format!("path {written:?}: {key} {name:?}: {msg}")))?;
+                    // Names differing only in case fold together: merge them
+                    // as two blocks would be, rather than let one silently win.
+                    merge_values(&mut map, &BTreeMap::from([(fold_name(name).into_owned(), values)]));
+                }
+                if key == "allowed_parameters" {
+                    parameters.allowed = map;
+                } else {
+                    parameters.denied = map;
                 }
             }
             "required_parameters" => {
-                if string_list(v).is_none() {
+                let Some(names) = string_list(v) else {
                     return fail(kpos, "`required_parameters` must be a list of strings".into());
+                };
+                for name in names {
+                    // Vault looks a required name up folded to lower case.
+                    let name = name.to_lowercase();
+                    if !parameters.required.contains(&name) {
+                        parameters.required.push(name);
+                    }
                 }
             }
             // min_wrapping_ttl / max_wrapping_ttl: a duration string or seconds.
             _ => {
-                if !matches!(v.kind, Kind::Str(_) | Kind::Num) {
+                if !matches!(v.kind, Kind::Str(_) | Kind::Num(_)) {
                     return fail(kpos, format!("`{key}` must be a duration string or a number of seconds"));
                 }
-                // A number's value is not kept by the parser: any number
-                // counts as a requirement (the safe reading).
-                if key == "min_wrapping_ttl"
-                    && !matches!(&v.kind, Kind::Str(t) if crate::logical::fields::parse_duration(t) == Some(0))
-                {
+                // Zero means "no bound"; anything else, even a value Vault
+                // would not parse, counts as a requirement (the safe reading).
+                let zero = match &v.kind {
+                    Kind::Str(t) => crate::logical::fields::parse_duration(t) == Some(0),
+                    Kind::Num(t) => json_number(t).and_then(|n| n.as_f64()) == Some(0.0),
+                    _ => false,
+                };
+                if !zero {
                     requires_wrapping = true;
                 }
             }
@@ -974,12 +1074,52 @@ fn path_rule(written: &str, pos: Pos, body: &Node) -> Result<PathRule, PolicyErr
         );
     }
     // Vault refuses an unwrapped request to a path whose (merged) rule has a
-    // `min_wrapping_ttl`; response wrapping is refused here, so such a path
-    // can never be used: deny it rather than silently drop the requirement.
+    // `min_wrapping_ttl` or a `max_wrapping_ttl` (its AllowOperation: no
+    // wrap info, not allowed); response wrapping is refused here, so such a
+    // path can never be used: deny it rather than silently drop the
+    // requirement.
     if caps.is_deny() || requires_wrapping {
         caps = Capabilities::DENY;
     }
-    Ok(PathRule { path: path.to_string(), capabilities: caps, line: pos.line })
+    // A denying block has nothing left to constrain (Vault drops its
+    // parameters too).
+    let parameters = (!caps.is_deny() && !parameters.is_empty()).then(|| Box::new(parameters));
+    Ok(PathRule { path: path.to_string(), capabilities: caps, parameters, line: pos.line })
+}
+
+/// A parameter value of a policy as the JSON value a request would carry.
+/// Errors carry the position of the offending value.
+fn json_value(node: &Node) -> Result<Value, (Pos, String)> {
+    Ok(match &node.kind {
+        Kind::Str(s) => Value::String(s.clone()),
+        Kind::Num(text) => Value::Number(json_number(text).ok_or((node.pos, format!("invalid number {text}")))?),
+        Kind::Bool(b) => Value::Bool(*b),
+        Kind::Null => Value::Null,
+        Kind::List(values) => Value::Array(values.iter().map(json_value).collect::<Result<_, _>>()?),
+        // HCL's `a "b" { ... }` inside a value is `{"a": {"b": {...}}}`.
+        Kind::Object(items) => {
+            let mut map = serde_json::Map::new();
+            for item in items {
+                let mut value = json_value(&item.value)?;
+                for (k, _) in item.keys.iter().skip(1).rev() {
+                    value = Value::Object(serde_json::Map::from_iter([(k.clone(), value)]));
+                }
+                map.insert(item.key().0.to_string(), value);
+            }
+            Value::Object(map)
+        }
+    })
+}
+
+/// A number as written in a policy: an integer if it is one, else a finite float.
+fn json_number(text: &str) -> Option<serde_json::Number> {
+    if let Ok(i) = text.parse::<i64>() {
+        return Some(i.into());
+    }
+    if let Ok(u) = text.parse::<u64>() {
+        return Some(u.into());
+    }
+    text.parse::<f64>().ok().and_then(serde_json::Number::from_f64)
 }
 
 fn string_list(node: &Node) -> Option<Vec<&str>> {
@@ -1003,12 +1143,21 @@ mod tests {
             "w",
             "path \"a\" {\n capabilities = [\"read\"]\n min_wrapping_ttl = \"1m\"\n}\n\
              path \"b\" {\n capabilities = [\"read\"]\n max_wrapping_ttl = 90\n}\n\
-             path \"c\" {\n capabilities = [\"read\"]\n min_wrapping_ttl = \"0s\"\n}\n",
+             path \"c\" {\n capabilities = [\"read\"]\n min_wrapping_ttl = \"0s\"\n}\n\
+             path \"d\" {\n capabilities = [\"read\"]\n max_wrapping_ttl = \"90s\"\n}\n\
+             path \"e\" {\n capabilities = [\"read\"]\n max_wrapping_ttl = 0\n min_wrapping_ttl = 0.0\n}\n\
+             path \"f\" {\n capabilities = [\"read\"]\n min_wrapping_ttl = 1\n}\n",
         )
         .unwrap();
         assert_eq!(caps(&p, "a"), vec!["deny"], "wrapping is required but never done: deny");
-        assert_eq!(caps(&p, "b"), vec!["read"], "a maximum alone requires nothing");
+        // Vault refuses an unwrapped request under a maximum too (its
+        // AllowOperation: MaxWrappingTTL > 0 and no wrap info).
+        assert_eq!(caps(&p, "b"), vec!["deny"]);
+        assert_eq!(caps(&p, "d"), vec!["deny"]);
+        assert_eq!(caps(&p, "f"), vec!["deny"]);
+        // Zero bounds nothing.
         assert_eq!(caps(&p, "c"), vec!["read"]);
+        assert_eq!(caps(&p, "e"), vec!["read"]);
     }
 
     fn caps(p: &Policy, path: &str) -> Vec<&'static str> {
@@ -1180,6 +1329,95 @@ path "secret/other" {
         assert_eq!(caps(&p, "secret/other"), vec!["read"]);
         let err = parse_err("path \"a\" {\n capabilities = []\n allowed_parameters = [\"x\"]\n}");
         assert_eq!(err.line(), Some(3));
+    }
+
+    fn params(p: &Policy, path: &str) -> Option<Parameters> {
+        p.rules().iter().find(|r| r.path == path).unwrap().parameters.as_deref().cloned()
+    }
+
+    #[test]
+    fn parameter_constraints_are_parsed() {
+        let p = Policy::parse(
+            "t",
+            r#"
+path "a" {
+  capabilities = ["update"]
+  allowed_parameters = {
+    "Password" = []
+    "n" = [1, -2, 2.5, 1e3, true, null, "s*", ["x", 1], { "k" = "v", "o" "p" { "q" = 3 } }]
+    "PASSWORD" = ["ignored: the other spelling allows any value"]
+    "list" = ["a"]
+    "List" = ["b"]
+  }
+  denied_parameters { "*" = [] }
+  required_parameters = ["Team", "team", "id"]
+}
+path "plain" { capabilities = ["read"] }
+path "empty" {
+  capabilities = ["read"]
+  allowed_parameters = {}
+  denied_parameters = {}
+  required_parameters = []
+}
+path "denied" {
+  capabilities = ["deny"]
+  allowed_parameters = { "a" = [] }
+}
+"#,
+        )
+        .unwrap();
+        let a = params(&p, "a").unwrap();
+        assert_eq!(a.allowed.keys().collect::<Vec<_>>(), ["list", "n", "password"], "names fold to lower case");
+        assert_eq!(a.allowed["password"], Vec::<Value>::new(), "[] wins when two spellings merge");
+        assert_eq!(a.allowed["list"], vec![Value::from("a"), Value::from("b")]);
+        assert_eq!(
+            Value::Array(a.allowed["n"].clone()),
+            serde_json::json!([1, -2, 2.5, 1000.0, true, null, "s*", ["x", 1], {"k": "v", "o": {"p": {"q": 3}}}])
+        );
+        assert_eq!(a.denied.keys().collect::<Vec<_>>(), ["*"]);
+        assert_eq!(a.required, ["team", "id"]);
+        // No constraint, only empty ones, or a deny: nothing to check.
+        assert_eq!(params(&p, "plain"), None);
+        assert_eq!(params(&p, "empty"), None);
+        assert_eq!(params(&p, "denied"), None);
+
+        // Shapes Vault refuses are a 400 naming the line.
+        let err = parse_err("path \"a\" {\n allowed_parameters = {\n \"x\" = [1.2.3]\n }\n}");
+        assert_eq!(err.line(), Some(3), "{err}");
+        assert!(err.to_string().contains("invalid number"), "{err}");
+        let err = parse_err("path \"a\" {\n denied_parameters = { \"x\" = \"y\" }\n}");
+        assert!(err.to_string().contains("lists of values"), "{err}");
+        let err = parse_err("path \"a\" {\n required_parameters = [1]\n}");
+        assert!(err.to_string().contains("list of strings"), "{err}");
+    }
+
+    #[test]
+    fn parameter_constraints_merge_like_vault() {
+        let mut a = Policy::parse(
+            "a",
+            r#"path "x" { allowed_parameters = { "a" = ["1"], "b" = [] } required_parameters = ["r"] }"#,
+        )
+        .unwrap()
+        .rules()[0]
+            .parameters
+            .as_deref()
+            .cloned()
+            .unwrap();
+        let b = Policy::parse(
+            "b",
+            r#"path "x" { allowed_parameters = { "a" = ["2"], "b" = ["3"], "c" = [] } denied_parameters = { "d" = [] } required_parameters = ["s", "r"] }"#,
+        )
+        .unwrap()
+        .rules()[0]
+        .parameters
+        .as_deref()
+        .cloned()
+        .unwrap();
+        a.merge(&b);
+        assert_eq!(a.allowed["a"], vec![Value::from("1"), Value::from("2")]);
+        assert!(a.allowed["b"].is_empty() && a.allowed["c"].is_empty());
+        assert!(a.denied["d"].is_empty());
+        assert_eq!(a.required, ["r", "s"]);
     }
 
     #[test]

@@ -87,6 +87,7 @@ impl Core {
         }
         let mut auth = acl::authorize(u.clone(), entry.clone(), &acl, &full_path, req.op, sudo)?
             .with_acl(acl.clone(), &m.route_path);
+        acl::check_parameters(&acl, &full_path, req.op, &req.data)?;
         if m.entry.kind == "token"
             && let Some(t) = token
         {
