@@ -40,7 +40,12 @@ pub(crate) struct Grant {
 /// policy check again, against the current (invalidated) state.
 pub(crate) trait Recheck: Send + Sync {
     /// Ok if `token_id` still exists and its policies still grant `grant`.
-    fn recheck<'a>(&'a self, token_id: &'a str, grant: &'a Grant) -> BoxFuture<'a, Result<(), LogicalError>>;
+    fn recheck<'a>(
+        &'a self,
+        token_id: &'a str,
+        grant: &'a Grant,
+        data: &'a serde_json::Map<String, serde_json::Value>,
+    ) -> BoxFuture<'a, Result<(), LogicalError>>;
     /// Moves whenever a token or a policy is invalidated.
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>>;
 }
@@ -153,9 +158,13 @@ impl Authorized {
 
     /// Ask again: is the token still valid and does the current policy still
     /// grant this request? (Unauthenticated requests have nothing to re-check.)
-    pub async fn still_authorized(&self) -> Result<(), LogicalError> {
+    /// `data` is the request's data, for the policy's parameter constraints.
+    pub async fn still_authorized(
+        &self,
+        data: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), LogicalError> {
         match (&self.grant, &self.token) {
-            (Some((grant, checker)), Some(token)) => checker.recheck(&token.id, grant).await,
+            (Some((grant, checker)), Some(token)) => checker.recheck(&token.id, grant, data).await,
             (None, None) => Ok(()),
             // A token without a recorded grant cannot be re-checked: refuse.
             _ => Err(LogicalError::PermissionDenied),

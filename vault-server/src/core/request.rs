@@ -240,7 +240,12 @@ pub(super) struct Reauthorizer {
 }
 
 impl Recheck for Reauthorizer {
-    fn recheck<'a>(&'a self, token_id: &'a str, grant: &'a Grant) -> BoxFuture<'a, Result<(), LogicalError>> {
+    fn recheck<'a>(
+        &'a self,
+        token_id: &'a str,
+        grant: &'a Grant,
+        data: &'a serde_json::Map<String, Value>,
+    ) -> BoxFuture<'a, Result<(), LogicalError>> {
         Box::pin(async move {
             let core = self.core.upgrade().ok_or(LogicalError::Sealed)?;
             let active = core.active().map_err(LogicalError::from)?;
@@ -260,7 +265,8 @@ impl Recheck for Reauthorizer {
                 return Err(LogicalError::PermissionDenied);
             }
             let acl = active.policies.acl(&core.barrier, &u, &entry.policies).await?;
-            acl::authorize(u, entry, &acl, &grant.path, grant.op, grant.sudo).map(|_| ())
+            acl::authorize(u, entry, &acl, &grant.path, grant.op, grant.sudo)?;
+            acl::check_parameters(&acl, &grant.path, grant.op, data)
         })
     }
 

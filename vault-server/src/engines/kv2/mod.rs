@@ -545,7 +545,7 @@ impl KvV2 {
             s.borrow_and_update();
         }
         // A revocation between the policy check and the subscription above.
-        auth.still_authorized().await?;
+        auth.still_authorized(data).await?;
         if self.view.is_sealed() {
             // Sealed between the authorization and the subscription.
             return Err(LogicalError::Sealed);
@@ -561,7 +561,7 @@ impl KvV2 {
                 Err(_) => break,
             };
             if current.is_some_and(|(m, _)| m.current_version > after) {
-                auth.still_authorized().await?;
+                auth.still_authorized(data).await?;
                 return self.read_data(u, key, &latest).await;
             }
             tokio::select! {
@@ -577,11 +577,11 @@ impl KvV2 {
                         None => std::future::pending().await,
                     }
                 } => {
-                    auth.still_authorized().await?;
+                    auth.still_authorized(data).await?;
                 }
             }
         }
-        auth.still_authorized().await?;
+        auth.still_authorized(data).await?;
         match self.read_data(u, key, &latest).await? {
             Response::Data { data, auth, mut warnings } => {
                 warnings.push(format!("no version newer than {after} within the wait"));
