@@ -86,6 +86,7 @@ impl Server {
             config.max_request_bytes,
             limits.read_timeout,
             limits.max_request_bytes_in_flight,
+            limits.max_connections,
         );
         let (stop_tx, stop_rx) = watch::channel(false);
         let jobs = tokio::spawn(background(core.clone(), stop_rx.clone()));

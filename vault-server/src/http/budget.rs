@@ -2,9 +2,10 @@
 //! read before the token is checked, so this is what unauthenticated
 //! senders can make the server hold:
 //!
-//! - the first [`FREE_BYTES`] of every body are not counted: small requests
-//!   (logins, unseal, most writes) never wait on big ones, and their total is
-//!   already bounded by `max_connections` × [`FREE_BYTES`];
+//! - the first [`FREE_BYTES`] of every body come from a separate pool for
+//!   small bodies (`max_connections` × [`FREE_BYTES`]), so small requests
+//!   (logins, unseal, most writes) never wait on big ones (when that pool is
+//!   empty, they draw on the main budget like big ones);
 //! - beyond that, bytes come from one budget (`max_request_bytes_in_flight`),
 //!   taken without waiting (a full budget is a 503 at once);
 //! - and one client address (IPv6 by /64) may hold at most an eighth of the
@@ -28,6 +29,8 @@ type Ledger = Arc<Mutex<HashMap<IpAddr, usize>>>;
 pub(crate) struct Budget {
     /// KiB permits.
     global: Arc<Semaphore>,
+    /// KiB permits for the first [`FREE_BYTES`] of each body.
+    small: Arc<Semaphore>,
     per_addr: Ledger,
     per_addr_max: usize,
 }
@@ -37,6 +40,9 @@ pub(crate) struct Budget {
 pub(crate) struct Held {
     permit: Option<OwnedSemaphorePermit>,
     kib: usize,
+    /// None until the body's first bytes arrive; then whether its free part
+    /// came from the small pool (Some(permit)) or must be counted (Some(None)).
+    small: Option<Option<OwnedSemaphorePermit>>,
     share: Option<(Ledger, IpAddr, usize)>,
 }
 
@@ -57,10 +63,12 @@ impl Drop for Held {
 impl Budget {
     /// A budget of `bytes` in all; one address at most an eighth of it, and
     /// never less than `max_body`.
-    pub(crate) fn new(bytes: usize, max_body: usize) -> Self {
+    pub(crate) fn new(bytes: usize, max_body: usize, max_connections: usize) -> Self {
         let permits = (bytes / 1024).clamp(1, Semaphore::MAX_PERMITS);
+        let small = max_connections.saturating_mul(FREE_BYTES / 1024).clamp(1, Semaphore::MAX_PERMITS);
         Self {
             global: Arc::new(Semaphore::new(permits)),
+            small: Arc::new(Semaphore::new(small)),
             per_addr: Arc::default(),
             per_addr_max: (bytes / 8).max(max_body),
         }
@@ -70,7 +78,12 @@ impl Budget {
     /// the address's share or the global budget is exhausted (nothing more
     /// is taken then; what `held` has is released when it drops).
     pub(crate) fn cover(&self, held: &mut Held, peer: IpAddr, total: usize) -> bool {
-        let counted = total.saturating_sub(FREE_BYTES);
+        if held.small.is_none() {
+            held.small = Some(self.small.clone().try_acquire_many_owned((FREE_BYTES / 1024) as u32).ok());
+        }
+        // Without a small-pool share, every byte counts.
+        let free = if matches!(held.small, Some(Some(_))) { FREE_BYTES } else { 0 };
+        let counted = total.saturating_sub(free);
         let have = held.share.as_ref().map_or(0, |(_, _, b)| *b);
         if counted <= have {
             return true;
@@ -117,7 +130,7 @@ mod tests {
     #[test]
     fn small_bodies_are_free_big_ones_share_and_no_address_takes_all() {
         // 1 MiB in all; an address at most 128 KiB (its eighth) but at least max_body (100 KiB).
-        let b = Budget::new(1024 * 1024, 100 * 1024);
+        let b = Budget::new(1024 * 1024, 100 * 1024, 64);
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let other: IpAddr = "192.0.2.2".parse().unwrap();
         let mut small = Held::default();
@@ -141,5 +154,20 @@ mod tests {
         drop((y, x, theirs, big, small));
         assert_eq!(b.available_kib(), 1024);
         assert!(b.per_addr.lock().unwrap().is_empty(), "every share is given back");
+    }
+
+    #[test]
+    fn small_bodies_are_bounded_too() {
+        // Room for two small bodies' free parts; a third counts in full.
+        let b = Budget::new(1024 * 1024, 100 * 1024, 2);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let (mut x, mut y, mut z) = (Held::default(), Held::default(), Held::default());
+        assert!(b.cover(&mut x, a, 1000) && b.cover(&mut y, a, 1000));
+        assert_eq!(b.available_kib(), 1024);
+        assert!(b.cover(&mut z, a, 1000));
+        assert_eq!(b.available_kib(), 1023, "the pool for small bodies was empty");
+        drop((x, y, z));
+        assert_eq!(b.available_kib(), 1024);
+        assert_eq!(b.small.available_permits(), 128);
     }
 }

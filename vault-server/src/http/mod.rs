@@ -41,12 +41,18 @@ pub struct AppState {
 /// The application: every request goes through [`dispatch`]. `body_stall`
 /// is the listener's `http_read_timeout`; `in_flight_bytes` bounds the
 /// request bodies buffered at once (`max_request_bytes_in_flight`).
-pub fn router(core: Arc<Core>, max_body: usize, body_stall: Duration, in_flight_bytes: usize) -> Router {
+pub fn router(
+    core: Arc<Core>,
+    max_body: usize,
+    body_stall: Duration,
+    in_flight_bytes: usize,
+    max_connections: usize,
+) -> Router {
     Router::new().fallback(dispatch).layer(DefaultBodyLimit::disable()).with_state(AppState {
         core,
         max_body,
         body_stall,
-        in_flight: Arc::new(budget::Budget::new(in_flight_bytes, max_body)),
+        in_flight: Arc::new(budget::Budget::new(in_flight_bytes, max_body, max_connections)),
     })
 }
 
@@ -449,7 +455,7 @@ mod tests {
 
     #[tokio::test]
     async fn body_reading_limits_and_stalls() {
-        let budget = budget::Budget::new(1 << 20, 1024);
+        let budget = budget::Budget::new(1 << 20, 1024, 64);
         let ip: std::net::IpAddr = "127.0.0.1".parse().unwrap();
         let (ok, _held) = read_body(Body::from("{\"a\":1}"), 1024, Duration::from_secs(1), &budget, ip).await.unwrap();
         assert_eq!(&ok[..], b"{\"a\":1}");
@@ -467,7 +473,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_budget_refuses_big_bodies_not_small_ones() {
         // 1 MiB in all, 200 KiB bodies allowed: one address holds at most 200 KiB beyond the free part.
-        let budget = budget::Budget::new(1 << 20, 200 * 1024);
+        let budget = budget::Budget::new(1 << 20, 200 * 1024, 64);
         let limit = 1 << 20;
         let stall = Duration::from_secs(1);
         let mut held = Vec::new();

@@ -81,6 +81,9 @@ impl Default for ListenerLimits {
     }
 }
 
+/// Concurrent requests on one HTTP/2 connection.
+pub(crate) const MAX_H2_STREAMS: u32 = 100;
+
 /// Shutdown phases sent to every connection task.
 const RUNNING: u8 = 0;
 /// Finish the requests in flight, accept no new ones, close.
@@ -109,7 +112,9 @@ pub async fn serve(
     // timer (on by default once a timer is set) would also cut kept-alive
     // connections after the header timeout, and costs a timer per request.
     builder.http1().timer(TokioTimer::new()).header_read_timeout(None);
-    builder.http2().timer(TokioTimer::new());
+    // Each HTTP/2 stream is a request (with a body budget): bound them per
+    // connection like Go's server (250) does, a little tighter.
+    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(MAX_H2_STREAMS);
     let builder = Arc::new(builder);
     let mut shutdown = pin!(shutdown);
     let mut full_logged = false;
