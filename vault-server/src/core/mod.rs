@@ -10,6 +10,7 @@
 //! `Sealed`.
 
 mod generate_root;
+pub mod hooks;
 pub mod lease;
 pub mod mounts;
 pub mod policies;
@@ -185,6 +186,10 @@ pub struct Core {
     unauthed_ceremonies: RwLock<crate::config::UnauthedCeremonies>,
     /// Re-checks held authorizations (one per core, shared by requests).
     reauth: Arc<request::Reauthorizer>,
+    /// Called for every request (the HTTP pipeline runs them).
+    hooks: hooks::Hooks,
+    /// Requests by mount and status class (one of the hooks).
+    counter: Arc<hooks::RequestCounter>,
     #[cfg(test)]
     pub(crate) pauses: crate::testing::Pauses,
 }
@@ -217,9 +222,13 @@ impl Core {
             rotation: RwLock::new(crate::engines::RotationSettings::default()),
             unauthed_ceremonies: RwLock::new(crate::config::UnauthedCeremonies { rekey: false, generate_root: false }),
             reauth: Arc::new(request::Reauthorizer { core: me.clone() }),
+            hooks: hooks::Hooks::default(),
+            counter: Arc::new(hooks::RequestCounter::default()),
             #[cfg(test)]
             pauses: Default::default(),
         });
+        core.hooks.add(core.counter.clone());
+        core.hooks.add(Arc::new(hooks::AccessLog));
         tokio::spawn(follow_changes(Arc::downgrade(&core), changes));
         Ok(core)
     }
@@ -277,6 +286,16 @@ impl Core {
         for m in active.router().mounts() {
             m.backend.periodic(&u).await;
         }
+    }
+
+    /// The hooks every request passes (add one to watch or refuse requests).
+    pub fn hooks(&self) -> &hooks::Hooks {
+        &self.hooks
+    }
+
+    /// Requests counted by mount, operation and status class.
+    pub fn request_counter(&self) -> &hooks::RequestCounter {
+        &self.counter
     }
 
     /// Login failure counters shared by all auth methods.

@@ -5,6 +5,7 @@
 mod budget;
 mod error;
 pub mod serve;
+mod stream;
 mod sys_raw;
 pub mod tls;
 
@@ -23,9 +24,12 @@ use serde_json::{Map, Value};
 
 pub use error::ApiError;
 
+use tracing::Instrument;
+
 use crate::core::Core;
+use crate::core::hooks::{Caller, RequestEvent, ResponseEvent};
 use crate::crypto::random;
-use crate::logical::{self, Operation, Request};
+use crate::logical::{self, Operation};
 
 /// Shared state of the HTTP layer.
 #[derive(Clone, Debug)]
@@ -174,14 +178,14 @@ fn too_large(limit: usize) -> ApiError {
     ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body exceeds the limit of {limit} bytes"))
 }
 
-/// Read the whole body, at most `limit` bytes, failing with a 408 when no
-/// data arrives for `stall` (Vault's `http_read_timeout`). The timeout is per
-/// read, not for the whole body: an upload that keeps sending is fine, one
-/// that stops holds its connection no longer than `stall`.
 fn busy() -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too many request bytes in flight; retry shortly")
 }
 
+/// Read the whole body, at most `limit` bytes, failing with a 408 when no
+/// data arrives for `stall` (Vault's `http_read_timeout`). The timeout is per
+/// read, not for the whole body: an upload that keeps sending is fine, one
+/// that stops holds its connection no longer than `stall`.
 async fn read_body(
     mut body: Body,
     limit: usize,
@@ -240,7 +244,14 @@ async fn dispatch(State(state): State<AppState>, req: HttpRequest) -> Response {
         return error::internal("request without a peer address").into_response();
     };
     let http1 = parts.version <= Version::HTTP_11;
-    match handle(state, peer, parts.method, parts.uri, parts.headers, body).await {
+    let started = std::time::Instant::now();
+    // One id per request: in the answer (`request_id`, `X-Request-Id`), to
+    // the hooks, and on every log line written while it runs (the span).
+    let request_id = random::uuid();
+    let span = tracing::info_span!("request", request_id = %request_id);
+    let incoming = Incoming { peer, method: parts.method, uri: parts.uri, headers: parts.headers, body };
+    let result = handle(&state, &request_id, started, incoming).instrument(span).await;
+    let mut r = match result {
         Ok(r) => r,
         Err(e) => {
             let timed_out = e.status == StatusCode::REQUEST_TIMEOUT;
@@ -251,8 +262,15 @@ async fn dispatch(State(state): State<AppState>, req: HttpRequest) -> Response {
             }
             r
         }
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        r.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
+    r
 }
+
+/// The response header carrying the request id.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// `X-Vault-Wrap-TTL` asks for response wrapping, which this server does
 /// not implement: answering in the clear (with `wrap_info: null`) would hand
@@ -275,66 +293,208 @@ fn is_wrapping_path(path: &str) -> bool {
     p == "sys/wrapping" || p.starts_with("sys/wrapping/")
 }
 
+/// What the pipeline knows of a request, for the hooks (owned: built as
+/// the request is understood, complete once it is routed).
+struct Seen {
+    op: Operation,
+    path: String,
+    template: &'static str,
+    mount: String,
+    mount_type: String,
+    caller: Option<Caller>,
+    remote: std::net::IpAddr,
+}
+
+impl Seen {
+    fn event<'a>(&'a self, request_id: &'a str, data: Option<&'a Map<String, Value>>) -> RequestEvent<'a> {
+        RequestEvent {
+            request_id,
+            op: self.op,
+            path: &self.path,
+            route: self.template,
+            mount: &self.mount,
+            mount_type: &self.mount_type,
+            caller: self.caller.as_ref(),
+            remote: Some(self.remote),
+            data,
+        }
+    }
+}
+
+/// The operation a method (and `?list=`) asks for.
+fn operation(method: &Method, list_flag: bool) -> Result<Operation, ApiError> {
+    Ok(match method.as_str() {
+        "GET" | "HEAD" if list_flag => Operation::List,
+        "GET" | "HEAD" => Operation::Read,
+        "LIST" => Operation::List,
+        "POST" | "PUT" => Operation::Update,
+        "PATCH" => Operation::Patch,
+        "DELETE" => Operation::Delete,
+        _ => return Err(ApiError::empty(StatusCode::METHOD_NOT_ALLOWED)),
+    })
+}
+
+/// The pipeline every request passes, raw `sys/` endpoints included:
+///
+/// ```text
+/// request id -> parse -> route -> authenticate -> authorize -> body (JSON, bounded)
+///   -> request hooks (may refuse) -> backend -> response hooks -> envelope
+/// ```
+///
+/// No body byte is read before the policy check (a denied request costs no
+/// body read); the hooks see the request's data, so an audit device can
+/// record it, and run before anything executes. Raw endpoints do their own
+/// authentication (most need none), after the hooks.
 async fn handle(
-    state: AppState,
+    state: &AppState,
+    request_id: &str,
+    started: std::time::Instant,
+    incoming: Incoming,
+) -> Result<Response, ApiError> {
+    let peer = incoming.peer;
+    let mut seen = Seen {
+        op: operation(&incoming.method, false).unwrap_or(Operation::Read),
+        path: incoming.uri.path().trim_start_matches("/v1/").to_string(),
+        template: "",
+        mount: String::new(),
+        mount_type: String::new(),
+        caller: None,
+        remote: peer.ip(),
+    };
+    let result = run(state, request_id, &mut seen, incoming).await;
+    let (status, errors) = match &result {
+        Ok((r, _)) => (r.status().as_u16(), Vec::new()),
+        Err(e) => (e.status.as_u16(), e.errors.clone()),
+    };
+    let data = result.as_ref().ok().and_then(|(_, d)| d.as_ref());
+    let request = seen.event(request_id, None);
+    let event = ResponseEvent { request: &request, status, duration: started.elapsed(), data, errors: &errors };
+    state.core.hooks().response(&event).await;
+    result.map(|(r, _)| r)
+}
+
+/// A request as it arrived.
+struct Incoming {
     peer: SocketAddr,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
-) -> Result<Response, ApiError> {
+}
+
+/// The stages; returns the response and the data it carries (for the hooks).
+async fn run(
+    state: &AppState,
+    request_id: &str,
+    seen: &mut Seen,
+    incoming: Incoming,
+) -> Result<(Response, Option<Map<String, Value>>), ApiError> {
+    let Incoming { peer, method, uri, headers, body } = incoming;
     refuse_wrapping(&headers)?;
     let Some(raw_path) = uri.path().strip_prefix("/v1/") else {
         return Err(ApiError::empty(StatusCode::NOT_FOUND));
     };
     let path = decode_path(raw_path)?;
+    seen.path.clone_from(&path);
     if path.split('/').any(|s| s == ".." || s == ".") {
         return Err(ApiError::bad_request("path must not contain '.' or '..' segments"));
     }
     if is_wrapping_path(&path) {
         return Err(ApiError::bad_request("response wrapping is not supported by this server"));
     }
-    // Refuse a declared oversize body before reading any of it.
-    if let Some(len) =
-        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
-        && len > state.max_body as u64
-    {
-        return Err(too_large(state.max_body));
-    }
-    // The budget is held until the request is answered (the body lives that long).
-    let (body, _budget) = read_body(body, state.max_body, state.body_stall, &state.in_flight, peer.ip()).await?;
-    if let Some(r) = sys_raw::handle(&state.core, &method, &path, &uri, &headers, &body, peer.ip()).await? {
-        return Ok(r);
+    // A body declared larger than the path takes is refused before any of it is read.
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+
+    // Raw `sys/` endpoints (init, unseal, health, ceremonies...): their own
+    // authentication, raw JSON answers.
+    if sys_raw::is_raw(&path) {
+        if declared.is_some_and(|len| len > state.max_body as u64) {
+            return Err(too_large(state.max_body));
+        }
+        seen.mount = "sys/".into();
+        seen.mount_type = "system".into();
+        state.core.hooks().request(&seen.event(request_id, None)).await.map_err(refused)?;
+        let (body, _budget) = read_body(body, state.max_body, state.body_stall, &state.in_flight, peer.ip()).await?;
+        let r = sys_raw::handle(&state.core, &method, &path, &uri, &headers, &body, peer.ip()).await?;
+        return Ok((r, None));
     }
 
-    let mut data = query_map(&uri)?;
-    let list_flag = match data.remove("list") {
+    // Logical requests: route, authenticate and authorize before the body.
+    let mut query = query_map(&uri)?;
+    let list_flag = match query.remove("list") {
         Some(Value::String(s)) => logical::fields::parse_bool(&s)
             .ok_or_else(|| ApiError::bad_request("invalid value for 'list': expected a boolean"))?,
         _ => false,
     };
-    let op = match method.as_str() {
-        "GET" if list_flag => Operation::List,
-        "GET" => Operation::Read,
-        "LIST" => Operation::List,
-        "POST" | "PUT" => Operation::Update,
-        "PATCH" => Operation::Patch,
-        "DELETE" => Operation::Delete,
-        _ => return Err(ApiError::empty(StatusCode::METHOD_NOT_ALLOWED)),
-    };
-    if matches!(op, Operation::Update | Operation::Patch) {
-        data = body_map(&body)?;
-    } else if !body.is_empty() && op == Operation::Delete {
-        // Some clients send a body with DELETE (e.g. a list of versions).
-        data.extend(body_map(&body)?);
+    let op = operation(&method, list_flag)?;
+    seen.op = op;
+    let prepared = state.core.prepare(token(&headers), op, path, Some(peer.ip())).await?;
+    seen.op = prepared.op();
+    seen.path = prepared.path().to_string();
+    seen.mount = prepared.mount().to_string();
+    seen.mount_type = prepared.mount_type().to_string();
+    seen.caller = prepared.caller().cloned();
+    seen.template = prepared.template();
+
+    if prepared.body_kind() == logical::BodyKind::Stream {
+        let limit = prepared.stream_limit();
+        if declared.is_some_and(|len| len > limit) {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body exceeds the limit of {limit} bytes"),
+            ));
+        }
+        // The hooks see the query parameters; the body is the backend's to read.
+        state.core.hooks().request(&seen.event(request_id, Some(&query))).await.map_err(refused)?;
+        let chunks = stream::HttpChunks::new(body, limit, state.body_stall, state.in_flight.clone(), peer.ip());
+        let handled = state.core.execute(prepared, query, Some(logical::ByteStream::new(chunks))).await?;
+        return Ok((logical_response(seen.path.as_str(), handled, request_id), None));
     }
-    let mut path = path;
+    if declared.is_some_and(|len| len > state.max_body as u64) {
+        return Err(too_large(state.max_body));
+    }
+    let data = match op {
+        Operation::Update | Operation::Patch | Operation::Delete => {
+            // The budget is held until the request is answered (the body lives that long).
+            let (body, _budget) =
+                read_body(body, state.max_body, state.body_stall, &state.in_flight, peer.ip()).await?;
+            if op == Operation::Delete {
+                // Some clients send a body with DELETE (e.g. a list of versions).
+                if !body.is_empty() {
+                    query.extend(body_map(&body)?);
+                }
+                query
+            } else {
+                body_map(&body)?
+            }
+        }
+        _ => query,
+    };
+    state.core.hooks().request(&seen.event(request_id, Some(&data))).await.map_err(refused)?;
+    let mut path = prepared.path().to_string();
     if op == Operation::List && !path.ends_with('/') {
         path.push('/');
     }
-    let req = Request { op, path: path.clone(), data, client_addr: Some(peer.ip()) };
-    let handled = state.core.handle(token(&headers), req).await?;
-    Ok(logical_response(&path, handled))
+    let handled = state.core.execute(prepared, data, None).await?;
+    // The hooks see the response data only when one of them asks for it
+    // (the copy costs on every read otherwise).
+    let shown = match &handled.response {
+        logical::Response::Data { data: Some(d), .. } | logical::Response::NotFoundWithData(d)
+            if state.core.hooks().want_response_data() =>
+        {
+            Some(d.clone())
+        }
+        _ => None,
+    };
+    Ok((logical_response(&path, handled, request_id), shown))
+}
+
+/// A hook refused the request: nothing ran (Vault answers 500 when no audit
+/// device can record a request).
+fn refused(e: crate::core::hooks::HookError) -> ApiError {
+    tracing::warn!(error = %e, "a request hook refused the request");
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the request could not be recorded and was not run")
 }
 
 /// Vault copies `data` to the top level for these `sys/` routes (its
@@ -355,7 +515,7 @@ fn injects_top_level(path: &str) -> bool {
     ROUTES.iter().any(|r| path == *r || path.strip_prefix(r).is_some_and(|rest| rest.starts_with('/')))
 }
 
-fn logical_response(path: &str, handled: crate::core::request::Handled) -> Response {
+fn logical_response(path: &str, handled: crate::core::request::Handled, request_id: &str) -> Response {
     match handled.response {
         logical::Response::NoContent => no_content(),
         // The core turns logins into data responses; reaching here is a bug.
@@ -363,10 +523,21 @@ fn logical_response(path: &str, handled: crate::core::request::Handled) -> Respo
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
         }
         logical::Response::NotFoundWithData(data) => {
-            envelope(path, StatusCode::NOT_FOUND, Some(data), None, Vec::new(), handled.mount_type)
+            envelope(path, StatusCode::NOT_FOUND, Some(data), None, Vec::new(), handled.mount_type, request_id)
         }
         logical::Response::Data { data, auth, warnings } => {
-            envelope(path, StatusCode::OK, data, auth, warnings, handled.mount_type)
+            envelope(path, StatusCode::OK, data, auth, warnings, handled.mount_type, request_id)
+        }
+        logical::Response::Raw { content_type, body } => {
+            let body = match body {
+                logical::RawBody::Bytes(b) => Body::from(b),
+                logical::RawBody::Stream(s) => stream::response_body(s),
+            };
+            let mut r = Response::new(body);
+            let ct = HeaderValue::from_str(&content_type)
+                .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
+            r.headers_mut().insert(header::CONTENT_TYPE, ct);
+            r
         }
     }
 }
@@ -379,6 +550,7 @@ fn envelope(
     auth: Option<Box<logical::AuthInfo>>,
     warnings: Vec<String>,
     mount_type: String,
+    request_id: &str,
 ) -> Response {
     let mut body = Map::new();
     if injects_top_level(path)
@@ -388,7 +560,7 @@ fn envelope(
             body.insert(k.clone(), v.clone());
         }
     }
-    body.insert("request_id".into(), random::uuid().into());
+    body.insert("request_id".into(), request_id.into());
     body.insert("lease_id".into(), "".into());
     body.insert("renewable".into(), false.into());
     body.insert("lease_duration".into(), 0.into());

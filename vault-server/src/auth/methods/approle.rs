@@ -1408,12 +1408,15 @@ mod tests {
         let mut ctx = f.approle.ctx.clone();
         ctx.lockout = Arc::new(Lockout::new(LockoutConfig { threshold: 3, ..Default::default() }));
         let other = AppRole::new(f.approle.view.clone(), ctx);
-        let mut req = Request::new(Operation::Update, "login");
-        req.data = json!({"role_id": role_id, "secret_id": secret}).as_object().cloned().unwrap();
-        req.client_addr = ip("10.1.1.1");
-        assert!(matches!(other.handle(&f.auth, req.clone()).await, Err(LogicalError::RateLimited(_))));
+        let login = || {
+            let mut req = Request::new(Operation::Update, "login");
+            req.data = json!({"role_id": role_id, "secret_id": secret}).as_object().cloned().unwrap();
+            req.client_addr = ip("10.1.1.1");
+            req
+        };
+        assert!(matches!(other.handle(&f.auth, login()).await, Err(LogicalError::RateLimited(_))));
         Lockout::unlock(&f.barrier, f.auth.unsealed(), "auth_approle_test", &role_id).await.unwrap();
-        assert!(matches!(other.handle(&f.auth, req).await, Ok(Response::Login(_))));
+        assert!(matches!(other.handle(&f.auth, login()).await, Ok(Response::Login(_))));
     }
 
     #[tokio::test]

@@ -1,0 +1,270 @@
+//! Request and response hooks: the points where something may watch (and
+//! refuse) every request, raw `sys/` endpoints included. The HTTP pipeline
+//! calls [`Hooks::request`] after authentication and authorization and
+//! before the backend runs (for a streamed body: before its first byte is
+//! read), and [`Hooks::response`] once the answer is known, success or error.
+//!
+//! Hooks see what an audit device needs, as typed values it can HMAC
+//! (request and response data are the JSON maps the backend saw and gave);
+//! the two built here record no values at all: [`AccessLog`] writes one line
+//! per request (method, path, status, duration, accessor) and
+//! [`RequestCounter`] counts requests by mount and status class for the
+//! metrics issue to export.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::logical::{BoxFuture, Operation};
+
+/// Who is calling, as far as the token tells (nothing secret: the accessor
+/// is the token's public handle).
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    /// Token accessor (empty for unauthenticated requests).
+    pub accessor: String,
+    /// Token policies.
+    pub policies: Vec<String>,
+    /// Identity entity (empty until identity exists).
+    pub entity_id: String,
+}
+
+/// One request as hooks see it.
+#[derive(Debug)]
+pub struct RequestEvent<'a> {
+    /// The request id (also `request_id` in the answer and `X-Request-Id`).
+    pub request_id: &'a str,
+    /// The operation.
+    pub op: Operation,
+    /// Full request path (mount included), canonical form.
+    pub path: &'a str,
+    /// The route template: the backend's path-table pattern that matched
+    /// (e.g. `data/{path+}`), "" for backends without a table and raw endpoints.
+    pub route: &'a str,
+    /// The mount's route path (e.g. `secret/`), or `sys/` for raw endpoints.
+    pub mount: &'a str,
+    /// The mount's type (e.g. `kv`, `system`).
+    pub mount_type: &'a str,
+    /// The caller (None: unauthenticated, such as logins and unseal).
+    pub caller: Option<&'a Caller>,
+    /// Remote address.
+    pub remote: Option<IpAddr>,
+    /// Request data the backend will see (None for streamed bodies).
+    pub data: Option<&'a Map<String, Value>>,
+}
+
+/// How a request ended, as hooks see it.
+#[derive(Debug)]
+pub struct ResponseEvent<'a> {
+    /// The request.
+    pub request: &'a RequestEvent<'a>,
+    /// HTTP-style status (200, 204, 403...).
+    pub status: u16,
+    /// Time since the request arrived.
+    pub duration: Duration,
+    /// Response data (None for errors, empty answers and raw bodies).
+    pub data: Option<&'a Map<String, Value>>,
+    /// Error messages, when the request failed.
+    pub errors: &'a [String],
+}
+
+/// Why a hook refused a request.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum HookError {
+    /// The request may not proceed (e.g. no audit device could record it:
+    /// Vault answers 500 and runs nothing).
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Something that watches every request.
+pub trait Hook: Send + Sync {
+    /// Before the backend runs; an error refuses the request.
+    fn on_request<'a>(&'a self, _event: &'a RequestEvent<'a>) -> BoxFuture<'a, Result<(), HookError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// After the answer is known (never refuses: it is too late).
+    fn on_response<'a>(&'a self, _event: &'a ResponseEvent<'a>) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+
+    /// Whether [`ResponseEvent::data`] should be filled (a copy of every
+    /// answer's data: only hooks that record values, such as audit devices).
+    fn wants_response_data(&self) -> bool {
+        false
+    }
+}
+
+/// The hooks of a core, called in order.
+#[derive(Default)]
+pub struct Hooks {
+    list: RwLock<Arc<Vec<Arc<dyn Hook>>>>,
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Hooks({})", self.current().len())
+    }
+}
+
+impl Hooks {
+    fn current(&self) -> Arc<Vec<Arc<dyn Hook>>> {
+        self.list.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Add a hook (after the existing ones).
+    pub fn add(&self, hook: Arc<dyn Hook>) {
+        let mut g = self.list.write().unwrap_or_else(|p| p.into_inner());
+        let mut v = (**g).clone();
+        v.push(hook);
+        *g = Arc::new(v);
+    }
+
+    /// Whether any hook wants response data.
+    pub fn want_response_data(&self) -> bool {
+        self.current().iter().any(|h| h.wants_response_data())
+    }
+
+    /// Run every hook's `on_request`; the first refusal wins.
+    pub async fn request(&self, event: &RequestEvent<'_>) -> Result<(), HookError> {
+        for h in self.current().iter() {
+            h.on_request(event).await?;
+        }
+        Ok(())
+    }
+
+    /// Run every hook's `on_response`.
+    pub async fn response(&self, event: &ResponseEvent<'_>) {
+        for h in self.current().iter() {
+            h.on_response(event).await;
+        }
+    }
+}
+
+/// One structured log line per request, target `vault::access`, with no
+/// values: request id, operation, path, status, duration, accessor, remote
+/// address. Enabled by `access_log = true` (the line costs a write per request).
+#[derive(Debug, Default)]
+pub struct AccessLog;
+
+/// The tracing target of access log lines.
+pub const ACCESS_TARGET: &str = "vault::access";
+
+impl Hook for AccessLog {
+    fn on_response<'a>(&'a self, e: &'a ResponseEvent<'a>) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let r = e.request;
+            tracing::info!(
+                target: ACCESS_TARGET,
+                request_id = r.request_id,
+                op = r.op.capability(),
+                path = r.path,
+                route = r.route,
+                mount = r.mount,
+                status = e.status,
+                duration_us = u64::try_from(e.duration.as_micros()).unwrap_or(u64::MAX),
+                accessor = r.caller.map_or("", |c| c.accessor.as_str()),
+                remote = %r.remote.map(|a| a.to_string()).unwrap_or_default(),
+                "request"
+            );
+        })
+    }
+}
+
+/// Requests counted by (mount, operation, status class): what the metrics
+/// issue exports. Keyed by mount, never by full path (paths name secrets).
+#[derive(Debug, Default)]
+pub struct RequestCounter {
+    counts: RwLock<HashMap<CounterKey, Arc<AtomicU64>>>,
+}
+
+/// (mount, operation capability, status class).
+pub type CounterKey = (String, &'static str, u16);
+
+impl RequestCounter {
+    /// Requests seen for `mount`, operation capability `op`, status class
+    /// (e.g. 200, 400, 500).
+    pub fn get(&self, mount: &str, op: &'static str, class: u16) -> u64 {
+        let key = (mount.to_string(), op, class);
+        self.counts.read().unwrap_or_else(|p| p.into_inner()).get(&key).map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// Every counter: ((mount, op, status class), count).
+    pub fn snapshot(&self) -> Vec<(CounterKey, u64)> {
+        let g = self.counts.read().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<_> = g.iter().map(|(k, c)| (k.clone(), c.load(Ordering::Relaxed))).collect();
+        v.sort();
+        v
+    }
+
+    fn count(&self, mount: &str, op: &'static str, status: u16) {
+        let class = status / 100 * 100;
+        let key = (mount.to_string(), op, class);
+        if let Some(c) = self.counts.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            c.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let mut g = self.counts.write().unwrap_or_else(|p| p.into_inner());
+        // Bounded: mounts are few; a flood of distinct mount names cannot come
+        // from callers (unknown paths count under "").
+        if g.len() < 10_000 {
+            g.entry(key).or_default().fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Hook for RequestCounter {
+    fn on_response<'a>(&'a self, e: &'a ResponseEvent<'a>) -> BoxFuture<'a, ()> {
+        Box::pin(async move { self.count(e.request.mount, e.request.op.capability(), e.status) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Refuse;
+    impl Hook for Refuse {
+        fn on_request<'a>(&'a self, _: &'a RequestEvent<'a>) -> BoxFuture<'a, Result<(), HookError>> {
+            Box::pin(async { Err(HookError::Refused("no".into())) })
+        }
+    }
+
+    fn event() -> RequestEvent<'static> {
+        RequestEvent {
+            request_id: "id",
+            op: Operation::Read,
+            path: "secret/data/x",
+            route: "data/{path+}",
+            mount: "secret/",
+            mount_type: "kv",
+            caller: None,
+            remote: None,
+            data: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn hooks_run_in_order_and_refuse() {
+        let hooks = Hooks::default();
+        let counter = Arc::new(RequestCounter::default());
+        hooks.add(counter.clone());
+        let e = event();
+        assert!(hooks.request(&e).await.is_ok());
+        for status in [200, 204, 403] {
+            hooks
+                .response(&ResponseEvent { request: &e, status, duration: Duration::ZERO, data: None, errors: &[] })
+                .await;
+        }
+        assert_eq!(counter.get("secret/", "read", 200), 2);
+        assert_eq!(counter.get("secret/", "read", 400), 1);
+        hooks.add(Arc::new(Refuse));
+        assert!(hooks.request(&e).await.is_err());
+    }
+}
