@@ -43,10 +43,29 @@ impl Default for RotationSettings {
     }
 }
 
+/// Vault's mount type aliases: `kv-v1` and `kv-v2` are stored as type `kv`
+/// with `options.version` forced to `"1"`/`"2"` (so `sys/mounts` reports
+/// `kv`, as Vault does). Other types are returned unchanged.
+pub fn resolve_alias(
+    kind: String,
+    options: Option<serde_json::Map<String, serde_json::Value>>,
+) -> (String, Option<serde_json::Map<String, serde_json::Value>>) {
+    let version = match kind.as_str() {
+        "kv-v1" => "1",
+        "kv-v2" => "2",
+        _ => return (kind, options),
+    };
+    let mut options = options.unwrap_or_default();
+    options.insert("version".into(), version.into());
+    ("kv".into(), Some(options))
+}
+
 /// Build the engine for a mount-table row.
 pub fn build(entry: &MountEntry, view: View, settings: RotationSettings) -> Result<Arc<dyn Backend>, LogicalError> {
     let version = entry.options.as_ref().and_then(|o| o.get("version")).and_then(|v| v.as_str()).unwrap_or("1");
     match entry.kind.as_str() {
+        "kv-v1" => Ok(Arc::new(kv::KvV1::new(view))),
+        "kv-v2" => Ok(Arc::new(kv2::KvV2::new(view, settings))),
         "kv" | "generic" => match version {
             "1" | "" => Ok(Arc::new(kv::KvV1::new(view))),
             "2" => Ok(Arc::new(kv2::KvV2::new(view, settings))),
