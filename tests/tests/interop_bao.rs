@@ -652,10 +652,13 @@ async fn differential(backend: Backend) {
 
     let mut unexpected = Vec::new();
     let mut known_seen = BTreeMap::new();
+    let mut statuses = Vec::new();
     for step in &steps {
         let (s1, v1) = ours.send(step).await;
         let (s2, v2) = bao.send(step).await;
-        let label = format!("{} ({} {})", step.name, step.method, step.path);
+        let request = format!("{} {}", step.method, step.path);
+        let label = if step.name == request { request } else { format!("{} ({request})", step.name) };
+        statuses.push(format!("  {s1} {s2}  {label}"));
         if s1 != s2 {
             let reason = step.known.iter().find(|(p, _)| p == "status").map(|(_, r)| r.clone());
             match reason {
@@ -684,9 +687,17 @@ async fn differential(backend: Backend) {
             }
         }
     }
-    eprintln!("differential ({backend:?}): {} requests, {} known differences:", steps.len(), known_seen.len());
+    eprintln!("differential ({backend:?}): status here, in OpenBao:\n{}", statuses.join("\n"));
+    let mut by_reason: BTreeMap<&String, Vec<&String>> = BTreeMap::new();
     for (d, r) in &known_seen {
-        eprintln!("  known: {d}  [{r}]");
+        by_reason.entry(r).or_default().push(d);
+    }
+    eprintln!("differential ({backend:?}): {} requests, {} known differences:", steps.len(), known_seen.len());
+    for (r, ds) in by_reason {
+        eprintln!("  {r}:");
+        for d in ds {
+            eprintln!("    {d}");
+        }
     }
     assert!(
         unexpected.is_empty(),

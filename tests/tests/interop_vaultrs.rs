@@ -42,10 +42,16 @@ fn client(url: &str, token: &str) -> VaultClient {
 }
 
 /// The HTTP status of a vaultrs API error (panics on any other outcome).
+/// vaultrs reports an error answer with an `errors` list as `APIError`, and
+/// one without (Vault's 404 for a deleted KV version carries the metadata
+/// instead) as the HTTP layer's `ServerResponseError`.
 #[track_caller]
 fn api_status<T: std::fmt::Debug>(r: Result<T, ClientError>, what: &str) -> u16 {
     match r {
         Err(ClientError::APIError { code, .. }) => code,
+        Err(ClientError::RestClientError {
+            source: rustify::errors::ClientError::ServerResponseError { code, .. },
+        }) => code,
         other => panic!("{what}: expected an API error, got {other:?}"),
     }
 }

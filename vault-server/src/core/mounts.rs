@@ -135,6 +135,10 @@ impl MountEntry {
         if table == Table::Auth {
             v["config"]["token_type"] = "default-service".into();
         }
+        if self.kind == "system" {
+            // Vault passes `Accept` through to `sys/` (metrics, pprof formats).
+            v["config"]["passthrough_request_headers"] = json!(["Accept"]);
+        }
         if !builtin {
             // Built-in plugins (all of ours) are listed with their status.
             v["deprecation_status"] = "supported".into();

@@ -48,6 +48,11 @@ impl Backend for SystemBackend {
         })
     }
 
+    fn unauthenticated_paths(&self) -> &'static [&'static str] {
+        // Read by `vault status` and `vault operator unseal` without a token.
+        &["leader"]
+    }
+
     fn root_paths(&self) -> &'static [&'static str] {
         // Vault's sudo-protected system paths among those served here.
         &["rotate", "rotate/*", "remount", "auth/*"]
@@ -77,6 +82,19 @@ async fn route(core: &Arc<Core>, auth: &Authorized, req: Request) -> Result<Resp
             }
             Ok(Response::data(data))
         }
+        // One server, no HA: Vault's `LeaderResponse` fields for that case.
+        // (Vault answers them raw, outside the envelope; here they are in
+        // `data`, which the Vault CLI's status output does not need.)
+        ("leader", Operation::Read) => Ok(Response::json(serde_json::json!({
+            "ha_enabled": false,
+            "is_self": false,
+            "active_time": "0001-01-01T00:00:00Z",
+            "leader_address": "",
+            "leader_cluster_address": "",
+            "performance_standby": false,
+            "performance_standby_last_remote_wal": 0,
+        }))),
+        ("leader", _) => Err(LogicalError::UnsupportedOperation),
         ("internal/ui/mounts", Operation::Read) => {
             // Vault's UI listing: both tables, under `secret` and `auth`.
             let router = core.active().map_err(LogicalError::from)?.router();
@@ -251,7 +269,11 @@ async fn policy_op(
             Ok(Response::data(data))
         }
         Operation::Create | Operation::Update => {
-            let text = fields::string(&req.data, "policy")?
+            let policy = fields::string(&req.data, "policy")?.filter(|p| !p.is_empty());
+            // Vault reads `rules` on the legacy path only when `policy` is
+            // empty, and then answers 200 with a deprecation warning.
+            let from_rules = policy.is_none() && legacy && req.data.contains_key("rules");
+            let text = policy
                 .or(fields::string(&req.data, "rules")?)
                 .ok_or_else(|| LogicalError::InvalidRequest("'policy' parameter not supplied or empty".into()))?;
             // Vault accepts the policy base64-encoded too.
@@ -260,6 +282,13 @@ async fn policy_op(
                 None => text,
             };
             store.put(core.barrier(), u, &name, &text).await?;
+            if from_rules {
+                return Ok(Response::Data {
+                    data: None,
+                    auth: None,
+                    warnings: vec!["'rules' is deprecated, please use 'policy' instead".into()],
+                });
+            }
             Ok(Response::NoContent)
         }
         Operation::Delete => {
