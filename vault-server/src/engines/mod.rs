@@ -81,3 +81,22 @@ pub fn build(entry: &MountEntry, view: View, settings: RotationSettings) -> Resu
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn kv_aliases_become_kv_with_a_version() {
+        let opts = |v: serde_json::Value| v.as_object().cloned();
+        assert_eq!(resolve_alias("kv-v2".into(), None), ("kv".into(), opts(json!({"version": "2"}))));
+        // The alias wins over a version given in the options, as in Vault.
+        assert_eq!(
+            resolve_alias("kv-v1".into(), opts(json!({"version": "2", "x": "y"}))),
+            ("kv".into(), opts(json!({"version": "1", "x": "y"})))
+        );
+        assert_eq!(resolve_alias("kv".into(), None), ("kv".into(), None));
+        assert_eq!(resolve_alias("approle".into(), opts(json!({}))), ("approle".into(), opts(json!({}))));
+    }
+}
