@@ -367,7 +367,8 @@ impl Core {
     /// `sys/init`: create the key hierarchy and the first root token.
     /// Leaves the vault sealed, as Vault does.
     pub async fn init(&self, req: InitRequest) -> Result<InitResponse, CoreError> {
-        if req.recovery_shares.is_some() || req.recovery_threshold.is_some() {
+        // `vault operator init` sends zeros (and empty PGP fields) when not given.
+        if req.recovery_shares.is_some_and(|n| n != 0) || req.recovery_threshold.is_some_and(|n| n != 0) {
             return Err(CoreError::InvalidRequest("parameters specific to auto unseal seals present".into()));
         }
         if req.pgp_keys.as_ref().is_some_and(|k| !k.is_empty())

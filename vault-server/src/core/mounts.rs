@@ -104,9 +104,12 @@ pub struct MountEntry {
 }
 
 impl MountEntry {
-    /// Vault's `mountInfo` JSON for `sys/mounts`.
-    pub fn to_json(&self) -> Value {
-        json!({
+    /// Vault's `mountInfo` JSON for `sys/mounts` and `sys/auth` (`table`
+    /// says which: auth mounts carry `config.token_type`, which clients
+    /// such as vaultrs require).
+    pub fn to_json(&self, table: Table) -> Value {
+        let builtin = SINGLETONS.contains(&self.kind.as_str());
+        let mut v = json!({
             "type": self.kind,
             "description": self.description,
             "accessor": self.accessor,
@@ -116,14 +119,31 @@ impl MountEntry {
                 "max_lease_ttl": self.config.max_lease_ttl,
                 "force_no_cache": self.config.force_no_cache,
             },
-            "options": self.options,
+            // Vault shows `{}` for a mounted engine or method given no
+            // options, null for its built-in `sys/` and `token/`.
+            "options": match (&self.options, builtin) {
+                (None, false) => Some(Map::new()),
+                (o, _) => o.clone(),
+            },
             "local": self.local,
             "seal_wrap": self.seal_wrap,
             "external_entropy_access": false,
             "plugin_version": "",
             "running_plugin_version": format!("v{}+builtin", super::VERSION),
             "running_sha256": "",
-        })
+        });
+        if table == Table::Auth {
+            v["config"]["token_type"] = "default-service".into();
+        }
+        if self.kind == "system" {
+            // Vault passes `Accept` through to `sys/` (metrics, pprof formats).
+            v["config"]["passthrough_request_headers"] = json!(["Accept"]);
+        }
+        if !builtin {
+            // Built-in plugins (all of ours) are listed with their status.
+            v["deprecation_status"] = "supported".into();
+        }
+        v
     }
 
     fn token() -> Self {

@@ -43,10 +43,29 @@ impl Default for RotationSettings {
     }
 }
 
+/// Vault's mount type aliases: `kv-v1` and `kv-v2` are stored as type `kv`
+/// with `options.version` forced to `"1"`/`"2"` (so `sys/mounts` reports
+/// `kv`, as Vault does). Other types are returned unchanged.
+pub fn resolve_alias(
+    kind: String,
+    options: Option<serde_json::Map<String, serde_json::Value>>,
+) -> (String, Option<serde_json::Map<String, serde_json::Value>>) {
+    let version = match kind.as_str() {
+        "kv-v1" => "1",
+        "kv-v2" => "2",
+        _ => return (kind, options),
+    };
+    let mut options = options.unwrap_or_default();
+    options.insert("version".into(), version.into());
+    ("kv".into(), Some(options))
+}
+
 /// Build the engine for a mount-table row.
 pub fn build(entry: &MountEntry, view: View, settings: RotationSettings) -> Result<Arc<dyn Backend>, LogicalError> {
     let version = entry.options.as_ref().and_then(|o| o.get("version")).and_then(|v| v.as_str()).unwrap_or("1");
     match entry.kind.as_str() {
+        "kv-v1" => Ok(Arc::new(kv::KvV1::new(view))),
+        "kv-v2" => Ok(Arc::new(kv2::KvV2::new(view, settings))),
         "kv" | "generic" => match version {
             "1" | "" => Ok(Arc::new(kv::KvV1::new(view))),
             "2" => Ok(Arc::new(kv2::KvV2::new(view, settings))),
@@ -60,5 +79,24 @@ pub fn build(entry: &MountEntry, view: View, settings: RotationSettings) -> Resu
             }
             Err(LogicalError::InvalidRequest(format!("plugin not found in the catalog: {other}")))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn kv_aliases_become_kv_with_a_version() {
+        let opts = |v: serde_json::Value| v.as_object().cloned();
+        assert_eq!(resolve_alias("kv-v2".into(), None), ("kv".into(), opts(json!({"version": "2"}))));
+        // The alias wins over a version given in the options, as in Vault.
+        assert_eq!(
+            resolve_alias("kv-v1".into(), opts(json!({"version": "2", "x": "y"}))),
+            ("kv".into(), opts(json!({"version": "1", "x": "y"})))
+        );
+        assert_eq!(resolve_alias("kv".into(), None), ("kv".into(), None));
+        assert_eq!(resolve_alias("approle".into(), opts(json!({}))), ("approle".into(), opts(json!({}))));
     }
 }

@@ -153,6 +153,8 @@ fn body_map(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
+        // `null` (what `vault write -f` sends) is an empty body, as in Vault.
+        Ok(Value::Null) => Ok(Map::new()),
         Ok(_) => Err(ApiError::bad_request("request body must be a JSON object")),
         Err(e) => Err(ApiError::bad_request(format!(
             "failed to parse JSON input: {}",

@@ -48,6 +48,11 @@ impl Backend for SystemBackend {
         })
     }
 
+    fn unauthenticated_paths(&self) -> &'static [&'static str] {
+        // Read by `vault status` and `vault operator unseal` without a token.
+        &["leader"]
+    }
+
     fn root_paths(&self) -> &'static [&'static str] {
         // Vault's sudo-protected system paths among those served here.
         &["rotate", "rotate/*", "remount", "auth/*"]
@@ -73,11 +78,38 @@ async fn route(core: &Arc<Core>, auth: &Authorized, req: Request) -> Result<Resp
             let router = core.active().map_err(LogicalError::from)?.router();
             let mut data = Map::new();
             for m in router.table(table) {
-                data.insert(m.entry.path.clone(), m.entry.to_json());
+                data.insert(m.entry.path.clone(), m.entry.to_json(table));
             }
             Ok(Response::data(data))
         }
-        ("rotate", Operation::Update | Operation::Create) => {
+        // One server, no HA: Vault's `LeaderResponse` fields for that case.
+        // (Vault answers them raw, outside the envelope; here they are in
+        // `data`, which the Vault CLI's status output does not need.)
+        ("leader", Operation::Read) => Ok(Response::json(serde_json::json!({
+            "ha_enabled": false,
+            "is_self": false,
+            "active_time": "0001-01-01T00:00:00Z",
+            "leader_address": "",
+            "leader_cluster_address": "",
+            "performance_standby": false,
+            "performance_standby_last_remote_wal": 0,
+        }))),
+        ("leader", _) => Err(LogicalError::UnsupportedOperation),
+        ("internal/ui/mounts", Operation::Read) => {
+            // Vault's UI listing: both tables, under `secret` and `auth`.
+            let router = core.active().map_err(LogicalError::from)?.router();
+            let mut data = Map::new();
+            for (key, table) in [("secret", Table::Secrets), ("auth", Table::Auth)] {
+                let mut mounts = Map::new();
+                for m in router.table(table) {
+                    mounts.insert(m.entry.path.clone(), m.entry.to_json(table));
+                }
+                data.insert(key.into(), Value::Object(mounts));
+            }
+            Ok(Response::data(data))
+        }
+        // `vault operator rotate` posts to `sys/rotate/keyring` (Vault >= 1.17, OpenBao).
+        ("rotate" | "rotate/keyring", Operation::Update | Operation::Create) => {
             core.rotate(u).await.map_err(LogicalError::from)?;
             Ok(Response::NoContent)
         }
@@ -132,6 +164,9 @@ async fn route(core: &Arc<Core>, auth: &Authorized, req: Request) -> Result<Resp
                     return policy_op(core, u, name, prefix == "policy/", req).await;
                 }
             }
+            if let (Some(rest), Operation::Read) = (path.strip_prefix("internal/ui/mounts/"), req.op) {
+                return ui_mount(core, rest);
+            }
             if let Some(rest) = path.strip_prefix("locked-users/") {
                 return unlock_user(core, u, rest, req.op).await;
             }
@@ -146,6 +181,26 @@ async fn route(core: &Arc<Core>, auth: &Authorized, req: Request) -> Result<Resp
             Err(LogicalError::UnsupportedPath(format!("no handler for route \"sys/{path}\"")))
         }
     }
+}
+
+/// `GET sys/internal/ui/mounts/{path}`: the mount serving `path` (what `vault
+/// kv` reads to learn a mount's type and `options.version`), Vault's mount
+/// info plus `path` (the mount path, without `auth/` for auth methods). No
+/// mount there is a 403, as in Vault, so the endpoint cannot be used to
+/// probe for mounts. (Vault serves it without a policy check and asks
+/// instead whether the token has any right under the mount; here the
+/// caller's policy must grant `read` on `sys/internal/ui/mounts/{path}`.)
+fn ui_mount(core: &Arc<Core>, rest: &str) -> Result<Response, LogicalError> {
+    let path = format!("{}/", rest.trim_matches('/'));
+    let router = core.active().map_err(LogicalError::from)?.router();
+    let Some((m, _)) = router.route(&path) else {
+        return Err(LogicalError::PermissionDenied);
+    };
+    let Value::Object(mut data) = m.entry.to_json(m.table) else {
+        return Err(LogicalError::internal("mount info is not an object"));
+    };
+    data.insert("path".into(), m.entry.path.clone().into());
+    Ok(Response::data(data))
 }
 
 /// `POST sys/locked-users/{mount_accessor}/unlock/{alias}` (Vault's API;
@@ -214,7 +269,11 @@ async fn policy_op(
             Ok(Response::data(data))
         }
         Operation::Create | Operation::Update => {
-            let text = fields::string(&req.data, "policy")?
+            let policy = fields::string(&req.data, "policy")?.filter(|p| !p.is_empty());
+            // Vault reads `rules` on the legacy path only when `policy` is
+            // empty, and then answers 200 with a deprecation warning.
+            let from_rules = policy.is_none() && legacy && req.data.contains_key("rules");
+            let text = policy
                 .or(fields::string(&req.data, "rules")?)
                 .ok_or_else(|| LogicalError::InvalidRequest("'policy' parameter not supplied or empty".into()))?;
             // Vault accepts the policy base64-encoded too.
@@ -223,6 +282,13 @@ async fn policy_op(
                 None => text,
             };
             store.put(core.barrier(), u, &name, &text).await?;
+            if from_rules {
+                return Ok(Response::Data {
+                    data: None,
+                    auth: None,
+                    warnings: vec!["'rules' is deprecated, please use 'policy' instead".into()],
+                });
+            }
             Ok(Response::NoContent)
         }
         Operation::Delete => {
@@ -263,7 +329,7 @@ async fn mount_op(
                     }
                 ))
             })?;
-            Ok(Response::json(m.entry.to_json()))
+            Ok(Response::json(m.entry.to_json(table)))
         }
         Operation::Create | Operation::Update => {
             let d = &req.data;
@@ -272,6 +338,11 @@ async fn mount_op(
                 .filter(|t| !t.is_empty())
                 .ok_or_else(|| LogicalError::InvalidRequest("backend type must be specified as a string".into()))?;
             let config = parse_config(d.get("config"))?;
+            let options = fields::string_map(d, "options")?;
+            let (kind, options) = match table {
+                Table::Secrets => crate::engines::resolve_alias(kind, options),
+                Table::Auth => (kind, options),
+            };
             let entry = MountEntry {
                 path,
                 kind,
@@ -279,7 +350,7 @@ async fn mount_op(
                 accessor: String::new(),
                 uuid: String::new(),
                 config,
-                options: fields::string_map(d, "options")?,
+                options,
                 local: fields::boolean(d, "local")?.unwrap_or(false),
                 seal_wrap: fields::boolean(d, "seal_wrap")?.unwrap_or(false),
             };
