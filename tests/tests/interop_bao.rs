@@ -612,16 +612,15 @@ fn diff(ours: &Value, theirs: &Value, at: &str, out: &mut Vec<(String, String)>)
                 }
             }
         }
-        (Value::Array(a), Value::Array(b)) => {
-            // Element shapes: an empty array on one side says nothing.
-            if !a.is_empty() && !b.is_empty() && a != b {
-                if a.len() == 1 && b.len() == 1 {
-                    diff(&a[0], &b[0], &format!("{at}/[]"), out);
-                } else {
-                    out.push((format!("{at}/[]"), format!("elements {} here, {} in OpenBao", json!(a), json!(b))));
-                }
+        // Element shapes: an empty array on one side says nothing.
+        (Value::Array(a), Value::Array(b)) if !a.is_empty() && !b.is_empty() && a != b => {
+            if a.len() == 1 && b.len() == 1 {
+                diff(&a[0], &b[0], &format!("{at}/[]"), out);
+            } else {
+                out.push((format!("{at}/[]"), format!("elements {} here, {} in OpenBao", json!(a), json!(b))));
             }
         }
+        (Value::Array(_), Value::Array(_)) => {}
         (x, y) if x != y => out.push((at.to_string(), format!("{} here, {} in OpenBao", type_name(x), type_name(y)))),
         _ => {}
     }
