@@ -82,7 +82,8 @@ struct Out {
 impl Out {
     #[track_caller]
     fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("{}: stdout is not JSON ({e}):\n{self:?}", self.what))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("{}: stdout is not JSON ({e}):\n{self:?}", self.what))
     }
 }
 
@@ -178,13 +179,21 @@ impl Cli {
     #[track_caller]
     fn fails(&self, token: Option<&str>, args: &[&str], code: i32) -> String {
         let o = self.run(token, args);
-        assert_eq!(o.code, code, "{} should exit {code}:\n--- stdout ---\n{}\n--- stderr ---\n{}", o.what, o.stdout, o.stderr);
+        assert_eq!(
+            o.code, code,
+            "{} should exit {code}:\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            o.what, o.stdout, o.stderr
+        );
         o.stderr
     }
 }
 
 fn strs(v: &Value) -> Vec<String> {
-    v.as_array().unwrap_or_else(|| panic!("not an array: {v}")).iter().map(|x| x.as_str().unwrap().to_string()).collect()
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|x| x.as_str().unwrap().to_string())
+        .collect()
 }
 
 // ---------------------------------------------------------------- CLI flow
@@ -306,7 +315,8 @@ fn bao_cli_flow(backend: Backend) {
     std::fs::write(&file, APP_POLICY).unwrap();
     let o = cli.ok(root, &["policy", "write", "app", file.to_str().unwrap()]);
     assert!(o.stdout.contains("Success! Uploaded policy: app"), "{o:?}");
-    let o = cli.run_in(root, &["policy", "write", "scratch", "-"], Some("path \"x/*\" { capabilities = [\"read\"] }\n"));
+    let o =
+        cli.run_in(root, &["policy", "write", "scratch", "-"], Some("path \"x/*\" { capabilities = [\"read\"] }\n"));
     assert_eq!(o.code, 0, "policy write from stdin: {o:?}");
     let p = cli.json(root, "policy read", &["app"]);
     assert_eq!(p["policy"], APP_POLICY, "{p}");
@@ -355,11 +365,16 @@ fn bao_cli_flow(backend: Backend) {
     let role = cli.json(root, "read", &["auth/approle/role/x"]);
     assert_eq!(strs(&role["data"]["token_policies"]), vec!["app"], "{role}");
     assert_eq!(role["data"]["token_ttl"], 3600, "{role}");
-    let role_id = cli.json(root, "read", &["auth/approle/role/x/role-id"])["data"]["role_id"].as_str().unwrap().to_string();
+    let role_id =
+        cli.json(root, "read", &["auth/approle/role/x/role-id"])["data"]["role_id"].as_str().unwrap().to_string();
     let sid = cli.json(root, "write", &["-f", "auth/approle/role/x/secret-id"]);
     let secret_id = sid["data"]["secret_id"].as_str().unwrap().to_string();
     assert!(sid["data"]["secret_id_accessor"].as_str().is_some_and(|a| !a.is_empty()), "{sid}");
-    let login = cli.json(None, "write", &["auth/approle/login", &format!("role_id={role_id}"), &format!("secret_id={secret_id}")]);
+    let login = cli.json(
+        None,
+        "write",
+        &["auth/approle/login", &format!("role_id={role_id}"), &format!("secret_id={secret_id}")],
+    );
     let app_token = login["auth"]["client_token"].as_str().unwrap().to_string();
     assert_eq!(login["auth"]["lease_duration"], 3600, "{login}");
     assert!(strs(&login["auth"]["policies"]).contains(&"app".to_string()), "{login}");
@@ -440,9 +455,14 @@ impl OpenBaoDev {
             if let Some(s) = dev.child.try_wait().unwrap() {
                 panic!("bao server -dev exited with {s}:\n{}", dev.log_text());
             }
-            let ok = std::net::TcpStream::connect_timeout(&format!("127.0.0.1:{port}").parse().unwrap(), Duration::from_secs(1))
-                .is_ok();
-            if ok && std::fs::read_to_string(&dev.log).unwrap_or_default().contains("Development mode should NOT be used") {
+            let ok = std::net::TcpStream::connect_timeout(
+                &format!("127.0.0.1:{port}").parse().unwrap(),
+                Duration::from_secs(1),
+            )
+            .is_ok();
+            if ok
+                && std::fs::read_to_string(&dev.log).unwrap_or_default().contains("Development mode should NOT be used")
+            {
                 break;
             }
             assert!(Instant::now() < deadline, "bao server -dev did not come up:\n{}", dev.log_text());
@@ -664,13 +684,15 @@ async fn differential(backend: Backend) {
                 Some(r) => {
                     known_seen.insert(format!("{label}: status {s1} here, {s2} in OpenBao"), r);
                 }
-                None => unexpected.push(format!("{label}: status {s1} here, {s2} in OpenBao\n  here: {v1}\n  OpenBao: {v2}")),
+                None => unexpected
+                    .push(format!("{label}: status {s1} here, {s2} in OpenBao\n  here: {v1}\n  OpenBao: {v2}")),
             }
         }
         let mut found = Vec::new();
         diff(&shape(&v1), &shape(&v2), "", &mut found);
         for (p, what) in found {
-            let reason = step.known.iter().chain(global.iter()).find(|(pat, _)| covers(pat, &p)).map(|(_, r)| r.clone());
+            let reason =
+                step.known.iter().chain(global.iter()).find(|(pat, _)| covers(pat, &p)).map(|(_, r)| r.clone());
             match reason {
                 Some(r) => {
                     known_seen.insert(format!("{label}: {p}: {what}"), r);

@@ -102,10 +102,11 @@ async fn vaultrs_flow(backend: Backend) {
         &root,
         "kv1",
         "kv",
-        Some(EnableEngineRequestBuilder::default().description("v1 store").options(HashMap::from([(
-            "version".to_string(),
-            "1".to_string(),
-        )]))),
+        Some(
+            EnableEngineRequestBuilder::default()
+                .description("v1 store")
+                .options(HashMap::from([("version".to_string(), "1".to_string())])),
+        ),
     )
     .await
     .expect("enable kv1/");

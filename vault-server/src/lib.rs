@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod barrier;
 pub(crate) mod cache;
+pub mod catalog;
 pub mod config;
 pub mod core;
 pub mod crypto;

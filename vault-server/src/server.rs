@@ -46,7 +46,7 @@ impl Server {
     /// Open storage, build the core, bind the listener.
     pub async fn start(config: Config) -> Result<Self, ServerError> {
         let storage = Storage::open_with(&config.storage_url, config.cache_max_bytes).await?;
-        let core = Core::new(storage).await?;
+        let core = Core::new(storage, crate::catalog::builtin()).await?;
         core.lockout().configure(config.lockout);
         core.configure_rotation(config.rotation.clone());
         core.configure_unauthed_ceremonies(config.unauthed_ceremonies);

@@ -29,7 +29,7 @@ const ROOT: &str = "root-token";
 async fn dev() -> (tempfile::TempDir, Arc<Core>, axum::Router) {
     let dir = tempfile::tempdir().unwrap();
     let storage = Storage::open(&format!("sqlite://{}/v.db", dir.path().display())).await.unwrap();
-    let core = Core::new(storage).await.unwrap();
+    let core = Core::new(storage, vault_server::catalog::builtin()).await.unwrap();
     core.dev_init(Some(ROOT)).await.unwrap();
     let app = vault_server::http::router(core.clone(), 1 << 20, Duration::from_secs(5), 64 << 20, 64);
     (dir, core, app)
@@ -211,4 +211,263 @@ async fn errors_say_what_was_not_found_and_which_methods_exist() {
     let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
     let v: Value = serde_json::from_slice(&bytes).unwrap();
     assert!(v["errors"][0].as_str().unwrap().contains("PUT, POST"), "{v}");
+}
+
+// ---------------------------------------------------------------------------
+// The engine kit and the body contract, with a test engine registered in the
+// catalog: a stream path, a JSON path with declared fields, a raw download.
+// ---------------------------------------------------------------------------
+
+mod streamtest {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::body::Bytes;
+    use serde_json::json;
+    use vault_server::auth::Authorized;
+    use vault_server::logical::kit::EngineContext;
+    use vault_server::logical::{
+        Backend, BoxFuture, ByteStream, ChunkSource, Field, FieldKind, LogicalError, Operation, PathSpec, RawBody,
+        Request, Response,
+    };
+
+    /// Shutdowns of every streamtest backend (tests in this binary that
+    /// count them use their own mount and compare before/after).
+    pub static SHUTDOWNS: AtomicUsize = AtomicUsize::new(0);
+
+    static PATHS: &[PathSpec] = &[
+        PathSpec::new("upload", &[Operation::Update]).stream(),
+        PathSpec::new("echo/{name}", &[Operation::Read, Operation::Update])
+            .fields(&[Field::new("n", FieldKind::Int), Field::new("ttl", FieldKind::Duration)]),
+        PathSpec::new("download/{size}", &[Operation::Read]),
+    ];
+
+    pub struct Engine;
+
+    pub fn factory(_ctx: EngineContext) -> Result<Arc<dyn Backend>, LogicalError> {
+        Ok(Arc::new(Engine))
+    }
+
+    /// `left` bytes in 64 KiB chunks.
+    struct Zeros {
+        left: u64,
+        chunk: Bytes,
+    }
+
+    impl ChunkSource for Zeros {
+        fn next_chunk(&mut self) -> BoxFuture<'_, Result<Option<Bytes>, LogicalError>> {
+            Box::pin(async move {
+                if self.left == 0 {
+                    return Ok(None);
+                }
+                let n = self.left.min(self.chunk.len() as u64);
+                self.left -= n;
+                Ok(Some(self.chunk.slice(..n as usize)))
+            })
+        }
+    }
+
+    impl Backend for Engine {
+        fn paths(&self) -> &'static [PathSpec] {
+            PATHS
+        }
+
+        fn stream_limit(&self) -> u64 {
+            2 << 30
+        }
+
+        fn shutdown(&self) {
+            SHUTDOWNS.fetch_add(1, Ordering::SeqCst);
+        }
+
+        fn handle<'a>(&'a self, _: &'a Authorized, req: Request) -> BoxFuture<'a, Result<Response, LogicalError>> {
+            Box::pin(async move {
+                match req.pattern() {
+                    "upload" => {
+                        let mut s = req.stream.ok_or_else(|| LogicalError::internal("no stream"))?;
+                        let (mut total, mut largest) = (0u64, 0usize);
+                        while let Some(c) = s.next().await? {
+                            total += c.len() as u64;
+                            largest = largest.max(c.len());
+                        }
+                        Ok(Response::json(json!({"bytes": total, "largest_chunk": largest})))
+                    }
+                    "echo/{name}" => Ok(Response::json(json!({"name": req.param("name"), "n": req.data.get("n")}))),
+                    "download/{size}" => {
+                        let size: u64 =
+                            req.param("size").parse().map_err(|_| LogicalError::InvalidRequest("size".into()))?;
+                        let source = Zeros { left: size, chunk: Bytes::from(vec![7u8; 64 * 1024]) };
+                        let body = RawBody::Stream(ByteStream::new(source));
+                        Ok(Response::Raw { content_type: "application/octet-stream".into(), body })
+                    }
+                    other => Err(LogicalError::internal(format!("unrouted {other}"))),
+                }
+            })
+        }
+    }
+}
+
+async fn dev_with_streamtest() -> (tempfile::TempDir, Arc<Core>, axum::Router) {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(&format!("sqlite://{}/v.db", dir.path().display())).await.unwrap();
+    let catalog = vault_server::catalog::builtin().with_secrets("streamtest", streamtest::factory);
+    let core = Core::new(storage, catalog).await.unwrap();
+    core.dev_init(Some(ROOT)).await.unwrap();
+    let app = vault_server::http::router(core.clone(), 1 << 20, Duration::from_secs(5), 64 << 20, 64);
+    let (s, _, v) = call(&app, "POST", "sys/mounts/st", Some(ROOT), Body::from(r#"{"type":"streamtest"}"#)).await;
+    assert_eq!(s, 204, "{v}");
+    (dir, core, app)
+}
+
+/// Peak resident memory of this process, in KiB (Linux).
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// 1 GiB in 1 MiB chunks, produced as the server pulls them (the same
+/// buffer each time: the client itself holds 1 MiB).
+struct Gib {
+    left: usize,
+    chunk: Bytes,
+    pulled: Arc<AtomicUsize>,
+}
+
+impl HttpBody for Gib {
+    type Data = Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        let n = self.left.min(self.chunk.len());
+        self.left -= n;
+        self.pulled.fetch_add(n, Ordering::SeqCst);
+        Poll::Ready(Some(Ok(Frame::data(self.chunk.slice(..n)))))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_path_takes_a_gibibyte_in_bounded_memory() {
+    let (_d, core, app) = dev_with_streamtest().await;
+    let rec = Arc::new(Recorder::default());
+    core.hooks().add(rec.clone());
+    let before = peak_rss_kib();
+    let pulled = Arc::new(AtomicUsize::new(0));
+    let body = Body::new(Gib { left: 1 << 30, chunk: Bytes::from(vec![1u8; 1 << 20]), pulled: pulled.clone() });
+    let (s, _, v) = call(&app, "POST", "st/upload", Some(ROOT), body).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["bytes"], 1u64 << 30);
+    assert_eq!(pulled.load(Ordering::SeqCst), 1 << 30);
+    let grown_mib = (peak_rss_kib() - before) / 1024;
+    assert!(grown_mib < 64, "a 1 GiB upload grew the peak memory by {grown_mib} MiB");
+    // The hooks saw the upload, without a body (it was the backend's to read).
+    let requests = rec.requests.lock().unwrap().clone();
+    assert!(requests.iter().any(|r| r.1 == "st/upload" && r.2 == "st/"), "{requests:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_or_refused_upload_reads_nothing_and_limits_hold_before_reading() {
+    let (_d, core, app) = dev_with_streamtest().await;
+    let policy = json!({"policy": "path \"st/*\" { capabilities = [\"read\"] }"}).to_string();
+    assert_eq!(call(&app, "PUT", "sys/policies/acl/ro", Some(ROOT), Body::from(policy)).await.0, 204);
+    let (_, _, v) = call(&app, "POST", "auth/token/create", Some(ROOT), Body::from(r#"{"policies":["ro"]}"#)).await;
+    let ro = v["auth"]["client_token"].as_str().unwrap().to_string();
+    let upload = |pulled: &Arc<AtomicUsize>| {
+        Body::new(Gib { left: 8 << 20, chunk: Bytes::from(vec![1u8; 1 << 16]), pulled: pulled.clone() })
+    };
+    for token in [Some(ro.as_str()), Some("hvs.unknown"), None] {
+        let pulled = Arc::new(AtomicUsize::new(0));
+        let (s, _, _) = call(&app, "POST", "st/upload", token, upload(&pulled)).await;
+        assert_eq!(s, 403);
+        assert_eq!(pulled.load(Ordering::SeqCst), 0, "a denied upload must not be read ({token:?})");
+    }
+    // A refusing hook: nothing read either.
+    let gate = Arc::new(Gate { on: AtomicBool::new(true) });
+    core.hooks().add(gate.clone());
+    let pulled = Arc::new(AtomicUsize::new(0));
+    assert_eq!(call(&app, "POST", "st/upload", Some(ROOT), upload(&pulled)).await.0, 500);
+    assert_eq!(pulled.load(Ordering::SeqCst), 0);
+    gate.on.store(false, Ordering::SeqCst);
+
+    // Declared sizes over the limits: 413 before a byte is read, for the
+    // stream path (its own 2 GiB limit) and a JSON path (max_request_bytes).
+    for (path, declared) in [("st/upload", 3u64 << 30), ("st/echo/x", 2 << 20)] {
+        let pulled = Arc::new(AtomicUsize::new(0));
+        let mut req = request("POST", path, Some(ROOT), upload(&pulled));
+        req.headers_mut().insert("content-length", declared.to_string().parse().unwrap());
+        let resp = app.clone().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE, "{path}");
+        assert_eq!(pulled.load(Ordering::SeqCst), 0, "{path}");
+    }
+    // Undeclared: the JSON path stops reading just past its limit.
+    let pulled = Arc::new(AtomicUsize::new(0));
+    assert_eq!(call(&app, "POST", "st/echo/x", Some(ROOT), upload(&pulled)).await.0, 413);
+    assert!(pulled.load(Ordering::SeqCst) <= (1 << 20) + (1 << 16));
+    // ...while the stream path takes the same 8 MiB.
+    let pulled = Arc::new(AtomicUsize::new(0));
+    let (s, _, v) = call(&app, "POST", "st/upload", Some(ROOT), upload(&pulled)).await;
+    assert_eq!((s, v["data"]["bytes"].as_u64()), (200, Some(8 << 20)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_tables_route_validate_and_answer_raw_bodies() {
+    let (_d, _core, app) = dev_with_streamtest().await;
+    // Captures and declared fields.
+    let (s, _, v) = call(&app, "POST", "st/echo/abc", Some(ROOT), Body::from(r#"{"n": "42"}"#)).await;
+    assert_eq!((s, &v["data"]["name"]), (200, &json!("abc")), "{v}");
+    let (s, _, v) = call(&app, "POST", "st/echo/abc", Some(ROOT), Body::from(r#"{"n": "many"}"#)).await;
+    assert_eq!(s, 400, "{v}");
+    let (s, _, v) = call(&app, "POST", "st/echo/abc", Some(ROOT), Body::from(r#"{"ttl": "forever"}"#)).await;
+    assert_eq!(s, 400, "{v}");
+    // Unknown path: 404 saying so; a known path with the wrong operation: 405.
+    let (s, _, v) = call(&app, "GET", "st/nothing/here", Some(ROOT), Body::empty()).await;
+    assert_eq!(s, 404);
+    assert!(v["errors"][0].as_str().unwrap().contains("st/nothing/here"), "{v}");
+    assert_eq!(call(&app, "DELETE", "st/echo/abc", Some(ROOT), Body::empty()).await.0, 405);
+    assert_eq!(call(&app, "GET", "st/upload", Some(ROOT), Body::empty()).await.0, 405);
+    // Unknown paths and wrong operations still need a token first.
+    assert_eq!(call(&app, "GET", "st/nothing/here", None, Body::empty()).await.0, 403);
+    // A raw streamed answer with its content type.
+    let resp = app.clone().oneshot(request("GET", "st/download/200000", Some(ROOT), Body::empty())).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers().get("content-type").unwrap(), "application/octet-stream");
+    assert!(resp.headers().get("x-request-id").is_some());
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    assert_eq!(bytes.len(), 200_000);
+    assert!(bytes.iter().all(|b| *b == 7));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unmount_shuts_down_and_other_mounts_keep_their_backends() {
+    let (_d, core, app) = dev_with_streamtest().await;
+    assert_eq!(call(&app, "POST", "sys/mounts/st2", Some(ROOT), Body::from(r#"{"type":"streamtest"}"#)).await.0, 204);
+    let backend = |path: &str| {
+        let router = core.active().unwrap().router();
+        router.mounts().iter().find(|m| m.route_path == path).map(|m| m.backend.clone())
+    };
+    let (st, st2, kv) = (backend("st/").unwrap(), backend("st2/").unwrap(), backend("secret/").unwrap());
+    // Tuning one mount's description and mounting another keep every backend.
+    let tune = Body::from(r#"{"description":"renamed"}"#);
+    assert_eq!(call(&app, "POST", "sys/mounts/st2/tune", Some(ROOT), tune).await.0, 204);
+    assert_eq!(call(&app, "POST", "sys/mounts/other", Some(ROOT), Body::from(r#"{"type":"kv"}"#)).await.0, 204);
+    assert!(Arc::ptr_eq(&st, &backend("st/").unwrap()));
+    assert!(Arc::ptr_eq(&st2, &backend("st2/").unwrap()));
+    assert!(Arc::ptr_eq(&kv, &backend("secret/").unwrap()));
+    // Tuning a lease setting rebuilds that mount only (the old backend is
+    // shut down). No other test here unmounts or seals, so counts are exact.
+    let shutdowns = || streamtest::SHUTDOWNS.load(Ordering::SeqCst);
+    let before = shutdowns();
+    let tune = Body::from(r#"{"default_lease_ttl":"1h"}"#);
+    assert_eq!(call(&app, "POST", "sys/mounts/st2/tune", Some(ROOT), tune).await.0, 204);
+    assert!(!Arc::ptr_eq(&st2, &backend("st2/").unwrap()));
+    assert!(Arc::ptr_eq(&st, &backend("st/").unwrap()));
+    assert_eq!(shutdowns(), before + 1);
+    // Unmount: shutdown once, and the backend is gone.
+    assert_eq!(call(&app, "DELETE", "sys/mounts/st", Some(ROOT), Body::empty()).await.0, 204);
+    assert!(backend("st/").is_none());
+    assert_eq!(shutdowns(), before + 2, "unmount shut the backend down, once");
+    let (s, _, _) = call(&app, "POST", "st/upload", Some(ROOT), Body::from("x")).await;
+    assert_eq!(s, 404);
 }

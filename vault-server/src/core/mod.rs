@@ -150,13 +150,20 @@ impl Active {
     /// tables (a reload that read the tables before a change must not
     /// replace the router built after it). False when neither is newer
     /// (the caller reads again).
-    fn set_router(&self, r: Router) -> bool {
+    /// Install `r` unless the installed router is newer. Some(backends the
+    /// new router no longer has: their mounts are gone, and the caller shuts
+    /// them down) when the installed router is now at least as new as `r`;
+    /// None when `r` lost a race and a newer one must be read.
+    fn set_router(&self, r: Router) -> Option<Vec<Arc<dyn crate::logical::Backend>>> {
         let mut g = self.router.write().unwrap_or_else(|p| p.into_inner());
         if r.is_at_least(&g) {
+            let gone = g.backends_not_in(&r);
             *g = Arc::new(r);
-            true
+            Some(gone)
+        } else if g.is_at_least(&r) {
+            Some(Vec::new())
         } else {
-            g.is_at_least(&r)
+            None
         }
     }
 
@@ -181,7 +188,12 @@ pub struct Core {
     /// the old configuration after it.
     seal_config: RwLock<(Option<SealConfig>, u64)>,
     lockout: Arc<crate::auth::lockout::Lockout>,
-    rotation: RwLock<crate::engines::RotationSettings>,
+    /// Mount types and their factories.
+    catalog: crate::logical::kit::Catalog,
+    /// Settings handed to every engine built.
+    engine_settings: RwLock<crate::logical::kit::EngineSettings>,
+    /// The time engines see.
+    clock: crate::logical::kit::Clock,
     /// Which key ceremonies take no token (`disable_unauthed_*_endpoints`).
     unauthed_ceremonies: RwLock<crate::config::UnauthedCeremonies>,
     /// Re-checks held authorizations (one per core, shared by requests).
@@ -205,8 +217,9 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Core {
-    /// A sealed core over `storage`.
-    pub async fn new(storage: Storage) -> Result<Arc<Self>, CoreError> {
+    /// A sealed core over `storage`, mounting the types of `catalog`
+    /// (`crate::catalog::builtin()` for everything this server ships).
+    pub async fn new(storage: Storage, catalog: crate::logical::kit::Catalog) -> Result<Arc<Self>, CoreError> {
         let seal_config = storage.seal_config().await?;
         let changes = storage.subscribe();
         let core = Arc::new_cyclic(|me| Core {
@@ -219,7 +232,9 @@ impl Core {
             generate_root: std::sync::Mutex::new(None),
             seal_config: RwLock::new((seal_config, 0)),
             lockout: Arc::new(crate::auth::lockout::Lockout::default()),
-            rotation: RwLock::new(crate::engines::RotationSettings::default()),
+            catalog,
+            engine_settings: RwLock::new(Default::default()),
+            clock: Default::default(),
             unauthed_ceremonies: RwLock::new(crate::config::UnauthedCeremonies { rekey: false, generate_root: false }),
             reauth: Arc::new(request::Reauthorizer { core: me.clone() }),
             hooks: hooks::Hooks::default(),
@@ -250,6 +265,8 @@ impl Core {
             self.reload_mounts().await?;
         }
         let active = self.active()?;
+        // Engines hear of changes under their own prefix (the change feed).
+        active.router().invalidate(change);
         match change {
             Change::Resync => {
                 // Notifications may have been lost: any token may have been
@@ -270,12 +287,27 @@ impl Core {
 
     /// Set how secret rotation is scheduled (before unsealing).
     pub fn configure_rotation(&self, settings: crate::engines::RotationSettings) {
-        *self.rotation.write().unwrap_or_else(|p| p.into_inner()) = settings;
+        self.engine_settings.write().unwrap_or_else(|p| p.into_inner()).rotation = settings;
     }
 
     /// How secret rotation is scheduled.
     pub fn rotation_settings(&self) -> crate::engines::RotationSettings {
-        self.rotation.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.engine_settings().rotation
+    }
+
+    /// The settings engines are built with.
+    pub fn engine_settings(&self) -> crate::logical::kit::EngineSettings {
+        self.engine_settings.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The clock engines see (tests move it forward).
+    pub fn clock(&self) -> &crate::logical::kit::Clock {
+        &self.clock
+    }
+
+    /// The mount types this core can mount.
+    pub fn catalog(&self) -> &crate::logical::kit::Catalog {
+        &self.catalog
     }
 
     /// One scheduler tick: every mount runs its due background work (KV v2
@@ -525,7 +557,7 @@ impl Core {
             .ok_or_else(|| CoreError::Internal("cluster record missing".into()))?;
         let cluster: ClusterInfo =
             serde_json::from_slice(&raw).map_err(|_| CoreError::Internal("cluster record malformed".into()))?;
-        let router = mounts::load_router(self, &u).await?;
+        let router = mounts::load_router(self, &u, None).await?;
         Ok(Active {
             tokens,
             policies: policies::PolicyStore::new(Some(security.clone())),

@@ -11,6 +11,7 @@ use super::{Core, CoreError};
 use crate::barrier::view::View;
 use crate::barrier::{Batch, Unsealed};
 use crate::crypto::random;
+use crate::logical::kit::EngineContext;
 use crate::logical::{Backend, LogicalError};
 use crate::storage::Expect;
 
@@ -47,7 +48,7 @@ impl Table {
         }
     }
     /// Prefix of the mounts' data in storage.
-    fn data_prefix(self) -> &'static str {
+    pub(crate) fn data_prefix(self) -> &'static str {
         match self {
             Table::Secrets => "logical/",
             Table::Auth => "auth/",
@@ -80,7 +81,7 @@ pub struct MountConfig {
 }
 
 /// One row of the mount table.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct MountEntry {
     /// Mount path with trailing slash, e.g. `secret/`.
     pub path: String,
@@ -240,6 +241,34 @@ impl Router {
     pub fn get(&self, table: Table, path: &str) -> Option<&Mounted> {
         self.table(table).find(|m| m.entry.path == path)
     }
+
+    /// The backends of this router that `newer` does not have (their
+    /// mounts were removed, or changed and rebuilt).
+    pub(super) fn backends_not_in(&self, newer: &Router) -> Vec<Arc<dyn Backend>> {
+        self.mounts
+            .iter()
+            .filter(|m| !newer.mounts.iter().any(|n| Arc::ptr_eq(&n.backend, &m.backend)))
+            .map(|m| m.backend.clone())
+            .collect()
+    }
+
+    /// Tell each backend of a change another server made under its prefix.
+    pub(super) fn invalidate(&self, change: &crate::storage::Change) {
+        match change {
+            crate::storage::Change::Resync => self.mounts.iter().for_each(|m| m.backend.invalidate(None)),
+            crate::storage::Change::Path(p) => {
+                for m in &self.mounts {
+                    let rest = p
+                        .strip_prefix(m.table.data_prefix())
+                        .and_then(|r| r.strip_prefix(m.entry.uuid.as_str()))
+                        .and_then(|r| r.strip_prefix('/'));
+                    if let Some(rel) = rest {
+                        m.backend.invalidate(Some(rel));
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The initial (empty) user mount tables, added to the init batch.
@@ -259,26 +288,48 @@ async fn load_table(core: &Core, u: &Unsealed, t: Table) -> Result<(Vec<MountEnt
     }
 }
 
-/// Build the router from the stored tables.
-pub async fn load_router(core: &Core, u: &Unsealed) -> Result<Router, CoreError> {
+/// Build the router from the stored tables, keeping the backends of
+/// `previous` whose mount rows did not change (their in-memory state, such
+/// as caches, survives changes to other mounts).
+pub async fn load_router(core: &Core, u: &Unsealed, previous: Option<&Router>) -> Result<Router, CoreError> {
     let secrets = load_table(core, u, Table::Secrets).await?;
     let auth = load_table(core, u, Table::Auth).await?;
-    build_router(core, secrets, auth)
+    build_router(core, secrets, auth, previous)
 }
 
-fn mounted(core: &Core, table: Table, entry: MountEntry) -> Result<Mounted, CoreError> {
-    let view = View::new(core.barrier.clone(), format!("{}{}/", table.data_prefix(), entry.uuid));
-    let backend = match table {
-        Table::Secrets => crate::engines::build(&entry, view, core.rotation_settings())?,
-        Table::Auth => crate::auth::methods::build(core, &entry, view)?,
+/// The live mount for a row: the previous backend when the row is the same
+/// mount with the same settings (a new description does not matter),
+/// otherwise a new one from the catalog.
+fn mounted(core: &Core, table: Table, entry: MountEntry, previous: Option<&Router>) -> Result<Mounted, CoreError> {
+    let route_path = format!("{}{}", table.route_prefix(), entry.path);
+    let same = |m: &&Mounted| {
+        m.table == table
+            && m.entry.uuid == entry.uuid
+            && m.entry.path == entry.path
+            && m.entry.kind == entry.kind
+            && m.entry.options == entry.options
+            && m.entry.config == entry.config
     };
-    Ok(Mounted { route_path: format!("{}{}", table.route_prefix(), entry.path), table, entry, backend })
+    if let Some(m) = previous.and_then(|r| r.mounts.iter().find(same)) {
+        return Ok(Mounted { route_path, table, entry, backend: m.backend.clone() });
+    }
+    let ctx = EngineContext {
+        view: View::new(core.barrier.clone(), format!("{}{}/", table.data_prefix(), entry.uuid)),
+        mount: entry.clone(),
+        settings: core.engine_settings(),
+        clock: core.clock().clone(),
+        barrier: core.barrier.clone(),
+        lockout: core.lockout().clone(),
+    };
+    let backend = core.catalog().build(table, ctx)?;
+    Ok(Mounted { route_path, table, entry, backend })
 }
 
 fn build_router(
     core: &Core,
     (secrets, secrets_rev): (Vec<MountEntry>, Option<i64>),
     (auth, auth_rev): (Vec<MountEntry>, Option<i64>),
+    previous: Option<&Router>,
 ) -> Result<Router, CoreError> {
     let me = core.arc().ok_or_else(|| CoreError::Internal("core dropped".into()))?;
     let mut mounts = vec![
@@ -296,10 +347,10 @@ fn build_router(
         },
     ];
     for entry in secrets {
-        mounts.push(mounted(core, Table::Secrets, entry)?);
+        mounts.push(mounted(core, Table::Secrets, entry, previous)?);
     }
     for entry in auth {
-        mounts.push(mounted(core, Table::Auth, entry)?);
+        mounts.push(mounted(core, Table::Auth, entry, previous)?);
     }
     Ok(Router { mounts, revs: (secrets_rev, auth_rev) })
 }
@@ -337,7 +388,7 @@ impl Core {
             Table::Auth => format!("auth_{}_{}", entry.kind, random::hex_id(4)),
         };
         // Build once up front so a bad type/options is a 400 before anything is written.
-        mounted(self, table, entry.clone())?;
+        mounted(self, table, entry.clone(), None)?;
         self.update_table(u, table, |entries| {
             if let Some(existing) =
                 entries.iter().find(|e| e.path.starts_with(&entry.path) || entry.path.starts_with(&e.path))
@@ -446,10 +497,14 @@ impl Core {
     /// read is at least as new as anything installed.
     async fn install_router(&self, active: &super::Active, u: &Unsealed) -> Result<(), CoreError> {
         for _ in 0..8 {
-            let router = load_router(self, u).await?;
+            let router = load_router(self, u, Some(&active.router())).await?;
             #[cfg(test)]
             self.pauses.at("router:before-install").await;
-            if active.set_router(router) {
+            if let Some(gone) = active.set_router(router) {
+                // Mounts that were removed (or rebuilt) stop their work.
+                for backend in gone {
+                    backend.shutdown();
+                }
                 return Ok(());
             }
         }

@@ -10,7 +10,7 @@ use crate::logical::{Login, Operation, Response};
 async fn dev_core() -> (tempfile::TempDir, Arc<Core>) {
     let dir = tempfile::tempdir().unwrap();
     let storage = Storage::open(&format!("sqlite://{}/v.db", dir.path().display())).await.unwrap();
-    let core = Core::new(storage).await.unwrap();
+    let core = Core::new(storage, crate::catalog::builtin()).await.unwrap();
     core.dev_init(Some("root-token")).await.unwrap();
     (dir, core)
 }

@@ -1,5 +1,6 @@
-//! Secrets engines and the factory that builds them from mount-table rows.
-//! Each engine gets a [`View`] of the barrier limited to its own prefix.
+//! Secrets engines. Each is built by a factory registered in the catalog
+//! (`crate::catalog`) from an [`EngineContext`], whose view of the barrier
+//! is limited to the mount's own prefix.
 
 pub mod generate;
 pub mod kv;
@@ -9,8 +10,7 @@ pub mod pg_role;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::barrier::view::View;
-use crate::core::MountEntry;
+use crate::logical::kit::EngineContext;
 use crate::logical::{Backend, LogicalError};
 
 /// Default of [`RotationSettings::max_failures`].
@@ -60,25 +60,18 @@ pub fn resolve_alias(
     ("kv".into(), Some(options))
 }
 
-/// Build the engine for a mount-table row.
-pub fn build(entry: &MountEntry, view: View, settings: RotationSettings) -> Result<Arc<dyn Backend>, LogicalError> {
-    let version = entry.options.as_ref().and_then(|o| o.get("version")).and_then(|v| v.as_str()).unwrap_or("1");
-    match entry.kind.as_str() {
-        "kv-v1" => Ok(Arc::new(kv::KvV1::new(view))),
-        "kv-v2" => Ok(Arc::new(kv2::KvV2::new(view, settings))),
-        "kv" | "generic" => match version {
-            "1" | "" => Ok(Arc::new(kv::KvV1::new(view))),
-            "2" => Ok(Arc::new(kv2::KvV2::new(view, settings))),
-            other => Err(LogicalError::InvalidRequest(format!("invalid kv version \"{other}\""))),
-        },
-        other => {
-            if entry.options.as_ref().is_some_and(|o| o.contains_key("version")) {
-                return Err(LogicalError::InvalidRequest(format!(
-                    "secrets engine \"{other}\" does not allow setting a version"
-                )));
-            }
-            Err(LogicalError::InvalidRequest(format!("plugin not found in the catalog: {other}")))
-        }
+/// The KV engine (`kv`, `generic`, and the `kv-v1`/`kv-v2` aliases):
+/// version 1 or 2 from the mount's `version` option.
+pub fn kv_factory(ctx: EngineContext) -> Result<Arc<dyn Backend>, LogicalError> {
+    let version = match ctx.mount.kind.as_str() {
+        "kv-v1" => "1",
+        "kv-v2" => "2",
+        _ => ctx.option("version").unwrap_or("1"),
+    };
+    match version {
+        "1" | "" => Ok(Arc::new(kv::KvV1::new(ctx.view))),
+        "2" => Ok(Arc::new(kv2::KvV2::new(ctx.view, ctx.settings.rotation))),
+        other => Err(LogicalError::InvalidRequest(format!("invalid kv version \"{other}\""))),
     }
 }
 

@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use crate::auth::Authorized;
 
 pub mod fields;
+pub mod kit;
 pub mod paths;
 pub mod stream;
 
