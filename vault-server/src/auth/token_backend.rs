@@ -7,7 +7,8 @@ use serde_json::{Map, Value};
 
 use super::{Authorized, TokenEntry};
 use crate::barrier::now_unix;
-use crate::core::{Core, request::meta_value, rfc3339};
+use crate::core::{Core, request::meta_value};
+use crate::logical::fields::rfc3339;
 use crate::logical::{AuthInfo, Backend, BoxFuture, LogicalError, Login, Operation, Request, Response, fields};
 
 /// The `auth/token/` backend.

@@ -663,7 +663,7 @@ impl Core {
     /// `sys/key-status`.
     pub fn key_status(&self, u: &Unsealed) -> KeyStatus {
         let (term, install, encryptions) = self.barrier.key_status(u);
-        KeyStatus { term, install_time: rfc3339(install), encryptions }
+        KeyStatus { term, install_time: crate::logical::fields::rfc3339(install), encryptions }
     }
 
     /// Dev mode: initialize with one share, unseal, and optionally replace the
@@ -763,12 +763,4 @@ async fn follow_changes(core: Weak<Core>, mut changes: tokio::sync::broadcast::R
 pub fn b64(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-/// Unix seconds as RFC 3339 UTC.
-pub fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default()
 }

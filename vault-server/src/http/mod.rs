@@ -108,26 +108,20 @@ fn decode_path(raw: &str) -> Result<String, ApiError> {
     Ok(path)
 }
 
-/// Percent-decode `raw` (part of the URL named `what`): every `%` must be
-/// followed by two hex digits and the result must be UTF-8.
+/// Percent-decode `raw` (part of the URL named `what`) with the
+/// `percent-encoding` crate, strictly: that crate passes a malformed escape
+/// through as text, so every `%` is first checked to start an escape of two
+/// hex digits (RFC 3986, section 2.1), and the result must be UTF-8.
 fn percent_decode(raw: &str, what: &str) -> Result<String, ApiError> {
-    let bad = || ApiError::bad_request(format!("invalid percent-encoding in {what}"));
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            // Two hex digits exactly (`from_str_radix` alone would take "+1").
-            let hex = bytes.get(i + 1..i + 3).filter(|h| h.iter().all(u8::is_ascii_hexdigit)).ok_or_else(bad)?;
-            let s = std::str::from_utf8(hex).map_err(|_| bad())?;
-            out.push(u8::from_str_radix(s, 16).map_err(|_| bad())?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    let well_formed =
+        raw.split('%').skip(1).all(|s| s.as_bytes().get(..2).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)));
+    if !well_formed {
+        return Err(ApiError::bad_request(format!("invalid percent-encoding in {what}")));
     }
-    String::from_utf8(out).map_err(|_| ApiError::bad_request(format!("{what} is not valid UTF-8")))
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map(std::borrow::Cow::into_owned)
+        .map_err(|_| ApiError::bad_request(format!("{what} is not valid UTF-8")))
 }
 
 /// Query parameters as a JSON map (values are strings). A malformed
@@ -686,5 +680,97 @@ mod tests {
             }
         }
         Rx(rx)
+    }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Any text: escapes, `%` runs, `+`, `&`, `=`, non-ASCII.
+        fn urlish() -> impl Strategy<Value = String> {
+            prop::collection::vec(
+                prop_oneof![
+                    Just("%".to_string()),
+                    Just("%2".to_string()),
+                    Just("%zz".to_string()),
+                    Just("%C3%A9".to_string()),
+                    Just("%ff".to_string()),
+                    Just("+".to_string()),
+                    Just("&".to_string()),
+                    Just("=".to_string()),
+                    Just("/".to_string()),
+                    "[a-zA-Z0-9._~-]{1,5}",
+                    any::<char>().prop_map(String::from),
+                ],
+                0..40,
+            )
+            .prop_map(|v| v.concat())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+            /// Decoding never panics; a failure is a 400.
+            #[test]
+            fn path_decoding_is_total(raw in urlish()) {
+                if let Err(e) = decode_path(&raw) {
+                    prop_assert_eq!(e.status, StatusCode::BAD_REQUEST);
+                }
+            }
+
+            /// What the crate encodes decodes back to itself (no control characters).
+            #[test]
+            fn path_decoding_inverts_encoding(text in "[^\\p{Cc}]{0,40}") {
+                let encoded = percent_encoding::utf8_percent_encode(&text, percent_encoding::NON_ALPHANUMERIC).to_string();
+                prop_assert_eq!(decode_path(&encoded).unwrap(), text);
+            }
+
+            /// Any query parses or is a 400; every parsed value is a string.
+            #[test]
+            fn query_parsing_is_total(q in urlish()) {
+                let encoded: String = q.chars().filter(|c| c.is_ascii_graphic() && *c != '#').collect();
+                if let Ok(uri) = format!("/v1/x?{encoded}").parse::<Uri>() {
+                    match query_map(&uri) {
+                        Ok(m) => prop_assert!(m.values().all(Value::is_string)),
+                        Err(e) => prop_assert_eq!(e.status, StatusCode::BAD_REQUEST),
+                    }
+                }
+            }
+
+            /// Any body bytes: an object map or a 400, never a panic.
+            #[test]
+            fn body_parsing_is_total(body in prop::collection::vec(any::<u8>(), 0..256)) {
+                if let Err(e) = body_map(&body) {
+                    prop_assert_eq!(e.status, StatusCode::BAD_REQUEST);
+                }
+                if let Err(e) = typed_body::<Two>(&body) {
+                    prop_assert_eq!(e.status, StatusCode::BAD_REQUEST);
+                }
+            }
+
+            /// JSON-ish bodies (the near misses matter most).
+            #[test]
+            fn jsonish_bodies_parse_or_400(
+                parts in prop::collection::vec(prop_oneof![
+                    Just("{"), Just("}"), Just("["), Just("]"), Just(":"), Just(","), Just("\"a\""),
+                    Just("1e999"), Just("-0"), Just("null"), Just("\"\\ud800\""), Just(" "),
+                ], 0..30)
+            ) {
+                let body = parts.concat();
+                if let Err(e) = body_map(body.as_bytes()) {
+                    prop_assert_eq!(e.status, StatusCode::BAD_REQUEST);
+                }
+            }
+
+            /// Deeply nested JSON is refused, not a stack overflow.
+            #[test]
+            fn deep_nesting_is_refused(depth in 100usize..5000) {
+                let body = format!("{{\"a\":{}{}}}", "[".repeat(depth), "]".repeat(depth));
+                if let Err(e) = body_map(body.as_bytes()) {
+                    prop_assert_eq!(e.status, StatusCode::BAD_REQUEST);
+                }
+            }
+        }
     }
 }

@@ -39,6 +39,8 @@ pub enum FieldKind {
     String,
     /// An integer (or its decimal text).
     Int,
+    /// A non-negative integer (or its decimal text).
+    Count,
     /// A boolean (or `"true"`/`"false"`/`"1"`/`"0"`...).
     Bool,
     /// A duration: seconds, or Go-style text such as `"1h30m"`.
@@ -145,6 +147,7 @@ impl PathSpec {
             match f.kind {
                 FieldKind::String => fields::string(data, f.name).map(drop)?,
                 FieldKind::Int => fields::int(data, f.name).map(drop)?,
+                FieldKind::Count => fields::count(data, f.name).map(drop)?,
                 FieldKind::Bool => fields::boolean(data, f.name).map(drop)?,
                 FieldKind::Duration => fields::duration(data, f.name).map(drop)?,
                 FieldKind::CommaList => fields::string_list(data, f.name).map(drop)?,
@@ -179,6 +182,21 @@ impl Route {
     pub fn get(&self, name: &str) -> &str {
         self.captures.iter().find(|(n, _)| *n == name).map_or("", |(_, v)| v.as_str())
     }
+}
+
+/// `req` routed by `table` when its caller did not route it (the core
+/// always does; direct calls from tests and internal callers may not),
+/// with the errors the core would give.
+pub fn ensure_routed(table: &'static [PathSpec], mut req: super::Request) -> Result<super::Request, LogicalError> {
+    if req.route.is_none() {
+        let route = find(table, &req.path).ok_or_else(|| LogicalError::UnsupportedPath(req.path.clone()))?;
+        if !route.spec.serves(req.op) {
+            return Err(LogicalError::UnsupportedOperation);
+        }
+        route.spec.validate(&req.data)?;
+        req.route = Some(route);
+    }
+    Ok(req)
 }
 
 /// The first entry of `table` whose pattern matches `path` (mount-relative).
@@ -288,5 +306,27 @@ mod tests {
         assert!(F.validate(ok.as_object().unwrap()).is_ok());
         let bad = serde_json::json!({"ttl": "forever"});
         assert!(matches!(F.validate(bad.as_object().unwrap()), Err(LogicalError::InvalidRequest(_))));
+    }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            /// Any path: a match or none, never a panic; a match's captures
+            /// are non-empty single segments (`{name}`) or slices of the path.
+            #[test]
+            fn matching_is_total(path in "[a-z/{}+*%.-]{0,40}") {
+                if let Some(r) = find(TABLE, &path) {
+                    for (name, value) in &r.captures {
+                        prop_assert!(path.contains(value.as_str()), "{name}={value} not in {path}");
+                        if *name == "name" {
+                            prop_assert!(!value.is_empty() && !value.contains('/'));
+                        }
+                    }
+                }
+            }
+        }
     }
 }
