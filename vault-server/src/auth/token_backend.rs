@@ -9,7 +9,9 @@ use super::{Authorized, TokenEntry};
 use crate::barrier::now_unix;
 use crate::core::{Core, request::meta_value};
 use crate::logical::fields::rfc3339;
-use crate::logical::{AuthInfo, Backend, BoxFuture, LogicalError, Login, Operation, Request, Response, fields};
+use crate::logical::{
+    AuthInfo, Backend, BoxFuture, Field, FieldKind, LogicalError, Login, Operation, PathSpec, Request, Response, fields,
+};
 
 /// The `auth/token/` backend.
 #[derive(Debug)]
@@ -70,13 +72,54 @@ impl Backend for TokenBackend {
         })
     }
 
-    fn root_paths(&self) -> &'static [&'static str] {
-        // As Vault: create-orphan is governed by its ACL alone.
-        &["revoke-orphan", "accessors", "accessors/"]
+    fn paths(&self) -> &'static [PathSpec] {
+        PATHS
     }
 }
 
+/// The token store's paths. `sudo` as Vault's (create-orphan is governed by
+/// its ACL alone).
+static PATHS: &[PathSpec] = {
+    use Operation::*;
+    const TOKEN: &[Field] = &[Field::new("token", FieldKind::String)];
+    const ACCESSOR: &[Field] = &[Field::new("accessor", FieldKind::String)];
+    const INCREMENT: &[Field] = &[Field::new("increment", FieldKind::Duration)];
+    const TOKEN_INCREMENT: &[Field] =
+        &[Field::new("token", FieldKind::String), Field::new("increment", FieldKind::Duration)];
+    const ACCESSOR_INCREMENT: &[Field] =
+        &[Field::new("accessor", FieldKind::String), Field::new("increment", FieldKind::Duration)];
+    const CREATE: &[Field] = &[
+        Field::new("policies", FieldKind::CommaList),
+        Field::new("meta", FieldKind::StringMap),
+        Field::new("no_parent", FieldKind::Bool),
+        Field::new("no_default_policy", FieldKind::Bool),
+        Field::new("renewable", FieldKind::Bool),
+        Field::new("ttl", FieldKind::Duration),
+        Field::new("explicit_max_ttl", FieldKind::Duration),
+        Field::new("period", FieldKind::Duration),
+        Field::new("num_uses", FieldKind::Count),
+        Field::new("display_name", FieldKind::String),
+    ];
+    &[
+        PathSpec::new("create", &[Update]).fields(CREATE),
+        PathSpec::new("create-orphan", &[Update]).fields(CREATE),
+        PathSpec::new("lookup-self", &[Read, Update]),
+        PathSpec::new("lookup", &[Read, Update]).fields(TOKEN),
+        PathSpec::new("lookup-accessor", &[Update]).fields(ACCESSOR),
+        PathSpec::new("renew-self", &[Update]).fields(INCREMENT),
+        PathSpec::new("renew", &[Update]).fields(TOKEN_INCREMENT),
+        PathSpec::new("renew-accessor", &[Update]).fields(ACCESSOR_INCREMENT),
+        PathSpec::new("revoke-self", &[Update]),
+        PathSpec::new("revoke", &[Update]).fields(TOKEN),
+        PathSpec::new("revoke-accessor", &[Update]).fields(ACCESSOR),
+        PathSpec::new("revoke-orphan", &[Update]).sudo().fields(TOKEN),
+        PathSpec::new("tidy", &[Update]),
+        PathSpec::new("accessors", &[List]).sudo(),
+    ]
+};
+
 async fn route(core: &Arc<Core>, auth: &Authorized, req: Request) -> Result<Response, LogicalError> {
+    let req = crate::logical::paths::ensure_routed(PATHS, req)?;
     let caller = auth.token().ok_or(LogicalError::PermissionDenied)?;
     let active = core.active().map_err(LogicalError::from)?;
     let tokens = active.tokens();
@@ -84,7 +127,8 @@ async fn route(core: &Arc<Core>, auth: &Authorized, req: Request) -> Result<Resp
     let u = auth.unsealed();
     let now = now_unix();
     let d = &req.data;
-    let path = req.path.trim_end_matches('/');
+    // The table admitted the operation; each pattern is its literal path.
+    let path = req.pattern();
     let write = matches!(req.op, Operation::Update | Operation::Create);
     match (path, req.op) {
         ("create" | "create-orphan", _) if write => create(core, auth, caller, d, path == "create-orphan").await,

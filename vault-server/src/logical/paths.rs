@@ -11,7 +11,8 @@
 //! first matching entry wins):
 //! - `name`: this literal segment;
 //! - `{name}`: one non-empty segment, captured;
-//! - `{name+}` (last): one or more remaining segments, captured whole;
+//! - `{name+}`: one or more segments, captured whole; when literal segments
+//!   follow it (`mounts/{path+}/tune`), the path must end with them;
 //! - `{name*}` (last): the rest of the path, possibly empty, captured whole
 //!   (a LIST prefix keeps its trailing `/`).
 //!
@@ -216,12 +217,20 @@ fn matches(pattern: &'static str, path: &str) -> Option<Vec<(&'static str, Strin
                 captures.push((name, rest.to_string()));
                 return Some(captures);
             }
-            if let Some(name) = name.strip_suffix('+').filter(|_| last) {
+            if let Some(name) = name.strip_suffix('+') {
                 let whole = rest.strip_suffix('/').unwrap_or(rest);
-                if whole.is_empty() || whole.split('/').any(str::is_empty) {
+                // Literal segments after the capture: the path's tail.
+                let tail: Vec<&str> = segs.by_ref().collect();
+                let value = if tail.is_empty() {
+                    whole
+                } else {
+                    let suffix = format!("/{}", tail.join("/"));
+                    whole.strip_suffix(suffix.as_str())?
+                };
+                if value.is_empty() || value.split('/').any(str::is_empty) {
                     return None;
                 }
-                captures.push((name, whole.to_string()));
+                captures.push((name, value.to_string()));
                 return Some(captures);
             }
             let (value, after) = split_segment(rest);
@@ -269,6 +278,8 @@ mod tests {
         PathSpec::new("data/{path+}", &[Read, Update, Patch, Delete]).existence_check(),
         PathSpec::new("metadata/{path*}", &[List]),
         PathSpec::new("role/{name}/secret-id", &[Update, List]),
+        PathSpec::new("mounts/{path+}/tune", &[Read, Update]),
+        PathSpec::new("mounts/{path+}", &[Read, Update, Delete]),
         PathSpec::new("login", &[Update]).unauthenticated(),
     ];
 
@@ -293,6 +304,11 @@ mod tests {
         assert!(m("role/web").is_none());
         assert!(m("role/web/secret-id/x").is_none());
         assert!(m("").is_none());
+        assert_eq!(m("mounts/a/b/tune").unwrap(), ("mounts/{path+}/tune", vec![("path", "a/b".to_string())]));
+        assert_eq!(m("mounts/a/tune/").unwrap().0, "mounts/{path+}/tune");
+        assert_eq!(m("mounts/tune").unwrap(), ("mounts/{path+}", vec![("path", "tune".to_string())]));
+        assert_eq!(m("mounts/a/b").unwrap(), ("mounts/{path+}", vec![("path", "a/b".to_string())]));
+        assert!(m("mounts//tune").is_none());
         assert!(m("login").unwrap().0 == "login" && find(TABLE, "login").unwrap().spec.unauthenticated);
     }
 
