@@ -220,6 +220,35 @@ mod tests {
         assert!(Keyring::decode(Zeroizing::new([1; 32]), &bad_active).is_err());
     }
 
+    /// A keyring of three terms as encoded by the keyring code of commit
+    /// 82e0821 (before it moved onto `keys::VersionedKey`): root 0x11..,
+    /// terms 1..=3 with keys 0x22.., 0x33.., 0x44.., 5 and 3_000_000_123
+    /// encryptions on terms 1 and 2. Stored keyrings must keep loading.
+    const LEGACY_FIXTURE: &str = "01000000030000000300000001000000006553f1000000000000000005\
+        2222222222222222222222222222222222222222222222222222222222222222\
+        00000002000000006553f16400000000b2d05e7b\
+        3333333333333333333333333333333333333333333333333333333333333333\
+        00000003000000006553f1c80000000000000000\
+        4444444444444444444444444444444444444444444444444444444444444444";
+
+    fn legacy_keyring() -> Keyring {
+        let k = Keyring::new(Zeroizing::new([0x11; 32]), Zeroizing::new([0x22; 32]), 1_700_000_000);
+        k.active().new_encryptions.fetch_add(5, Ordering::Relaxed);
+        let k = k.rotated(Zeroizing::new([0x33; 32]), 1_700_000_100).unwrap();
+        k.active().new_encryptions.fetch_add(3_000_000_123, Ordering::Relaxed);
+        k.rotated(Zeroizing::new([0x44; 32]), 1_700_000_200).unwrap()
+    }
+
+    #[test]
+    fn legacy_fixture_encodes_and_decodes() {
+        assert_eq!(hex::encode(&legacy_keyring().encode()[..]), LEGACY_FIXTURE);
+        let k = Keyring::decode(Zeroizing::new([0x11; 32]), &hex::decode(LEGACY_FIXTURE).unwrap()).unwrap();
+        assert_eq!(k.active_term(), 3);
+        assert_eq!(k.term(2).unwrap().encryptions(), 3_000_000_123);
+        assert_eq!(k.term(1).unwrap().install_unix, 1_700_000_000);
+        assert_eq!(hex::encode(&k.encode()[..]), LEGACY_FIXTURE);
+    }
+
     #[test]
     fn debug_shows_no_keys() {
         let k = Keyring::new(Zeroizing::new([0xAB; 32]), Zeroizing::new([0xCD; 32]), 1);
