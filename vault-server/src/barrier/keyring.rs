@@ -252,6 +252,96 @@ mod tests {
         assert_eq!(hex::encode(&k.encode()[..]), LEGACY_FIXTURE);
     }
 
+    mod proptests {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn root() -> Zeroizing<[u8; KEY_LEN]> {
+            Zeroizing::new([0x11; KEY_LEN])
+        }
+
+        /// A keyring with one term per (key byte, install time, encryptions).
+        fn keyring(terms: &[(u8, i64, u64)]) -> Keyring {
+            let (b, t, n) = terms[0];
+            let mut k = Keyring::new(root(), Zeroizing::new([b; KEY_LEN]), t);
+            k.active().count_encryptions(n);
+            for &(b, t, n) in &terms[1..] {
+                k = k.rotated(Zeroizing::new([b; KEY_LEN]), t).unwrap();
+                k.active().count_encryptions(n);
+            }
+            k
+        }
+
+        fn terms() -> impl Strategy<Value = Vec<(u8, i64, u64)>> {
+            proptest::collection::vec((any::<u8>(), any::<i64>(), any::<u64>()), 1..8)
+        }
+
+        proptest! {
+            /// Any keyring survives the stored format: same terms, keys,
+            /// counts and (clamped) install times, the same bytes again, and
+            /// the fixed length the first release's layout has.
+            #[test]
+            fn keyrings_round_trip(terms in terms()) {
+                let k = keyring(&terms);
+                let bytes = k.encode();
+                prop_assert_eq!(bytes.len(), 9 + terms.len() * TERM_LEN);
+                let back = Keyring::decode(root(), &bytes).unwrap();
+                prop_assert_eq!(back.active_term(), terms.len() as u32);
+                prop_assert!(back.term(0).is_none() && back.term(terms.len() as u32 + 1).is_none());
+                for (i, &(b, t, n)) in terms.iter().enumerate() {
+                    let term = back.term(i as u32 + 1).unwrap();
+                    prop_assert_eq!(term.material().as_bytes(), &[b; KEY_LEN]);
+                    prop_assert_eq!(term.created_unix(), t.clamp(0, crate::keys::MAX_UNIX));
+                    prop_assert_eq!(term.encryptions(), n);
+                }
+                prop_assert_eq!(&back.encode()[..], &bytes[..]);
+                prop_assert_eq!(back.needs_rotation(AUTO_ROTATE), terms.last().unwrap().2 >= AUTO_ROTATE);
+            }
+
+            /// Flipped, cut or extended records never panic the decoder;
+            /// whatever still decodes has terms 1..=active and is stable
+            /// under another round trip.
+            #[test]
+            fn damaged_keyrings_never_panic(
+                terms in terms(),
+                at in any::<prop::sample::Index>(),
+                xor in 1u8..=255,
+                cut in any::<prop::sample::Index>(),
+                extra in proptest::collection::vec(any::<u8>(), 1..64),
+            ) {
+                let good = keyring(&terms).encode();
+                let mut flipped = good.to_vec();
+                flipped[at.index(good.len())] ^= xor;
+                if let Ok(k) = Keyring::decode(root(), &flipped) {
+                    let active = k.active_term();
+                    prop_assert!((1..=active).all(|t| k.term(t).is_some()));
+                    let again = Keyring::decode(root(), &k.encode()).unwrap();
+                    prop_assert_eq!(&again.encode()[..], &k.encode()[..]);
+                }
+                prop_assert!(Keyring::decode(root(), &good[..cut.index(good.len())]).is_err());
+                let mut longer = good.to_vec();
+                longer.extend_from_slice(&extra);
+                prop_assert!(Keyring::decode(root(), &longer).is_err());
+            }
+
+            #[test]
+            fn arbitrary_bytes_never_panic(
+                head in (0u8..3, 0u32..4, 0u32..4),
+                tail in proptest::collection::vec(any::<u8>(), 0..256),
+            ) {
+                let mut bytes = vec![head.0];
+                bytes.extend_from_slice(&head.1.to_be_bytes());
+                bytes.extend_from_slice(&head.2.to_be_bytes());
+                bytes.extend_from_slice(&tail);
+                let _ = Keyring::decode(root(), &bytes);
+                let _ = Keyring::decode(root(), &tail);
+            }
+        }
+
+        const AUTO_ROTATE: u64 = crate::barrier::AUTO_ROTATE_ENCRYPTIONS;
+    }
+
     #[test]
     fn debug_shows_no_keys() {
         let k = Keyring::new(Zeroizing::new([0xAB; 32]), Zeroizing::new([0xCD; 32]), 1);

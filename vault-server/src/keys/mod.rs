@@ -19,6 +19,8 @@
 
 mod codec;
 mod material;
+#[cfg(test)]
+mod proptests;
 mod ring;
 mod usage;
 mod version;
