@@ -5,9 +5,10 @@
 //! failures to the shared [`Lockout`]: userpass and AppRole per alias (in
 //! storage) and per address, JWT/OIDC and Kubernetes per address only.
 
-pub mod approle;
-pub mod jwt;
-pub mod userpass;
+pub(crate) mod approle;
+pub(crate) mod jwt;
+pub(crate) mod kubernetes;
+pub(crate) mod userpass;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -79,8 +80,8 @@ pub fn build(core: &Core, entry: &MountEntry, view: View) -> Result<Arc<dyn Back
     match entry.kind.as_str() {
         "approle" => Ok(Arc::new(approle::AppRole::new(view, ctx))),
         "userpass" => Ok(Arc::new(userpass::Userpass::new(view, ctx))),
-        "jwt" | "oidc" => Ok(Arc::new(jwt::Jwt::new(view, ctx, jwt::Flavor::Jwt))),
-        "kubernetes" => Ok(Arc::new(jwt::Jwt::new(view, ctx, jwt::Flavor::Kubernetes))),
+        "jwt" | "oidc" => Ok(Arc::new(jwt::Jwt::new(view, ctx))),
+        "kubernetes" => Ok(Arc::new(kubernetes::Kubernetes::new(view, ctx))),
         other => Err(LogicalError::InvalidRequest(format!("auth method not found in the catalog: {other}"))),
     }
 }
