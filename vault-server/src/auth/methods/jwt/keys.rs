@@ -77,7 +77,15 @@ impl VerifyKey {
 /// Whether the crypto backend accepts `key` as a `kind` key: a malformed key
 /// fails when its verifier is built, a well-formed one just rejects the
 /// dummy signature.
+///
+/// An Ed25519 key must be exactly 32 bytes (RFC 8037 §2, RFC 8410 §4), and is
+/// checked here first: `jsonwebtoken`'s verifier slices it to 32 bytes
+/// unchecked, so a shorter one (a JWKS `x` or a PEM bit string) panics and a
+/// longer one is silently cut.
 fn usable(key: &DecodingKey, kind: KeyKind) -> bool {
+    if kind == KeyKind::Ed25519 && key.try_get_as_bytes().map(<[u8]>::len).ok() != Some(32) {
+        return false;
+    }
     jsonwebtoken::crypto::verify("AA", b"probe", key, kind.probe_alg()).is_ok()
 }
 
@@ -372,5 +380,174 @@ mod tests {
         assert!(jwks(json!({"keys": {}})).unwrap_err().contains("no \"keys\" list"));
         assert!(jwks(json!([good])).unwrap_err().contains("no \"keys\" list"));
         assert!(parse_jwks(b"<html>").unwrap_err().contains("not JSON"));
+    }
+}
+
+/// Property tests: no JWKS entry or PEM block, however malformed, makes key
+/// parsing panic (a remote key set is untrusted input, and one bad entry
+/// must not stop logins with the good ones); every key kept is one the
+/// crypto backend can use, of the kind and size its type says.
+#[cfg(test)]
+mod proptests {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::super::testing::*;
+    use super::*;
+
+    /// A key field: base64url of bytes of any length (short, exact, long),
+    /// or not base64url at all, or not a string.
+    fn field() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            6 => prop::collection::vec(any::<u8>(), 0..100).prop_map(|b| Value::from(URL_SAFE_NO_PAD.encode(b))),
+            1 => prop::collection::vec(any::<u8>(), 0..700).prop_map(|b| Value::from(URL_SAFE_NO_PAD.encode(b))),
+            1 => ".{0,10}".prop_map(Value::from),
+            1 => prop::sample::select(vec![Value::Null, json!(1), json!([]), json!({})]),
+        ]
+    }
+
+    fn opt(values: &'static [&'static str]) -> impl Strategy<Value = Option<&'static str>> {
+        proptest::option::of(prop::sample::select(values))
+    }
+
+    /// A JWK: random members, or one of the test keys with a member replaced.
+    fn jwk() -> impl Strategy<Value = Value> {
+        let random = (
+            opt(&["RSA", "EC", "OKP", "oct", "XX"]),
+            opt(&["P-256", "P-384", "P-521", "Ed25519", "X25519", "Ed448", "secp256k1"]),
+            opt(&["RS256", "PS512", "ES256", "ES384", "EdDSA", "HS256", "none", "RSA-OAEP", "XX"]),
+            opt(&["sig", "enc", "x"]),
+            proptest::option::of(".{0,8}"),
+            (field(), field(), field(), field(), field()),
+        )
+            .prop_map(|(kty, crv, alg, usage, kid, (n, e, x, y, k))| {
+                let mut j = json!({"n": n, "e": e, "x": x, "y": y, "k": k});
+                for (name, v) in [("kty", kty), ("crv", crv), ("alg", alg), ("use", usage)] {
+                    if let Some(v) = v {
+                        j[name] = json!(v);
+                    }
+                }
+                if let Some(kid) = kid {
+                    j["kid"] = json!(kid);
+                }
+                j
+            });
+        let mutated = (any::<bool>(), prop::sample::select(&["x", "y", "crv", "alg", "kty", "kid"]), field()).prop_map(
+            |(ed, member, v)| {
+                let mut j = if ed { ed_jwk(ED_PUB, "m") } else { ec_jwk(EC_PUB, "m") };
+                j[member] = v;
+                j
+            },
+        );
+        prop_oneof![random, mutated]
+    }
+
+    /// DER length octets (short or long form).
+    fn der_len(n: usize) -> Vec<u8> {
+        match n {
+            0..=127 => vec![n as u8],
+            128..=255 => vec![0x81, n as u8],
+            _ => vec![0x82, (n >> 8) as u8, n as u8],
+        }
+    }
+
+    /// A SubjectPublicKeyInfo with algorithm `alg` (DER) and a key of any length.
+    fn spki(alg: &[u8], key: &[u8]) -> Vec<u8> {
+        let mut bits = vec![0x03];
+        bits.extend(der_len(key.len() + 1));
+        bits.push(0);
+        bits.extend_from_slice(key);
+        let mut body = vec![0x30];
+        body.extend(der_len(alg.len()));
+        body.extend_from_slice(alg);
+        body.extend(bits);
+        let mut out = vec![0x30];
+        out.extend(der_len(body.len()));
+        out.extend(body);
+        out
+    }
+
+    const ED25519_ALG: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
+    const P256_ALG: &[u8] = &[
+        0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01,
+        0x07,
+    ];
+
+    fn pem(label: &str, der: &[u8]) -> String {
+        format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", STANDARD.encode(der))
+    }
+
+    /// Check what parsing kept, whatever the input.
+    fn check_kept(k: &VerifyKey) {
+        assert!(usable(&k.key, k.kind), "kept a key the backend cannot use");
+        let len = k.key.try_get_as_bytes().map(<[u8]>::len).ok();
+        match k.kind {
+            KeyKind::Ed25519 => assert_eq!(len, Some(32), "an Ed25519 key is 32 bytes"),
+            KeyKind::P256 => assert_eq!(len, Some(65)),
+            KeyKind::P384 => assert_eq!(len, Some(97)),
+            KeyKind::Rsa => {}
+        }
+        if let Some(a) = k.alg {
+            assert!(k.kind.fits(a), "{:?} restricted to {a:?}", k.kind);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn jwks_entries_never_panic(entries in prop::collection::vec(jwk(), 0..4)) {
+            let doc = json!({"keys": entries});
+            if let Ok(keys) = parse_jwks(doc.to_string().as_bytes()) {
+                prop_assert!(!keys.is_empty() && keys.len() <= entries.len());
+                for k in &keys {
+                    check_kept(k);
+                }
+            }
+        }
+
+        #[test]
+        fn jwks_documents_never_panic(raw in prop::collection::vec(any::<u8>(), 0..300)) {
+            let _ = parse_jwks(&raw);
+        }
+
+        /// PEM public keys of every length under a known algorithm, and
+        /// random DER: refused or usable, never a panic.
+        #[test]
+        fn pem_keys_never_panic(
+            ed in any::<bool>(),
+            key in prop::collection::vec(any::<u8>(), 0..120),
+            label in prop::sample::select(&["PUBLIC KEY", "RSA PUBLIC KEY", "CERTIFICATE"]),
+            raw in prop::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let der = spki(if ed { ED25519_ALG } else { P256_ALG }, &key);
+            for text in [pem("PUBLIC KEY", &der), pem(label, &raw)] {
+                if let Ok(k) = parse_pem_key(&text) {
+                    check_kept(&k);
+                }
+            }
+        }
+    }
+
+    /// Found by `jwks_entries_never_panic`: `jsonwebtoken`'s Ed25519
+    /// verifier slices the key to 32 bytes without checking its length, so
+    /// an `OKP` entry with a short `x` (or a PEM key with a short bit string)
+    /// panicked while the key set was read, and one bad entry stopped every
+    /// login of the mount. A long one was silently cut to 32 bytes.
+    #[test]
+    fn ed25519_keys_of_the_wrong_length_are_refused_not_a_panic() {
+        let good = ed_jwk(ED_PUB, "good");
+        for len in [0usize, 1, 31, 33, 64] {
+            let mut bad = good.clone();
+            bad["x"] = json!(URL_SAFE_NO_PAD.encode(vec![7u8; len]));
+            bad["kid"] = json!("bad");
+            let keys = parse_jwks(json!({"keys": [bad, good]}).to_string().as_bytes()).unwrap();
+            assert_eq!(keys.iter().map(|k| k.kid.as_deref()).collect::<Vec<_>>(), [Some("good")], "x of {len} bytes");
+            let pem_key = pem("PUBLIC KEY", &spki(ED25519_ALG, &vec![7u8; len]));
+            assert!(parse_pem_key(&pem_key).is_err(), "PEM key of {len} bytes");
+        }
+        // The real key, re-encoded by the helpers above, is still accepted.
+        let real = pem("PUBLIC KEY", &spki(ED25519_ALG, &spki_tail(ED_PUB, 32)));
+        assert_eq!(parse_pem_key(&real).unwrap().kind, KeyKind::Ed25519);
     }
 }

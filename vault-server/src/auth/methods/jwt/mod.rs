@@ -833,4 +833,50 @@ mod tests {
         let e = err_msg(f.call(Operation::Update, "config", json!({"oidc_discovery_url": issuer})).await);
         assert!(e.contains("error checking OIDC discovery URL") && !e.contains("elsewhere"), "{e}");
     }
+
+    /// Regression (found by the JWKS property tests): an issuer's key set
+    /// holding an Ed25519 entry with a short `x` panicked while it was read,
+    /// so no login of the mount could finish; now the entry is skipped and
+    /// the good key works.
+    #[tokio::test]
+    async fn a_malformed_ed25519_entry_in_the_key_set_does_not_stop_logins() {
+        let (mock, addr) = Mock::start().await;
+        let mut short = ed_jwk(ED_PUB, "short");
+        short["x"] = json!("AAAA");
+        mock.set("/jwks", 200, json!({"keys": [short, ed_jwk(ED_PUB, "k1")]}));
+        let f = fixture("jwt/", 100, Jwt::new).await;
+        f.write("config", json!({"jwks_url": format!("http://{addr}/jwks"), "bound_issuer": ISS})).await;
+        f.write("role/app", json!({"bound_audiences": "vault"})).await;
+        let tok = sign(Algorithm::EdDSA, ED_PRIV, Some("k1"), &claims(json!({})));
+        assert_eq!(f.login("app", &tok).await.unwrap().alias, "user-1");
+        let to_short = sign(Algorithm::EdDSA, ED_PRIV, Some("short"), &claims(json!({})));
+        assert!(f.reject("app", &to_short).await.contains("key id"));
+    }
+
+    /// Property: whatever garbled token reaches the login endpoint, the
+    /// answer is a 400 (a refusal charged to the client address), never a
+    /// panic, a 5xx or a login. Each case comes from a fresh address, so the
+    /// per-address budget (a 429) does not hide the parser's answer.
+    #[test]
+    fn garbled_tokens_at_login_are_400s() {
+        use proptest::test_runner::{Config, TestCaseError, TestRunner};
+
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let f = rt.block_on(jwt_fixture(3));
+        let mut runner = TestRunner::new(Config { cases: 128, failure_persistence: None, ..Config::default() });
+        let n = std::cell::Cell::new(0u32);
+        runner
+            .run(&token::proptests::garbled_token(), |jwt| {
+                n.set(n.get() + 1);
+                let addr = format!("10.{}.{}.1", n.get() / 256 % 256, n.get() % 256);
+                match rt.block_on(f.login_from("app", &jwt, &addr)) {
+                    Err(e) => {
+                        let status = crate::http::ApiError::from(e).status.as_u16();
+                        if status == 400 { Ok(()) } else { Err(TestCaseError::fail(format!("status {status}"))) }
+                    }
+                    Ok(r) => Err(TestCaseError::fail(format!("garbled token logged in: {r:?}"))),
+                }
+            })
+            .unwrap();
+    }
 }
