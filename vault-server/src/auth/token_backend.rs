@@ -26,7 +26,7 @@ impl TokenBackend {
     }
 }
 
-pub use crate::logical::fields::{policy_list, string_list};
+use crate::logical::fields::{policy_list, string_list};
 
 /// Vault's token lookup data.
 pub fn lookup_data(e: &TokenEntry, token: Option<&str>, now: i64) -> Map<String, Value> {

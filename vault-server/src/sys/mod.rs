@@ -287,8 +287,8 @@ async fn capabilities(
     entry: &crate::auth::TokenEntry,
     d: &Map<String, Value>,
 ) -> Result<Response, LogicalError> {
-    let paths = crate::auth::token_backend::string_list(d, "paths")?
-        .or(crate::auth::token_backend::string_list(d, "path")?)
+    let paths = fields::string_list(d, "paths")?
+        .or(fields::string_list(d, "path")?)
         .filter(|p| !p.is_empty())
         .ok_or_else(|| LogicalError::InvalidRequest("missing required field 'paths'".into()))?;
     let mut data = Map::new();

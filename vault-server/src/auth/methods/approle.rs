@@ -36,12 +36,12 @@ use zeroize::Zeroizing;
 use super::{MethodContext, TokenSettings};
 use crate::auth::Authorized;
 use crate::auth::cidr::{self, Cidr};
-use crate::auth::token_backend::string_list;
 use crate::barrier::view::View;
 use crate::barrier::{BarrierError, Unsealed, now_unix};
 use crate::crypto::hmac::{HmacKey, ct_eq};
 use crate::crypto::random;
 use crate::logical::fields::rfc3339;
+use crate::logical::fields::string_list;
 use crate::logical::{Backend, BoxFuture, LogicalError, Login, Operation, Request, Response, fields};
 use crate::storage::{Expect, StorageError};
 

@@ -5,9 +5,10 @@
 //! failures to the shared [`Lockout`]: userpass and AppRole per alias (in
 //! storage) and per address, JWT/OIDC and Kubernetes per address only.
 
-pub mod approle;
-pub mod jwt;
-pub mod userpass;
+pub(crate) mod approle;
+pub(crate) mod jwt;
+pub(crate) mod kubernetes;
+pub(crate) mod userpass;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -17,8 +18,8 @@ use serde_json::{Map, Value};
 
 use crate::auth::cidr;
 use crate::auth::lockout::{Credential, Lockout};
-use crate::auth::token_backend::{policy_list, string_list};
 use crate::barrier::{Barrier, Unsealed};
+use crate::logical::fields::{policy_list, string_list};
 use crate::logical::kit::EngineContext;
 use crate::logical::{Backend, LogicalError, Login, fields};
 
@@ -91,12 +92,12 @@ pub fn userpass_factory(ctx: EngineContext) -> Result<Arc<dyn Backend>, LogicalE
 
 /// The JWT/OIDC method (`jwt` and `oidc` mount types).
 pub fn jwt_factory(ctx: EngineContext) -> Result<Arc<dyn Backend>, LogicalError> {
-    Ok(Arc::new(jwt::Jwt::new(ctx.view.clone(), MethodContext::from_engine(&ctx), jwt::Flavor::Jwt)))
+    Ok(Arc::new(jwt::Jwt::new(ctx.view.clone(), MethodContext::from_engine(&ctx))))
 }
 
 /// The Kubernetes method.
 pub fn kubernetes_factory(ctx: EngineContext) -> Result<Arc<dyn Backend>, LogicalError> {
-    Ok(Arc::new(jwt::Jwt::new(ctx.view.clone(), MethodContext::from_engine(&ctx), jwt::Flavor::Kubernetes)))
+    Ok(Arc::new(kubernetes::Kubernetes::new(ctx.view.clone(), MethodContext::from_engine(&ctx))))
 }
 
 // ---------------------------------------------------------------------------

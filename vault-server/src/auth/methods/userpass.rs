@@ -29,11 +29,11 @@ use zeroize::{Zeroize, Zeroizing};
 use super::{MethodContext, TokenSettings, upgrade};
 use crate::auth::Authorized;
 use crate::auth::cidr;
-use crate::auth::token_backend::policy_list;
 use crate::barrier::view::View;
 use crate::barrier::{BarrierError, Unsealed, now_unix};
 use crate::crypto::hmac::{HmacKey, ct_eq};
 use crate::crypto::random;
+use crate::logical::fields::policy_list;
 use crate::logical::{Backend, BoxFuture, LogicalError, Operation, Request, Response};
 use crate::storage::{Expect, StorageError};
 
