@@ -15,8 +15,7 @@ use crate::auth::token::TokenParams;
 use crate::auth::{Authorized, Grant, Recheck, TokenEntry, acl, cidr};
 use crate::barrier::{Batch, now_unix};
 use crate::logical::{
-    AuthInfo, BodyKind, BoxFuture, ByteStream, LogicalError, Login, Operation, Request, Response, Route, path_matches,
-    paths,
+    AuthInfo, BodyKind, BoxFuture, ByteStream, LogicalError, Login, Operation, Request, Response, Route, paths,
 };
 
 use super::{Core, CoreError};
@@ -162,11 +161,7 @@ impl Core {
         });
 
         // Unauthenticated paths (logins) are declared by the backend that serves them.
-        let unauthenticated = match &table_entry {
-            Some(Some(r)) => r.spec.unauthenticated,
-            Some(None) => false,
-            None => routed.is_some_and(|(m, rel)| path_matches(m.backend.unauthenticated_paths(), rel)),
-        };
+        let unauthenticated = matches!(&table_entry, Some(Some(r)) if r.spec.unauthenticated);
         if let Some((m, rel)) = routed
             && unauthenticated
         {
@@ -191,10 +186,7 @@ impl Core {
             Some(r) => r,
             None => None,
         };
-        let sudo = match &route {
-            Some(r) => r.spec.sudo,
-            None => path_matches(m.backend.root_paths(), rel),
-        };
+        let sudo = route.as_ref().is_some_and(|r| r.spec.sudo);
         let existence_check = route.as_ref().is_none_or(|r| r.spec.existence_check);
         let acl = active.policies.acl(&self.barrier, &u, &entry.policies).await?;
         // Create or update? Only the policy check can tell them apart for a

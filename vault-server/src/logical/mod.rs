@@ -355,11 +355,12 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
 
-    /// The backend's path table (see [`paths`]). When not empty, it is the
-    /// whole truth: the core routes by it (an unmatched path is 404, an
-    /// operation it does not list is 405), reads `unauthenticated`, `sudo`,
-    /// the existence check and the body kind from it, validates declared
-    /// fields, and passes the match as [`Request::route`].
+    /// The backend's path table (see [`paths`]): the core routes by it (an
+    /// unmatched path is 404, an operation it does not list is 405), reads
+    /// `unauthenticated`, `sudo`, the existence check and the body kind from
+    /// it, validates declared fields, and passes the match as
+    /// [`Request::route`]. A backend without a table (tests) gets every path
+    /// of its mount, with a token, no `sudo`, JSON bodies.
     fn paths(&self) -> &'static [PathSpec] {
         &[]
     }
@@ -374,19 +375,6 @@ pub trait Backend: Send + Sync + 'static {
     /// in-memory state derived from storage drop or reload it here; the
     /// change feed calls this (Vault's `InvalidateFunc`).
     fn invalidate(&self, _path: Option<&str>) {}
-
-    /// Paths (mount-relative, `*` suffix glob) that need no token, e.g. login.
-    /// Only read when [`paths`](Self::paths) is empty.
-    fn unauthenticated_paths(&self) -> &'static [&'static str] {
-        &[]
-    }
-
-    /// Paths (mount-relative, `*` suffix glob) that need `sudo` in addition
-    /// to the operation's capability. Only read when [`paths`](Self::paths)
-    /// is empty.
-    fn root_paths(&self) -> &'static [&'static str] {
-        &[]
-    }
 
     /// Background work, called by the core every scheduler interval while
     /// unsealed (KV v2: due rotations). Must make its work run once across
@@ -404,14 +392,6 @@ pub trait Backend: Send + Sync + 'static {
 
 /// Default of [`Backend::stream_limit`]: 16 GiB.
 pub const DEFAULT_STREAM_LIMIT: u64 = 16 << 30;
-
-/// Does `path` match a pattern list where a trailing `*` is a prefix glob?
-pub fn path_matches(patterns: &[&str], path: &str) -> bool {
-    patterns.iter().any(|p| match p.strip_suffix('*') {
-        Some(prefix) => path.starts_with(prefix),
-        None => *p == path,
-    })
-}
 
 #[cfg(test)]
 mod tests {

@@ -24,7 +24,8 @@ use zeroize::Zeroizing;
 
 use super::jwt::claims::{Leeways, audiences, check_times};
 use super::jwt::common::{
-    CONFIG_KEY, Fail, Route, Secret, Store, bad, clean_list, denied, nonempty, pem_list, role_name, route, take_secret,
+    CONFIG, CONFIG_KEY, Fail, PATHS, ROLE, ROLES, Secret, Store, bad, clean_list, denied, nonempty, pem_list,
+    role_name, take_secret,
 };
 use super::jwt::keys::parse_pem_keys;
 use super::jwt::remote::{HTTP_TIMEOUT, check_ca_pem, check_url, http_client, read_limited};
@@ -34,7 +35,7 @@ use crate::auth::Authorized;
 use crate::auth::cidr;
 use crate::barrier::view::View;
 use crate::barrier::{Unsealed, now_unix};
-use crate::logical::{Backend, BoxFuture, LogicalError, Login, Operation, Request, Response, fields};
+use crate::logical::{Backend, BoxFuture, LogicalError, Login, Operation, PathSpec, Request, Response, fields};
 
 /// The one message for a failed TokenReview call (nothing that helps probe
 /// the network behind the vault; the detail goes to the log).
@@ -442,26 +443,20 @@ impl Backend for Kubernetes {
     fn handle<'a>(&'a self, auth: &'a Authorized, req: Request) -> BoxFuture<'a, Result<Response, LogicalError>> {
         Box::pin(async move {
             let u = auth.unsealed();
-            let Some(r) = route(&req.path) else { return Err(self.store.no_route(&req.path)) };
-            let write = matches!(req.op, Operation::Create | Operation::Update);
-            match r {
-                Route::Config => match req.op {
-                    Operation::Read => self.read_config(u).await,
-                    _ if write => self.write_config(u, req.data).await,
-                    _ => Err(LogicalError::UnsupportedOperation),
-                },
-                Route::Roles if req.op == Operation::List => self.store.list_roles(u).await,
-                Route::Role(n) => {
-                    let name = role_name(n)?;
-                    match req.op {
+            let req = crate::logical::paths::ensure_routed(PATHS, req)?;
+            match (req.pattern(), req.op) {
+                (CONFIG, Operation::Read) => self.read_config(u).await,
+                (CONFIG, _) => self.write_config(u, req.data).await,
+                (ROLES, _) => self.store.list_roles(u).await,
+                (ROLE, op) => {
+                    let name = role_name(req.param("name"))?;
+                    match op {
                         Operation::Read => self.read_role(u, name).await,
-                        _ if write => self.write_role(u, name, &req.data).await,
                         Operation::Delete => self.store.delete_role(name).await,
-                        _ => Err(LogicalError::UnsupportedOperation),
+                        _ => self.write_role(u, name, &req.data).await,
                     }
                 }
-                Route::Login if write => self.login(u, req).await,
-                _ => Err(LogicalError::UnsupportedOperation),
+                _ => self.login(u, req).await,
             }
         })
     }
@@ -470,8 +465,8 @@ impl Backend for Kubernetes {
         Box::pin(self.store.exists(u, path))
     }
 
-    fn unauthenticated_paths(&self) -> &'static [&'static str] {
-        &["login"]
+    fn paths(&self) -> &'static [PathSpec] {
+        PATHS
     }
 }
 

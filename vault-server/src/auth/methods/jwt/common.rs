@@ -20,7 +20,7 @@ use crate::auth::methods::MethodContext;
 use crate::barrier::Unsealed;
 use crate::barrier::view::View;
 use crate::logical::fields::string_list;
-use crate::logical::{LogicalError, Login, Response, fields};
+use crate::logical::{Field, FieldKind, LogicalError, Login, Operation, PathSpec, Response, fields};
 
 /// Storage key of the mount's configuration.
 pub(crate) const CONFIG_KEY: &str = "config";
@@ -131,27 +131,23 @@ pub(crate) fn pem_list(d: &Map<String, Value>, field: &str) -> Result<Option<Vec
 // Routes
 // ---------------------------------------------------------------------------
 
-/// The paths both methods serve.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Route<'a> {
-    Config,
-    Roles,
-    Role(&'a str),
-    Login,
-}
+pub(crate) const CONFIG: &str = "config";
+pub(crate) const ROLES: &str = "role";
+pub(crate) const ROLE: &str = "role/{name}";
+pub(crate) const LOGIN: &str = "login";
 
-pub(crate) fn route(path: &str) -> Option<Route<'_>> {
-    let path = path.trim_end_matches('/');
-    match path {
-        "config" => Some(Route::Config),
-        "role" => Some(Route::Roles),
-        "login" => Some(Route::Login),
-        _ => match path.strip_prefix(ROLE_PREFIX) {
-            Some(name) if !name.contains('/') => Some(Route::Role(name)),
-            _ => None,
-        },
-    }
-}
+/// The paths both methods serve (Vault's JWT/OIDC and Kubernetes APIs).
+pub(crate) static PATHS: &[PathSpec] = {
+    use Operation::*;
+    &[
+        PathSpec::new(CONFIG, &[Read, Update]).existence_check(),
+        PathSpec::new(ROLES, &[List]),
+        PathSpec::new(ROLE, &[Read, Update, Delete]).existence_check(),
+        PathSpec::new(LOGIN, &[Update])
+            .unauthenticated()
+            .fields(&[Field::new("role", FieldKind::String), Field::new("jwt", FieldKind::String)]),
+    ]
+};
 
 // ---------------------------------------------------------------------------
 // Storage and login answers
@@ -226,17 +222,12 @@ impl Store {
 
     /// `Backend::exists` for both methods: the config and roles are records.
     pub(crate) async fn exists(&self, u: &Unsealed, path: &str) -> Result<Option<bool>, LogicalError> {
-        let key = match route(path) {
-            Some(Route::Config) => CONFIG_KEY.to_string(),
-            Some(Route::Role(n)) if valid_name(n) => format!("{ROLE_PREFIX}{n}"),
+        let key = match crate::logical::paths::find(PATHS, path) {
+            Some(r) if r.pattern() == CONFIG => CONFIG_KEY.to_string(),
+            Some(r) if r.pattern() == ROLE && valid_name(r.get("name")) => format!("{ROLE_PREFIX}{}", r.get("name")),
             _ => return Ok(None),
         };
         Ok(Some(self.view.get(u, &key).await?.is_some()))
-    }
-
-    /// The error for a path neither method serves.
-    pub(crate) fn no_route(&self, path: &str) -> LogicalError {
-        LogicalError::UnsupportedPath(format!("no handler for route \"auth/{}{path}\"", self.ctx.mount_path))
     }
 
     /// The mount path as a display-name prefix (`jwt`, `auth-k8s`).

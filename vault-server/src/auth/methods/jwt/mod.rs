@@ -44,7 +44,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use self::common::{
-    CONFIG_KEY, Fail, Route, Secret, Store, bad, clean_list, denied, nonempty, pem_list, role_name, route, take_secret,
+    CONFIG, CONFIG_KEY, Fail, PATHS, ROLE, ROLES, Secret, Store, bad, clean_list, denied, nonempty, pem_list,
+    role_name, take_secret,
 };
 use self::keys::{Fetch, KeyCache, KeySource, parse_pem_keys};
 use self::remote::{HTTP_TIMEOUT, check_ca_pem, check_url};
@@ -54,7 +55,7 @@ use crate::auth::Authorized;
 use crate::auth::cidr;
 use crate::barrier::view::View;
 use crate::barrier::{Unsealed, now_unix};
-use crate::logical::{Backend, BoxFuture, LogicalError, Login, Operation, Request, Response, fields};
+use crate::logical::{Backend, BoxFuture, LogicalError, Login, Operation, PathSpec, Request, Response, fields};
 
 /// The one message for a failed fetch of the issuer's keys.
 pub(crate) const KEY_FETCH_FAILED: &str = "fetching the JWT signing keys failed";
@@ -421,26 +422,20 @@ impl Backend for Jwt {
     fn handle<'a>(&'a self, auth: &'a Authorized, req: Request) -> BoxFuture<'a, Result<Response, LogicalError>> {
         Box::pin(async move {
             let u = auth.unsealed();
-            let Some(r) = route(&req.path) else { return Err(self.store.no_route(&req.path)) };
-            let write = matches!(req.op, Operation::Create | Operation::Update);
-            match r {
-                Route::Config => match req.op {
-                    Operation::Read => self.read_config(u).await,
-                    _ if write => self.write_config(u, req.data).await,
-                    _ => Err(LogicalError::UnsupportedOperation),
-                },
-                Route::Roles if req.op == Operation::List => self.store.list_roles(u).await,
-                Route::Role(n) => {
-                    let name = role_name(n)?;
-                    match req.op {
+            let req = crate::logical::paths::ensure_routed(PATHS, req)?;
+            match (req.pattern(), req.op) {
+                (CONFIG, Operation::Read) => self.read_config(u).await,
+                (CONFIG, _) => self.write_config(u, req.data).await,
+                (ROLES, _) => self.store.list_roles(u).await,
+                (ROLE, op) => {
+                    let name = role_name(req.param("name"))?;
+                    match op {
                         Operation::Read => self.read_role(u, name).await,
-                        _ if write => self.write_role(u, name, &req.data).await,
                         Operation::Delete => self.store.delete_role(name).await,
-                        _ => Err(LogicalError::UnsupportedOperation),
+                        _ => self.write_role(u, name, &req.data).await,
                     }
                 }
-                Route::Login if write => self.login(u, req).await,
-                _ => Err(LogicalError::UnsupportedOperation),
+                _ => self.login(u, req).await,
             }
         })
     }
@@ -449,8 +444,8 @@ impl Backend for Jwt {
         Box::pin(self.store.exists(u, path))
     }
 
-    fn unauthenticated_paths(&self) -> &'static [&'static str] {
-        &["login"]
+    fn paths(&self) -> &'static [PathSpec] {
+        PATHS
     }
 }
 
@@ -583,7 +578,8 @@ mod tests {
         assert!(matches!(f.call(Read, "role/r", json!({})).await, Err(LogicalError::NotFound)));
         assert!(matches!(f.call(Read, "nope", json!({})).await, Err(LogicalError::UnsupportedPath(_))));
         assert!(matches!(f.call(Read, "login", json!({})).await, Err(LogicalError::UnsupportedOperation)));
-        assert_eq!(f.m.unauthenticated_paths(), &["login"]);
+        let unauthenticated: Vec<&str> = f.m.paths().iter().filter(|p| p.unauthenticated).map(|p| p.pattern).collect();
+        assert_eq!(unauthenticated, ["login"]);
     }
 
     #[tokio::test]
