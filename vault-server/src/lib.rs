@@ -24,9 +24,9 @@ pub mod http;
 #[allow(dead_code, reason = "the versioned key API is used by engines still to come")]
 pub(crate) mod keys;
 pub mod logical;
-pub mod seal;
+pub(crate) mod seal;
 pub mod server;
 pub mod storage;
-pub mod sys;
+pub(crate) mod sys;
 #[cfg(test)]
 pub(crate) mod testing;

@@ -154,12 +154,6 @@ impl PolicyError {
     }
 }
 
-/// Normalize a policy name as Vault does (trim surrounding whitespace and
-/// lowercase) before [`validate_name`].
-pub fn normalize_name(name: &str) -> String {
-    name.trim().to_lowercase()
-}
-
 /// Check that `name` may be used to create or update a policy: non-empty,
 /// only lowercase ASCII letters, digits, `-`, `_` and `.`, and not `root`
 /// (which is built in and immutable). `default` may be updated.
@@ -1536,7 +1530,6 @@ path "m" { policy = "read" capabilities = ["patch"] }
         assert_eq!(validate_delete("default"), Err(PolicyError::Undeletable("default".into())));
         assert!(matches!(validate_delete("root"), Err(PolicyError::Immutable(_))));
         validate_delete("dev").unwrap();
-        assert_eq!(normalize_name("  Dev-Team "), "dev-team");
     }
 
     #[test]

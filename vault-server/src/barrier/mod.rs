@@ -16,8 +16,8 @@
 //! [`Barrier::unsealed`] makes one, and it carries the keys every operation
 //! here needs, so "touch data while sealed" cannot be written.
 
-pub mod keyring;
-pub mod view;
+pub(crate) mod keyring;
+pub(crate) mod view;
 
 use std::sync::{Arc, RwLock};
 

@@ -11,11 +11,11 @@
 
 mod generate_root;
 pub mod hooks;
-pub mod lease;
-pub mod mounts;
-pub mod policies;
+pub(crate) mod lease;
+pub(crate) mod mounts;
+pub(crate) mod policies;
 mod rekey;
-pub mod request;
+pub(crate) mod request;
 #[cfg(test)]
 mod tests;
 

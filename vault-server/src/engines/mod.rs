@@ -3,8 +3,8 @@
 //! is limited to the mount's own prefix.
 
 pub mod generate;
-pub mod kv;
-pub mod kv2;
+pub(crate) mod kv;
+pub(crate) mod kv2;
 pub mod pg_role;
 
 use std::sync::Arc;

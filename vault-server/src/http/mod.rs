@@ -4,7 +4,7 @@
 
 mod budget;
 mod error;
-pub mod serve;
+pub(crate) mod serve;
 mod stream;
 mod sys_raw;
 pub mod tls;
