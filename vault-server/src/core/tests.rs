@@ -252,3 +252,59 @@ async fn a_token_is_valid_only_while_its_ancestors_are() {
     assert!(core.authenticate(Some(&child.client_token), None).await.is_err());
     assert!(core.authenticate(Some(&grandchild.client_token), None).await.is_err());
 }
+
+/// A backend that records what the change feed told it.
+#[derive(Default)]
+struct Recording {
+    heard: std::sync::Mutex<Vec<Option<String>>>,
+}
+
+impl crate::logical::Backend for Recording {
+    fn handle<'a>(
+        &'a self,
+        _: &'a crate::auth::Authorized,
+        _: crate::logical::Request,
+    ) -> crate::logical::BoxFuture<'a, Result<Response, LogicalError>> {
+        Box::pin(async { Ok(Response::NoContent) })
+    }
+    fn invalidate(&self, path: Option<&str>) {
+        self.heard.lock().unwrap().push(path.map(String::from));
+    }
+}
+
+static RECORDING: std::sync::OnceLock<Arc<Recording>> = std::sync::OnceLock::new();
+
+fn recording_factory(_: crate::logical::kit::EngineContext) -> Result<Arc<dyn crate::logical::Backend>, LogicalError> {
+    Ok(RECORDING.get_or_init(Default::default).clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engines_hear_changes_under_their_own_prefix_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(&format!("sqlite://{}/v.db", dir.path().display())).await.unwrap();
+    let catalog = crate::catalog::builtin().with_secrets("recording", recording_factory);
+    let core = Core::new(storage, catalog).await.unwrap();
+    core.dev_init(Some("root-token")).await.unwrap();
+    let u = core.unsealed().unwrap();
+    let entry = MountEntry {
+        path: "rec/".into(),
+        kind: "recording".into(),
+        description: String::new(),
+        accessor: String::new(),
+        uuid: String::new(),
+        config: Default::default(),
+        options: None,
+        local: false,
+        seal_wrap: false,
+    };
+    core.mount(&u, Table::Secrets, entry).await.unwrap();
+    let uuid = core.active().unwrap().router().get(Table::Secrets, "rec/").unwrap().entry.uuid.clone();
+    let rec = RECORDING.get().unwrap();
+    rec.heard.lock().unwrap().clear();
+    // Another server wrote under this mount, under another mount, elsewhere; then a resync.
+    for p in [format!("logical/{uuid}/keys/k1"), "logical/other-uuid/x".into(), "sys/token/id/abc".into()] {
+        core.on_change(&Change::Path(p)).await.unwrap();
+    }
+    core.on_change(&Change::Resync).await.unwrap();
+    assert_eq!(*rec.heard.lock().unwrap(), vec![Some("keys/k1".to_string()), None]);
+}
