@@ -24,8 +24,8 @@ use zeroize::Zeroizing;
 
 use super::jwt::claims::{Leeways, audiences, check_times};
 use super::jwt::common::{
-    CONFIG, CONFIG_KEY, Fail, PATHS, ROLE, ROLES, Secret, Store, bad, clean_list, denied, nonempty, pem_list,
-    role_name, take_secret,
+    CONFIG_KEY, Fail, PATHS, RoleMethod, Secret, Store, bad, clean_list, denied, nonempty, pem_list, role_name, serve,
+    take_secret,
 };
 use super::jwt::keys::parse_pem_keys;
 use super::jwt::remote::{HTTP_TIMEOUT, check_ca_pem, check_url, http_client, read_limited};
@@ -35,7 +35,7 @@ use crate::auth::Authorized;
 use crate::auth::cidr;
 use crate::barrier::view::View;
 use crate::barrier::{Unsealed, now_unix};
-use crate::logical::{Backend, BoxFuture, LogicalError, Login, Operation, PathSpec, Request, Response, fields};
+use crate::logical::{Backend, BoxFuture, LogicalError, Login, PathSpec, Request, Response, fields};
 
 /// The one message for a failed TokenReview call (nothing that helps probe
 /// the network behind the vault; the detail goes to the log).
@@ -185,118 +185,13 @@ fn check_k8s_claims(claims: &Map<String, Value>, c: &K8sConfig, role: &K8sRole, 
 // Config and roles
 // ---------------------------------------------------------------------------
 
-impl Kubernetes {
-    async fn read_config(&self, u: &Unsealed) -> Result<Response, LogicalError> {
-        let c: K8sConfig = self.store.load(u, CONFIG_KEY, "config").await?.ok_or(LogicalError::NotFound)?;
-        let mut m = Map::new();
-        m.insert("kubernetes_host".into(), c.kubernetes_host.clone().into());
-        m.insert("kubernetes_ca_cert".into(), c.kubernetes_ca_cert.clone().into());
-        m.insert("pem_keys".into(), c.pem_keys.clone().into());
-        m.insert("issuer".into(), c.issuer.clone().into());
-        m.insert("disable_iss_validation".into(), c.disable_iss_validation.into());
-        m.insert("disable_local_ca_jwt".into(), c.disable_local_ca_jwt.into());
-        m.insert("token_reviewer_jwt_set".into(), (!c.token_reviewer_jwt.is_empty()).into());
-        Ok(Response::data(m))
-    }
-
-    /// Replace the configuration (as Vault does: omitted fields are reset).
-    async fn write_config(&self, u: &Unsealed, mut d: Map<String, Value>) -> Result<Response, LogicalError> {
-        let reviewer = take_secret(&mut d, "token_reviewer_jwt")?.trimmed();
-        let mut c = K8sConfig::default();
-        if let Some(host) = nonempty(&d, "kubernetes_host")? {
-            let url = if host.contains("://") { host } else { format!("https://{host}") };
-            check_url(&url, "kubernetes_host")?;
-            c.kubernetes_host = url.trim_end_matches('/').to_string();
-        }
-        c.kubernetes_ca_cert = nonempty(&d, "kubernetes_ca_cert")?.unwrap_or_default();
-        check_ca_pem(&c.kubernetes_ca_cert, "kubernetes_ca_cert")?;
-        c.token_reviewer_jwt = reviewer;
-        c.pem_keys = pem_list(&d, "pem_keys")?.unwrap_or_default();
-        parse_pem_keys(&c.pem_keys).map_err(|e| bad(format!("invalid 'pem_keys': {e}")))?;
-        c.issuer = nonempty(&d, "issuer")?.unwrap_or_default();
-        c.disable_iss_validation = fields::boolean(&d, "disable_iss_validation")?.unwrap_or(false);
-        c.disable_local_ca_jwt = fields::boolean(&d, "disable_local_ca_jwt")?.unwrap_or(false);
-        if c.kubernetes_host.is_empty() && c.pem_keys.is_empty() {
-            return Err(bad("one of 'kubernetes_host' (TokenReview) or 'pem_keys' (local verification) must be set"));
-        }
-        self.store.store(u, CONFIG_KEY, &c).await?;
-        Ok(Response::NoContent)
-    }
-
-    async fn read_role(&self, u: &Unsealed, name: &str) -> Result<Response, LogicalError> {
-        let r: K8sRole = self.store.load_role(u, name).await?.ok_or(LogicalError::NotFound)?;
-        let mut m = Map::new();
-        m.insert("bound_service_account_names".into(), r.bound_service_account_names.clone().into());
-        m.insert("bound_service_account_namespaces".into(), r.bound_service_account_namespaces.clone().into());
-        m.insert("audience".into(), r.audience.clone().into());
-        m.insert("alias_name_source".into(), r.alias_name_source.clone().into());
-        r.token.write_to(&mut m, LEGACY_ALL);
-        Ok(Response::data(m))
-    }
-
-    async fn write_role(&self, u: &Unsealed, name: &str, d: &Map<String, Value>) -> Result<Response, LogicalError> {
-        let mut r: K8sRole = match self.store.load_role(u, name).await? {
-            Some(r) => r,
-            None => K8sRole { alias_name_source: "serviceaccount_uid".into(), ..Default::default() },
-        };
-        if let Some(n) = clean_list(d, "bound_service_account_names")? {
-            r.bound_service_account_names = n;
-        }
-        if let Some(n) = clean_list(d, "bound_service_account_namespaces")? {
-            r.bound_service_account_namespaces = n;
-        }
-        if let Some(a) = fields::string(d, "audience")? {
-            r.audience = a.trim().to_string();
-        }
-        if let Some(s) = fields::string(d, "alias_name_source")? {
-            match s.as_str() {
-                "serviceaccount_uid" | "" => r.alias_name_source = "serviceaccount_uid".into(),
-                "serviceaccount_name" => r.alias_name_source = s,
-                other => {
-                    return Err(bad(format!(
-                        "invalid 'alias_name_source' \"{other}\": expected \"serviceaccount_uid\" or \"serviceaccount_name\""
-                    )));
-                }
-            }
-        }
-        r.token.update_from(d, LEGACY_ALL)?;
-        if r.bound_service_account_names.is_empty() {
-            return Err(bad("\"bound_service_account_names\" can not be empty"));
-        }
-        if r.bound_service_account_namespaces.is_empty() {
-            return Err(bad("\"bound_service_account_namespaces\" can not be empty"));
-        }
-        let star = |l: &[String]| l.len() == 1 && l[0] == "*";
-        if star(&r.bound_service_account_names) && star(&r.bound_service_account_namespaces) {
-            return Err(bad(
-                "\"bound_service_account_names\" and \"bound_service_account_namespaces\" can not both be \"*\"",
-            ));
-        }
-        self.store.store_role(u, name, &r).await?;
-        Ok(Response::NoContent)
-    }
-}
+impl Kubernetes {}
 
 // ---------------------------------------------------------------------------
 // Login
 // ---------------------------------------------------------------------------
 
 impl Kubernetes {
-    async fn login(&self, u: &Unsealed, mut req: Request) -> Result<Response, LogicalError> {
-        let addr = req.client_addr;
-        self.store.ctx.check_signed(addr)?;
-        let token = take_jwt(&mut req.data)?;
-        let role = nonempty(&req.data, "role")?.ok_or_else(|| bad("missing role"))?;
-        role_name(&role)?;
-        let config: K8sConfig = self
-            .store
-            .load(u, CONFIG_KEY, "config")
-            .await?
-            .ok_or_else(|| bad("could not load backend configuration"))?;
-        let result = self.authenticate(u, &config, &role, &token, addr).await;
-        self.store.finish(result, addr)
-    }
-
     async fn authenticate(
         &self,
         u: &Unsealed,
@@ -439,26 +334,120 @@ impl Kubernetes {
     }
 }
 
+impl RoleMethod for Kubernetes {
+    fn store(&self) -> &Store {
+        &self.store
+    }
+
+    async fn read_config(&self, u: &Unsealed) -> Result<Response, LogicalError> {
+        let c: K8sConfig = self.store.load(u, CONFIG_KEY, "config").await?.ok_or(LogicalError::NotFound)?;
+        let mut m = Map::new();
+        m.insert("kubernetes_host".into(), c.kubernetes_host.clone().into());
+        m.insert("kubernetes_ca_cert".into(), c.kubernetes_ca_cert.clone().into());
+        m.insert("pem_keys".into(), c.pem_keys.clone().into());
+        m.insert("issuer".into(), c.issuer.clone().into());
+        m.insert("disable_iss_validation".into(), c.disable_iss_validation.into());
+        m.insert("disable_local_ca_jwt".into(), c.disable_local_ca_jwt.into());
+        m.insert("token_reviewer_jwt_set".into(), (!c.token_reviewer_jwt.is_empty()).into());
+        Ok(Response::data(m))
+    }
+
+    /// Replace the configuration (as Vault does: omitted fields are reset).
+    async fn write_config(&self, u: &Unsealed, mut d: Map<String, Value>) -> Result<Response, LogicalError> {
+        let reviewer = take_secret(&mut d, "token_reviewer_jwt")?.trimmed();
+        let mut c = K8sConfig::default();
+        if let Some(host) = nonempty(&d, "kubernetes_host")? {
+            let url = if host.contains("://") { host } else { format!("https://{host}") };
+            check_url(&url, "kubernetes_host")?;
+            c.kubernetes_host = url.trim_end_matches('/').to_string();
+        }
+        c.kubernetes_ca_cert = nonempty(&d, "kubernetes_ca_cert")?.unwrap_or_default();
+        check_ca_pem(&c.kubernetes_ca_cert, "kubernetes_ca_cert")?;
+        c.token_reviewer_jwt = reviewer;
+        c.pem_keys = pem_list(&d, "pem_keys")?.unwrap_or_default();
+        parse_pem_keys(&c.pem_keys).map_err(|e| bad(format!("invalid 'pem_keys': {e}")))?;
+        c.issuer = nonempty(&d, "issuer")?.unwrap_or_default();
+        c.disable_iss_validation = fields::boolean(&d, "disable_iss_validation")?.unwrap_or(false);
+        c.disable_local_ca_jwt = fields::boolean(&d, "disable_local_ca_jwt")?.unwrap_or(false);
+        if c.kubernetes_host.is_empty() && c.pem_keys.is_empty() {
+            return Err(bad("one of 'kubernetes_host' (TokenReview) or 'pem_keys' (local verification) must be set"));
+        }
+        self.store.store(u, CONFIG_KEY, &c).await?;
+        Ok(Response::NoContent)
+    }
+
+    async fn read_role(&self, u: &Unsealed, name: &str) -> Result<Response, LogicalError> {
+        let r: K8sRole = self.store.load_role(u, name).await?.ok_or(LogicalError::NotFound)?;
+        let mut m = Map::new();
+        m.insert("bound_service_account_names".into(), r.bound_service_account_names.clone().into());
+        m.insert("bound_service_account_namespaces".into(), r.bound_service_account_namespaces.clone().into());
+        m.insert("audience".into(), r.audience.clone().into());
+        m.insert("alias_name_source".into(), r.alias_name_source.clone().into());
+        r.token.write_to(&mut m, LEGACY_ALL);
+        Ok(Response::data(m))
+    }
+
+    async fn write_role(&self, u: &Unsealed, name: &str, d: &Map<String, Value>) -> Result<Response, LogicalError> {
+        let mut r: K8sRole = match self.store.load_role(u, name).await? {
+            Some(r) => r,
+            None => K8sRole { alias_name_source: "serviceaccount_uid".into(), ..Default::default() },
+        };
+        if let Some(n) = clean_list(d, "bound_service_account_names")? {
+            r.bound_service_account_names = n;
+        }
+        if let Some(n) = clean_list(d, "bound_service_account_namespaces")? {
+            r.bound_service_account_namespaces = n;
+        }
+        if let Some(a) = fields::string(d, "audience")? {
+            r.audience = a.trim().to_string();
+        }
+        if let Some(s) = fields::string(d, "alias_name_source")? {
+            match s.as_str() {
+                "serviceaccount_uid" | "" => r.alias_name_source = "serviceaccount_uid".into(),
+                "serviceaccount_name" => r.alias_name_source = s,
+                other => {
+                    return Err(bad(format!(
+                        "invalid 'alias_name_source' \"{other}\": expected \"serviceaccount_uid\" or \"serviceaccount_name\""
+                    )));
+                }
+            }
+        }
+        r.token.update_from(d, LEGACY_ALL)?;
+        if r.bound_service_account_names.is_empty() {
+            return Err(bad("\"bound_service_account_names\" can not be empty"));
+        }
+        if r.bound_service_account_namespaces.is_empty() {
+            return Err(bad("\"bound_service_account_namespaces\" can not be empty"));
+        }
+        let star = |l: &[String]| l.len() == 1 && l[0] == "*";
+        if star(&r.bound_service_account_names) && star(&r.bound_service_account_namespaces) {
+            return Err(bad(
+                "\"bound_service_account_names\" and \"bound_service_account_namespaces\" can not both be \"*\"",
+            ));
+        }
+        self.store.store_role(u, name, &r).await?;
+        Ok(Response::NoContent)
+    }
+
+    async fn login(&self, u: &Unsealed, mut req: Request) -> Result<Response, LogicalError> {
+        let addr = req.client_addr;
+        self.store.ctx.check_signed(addr)?;
+        let token = take_jwt(&mut req.data)?;
+        let role = nonempty(&req.data, "role")?.ok_or_else(|| bad("missing role"))?;
+        role_name(&role)?;
+        let config: K8sConfig = self
+            .store
+            .load(u, CONFIG_KEY, "config")
+            .await?
+            .ok_or_else(|| bad("could not load backend configuration"))?;
+        let result = self.authenticate(u, &config, &role, &token, addr).await;
+        self.store.finish(result, addr)
+    }
+}
+
 impl Backend for Kubernetes {
     fn handle<'a>(&'a self, auth: &'a Authorized, req: Request) -> BoxFuture<'a, Result<Response, LogicalError>> {
-        Box::pin(async move {
-            let u = auth.unsealed();
-            let req = crate::logical::paths::ensure_routed(PATHS, req)?;
-            match (req.pattern(), req.op) {
-                (CONFIG, Operation::Read) => self.read_config(u).await,
-                (CONFIG, _) => self.write_config(u, req.data).await,
-                (ROLES, _) => self.store.list_roles(u).await,
-                (ROLE, op) => {
-                    let name = role_name(req.param("name"))?;
-                    match op {
-                        Operation::Read => self.read_role(u, name).await,
-                        Operation::Delete => self.store.delete_role(name).await,
-                        _ => self.write_role(u, name, &req.data).await,
-                    }
-                }
-                _ => self.login(u, req).await,
-            }
-        })
+        Box::pin(async move { serve(self, auth.unsealed(), req).await })
     }
 
     fn exists<'a>(&'a self, u: &'a Unsealed, path: &'a str) -> BoxFuture<'a, Result<Option<bool>, LogicalError>> {
@@ -583,7 +572,7 @@ mod tests {
     #[tokio::test]
     async fn kubernetes_local_verification() {
         let f = fixture("kubernetes/", 100, Kubernetes::new).await;
-        use Operation::*;
+        use crate::logical::Operation::*;
         assert!(err_msg(f.call(Update, "config", json!({})).await).contains("'kubernetes_host'"));
         assert!(f.call(Update, "config", json!({"pem_keys": ["nope"]})).await.is_err());
         assert!(f.call(Update, "config", json!({"kubernetes_host": "h", "kubernetes_ca_cert": "junk"})).await.is_err());
@@ -722,7 +711,7 @@ mod tests {
     }
     #[tokio::test]
     async fn roles_cannot_grant_root() {
-        use Operation::*;
+        use crate::logical::Operation::*;
         let k = fixture("kubernetes/", 5, Kubernetes::new).await;
         let e = err_msg(
             k.call(

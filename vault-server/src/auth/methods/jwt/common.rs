@@ -10,6 +10,7 @@
 //! role/<name>     a role (JSON)
 //! ```
 
+use std::future::Future;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
@@ -20,7 +21,7 @@ use crate::auth::methods::MethodContext;
 use crate::barrier::Unsealed;
 use crate::barrier::view::View;
 use crate::logical::fields::string_list;
-use crate::logical::{Field, FieldKind, LogicalError, Login, Operation, PathSpec, Response, fields};
+use crate::logical::{Field, FieldKind, LogicalError, Login, Operation, PathSpec, Request, Response, fields};
 
 /// Storage key of the mount's configuration.
 pub(crate) const CONFIG_KEY: &str = "config";
@@ -148,6 +149,51 @@ pub(crate) static PATHS: &[PathSpec] = {
             .fields(&[Field::new("role", FieldKind::String), Field::new("jwt", FieldKind::String)]),
     ]
 };
+
+/// What JWT/OIDC and Kubernetes each do their own way; [`serve`] routes
+/// their shared path table to it.
+pub(crate) trait RoleMethod: Sync {
+    /// The mount's storage and context.
+    fn store(&self) -> &Store;
+    /// `GET config`.
+    fn read_config(&self, u: &Unsealed) -> impl Future<Output = Result<Response, LogicalError>> + Send;
+    /// `POST config`.
+    fn write_config(
+        &self,
+        u: &Unsealed,
+        d: Map<String, Value>,
+    ) -> impl Future<Output = Result<Response, LogicalError>> + Send;
+    /// `GET role/{name}`.
+    fn read_role(&self, u: &Unsealed, name: &str) -> impl Future<Output = Result<Response, LogicalError>> + Send;
+    /// `POST role/{name}`.
+    fn write_role(
+        &self,
+        u: &Unsealed,
+        name: &str,
+        d: &Map<String, Value>,
+    ) -> impl Future<Output = Result<Response, LogicalError>> + Send;
+    /// `POST login`.
+    fn login(&self, u: &Unsealed, req: Request) -> impl Future<Output = Result<Response, LogicalError>> + Send;
+}
+
+/// Route a request of either method by [`PATHS`].
+pub(crate) async fn serve<M: RoleMethod>(m: &M, u: &Unsealed, req: Request) -> Result<Response, LogicalError> {
+    let req = crate::logical::paths::ensure_routed(PATHS, req)?;
+    match (req.pattern(), req.op) {
+        (CONFIG, Operation::Read) => m.read_config(u).await,
+        (CONFIG, _) => m.write_config(u, req.data).await,
+        (ROLES, _) => m.store().list_roles(u).await,
+        (ROLE, op) => {
+            let name = role_name(req.param("name"))?;
+            match op {
+                Operation::Read => m.read_role(u, name).await,
+                Operation::Delete => m.store().delete_role(name).await,
+                _ => m.write_role(u, name, &req.data).await,
+            }
+        }
+        _ => m.login(u, req).await,
+    }
+}
 
 // ---------------------------------------------------------------------------
 // Storage and login answers

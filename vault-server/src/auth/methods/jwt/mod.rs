@@ -44,8 +44,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use self::common::{
-    CONFIG, CONFIG_KEY, Fail, PATHS, ROLE, ROLES, Secret, Store, bad, clean_list, denied, nonempty, pem_list,
-    role_name, take_secret,
+    CONFIG_KEY, Fail, PATHS, RoleMethod, Secret, Store, bad, clean_list, denied, nonempty, pem_list, role_name, serve,
+    take_secret,
 };
 use self::keys::{Fetch, KeyCache, KeySource, parse_pem_keys};
 use self::remote::{HTTP_TIMEOUT, check_ca_pem, check_url};
@@ -55,7 +55,7 @@ use crate::auth::Authorized;
 use crate::auth::cidr;
 use crate::barrier::view::View;
 use crate::barrier::{Unsealed, now_unix};
-use crate::logical::{Backend, BoxFuture, LogicalError, Login, Operation, PathSpec, Request, Response, fields};
+use crate::logical::{Backend, BoxFuture, LogicalError, Login, PathSpec, Request, Response, fields};
 
 /// The one message for a failed fetch of the issuer's keys.
 pub(crate) const KEY_FETCH_FAILED: &str = "fetching the JWT signing keys failed";
@@ -157,7 +157,79 @@ struct JwtRole {
 // Config and roles
 // ---------------------------------------------------------------------------
 
+impl Jwt {}
+
+// ---------------------------------------------------------------------------
+// Login
+// ---------------------------------------------------------------------------
+
 impl Jwt {
+    /// The remote key set from `source`, fetched or reused as `mode` says.
+    async fn remote_keys(&self, source: &KeySource, mode: Fetch) -> Result<keys::KeySet, String> {
+        self.keys.get(source, mode, self.http_timeout, &self.store.ctx.mount_path).await
+    }
+
+    /// Verify the token with the configured keys: its claims, and the
+    /// issuer the discovery document requires, if any.
+    async fn verify<'t>(&self, c: &JwtConfig, jwt: &'t str) -> Result<(token::ParsedJwt<'t>, Option<String>), Fail> {
+        let Some(source) = c.key_source() else {
+            let keys = parse_pem_keys(&c.jwt_validation_pubkeys).map_err(LogicalError::internal)?;
+            let parsed = token::verify(jwt, &c.jwt_supported_algs, &keys).map_err(|e| denied(e.message()))?;
+            return Ok((parsed, None));
+        };
+        let fetch_failed = |e: String| {
+            tracing::warn!(mount = %self.store.ctx.mount_path, url = %source.url, error = %e, "fetching the JWT signing keys failed");
+            Fail::Upstream(KEY_FETCH_FAILED)
+        };
+        // Refuse what no key set can make valid before touching the issuer.
+        let parsed = token::parse_jwt(jwt).map_err(Fail::Denied)?;
+        let alg = allowed_alg(&parsed.alg, &c.jwt_supported_algs).map_err(Fail::Denied)?;
+        let (keys, issuer) = self.remote_keys(&source, Fetch::IfStale).await.map_err(fetch_failed)?;
+        match token::check_signature(&parsed, alg, &keys) {
+            Ok(()) => Ok((parsed, issuer)),
+            Err(VerifyError::NoKey(m)) => {
+                // The issuer may have rotated its keys: refetch once.
+                let (keys, issuer) = self.remote_keys(&source, Fetch::UnknownKid).await.map_err(fetch_failed)?;
+                match token::check_signature(&parsed, alg, &keys) {
+                    Ok(()) => Ok((parsed, issuer)),
+                    Err(VerifyError::NoKey(_)) => Err(denied(m)),
+                    Err(e) => Err(denied(e.message())),
+                }
+            }
+            Err(e) => Err(denied(e.message())),
+        }
+    }
+
+    async fn authenticate(
+        &self,
+        u: &Unsealed,
+        config: &JwtConfig,
+        role_name: &str,
+        token: &str,
+        addr: Option<IpAddr>,
+    ) -> Result<Login, Fail> {
+        let stored = self.store.load_role::<JwtRole>(u, role_name).await?;
+        let role = stored.ok_or_else(|| denied(format!("role \"{role_name}\" could not be found")))?;
+        if !cidr::allowed(&role.token.token_bound_cidrs, addr) {
+            return Err(Fail::Error(LogicalError::PermissionDenied));
+        }
+        let (parsed, discovered_issuer) = self.verify(config, token).await?;
+        let claims = &parsed.claims;
+        claims::check_jwt_claims(claims, &role, &config.bound_issuer, discovered_issuer.as_deref(), now_unix())
+            .map_err(Fail::Denied)?;
+        let user = claims::user_name(claims, &role).map_err(Fail::Denied)?;
+        claims::check_groups(claims, &role).map_err(Fail::Denied)?;
+        let metadata = claims::jwt_metadata(claims, &role, role_name).map_err(Fail::Denied)?;
+        let display = format!("{}-{user}", self.store.display_prefix());
+        Ok(role.token.login(display, metadata, user)?)
+    }
+}
+
+impl RoleMethod for Jwt {
+    fn store(&self) -> &Store {
+        &self.store
+    }
+
     async fn read_config(&self, u: &Unsealed) -> Result<Response, LogicalError> {
         let c: JwtConfig = self.store.load(u, CONFIG_KEY, "config").await?.ok_or(LogicalError::NotFound)?;
         let mut m = Map::new();
@@ -336,48 +408,6 @@ impl Jwt {
         self.store.store_role(u, name, &r).await?;
         Ok(Response::NoContent)
     }
-}
-
-// ---------------------------------------------------------------------------
-// Login
-// ---------------------------------------------------------------------------
-
-impl Jwt {
-    /// The remote key set from `source`, fetched or reused as `mode` says.
-    async fn remote_keys(&self, source: &KeySource, mode: Fetch) -> Result<keys::KeySet, String> {
-        self.keys.get(source, mode, self.http_timeout, &self.store.ctx.mount_path).await
-    }
-
-    /// Verify the token with the configured keys: its claims, and the
-    /// issuer the discovery document requires, if any.
-    async fn verify<'t>(&self, c: &JwtConfig, jwt: &'t str) -> Result<(token::ParsedJwt<'t>, Option<String>), Fail> {
-        let Some(source) = c.key_source() else {
-            let keys = parse_pem_keys(&c.jwt_validation_pubkeys).map_err(LogicalError::internal)?;
-            let parsed = token::verify(jwt, &c.jwt_supported_algs, &keys).map_err(|e| denied(e.message()))?;
-            return Ok((parsed, None));
-        };
-        let fetch_failed = |e: String| {
-            tracing::warn!(mount = %self.store.ctx.mount_path, url = %source.url, error = %e, "fetching the JWT signing keys failed");
-            Fail::Upstream(KEY_FETCH_FAILED)
-        };
-        // Refuse what no key set can make valid before touching the issuer.
-        let parsed = token::parse_jwt(jwt).map_err(Fail::Denied)?;
-        let alg = allowed_alg(&parsed.alg, &c.jwt_supported_algs).map_err(Fail::Denied)?;
-        let (keys, issuer) = self.remote_keys(&source, Fetch::IfStale).await.map_err(fetch_failed)?;
-        match token::check_signature(&parsed, alg, &keys) {
-            Ok(()) => Ok((parsed, issuer)),
-            Err(VerifyError::NoKey(m)) => {
-                // The issuer may have rotated its keys: refetch once.
-                let (keys, issuer) = self.remote_keys(&source, Fetch::UnknownKid).await.map_err(fetch_failed)?;
-                match token::check_signature(&parsed, alg, &keys) {
-                    Ok(()) => Ok((parsed, issuer)),
-                    Err(VerifyError::NoKey(_)) => Err(denied(m)),
-                    Err(e) => Err(denied(e.message())),
-                }
-            }
-            Err(e) => Err(denied(e.message())),
-        }
-    }
 
     async fn login(&self, u: &Unsealed, mut req: Request) -> Result<Response, LogicalError> {
         let addr = req.client_addr;
@@ -392,52 +422,11 @@ impl Jwt {
         let result = self.authenticate(u, &config, &role, &token, addr).await;
         self.store.finish(result, addr)
     }
-
-    async fn authenticate(
-        &self,
-        u: &Unsealed,
-        config: &JwtConfig,
-        role_name: &str,
-        token: &str,
-        addr: Option<IpAddr>,
-    ) -> Result<Login, Fail> {
-        let stored = self.store.load_role::<JwtRole>(u, role_name).await?;
-        let role = stored.ok_or_else(|| denied(format!("role \"{role_name}\" could not be found")))?;
-        if !cidr::allowed(&role.token.token_bound_cidrs, addr) {
-            return Err(Fail::Error(LogicalError::PermissionDenied));
-        }
-        let (parsed, discovered_issuer) = self.verify(config, token).await?;
-        let claims = &parsed.claims;
-        claims::check_jwt_claims(claims, &role, &config.bound_issuer, discovered_issuer.as_deref(), now_unix())
-            .map_err(Fail::Denied)?;
-        let user = claims::user_name(claims, &role).map_err(Fail::Denied)?;
-        claims::check_groups(claims, &role).map_err(Fail::Denied)?;
-        let metadata = claims::jwt_metadata(claims, &role, role_name).map_err(Fail::Denied)?;
-        let display = format!("{}-{user}", self.store.display_prefix());
-        Ok(role.token.login(display, metadata, user)?)
-    }
 }
 
 impl Backend for Jwt {
     fn handle<'a>(&'a self, auth: &'a Authorized, req: Request) -> BoxFuture<'a, Result<Response, LogicalError>> {
-        Box::pin(async move {
-            let u = auth.unsealed();
-            let req = crate::logical::paths::ensure_routed(PATHS, req)?;
-            match (req.pattern(), req.op) {
-                (CONFIG, Operation::Read) => self.read_config(u).await,
-                (CONFIG, _) => self.write_config(u, req.data).await,
-                (ROLES, _) => self.store.list_roles(u).await,
-                (ROLE, op) => {
-                    let name = role_name(req.param("name"))?;
-                    match op {
-                        Operation::Read => self.read_role(u, name).await,
-                        Operation::Delete => self.store.delete_role(name).await,
-                        _ => self.write_role(u, name, &req.data).await,
-                    }
-                }
-                _ => self.login(u, req).await,
-            }
-        })
+        Box::pin(async move { serve(self, auth.unsealed(), req).await })
     }
 
     fn exists<'a>(&'a self, u: &'a Unsealed, path: &'a str) -> BoxFuture<'a, Result<Option<bool>, LogicalError>> {
@@ -451,6 +440,7 @@ impl Backend for Jwt {
 
 #[cfg(test)]
 mod tests {
+    use crate::logical::Operation;
     use jsonwebtoken::{Algorithm, EncodingKey, Header};
     use serde_json::json;
 
@@ -478,7 +468,7 @@ mod tests {
     #[tokio::test]
     async fn jwt_config_validation() {
         let f = fixture("jwt/", 5, Jwt::new).await;
-        use Operation::*;
+        use crate::logical::Operation::*;
         assert!(matches!(f.call(Read, "config", json!({})).await, Err(LogicalError::NotFound)));
         let one = "exactly one of 'jwt_validation_pubkeys', 'jwks_url' or 'oidc_discovery_url' must be set";
         assert_eq!(err_msg(f.call(Update, "config", json!({})).await), one);
@@ -522,7 +512,7 @@ mod tests {
     #[tokio::test]
     async fn jwt_role_crud_and_validation() {
         let f = fixture("jwt/", 5, Jwt::new).await;
-        use Operation::*;
+        use crate::logical::Operation::*;
         assert!(matches!(f.call(List, "role/", json!({})).await, Err(LogicalError::NotFound)));
         let e = err_msg(f.call(Update, "role/r", json!({"role_type": "oidc", "bound_audiences": "x"})).await);
         assert!(e.contains("\"oidc\"") && e.contains("not supported"), "{e}");
@@ -585,7 +575,7 @@ mod tests {
     #[tokio::test]
     async fn roles_cannot_grant_root_and_leeways_are_bounded() {
         let f = fixture("jwt/", 5, Jwt::new).await;
-        use Operation::*;
+        use crate::logical::Operation::*;
         for body in [
             json!({"bound_audiences": "x", "token_policies": ["root"]}),
             json!({"bound_audiences": "x", "policies": "a,ROOT"}),
