@@ -114,6 +114,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // Dev only: PostgreSQL rotations may reach loopback (a server allows nothing by default).
             cfg.rotation.postgres_allowed_hosts =
                 std::sync::Arc::new(vault_server::engines::pg_role::HostAllowList::loopback().clone());
+            cfg.access_log = access_log;
             let server = Server::start(cfg).await?;
             let addr = server.local_addr()?;
             let (unseal_key, token) = server.core().dev_init(root_token.as_deref()).await?;

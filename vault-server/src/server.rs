@@ -50,6 +50,9 @@ impl Server {
         core.lockout().configure(config.lockout);
         core.configure_rotation(config.rotation.clone());
         core.configure_unauthed_ceremonies(config.unauthed_ceremonies);
+        if config.access_log {
+            core.hooks().add(Arc::new(crate::core::hooks::AccessLog));
+        }
         let listener = TcpListener::bind(config.listen_addr).await?;
         Ok(Self { core, listener, config })
     }

@@ -99,41 +99,58 @@ pub trait Hook: Send + Sync {
     fn wants_response_data(&self) -> bool {
         false
     }
+
+    /// Whether `on_request` does anything (false: it is not called, which
+    /// saves a call per request for hooks that only watch answers).
+    fn watches_requests(&self) -> bool {
+        true
+    }
 }
 
 /// The hooks of a core, called in order.
 #[derive(Default)]
 pub struct Hooks {
-    list: RwLock<Arc<Vec<Arc<dyn Hook>>>>,
+    list: RwLock<Arc<Registered>>,
+}
+
+/// The hooks, and what the pipeline needs to know of them at once.
+#[derive(Default)]
+struct Registered {
+    all: Vec<Arc<dyn Hook>>,
+    watching_requests: Vec<Arc<dyn Hook>>,
+    want_response_data: bool,
 }
 
 impl std::fmt::Debug for Hooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Hooks({})", self.current().len())
+        write!(f, "Hooks({})", self.current().all.len())
     }
 }
 
 impl Hooks {
-    fn current(&self) -> Arc<Vec<Arc<dyn Hook>>> {
+    fn current(&self) -> Arc<Registered> {
         self.list.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Add a hook (after the existing ones).
     pub fn add(&self, hook: Arc<dyn Hook>) {
         let mut g = self.list.write().unwrap_or_else(|p| p.into_inner());
-        let mut v = (**g).clone();
-        v.push(hook);
-        *g = Arc::new(v);
+        let mut all = g.all.clone();
+        all.push(hook);
+        let watching_requests = all.iter().filter(|h| h.watches_requests()).cloned().collect();
+        let want_response_data = all.iter().any(|h| h.wants_response_data());
+        *g = Arc::new(Registered { all, watching_requests, want_response_data });
     }
 
     /// Whether any hook wants response data.
     pub fn want_response_data(&self) -> bool {
-        self.current().iter().any(|h| h.wants_response_data())
+        self.list.read().unwrap_or_else(|p| p.into_inner()).want_response_data
     }
 
     /// Run every hook's `on_request`; the first refusal wins.
     pub async fn request(&self, event: &RequestEvent<'_>) -> Result<(), HookError> {
-        for h in self.current().iter() {
+        let current = self.current();
+        for h in &current.watching_requests {
             h.on_request(event).await?;
         }
         Ok(())
@@ -141,7 +158,7 @@ impl Hooks {
 
     /// Run every hook's `on_response`.
     pub async fn response(&self, event: &ResponseEvent<'_>) {
-        for h in self.current().iter() {
+        for h in &self.current().all {
             h.on_response(event).await;
         }
     }
@@ -157,6 +174,10 @@ pub struct AccessLog;
 pub const ACCESS_TARGET: &str = "vault::access";
 
 impl Hook for AccessLog {
+    fn watches_requests(&self) -> bool {
+        false
+    }
+
     fn on_response<'a>(&'a self, e: &'a ResponseEvent<'a>) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let r = e.request;
@@ -179,49 +200,85 @@ impl Hook for AccessLog {
 
 /// Requests counted by (mount, operation, status class): what the metrics
 /// issue exports. Keyed by mount, never by full path (paths name secrets).
+/// Counting takes no allocation once a mount has been seen.
 #[derive(Debug, Default)]
 pub struct RequestCounter {
-    counts: RwLock<HashMap<CounterKey, Arc<AtomicU64>>>,
+    mounts: RwLock<HashMap<String, Arc<Counts>>>,
 }
+
+/// Operations in the order of [`OPS`].
+const OPS: [&str; 6] = ["read", "list", "create", "update", "patch", "delete"];
+/// Status classes 100..=500.
+const CLASSES: usize = 5;
+
+/// One mount's counters, by operation and status class.
+#[derive(Debug, Default)]
+struct Counts([[AtomicU64; CLASSES]; OPS.len()]);
 
 /// (mount, operation capability, status class).
 pub type CounterKey = (String, &'static str, u16);
 
+fn op_index(op: &str) -> Option<usize> {
+    OPS.iter().position(|o| *o == op)
+}
+
+fn class_index(status: u16) -> Option<usize> {
+    (1..=CLASSES as u16).contains(&(status / 100)).then(|| usize::from(status / 100 - 1))
+}
+
 impl RequestCounter {
     /// Requests seen for `mount`, operation capability `op`, status class
     /// (e.g. 200, 400, 500).
-    pub fn get(&self, mount: &str, op: &'static str, class: u16) -> u64 {
-        let key = (mount.to_string(), op, class);
-        self.counts.read().unwrap_or_else(|p| p.into_inner()).get(&key).map_or(0, |c| c.load(Ordering::Relaxed))
+    pub fn get(&self, mount: &str, op: &str, class: u16) -> u64 {
+        let (Some(o), Some(c)) = (op_index(op), class_index(class)) else { return 0 };
+        self.mounts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(mount)
+            .map_or(0, |m| m.0[o][c].load(Ordering::Relaxed))
     }
 
-    /// Every counter: ((mount, op, status class), count).
+    /// Every non-zero counter: ((mount, op, status class), count), sorted.
     pub fn snapshot(&self) -> Vec<(CounterKey, u64)> {
-        let g = self.counts.read().unwrap_or_else(|p| p.into_inner());
-        let mut v: Vec<_> = g.iter().map(|(k, c)| (k.clone(), c.load(Ordering::Relaxed))).collect();
+        let g = self.mounts.read().unwrap_or_else(|p| p.into_inner());
+        let mut v = Vec::new();
+        for (mount, counts) in g.iter() {
+            for (o, row) in counts.0.iter().enumerate() {
+                for (c, n) in row.iter().enumerate() {
+                    let n = n.load(Ordering::Relaxed);
+                    if n > 0 {
+                        v.push(((mount.clone(), OPS[o], (c as u16 + 1) * 100), n));
+                    }
+                }
+            }
+        }
         v.sort();
         v
     }
 
     fn count(&self, mount: &str, op: &'static str, status: u16) {
-        let class = status / 100 * 100;
-        let key = (mount.to_string(), op, class);
-        if let Some(c) = self.counts.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
-            c.fetch_add(1, Ordering::Relaxed);
+        let (Some(o), Some(c)) = (op_index(op), class_index(status)) else { return };
+        if let Some(m) = self.mounts.read().unwrap_or_else(|p| p.into_inner()).get(mount) {
+            m.0[o][c].fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let mut g = self.counts.write().unwrap_or_else(|p| p.into_inner());
+        let mut g = self.mounts.write().unwrap_or_else(|p| p.into_inner());
         // Bounded: mounts are few; a flood of distinct mount names cannot come
         // from callers (unknown paths count under "").
         if g.len() < 10_000 {
-            g.entry(key).or_default().fetch_add(1, Ordering::Relaxed);
+            g.entry(mount.to_string()).or_default().0[o][c].fetch_add(1, Ordering::Relaxed);
         }
     }
 }
 
 impl Hook for RequestCounter {
+    fn watches_requests(&self) -> bool {
+        false
+    }
+
     fn on_response<'a>(&'a self, e: &'a ResponseEvent<'a>) -> BoxFuture<'a, ()> {
-        Box::pin(async move { self.count(e.request.mount, e.request.op.capability(), e.status) })
+        self.count(e.request.mount, e.request.op.capability(), e.status);
+        Box::pin(std::future::ready(()))
     }
 }
 

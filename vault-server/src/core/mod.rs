@@ -242,8 +242,9 @@ impl Core {
             #[cfg(test)]
             pauses: Default::default(),
         });
+        // The access log is added by the server when configured (a hook
+        // that writes nothing still costs a call per request).
         core.hooks.add(core.counter.clone());
-        core.hooks.add(Arc::new(hooks::AccessLog));
         tokio::spawn(follow_changes(Arc::downgrade(&core), changes));
         Ok(core)
     }
@@ -734,6 +735,11 @@ impl Core {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(revoked = n, "expired tokens tidied"),
                 Err(e) => tracing::warn!(error = %e, "token tidy failed"),
+            }
+            match self.revoke_orphaned_mounts(&u).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(revoked = n, "tokens of disabled auth methods revoked"),
+                Err(e) => tracing::warn!(error = %e, "revoking tokens of disabled auth methods failed"),
             }
         }
     }

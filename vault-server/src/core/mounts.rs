@@ -416,16 +416,45 @@ impl Core {
             Ok(())
         })
         .await?;
-        if let Some(entry) = removed {
-            if table == Table::Auth {
-                // Tokens must not outlive the method that issued them.
-                let n = self.active()?.tokens().revoke_mount(&self.barrier, u, &entry.uuid).await?;
-                tracing::info!(path = %entry.path, revoked = n, "tokens of the disabled auth method revoked");
-            }
-            View::new(self.barrier.clone(), format!("{}{}/", table.data_prefix(), entry.uuid)).clear(u).await?;
-            tracing::info!(path = %entry.path, table = table.noun(), "mount disabled");
+        let Some(entry) = removed else { return Ok(()) };
+        // The table change is committed: the clean-up runs in its own task,
+        // so a caller that goes away (a dropped connection cancels this
+        // future) cannot stop it half way. Should the server stop first, the
+        // tokens are unusable anyway (`token_usable` checks their method)
+        // and the token tidy revokes them (`revoke_orphaned_mounts`).
+        let me = self.arc().ok_or_else(|| CoreError::Internal("core dropped".into()))?;
+        let u = u.clone();
+        let cleanup = tokio::spawn(async move {
+            #[cfg(test)]
+            me.pauses.at("unmount:cleanup").await;
+            me.clean_up_mount(&u, table, &entry).await
+        });
+        cleanup.await.map_err(|e| CoreError::Internal(format!("mount clean-up task failed: {e}")))?
+    }
+
+    /// Revoke a removed auth method's tokens and delete a removed mount's data.
+    async fn clean_up_mount(&self, u: &Unsealed, table: Table, entry: &MountEntry) -> Result<(), CoreError> {
+        if table == Table::Auth {
+            // Tokens must not outlive the method that issued them.
+            let n = self.active()?.tokens().revoke_mount(&self.barrier, u, &entry.uuid).await?;
+            tracing::info!(path = %entry.path, revoked = n, "tokens of the disabled auth method revoked");
         }
+        View::new(self.barrier.clone(), format!("{}{}/", table.data_prefix(), entry.uuid)).clear(u).await?;
+        tracing::info!(path = %entry.path, table = table.noun(), "mount disabled");
         Ok(())
+    }
+
+    /// Revoke the tokens of auth methods no longer in the stored table (a
+    /// disable whose clean-up was cut short). Run by the token tidy.
+    pub(super) async fn revoke_orphaned_mounts(&self, u: &Unsealed) -> Result<usize, CoreError> {
+        let active = self.active()?;
+        let mut n = 0;
+        for uuid in active.tokens().mounts_with_tokens(&self.barrier, u).await? {
+            if !self.auth_mount_exists(u, &uuid).await? {
+                n += active.tokens().revoke_mount(&self.barrier, u, &uuid).await?;
+            }
+        }
+        Ok(n)
     }
 
     /// Change a mount's description, lease settings or options.

@@ -113,12 +113,41 @@ impl Core {
         let token = token.filter(|t| !t.is_empty()).ok_or(LogicalError::PermissionDenied)?;
         let now = now_unix();
         let entry = active.tokens.lookup(&self.barrier, &u, token, now).await?.ok_or(LogicalError::PermissionDenied)?;
-        if !cidr::allowed(&entry.bound_cidrs, addr)
-            || !active.tokens.ancestry_alive(&self.barrier, &u, &entry, now).await?
-        {
+        if !self.token_usable(&active, &u, &entry, addr, now).await? {
             return Err(LogicalError::PermissionDenied.into());
         }
         Ok(entry)
+    }
+
+    /// A looked-up token may be used from `addr`: its CIDR binding allows
+    /// it, every ancestor exists and is unexpired, and every auth method
+    /// that issued one of them is still enabled (a disable whose revocation
+    /// did not finish, e.g. the server stopped, leaves nothing usable).
+    pub(super) async fn token_usable(
+        &self,
+        active: &super::Active,
+        u: &crate::barrier::Unsealed,
+        entry: &Arc<TokenEntry>,
+        addr: Option<IpAddr>,
+        now: i64,
+    ) -> Result<bool, CoreError> {
+        if !cidr::allowed(&entry.bound_cidrs, addr) {
+            return Ok(false);
+        }
+        let router = active.router();
+        let known = |uuid: &str| router.table(super::Table::Auth).any(|m| m.entry.uuid == uuid);
+        let mut unknown = Vec::new();
+        if !active.tokens.ancestry_alive(&self.barrier, u, entry, now, &known, &mut unknown).await? {
+            return Ok(false);
+        }
+        // Not in this server's table: maybe enabled on another server a
+        // moment ago; the stored table decides.
+        for uuid in unknown {
+            if !self.auth_mount_exists(u, &uuid).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Handle a logical request on behalf of the holder of `token` (the
@@ -413,9 +442,7 @@ impl Recheck for Reauthorizer {
                 .lookup_id(&core.barrier, &u, token_id, now)
                 .await?
                 .ok_or(LogicalError::PermissionDenied)?;
-            if !cidr::allowed(&entry.bound_cidrs, grant.addr)
-                || !active.tokens.ancestry_alive(&core.barrier, &u, &entry, now).await?
-            {
+            if !core.token_usable(&active, &u, &entry, grant.addr, now).await? {
                 return Err(LogicalError::PermissionDenied);
             }
             let acl = active.policies.acl(&core.barrier, &u, &entry.policies).await?;

@@ -80,6 +80,9 @@ fn no_content() -> Response {
 }
 
 fn set_common_headers(h: &mut HeaderMap) {
+    // Room for these, the request id and Content-Length at once (growing
+    // the map later rehashes it).
+    h.reserve(8);
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
@@ -140,6 +143,58 @@ fn query_map(uri: &Uri) -> Result<Map<String, Value>, ApiError> {
     Ok(m)
 }
 
+/// Memory a parsed JSON value takes beyond its text, per value (a
+/// `serde_json::Value` is 32 bytes, arrays grow by doubling, map entries
+/// carry their node).
+const PARSED_BYTES_PER_VALUE: usize = 64;
+
+/// How many JSON values `body` holds, at most (commas and opening brackets
+/// outside strings, plus one): a tree of that many values is what parsing
+/// it allocates.
+fn json_values(body: &[u8]) -> usize {
+    let (mut n, mut in_string, mut escaped) = (1usize, false, false);
+    for &b in body {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else {
+            match b {
+                b'"' => in_string = true,
+                b',' | b'[' | b'{' => n += 1,
+                _ => {}
+            }
+        }
+    }
+    n
+}
+
+/// Charge the in-flight budget for what parsing `body` will allocate, before
+/// parsing it: a body of tiny values (`[0,0,0,...]`) parses into a tree tens
+/// of times its size, which the byte count alone would not bound. A body
+/// whose tree would exceed twice `max_request_bytes` is a 413.
+fn charge_parsed(
+    state: &AppState,
+    held: &mut budget::Held,
+    peer: std::net::IpAddr,
+    body: &[u8],
+) -> Result<(), ApiError> {
+    let tree = json_values(body).saturating_mul(PARSED_BYTES_PER_VALUE);
+    if tree > state.max_body.saturating_mul(2) {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body holds too many JSON values for the request size limit",
+        ));
+    }
+    if !state.in_flight.cover(held, peer, body.len().saturating_add(tree)) {
+        return Err(busy());
+    }
+    Ok(())
+}
+
 /// Parse a request body: empty is `{}`, otherwise it must be a JSON object.
 fn body_map(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -194,6 +249,10 @@ async fn read_body(
     let mut total = 0usize;
     // What is buffered so far, counted against the shared budget (see budget.rs).
     let mut held = budget::Held::default();
+    // No body at all (most GETs): nothing to read or count.
+    if body.is_end_stream() {
+        return Ok((Bytes::new(), held));
+    }
     loop {
         let next = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx));
         let frame = match tokio::time::timeout(stall, next).await {
@@ -350,7 +409,7 @@ async fn handle(
     let peer = incoming.peer;
     let mut seen = Seen {
         op: operation(&incoming.method, false).unwrap_or(Operation::Read),
-        path: incoming.uri.path().trim_start_matches("/v1/").to_string(),
+        path: incoming.uri.path().strip_prefix("/v1/").unwrap_or_default().to_string(),
         template: "",
         mount: String::new(),
         mount_type: String::new(),
@@ -450,11 +509,15 @@ async fn run(
     if declared.is_some_and(|len| len > state.max_body as u64) {
         return Err(too_large(state.max_body));
     }
+    // What the body holds of the in-flight budget, until the request is
+    // answered (its parsed data lives that long).
+    let mut _held = budget::Held::default();
     let data = match op {
         Operation::Update | Operation::Patch | Operation::Delete => {
-            // The budget is held until the request is answered (the body lives that long).
-            let (body, _budget) =
+            let (body, mut held) =
                 read_body(body, state.max_body, state.body_stall, &state.in_flight, peer.ip()).await?;
+            charge_parsed(state, &mut held, peer.ip(), &body)?;
+            _held = held;
             if op == Operation::Delete {
                 // Some clients send a body with DELETE (e.g. a list of versions).
                 if !body.is_empty() {
@@ -606,6 +669,16 @@ mod tests {
         for bad in ["/v1/x?list=%zz", "/v1/x?x=%2&list=true", "/v1/x?%+1=x"] {
             assert!(q(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn json_values_are_counted_outside_strings() {
+        assert_eq!(json_values(b""), 1);
+        assert_eq!(json_values(br#"{"a": 1}"#), 2);
+        assert_eq!(json_values(br#"{"a": [1, 2, 3], "b": {"c": null}}"#), 7);
+        // Commas, brackets and escaped quotes inside strings are text.
+        assert_eq!(json_values(br#"{"a": "x,y[{\",z"}"#), 2);
+        assert_eq!(json_values(br#"["\\", 1]"#), 3);
     }
 
     #[test]

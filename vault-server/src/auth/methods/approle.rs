@@ -1156,7 +1156,7 @@ static PATHS: &[PathSpec] = {
             .unauthenticated()
             .fields(&[Field::new("role_id", FieldKind::String), Field::new("secret_id", FieldKind::String)]),
         PathSpec::new(ROLES, &[List]),
-        PathSpec::new(ROLE, &[Read, Update, Delete]),
+        PathSpec::new(ROLE, &[Read, Update, Delete]).existence_check(),
         PathSpec::new(ROLE_ID, &[Read, Update]).fields(&[Field::new("role_id", FieldKind::String)]),
         PathSpec::new(SECRET_ID, &[List, Update]),
         PathSpec::new(CUSTOM_SECRET_ID, &[Update]).fields(&[Field::new("secret_id", FieldKind::String)]),
