@@ -34,7 +34,7 @@
 //!
 //! [listener]                        # connection limits (Vault's listener "tcp" keys)
 //! http_read_header_timeout = "10s"  # time to send a request's head
-//! http_read_timeout = "30s"         # longest pause while sending a request body (408)
+//! http_read_timeout = "30s"         # a request body (JSON) must be complete within this (408); streamed bodies: per chunk
 //! http_idle_timeout = "5m"          # a connection without a request is closed after this
 //! max_connections = 4096            # more connections wait to be accepted
 //! tls_handshake_timeout = "10s"     # time to complete a TLS handshake

@@ -490,3 +490,30 @@ async fn unmount_shuts_down_and_other_mounts_keep_their_backends() {
     let (s, _, _) = call(&app, "POST", "st/upload", Some(ROOT), Body::from("x")).await;
     assert_eq!(s, 404);
 }
+
+/// A client that goes away mid-request (hyper drops the request's future)
+/// still gets its request recorded by the response hooks, as 499 (red
+/// team: dropped writes that committed left no access-log line).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_client_went_away_still_reaches_the_response_hooks() {
+    let (_d, core, app) = dev().await;
+    let rec = Arc::new(Recorder::default());
+    core.hooks().add(rec.clone());
+    let body = Body::from(json!({"data": {"k": "v"}}).to_string());
+    assert_eq!(call(&app, "POST", "secret/data/app", Some(ROOT), body).await.0, 200);
+    // A blocking read for a version that never comes, abandoned after 200 ms.
+    let req = request("GET", "secret/data/app?wait_for_version_after=1&wait=30", Some(ROOT), Body::empty());
+    assert!(tokio::time::timeout(Duration::from_millis(200), app.clone().oneshot(req)).await.is_err());
+    let mut gone = None;
+    for _ in 0..100 {
+        gone = rec.responses.lock().unwrap().iter().find(|r| r.1 == 499).cloned();
+        if gone.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (id, _) = gone.expect("the abandoned request reached the response hooks");
+    let requests = rec.requests.lock().unwrap().clone();
+    assert!(requests.iter().any(|r| r.0 == id && r.1 == "secret/data/app"), "{requests:?}");
+    assert_eq!(core.request_counter().get("secret/", "read", 400), 1, "counted as a 4xx");
+}

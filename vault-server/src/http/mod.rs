@@ -233,10 +233,11 @@ fn busy() -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too many request bytes in flight; retry shortly")
 }
 
-/// Read the whole body, at most `limit` bytes, failing with a 408 when no
-/// data arrives for `stall` (Vault's `http_read_timeout`). The timeout is per
-/// read, not for the whole body: an upload that keeps sending is fine, one
-/// that stops holds its connection no longer than `stall`.
+/// Read the whole body, at most `limit` bytes, failing with a 408 unless it
+/// is complete within `stall` (Vault's `http_read_timeout`, which Go applies
+/// to the whole request): a sender trickling a byte now and then holds its
+/// connection no longer than a silent one. Streamed bodies (`stream.rs`),
+/// long by design, are timed per chunk instead.
 async fn read_body(
     mut body: Body,
     limit: usize,
@@ -253,13 +254,14 @@ async fn read_body(
     if body.is_end_stream() {
         return Ok((Bytes::new(), held));
     }
+    let deadline = tokio::time::Instant::now() + stall;
     loop {
         let next = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx));
-        let frame = match tokio::time::timeout(stall, next).await {
+        let frame = match tokio::time::timeout_at(deadline, next).await {
             Err(_) => {
                 return Err(ApiError::new(
                     StatusCode::REQUEST_TIMEOUT,
-                    format!("timed out reading the request body (no data for {} s)", stall.as_secs()),
+                    format!("timed out reading the request body (not complete within {} s)", stall.as_secs()),
                 ));
             }
             Ok(None) => break,
@@ -361,6 +363,19 @@ struct Seen {
 }
 
 impl Seen {
+    /// An empty record (what a dropped `Pending` leaves behind).
+    fn placeholder() -> Self {
+        Seen {
+            op: Operation::Read,
+            path: String::new(),
+            template: "",
+            mount: String::new(),
+            mount_type: String::new(),
+            caller: None,
+            remote: std::net::Ipv4Addr::UNSPECIFIED.into(),
+        }
+    }
+
     fn event<'a>(&'a self, request_id: &'a str, data: Option<&'a Map<String, Value>>) -> RequestEvent<'a> {
         RequestEvent {
             request_id,
@@ -406,26 +421,65 @@ async fn handle(
     started: std::time::Instant,
     incoming: Incoming,
 ) -> Result<Response, ApiError> {
-    let peer = incoming.peer;
-    let mut seen = Seen {
+    let seen = Seen {
         op: operation(&incoming.method, false).unwrap_or(Operation::Read),
         path: incoming.uri.path().strip_prefix("/v1/").unwrap_or_default().to_string(),
         template: "",
         mount: String::new(),
         mount_type: String::new(),
         caller: None,
-        remote: peer.ip(),
+        remote: incoming.peer.ip(),
     };
-    let result = run(state, request_id, &mut seen, incoming).await;
+    // Until the response hooks ran, dropping this (the client went away and
+    // hyper dropped the request's future) still tells the hooks, as 499.
+    let mut pending = Pending { core: state.core.clone(), request_id, started, seen, done: false };
+    let result = run(state, request_id, &mut pending.seen, incoming).await;
     let (status, errors) = match &result {
         Ok((r, _)) => (r.status().as_u16(), Vec::new()),
         Err(e) => (e.status.as_u16(), e.errors.clone()),
     };
     let data = result.as_ref().ok().and_then(|(_, d)| d.as_ref());
-    let request = seen.event(request_id, None);
+    let request = pending.seen.event(request_id, None);
     let event = ResponseEvent { request: &request, status, duration: started.elapsed(), data, errors: &errors };
     state.core.hooks().response(&event).await;
+    pending.done = true;
     result.map(|(r, _)| r)
+}
+
+/// Status the hooks see for a request whose client went away first
+/// (nginx's "client closed request").
+pub const CLIENT_GONE: u16 = 499;
+
+/// A request whose response hooks have not run yet.
+struct Pending<'a> {
+    core: Arc<Core>,
+    request_id: &'a str,
+    started: std::time::Instant,
+    seen: Seen,
+    done: bool,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        // Dropped mid-request: whatever ran (a write may have committed) is
+        // recorded, from a task of its own (hooks are async).
+        let seen = std::mem::replace(&mut self.seen, Seen::placeholder());
+        let core = self.core.clone();
+        let request_id = self.request_id.to_string();
+        let duration = self.started.elapsed();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let request = seen.event(&request_id, None);
+                let errors = ["the client closed the connection before the answer".to_string()];
+                let event =
+                    ResponseEvent { request: &request, status: CLIENT_GONE, duration, data: None, errors: &errors };
+                core.hooks().response(&event).await;
+            });
+        }
+    }
 }
 
 /// A request as it arrived.
