@@ -517,3 +517,43 @@ async fn a_request_whose_client_went_away_still_reaches_the_response_hooks() {
     assert!(requests.iter().any(|r| r.0 == id && r.1 == "secret/data/app"), "{requests:?}");
     assert_eq!(core.request_counter().get("secret/", "read", 400), 1, "counted as a 4xx");
 }
+
+/// Path tables keep Vault's create/update split where the backend can tell
+/// (red team: AppRole role writes had lost their existence check), and list
+/// paths need `list` (red team: policy names were listed with `read`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_and_update_stay_apart_and_lists_need_list() {
+    let (_d, _core, app) = dev().await;
+    assert_eq!(call(&app, "POST", "sys/auth/approle", Some(ROOT), Body::from(r#"{"type":"approle"}"#)).await.0, 204);
+    assert_eq!(call(&app, "POST", "auth/approle/role/existing", Some(ROOT), Body::from("{}")).await.0, 204);
+    let token_with = |caps: &'static str| {
+        let app = app.clone();
+        async move {
+            let name = caps.replace([',', ' ', '"'], "");
+            let policy = format!(
+                r#"path "auth/approle/role/*" {{ capabilities = [{caps}] }}
+                path "sys/policies/acl" {{ capabilities = [{caps}] }}"#
+            );
+            let body = Body::from(json!({ "policy": policy }).to_string());
+            assert_eq!(call(&app, "PUT", &format!("sys/policies/acl/{name}"), Some(ROOT), body).await.0, 204);
+            let body = Body::from(json!({ "policies": [name] }).to_string());
+            let (_, _, v) = call(&app, "POST", "auth/token/create", Some(ROOT), body).await;
+            v["auth"]["client_token"].as_str().unwrap().to_string()
+        }
+    };
+    let update_only = token_with(r#""update""#).await;
+    let create_only = token_with(r#""create""#).await;
+    let post = |token: String, role: &'static str| {
+        let app = app.clone();
+        async move { call(&app, "POST", &format!("auth/approle/role/{role}"), Some(&token), Body::from("{}")).await.0 }
+    };
+    assert_eq!(post(update_only.clone(), "fresh").await, 403, "update alone cannot create");
+    assert_eq!(post(update_only.clone(), "existing").await, 204, "update changes an existing role");
+    assert_eq!(post(create_only.clone(), "existing").await, 403, "create alone cannot change");
+    assert_eq!(post(create_only.clone(), "fresh").await, 204, "create makes a new role");
+    // Listing policies needs `list`; a plain GET is not a list.
+    let read_only = token_with(r#""read""#).await;
+    assert_eq!(call(&app, "LIST", "sys/policies/acl", Some(&read_only), Body::empty()).await.0, 403);
+    assert_eq!(call(&app, "GET", "sys/policies/acl", Some(ROOT), Body::empty()).await.0, 405);
+    assert_eq!(call(&app, "LIST", "sys/policies/acl", Some(ROOT), Body::empty()).await.0, 200);
+}

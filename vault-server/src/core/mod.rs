@@ -89,6 +89,8 @@ impl From<CoreError> for LogicalError {
             CoreError::Logical(l) => l,
             CoreError::Sealed => LogicalError::Sealed,
             CoreError::InvalidRequest(m) => LogicalError::InvalidRequest(m),
+            // Keep the detail for the log (the caller sees "internal error").
+            CoreError::Internal(detail) => LogicalError::Internal(detail),
             other => LogicalError::internal(other),
         }
     }

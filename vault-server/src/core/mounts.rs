@@ -19,6 +19,8 @@ use crate::storage::Expect;
 pub const MOUNTS_PATH: &str = "core/mounts";
 /// Barrier path of the auth-method mount table.
 pub const AUTH_PATH: &str = "core/auth";
+/// Tries of a mount-table change that keeps losing to concurrent changes.
+const MAX_TABLE_ATTEMPTS: u32 = 16;
 /// Types that exist once and cannot be mounted.
 const SINGLETONS: &[&str] = &["system", "token", "cubbyhole", "identity"];
 
@@ -488,7 +490,7 @@ impl Core {
         mut change: impl FnMut(&mut Vec<MountEntry>) -> Result<(), LogicalError>,
     ) -> Result<(), CoreError> {
         let active = self.active()?;
-        for _ in 0..8 {
+        for attempt in 0..MAX_TABLE_ATTEMPTS {
             let (mut entries, rev) = load_table(self, u, table).await?;
             change(&mut entries)?;
             let json = serde_json::to_vec(&entries).map_err(|e| CoreError::Internal(e.to_string()))?;
@@ -497,11 +499,18 @@ impl Core {
             batch.put_expect(u, table.storage_path(), &json, expect);
             match self.barrier.write(batch).await {
                 Ok(()) => return self.install_router(&active, u).await,
-                Err(crate::barrier::BarrierError::Storage(crate::storage::StorageError::Conflict(_))) => continue,
+                Err(crate::barrier::BarrierError::Storage(crate::storage::StorageError::Conflict(_))) => {
+                    // Another change won: back off a little (with jitter, so
+                    // racing writers spread out) and apply ours to the new table.
+                    let ms = 1u64 << attempt.min(6);
+                    let jitter = rand::random_range(0..=ms);
+                    tokio::time::sleep(std::time::Duration::from_millis(ms + jitter)).await;
+                }
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(CoreError::Internal("mount table update kept conflicting".into()))
+        // Not a failure of the server: many changes at once. Safe to retry.
+        Err(LogicalError::Busy("the mount table is being changed by other requests; retry".into()).into())
     }
 
     /// Whether the auth mount `uuid` is in the stored auth table, read from

@@ -222,7 +222,24 @@ fn typed_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T
         Some(b'{') => {}
         Some(_) => return Err(ApiError::bad_request("request body must be a JSON object")),
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("failed to parse JSON input: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("failed to parse JSON input: {}", quiet(&e))))
+}
+
+/// A serde error without the value it quotes: `invalid type: string
+/// "<what was sent>", expected a boolean` becomes `invalid type, expected a
+/// boolean` (what was sent may be a secret: an unseal key in the wrong field).
+fn quiet(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    for kind in ["invalid type", "invalid value", "invalid length"] {
+        if text.starts_with(kind) {
+            return match text.find(", expected ") {
+                Some(i) => format!("{kind}{}", &text[i..]),
+                None => format!("{kind} at line {} column {}", e.line(), e.column()),
+            };
+        }
+    }
+    text
 }
 
 fn too_large(limit: usize) -> ApiError {
@@ -723,6 +740,19 @@ mod tests {
         for bad in ["/v1/x?list=%zz", "/v1/x?x=%2&list=true", "/v1/x?%+1=x"] {
             assert!(q(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn typed_body_errors_do_not_quote_values() {
+        #[derive(Debug, Default, serde::Deserialize)]
+        struct Reset {
+            #[serde(default)]
+            #[allow(dead_code)]
+            reset: bool,
+        }
+        let e = typed_body::<Reset>(br#"{"reset": "SECRET-CANARY"}"#).unwrap_err();
+        let msg = &e.errors[0];
+        assert!(!msg.contains("CANARY") && msg.contains("invalid type, expected a boolean"), "{msg}");
     }
 
     #[test]

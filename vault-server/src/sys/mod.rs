@@ -100,7 +100,7 @@ static PATHS: &[PathSpec] = {
         PathSpec::new(ROTATE, &[Update]).sudo(),
         // `vault operator rotate` posts here (Vault >= 1.17, OpenBao).
         PathSpec::new(ROTATE_KEYRING, &[Update]).sudo(),
-        PathSpec::new(POLICIES, &[List, Read]),
+        PathSpec::new(POLICIES, &[List]),
         PathSpec::new(POLICIES_LEGACY, &[List, Read]),
         PathSpec::new(POLICY, &[Read, Update, Delete]).fields(&[Field::new("policy", FieldKind::String)]),
         PathSpec::new(POLICY_LEGACY, &[Read, Update, Delete])
