@@ -73,7 +73,7 @@ impl Hook for Recorder {
                 e.request_id.to_string(),
                 e.path.to_string(),
                 e.mount.to_string(),
-                e.caller.map(|c| c.accessor.clone()).unwrap_or_default(),
+                e.caller.map(|c| c.accessor().to_string()).unwrap_or_default(),
                 e.data.is_some(),
             ));
             Ok(())

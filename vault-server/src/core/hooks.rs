@@ -22,15 +22,34 @@ use serde_json::{Map, Value};
 use crate::logical::{BoxFuture, Operation};
 
 /// Who is calling, as far as the token tells (nothing secret: the accessor
-/// is the token's public handle).
-#[derive(Debug, Clone, Default)]
+/// is the token's public handle). Cheap to clone: it shares the token entry.
+#[derive(Clone)]
 pub struct Caller {
-    /// Token accessor (empty for unauthenticated requests).
-    pub accessor: String,
+    token: Arc<crate::auth::TokenEntry>,
+}
+
+impl Caller {
+    pub(crate) fn new(token: Arc<crate::auth::TokenEntry>) -> Self {
+        Self { token }
+    }
+    /// Token accessor.
+    pub fn accessor(&self) -> &str {
+        &self.token.accessor
+    }
     /// Token policies.
-    pub policies: Vec<String>,
+    pub fn policies(&self) -> &[String] {
+        &self.token.policies
+    }
     /// Identity entity (empty until identity exists).
-    pub entity_id: String,
+    pub fn entity_id(&self) -> &str {
+        ""
+    }
+}
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller").field("accessor", &self.accessor()).field("policies", &self.policies()).finish()
+    }
 }
 
 /// One request as hooks see it.
@@ -190,7 +209,7 @@ impl Hook for AccessLog {
                 mount = r.mount,
                 status = e.status,
                 duration_us = u64::try_from(e.duration.as_micros()).unwrap_or(u64::MAX),
-                accessor = r.caller.map_or("", |c| c.accessor.as_str()),
+                accessor = r.caller.map_or("", Caller::accessor),
                 remote = %r.remote.map(|a| a.to_string()).unwrap_or_default(),
                 "request"
             );

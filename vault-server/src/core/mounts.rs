@@ -200,7 +200,7 @@ impl std::fmt::Debug for Mounted {
 /// All mounts of both tables.
 #[derive(Debug, Default)]
 pub struct Router {
-    mounts: Vec<Mounted>,
+    mounts: Vec<Arc<Mounted>>,
     /// Storage revisions of the (secrets, auth) tables it was built from:
     /// revisions only grow, so they order routers built by racing reloads.
     revs: (Option<i64>, Option<i64>),
@@ -213,17 +213,17 @@ impl Router {
     }
 
     /// All mounts (built-ins first).
-    pub fn mounts(&self) -> &[Mounted] {
+    pub fn mounts(&self) -> &[Arc<Mounted>] {
         &self.mounts
     }
 
     /// The mounts of one table.
-    pub fn table(&self, t: Table) -> impl Iterator<Item = &Mounted> {
+    pub fn table(&self, t: Table) -> impl Iterator<Item = &Arc<Mounted>> {
         self.mounts.iter().filter(move |m| m.table == t)
     }
 
     /// The mount for `path` and the path relative to it.
-    pub fn route<'p>(&self, path: &'p str) -> Option<(&Mounted, &'p str)> {
+    pub fn route<'p>(&self, path: &'p str) -> Option<(&Arc<Mounted>, &'p str)> {
         self.mounts
             .iter()
             .filter_map(|m| {
@@ -240,7 +240,7 @@ impl Router {
     }
 
     /// The mount of `table` at exactly `path` (normalized, trailing slash).
-    pub fn get(&self, table: Table, path: &str) -> Option<&Mounted> {
+    pub fn get(&self, table: Table, path: &str) -> Option<&Arc<Mounted>> {
         self.table(table).find(|m| m.entry.path == path)
     }
 
@@ -302,9 +302,9 @@ pub async fn load_router(core: &Core, u: &Unsealed, previous: Option<&Router>) -
 /// The live mount for a row: the previous backend when the row is the same
 /// mount with the same settings (a new description does not matter),
 /// otherwise a new one from the catalog.
-fn mounted(core: &Core, table: Table, entry: MountEntry, previous: Option<&Router>) -> Result<Mounted, CoreError> {
+fn mounted(core: &Core, table: Table, entry: MountEntry, previous: Option<&Router>) -> Result<Arc<Mounted>, CoreError> {
     let route_path = format!("{}{}", table.route_prefix(), entry.path);
-    let same = |m: &&Mounted| {
+    let same = |m: &&Arc<Mounted>| {
         m.table == table
             && m.entry.uuid == entry.uuid
             && m.entry.path == entry.path
@@ -313,7 +313,7 @@ fn mounted(core: &Core, table: Table, entry: MountEntry, previous: Option<&Route
             && m.entry.config == entry.config
     };
     if let Some(m) = previous.and_then(|r| r.mounts.iter().find(same)) {
-        return Ok(Mounted { route_path, table, entry, backend: m.backend.clone() });
+        return Ok(Arc::new(Mounted { route_path, table, entry, backend: m.backend.clone() }));
     }
     let ctx = EngineContext {
         view: View::new(core.barrier.clone(), format!("{}{}/", table.data_prefix(), entry.uuid)),
@@ -324,7 +324,7 @@ fn mounted(core: &Core, table: Table, entry: MountEntry, previous: Option<&Route
         lockout: core.lockout().clone(),
     };
     let backend = core.catalog().build(table, ctx)?;
-    Ok(Mounted { route_path, table, entry, backend })
+    Ok(Arc::new(Mounted { route_path, table, entry, backend }))
 }
 
 fn build_router(
@@ -335,18 +335,18 @@ fn build_router(
 ) -> Result<Router, CoreError> {
     let me = core.arc().ok_or_else(|| CoreError::Internal("core dropped".into()))?;
     let mut mounts = vec![
-        Mounted {
+        Arc::new(Mounted {
             entry: MountEntry::system(),
             table: Table::Secrets,
             route_path: "sys/".into(),
             backend: Arc::new(crate::sys::SystemBackend::new(Arc::downgrade(&me))),
-        },
-        Mounted {
+        }),
+        Arc::new(Mounted {
             entry: MountEntry::token(),
             table: Table::Auth,
             route_path: "auth/token/".into(),
             backend: Arc::new(crate::auth::token_backend::TokenBackend::new(Arc::downgrade(&me))),
-        },
+        }),
     ];
     for entry in secrets {
         mounts.push(mounted(core, Table::Secrets, entry, previous)?);

@@ -23,7 +23,7 @@ use super::{Core, CoreError};
 /// A request that passed routing, authentication and the capability check,
 /// whose body has not been read yet.
 pub struct Prepared {
-    mounted: Mounted,
+    mounted: Arc<Mounted>,
     rel: String,
     full_path: String,
     op: Operation,
@@ -221,12 +221,14 @@ impl Core {
         // Create or update? Only the policy check can tell them apart for a
         // backend that handles both alike; when the policy grants both, the
         // existence read (a storage round trip on a write's hot path) is moot.
-        let moot = m.backend.create_is_update()
-            && acl.allows(&full_path, Operation::Create, sudo)
-            && acl.allows(&full_path, Operation::Update, sudo);
+        let moot = || {
+            m.backend.create_is_update()
+                && acl.allows(&full_path, Operation::Create, sudo)
+                && acl.allows(&full_path, Operation::Update, sudo)
+        };
         if op == Operation::Update
             && existence_check
-            && !moot
+            && !moot()
             && let Some(false) = m.backend.exists(&u, rel).await?
         {
             op = Operation::Create;
@@ -235,8 +237,7 @@ impl Core {
             return Err(LogicalError::PermissionDenied.into());
         }
         let token_value = (m.entry.kind == "token").then(|| token.map(|t| Zeroizing::new(t.to_string()))).flatten();
-        let caller =
-            Caller { accessor: entry.accessor.clone(), policies: entry.policies.clone(), entity_id: String::new() };
+        let caller = Caller::new(entry.clone());
         let (mounted, rel) = (m.clone(), rel.to_string());
         let access = Access::Token { entry, acl, sudo, token_value };
         Ok(Prepared { mounted, rel, full_path, op, client_addr, access, caller: Some(caller), route })

@@ -45,7 +45,8 @@ pub fn uuid() -> String {
         // Cannot fail: the slice is exactly twice the bytes' length.
         let _ = hex::encode_to_slice(&b[bytes], &mut out[at..at + len]);
     }
-    String::from_utf8_lossy(&out).into_owned()
+    // ASCII by construction: the conversion cannot fail.
+    String::from_utf8(out.to_vec()).unwrap_or_default()
 }
 
 /// `len` characters drawn uniformly from `[0-9A-Za-z]` (rejection sampling,

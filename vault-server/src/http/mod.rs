@@ -67,22 +67,30 @@ pub(crate) fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Respo
         Ok(b) => b,
         Err(_) => b"{\"errors\":[\"internal error\"]}".to_vec(),
     };
-    let mut r = (status, bytes).into_response();
-    set_common_headers(r.headers_mut());
+    let mut r = Response::new(Body::from(bytes));
+    *r.status_mut() = status;
+    *r.headers_mut() = response_headers();
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
 
 fn no_content() -> Response {
-    let mut r = StatusCode::NO_CONTENT.into_response();
-    set_common_headers(r.headers_mut());
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    *r.headers_mut() = response_headers();
     r
 }
 
+/// A header map for an answer: the common headers, and room for the
+/// content type, the request id and the length (sized once: growing a
+/// header map rehashes it, which costs more than the rest of `sys/health`).
+fn response_headers() -> HeaderMap {
+    let mut h = HeaderMap::with_capacity(10);
+    set_common_headers(&mut h);
+    h
+}
+
 fn set_common_headers(h: &mut HeaderMap) {
-    // Room for these, the request id and Content-Length at once (growing
-    // the map later rehashes it).
-    h.reserve(8);
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
@@ -103,7 +111,7 @@ fn token(headers: &HeaderMap) -> Option<&str> {
 
 /// Percent-decode a URL path (hvac percent-quotes mount paths).
 fn decode_path(raw: &str) -> Result<String, ApiError> {
-    let path = percent_decode(raw, "path")?;
+    let path = if raw.contains('%') { percent_decode(raw, "path")? } else { raw.to_string() };
     // No Vault path has a control character; storage refuses them too.
     if path.chars().any(char::is_control) {
         return Err(ApiError::bad_request("path must not contain control characters"));
@@ -557,7 +565,8 @@ async fn run(
     seen.op = op;
     let prepared = state.core.prepare(token(&headers), op, path, Some(peer.ip())).await?;
     seen.op = prepared.op();
-    seen.path = prepared.path().to_string();
+    seen.path.clear();
+    seen.path.push_str(prepared.path());
     seen.mount = prepared.mount().to_string();
     seen.mount_type = prepared.mount_type().to_string();
     seen.caller = prepared.caller().cloned();
@@ -602,10 +611,7 @@ async fn run(
         _ => query,
     };
     state.core.hooks().request(&seen.event(request_id, Some(&data))).await.map_err(refused)?;
-    let mut path = prepared.path().to_string();
-    if op == Operation::List && !path.ends_with('/') {
-        path.push('/');
-    }
+    // `seen.path` is the canonical path (a LIST's ends in `/`).
     let handled = state.core.execute(prepared, data, None).await?;
     // The hooks see the response data only when one of them asks for it
     // (the copy costs on every read otherwise).
@@ -617,7 +623,7 @@ async fn run(
         }
         _ => None,
     };
-    Ok((logical_response(&path, handled, request_id), shown))
+    Ok((logical_response(&seen.path, handled, request_id), shown))
 }
 
 /// A hook refused the request: nothing ran (Vault answers 500 when no audit
