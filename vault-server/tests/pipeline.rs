@@ -557,3 +557,26 @@ async fn create_and_update_stay_apart_and_lists_need_list() {
     assert_eq!(call(&app, "GET", "sys/policies/acl", Some(ROOT), Body::empty()).await.0, 405);
     assert_eq!(call(&app, "LIST", "sys/policies/acl", Some(ROOT), Body::empty()).await.0, 200);
 }
+
+/// A request answered without its body being read (denied before the read)
+/// says `Connection: close`: the unread body is still on the connection, so
+/// it cannot carry another request, and a client must not reuse it (hvac
+/// saw "remote end closed connection without response").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unread_body_closes_the_connection_and_says_so() {
+    let (_d, _core, app) = dev().await;
+    let send = |token: Option<&'static str>, body: &'static str| {
+        let app = app.clone();
+        async move {
+            let mut req = request("POST", "secret/data/app", token, Body::from(body));
+            req.headers_mut().insert("content-length", body.len().to_string().parse().unwrap());
+            let resp = app.oneshot(req).await.unwrap();
+            (resp.status().as_u16(), resp.headers().get("connection").map(|v| v.to_str().unwrap().to_string()))
+        }
+    };
+    let body = r#"{"data":{"k":"v"}}"#;
+    assert_eq!(send(Some("hvs.nope"), body).await, (403, Some("close".into())), "denied, body unread");
+    assert_eq!(send(Some(ROOT), body).await, (200, None), "read: the connection stays");
+    let resp = app.clone().oneshot(request("GET", "sys/health", None, Body::empty())).await.unwrap();
+    assert!(resp.headers().get("connection").is_none(), "no body, nothing to close for");
+}

@@ -331,8 +331,11 @@ async fn dispatch(State(state): State<AppState>, req: HttpRequest) -> Response {
     // the hooks, and on every log line written while it runs (the span).
     let request_id = random::uuid();
     let span = tracing::info_span!("request", request_id = %request_id);
+    // A body the pipeline may leave unread (denied before reading it).
+    let has_body = parts.headers.get(header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0")
+        || parts.headers.contains_key(header::TRANSFER_ENCODING);
     let incoming = Incoming { peer, method: parts.method, uri: parts.uri, headers: parts.headers, body };
-    let result = handle(&state, &request_id, started, incoming).instrument(span).await;
+    let (result, body_read) = handle(&state, &request_id, started, incoming).instrument(span).await;
     let mut r = match result {
         Ok(r) => r,
         Err(e) => {
@@ -345,6 +348,12 @@ async fn dispatch(State(state): State<AppState>, req: HttpRequest) -> Response {
             r
         }
     };
+    if http1 && has_body && !body_read {
+        // The unread body is still on the connection: hyper will close it
+        // after this answer, so say so (a client reusing it would see its
+        // next request dropped).
+        r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         r.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
@@ -379,6 +388,9 @@ fn is_wrapping_path(path: &str) -> bool {
 /// the request is understood, complete once it is routed).
 struct Seen {
     op: Operation,
+    /// The request body was read to its end (else an HTTP/1 connection
+    /// cannot carry another request: the answer says `Connection: close`).
+    body_read: bool,
     path: String,
     template: &'static str,
     mount: String,
@@ -392,6 +404,7 @@ impl Seen {
     fn placeholder() -> Self {
         Seen {
             op: Operation::Read,
+            body_read: false,
             path: String::new(),
             template: "",
             mount: String::new(),
@@ -445,9 +458,10 @@ async fn handle(
     request_id: &str,
     started: std::time::Instant,
     incoming: Incoming,
-) -> Result<Response, ApiError> {
+) -> (Result<Response, ApiError>, bool) {
     let seen = Seen {
         op: operation(&incoming.method, false).unwrap_or(Operation::Read),
+        body_read: false,
         path: incoming.uri.path().strip_prefix("/v1/").unwrap_or_default().to_string(),
         template: "",
         mount: String::new(),
@@ -468,7 +482,7 @@ async fn handle(
     let event = ResponseEvent { request: &request, status, duration: started.elapsed(), data, errors: &errors };
     state.core.hooks().response(&event).await;
     pending.done = true;
-    result.map(|(r, _)| r)
+    (result.map(|(r, _)| r), pending.seen.body_read)
 }
 
 /// Status the hooks see for a request whose client went away first
@@ -550,6 +564,7 @@ async fn run(
         seen.mount_type = "system".into();
         state.core.hooks().request(&seen.event(request_id, None)).await.map_err(refused)?;
         let (body, _budget) = read_body(body, state.max_body, state.body_stall, &state.in_flight, peer.ip()).await?;
+        seen.body_read = true;
         let r = sys_raw::handle(&state.core, &method, &path, &uri, &headers, &body, peer.ip()).await?;
         return Ok((r, None));
     }
@@ -596,6 +611,7 @@ async fn run(
         Operation::Update | Operation::Patch | Operation::Delete => {
             let (body, mut held) =
                 read_body(body, state.max_body, state.body_stall, &state.in_flight, peer.ip()).await?;
+            seen.body_read = true;
             charge_parsed(state, &mut held, peer.ip(), &body)?;
             _held = held;
             if op == Operation::Delete {
