@@ -169,6 +169,9 @@ impl Hooks {
     /// Run every hook's `on_request`; the first refusal wins.
     pub async fn request(&self, event: &RequestEvent<'_>) -> Result<(), HookError> {
         let current = self.current();
+        if current.watching_requests.is_empty() {
+            return Ok(());
+        }
         for h in &current.watching_requests {
             h.on_request(event).await?;
         }

@@ -393,8 +393,8 @@ struct Seen {
     body_read: bool,
     path: String,
     template: &'static str,
-    mount: String,
-    mount_type: String,
+    mount: std::borrow::Cow<'static, str>,
+    mount_type: std::borrow::Cow<'static, str>,
     caller: Option<Caller>,
     remote: std::net::IpAddr,
 }
@@ -407,8 +407,8 @@ impl Seen {
             body_read: false,
             path: String::new(),
             template: "",
-            mount: String::new(),
-            mount_type: String::new(),
+            mount: "".into(),
+            mount_type: "".into(),
             caller: None,
             remote: std::net::Ipv4Addr::UNSPECIFIED.into(),
         }
@@ -464,8 +464,8 @@ async fn handle(
         body_read: false,
         path: incoming.uri.path().strip_prefix("/v1/").unwrap_or_default().to_string(),
         template: "",
-        mount: String::new(),
-        mount_type: String::new(),
+        mount: "".into(),
+        mount_type: "".into(),
         caller: None,
         remote: incoming.peer.ip(),
     };
@@ -582,8 +582,8 @@ async fn run(
     seen.op = prepared.op();
     seen.path.clear();
     seen.path.push_str(prepared.path());
-    seen.mount = prepared.mount().to_string();
-    seen.mount_type = prepared.mount_type().to_string();
+    seen.mount = prepared.mount().to_string().into();
+    seen.mount_type = prepared.mount_type().to_string().into();
     seen.caller = prepared.caller().cloned();
     seen.template = prepared.template();
 
