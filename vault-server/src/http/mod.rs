@@ -17,7 +17,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request as HttpRequest, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, Version, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -99,7 +99,7 @@ fn set_common_headers(h: &mut HeaderMap) {
 
 /// The caller's token: `X-Vault-Token`, else `Authorization: Bearer`.
 fn token(headers: &HeaderMap) -> Option<&str> {
-    if let Some(t) = headers.get("x-vault-token").and_then(|v| v.to_str().ok()) {
+    if let Some(t) = headers.get(&VAULT_TOKEN).and_then(|v| v.to_str().ok()) {
         return Some(t.trim());
     }
     headers
@@ -355,7 +355,7 @@ async fn dispatch(State(state): State<AppState>, req: HttpRequest) -> Response {
         r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
-        r.headers_mut().insert(REQUEST_ID_HEADER, v);
+        r.headers_mut().insert(HeaderName::from_static(REQUEST_ID_HEADER), v);
     }
     r
 }
@@ -363,12 +363,17 @@ async fn dispatch(State(state): State<AppState>, req: HttpRequest) -> Response {
 /// The response header carrying the request id.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+// Header names looked up on every request, made once (a `&str` name is
+// parsed and checked on each lookup).
+static VAULT_TOKEN: HeaderName = HeaderName::from_static("x-vault-token");
+static WRAP_TTL: HeaderName = HeaderName::from_static("x-vault-wrap-ttl");
+
 /// `X-Vault-Wrap-TTL` asks for response wrapping, which this server does
 /// not implement: answering in the clear (with `wrap_info: null`) would hand
 /// the secret to whoever relays the response (an orchestrator doing secure
 /// introduction), so such requests are refused before anything runs.
 fn refuse_wrapping(headers: &HeaderMap) -> Result<(), ApiError> {
-    if headers.contains_key("x-vault-wrap-ttl") {
+    if headers.contains_key(&WRAP_TTL) {
         return Err(ApiError::bad_request(
             "response wrapping is not supported by this server: remove the X-Vault-Wrap-TTL header",
         ));
