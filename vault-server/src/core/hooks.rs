@@ -53,7 +53,7 @@ impl std::fmt::Debug for Caller {
 }
 
 /// One request as hooks see it.
-#[derive(Debug)]
+/// `Debug` shows the data's field names, never their values (secrets).
 pub struct RequestEvent<'a> {
     /// The request id (also `request_id` in the answer and `X-Request-Id`).
     pub request_id: &'a str,
@@ -77,7 +77,7 @@ pub struct RequestEvent<'a> {
 }
 
 /// How a request ended, as hooks see it.
-#[derive(Debug)]
+/// `Debug` shows the data's field names, never their values (secrets).
 pub struct ResponseEvent<'a> {
     /// The request.
     pub request: &'a RequestEvent<'a>,
@@ -89,6 +89,37 @@ pub struct ResponseEvent<'a> {
     pub data: Option<&'a Map<String, Value>>,
     /// Error messages, when the request failed.
     pub errors: &'a [String],
+}
+
+fn data_keys(data: Option<&Map<String, Value>>) -> Option<Vec<&String>> {
+    data.map(|d| d.keys().collect())
+}
+
+impl std::fmt::Debug for RequestEvent<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestEvent")
+            .field("request_id", &self.request_id)
+            .field("op", &self.op)
+            .field("path", &self.path)
+            .field("route", &self.route)
+            .field("mount", &self.mount)
+            .field("caller", &self.caller)
+            .field("remote", &self.remote)
+            .field("data_keys", &data_keys(self.data))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for ResponseEvent<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseEvent")
+            .field("request", &self.request)
+            .field("status", &self.status)
+            .field("duration", &self.duration)
+            .field("data_keys", &data_keys(self.data))
+            .field("errors", &self.errors)
+            .finish()
+    }
 }
 
 /// Why a hook refused a request.
@@ -327,6 +358,18 @@ mod tests {
             remote: None,
             data: None,
         }
+    }
+
+    #[test]
+    fn debug_never_shows_data_values() {
+        let mut data = Map::new();
+        data.insert("password".into(), "CANARY-SECRET".into());
+        let mut e = event();
+        e.data = Some(&data);
+        let shown = format!("{e:?}");
+        assert!(shown.contains("password") && !shown.contains("CANARY"), "{shown}");
+        let r = ResponseEvent { request: &e, status: 200, duration: Duration::ZERO, data: Some(&data), errors: &[] };
+        assert!(!format!("{r:?}").contains("CANARY"));
     }
 
     #[tokio::test]
