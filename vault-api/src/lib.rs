@@ -126,7 +126,7 @@ pub struct SealStatus {
 }
 
 /// `GET sys/health` body.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
     /// Initialized?
     pub initialized: bool,

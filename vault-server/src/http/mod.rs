@@ -40,6 +40,8 @@ pub struct AppState {
     body_stall: Duration,
     /// Request body bytes buffered by all requests together.
     in_flight: Arc<budget::Budget>,
+    /// The last `sys/health` body, rendered once per second and state.
+    health: Arc<sys_raw::RenderedHealth>,
 }
 
 /// The application: every request goes through [`dispatch`]. `body_stall`
@@ -57,16 +59,26 @@ pub fn router(
         max_body,
         body_stall,
         in_flight: Arc::new(budget::Budget::new(in_flight_bytes, max_body, max_connections)),
+        health: Arc::default(),
     })
 }
 
 /// A JSON response with Vault's headers. The content type is exactly
 /// `application/json` (hvac compares it literally) and nothing is cached.
 pub(crate) fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
-    let bytes = match serde_json::to_vec(body) {
-        Ok(b) => b,
-        Err(_) => b"{\"errors\":[\"internal error\"]}".to_vec(),
-    };
+    json_bytes_response(status, to_json(body))
+}
+
+/// `body` as JSON; a value that cannot be serialized becomes a generic error.
+fn to_json<T: Serialize>(body: &T) -> bytes::Bytes {
+    match serde_json::to_vec(body) {
+        Ok(b) => b.into(),
+        Err(_) => bytes::Bytes::from_static(b"{\"errors\":[\"internal error\"]}"),
+    }
+}
+
+/// A response carrying `bytes`, already JSON, with Vault's headers.
+fn json_bytes_response(status: StatusCode, bytes: bytes::Bytes) -> Response {
     let mut r = Response::new(Body::from(bytes));
     *r.status_mut() = status;
     *r.headers_mut() = response_headers();
@@ -570,7 +582,7 @@ async fn run(
         state.core.hooks().request(&seen.event(request_id, None)).await.map_err(refused)?;
         let (body, _budget) = read_body(body, state.max_body, state.body_stall, &state.in_flight, peer.ip()).await?;
         seen.body_read = true;
-        let r = sys_raw::handle(&state.core, &method, &path, &uri, &headers, &body, peer.ip()).await?;
+        let r = sys_raw::handle(state, &method, &path, &uri, &headers, &body, peer.ip()).await?;
         return Ok((r, None));
     }
 

@@ -9,7 +9,10 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-use super::{ApiError, json_response, no_content, query_map, set_common_headers, token, typed_body};
+use super::{
+    ApiError, AppState, json_bytes_response, json_response, no_content, query_map, set_common_headers, to_json, token,
+    typed_body,
+};
 use crate::core::Core;
 use crate::logical::Operation;
 use crate::logical::fields::parse_bool;
@@ -45,7 +48,7 @@ pub(super) fn is_raw(path: &str) -> bool {
 
 /// Serve `path`, one of the raw endpoints ([`is_raw`]).
 pub(super) async fn handle(
-    core: &Arc<Core>,
+    state: &AppState,
     method: &Method,
     path: &str,
     uri: &Uri,
@@ -53,6 +56,7 @@ pub(super) async fn handle(
     body: &[u8],
     peer: std::net::IpAddr,
 ) -> Result<Response, ApiError> {
+    let core = &state.core;
     let path = path.trim_end_matches('/');
     let m = method.as_str();
     let write = m == "PUT" || m == "POST";
@@ -69,7 +73,7 @@ pub(super) async fn handle(
             core.seal_with_token(token(headers), Some(peer)).await?;
             Ok(no_content())
         }
-        "sys/health" if m == "GET" || m == "HEAD" => Ok(health(core, m == "HEAD", uri).await?),
+        "sys/health" if m == "GET" || m == "HEAD" => Ok(health(core, &state.health, m == "HEAD", uri).await?),
         // Key ceremonies: the core decides whether the caller needs a token
         // (with `sudo`) before the body is even parsed.
         "sys/rekey/init" => {
@@ -140,7 +144,29 @@ const HEALTH_FLAGS: &[&str] = &["standbyok", "perfstandbyok"];
 /// final codes 200-599 are accepted: a 1xx would be an interim response (or
 /// a protocol switch) and is not a health answer, and hyper cannot send
 /// anything above 599 in a way clients agree on.
-async fn health(core: &Arc<Core>, head: bool, uri: &Uri) -> Result<Response, ApiError> {
+/// The last `sys/health` body and the state it shows. Probes ask many times a
+/// second and the state changes at most once a second (`server_time_utc`),
+/// so the body is rendered again only when the freshly read state differs
+/// from the one rendered: a cached body is never a stale one.
+#[derive(Debug, Default)]
+pub(super) struct RenderedHealth(std::sync::Mutex<Option<(vault_api::Health, bytes::Bytes)>>);
+
+impl RenderedHealth {
+    fn body(&self, h: vault_api::Health) -> bytes::Bytes {
+        // A contended lock is not waited for: rendering is cheaper.
+        let Ok(mut last) = self.0.try_lock() else { return to_json(&h) };
+        match &*last {
+            Some((shown, body)) if *shown == h => body.clone(),
+            _ => {
+                let body = to_json(&h);
+                *last = Some((h, body.clone()));
+                body
+            }
+        }
+    }
+}
+
+async fn health(core: &Arc<Core>, rendered: &RenderedHealth, head: bool, uri: &Uri) -> Result<Response, ApiError> {
     let q = query_map(uri)?;
     let mut codes = std::collections::HashMap::new();
     for &name in HEALTH_CODES {
@@ -179,7 +205,7 @@ async fn health(core: &Arc<Core>, head: bool, uri: &Uri) -> Result<Response, Api
         set_common_headers(r.headers_mut());
         return Ok(r);
     }
-    Ok(json_response(status, &h))
+    Ok(json_bytes_response(status, rendered.body(h)))
 }
 
 /// The operation a ceremony status/start/cancel endpoint performs, for the
@@ -195,4 +221,44 @@ fn ceremony_op(method: &str) -> Option<Operation> {
 
 fn ok<T: serde::Serialize>(v: &T) -> Response {
     json_response(StatusCode::OK, v)
+}
+
+#[cfg(test)]
+mod rendered_health_tests {
+    use super::*;
+
+    fn health(sealed: bool, time: i64) -> vault_api::Health {
+        vault_api::Health {
+            initialized: true,
+            sealed,
+            standby: sealed,
+            performance_standby: false,
+            replication_performance_mode: "disabled".into(),
+            replication_dr_mode: "disabled".into(),
+            server_time_utc: time,
+            version: "test".into(),
+            enterprise: false,
+            cluster_name: (!sealed).then(|| "c".into()),
+            cluster_id: (!sealed).then(|| "id".into()),
+            echo_duration_ms: 0,
+            clock_skew_ms: 0,
+            replication_primary_canary_age_ms: 0,
+        }
+    }
+
+    fn parsed(b: bytes::Bytes) -> vault_api::Health {
+        serde_json::from_slice(&b).expect("health body is JSON")
+    }
+
+    /// A cached body is reused only for the very state it shows: a seal,
+    /// an unseal or the next second is rendered at once, never served stale.
+    #[test]
+    fn a_rendered_body_is_never_stale() {
+        let r = RenderedHealth::default();
+        assert_eq!(parsed(r.body(health(false, 100))), health(false, 100));
+        assert_eq!(parsed(r.body(health(false, 100))), health(false, 100));
+        assert_eq!(parsed(r.body(health(true, 100))), health(true, 100));
+        assert_eq!(parsed(r.body(health(false, 100))), health(false, 100));
+        assert_eq!(parsed(r.body(health(false, 101))), health(false, 101));
+    }
 }
