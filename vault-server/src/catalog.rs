@@ -13,6 +13,7 @@ pub fn builtin() -> Catalog {
         .with_secrets("generic", engines::kv_factory)
         .with_secrets("kv-v1", engines::kv_factory)
         .with_secrets("kv-v2", engines::kv_factory)
+        .with_secrets("transit", engines::transit::factory)
         .with_auth("approle", methods::approle_factory)
         .with_auth("userpass", methods::userpass_factory)
         .with_auth("jwt", methods::jwt_factory)

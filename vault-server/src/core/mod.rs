@@ -712,6 +712,19 @@ impl Core {
             seal_wrap: false,
         };
         self.mount(&u, Table::Secrets, entry).await?;
+        // ...and `transit/` beside it (encryption as a service).
+        let transit = MountEntry {
+            path: "transit/".into(),
+            kind: "transit".into(),
+            description: "encryption as a service".into(),
+            accessor: String::new(),
+            uuid: String::new(),
+            config: mounts::MountConfig::default(),
+            options: None,
+            local: false,
+            seal_wrap: false,
+        };
+        self.mount(&u, Table::Secrets, transit).await?;
         Ok((key_b64, token))
     }
 

@@ -649,7 +649,9 @@ async fn run(
     // The hooks see the response data only when one of them asks for it
     // (the copy costs on every read otherwise).
     let shown = match &handled.response {
-        logical::Response::Data { data: Some(d), .. } | logical::Response::NotFoundWithData(d)
+        logical::Response::Data { data: Some(d), .. }
+        | logical::Response::NotFoundWithData(d)
+        | logical::Response::DataWithStatus(_, d)
             if state.core.hooks().want_response_data() =>
         {
             Some(d.clone())
@@ -693,6 +695,10 @@ fn logical_response(path: &str, handled: crate::core::request::Handled, request_
         }
         logical::Response::NotFoundWithData(data) => {
             envelope(path, StatusCode::NOT_FOUND, Some(data), None, Vec::new(), handled.mount_type, request_id)
+        }
+        logical::Response::DataWithStatus(status, data) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+            envelope(path, status, Some(data), None, Vec::new(), handled.mount_type, request_id)
         }
         logical::Response::Data { data, auth, warnings } => {
             envelope(path, StatusCode::OK, data, auth, warnings, handled.mount_type, request_id)

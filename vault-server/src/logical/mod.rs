@@ -184,6 +184,10 @@ pub enum Response {
     /// Nothing readable here, but what is known about the path is returned
     /// (KV v2: a deleted or destroyed version answers 404 with its metadata).
     NotFoundWithData(Map<String, Value>),
+    /// Data with another status than 200: a batch in which some items failed
+    /// answers 400 with every item's result (Vault's rule), or the status
+    /// the caller chose for partial failures.
+    DataWithStatus(u16, Map<String, Value>),
     /// Raw bytes or a byte stream with a content type, instead of the
     /// envelope (status 200).
     Raw {
@@ -207,6 +211,9 @@ impl std::fmt::Debug for Response {
             Response::NoContent => f.write_str("NoContent"),
             Response::NotFoundWithData(d) => {
                 f.debug_tuple("NotFoundWithData").field(&d.keys().collect::<Vec<_>>()).finish()
+            }
+            Response::DataWithStatus(status, d) => {
+                f.debug_tuple("DataWithStatus").field(status).field(&d.keys().collect::<Vec<_>>()).finish()
             }
             Response::Raw { content_type, .. } => f.debug_struct("Raw").field("content_type", content_type).finish(),
         }

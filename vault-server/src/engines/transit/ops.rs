@@ -1,0 +1,669 @@
+//! The operations: encrypt, decrypt, rewrap, datakey, hmac, sign, verify
+//! (single or `batch_input`), and the keyless random and hash.
+//!
+//! Batches follow Vault: every item gets a result, an item that fails gets
+//! an `error` and never fails the others. For encrypt, decrypt and rewrap a
+//! batch with a failed item answers 400 (with every result), unless
+//! `partial_failure_response_code` names another status and at least one
+//! item succeeded; hmac, sign and verify batches answer 200.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
+use serde_json::{Map, Value};
+use zeroize::Zeroizing;
+
+use super::Transit;
+use super::crypto::{self, HashAlg, Marshaling};
+use super::key::TransitKey;
+use crate::barrier::Unsealed;
+use crate::keys::{KeyMaterial, KeyVersion, SecretBytes};
+use crate::logical::fields;
+use crate::logical::{LogicalError, Response};
+
+/// Why one item failed: shown to the caller (never holds secret bytes).
+#[derive(Debug)]
+pub(super) struct ItemError(String);
+
+impl ItemError {
+    fn new(msg: impl Into<String>) -> Self {
+        Self(msg.into())
+    }
+}
+
+impl From<crypto::CryptoError> for ItemError {
+    fn from(e: crypto::CryptoError) -> Self {
+        Self(e.to_string())
+    }
+}
+
+impl From<crate::keys::KeyError> for ItemError {
+    fn from(e: crate::keys::KeyError) -> Self {
+        Self(e.to_string())
+    }
+}
+
+type ItemResult = Result<Map<String, Value>, ItemError>;
+
+fn bad(msg: impl Into<String>) -> LogicalError {
+    LogicalError::InvalidRequest(msg.into())
+}
+
+/// Largest `batch_input` accepted (the body limit bounds it too).
+const MAX_BATCH: usize = 100_000;
+
+/// The items of a request: `batch_input` objects, or the request itself.
+fn items(data: &Map<String, Value>) -> Result<Option<Vec<Map<String, Value>>>, LogicalError> {
+    match data.get("batch_input") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(a)) => {
+            if a.is_empty() {
+                return Err(bad("missing batch input to process"));
+            }
+            if a.len() > MAX_BATCH {
+                return Err(bad(format!("batch_input holds more than {MAX_BATCH} items")));
+            }
+            a.iter()
+                .map(|v| match v {
+                    Value::Object(m) => Ok(m.clone()),
+                    _ => Err(bad("every batch_input item must be a JSON object")),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some)
+        }
+        Some(_) => Err(bad("batch_input must be a list of objects")),
+    }
+}
+
+fn text<'a>(item: &'a Map<String, Value>, field: &str) -> Result<Option<&'a str>, ItemError> {
+    match item.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.as_str())),
+        Some(_) => Err(ItemError::new(format!("'{field}' must be a string"))),
+    }
+}
+
+fn b64_field(item: &Map<String, Value>, field: &str) -> Result<Option<Zeroizing<Vec<u8>>>, ItemError> {
+    match text(item, field)? {
+        None => Ok(None),
+        Some(s) => B64
+            .decode(s.as_bytes())
+            .map(|b| Some(Zeroizing::new(b)))
+            .map_err(|_| ItemError::new(format!("failed to base64-decode {field}"))),
+    }
+}
+
+fn item_version(item: &Map<String, Value>) -> Result<u32, ItemError> {
+    match item.get("key_version") {
+        None | Some(Value::Null) => Ok(0),
+        Some(v) => {
+            let n = match v {
+                Value::Number(n) => n.as_u64(),
+                Value::String(s) => s.parse::<u64>().ok(),
+                _ => None,
+            };
+            n.and_then(|n| u32::try_from(n).ok()).ok_or_else(|| ItemError::new("invalid key_version"))
+        }
+    }
+}
+
+/// `vault:v{N}:{base64}` → (N, bytes).
+fn parse_versioned(s: &str, what: &str) -> Result<(u32, Vec<u8>), ItemError> {
+    let invalid = || ItemError::new(format!("invalid {what}: expected vault:v<version>:<base64>"));
+    let rest = s.strip_prefix("vault:v").ok_or_else(invalid)?;
+    let (v, body) = rest.split_once(':').ok_or_else(invalid)?;
+    let v: u32 = v.parse().ok().filter(|v| *v > 0).ok_or_else(invalid)?;
+    Ok((v, body.as_bytes().to_vec()))
+}
+
+fn decode_ciphertext(s: &str) -> Result<(u32, Vec<u8>), ItemError> {
+    let (v, body) = parse_versioned(s, "ciphertext")?;
+    let raw = B64.decode(&body).map_err(|_| ItemError::new("invalid ciphertext: could not decode base64"))?;
+    Ok((v, raw))
+}
+
+fn versioned(v: u32, bytes: &[u8]) -> String {
+    format!("vault:v{v}:{}", B64.encode(bytes))
+}
+
+/// The keys of one version for one request: the AEAD key (derived for
+/// `context` on derived keys) and, for convergent keys, the nonce key.
+struct UseKeys {
+    key: Zeroizing<Vec<u8>>,
+    nonce_key: Option<Zeroizing<Vec<u8>>>,
+}
+
+fn use_keys(k: &TransitKey, kv: &KeyVersion<SecretBytes>, context: Option<&[u8]>) -> Result<UseKeys, ItemError> {
+    let (secret, _) = crypto::split(k.kind, kv.material().as_bytes())?;
+    if !k.settings.derived {
+        if context.is_some_and(|c| !c.is_empty()) {
+            // Vault ignores a context on a key that is not derived.
+        }
+        return Ok(UseKeys { key: Zeroizing::new(secret.to_vec()), nonce_key: None });
+    }
+    let context = context.filter(|c| !c.is_empty()).ok_or_else(|| {
+        ItemError::new("missing 'context' for key derivation; the key was created using a derived key, which means additional, per-request information must be included in order to perform operations with the key")
+    })?;
+    let len = secret.len();
+    if k.settings.convergent_encryption {
+        let both = crypto::derive(secret, context, len + 32)?;
+        let (a, b) = both.split_at(len);
+        return Ok(UseKeys { key: Zeroizing::new(a.to_vec()), nonce_key: Some(Zeroizing::new(b.to_vec())) });
+    }
+    Ok(UseKeys { key: crypto::derive(secret, context, len)?, nonce_key: None })
+}
+
+/// Encrypt one plaintext with version `requested` (0: the default).
+fn seal_one(
+    k: &TransitKey,
+    requested: u32,
+    plaintext: &[u8],
+    context: Option<&[u8]>,
+    nonce: Option<&[u8]>,
+    aad: &[u8],
+) -> Result<(u32, String), ItemError> {
+    if !k.kind.is_aead() {
+        return Err(ItemError::new(format!("key type {} does not support encryption", k.kind.name())));
+    }
+    if nonce.is_some_and(|n| !n.is_empty()) {
+        return Err(ItemError::new("nonce provided when not allowed"));
+    }
+    let (v, kv) = k.ring.encryption_version(requested)?;
+    let keys = use_keys(k, kv, context)?;
+    let nonce = match &keys.nonce_key {
+        Some(nk) => Some(crypto::convergent_nonce(k.kind, nk, plaintext)?),
+        None => None,
+    };
+    let sealed = crypto::seal(k.kind, &keys.key, nonce.as_deref(), plaintext, aad)?;
+    // Counted per message, for the random-nonce bound (NIST SP 800-38D).
+    kv.count_encryptions(1);
+    Ok((v, versioned(v, &sealed)))
+}
+
+fn open_one(
+    k: &TransitKey,
+    ciphertext: &str,
+    context: Option<&[u8]>,
+    aad: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, ItemError> {
+    if !k.kind.is_aead() {
+        return Err(ItemError::new(format!("key type {} does not support decryption", k.kind.name())));
+    }
+    let (v, raw) = decode_ciphertext(ciphertext)?;
+    let kv = k.ring.decryption_version(v)?;
+    let keys = use_keys(k, kv, context)?;
+    Ok(crypto::open(k.kind, &keys.key, &raw, aad)?)
+}
+
+/// Answer a batch or a single item.
+fn answer(
+    data: &Map<String, Value>,
+    batch: bool,
+    results: Vec<ItemResult>,
+    references: Vec<Value>,
+    strict: bool,
+) -> Result<Response, LogicalError> {
+    if !batch {
+        return match results.into_iter().next() {
+            Some(Ok(m)) => Ok(Response::data(m)),
+            Some(Err(e)) => Err(LogicalError::InvalidRequest(e.0)),
+            None => Err(bad("nothing to process")),
+        };
+    }
+    let total = results.len();
+    let mut failed = 0;
+    let out: Vec<Value> = results
+        .into_iter()
+        .zip(references)
+        .map(|(r, reference)| {
+            let mut m = match r {
+                Ok(m) => m,
+                Err(e) => {
+                    failed += 1;
+                    let mut m = Map::new();
+                    m.insert("error".into(), e.0.into());
+                    m
+                }
+            };
+            m.insert("reference".into(), reference);
+            Value::Object(m)
+        })
+        .collect();
+    let mut m = Map::new();
+    m.insert("batch_results".into(), out.into());
+    if !strict || failed == 0 {
+        return Ok(Response::data(m));
+    }
+    let partial = fields::count(data, "partial_failure_response_code")?;
+    let status = match partial {
+        Some(code) if failed < total && (200..=599).contains(&code) => code as u16,
+        _ => 400,
+    };
+    Ok(if status == 200 { Response::data(m) } else { Response::DataWithStatus(status, m) })
+}
+
+fn references(list: &[Map<String, Value>]) -> Vec<Value> {
+    list.iter().map(|i| i.get("reference").cloned().unwrap_or_else(|| Value::String(String::new()))).collect()
+}
+
+/// The item list: `batch_input`, or the request's own fields as one item.
+fn work(data: &Map<String, Value>) -> Result<(bool, Vec<Map<String, Value>>), LogicalError> {
+    Ok(match items(data)? {
+        Some(list) => (true, list),
+        None => (false, vec![data.clone()]),
+    })
+}
+
+impl Transit {
+    /// The key `name`, or a 400 as Vault answers for a missing key.
+    async fn key(&self, u: &Unsealed, name: &str) -> Result<Arc<TransitKey>, LogicalError> {
+        self.keys.get(&self.view, u, name).await?.ok_or_else(|| bad("encryption key not found"))
+    }
+
+    pub(super) async fn encrypt(
+        &self,
+        u: &Unsealed,
+        name: &str,
+        data: &Map<String, Value>,
+    ) -> Result<Response, LogicalError> {
+        let (batch, list) = work(data)?;
+        let key = match self.keys.get(&self.view, u, name).await? {
+            Some(k) => k,
+            None => self.upsert(u, name, data, &list).await?,
+        };
+        let results = list
+            .iter()
+            .map(|item| {
+                let plaintext =
+                    b64_field(item, "plaintext")?.ok_or_else(|| ItemError::new("missing plaintext to encrypt"))?;
+                let context = b64_field(item, "context")?;
+                let nonce = b64_field(item, "nonce")?;
+                let aad = b64_field(item, "associated_data")?;
+                let requested =
+                    if batch && item.get("key_version").is_none() { item_version(data)? } else { item_version(item)? };
+                let (v, ct) = seal_one(
+                    &key,
+                    requested,
+                    &plaintext,
+                    context.as_deref().map(|c| &c[..]),
+                    nonce.as_deref().map(|n| &n[..]),
+                    aad.as_deref().map_or(&[][..], |a| &a[..]),
+                )?;
+                let mut m = Map::new();
+                m.insert("ciphertext".into(), ct.into());
+                m.insert("key_version".into(), v.into());
+                Ok(m)
+            })
+            .collect();
+        answer(data, batch, results, references(&list), true)
+    }
+
+    /// Vault creates the key on first encrypt (the policy check asked for
+    /// `create`): derived when a context is given.
+    async fn upsert(
+        &self,
+        u: &Unsealed,
+        name: &str,
+        data: &Map<String, Value>,
+        list: &[Map<String, Value>],
+    ) -> Result<Arc<TransitKey>, LogicalError> {
+        let mut params = Map::new();
+        for f in ["type", "convergent_encryption"] {
+            if let Some(v) = data.get(f) {
+                params.insert(f.into(), v.clone());
+            }
+        }
+        let derived = list.iter().any(|i| matches!(i.get("context"), Some(Value::String(s)) if !s.is_empty()));
+        if derived {
+            params.insert("derived".into(), true.into());
+        }
+        self.create(u, name, &params).await?;
+        self.key(u, name).await
+    }
+
+    pub(super) async fn decrypt(
+        &self,
+        u: &Unsealed,
+        name: &str,
+        data: &Map<String, Value>,
+    ) -> Result<Response, LogicalError> {
+        let (batch, list) = work(data)?;
+        let key = self.key(u, name).await?;
+        let results = list
+            .iter()
+            .map(|item| {
+                let ct = text(item, "ciphertext")?.ok_or_else(|| ItemError::new("missing ciphertext to decrypt"))?;
+                let context = b64_field(item, "context")?;
+                let aad = b64_field(item, "associated_data")?;
+                let plain =
+                    open_one(&key, ct, context.as_deref().map(|c| &c[..]), aad.as_deref().map_or(&[][..], |a| &a[..]))?;
+                let mut m = Map::new();
+                m.insert("plaintext".into(), B64.encode(&plain[..]).into());
+                Ok(m)
+            })
+            .collect();
+        answer(data, batch, results, references(&list), true)
+    }
+
+    pub(super) async fn rewrap(
+        &self,
+        u: &Unsealed,
+        name: &str,
+        data: &Map<String, Value>,
+    ) -> Result<Response, LogicalError> {
+        let (batch, list) = work(data)?;
+        let key = self.key(u, name).await?;
+        let results = list
+            .iter()
+            .map(|item| {
+                let ct = text(item, "ciphertext")?.ok_or_else(|| ItemError::new("missing ciphertext to decrypt"))?;
+                let context = b64_field(item, "context")?;
+                let aad = b64_field(item, "associated_data")?;
+                let context = context.as_deref().map(|c| &c[..]);
+                let aad = aad.as_deref().map_or(&[][..], |a| &a[..]);
+                let plain = open_one(&key, ct, context, aad)?;
+                let requested =
+                    if batch && item.get("key_version").is_none() { item_version(data)? } else { item_version(item)? };
+                let (v, ct) = seal_one(&key, requested, &plain, context, None, aad)?;
+                let mut m = Map::new();
+                m.insert("ciphertext".into(), ct.into());
+                m.insert("key_version".into(), v.into());
+                Ok(m)
+            })
+            .collect();
+        answer(data, batch, results, references(&list), true)
+    }
+
+    pub(super) async fn datakey(
+        &self,
+        u: &Unsealed,
+        name: &str,
+        kind: &str,
+        data: &Map<String, Value>,
+    ) -> Result<Response, LogicalError> {
+        let with_plaintext = match kind {
+            "plaintext" => true,
+            "wrapped" => false,
+            _ => return Err(bad("invalid type: must be \"plaintext\" or \"wrapped\"")),
+        };
+        let bits = fields::count(data, "bits")?.unwrap_or(256);
+        if !matches!(bits, 128 | 256 | 512) {
+            return Err(bad("invalid bit size: must be 128, 256 or 512"));
+        }
+        let key = self.key(u, name).await?;
+        let mut dk = Zeroizing::new(vec![0u8; (bits / 8) as usize]);
+        crate::crypto::random::fill(&mut dk);
+        let item = |e: ItemError| LogicalError::InvalidRequest(e.0);
+        let context = b64_field(data, "context").map_err(item)?;
+        let aad = b64_field(data, "associated_data").map_err(item)?;
+        let requested = item_version(data).map_err(item)?;
+        let (v, ct) = seal_one(
+            &key,
+            requested,
+            &dk,
+            context.as_deref().map(|c| &c[..]),
+            None,
+            aad.as_deref().map_or(&[][..], |a| &a[..]),
+        )
+        .map_err(item)?;
+        let mut m = Map::new();
+        m.insert("ciphertext".into(), ct.into());
+        m.insert("key_version".into(), v.into());
+        if with_plaintext {
+            m.insert("plaintext".into(), B64.encode(&dk[..]).into());
+        }
+        Ok(Response::data(m))
+    }
+
+    pub(super) async fn hmac(
+        &self,
+        u: &Unsealed,
+        name: &str,
+        path_alg: Option<&str>,
+        data: &Map<String, Value>,
+    ) -> Result<Response, LogicalError> {
+        let alg = hash_alg(path_alg, data, "algorithm")?;
+        let (batch, list) = work(data)?;
+        let key = self.key(u, name).await?;
+        let results = list
+            .iter()
+            .map(|item| {
+                let input = b64_field(item, "input")?.ok_or_else(|| ItemError::new("missing input for HMAC"))?;
+                let requested =
+                    if batch && item.get("key_version").is_none() { item_version(data)? } else { item_version(item)? };
+                let (v, kv) = key.ring.encryption_version(requested)?;
+                let (_, hk) = crypto::split(key.kind, kv.material().as_bytes())?;
+                let mac = crypto::hmac(alg, hk, &input)?;
+                let mut m = Map::new();
+                m.insert("hmac".into(), versioned(v, &mac).into());
+                Ok(m)
+            })
+            .collect();
+        answer(data, batch, results, references(&list), false)
+    }
+
+    pub(super) async fn sign(
+        &self,
+        u: &Unsealed,
+        name: &str,
+        path_alg: Option<&str>,
+        data: &Map<String, Value>,
+    ) -> Result<Response, LogicalError> {
+        let alg = hash_alg(path_alg, data, "hash_algorithm")?;
+        let marshaling = marshaling(data)?;
+        let prehashed = fields::boolean(data, "prehashed")?.unwrap_or(false);
+        let (batch, list) = work(data)?;
+        let key = self.key(u, name).await?;
+        if !key.kind.is_signing() {
+            return Err(bad(format!("key type {} does not support signing", key.kind.name())));
+        }
+        let results = list
+            .iter()
+            .map(|item| {
+                let input = b64_field(item, "input")?.ok_or_else(|| ItemError::new("missing input to sign"))?;
+                let context = b64_field(item, "context")?;
+                let requested =
+                    if batch && item.get("key_version").is_none() { item_version(data)? } else { item_version(item)? };
+                let (v, kv) = key.ring.encryption_version(requested)?;
+                let secret = signing_key(&key, kv, context.as_deref().map(|c| &c[..]))?;
+                let sig = crypto::sign(key.kind, &secret, &input, alg, prehashed, marshaling)?;
+                let encoded = match marshaling {
+                    Marshaling::Jws => format!("vault:v{v}:{}", B64URL.encode(&sig)),
+                    Marshaling::Asn1 => versioned(v, &sig),
+                };
+                let mut m = Map::new();
+                m.insert("signature".into(), encoded.into());
+                m.insert("key_version".into(), v.into());
+                Ok(m)
+            })
+            .collect();
+        answer(data, batch, results, references(&list), false)
+    }
+
+    pub(super) async fn verify(
+        &self,
+        u: &Unsealed,
+        name: &str,
+        path_alg: Option<&str>,
+        data: &Map<String, Value>,
+    ) -> Result<Response, LogicalError> {
+        let (batch, list) = work(data)?;
+        let key = self.key(u, name).await?;
+        let results = list
+            .iter()
+            .map(|item| {
+                let input = b64_field(item, "input")?.ok_or_else(|| ItemError::new("missing input to verify"))?;
+                let valid = match (text(item, "signature")?, text(item, "hmac")?) {
+                    (Some(_), Some(_)) => return Err(ItemError::new("provide one of 'signature' or 'hmac', not both")),
+                    (None, None) => return Err(ItemError::new("missing signature or hmac to verify")),
+                    (None, Some(h)) => {
+                        let alg = hash_alg(path_alg, data, "algorithm").map_err(|e| ItemError::new(e.to_string()))?;
+                        let (v, body) = parse_versioned(h, "hmac")?;
+                        let mac =
+                            B64.decode(&body).map_err(|_| ItemError::new("invalid hmac: could not decode base64"))?;
+                        let kv = key.ring.decryption_version(v)?;
+                        let (_, hk) = crypto::split(key.kind, kv.material().as_bytes())?;
+                        crypto::hmac_verify(alg, hk, &input, &mac)?
+                    }
+                    (Some(s), None) => {
+                        if !key.kind.is_signing() {
+                            return Err(ItemError::new(format!(
+                                "key type {} does not support verification",
+                                key.kind.name()
+                            )));
+                        }
+                        let alg =
+                            hash_alg(path_alg, data, "hash_algorithm").map_err(|e| ItemError::new(e.to_string()))?;
+                        let m = marshaling(data).map_err(|e| ItemError::new(e.to_string()))?;
+                        let prehashed = fields::boolean(data, "prehashed")
+                            .map_err(|e| ItemError::new(e.to_string()))?
+                            .unwrap_or(false);
+                        let (v, body) = parse_versioned(s, "signature")?;
+                        let sig = match m {
+                            Marshaling::Jws => B64URL.decode(&body),
+                            Marshaling::Asn1 => B64.decode(&body),
+                        }
+                        .map_err(|_| ItemError::new("invalid signature: could not decode base64"))?;
+                        let kv = key.ring.decryption_version(v)?;
+                        let context = b64_field(item, "context")?;
+                        let secret = signing_key(&key, kv, context.as_deref().map(|c| &c[..]))?;
+                        crypto::verify(key.kind, &secret, &input, &sig, alg, prehashed, m)?
+                    }
+                };
+                let mut m = Map::new();
+                m.insert("valid".into(), valid.into());
+                Ok(m)
+            })
+            .collect();
+        answer(data, batch, results, references(&list), false)
+    }
+}
+
+/// The signing key of a version: derived per context for derived ed25519.
+fn signing_key(
+    k: &TransitKey,
+    kv: &KeyVersion<SecretBytes>,
+    context: Option<&[u8]>,
+) -> Result<Zeroizing<Vec<u8>>, ItemError> {
+    let (secret, _) = crypto::split(k.kind, kv.material().as_bytes())?;
+    if !k.settings.derived {
+        return Ok(Zeroizing::new(secret.to_vec()));
+    }
+    let context =
+        context.filter(|c| !c.is_empty()).ok_or_else(|| ItemError::new("missing 'context' for key derivation"))?;
+    Ok(crypto::derive_ed25519_seed(secret, context)?)
+}
+
+fn hash_alg(path: Option<&str>, data: &Map<String, Value>, field: &str) -> Result<HashAlg, LogicalError> {
+    let name = match path {
+        Some(p) => p.to_string(),
+        None => match fields::string(data, field)? {
+            Some(s) if !s.is_empty() => s,
+            // `algorithm` is the older name of `hash_algorithm` on sign/verify.
+            _ => fields::string(data, "algorithm")?.filter(|s| !s.is_empty()).unwrap_or_else(|| "sha2-256".into()),
+        },
+    };
+    HashAlg::parse(&name).ok_or_else(|| bad(format!("unsupported algorithm {name}")))
+}
+
+fn marshaling(data: &Map<String, Value>) -> Result<Marshaling, LogicalError> {
+    match fields::string(data, "marshaling_algorithm")?.as_deref() {
+        None | Some("") | Some("asn1") => Ok(Marshaling::Asn1),
+        Some("jws") => Ok(Marshaling::Jws),
+        Some(other) => Err(bad(format!("unsupported marshaling algorithm {other}"))),
+    }
+}
+
+/// Largest `random` request, as Vault (128 KiB).
+const MAX_RANDOM: u64 = 128 * 1024;
+
+/// `random[/{source}][/{bytes}]`: bytes from the CSPRNG. Every source
+/// (`platform`, `seal`, `all`) is the operating system's generator here.
+pub(super) fn random(
+    source: Option<&str>,
+    bytes: Option<&str>,
+    data: &Map<String, Value>,
+) -> Result<Response, LogicalError> {
+    let source = match source {
+        Some(s) => Some(s.to_string()),
+        None => fields::string(data, "source")?,
+    };
+    if let Some(s) = source.as_deref()
+        && !matches!(s, "" | "platform" | "seal" | "all")
+    {
+        return Err(bad(format!("unsupported entropy source {s}")));
+    }
+    let n = match bytes {
+        Some(b) => b.parse::<u64>().map_err(|_| bad(format!("error parsing byte count as integer: {b}")))?,
+        None => fields::count(data, "bytes")?.unwrap_or(32),
+    };
+    if n == 0 || n > MAX_RANDOM {
+        return Err(bad(format!("the number of bytes must be between 1 and {MAX_RANDOM}")));
+    }
+    let mut buf = Zeroizing::new(vec![0u8; n as usize]);
+    crate::crypto::random::fill(&mut buf);
+    let out = match fields::string(data, "format")?.as_deref() {
+        None | Some("") | Some("base64") => B64.encode(&buf[..]),
+        Some("hex") => hex::encode(&buf[..]),
+        Some(other) => return Err(bad(format!("unsupported encoding format {other}; must be \"hex\" or \"base64\""))),
+    };
+    let mut m = Map::new();
+    m.insert("random_bytes".into(), out.into());
+    Ok(Response::data(m))
+}
+
+/// `hash[/{algorithm}]`.
+pub(super) fn hash(path_alg: Option<&str>, data: &Map<String, Value>) -> Result<Response, LogicalError> {
+    let input =
+        b64_field(data, "input").map_err(|e| LogicalError::InvalidRequest(e.0))?.ok_or_else(|| bad("missing input"))?;
+    let alg = hash_alg(path_alg, data, "algorithm")?;
+    let sum = crypto::hash(alg, &input);
+    let out = match fields::string(data, "format")?.as_deref() {
+        None | Some("") | Some("hex") => hex::encode(&sum),
+        Some("base64") => B64.encode(&sum),
+        Some(other) => return Err(bad(format!("unsupported encoding format {other}; must be \"hex\" or \"base64\""))),
+    };
+    let mut m = Map::new();
+    m.insert("sum".into(), out.into());
+    Ok(Response::data(m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::crypto::KeyType;
+    use super::*;
+
+    #[test]
+    fn versioned_strings_parse_strictly() {
+        assert_eq!(parse_versioned("vault:v3:QUJD", "x").unwrap().0, 3);
+        for bad in [
+            "vault:v0:QUJD",
+            "vault:3:QUJD",
+            "vault:v:QUJD",
+            "vault:v-1:QUJD",
+            "vaul:v1:QUJD",
+            "vault:v1",
+            "vault:v99999999999:QUJD",
+        ] {
+            assert!(parse_versioned(bad, "x").is_err(), "{bad}");
+        }
+        assert!(decode_ciphertext("vault:v1:not base64!").is_err());
+    }
+
+    #[test]
+    fn key_type_list_is_complete() {
+        for t in [
+            "aes128-gcm96",
+            "aes256-gcm96",
+            "chacha20-poly1305",
+            "xchacha20-poly1305",
+            "ed25519",
+            "ecdsa-p256",
+            "ecdsa-p384",
+            "hmac",
+        ] {
+            assert_eq!(KeyType::parse(t).map(KeyType::name), Some(t));
+        }
+    }
+}
