@@ -591,3 +591,77 @@ impl Drop for PgCluster {
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+/// A raw HTTP/1.1 connection to a server, for what `reqwest` cannot send:
+/// paths it would normalize (`..` segments) and a body sent only after a
+/// pause (the server authorizes a request before reading its body).
+#[derive(Debug)]
+pub struct RawHttp {
+    stream: tokio::net::TcpStream,
+}
+
+impl RawHttp {
+    /// Connect to `addr`.
+    pub async fn connect(addr: SocketAddr) -> RawHttp {
+        RawHttp { stream: tokio::net::TcpStream::connect(addr).await.expect("connect") }
+    }
+
+    /// Write `bytes` as they are.
+    pub async fn send(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt as _;
+        self.stream.write_all(bytes).await.expect("write");
+        self.stream.flush().await.expect("flush");
+    }
+
+    /// The head of a request: request line, `Host`, `Connection: close`, the
+    /// token if any, a JSON `Content-Length` of `body_len`, and the blank line.
+    pub fn head(method: &str, path: &str, token: Option<&str>, body_len: usize) -> String {
+        let mut h = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+        if let Some(t) = token {
+            h.push_str(&format!("X-Vault-Token: {t}\r\n"));
+        }
+        h.push_str(&format!("Content-Type: application/json\r\nContent-Length: {body_len}\r\n\r\n"));
+        h
+    }
+
+    /// Read the whole answer (the request said `Connection: close`): status
+    /// and body parsed as JSON (a string if it is not JSON, Null if empty).
+    pub async fn response(mut self) -> Reply {
+        use tokio::io::AsyncReadExt as _;
+        let mut raw = Vec::new();
+        tokio::time::timeout(REQUEST_TIMEOUT, self.stream.read_to_end(&mut raw))
+            .await
+            .expect("raw HTTP answer timed out")
+            .expect("read");
+        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("no end of headers in the answer");
+        let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+        let mut body = raw[split + 4..].to_vec();
+        let status: u16 = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status line");
+        if head.lines().any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding: chunked")) {
+            let mut out = Vec::new();
+            let mut rest = &body[..];
+            loop {
+                let eol = rest.windows(2).position(|w| w == b"\r\n").expect("chunk size line");
+                let size = usize::from_str_radix(String::from_utf8_lossy(&rest[..eol]).trim(), 16).expect("chunk size");
+                if size == 0 {
+                    break;
+                }
+                out.extend_from_slice(&rest[eol + 2..eol + 2 + size]);
+                rest = &rest[eol + 2 + size + 2..];
+            }
+            body = out;
+        }
+        let text = String::from_utf8_lossy(&body).into_owned();
+        let v = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        (status, v)
+    }
+
+    /// One whole request on a fresh connection.
+    pub async fn request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> Reply {
+        let mut c = RawHttp::connect(addr).await;
+        let mut bytes = RawHttp::head(method, path, token, body.len()).into_bytes();
+        bytes.extend_from_slice(body);
+        c.send(&bytes).await;
+        c.response().await
+    }
+}
