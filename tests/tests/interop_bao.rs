@@ -7,8 +7,13 @@
 //!   (operator init/unseal/status/rotate/seal, secrets enable kv-v2, kv
 //!   put/get/patch/list/metadata/rollback/delete/undelete/destroy, policy
 //!   write/read/list/delete, token create/lookup/renew/revoke, auth enable
-//!   approle, write/read on AppRole paths, `write -f`, login), with
-//!   `-format=json` outputs parsed and asserted.
+//!   approle, write/read on AppRole paths, `write -f`, login, secrets
+//!   enable transit and its keys, encrypt/decrypt/rewrap, batches from
+//!   stdin, sign/verify, hmac, key config), with `-format=json` outputs
+//!   parsed and asserted.
+//! - `transit_backup_*`: a transit key backed up on `bao server -dev` is
+//!   restored here and the reverse, and each side decrypts the other's
+//!   ciphertexts (docs/transit.md: keys move between the two by backup).
 //! - `differential_*`: the same requests (`tests/interop/differential.json`)
 //!   to this server and to `bao server -dev` on loopback; status codes and the
 //!   JSON *shape* (keys and value types, not values) must match, except for
@@ -385,6 +390,9 @@ fn bao_cli_flow(backend: Backend) {
     let e = cli.fails(None, &["write", "auth/approle/login", &format!("role_id={role_id}"), "secret_id=wrong"], 2);
     assert!(e.contains("Code: 400"), "{e}");
 
+    // --- transit ---
+    let orders_v1 = transit_cli_flow(&cli, root);
+
     // --- operator rotate, seal ---
     let ks = cli.json(root, "operator rotate", &[]);
     assert_eq!(ks["term"], 2, "{ks}");
@@ -400,9 +408,112 @@ fn bao_cli_flow(backend: Backend) {
     assert_eq!(s["sealed"], false, "{s}");
     let v = cli.json(root, "kv get", &["secret/app"]);
     assert_eq!(v["data"]["data"]["pass"], "one", "written under term 1, read after rotation and unseal: {v}");
+    let d = cli.json(root, "write", &["transit/decrypt/orders", &format!("ciphertext={orders_v1}")]);
+    assert_eq!(d["data"]["plaintext"], CARD_B64, "a transit ciphertext made before rotation and seal: {d}");
 
     let status = srv.terminate();
     assert!(status.success(), "vault-server exited with {status}");
+}
+
+/// base64 of "card 4111" (the CLI passes plaintexts as base64, as `$(base64 <<< ...)`).
+const CARD_B64: &str = "Y2FyZCA0MTEx";
+
+/// The transit engine through the CLI: `secrets enable transit`, keys
+/// (`write -f`, `read`, `list`, rotate, config), encrypt/decrypt/rewrap
+/// (`-field=`, batches as JSON on stdin), sign/verify, hmac, RSA refused.
+/// Returns a version-1 ciphertext of `orders` to decrypt after a seal.
+fn transit_cli_flow(cli: &Cli, root: Option<&str>) -> String {
+    let o = cli.ok(root, &["secrets", "enable", "transit"]);
+    assert!(o.stdout.contains("Enabled the transit secrets engine at: transit/"), "{o:?}");
+    let mounts = cli.json(root, "secrets list", &[]);
+    assert_eq!(mounts["transit/"]["type"], "transit", "{mounts}");
+
+    let k = cli.json(root, "write", &["-f", "transit/keys/orders"]);
+    assert_eq!(
+        (k["data"]["type"].as_str(), k["data"]["latest_version"].as_u64()),
+        (Some("aes256-gcm96"), Some(1)),
+        "{k}"
+    );
+    let o = cli.ok(root, &["write", "-f", "transit/keys/orders"]);
+    assert!(o.stdout.contains("latest_version") && o.stdout.contains("aes256-gcm96"), "create prints the key: {o:?}");
+
+    let e = cli.json(root, "write", &["transit/encrypt/orders", &format!("plaintext={CARD_B64}")]);
+    let ct = e["data"]["ciphertext"].as_str().unwrap().to_string();
+    assert!(ct.starts_with("vault:v1:") && e["data"]["key_version"] == 1, "{e}");
+    let d = cli.json(root, "write", &["transit/decrypt/orders", &format!("ciphertext={ct}")]);
+    assert_eq!(d["data"]["plaintext"], CARD_B64, "{d}");
+    let o = cli.ok(root, &["write", "-field=plaintext", "transit/decrypt/orders", &format!("ciphertext={ct}")]);
+    assert_eq!(o.stdout.trim(), CARD_B64);
+
+    let r = cli.json(root, "read", &["transit/keys/orders"]);
+    let d = &r["data"];
+    assert_eq!(d["name"], "orders", "{r}");
+    assert!(d["keys"]["1"].is_u64(), "keys by version, Unix creation time: {r}");
+    assert_eq!((d["min_decryption_version"].as_u64(), d["min_encryption_version"].as_u64()), (Some(1), Some(0)), "{r}");
+    assert_eq!((d["supports_encryption"].as_bool(), d["supports_signing"].as_bool()), (Some(true), Some(false)), "{r}");
+    let o = cli.ok(root, &["read", "transit/keys/orders"]);
+    assert!(o.stdout.contains("min_decryption_version    1"), "table output: {o:?}");
+
+    let r = cli.json(root, "write", &["-f", "transit/keys/orders/rotate"]);
+    assert_eq!(r["data"]["latest_version"], 2, "{r}");
+    let e = cli.json(root, "write", &["transit/encrypt/orders", &format!("plaintext={CARD_B64}")]);
+    assert!(e["data"]["ciphertext"].as_str().unwrap().starts_with("vault:v2:"), "{e}");
+    let w = cli.json(root, "write", &["transit/rewrap/orders", &format!("ciphertext={ct}")]);
+    let rewrapped = w["data"]["ciphertext"].as_str().unwrap().to_string();
+    assert!(rewrapped.starts_with("vault:v2:"), "{w}");
+    let e = cli.json(root, "write", &["transit/encrypt/orders", &format!("plaintext={CARD_B64}"), "key_version=1"]);
+    assert!(e["data"]["ciphertext"].as_str().unwrap().starts_with("vault:v1:"), "{e}");
+
+    cli.json(root, "write", &["-f", "transit/keys/audit"]);
+    let mut keys = strs(&cli.json(root, "list", &["transit/keys"]));
+    keys.sort();
+    assert_eq!(keys, vec!["audit", "orders"]);
+
+    // Batches as JSON on stdin; one bad item: exit 2 with Vault's 400.
+    let batch = format!(
+        r#"{{"batch_input":[{{"plaintext":"{CARD_B64}","reference":"a"}},{{"plaintext":"aGk=","reference":"b"}}]}}"#
+    );
+    let o = cli.run_in(root, &["write", "-format=json", "transit/encrypt/orders", "-"], Some(&batch));
+    assert_eq!(o.code, 0, "{o:?}");
+    let res = o.json()["data"]["batch_results"].clone();
+    assert_eq!((res[0]["reference"].as_str(), res[1]["reference"].as_str()), (Some("a"), Some("b")), "{res}");
+    let bad = r#"{"batch_input":[{"plaintext":"aGk="},{"plaintext":"!!not base64"}]}"#;
+    let o = cli.run_in(root, &["write", "-format=json", "transit/encrypt/orders", "-"], Some(bad));
+    assert_eq!(o.code, 2, "a batch with a failed item: {o:?}");
+    assert!(o.stderr.contains("Code: 400"), "{o:?}");
+
+    // Key config: older versions refused below min_decryption_version.
+    cli.ok(root, &["write", "transit/keys/orders/config", "min_decryption_version=2"]);
+    let e = cli.fails(root, &["write", "transit/decrypt/orders", &format!("ciphertext={ct}")], 2);
+    assert!(e.contains("Code: 400") && e.contains("disallowed by policy"), "{e}");
+    cli.ok(root, &["write", "transit/keys/orders/config", "min_decryption_version=1"]);
+    let d = cli.json(root, "write", &["transit/decrypt/orders", &format!("ciphertext={rewrapped}")]);
+    assert_eq!(d["data"]["plaintext"], CARD_B64, "{d}");
+
+    // Sign / verify, hmac.
+    let k = cli.json(root, "write", &["transit/keys/signer", "type=ed25519"]);
+    assert!(k["data"]["keys"]["1"]["public_key"].as_str().is_some_and(|p| !p.is_empty()), "{k}");
+    let o = cli.ok(root, &["write", "-field=signature", "transit/sign/signer", &format!("input={CARD_B64}")]);
+    let sig = o.stdout.trim().to_string();
+    assert!(sig.starts_with("vault:v1:"), "{o:?}");
+    let v =
+        cli.json(root, "write", &["transit/verify/signer", &format!("input={CARD_B64}"), &format!("signature={sig}")]);
+    assert_eq!(v["data"]["valid"], true, "{v}");
+    let v = cli.json(root, "write", &["transit/verify/signer", "input=aGk=", &format!("signature={sig}")]);
+    assert_eq!(v["data"]["valid"], false, "{v}");
+    let h = cli.json(root, "write", &["transit/hmac/orders", &format!("input={CARD_B64}")]);
+    let mac = h["data"]["hmac"].as_str().unwrap().to_string();
+    assert!(mac.starts_with("vault:v2:"), "{h}");
+    let v = cli.json(root, "write", &["transit/verify/orders", &format!("input={CARD_B64}"), &format!("hmac={mac}")]);
+    assert_eq!(v["data"]["valid"], true, "{v}");
+    let r = cli.json(root, "write", &["transit/random/16", "format=hex"]);
+    assert_eq!(r["data"]["random_bytes"].as_str().map(str::len), Some(32), "{r}");
+
+    let e = cli.fails(root, &["write", "transit/keys/legacy", "type=rsa-2048"], 2);
+    assert!(e.contains("Code: 400") && e.contains("RSA"), "{e}");
+    let e = cli.fails(root, &["delete", "transit/keys/orders"], 2);
+    assert!(e.contains("Code: 400") && e.contains("deletion"), "{e}");
+    ct
 }
 
 #[test]
@@ -740,6 +851,81 @@ async fn differential_sqlite() {
 #[tokio::test]
 async fn differential_postgres() {
     differential(Backend::Postgres).await;
+}
+
+// ------------------------------------------------ transit backups across servers
+
+/// A transit key backed up on one server and restored on the other opens
+/// the ciphertexts made on the first: docs/transit.md says derived keys use
+/// Vault's `hkdf_sha256` "so keys move between the two by backup". Both
+/// directions, a plain and a derived key.
+async fn transit_backup_across(backend: Backend) {
+    let dev = OpenBaoDev::start();
+    let store = Store::new(backend);
+    let srv = ServerProc::start(&store, &[]);
+    let (_keys, _root, ours) = srv.kv2_ready().await;
+    let bao = vault_e2e::Client::new(&dev.url).with_token("root");
+    for (side, c) in [("here", &ours), ("OpenBao", &bao)] {
+        let (s, v) = c.post("sys/mounts/transit", json!({"type": "transit"})).await;
+        assert_eq!(s, 204, "{side}: mount transit: {v}");
+    }
+    let plaintext = "Y2FyZCA0MTEx";
+    let context = "dGVuYW50LTc=";
+    let mut problems = Vec::new();
+    for (from_name, from, to_name, to) in [("OpenBao", &bao, "here", &ours), ("here", &ours, "OpenBao", &bao)] {
+        for (key, derived) in [("plain", false), ("derived", true)] {
+            let name = format!("{key}-from-{}", if from_name == "here" { "here" } else { "bao" });
+            let body = json!({"exportable": true, "allow_plaintext_backup": true, "derived": derived});
+            let (s, v) = from.post(&format!("transit/keys/{name}"), body).await;
+            assert_eq!(s, 200, "{from_name}: create {name}: {v}");
+            let mut enc = json!({"plaintext": plaintext});
+            if derived {
+                enc["context"] = json!(context);
+            }
+            let (s, v) = from.post(&format!("transit/encrypt/{name}"), enc).await;
+            assert_eq!(s, 200, "{from_name}: encrypt: {v}");
+            let ct = v["data"]["ciphertext"].as_str().unwrap().to_string();
+            let (s, v) = from.get(&format!("transit/backup/{name}")).await;
+            assert_eq!(s, 200, "{from_name}: backup: {v}");
+            let backup = v["data"]["backup"].as_str().unwrap().to_string();
+            let (s, v) = to.post(&format!("transit/restore/{name}"), json!({"backup": backup})).await;
+            if s != 204 {
+                problems.push(format!(
+                    "POST transit/restore/{name} on {to_name} with {from_name}'s backup of a {key} aes256-gcm96 key: \
+                     expected 204, got {s} {v}"
+                ));
+                continue;
+            }
+            let mut dec = json!({"ciphertext": ct});
+            if derived {
+                dec["context"] = json!(context);
+            }
+            let (s, v) = to.post(&format!("transit/decrypt/{name}"), dec).await;
+            if s != 200 || v["data"]["plaintext"] != plaintext {
+                problems.push(format!(
+                    "{to_name} decrypting {from_name}'s ciphertext with the restored {key} key: {s} {v}"
+                ));
+            }
+        }
+    }
+    drop(dev);
+    let status = srv.terminate();
+    assert!(status.success(), "vault-server exited with {status}");
+    assert!(
+        problems.is_empty(),
+        "transit backups do not move between OpenBao and this server:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+#[tokio::test]
+async fn transit_backup_across_sqlite() {
+    transit_backup_across(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn transit_backup_across_postgres() {
+    transit_backup_across(Backend::Postgres).await;
 }
 
 /// The shape comparison itself.
