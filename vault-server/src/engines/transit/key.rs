@@ -13,7 +13,8 @@
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::crypto::KeyType;
+use super::crypto::{self, KeyType};
+use crate::keys::KeyMaterial;
 use crate::keys::{Reader, SecretBytes, VersionedKey};
 
 const MAGIC: &[u8; 3] = b"TK1";
@@ -86,6 +87,33 @@ impl TransitKey {
         let kind = KeyType::parse(&settings.kind).ok_or(Malformed)?;
         let rest = r.take(r.remaining()).map_err(|_| Malformed)?;
         let ring = VersionedKey::decode(rest).map_err(|_| Malformed)?;
-        Ok(Self { settings, kind, ring })
+        let key = Self { settings, kind, ring };
+        key.check()?;
+        Ok(key)
+    }
+
+    /// What every operation relies on, checked once on load (backups are
+    /// caller input, storage is not trusted either): settings the create
+    /// rules allow, and material of every version usable by the key type.
+    fn check(&self) -> Result<(), Malformed> {
+        let s = &self.settings;
+        let consistent = (!s.derived || self.kind.supports_derivation())
+            && (!s.convergent_encryption || (s.derived && self.kind.is_aead()))
+            && (s.convergent_encryption == (s.convergent_version == CONVERGENT_VERSION))
+            && ((self.kind == KeyType::Hmac) == (s.key_size > 0));
+        if !consistent {
+            return Err(Malformed);
+        }
+        for (_, v) in self.ring.versions() {
+            let (secret, _) = crypto::split(self.kind, v.material().as_bytes()).map_err(|_| Malformed)?;
+            if self.kind == KeyType::Hmac && secret.len() != s.key_size {
+                return Err(Malformed);
+            }
+            if self.kind.is_signing() {
+                // An invalid scalar or seed fails here, not on first use.
+                crypto::public_key(self.kind, secret).map_err(|_| Malformed)?;
+            }
+        }
+        Ok(())
     }
 }

@@ -11,7 +11,6 @@
 //!
 //! What goes beyond Vault is listed in `docs/transit.md`.
 
-#[allow(dead_code, reason = "parts of the primitives API are not used yet")]
 mod crypto;
 mod key;
 mod manage;
@@ -201,7 +200,7 @@ impl Backend for Transit {
                 ("keys/{name}/config", _) => self.config(u, &name, &req.data).await,
                 ("keys/{name}/rotate", _) => self.rotate(u, &name).await,
                 ("keys/{name}/trim", _) => self.trim(u, &name, &req.data).await,
-                ("encrypt/{name}", _) => self.encrypt(u, &name, &req.data).await,
+                ("encrypt/{name}", op) => self.encrypt(u, &name, op == Operation::Create, &req.data).await,
                 ("decrypt/{name}", _) => self.decrypt(u, &name, &req.data).await,
                 ("rewrap/{name}", _) => self.rewrap(u, &name, &req.data).await,
                 ("datakey/{plaintext}/{name}", _) => self.datakey(u, &name, req.param("plaintext"), &req.data).await,

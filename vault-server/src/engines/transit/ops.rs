@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
 use super::Transit;
-use super::crypto::{self, HashAlg, Marshaling};
+use super::crypto::{self, HashAlg, KeyType, Marshaling};
 use super::key::TransitKey;
 use crate::barrier::Unsealed;
 use crate::keys::{KeyMaterial, KeyVersion, SecretBytes};
@@ -53,10 +53,13 @@ fn bad(msg: impl Into<String>) -> LogicalError {
 /// Largest `batch_input` accepted (the body limit bounds it too).
 const MAX_BATCH: usize = 100_000;
 
-/// The items of a request: `batch_input` objects, or the request itself.
-fn items(data: &Map<String, Value>) -> Result<Option<Vec<Map<String, Value>>>, LogicalError> {
+type Items<'a> = Vec<&'a Map<String, Value>>;
+
+/// The items of a request: the `batch_input` objects, or the request's own
+/// fields as one item (borrowed: a large batch is not copied).
+fn work(data: &Map<String, Value>) -> Result<(bool, Items<'_>), LogicalError> {
     match data.get("batch_input") {
-        None | Some(Value::Null) => Ok(None),
+        None | Some(Value::Null) => Ok((false, vec![data])),
         Some(Value::Array(a)) => {
             if a.is_empty() {
                 return Err(bad("missing batch input to process"));
@@ -64,13 +67,14 @@ fn items(data: &Map<String, Value>) -> Result<Option<Vec<Map<String, Value>>>, L
             if a.len() > MAX_BATCH {
                 return Err(bad(format!("batch_input holds more than {MAX_BATCH} items")));
             }
-            a.iter()
+            let list = a
+                .iter()
                 .map(|v| match v {
-                    Value::Object(m) => Ok(m.clone()),
+                    Value::Object(m) => Ok(m),
                     _ => Err(bad("every batch_input item must be a JSON object")),
                 })
-                .collect::<Result<Vec<_>, _>>()
-                .map(Some)
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((true, list))
         }
         Some(_) => Err(bad("batch_input must be a list of objects")),
     }
@@ -243,16 +247,8 @@ fn answer(
     Ok(if status == 200 { Response::data(m) } else { Response::DataWithStatus(status, m) })
 }
 
-fn references(list: &[Map<String, Value>]) -> Vec<Value> {
+fn references(list: &[&Map<String, Value>]) -> Vec<Value> {
     list.iter().map(|i| i.get("reference").cloned().unwrap_or_else(|| Value::String(String::new()))).collect()
-}
-
-/// The item list: `batch_input`, or the request's own fields as one item.
-fn work(data: &Map<String, Value>) -> Result<(bool, Vec<Map<String, Value>>), LogicalError> {
-    Ok(match items(data)? {
-        Some(list) => (true, list),
-        None => (false, vec![data.clone()]),
-    })
 }
 
 impl Transit {
@@ -265,12 +261,17 @@ impl Transit {
         &self,
         u: &Unsealed,
         name: &str,
+        may_create: bool,
         data: &Map<String, Value>,
     ) -> Result<Response, LogicalError> {
         let (batch, list) = work(data)?;
         let key = match self.keys.get(&self.view, u, name).await? {
             Some(k) => k,
-            None => self.upsert(u, name, data, &list).await?,
+            // Only a request the policy check admitted as `create` (the key
+            // was absent then) may make the key; one admitted as `update`
+            // whose key vanished since is answered as Vault does.
+            None if may_create => self.upsert(u, name, data, &list).await?,
+            None => return Err(bad("encryption key not found")),
         };
         let results = list
             .iter()
@@ -306,8 +307,15 @@ impl Transit {
         u: &Unsealed,
         name: &str,
         data: &Map<String, Value>,
-        list: &[Map<String, Value>],
+        list: &[&Map<String, Value>],
     ) -> Result<Arc<TransitKey>, LogicalError> {
+        // The key is made to encrypt: a type that cannot is refused before
+        // anything is stored.
+        if let Some(t) = fields::string(data, "type")?
+            && super::crypto::KeyType::parse(&t).is_some_and(|k| !k.is_aead())
+        {
+            return Err(bad(format!("key type {t} does not support encryption")));
+        }
         let mut params = Map::new();
         for f in ["type", "convergent_encryption"] {
             if let Some(v) = data.get(f) {
@@ -458,6 +466,8 @@ impl Transit {
         if !key.kind.is_signing() {
             return Err(bad(format!("key type {} does not support signing", key.kind.name())));
         }
+        // Ed25519 signs the message itself; Vault ignores `prehashed` for it.
+        let prehashed = prehashed && key.kind != KeyType::Ed25519;
         let results = list
             .iter()
             .map(|item| {
@@ -498,7 +508,9 @@ impl Transit {
                     (Some(_), Some(_)) => return Err(ItemError::new("provide one of 'signature' or 'hmac', not both")),
                     (None, None) => return Err(ItemError::new("missing signature or hmac to verify")),
                     (None, Some(h)) => {
-                        let alg = hash_alg(path_alg, data, "algorithm").map_err(|e| ItemError::new(e.to_string()))?;
+                        // Vault reads `hash_algorithm` first here (hvac and vaultrs send it).
+                        let alg =
+                            hash_alg(path_alg, data, "hash_algorithm").map_err(|e| ItemError::new(e.to_string()))?;
                         let (v, body) = parse_versioned(h, "hmac")?;
                         let mac =
                             B64.decode(&body).map_err(|_| ItemError::new("invalid hmac: could not decode base64"))?;
@@ -516,9 +528,10 @@ impl Transit {
                         let alg =
                             hash_alg(path_alg, data, "hash_algorithm").map_err(|e| ItemError::new(e.to_string()))?;
                         let m = marshaling(data).map_err(|e| ItemError::new(e.to_string()))?;
-                        let prehashed = fields::boolean(data, "prehashed")
-                            .map_err(|e| ItemError::new(e.to_string()))?
-                            .unwrap_or(false);
+                        let prehashed = key.kind != KeyType::Ed25519
+                            && fields::boolean(data, "prehashed")
+                                .map_err(|e| ItemError::new(e.to_string()))?
+                                .unwrap_or(false);
                         let (v, body) = parse_versioned(s, "signature")?;
                         let sig = match m {
                             Marshaling::Jws => B64URL.decode(&body),
@@ -631,7 +644,6 @@ pub(super) fn hash(path_alg: Option<&str>, data: &Map<String, Value>) -> Result<
 
 #[cfg(test)]
 mod tests {
-    use super::super::crypto::KeyType;
     use super::*;
 
     #[test]
