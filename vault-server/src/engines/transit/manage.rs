@@ -59,8 +59,25 @@ impl Transit {
     }
 
     pub(super) async fn read(&self, u: &Unsealed, name: &str) -> Result<Response, LogicalError> {
+        self.read_with(u, name, &Map::new()).await
+    }
+
+    /// A key read; `context` (base64, a query parameter) picks the public
+    /// key of a derived ed25519 key.
+    pub(super) async fn read_with(
+        &self,
+        u: &Unsealed,
+        name: &str,
+        data: &Map<String, Value>,
+    ) -> Result<Response, LogicalError> {
+        let context = match fields::string(data, "context")? {
+            Some(c) => {
+                Some(Zeroizing::new(B64.decode(c.as_bytes()).map_err(|_| bad("failed to base64-decode context"))?))
+            }
+            None => None,
+        };
         let key = self.keys.get(&self.view, u, name).await?.ok_or(LogicalError::NotFound)?;
-        Ok(Response::json(describe(&key)?))
+        Ok(Response::json(describe(&key, context.as_deref().map(|c| &c[..]))?))
     }
 
     pub(super) async fn create(
@@ -84,13 +101,13 @@ impl Transit {
         if created {
             tracing::info!(mount = self.view.prefix(), key = name, "transit key created");
         }
-        Ok(Response::json(describe(&key)?))
+        Ok(Response::json(describe(&key, None)?))
     }
 
     pub(super) async fn delete(&self, u: &Unsealed, name: &str) -> Result<Response, LogicalError> {
         self.keys
             .change(&self.view, u, name, |current| match current {
-                None => Ok(Change::Keep(())),
+                None => Err(bad("could not delete key; not found")),
                 Some(k) if !k.settings.deletion_allowed => Err(bad("deletion is not allowed for this key")),
                 Some(_) => Ok(Change::Delete(())),
             })
@@ -119,20 +136,13 @@ impl Transit {
                     s.deletion_allowed = d;
                 }
                 // Exportability and plaintext backup can be turned on, never
-                // off (an exported key cannot be taken back), as Vault.
-                match exportable {
-                    Some(true) => s.exportable = true,
-                    Some(false) if s.exportable => {
-                        return Err(bad("export cannot be disabled on a key that already has it enabled"));
-                    }
-                    _ => {}
+                // off (an exported key cannot be taken back); as in Vault, a
+                // `false` for a key that has them is ignored.
+                if exportable == Some(true) {
+                    s.exportable = true;
                 }
-                match plaintext_backup {
-                    Some(true) => s.allow_plaintext_backup = true,
-                    Some(false) if s.allow_plaintext_backup => {
-                        return Err(bad("plaintext backup cannot be disabled on a key that already has it enabled"));
-                    }
-                    _ => {}
+                if plaintext_backup == Some(true) {
+                    s.allow_plaintext_backup = true;
                 }
                 if let Some(p) = period {
                     s.auto_rotate_period = p;
@@ -395,11 +405,12 @@ fn generate(settings: &Settings, now: i64) -> Result<TransitKey, LogicalError> {
 }
 
 /// Vault's key read shape.
-fn describe(key: &TransitKey) -> Result<Value, LogicalError> {
+fn describe(key: &TransitKey, context: Option<&[u8]>) -> Result<Value, LogicalError> {
     let s = &key.settings;
+    // Vault lists the versions that can still decrypt.
     let mut keys = Map::new();
-    for (v, kv) in key.ring.versions() {
-        keys.insert(v.to_string(), version_entry(key, kv)?);
+    for (v, kv) in key.ring.versions().filter(|(v, _)| *v >= key.ring.min_decryption_version()) {
+        keys.insert(v.to_string(), version_entry(key, kv, context)?);
     }
     let mut out = json!({
         "name": s.name,
@@ -425,32 +436,43 @@ fn describe(key: &TransitKey) -> Result<Value, LogicalError> {
             m.insert("kdf".into(), "hkdf_sha256".into());
             m.insert("convergent_encryption".into(), s.convergent_encryption.into());
             if s.convergent_encryption {
-                m.insert("convergent_encryption_version".into(), s.convergent_version.into());
+                // Vault reports -1 ("the latest derivation", version 3 today).
+                m.insert("convergent_encryption_version".into(), (-1).into());
             }
         }
         if key.kind == KeyType::Hmac {
             m.insert("key_size".into(), s.key_size.into());
+            // Vault shows no versions for HMAC keys.
+            m.remove("keys");
         }
     }
     Ok(out)
 }
 
 /// A version in a key read: symmetric keys show their creation time (Unix
-/// seconds); asymmetric keys also their public key (Vault's shape).
-fn version_entry(key: &TransitKey, kv: &KeyVersion<crate::keys::SecretBytes>) -> Result<Value, LogicalError> {
+/// seconds); asymmetric keys also their public key (Vault's shape). A
+/// derived ed25519 key shows the public key of `context`, if one is given.
+fn version_entry(
+    key: &TransitKey,
+    kv: &KeyVersion<crate::keys::SecretBytes>,
+    context: Option<&[u8]>,
+) -> Result<Value, LogicalError> {
     if !key.kind.is_signing() {
         return Ok(kv.created_unix().into());
     }
     let (secret, _) = crypto::split(key.kind, kv.material().as_bytes()).map_err(LogicalError::internal)?;
-    let public = if key.settings.derived {
-        String::new()
-    } else {
-        crypto::public_key(key.kind, secret).map_err(LogicalError::internal)?
+    let public = match (key.settings.derived, context) {
+        (false, _) => crypto::public_key(key.kind, secret).map_err(LogicalError::internal)?,
+        (true, Some(c)) if !c.is_empty() => {
+            let seed = crypto::derive_ed25519_seed(secret, c).map_err(LogicalError::internal)?;
+            crypto::public_key(key.kind, &seed).map_err(LogicalError::internal)?
+        }
+        (true, _) => String::new(),
     };
     let curve = match key.kind {
         KeyType::EcdsaP256 => "P-256",
         KeyType::EcdsaP384 => "P-384",
         _ => "ed25519",
     };
-    Ok(json!({"creation_time": kv.created_rfc3339(), "name": curve, "public_key": public}))
+    Ok(json!({"certificate_chain": "", "creation_time": kv.created_rfc3339(), "name": curve, "public_key": public}))
 }

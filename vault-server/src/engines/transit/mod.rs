@@ -194,7 +194,7 @@ impl Backend for Transit {
             }
             match (req.pattern(), req.op) {
                 ("keys", Operation::List) => self.list(u).await,
-                ("keys/{name}", Operation::Read) => self.read(u, &name).await,
+                ("keys/{name}", Operation::Read) => self.read_with(u, &name, &req.data).await,
                 ("keys/{name}", Operation::Create | Operation::Update) => self.create(u, &name, &req.data).await,
                 ("keys/{name}", Operation::Delete) => self.delete(u, &name).await,
                 ("keys/{name}/config", _) => self.config(u, &name, &req.data).await,
