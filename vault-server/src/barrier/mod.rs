@@ -250,6 +250,11 @@ impl Barrier {
         Ok(Some((plain, entry.rev)))
     }
 
+    /// Whether the storage read cache knows `path` (see [`Storage::is_cached`]).
+    pub fn is_cached(&self, path: &str) -> bool {
+        self.storage.is_cached(path)
+    }
+
     /// Read and decrypt `path` from the database itself (not the read
     /// cache): see [`Storage::get_fresh`].
     pub async fn get_fresh(&self, u: &Unsealed, path: &str) -> Result<Option<Zeroizing<Vec<u8>>>, BarrierError> {

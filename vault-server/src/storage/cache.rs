@@ -95,6 +95,33 @@ impl ReadCache {
         }
     }
 
+    /// `path` was written or deleted by a local commit, whose outcome for it
+    /// is `state` when known (a value with its revision, or absent). Forget
+    /// what was cached and remember `state` instead, unless the path's bucket
+    /// changed between `ticket` (taken before the transaction began) and now:
+    /// then another commit or a change announced by another server may be
+    /// newer than this one, and the path is only forgotten.
+    pub(super) fn committed(&self, ticket: Ticket, path: &str, state: Option<Option<Entry>>) {
+        let before = self.gens[ticket.bucket].fetch_add(1, Ordering::SeqCst);
+        let Some(map) = &self.map else { return };
+        match state {
+            Some(value)
+                if before == ticket.generation
+                    && value.as_ref().is_none_or(|e| e.value.as_bytes().len() <= MAX_ENTRY_BYTES) =>
+            {
+                map.insert(path.to_string(), value);
+                // Anyone who bumped the bucket after us may have removed the
+                // path before our insert: withdraw it, as `fill` does.
+                if self.gens[ticket.bucket].load(Ordering::SeqCst) != before + 1 {
+                    map.remove(path);
+                }
+            }
+            _ => {
+                map.remove(path);
+            }
+        }
+    }
+
     /// `path` was written or deleted (after the commit).
     pub(super) fn invalidate(&self, path: &str) {
         self.gens[Self::bucket(path)].fetch_add(1, Ordering::SeqCst);
@@ -149,6 +176,34 @@ mod tests {
         c.clear();
         c.fill(t, "k", &entry(1));
         assert!(c.get("k").is_none());
+    }
+
+    #[test]
+    fn a_commit_caches_its_outcome_unless_overtaken() {
+        let c = ReadCache::new(1 << 20);
+        let t = c.ticket("k");
+        c.committed(t, "k", Some(entry(3)));
+        assert_eq!(c.get("k").unwrap().unwrap().rev, 3);
+        // Outcome unknown (a put without expectation): forgotten.
+        let t = c.ticket("k");
+        c.committed(t, "k", None);
+        assert!(c.get("k").is_none());
+        // Another change of the bucket since the ticket (another commit, a
+        // change announced by another server): forgotten.
+        let t = c.ticket("k");
+        c.invalidate("k");
+        c.committed(t, "k", Some(entry(4)));
+        assert!(c.get("k").is_none());
+        // A reader that started before the commit cannot put its older value back.
+        let r = c.ticket("k");
+        let t = c.ticket("k");
+        c.committed(t, "k", Some(entry(5)));
+        c.fill(r, "k", &entry(4));
+        assert_eq!(c.get("k").unwrap().unwrap().rev, 5);
+        // A delete: known absent.
+        let t = c.ticket("k");
+        c.committed(t, "k", Some(None));
+        assert!(c.get("k").unwrap().is_none());
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! A write returns only after the transaction carrying it is durable.
 
 mod cache;
+mod conns;
 mod group;
 mod plan;
 mod postgres;
@@ -322,6 +323,12 @@ impl Storage {
             self.shared.cache.fill(ticket, path, &found);
         }
         Ok(found)
+    }
+
+    /// Whether the read cache holds `path` (its value or its absence): a
+    /// [`get`](Self::get) would then not reach the database.
+    pub fn is_cached(&self, path: &str) -> bool {
+        self.shared.cache.get(path).is_some()
     }
 
     /// Read one path from the database itself, bypassing the read cache:

@@ -12,7 +12,14 @@ use std::sync::Arc;
 
 use std::collections::HashMap;
 
+use super::conns::Conns;
 use super::{Change, Ciphertext, Entry, Shared, StorageError, WriteBatch, plan, sql};
+
+/// Connections of the pool: the change listener holds one, the rest serve
+/// reads and group commits.
+const POOL_SIZE: u32 = 24;
+/// Of those, kept between queries (`conns.rs`) and out at once at most.
+const LEASES: usize = 20;
 
 /// Open the group's transaction and lock every path it will touch, in a
 /// global order (sorted 64-bit hashes; a collision only serialises two
@@ -21,10 +28,7 @@ use super::{Change, Ciphertext, Entry, Shared, StorageError, WriteBatch, plan, s
 /// keys are integers we computed, formatted as literals (nothing from a
 /// request reaches this SQL text).
 fn begin_and_lock(paths: &[&str]) -> String {
-    let mut keys: Vec<i64> = paths.iter().map(|p| path_hash(p)).collect();
-    keys.sort_unstable();
-    keys.dedup();
-    let list = keys.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+    let list = lock_keys(paths).iter().map(i64::to_string).collect::<Vec<_>>().join(",");
     format!(
         "BEGIN; SELECT pg_advisory_xact_lock(k) FROM unnest(ARRAY[{list}]::bigint[]) WITH ORDINALITY AS t(k, n) \
          ORDER BY n"
@@ -70,7 +74,7 @@ async fn commit_once(
         let json = serde_json::to_string(&c).unwrap_or_default();
         sqlx::query(sql::SEAL_CONFIG_PUT).bind(json).execute(&mut *conn).await?;
     }
-    notify(conn, instance, p.changed).await?;
+    notify(conn, instance, &p.changed).await?;
     sqlx::query("COMMIT").execute(&mut *conn).await?;
     Ok(p.results)
 }
@@ -86,20 +90,79 @@ fn path_hash(path: &str) -> i64 {
 }
 
 /// Announce `paths` on [`CHANNEL`] inside the transaction (delivered on commit).
-async fn notify(conn: &mut sqlx::PgConnection, instance: &str, paths: Vec<&str>) -> Result<(), sqlx::Error> {
+async fn notify(conn: &mut sqlx::PgConnection, instance: &str, paths: &[&str]) -> Result<(), sqlx::Error> {
+    for payload in payloads(instance, paths) {
+        sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(&payload).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// NOTIFY payloads announcing `paths`: this instance's id, then one path per
+/// line, split to stay under [`MAX_PAYLOAD`] bytes.
+fn payloads(instance: &str, paths: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
     let mut payload = String::from(instance);
     for path in paths {
         if payload.len() + path.len() + 1 > MAX_PAYLOAD {
-            sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(&payload).execute(&mut *conn).await?;
-            payload = String::from(instance);
+            out.push(std::mem::replace(&mut payload, String::from(instance)));
         }
         payload.push('\n');
         payload.push_str(path);
     }
     if payload.len() > instance.len() {
-        sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(&payload).execute(&mut *conn).await?;
+        out.push(payload);
     }
-    Ok(())
+    out
+}
+
+/// Sorted, unique advisory lock keys of `paths` (see [`begin_and_lock`]).
+fn lock_keys(paths: &[&str]) -> Vec<i64> {
+    let mut keys: Vec<i64> = paths.iter().map(|p| path_hash(p)).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
+/// Try a [`plan::OneShot`] group in one round trip: `vault_commit_one_shot`
+/// (migrations/postgres/0002) locks, checks every expectation, writes and
+/// announces as one statement outside a transaction block, i.e. its own
+/// transaction, committed (and flushed, under `synchronous_commit`) before
+/// PostgreSQL answers; sqlx reads the reply up to `ReadyForQuery`, so
+/// `Ok(true)` means committed. `Ok(false)`: an expectation failed and
+/// nothing was written; plan the group exactly instead.
+async fn one_shot(
+    conn: &mut sqlx::PgConnection,
+    instance: &str,
+    batches: &[&WriteBatch],
+    o: &plan::OneShot<'_>,
+) -> Result<bool, sqlx::Error> {
+    let all: Vec<&str> = batches.iter().flat_map(|b| b.paths()).collect();
+    let check_paths: Vec<&str> = o.checks.iter().map(|(p, _)| *p).collect();
+    let check_revs: Vec<Option<i64>> = o
+        .checks
+        .iter()
+        .map(|(_, e)| match e {
+            super::Expect::Absent => None,
+            super::Expect::Rev(r) => Some(*r),
+        })
+        .collect();
+    let put_paths: Vec<&str> = o.upserts.iter().map(|(p, _)| *p).collect();
+    let put_values: Vec<&[u8]> = o.upserts.iter().map(|(_, v)| *v).collect();
+    let mut changed = all.clone();
+    changed.sort_unstable();
+    changed.dedup();
+    let row = sqlx::query("SELECT vault_commit_one_shot($1, $2, $3, $4, $5, $6, $7, $8)")
+        .bind(lock_keys(&all))
+        .bind(check_paths)
+        .bind(check_revs)
+        .bind(put_paths)
+        .bind(put_values)
+        .bind(&o.deletes)
+        .bind(CHANNEL)
+        .bind(payloads(instance, &changed))
+        .fetch_one(&mut *conn)
+        .await?;
+    row.try_get(0)
 }
 
 /// Channel on which every commit announces the paths it wrote, so other
@@ -117,6 +180,7 @@ const APP_PREFIX: &str = "vault-server/";
 
 pub(super) struct Postgres {
     pool: PgPool,
+    conns: Conns<sqlx::Postgres>,
     instance: String,
 }
 
@@ -129,7 +193,7 @@ impl Postgres {
             .map_err(|e| StorageError::InvalidUrl(e.to_string()))?
             .application_name(&format!("{APP_PREFIX}{instance}"));
         let pool = PgPoolOptions::new()
-            .max_connections(24)
+            .max_connections(POOL_SIZE)
             .min_connections(2)
             .acquire_timeout(Duration::from_secs(10))
             // sqlx pings every idle connection before handing it out: a round
@@ -150,7 +214,8 @@ impl Postgres {
         // Several servers may start at once; sqlx's migrator takes an
         // advisory lock so only one applies each migration.
         sqlx::migrate!("../migrations/postgres").run(&pool).await?;
-        Ok(Self { pool, instance })
+        let conns = Conns::new(pool.clone(), LEASES, Some(IDLE_PING_AFTER));
+        Ok(Self { pool, conns, instance })
     }
 
     /// Forward change notifications from other servers into `tx` until the
@@ -238,22 +303,28 @@ impl Postgres {
     }
 
     pub(super) async fn get(&self, path: &str) -> Result<Option<Entry>, StorageError> {
-        let row = sqlx::query(sql::GET).bind(path).fetch_optional(&self.pool).await?;
+        let mut c = self.conns.get().await?;
+        let row = sqlx::query(sql::GET).bind(path).fetch_optional(c.conn()).await?;
+        c.clean();
         Ok(row.map(|r| Entry { value: Ciphertext::from_storage(r.get(0)), rev: r.get(1) }))
     }
 
     pub(super) async fn scan(&self, from: &str, to: Option<&str>) -> Result<Vec<String>, StorageError> {
+        let mut c = self.conns.get().await?;
         let rows = match to {
             Some(to) => sqlx::query(sql::SCAN_RANGE).bind(from).bind(to),
             None => sqlx::query(sql::SCAN_ALL).bind(from),
         }
-        .fetch_all(&self.pool)
+        .fetch_all(c.conn())
         .await?;
+        c.clean();
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
 
     pub(super) async fn seal_config(&self) -> Result<Option<String>, StorageError> {
-        let row = sqlx::query(sql::SEAL_CONFIG_GET).fetch_optional(&self.pool).await?;
+        let mut c = self.conns.get().await?;
+        let row = sqlx::query(sql::SEAL_CONFIG_GET).fetch_optional(c.conn()).await?;
+        c.clean();
         Ok(row.map(|r| r.get(0)))
     }
 
@@ -261,17 +332,32 @@ impl Postgres {
         &self,
         batches: &[&WriteBatch],
     ) -> Result<Vec<Result<(), StorageError>>, StorageError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut lease = self.conns.get().await?;
+        let conn = lease.conn();
         let instance = self.instance.as_str();
         // Deadlocks are prevented by taking the group's row locks in one
         // global order (advisory locks on sorted path hashes, first thing in
         // the transaction); a deadlock or serialization failure from anything
         // else is retried, which is safe because the whole group rolled back.
+        // A group whose paths are all distinct (every group at c=1, most
+        // under load) first tries the one-round-trip form; the seal
+        // configuration (init, rekey: rare) always takes the exact path.
+        let shot = plan::one_shot(batches).filter(|o| o.seal_config.is_none());
         let mut attempt = 0;
         loop {
-            let r = commit_once(&mut conn, instance, batches).await;
+            let r = match &shot {
+                Some(o) => match one_shot(conn, instance, batches, o).await {
+                    Ok(true) => Ok(batches.iter().map(|_| Ok(())).collect()),
+                    Ok(false) => commit_once(conn, instance, batches).await,
+                    Err(e) => Err(e),
+                },
+                None => commit_once(conn, instance, batches).await,
+            };
             match r {
-                Ok(results) => return Ok(results),
+                Ok(results) => {
+                    lease.clean();
+                    return Ok(results);
+                }
                 Err(e) => {
                     let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
                     let retryable =
@@ -287,6 +373,7 @@ impl Postgres {
     }
 
     pub(super) async fn close(&self) {
+        self.conns.release_all();
         self.pool.close().await;
     }
 }
