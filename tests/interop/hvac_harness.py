@@ -31,10 +31,23 @@ STATE = {}
 STEPS = []
 
 
+# Every response a client of new_client() received: (method, path, status,
+# X-Request-Id), written to $VAULT_TEST_IDS_FILE at the end so the Rust side
+# can match them against the server's access log (one hook line per request,
+# with the same id).
+RESPONSES = []
+
+
+def _record(resp, *args, **kwargs):
+    path = requests.utils.urlparse(resp.request.url).path
+    RESPONSES.append([resp.request.method, path, resp.status_code, resp.headers.get("X-Request-Id", "")])
+
+
 def new_client(token=None):
     """An hvac client for ADDR that ignores proxy settings of the environment."""
     session = requests.Session()
     session.trust_env = False
+    session.hooks["response"].append(_record)
     c = hvac.Client(url=ADDR, session=session, timeout=30)
     c.token = token
     return c
@@ -105,5 +118,11 @@ def run():
             return 1
         passed += 1
         print(f"ok   {name}")
+    ids_file = os.environ.get("VAULT_TEST_IDS_FILE")
+    if ids_file:
+        import json
+
+        with open(ids_file, "w") as f:
+            json.dump(RESPONSES, f)
     print(f"{passed} passed, 0 failed")
     return 0

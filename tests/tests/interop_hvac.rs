@@ -49,10 +49,13 @@ fn run_hvac_script(name: &str, backend: Backend) {
     assert!(script.exists(), "{} is missing", script.display());
 
     let store = Store::new(backend);
-    let srv = ServerProc::start(&store, &[]);
+    // JSON logs with the access log: one line per request from the hook.
+    let srv = ServerProc::start_with_config(&store, "log_format = \"json\"\naccess_log = true\n", &[]);
+    let ids = tempfile::NamedTempFile::new().unwrap();
     let out = Command::new(&py)
         .arg(&script)
         .env("VAULT_ADDR", srv.url())
+        .env("VAULT_TEST_IDS_FILE", ids.path())
         .env_remove("VAULT_TOKEN")
         .env("PYTHONUNBUFFERED", "1")
         .env("PYTHONDONTWRITEBYTECODE", "1")
@@ -73,8 +76,48 @@ fn run_hvac_script(name: &str, backend: Backend) {
          --- stderr ---\n{stderr}"
     );
     eprint!("{stdout}");
+    every_response_passed_the_hooks(name, ids.path(), &srv.log_text());
     let status = srv.terminate();
     assert!(status.success(), "vault-server exited with {status} after the hvac run of {name}");
+}
+
+/// Every response hvac received carries a request id, and the server's
+/// access-log hook wrote exactly one line with that id, path and status:
+/// every request (raw `sys/` endpoints such as init and unseal included)
+/// passed the hooks, and the ids match.
+fn every_response_passed_the_hooks(name: &str, ids: &std::path::Path, log: &str) {
+    let responses: Vec<(String, String, u16, String)> =
+        serde_json::from_slice(&std::fs::read(ids).unwrap()).expect("the script wrote its responses");
+    assert!(!responses.is_empty(), "{name}: no responses recorded");
+    let mut seen = std::collections::HashMap::new();
+    for line in log.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if v["target"] != "vault::access" {
+            continue;
+        }
+        let f = &v["fields"];
+        let id = f["request_id"].as_str().unwrap_or_default().to_string();
+        let entry = (f["path"].as_str().unwrap_or_default().to_string(), f["status"].as_u64().unwrap_or(0));
+        assert!(seen.insert(id.clone(), entry).is_none(), "{name}: two access lines for request {id}");
+    }
+    let mut raw = 0;
+    for (method, path, status, id) in &responses {
+        assert_eq!(id.len(), 36, "{name}: {method} {path} answered without a request id");
+        let Some((logged_path, logged_status)) = seen.get(id) else {
+            panic!("{name}: {method} {path} ({status}, id {id}) never reached the hooks");
+        };
+        assert_eq!(u64::from(*status), *logged_status, "{name}: {method} {path}");
+        let asked = path.trim_start_matches("/v1/").trim_end_matches('/');
+        assert!(
+            logged_path.trim_end_matches('/').eq_ignore_ascii_case(asked),
+            "{name}: {method} {path} logged as {logged_path}"
+        );
+        raw += usize::from(["sys/init", "sys/unseal", "sys/seal-status", "sys/seal", "sys/health"].contains(&asked));
+    }
+    if name == "test_hvac_sys.py" {
+        assert!(raw > 0, "{name}: the raw sys endpoints were exercised and seen");
+    }
+    eprintln!("{name}: {} responses, each with one access-log line of the same id ({raw} raw sys)", responses.len());
 }
 
 #[test]

@@ -34,7 +34,7 @@ fn bench_auth(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let (core, token) = rt.block_on(async {
         let storage = Storage::open(&format!("sqlite://{}/v.db", dir.path().display())).await.unwrap();
-        let core = Core::new(storage).await.unwrap();
+        let core = Core::new(storage, vault_server::catalog::builtin()).await.unwrap();
         let init = core
             .init(InitRequest { secret_shares: Some(1), secret_threshold: Some(1), ..Default::default() })
             .await

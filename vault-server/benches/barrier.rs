@@ -71,7 +71,7 @@ impl Fixture {
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/vault.db", dir.path().display());
-    let core = Core::new(Storage::open(&url).await.unwrap()).await.unwrap();
+    let core = Core::new(Storage::open(&url).await.unwrap(), vault_server::catalog::builtin()).await.unwrap();
     let init = core
         .init(vault_api::InitRequest { secret_shares: Some(1), secret_threshold: Some(1), ..Default::default() })
         .await

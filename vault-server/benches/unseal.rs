@@ -76,7 +76,7 @@ fn bench_core(c: &mut Criterion) {
         let dir = tempfile::tempdir().unwrap();
         let url = sqlite_url(dir.path());
         let (core, keys) = rt.block_on(async {
-            let core = Core::new(Storage::open(&url).await.unwrap()).await.unwrap();
+            let core = Core::new(Storage::open(&url).await.unwrap(), vault_server::catalog::builtin()).await.unwrap();
             let keys = core.init(init_request()).await.unwrap().keys;
             (core, keys)
         });
@@ -105,7 +105,7 @@ fn bench_core(c: &mut Criterion) {
         let template = tempfile::tempdir().unwrap();
         let keys = rt.block_on(async {
             let storage = Storage::open(&sqlite_url(template.path())).await.unwrap();
-            let core = Core::new(storage.clone()).await.unwrap();
+            let core = Core::new(storage.clone(), vault_server::catalog::builtin()).await.unwrap();
             let keys = core.init(init_request()).await.unwrap().keys;
             storage.close().await;
             drop(core);
@@ -131,7 +131,8 @@ fn bench_core(c: &mut Criterion) {
                             }
                         }
                         let storage = Storage::open(&sqlite_url(&dir)).await.unwrap();
-                        let core: Arc<Core> = Core::new(storage.clone()).await.unwrap();
+                        let core: Arc<Core> =
+                            Core::new(storage.clone(), vault_server::catalog::builtin()).await.unwrap();
                         let start = Instant::now();
                         unseal3(&core, &keys).await;
                         total += start.elapsed();
@@ -160,7 +161,7 @@ fn bench_core(c: &mut Criterion) {
                         n += 1;
                         let dir = work.path().join(n.to_string());
                         let storage = Storage::open(&sqlite_url(&dir)).await.unwrap();
-                        let core = Core::new(storage.clone()).await.unwrap();
+                        let core = Core::new(storage.clone(), vault_server::catalog::builtin()).await.unwrap();
                         let start = Instant::now();
                         let resp = core.init(init_request()).await.unwrap();
                         total += start.elapsed();

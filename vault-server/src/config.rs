@@ -6,6 +6,7 @@
 //! log_level    = "info"                              # trace|debug|info|warn|error
 //! log_format   = "text"                              # text|json
 //! disable_mlock = false
+//! access_log = false   # one line per request: id, operation, path, status, duration, accessor
 //! max_request_bytes = 33554432
 //! # Key ceremonies without a token (OpenBao's listener settings): both `true`
 //! # by default, so `sys/rekey/*` and `sys/generate-root/*` need a token with
@@ -33,7 +34,7 @@
 //!
 //! [listener]                        # connection limits (Vault's listener "tcp" keys)
 //! http_read_header_timeout = "10s"  # time to send a request's head
-//! http_read_timeout = "30s"         # longest pause while sending a request body (408)
+//! http_read_timeout = "30s"         # a request body (JSON) must be complete within this (408); streamed bodies: per chunk
 //! http_idle_timeout = "5m"          # a connection without a request is closed after this
 //! max_connections = 4096            # more connections wait to be accepted
 //! tls_handshake_timeout = "10s"     # time to complete a TLS handshake
@@ -115,6 +116,7 @@ struct FileConfig {
     log_level: Option<String>,
     log_format: Option<LogFormat>,
     disable_mlock: Option<bool>,
+    access_log: Option<bool>,
     max_request_bytes: Option<usize>,
     tls: Option<TlsConfig>,
     lockout: Option<LockoutFile>,
@@ -171,6 +173,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Skip mlockall.
     pub disable_mlock: bool,
+    /// One log line per request (target `vault::access`).
+    pub access_log: bool,
     /// Largest accepted request body.
     pub max_request_bytes: usize,
     /// TLS, if configured.
@@ -244,6 +248,7 @@ impl Config {
             log_level: overrides.log_level.or(fc.log_level).unwrap_or_else(|| "info".into()),
             log_format: fc.log_format.unwrap_or_default(),
             disable_mlock: fc.disable_mlock.unwrap_or(false),
+            access_log: fc.access_log.unwrap_or(false),
             max_request_bytes,
             tls: fc.tls,
         })

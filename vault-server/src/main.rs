@@ -48,12 +48,18 @@ enum Command {
         /// Log level.
         #[arg(long, default_value = "info")]
         log_level: String,
+        /// Log one line per request (request id, operation, path, status, duration, accessor).
+        #[arg(long)]
+        access_log: bool,
     },
 }
 
-fn init_logging(level: &str, format: LogFormat) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+fn init_logging(level: &str, format: LogFormat, access_log: bool) {
+    // One access line per request (target `vault::access`) only when asked:
+    // it costs a write per request.
+    let access = if access_log { "vault::access=info" } else { "vault::access=off" };
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("{level},{access}"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("info,{access}")));
     use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -91,14 +97,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Server { config, listen, storage, log_level } => {
             let cfg =
                 Config::load(config.as_deref(), Overrides { listen_addr: listen, storage_url: storage, log_level })?;
-            init_logging(&cfg.log_level, cfg.log_format);
+            init_logging(&cfg.log_level, cfg.log_format, cfg.access_log);
             let h = hardening::apply(!cfg.disable_mlock);
             hardening::report(h, !cfg.disable_mlock);
             let server = Server::start(cfg).await?;
             server.serve(shutdown_signal()).await?;
         }
-        Command::Dev { listen, root_token, log_level } => {
-            init_logging(&log_level, LogFormat::Text);
+        Command::Dev { listen, root_token, log_level, access_log } => {
+            init_logging(&log_level, LogFormat::Text, access_log);
             let h = hardening::apply(false);
             hardening::report(h, false);
             let dir = tempfile::Builder::new().prefix("vault-dev-").tempdir()?;
@@ -108,6 +114,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // Dev only: PostgreSQL rotations may reach loopback (a server allows nothing by default).
             cfg.rotation.postgres_allowed_hosts =
                 std::sync::Arc::new(vault_server::engines::pg_role::HostAllowList::loopback().clone());
+            cfg.access_log = access_log;
             let server = Server::start(cfg).await?;
             let addr = server.local_addr()?;
             let (unseal_key, token) = server.core().dev_init(root_token.as_deref()).await?;

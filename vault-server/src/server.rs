@@ -46,10 +46,13 @@ impl Server {
     /// Open storage, build the core, bind the listener.
     pub async fn start(config: Config) -> Result<Self, ServerError> {
         let storage = Storage::open_with(&config.storage_url, config.cache_max_bytes).await?;
-        let core = Core::new(storage).await?;
+        let core = Core::new(storage, crate::catalog::builtin()).await?;
         core.lockout().configure(config.lockout);
         core.configure_rotation(config.rotation.clone());
         core.configure_unauthed_ceremonies(config.unauthed_ceremonies);
+        if config.access_log {
+            core.hooks().add(Arc::new(crate::core::hooks::AccessLog));
+        }
         let listener = TcpListener::bind(config.listen_addr).await?;
         Ok(Self { core, listener, config })
     }

@@ -4,13 +4,13 @@
 //! [`acl::authorize`] (after a policy check) and [`Authorized::unauthenticated`]
 //! (for paths a backend declares public, such as login) construct it.
 
-pub mod acl;
-pub mod cidr;
-pub mod lockout;
-pub mod methods;
-pub mod policy;
+pub(crate) mod acl;
+pub(crate) mod cidr;
+pub(crate) mod lockout;
+pub(crate) mod methods;
+pub(crate) mod policy;
 pub mod token;
-pub mod token_backend;
+pub(crate) mod token_backend;
 
 use std::net::IpAddr;
 use std::sync::Arc;

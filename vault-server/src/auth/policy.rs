@@ -154,12 +154,6 @@ impl PolicyError {
     }
 }
 
-/// Normalize a policy name as Vault does (trim surrounding whitespace and
-/// lowercase) before [`validate_name`].
-pub fn normalize_name(name: &str) -> String {
-    name.trim().to_lowercase()
-}
-
 /// Check that `name` may be used to create or update a policy: non-empty,
 /// only lowercase ASCII letters, digits, `-`, `_` and `.`, and not `root`
 /// (which is built in and immutable). `default` may be updated.
@@ -1536,7 +1530,6 @@ path "m" { policy = "read" capabilities = ["patch"] }
         assert_eq!(validate_delete("default"), Err(PolicyError::Undeletable("default".into())));
         assert!(matches!(validate_delete("root"), Err(PolicyError::Immutable(_))));
         validate_delete("dev").unwrap();
-        assert_eq!(normalize_name("  Dev-Team "), "dev-team");
     }
 
     #[test]
@@ -1556,5 +1549,285 @@ path "m" { policy = "read" capabilities = ["patch"] }
         assert_eq!(rw.merge(Capabilities::DENY), Capabilities::DENY);
         assert_eq!(Capabilities::DENY.merge(rw), Capabilities::DENY);
         assert_eq!(format!("{rw:?}"), "{\"read\", \"update\"}");
+    }
+}
+
+/// Property tests: whatever the text, parsing returns (never panics, never
+/// overflows the stack, in time roughly linear in the input), and every
+/// failure is a parse error naming a position inside the text; generated
+/// policies parse back to the rules they were generated from, in both the
+/// HCL and the JSON form.
+#[cfg(test)]
+mod proptests {
+    use std::time::{Duration, Instant};
+
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    /// Parse, and check the outcome's shape whatever it is.
+    fn parse_checked(text: &str) -> Result<Policy, PolicyError> {
+        let started = Instant::now();
+        let result = Policy::parse("p", text);
+        assert!(started.elapsed() < Duration::from_secs(2), "{} bytes took {:?}", text.len(), started.elapsed());
+        if let Err(e) = &result {
+            let PolicyError::Parse { line, column, message } = e else { panic!("not a parse error: {e:?}") };
+            let lines: Vec<&str> = text.split('\n').collect();
+            assert!(
+                *line >= 1 && *line <= lines.len() && *column >= 1,
+                "position {line}:{column} outside the text: {e}"
+            );
+            // At most one past the line's last character (end of input).
+            let width = lines[*line - 1].chars().count();
+            assert!(*column <= width + 1, "column {column} past the end of line {line} ({width} characters): {e}");
+            assert!(!message.is_empty());
+            assert!(e.to_string().starts_with("policy parse error at line "));
+        }
+        result
+    }
+
+    /// Pieces of policy syntax, to build near-valid and broken documents.
+    fn fragment() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("path".to_string()),
+            Just("\"secret/*\"".to_string()),
+            Just("{".to_string()),
+            Just("}".to_string()),
+            Just("[".to_string()),
+            Just("]".to_string()),
+            Just("=".to_string()),
+            Just(":".to_string()),
+            Just(",".to_string()),
+            Just("\n".to_string()),
+            Just("capabilities".to_string()),
+            Just("allowed_parameters".to_string()),
+            Just("required_parameters".to_string()),
+            Just("min_wrapping_ttl".to_string()),
+            Just("\"read\"".to_string()),
+            Just("\"deny\"".to_string()),
+            Just("true".to_string()),
+            Just("null".to_string()),
+            Just("-1.5e3".to_string()),
+            Just("# c\n".to_string()),
+            Just("/* c */".to_string()),
+            Just("/*".to_string()),
+            Just("\"".to_string()),
+            Just("\"\\ud800\"".to_string()),
+            Just("\"\\u00e9\\n\"".to_string()),
+            Just("<<EOF".to_string()),
+            Just("\u{feff}".to_string()),
+            "[a-z_]{1,6}",
+            "\"[^\"\\\\\n]{0,6}\"",
+            any::<char>().prop_map(String::from),
+        ]
+    }
+
+    fn soup() -> impl Strategy<Value = String> {
+        prop::collection::vec(fragment(), 0..60).prop_map(|parts| parts.join(" "))
+    }
+
+    // --- generated valid policies -------------------------------------------
+
+    #[derive(Debug, Clone)]
+    struct Rule {
+        /// As written (maybe with one leading `/`).
+        written: String,
+        caps: Vec<&'static str>,
+        allowed: BTreeMap<String, Vec<Value>>,
+        denied: BTreeMap<String, Vec<Value>>,
+        required: Vec<String>,
+    }
+
+    fn path() -> impl Strategy<Value = String> {
+        let segment = prop_oneof![
+            4 => "[a-z0-9_.-]{1,8}",
+            1 => Just("+".to_string()),
+            1 => "[^*+/\"\\\\\n]{1,4}",
+        ];
+        (any::<bool>(), prop::collection::vec(segment, 1..5), any::<bool>()).prop_map(|(slash, segs, glob)| {
+            let mut p = format!("{}{}", if slash { "/" } else { "" }, segs.join("/"));
+            if glob && !p.ends_with('+') {
+                p.push('*');
+            }
+            p
+        })
+    }
+
+    fn scalar() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            any::<i64>().prop_map(Value::from),
+            any::<bool>().prop_map(Value::from),
+            Just(Value::Null),
+            ".{0,8}".prop_map(Value::from),
+        ]
+    }
+
+    fn values() -> impl Strategy<Value = Vec<Value>> {
+        prop::collection::vec(scalar(), 0..4)
+    }
+
+    fn names() -> impl Strategy<Value = BTreeMap<String, Vec<Value>>> {
+        prop::collection::btree_map("[a-z*][a-z0-9_]{0,5}", values(), 0..4)
+    }
+
+    fn rule() -> impl Strategy<Value = Rule> {
+        let caps = prop::sample::subsequence(Capabilities::NAMED.iter().map(|(n, _)| *n).collect::<Vec<_>>(), 0..=8);
+        (path(), caps, names(), names(), prop::collection::vec("[a-z][a-z0-9_]{0,5}", 0..4)).prop_map(
+            |(written, caps, allowed, denied, mut required)| {
+                let mut seen = std::collections::HashSet::new();
+                required.retain(|r| seen.insert(r.clone()));
+                Rule { written, caps, allowed, denied, required }
+            },
+        )
+    }
+
+    /// What parsing `r` must give.
+    fn expected(r: &Rule, line: usize) -> PathRule {
+        let mut capabilities = Capabilities::NONE;
+        for c in &r.caps {
+            capabilities |= Capabilities::from_name(c).unwrap();
+        }
+        if capabilities.is_deny() {
+            capabilities = Capabilities::DENY;
+        }
+        let params = Parameters { allowed: r.allowed.clone(), denied: r.denied.clone(), required: r.required.clone() };
+        PathRule {
+            path: r.written.strip_prefix('/').unwrap_or(&r.written).to_string(),
+            capabilities,
+            parameters: (!capabilities.is_deny() && !params.is_empty()).then(|| Box::new(params)),
+            line,
+        }
+    }
+
+    fn quote(s: &str) -> String {
+        serde_json::to_string(s).unwrap()
+    }
+
+    fn hcl_values(values: &[Value]) -> String {
+        // JSON's spelling of scalars is HCL's too.
+        format!("[{}]", values.iter().map(Value::to_string).collect::<Vec<_>>().join(", "))
+    }
+
+    /// The HCL form, one attribute per line; returns the text and the line
+    /// of each block.
+    fn hcl(rules: &[Rule]) -> (String, Vec<usize>) {
+        let mut out = String::from("# generated\n");
+        let mut lines = Vec::new();
+        for r in rules {
+            lines.push(out.lines().count() + 1);
+            out.push_str(&format!("path {} {{\n", quote(&r.written)));
+            let caps: Vec<String> = r.caps.iter().map(|c| quote(c)).collect();
+            out.push_str(&format!("  capabilities = [{}]\n", caps.join(", ")));
+            for (key, map) in [("allowed_parameters", &r.allowed), ("denied_parameters", &r.denied)] {
+                if !map.is_empty() {
+                    out.push_str(&format!("  {key} = {{\n"));
+                    for (name, v) in map {
+                        out.push_str(&format!("    {} = {}\n", quote(name), hcl_values(v)));
+                    }
+                    out.push_str("  }\n");
+                }
+            }
+            if !r.required.is_empty() {
+                let req: Vec<String> = r.required.iter().map(|n| quote(n)).collect();
+                out.push_str(&format!("  required_parameters = [{}]\n", req.join(", ")));
+            }
+            out.push_str("}\n");
+        }
+        (out, lines)
+    }
+
+    /// The JSON form (the list shape, so paths may repeat).
+    fn json_form(rules: &[Rule]) -> String {
+        let blocks: Vec<Value> = rules
+            .iter()
+            .map(|r| {
+                let mut body = serde_json::Map::new();
+                body.insert("capabilities".into(), json!(r.caps));
+                if !r.allowed.is_empty() {
+                    body.insert("allowed_parameters".into(), json!(r.allowed));
+                }
+                if !r.denied.is_empty() {
+                    body.insert("denied_parameters".into(), json!(r.denied));
+                }
+                if !r.required.is_empty() {
+                    body.insert("required_parameters".into(), json!(r.required));
+                }
+                json!({ r.written.clone(): body })
+            })
+            .collect();
+        serde_json::to_string_pretty(&json!({ "path": blocks })).unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_text_never_panics(text in ".{0,300}") {
+            let _ = parse_checked(&text);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            let _ = parse_checked(&String::from_utf8_lossy(&bytes));
+        }
+
+        #[test]
+        fn policy_shaped_soup_never_panics(text in soup()) {
+            let _ = parse_checked(&text);
+            let _ = parse_checked(&format!("{{ {text} }}"));
+            let _ = parse_checked(&format!("path \"a\" {{ {text} }}"));
+        }
+
+        #[test]
+        fn generated_policies_round_trip(rules in prop::collection::vec(rule(), 0..6)) {
+            let (text, lines) = hcl(&rules);
+            let p = parse_checked(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            let want: Vec<PathRule> = rules.iter().zip(&lines).map(|(r, l)| expected(r, *l)).collect();
+            prop_assert_eq!(p.rules(), &want[..], "{}", text);
+            prop_assert_eq!(p.text(), &text[..]);
+
+            let text = json_form(&rules);
+            let p = parse_checked(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            let got: Vec<PathRule> = p.rules().iter().cloned().map(|r| PathRule { line: 0, ..r }).collect();
+            let want: Vec<PathRule> = want.into_iter().map(|r| PathRule { line: 0, ..r }).collect();
+            prop_assert_eq!(got, want, "{}", text);
+        }
+
+        /// Cutting a valid policy anywhere gives a policy or a positioned
+        /// parse error, never a panic.
+        #[test]
+        fn truncated_policies(rules in prop::collection::vec(rule(), 1..4), cut in any::<prop::sample::Index>()) {
+            let (text, _) = hcl(&rules);
+            let mut at = cut.index(text.len() + 1);
+            while !text.is_char_boundary(at) {
+                at -= 1;
+            }
+            let _ = parse_checked(&text[..at]);
+        }
+    }
+
+    proptest! {
+        // Each case parses about a megabyte: fewer cases.
+        #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+        /// Large documents (up to 256 KiB: many blocks, long strings, deep
+        /// nesting past the limit) parse in bounded time, with the same
+        /// outcome checks.
+        #[test]
+        fn large_documents_take_bounded_time(
+            piece in soup(),
+            repeat in 1usize..4096,
+            depth in 0usize..100_000,
+            rules in prop::collection::vec(rule(), 1..3),
+        ) {
+            let big = piece.repeat(repeat.min(256 * 1024 / piece.len().max(1)));
+            let _ = parse_checked(&big);
+            let _ = parse_checked(&format!("path \"a\" {{ x = {}{} }}", "[".repeat(depth), "]".repeat(depth)));
+            let _ = parse_checked(&format!("{}{}", "{".repeat(depth), "}".repeat(depth)));
+            let (one, _) = hcl(&rules);
+            let many = one.repeat((256 * 1024 / one.len()).max(1));
+            prop_assert!(parse_checked(&many).is_ok());
+        }
     }
 }

@@ -292,6 +292,12 @@ impl TokenStore {
         Ok(n)
     }
 
+    /// The auth mounts (uuids) that have issued live tokens.
+    pub async fn mounts_with_tokens(&self, barrier: &Barrier, u: &Unsealed) -> Result<Vec<String>, BarrierError> {
+        let listed = barrier.list(u, MOUNT_PREFIX).await?;
+        Ok(listed.into_iter().filter_map(|k| k.strip_suffix('/').map(String::from)).collect())
+    }
+
     /// Replace a token value's entry (dev mode chooses the root token value).
     pub fn rebind(&self, u: &Unsealed, batch: &mut Batch, token: &str, old: &TokenEntry) -> TokenEntry {
         let mut entry = old.clone();
@@ -368,15 +374,27 @@ impl TokenStore {
     /// children tidy revokes only at its next run). Lookups are cached, so
     /// this costs one cache hit per level. A tree deeper than
     /// [`MAX_DEPTH`] is refused rather than walked.
+    ///
+    /// Each token of the chain (this one included) that an auth method
+    /// issued must still have that method: `mount_known` says whether a
+    /// mount uuid is in the (cached) auth table; the uuids it does not know
+    /// are pushed to `unknown` for the caller to check against storage.
     pub async fn ancestry_alive(
         &self,
         barrier: &Barrier,
         u: &Unsealed,
         entry: &Arc<TokenEntry>,
         now: i64,
+        mount_known: &(dyn Fn(&str) -> bool + Sync),
+        unknown: &mut Vec<String>,
     ) -> Result<bool, BarrierError> {
         let mut cur = entry.clone();
         for _ in 0..MAX_DEPTH {
+            if let Some(m) = &cur.mount
+                && !mount_known(m)
+            {
+                unknown.push(m.clone());
+            }
             let Some(parent) = &cur.parent else { return Ok(true) };
             match self.lookup_id(barrier, u, parent, now).await? {
                 Some(p) => cur = p,

@@ -7,8 +7,11 @@ use serde_json::{Map, Value};
 
 use super::{Authorized, TokenEntry};
 use crate::barrier::now_unix;
-use crate::core::{Core, request::meta_value, rfc3339};
-use crate::logical::{AuthInfo, Backend, BoxFuture, LogicalError, Login, Operation, Request, Response, fields};
+use crate::core::{Core, request::meta_value};
+use crate::logical::fields::rfc3339;
+use crate::logical::{
+    AuthInfo, Backend, BoxFuture, Field, FieldKind, LogicalError, Login, Operation, PathSpec, Request, Response, fields,
+};
 
 /// The `auth/token/` backend.
 #[derive(Debug)]
@@ -23,40 +26,7 @@ impl TokenBackend {
     }
 }
 
-/// Policies given as a JSON list or a comma-separated string.
-pub fn policy_list(d: &Map<String, Value>, field: &str) -> Result<Option<Vec<String>>, LogicalError> {
-    let list = match d.get(field) {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::String(s)) => s.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect(),
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|v| v.as_str().map(|s| s.trim().to_string()))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| LogicalError::InvalidRequest(format!("'{field}' must be a list of strings")))?,
-        Some(_) => return Err(LogicalError::InvalidRequest(format!("'{field}' must be a list of strings"))),
-    };
-    let mut list: Vec<String> = list.into_iter().map(|p: String| p.to_lowercase()).filter(|p| !p.is_empty()).collect();
-    list.sort();
-    list.dedup();
-    Ok(Some(list))
-}
-
-/// A list of strings given as a JSON list or a comma-separated string.
-pub fn string_list(d: &Map<String, Value>, field: &str) -> Result<Option<Vec<String>>, LogicalError> {
-    match d.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => {
-            Ok(Some(s.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect()))
-        }
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|v| v.as_str().map(String::from))
-            .collect::<Option<Vec<_>>>()
-            .map(Some)
-            .ok_or_else(|| LogicalError::InvalidRequest(format!("'{field}' must be a list of strings"))),
-        Some(_) => Err(LogicalError::InvalidRequest(format!("'{field}' must be a list of strings"))),
-    }
-}
+use crate::logical::fields::{policy_list, string_list};
 
 /// Vault's token lookup data.
 pub fn lookup_data(e: &TokenEntry, token: Option<&str>, now: i64) -> Map<String, Value> {
@@ -102,13 +72,54 @@ impl Backend for TokenBackend {
         })
     }
 
-    fn root_paths(&self) -> &'static [&'static str] {
-        // As Vault: create-orphan is governed by its ACL alone.
-        &["revoke-orphan", "accessors", "accessors/"]
+    fn paths(&self) -> &'static [PathSpec] {
+        PATHS
     }
 }
 
+/// The token store's paths. `sudo` as Vault's (create-orphan is governed by
+/// its ACL alone).
+static PATHS: &[PathSpec] = {
+    use Operation::*;
+    const TOKEN: &[Field] = &[Field::new("token", FieldKind::String)];
+    const ACCESSOR: &[Field] = &[Field::new("accessor", FieldKind::String)];
+    const INCREMENT: &[Field] = &[Field::new("increment", FieldKind::Duration)];
+    const TOKEN_INCREMENT: &[Field] =
+        &[Field::new("token", FieldKind::String), Field::new("increment", FieldKind::Duration)];
+    const ACCESSOR_INCREMENT: &[Field] =
+        &[Field::new("accessor", FieldKind::String), Field::new("increment", FieldKind::Duration)];
+    const CREATE: &[Field] = &[
+        Field::new("policies", FieldKind::CommaList),
+        Field::new("meta", FieldKind::StringMap),
+        Field::new("no_parent", FieldKind::Bool),
+        Field::new("no_default_policy", FieldKind::Bool),
+        Field::new("renewable", FieldKind::Bool),
+        Field::new("ttl", FieldKind::Duration),
+        Field::new("explicit_max_ttl", FieldKind::Duration),
+        Field::new("period", FieldKind::Duration),
+        Field::new("num_uses", FieldKind::Count),
+        Field::new("display_name", FieldKind::String),
+    ];
+    &[
+        PathSpec::new("create", &[Update]).fields(CREATE),
+        PathSpec::new("create-orphan", &[Update]).fields(CREATE),
+        PathSpec::new("lookup-self", &[Read, Update]),
+        PathSpec::new("lookup", &[Read, Update]).fields(TOKEN),
+        PathSpec::new("lookup-accessor", &[Update]).fields(ACCESSOR),
+        PathSpec::new("renew-self", &[Update]).fields(INCREMENT),
+        PathSpec::new("renew", &[Update]).fields(TOKEN_INCREMENT),
+        PathSpec::new("renew-accessor", &[Update]).fields(ACCESSOR_INCREMENT),
+        PathSpec::new("revoke-self", &[Update]),
+        PathSpec::new("revoke", &[Update]).fields(TOKEN),
+        PathSpec::new("revoke-accessor", &[Update]).fields(ACCESSOR),
+        PathSpec::new("revoke-orphan", &[Update]).sudo().fields(TOKEN),
+        PathSpec::new("tidy", &[Update]),
+        PathSpec::new("accessors", &[List]).sudo(),
+    ]
+};
+
 async fn route(core: &Arc<Core>, auth: &Authorized, req: Request) -> Result<Response, LogicalError> {
+    let req = crate::logical::paths::ensure_routed(PATHS, req)?;
     let caller = auth.token().ok_or(LogicalError::PermissionDenied)?;
     let active = core.active().map_err(LogicalError::from)?;
     let tokens = active.tokens();
@@ -116,7 +127,8 @@ async fn route(core: &Arc<Core>, auth: &Authorized, req: Request) -> Result<Resp
     let u = auth.unsealed();
     let now = now_unix();
     let d = &req.data;
-    let path = req.path.trim_end_matches('/');
+    // The table admitted the operation; each pattern is its literal path.
+    let path = req.pattern();
     let write = matches!(req.op, Operation::Update | Operation::Create);
     match (path, req.op) {
         ("create" | "create-orphan", _) if write => create(core, auth, caller, d, path == "create-orphan").await,

@@ -16,10 +16,9 @@
 //! [`Barrier::unsealed`] makes one, and it carries the keys every operation
 //! here needs, so "touch data while sealed" cannot be written.
 
-pub mod keyring;
-pub mod view;
+pub(crate) mod keyring;
+pub(crate) mod view;
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 
 use zeroize::Zeroizing;
@@ -39,7 +38,7 @@ const KEYRING_HEADER: &[u8] = &[1];
 /// Rotate the active term automatically past this many encryptions: random
 /// 96-bit nonces are safe for 2^32 messages under one key (NIST SP 800-38D
 /// §8.3); we stop well short of that.
-pub const AUTO_ROTATE_ENCRYPTIONS: u64 = 3_000_000_000;
+pub const AUTO_ROTATE_ENCRYPTIONS: u64 = crate::keys::ROTATE_AT;
 
 /// Errors of the barrier layer.
 #[derive(Debug, thiserror::Error)]
@@ -124,11 +123,11 @@ impl Batch {
 fn encrypt(u: &Unsealed, path: &str, plaintext: &[u8]) -> Ciphertext {
     let term = u.keys.active_term();
     let key = u.keys.active();
-    key.new_encryptions.fetch_add(1, Ordering::Relaxed);
+    key.count_encryptions(1);
     let mut header = [0u8; HEADER_LEN];
     header[..4].copy_from_slice(&term.to_be_bytes());
     header[4] = VALUE_VERSION;
-    key.aead.seal(&header, path.as_bytes(), plaintext)
+    key.material().aead().seal(&header, path.as_bytes(), plaintext)
 }
 
 /// The term a stored value claims, after checking the header's shape.
@@ -212,10 +211,13 @@ impl Barrier {
         if slot.is_none() || *self.seals.borrow() != seals_seen {
             return Err(BarrierError::Sealed);
         }
-        if let Some(current) = slot.as_ref()
-            && current.active_term() > keyring.active_term()
-        {
-            return Ok(Unsealed { keys: current.clone() });
+        if let Some(current) = slot.as_ref() {
+            if current.active_term() > keyring.active_term() {
+                return Ok(Unsealed { keys: current.clone() });
+            }
+            // Encryptions counted on the copy being replaced and not yet
+            // flushed move to the new one, so the usage bound never undercounts.
+            keyring.take_unflushed_from(current);
         }
         let keys = Arc::new(keyring);
         *slot = Some(keys.clone());
@@ -266,13 +268,13 @@ impl Barrier {
     pub async fn decrypt(&self, u: &Unsealed, path: &str, bytes: &[u8]) -> Result<Zeroizing<Vec<u8>>, BarrierError> {
         let term = header_term(path, bytes)?;
         let opened = match u.keys.term(term) {
-            Some(k) => k.aead.open(HEADER_LEN, path.as_bytes(), bytes),
+            Some(k) => k.material().aead().open(HEADER_LEN, path.as_bytes(), bytes),
             None => {
                 // Another server may have rotated: reload the keyring once.
                 let fresh = self.reload(u).await?;
                 let k =
                     fresh.keys.term(term).ok_or_else(|| BarrierError::UnknownTerm { path: path.to_string(), term })?;
-                k.aead.open(HEADER_LEN, path.as_bytes(), bytes)
+                k.material().aead().open(HEADER_LEN, path.as_bytes(), bytes)
             }
         };
         opened.map_err(|_: AeadError| BarrierError::Tampered(path.to_string()))
@@ -381,15 +383,16 @@ impl Barrier {
     /// Status of the active term: (term, install time, encryptions).
     pub fn key_status(&self, u: &Unsealed) -> (u32, i64, u64) {
         let k = u.keys.active();
-        (u.keys.active_term(), k.install_unix, k.encryptions())
+        (u.keys.active_term(), k.created_unix(), k.encryptions())
     }
 
     /// Auto-rotation check, run periodically: rotate once the active term
-    /// nears the nonce-safety bound.
+    /// nears the nonce-safety bound. Asked of the stored keyring, which holds
+    /// every server's flushed counts (and a rotation another server made).
     pub async fn maintain(&self, u: &Unsealed) -> Result<Option<u32>, BarrierError> {
         self.flush_usage(u).await?;
         let (stored, _) = self.load_keyring(u.keys.root_key().clone()).await?;
-        if stored.term(u.keys.active_term()).map_or(0, |k| k.encryptions()) >= AUTO_ROTATE_ENCRYPTIONS {
+        if stored.needs_rotation(AUTO_ROTATE_ENCRYPTIONS) {
             return self.rotate(u).await.map(Some);
         }
         Ok(None)
@@ -482,6 +485,63 @@ mod tests {
         let (stored, _) = b.load_keyring(u.keys.root_key().clone()).await.unwrap();
         assert_eq!(stored.term(1).unwrap().encryptions(), 6);
         assert_eq!(stored.active_term(), 2);
+    }
+
+    #[tokio::test]
+    async fn encryptions_racing_a_rotation_are_still_counted() {
+        let (_d, b, u) = open_barrier().await;
+        let b = Arc::new(b);
+        b.put(&u, "a", b"v").await.unwrap();
+        let pause = b.pauses.arm("rotate:before-install");
+        let rotating = tokio::spawn({
+            let (b, u) = (b.clone(), u.clone());
+            async move { b.rotate(&u).await }
+        });
+        pause.reached().await; // term 2 is stored with term 1's count so far
+        for i in 0..3 {
+            b.put(&u, &format!("k{i}"), b"v").await.unwrap(); // still term 1
+        }
+        pause.release();
+        assert_eq!(rotating.await.unwrap().unwrap(), 2);
+        let u2 = b.unsealed().unwrap();
+        b.flush_usage(&u2).await.unwrap();
+        let (stored, _) = b.load_keyring(u2.keys.root_key().clone()).await.unwrap();
+        assert_eq!(stored.term(1).unwrap().encryptions(), 4);
+        // The replaced copy handed its counts over: flushing it adds nothing.
+        b.flush_usage(&u).await.unwrap();
+        let (stored, _) = b.load_keyring(u2.keys.root_key().clone()).await.unwrap();
+        assert_eq!(stored.term(1).unwrap().encryptions(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_keyring_stored_by_the_first_release_loads() {
+        // The fixture's plaintext (see keyring.rs), sealed as `wrap_keyring` does.
+        let plain = hex::decode(concat!(
+            "01000000030000000300000001000000006553f1000000000000000005",
+            "2222222222222222222222222222222222222222222222222222222222222222",
+            "00000002000000006553f16400000000b2d05e7b",
+            "3333333333333333333333333333333333333333333333333333333333333333",
+            "00000003000000006553f1c80000000000000000",
+            "4444444444444444444444444444444444444444444444444444444444444444",
+        ))
+        .unwrap();
+        let root = Zeroizing::new([0x11; 32]);
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(&format!("sqlite://{}/v.db", dir.path().display())).await.unwrap();
+        let b = Barrier::new(storage);
+        let mut batch = WriteBatch::new();
+        batch.put(KEYRING_PATH, AeadKey::new(&root).seal(KEYRING_HEADER, KEYRING_PATH.as_bytes(), &plain));
+        b.storage().write(batch).await.unwrap();
+        let (keyring, _) = b.load_keyring(root).await.unwrap();
+        assert_eq!(keyring.active_term(), 3);
+        assert_eq!(keyring.term(2).unwrap().encryptions(), 3_000_000_123);
+        assert_eq!(&keyring.encode()[..], &plain[..]);
+        // It works as a barrier keyring: writes use term 3, rotation makes term 4.
+        let u = b.install(keyring);
+        b.put(&u, "x", b"value").await.unwrap();
+        assert_eq!(&b.storage().get("x").await.unwrap().unwrap().value.as_bytes()[..4], &3u32.to_be_bytes());
+        assert_eq!(b.rotate(&u).await.unwrap(), 4);
+        assert_eq!(&**b.get(&b.unsealed().unwrap(), "x").await.unwrap().unwrap(), b"value");
     }
 
     #[tokio::test]

@@ -10,11 +10,12 @@
 //! `Sealed`.
 
 mod generate_root;
-pub mod lease;
-pub mod mounts;
-pub mod policies;
+pub mod hooks;
+pub(crate) mod lease;
+pub(crate) mod mounts;
+pub(crate) mod policies;
 mod rekey;
-pub mod request;
+pub(crate) mod request;
 #[cfg(test)]
 mod tests;
 
@@ -88,6 +89,8 @@ impl From<CoreError> for LogicalError {
             CoreError::Logical(l) => l,
             CoreError::Sealed => LogicalError::Sealed,
             CoreError::InvalidRequest(m) => LogicalError::InvalidRequest(m),
+            // Keep the detail for the log (the caller sees "internal error").
+            CoreError::Internal(detail) => LogicalError::Internal(detail),
             other => LogicalError::internal(other),
         }
     }
@@ -149,13 +152,20 @@ impl Active {
     /// tables (a reload that read the tables before a change must not
     /// replace the router built after it). False when neither is newer
     /// (the caller reads again).
-    fn set_router(&self, r: Router) -> bool {
+    /// Install `r` unless the installed router is newer. Some(backends the
+    /// new router no longer has: their mounts are gone, and the caller shuts
+    /// them down) when the installed router is now at least as new as `r`;
+    /// None when `r` lost a race and a newer one must be read.
+    fn set_router(&self, r: Router) -> Option<Vec<Arc<dyn crate::logical::Backend>>> {
         let mut g = self.router.write().unwrap_or_else(|p| p.into_inner());
         if r.is_at_least(&g) {
+            let gone = g.backends_not_in(&r);
             *g = Arc::new(r);
-            true
+            Some(gone)
+        } else if g.is_at_least(&r) {
+            Some(Vec::new())
         } else {
-            g.is_at_least(&r)
+            None
         }
     }
 
@@ -180,11 +190,20 @@ pub struct Core {
     /// the old configuration after it.
     seal_config: RwLock<(Option<SealConfig>, u64)>,
     lockout: Arc<crate::auth::lockout::Lockout>,
-    rotation: RwLock<crate::engines::RotationSettings>,
+    /// Mount types and their factories.
+    catalog: crate::logical::kit::Catalog,
+    /// Settings handed to every engine built.
+    engine_settings: RwLock<crate::logical::kit::EngineSettings>,
+    /// The time engines see.
+    clock: crate::logical::kit::Clock,
     /// Which key ceremonies take no token (`disable_unauthed_*_endpoints`).
     unauthed_ceremonies: RwLock<crate::config::UnauthedCeremonies>,
     /// Re-checks held authorizations (one per core, shared by requests).
     reauth: Arc<request::Reauthorizer>,
+    /// Called for every request (the HTTP pipeline runs them).
+    hooks: hooks::Hooks,
+    /// Requests by mount and status class (one of the hooks).
+    counter: Arc<hooks::RequestCounter>,
     #[cfg(test)]
     pub(crate) pauses: crate::testing::Pauses,
 }
@@ -200,8 +219,9 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Core {
-    /// A sealed core over `storage`.
-    pub async fn new(storage: Storage) -> Result<Arc<Self>, CoreError> {
+    /// A sealed core over `storage`, mounting the types of `catalog`
+    /// (`crate::catalog::builtin()` for everything this server ships).
+    pub async fn new(storage: Storage, catalog: crate::logical::kit::Catalog) -> Result<Arc<Self>, CoreError> {
         let seal_config = storage.seal_config().await?;
         let changes = storage.subscribe();
         let core = Arc::new_cyclic(|me| Core {
@@ -214,12 +234,19 @@ impl Core {
             generate_root: std::sync::Mutex::new(None),
             seal_config: RwLock::new((seal_config, 0)),
             lockout: Arc::new(crate::auth::lockout::Lockout::default()),
-            rotation: RwLock::new(crate::engines::RotationSettings::default()),
+            catalog,
+            engine_settings: RwLock::new(Default::default()),
+            clock: Default::default(),
             unauthed_ceremonies: RwLock::new(crate::config::UnauthedCeremonies { rekey: false, generate_root: false }),
             reauth: Arc::new(request::Reauthorizer { core: me.clone() }),
+            hooks: hooks::Hooks::default(),
+            counter: Arc::new(hooks::RequestCounter::default()),
             #[cfg(test)]
             pauses: Default::default(),
         });
+        // The access log is added by the server when configured (a hook
+        // that writes nothing still costs a call per request).
+        core.hooks.add(core.counter.clone());
         tokio::spawn(follow_changes(Arc::downgrade(&core), changes));
         Ok(core)
     }
@@ -241,6 +268,8 @@ impl Core {
             self.reload_mounts().await?;
         }
         let active = self.active()?;
+        // Engines hear of changes under their own prefix (the change feed).
+        active.router().invalidate(change);
         match change {
             Change::Resync => {
                 // Notifications may have been lost: any token may have been
@@ -261,12 +290,27 @@ impl Core {
 
     /// Set how secret rotation is scheduled (before unsealing).
     pub fn configure_rotation(&self, settings: crate::engines::RotationSettings) {
-        *self.rotation.write().unwrap_or_else(|p| p.into_inner()) = settings;
+        self.engine_settings.write().unwrap_or_else(|p| p.into_inner()).rotation = settings;
     }
 
     /// How secret rotation is scheduled.
     pub fn rotation_settings(&self) -> crate::engines::RotationSettings {
-        self.rotation.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.engine_settings().rotation
+    }
+
+    /// The settings engines are built with.
+    pub fn engine_settings(&self) -> crate::logical::kit::EngineSettings {
+        self.engine_settings.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The clock engines see (tests move it forward).
+    pub fn clock(&self) -> &crate::logical::kit::Clock {
+        &self.clock
+    }
+
+    /// The mount types this core can mount.
+    pub fn catalog(&self) -> &crate::logical::kit::Catalog {
+        &self.catalog
     }
 
     /// One scheduler tick: every mount runs its due background work (KV v2
@@ -277,6 +321,16 @@ impl Core {
         for m in active.router().mounts() {
             m.backend.periodic(&u).await;
         }
+    }
+
+    /// The hooks every request passes (add one to watch or refuse requests).
+    pub fn hooks(&self) -> &hooks::Hooks {
+        &self.hooks
+    }
+
+    /// Requests counted by mount, operation and status class.
+    pub fn request_counter(&self) -> &hooks::RequestCounter {
+        &self.counter
     }
 
     /// Login failure counters shared by all auth methods.
@@ -348,7 +402,8 @@ impl Core {
     /// `sys/init`: create the key hierarchy and the first root token.
     /// Leaves the vault sealed, as Vault does.
     pub async fn init(&self, req: InitRequest) -> Result<InitResponse, CoreError> {
-        if req.recovery_shares.is_some() || req.recovery_threshold.is_some() {
+        // `vault operator init` sends zeros (and empty PGP fields) when not given.
+        if req.recovery_shares.is_some_and(|n| n != 0) || req.recovery_threshold.is_some_and(|n| n != 0) {
             return Err(CoreError::InvalidRequest("parameters specific to auto unseal seals present".into()));
         }
         if req.pgp_keys.as_ref().is_some_and(|k| !k.is_empty())
@@ -505,7 +560,7 @@ impl Core {
             .ok_or_else(|| CoreError::Internal("cluster record missing".into()))?;
         let cluster: ClusterInfo =
             serde_json::from_slice(&raw).map_err(|_| CoreError::Internal("cluster record malformed".into()))?;
-        let router = mounts::load_router(self, &u).await?;
+        let router = mounts::load_router(self, &u, None).await?;
         Ok(Active {
             tokens,
             policies: policies::PolicyStore::new(Some(security.clone())),
@@ -611,7 +666,7 @@ impl Core {
     /// `sys/key-status`.
     pub fn key_status(&self, u: &Unsealed) -> KeyStatus {
         let (term, install, encryptions) = self.barrier.key_status(u);
-        KeyStatus { term, install_time: rfc3339(install), encryptions }
+        KeyStatus { term, install_time: crate::logical::fields::rfc3339(install), encryptions }
     }
 
     /// Dev mode: initialize with one share, unseal, and optionally replace the
@@ -683,6 +738,11 @@ impl Core {
                 Ok(n) => tracing::info!(revoked = n, "expired tokens tidied"),
                 Err(e) => tracing::warn!(error = %e, "token tidy failed"),
             }
+            match self.revoke_orphaned_mounts(&u).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(revoked = n, "tokens of disabled auth methods revoked"),
+                Err(e) => tracing::warn!(error = %e, "revoking tokens of disabled auth methods failed"),
+            }
         }
     }
 
@@ -711,12 +771,4 @@ async fn follow_changes(core: Weak<Core>, mut changes: tokio::sync::broadcast::R
 pub fn b64(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-/// Unix seconds as RFC 3339 UTC.
-pub fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default()
 }

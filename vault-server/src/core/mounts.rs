@@ -11,6 +11,7 @@ use super::{Core, CoreError};
 use crate::barrier::view::View;
 use crate::barrier::{Batch, Unsealed};
 use crate::crypto::random;
+use crate::logical::kit::EngineContext;
 use crate::logical::{Backend, LogicalError};
 use crate::storage::Expect;
 
@@ -18,6 +19,8 @@ use crate::storage::Expect;
 pub const MOUNTS_PATH: &str = "core/mounts";
 /// Barrier path of the auth-method mount table.
 pub const AUTH_PATH: &str = "core/auth";
+/// Tries of a mount-table change that keeps losing to concurrent changes.
+const MAX_TABLE_ATTEMPTS: u32 = 16;
 /// Types that exist once and cannot be mounted.
 const SINGLETONS: &[&str] = &["system", "token", "cubbyhole", "identity"];
 
@@ -47,7 +50,7 @@ impl Table {
         }
     }
     /// Prefix of the mounts' data in storage.
-    fn data_prefix(self) -> &'static str {
+    pub(crate) fn data_prefix(self) -> &'static str {
         match self {
             Table::Secrets => "logical/",
             Table::Auth => "auth/",
@@ -80,7 +83,7 @@ pub struct MountConfig {
 }
 
 /// One row of the mount table.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct MountEntry {
     /// Mount path with trailing slash, e.g. `secret/`.
     pub path: String,
@@ -104,9 +107,12 @@ pub struct MountEntry {
 }
 
 impl MountEntry {
-    /// Vault's `mountInfo` JSON for `sys/mounts`.
-    pub fn to_json(&self) -> Value {
-        json!({
+    /// Vault's `mountInfo` JSON for `sys/mounts` and `sys/auth` (`table`
+    /// says which: auth mounts carry `config.token_type`, which clients
+    /// such as vaultrs require).
+    pub fn to_json(&self, table: Table) -> Value {
+        let builtin = SINGLETONS.contains(&self.kind.as_str());
+        let mut v = json!({
             "type": self.kind,
             "description": self.description,
             "accessor": self.accessor,
@@ -116,14 +122,31 @@ impl MountEntry {
                 "max_lease_ttl": self.config.max_lease_ttl,
                 "force_no_cache": self.config.force_no_cache,
             },
-            "options": self.options,
+            // Vault shows `{}` for a mounted engine or method given no
+            // options, null for its built-in `sys/` and `token/`.
+            "options": match (&self.options, builtin) {
+                (None, false) => Some(Map::new()),
+                (o, _) => o.clone(),
+            },
             "local": self.local,
             "seal_wrap": self.seal_wrap,
             "external_entropy_access": false,
             "plugin_version": "",
             "running_plugin_version": format!("v{}+builtin", super::VERSION),
             "running_sha256": "",
-        })
+        });
+        if table == Table::Auth {
+            v["config"]["token_type"] = "default-service".into();
+        }
+        if self.kind == "system" {
+            // Vault passes `Accept` through to `sys/` (metrics, pprof formats).
+            v["config"]["passthrough_request_headers"] = json!(["Accept"]);
+        }
+        if !builtin {
+            // Built-in plugins (all of ours) are listed with their status.
+            v["deprecation_status"] = "supported".into();
+        }
+        v
     }
 
     fn token() -> Self {
@@ -177,7 +200,7 @@ impl std::fmt::Debug for Mounted {
 /// All mounts of both tables.
 #[derive(Debug, Default)]
 pub struct Router {
-    mounts: Vec<Mounted>,
+    mounts: Vec<Arc<Mounted>>,
     /// Storage revisions of the (secrets, auth) tables it was built from:
     /// revisions only grow, so they order routers built by racing reloads.
     revs: (Option<i64>, Option<i64>),
@@ -190,17 +213,17 @@ impl Router {
     }
 
     /// All mounts (built-ins first).
-    pub fn mounts(&self) -> &[Mounted] {
+    pub fn mounts(&self) -> &[Arc<Mounted>] {
         &self.mounts
     }
 
     /// The mounts of one table.
-    pub fn table(&self, t: Table) -> impl Iterator<Item = &Mounted> {
+    pub fn table(&self, t: Table) -> impl Iterator<Item = &Arc<Mounted>> {
         self.mounts.iter().filter(move |m| m.table == t)
     }
 
     /// The mount for `path` and the path relative to it.
-    pub fn route<'p>(&self, path: &'p str) -> Option<(&Mounted, &'p str)> {
+    pub fn route<'p>(&self, path: &'p str) -> Option<(&Arc<Mounted>, &'p str)> {
         self.mounts
             .iter()
             .filter_map(|m| {
@@ -217,8 +240,36 @@ impl Router {
     }
 
     /// The mount of `table` at exactly `path` (normalized, trailing slash).
-    pub fn get(&self, table: Table, path: &str) -> Option<&Mounted> {
+    pub fn get(&self, table: Table, path: &str) -> Option<&Arc<Mounted>> {
         self.table(table).find(|m| m.entry.path == path)
+    }
+
+    /// The backends of this router that `newer` does not have (their
+    /// mounts were removed, or changed and rebuilt).
+    pub(super) fn backends_not_in(&self, newer: &Router) -> Vec<Arc<dyn Backend>> {
+        self.mounts
+            .iter()
+            .filter(|m| !newer.mounts.iter().any(|n| Arc::ptr_eq(&n.backend, &m.backend)))
+            .map(|m| m.backend.clone())
+            .collect()
+    }
+
+    /// Tell each backend of a change another server made under its prefix.
+    pub(super) fn invalidate(&self, change: &crate::storage::Change) {
+        match change {
+            crate::storage::Change::Resync => self.mounts.iter().for_each(|m| m.backend.invalidate(None)),
+            crate::storage::Change::Path(p) => {
+                for m in &self.mounts {
+                    let rest = p
+                        .strip_prefix(m.table.data_prefix())
+                        .and_then(|r| r.strip_prefix(m.entry.uuid.as_str()))
+                        .and_then(|r| r.strip_prefix('/'));
+                    if let Some(rel) = rest {
+                        m.backend.invalidate(Some(rel));
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -239,47 +290,69 @@ async fn load_table(core: &Core, u: &Unsealed, t: Table) -> Result<(Vec<MountEnt
     }
 }
 
-/// Build the router from the stored tables.
-pub async fn load_router(core: &Core, u: &Unsealed) -> Result<Router, CoreError> {
+/// Build the router from the stored tables, keeping the backends of
+/// `previous` whose mount rows did not change (their in-memory state, such
+/// as caches, survives changes to other mounts).
+pub async fn load_router(core: &Core, u: &Unsealed, previous: Option<&Router>) -> Result<Router, CoreError> {
     let secrets = load_table(core, u, Table::Secrets).await?;
     let auth = load_table(core, u, Table::Auth).await?;
-    build_router(core, secrets, auth)
+    build_router(core, secrets, auth, previous)
 }
 
-fn mounted(core: &Core, table: Table, entry: MountEntry) -> Result<Mounted, CoreError> {
-    let view = View::new(core.barrier.clone(), format!("{}{}/", table.data_prefix(), entry.uuid));
-    let backend = match table {
-        Table::Secrets => crate::engines::build(&entry, view, core.rotation_settings())?,
-        Table::Auth => crate::auth::methods::build(core, &entry, view)?,
+/// The live mount for a row: the previous backend when the row is the same
+/// mount with the same settings (a new description does not matter),
+/// otherwise a new one from the catalog.
+fn mounted(core: &Core, table: Table, entry: MountEntry, previous: Option<&Router>) -> Result<Arc<Mounted>, CoreError> {
+    let route_path = format!("{}{}", table.route_prefix(), entry.path);
+    let same = |m: &&Arc<Mounted>| {
+        m.table == table
+            && m.entry.uuid == entry.uuid
+            && m.entry.path == entry.path
+            && m.entry.kind == entry.kind
+            && m.entry.options == entry.options
+            && m.entry.config == entry.config
     };
-    Ok(Mounted { route_path: format!("{}{}", table.route_prefix(), entry.path), table, entry, backend })
+    if let Some(m) = previous.and_then(|r| r.mounts.iter().find(same)) {
+        return Ok(Arc::new(Mounted { route_path, table, entry, backend: m.backend.clone() }));
+    }
+    let ctx = EngineContext {
+        view: View::new(core.barrier.clone(), format!("{}{}/", table.data_prefix(), entry.uuid)),
+        mount: entry.clone(),
+        settings: core.engine_settings(),
+        clock: core.clock().clone(),
+        barrier: core.barrier.clone(),
+        lockout: core.lockout().clone(),
+    };
+    let backend = core.catalog().build(table, ctx)?;
+    Ok(Arc::new(Mounted { route_path, table, entry, backend }))
 }
 
 fn build_router(
     core: &Core,
     (secrets, secrets_rev): (Vec<MountEntry>, Option<i64>),
     (auth, auth_rev): (Vec<MountEntry>, Option<i64>),
+    previous: Option<&Router>,
 ) -> Result<Router, CoreError> {
     let me = core.arc().ok_or_else(|| CoreError::Internal("core dropped".into()))?;
     let mut mounts = vec![
-        Mounted {
+        Arc::new(Mounted {
             entry: MountEntry::system(),
             table: Table::Secrets,
             route_path: "sys/".into(),
             backend: Arc::new(crate::sys::SystemBackend::new(Arc::downgrade(&me))),
-        },
-        Mounted {
+        }),
+        Arc::new(Mounted {
             entry: MountEntry::token(),
             table: Table::Auth,
             route_path: "auth/token/".into(),
             backend: Arc::new(crate::auth::token_backend::TokenBackend::new(Arc::downgrade(&me))),
-        },
+        }),
     ];
     for entry in secrets {
-        mounts.push(mounted(core, Table::Secrets, entry)?);
+        mounts.push(mounted(core, Table::Secrets, entry, previous)?);
     }
     for entry in auth {
-        mounts.push(mounted(core, Table::Auth, entry)?);
+        mounts.push(mounted(core, Table::Auth, entry, previous)?);
     }
     Ok(Router { mounts, revs: (secrets_rev, auth_rev) })
 }
@@ -317,7 +390,7 @@ impl Core {
             Table::Auth => format!("auth_{}_{}", entry.kind, random::hex_id(4)),
         };
         // Build once up front so a bad type/options is a 400 before anything is written.
-        mounted(self, table, entry.clone())?;
+        mounted(self, table, entry.clone(), None)?;
         self.update_table(u, table, |entries| {
             if let Some(existing) =
                 entries.iter().find(|e| e.path.starts_with(&entry.path) || entry.path.starts_with(&e.path))
@@ -345,16 +418,45 @@ impl Core {
             Ok(())
         })
         .await?;
-        if let Some(entry) = removed {
-            if table == Table::Auth {
-                // Tokens must not outlive the method that issued them.
-                let n = self.active()?.tokens().revoke_mount(&self.barrier, u, &entry.uuid).await?;
-                tracing::info!(path = %entry.path, revoked = n, "tokens of the disabled auth method revoked");
-            }
-            View::new(self.barrier.clone(), format!("{}{}/", table.data_prefix(), entry.uuid)).clear(u).await?;
-            tracing::info!(path = %entry.path, table = table.noun(), "mount disabled");
+        let Some(entry) = removed else { return Ok(()) };
+        // The table change is committed: the clean-up runs in its own task,
+        // so a caller that goes away (a dropped connection cancels this
+        // future) cannot stop it half way. Should the server stop first, the
+        // tokens are unusable anyway (`token_usable` checks their method)
+        // and the token tidy revokes them (`revoke_orphaned_mounts`).
+        let me = self.arc().ok_or_else(|| CoreError::Internal("core dropped".into()))?;
+        let u = u.clone();
+        let cleanup = tokio::spawn(async move {
+            #[cfg(test)]
+            me.pauses.at("unmount:cleanup").await;
+            me.clean_up_mount(&u, table, &entry).await
+        });
+        cleanup.await.map_err(|e| CoreError::Internal(format!("mount clean-up task failed: {e}")))?
+    }
+
+    /// Revoke a removed auth method's tokens and delete a removed mount's data.
+    async fn clean_up_mount(&self, u: &Unsealed, table: Table, entry: &MountEntry) -> Result<(), CoreError> {
+        if table == Table::Auth {
+            // Tokens must not outlive the method that issued them.
+            let n = self.active()?.tokens().revoke_mount(&self.barrier, u, &entry.uuid).await?;
+            tracing::info!(path = %entry.path, revoked = n, "tokens of the disabled auth method revoked");
         }
+        View::new(self.barrier.clone(), format!("{}{}/", table.data_prefix(), entry.uuid)).clear(u).await?;
+        tracing::info!(path = %entry.path, table = table.noun(), "mount disabled");
         Ok(())
+    }
+
+    /// Revoke the tokens of auth methods no longer in the stored table (a
+    /// disable whose clean-up was cut short). Run by the token tidy.
+    pub(super) async fn revoke_orphaned_mounts(&self, u: &Unsealed) -> Result<usize, CoreError> {
+        let active = self.active()?;
+        let mut n = 0;
+        for uuid in active.tokens().mounts_with_tokens(&self.barrier, u).await? {
+            if !self.auth_mount_exists(u, &uuid).await? {
+                n += active.tokens().revoke_mount(&self.barrier, u, &uuid).await?;
+            }
+        }
+        Ok(n)
     }
 
     /// Change a mount's description, lease settings or options.
@@ -388,7 +490,7 @@ impl Core {
         mut change: impl FnMut(&mut Vec<MountEntry>) -> Result<(), LogicalError>,
     ) -> Result<(), CoreError> {
         let active = self.active()?;
-        for _ in 0..8 {
+        for attempt in 0..MAX_TABLE_ATTEMPTS {
             let (mut entries, rev) = load_table(self, u, table).await?;
             change(&mut entries)?;
             let json = serde_json::to_vec(&entries).map_err(|e| CoreError::Internal(e.to_string()))?;
@@ -397,11 +499,18 @@ impl Core {
             batch.put_expect(u, table.storage_path(), &json, expect);
             match self.barrier.write(batch).await {
                 Ok(()) => return self.install_router(&active, u).await,
-                Err(crate::barrier::BarrierError::Storage(crate::storage::StorageError::Conflict(_))) => continue,
+                Err(crate::barrier::BarrierError::Storage(crate::storage::StorageError::Conflict(_))) => {
+                    // Another change won: back off a little (with jitter, so
+                    // racing writers spread out) and apply ours to the new table.
+                    let ms = 1u64 << attempt.min(6);
+                    let jitter = rand::random_range(0..=ms);
+                    tokio::time::sleep(std::time::Duration::from_millis(ms + jitter)).await;
+                }
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(CoreError::Internal("mount table update kept conflicting".into()))
+        // Not a failure of the server: many changes at once. Safe to retry.
+        Err(LogicalError::Busy("the mount table is being changed by other requests; retry".into()).into())
     }
 
     /// Whether the auth mount `uuid` is in the stored auth table, read from
@@ -426,10 +535,14 @@ impl Core {
     /// read is at least as new as anything installed.
     async fn install_router(&self, active: &super::Active, u: &Unsealed) -> Result<(), CoreError> {
         for _ in 0..8 {
-            let router = load_router(self, u).await?;
+            let router = load_router(self, u, Some(&active.router())).await?;
             #[cfg(test)]
             self.pauses.at("router:before-install").await;
-            if active.set_router(router) {
+            if let Some(gone) = active.set_router(router) {
+                // Mounts that were removed (or rebuilt) stop their work.
+                for backend in gone {
+                    backend.shutdown();
+                }
                 return Ok(());
             }
         }

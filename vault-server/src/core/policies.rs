@@ -89,9 +89,7 @@ impl PolicyStore {
 
     /// Delete a policy (`root` and `default` cannot be deleted).
     pub async fn delete(&self, barrier: &Barrier, name: &str) -> Result<(), LogicalError> {
-        if name == "root" || name == "default" {
-            return Err(LogicalError::InvalidRequest(format!("cannot delete \"{name}\" policy")));
-        }
+        policy::validate_delete(name).map_err(|e| LogicalError::InvalidRequest(e.to_string()))?;
         barrier.delete(&format!("{POLICY_PREFIX}{name}")).await?;
         self.invalidate();
         Ok(())

@@ -6,12 +6,95 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use serde_json::Map;
+use zeroize::Zeroizing;
+
+use super::hooks::Caller;
+use super::mounts::Mounted;
 use crate::auth::token::TokenParams;
 use crate::auth::{Authorized, Grant, Recheck, TokenEntry, acl, cidr};
 use crate::barrier::{Batch, now_unix};
-use crate::logical::{AuthInfo, BoxFuture, LogicalError, Login, Operation, Request, Response, path_matches};
+use crate::logical::{
+    AuthInfo, BodyKind, BoxFuture, ByteStream, LogicalError, Login, Operation, Request, Response, Route, paths,
+};
 
 use super::{Core, CoreError};
+
+/// A request that passed routing, authentication and the capability check,
+/// whose body has not been read yet.
+pub struct Prepared {
+    mounted: Arc<Mounted>,
+    rel: String,
+    full_path: String,
+    op: Operation,
+    client_addr: Option<IpAddr>,
+    access: Access,
+    caller: Option<Caller>,
+    route: Option<Route>,
+}
+
+/// How a prepared request was let in.
+enum Access {
+    /// A path the backend declares unauthenticated (logins).
+    Login,
+    /// A token whose policies grant the capability.
+    Token {
+        entry: Arc<TokenEntry>,
+        acl: Arc<crate::auth::acl::Acl>,
+        sudo: bool,
+        token_value: Option<Zeroizing<String>>,
+    },
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared").field("path", &self.full_path).field("op", &self.op).finish_non_exhaustive()
+    }
+}
+
+impl Prepared {
+    /// The operation (create or update decided).
+    pub fn op(&self) -> Operation {
+        self.op
+    }
+    /// The full canonical path.
+    pub fn path(&self) -> &str {
+        &self.full_path
+    }
+    /// The mount's route path, e.g. `secret/`.
+    pub fn mount(&self) -> &str {
+        &self.mounted.route_path
+    }
+    /// The mount's type, e.g. `kv`.
+    pub fn mount_type(&self) -> &str {
+        &self.mounted.entry.kind
+    }
+    /// The caller (None on unauthenticated paths).
+    pub fn caller(&self) -> Option<&Caller> {
+        self.caller.as_ref()
+    }
+    /// The route template: the matched pattern of the backend's path
+    /// table, or "" for backends without one.
+    pub fn template(&self) -> &'static str {
+        self.route.as_ref().map_or("", Route::pattern)
+    }
+    /// What body the path takes.
+    pub fn body_kind(&self) -> BodyKind {
+        self.route.as_ref().map_or(BodyKind::Json, |r| r.spec.body)
+    }
+    /// The largest streamed body the mount accepts.
+    pub fn stream_limit(&self) -> u64 {
+        self.mounted.backend.stream_limit()
+    }
+}
+
+/// A path no backend serves, said in the caller's terms.
+fn unsupported(full_path: &str, m: &Mounted) -> LogicalError {
+    LogicalError::UnsupportedPath(format!(
+        "no handler for route \"{full_path}\": the {} mount at \"{}\" has no such path",
+        m.entry.kind, m.route_path
+    ))
+}
 
 /// A backend's answer plus the type of the mount that gave it (Vault's `mount_type`).
 #[derive(Debug)]
@@ -30,84 +113,185 @@ impl Core {
         let token = token.filter(|t| !t.is_empty()).ok_or(LogicalError::PermissionDenied)?;
         let now = now_unix();
         let entry = active.tokens.lookup(&self.barrier, &u, token, now).await?.ok_or(LogicalError::PermissionDenied)?;
-        if !cidr::allowed(&entry.bound_cidrs, addr)
-            || !active.tokens.ancestry_alive(&self.barrier, &u, &entry, now).await?
-        {
+        if !self.token_usable(&active, &u, &entry, addr, now).await? {
             return Err(LogicalError::PermissionDenied.into());
         }
         Ok(entry)
     }
 
-    /// Handle a logical request on behalf of the holder of `token`.
-    pub async fn handle(&self, token: Option<&str>, mut req: Request) -> Result<Handled, CoreError> {
+    /// A looked-up token may be used from `addr`: its CIDR binding allows
+    /// it, every ancestor exists and is unexpired, and every auth method
+    /// that issued one of them is still enabled (a disable whose revocation
+    /// did not finish, e.g. the server stopped, leaves nothing usable).
+    pub(super) async fn token_usable(
+        &self,
+        active: &super::Active,
+        u: &crate::barrier::Unsealed,
+        entry: &Arc<TokenEntry>,
+        addr: Option<IpAddr>,
+        now: i64,
+    ) -> Result<bool, CoreError> {
+        if !cidr::allowed(&entry.bound_cidrs, addr) {
+            return Ok(false);
+        }
+        let router = active.router();
+        let known = |uuid: &str| router.table(super::Table::Auth).any(|m| m.entry.uuid == uuid);
+        let mut unknown = Vec::new();
+        if !active.tokens.ancestry_alive(&self.barrier, u, entry, now, &known, &mut unknown).await? {
+            return Ok(false);
+        }
+        // Not in this server's table: maybe enabled on another server a
+        // moment ago; the stored table decides.
+        for uuid in unknown {
+            if !self.auth_mount_exists(u, &uuid).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Handle a logical request on behalf of the holder of `token` (the
+    /// whole request at once; the HTTP pipeline calls [`Self::prepare`] and
+    /// [`Self::execute`] itself, to read the body only once authorized).
+    pub async fn handle(&self, token: Option<&str>, req: Request) -> Result<Handled, CoreError> {
+        let prepared = self.prepare(token, req.op, req.path, req.client_addr).await?;
+        self.execute(prepared, req.data, req.stream).await
+    }
+
+    /// Route, authenticate and authorize a request before its body is read:
+    /// a request the policy denies costs no body read.
+    pub async fn prepare(
+        &self,
+        token: Option<&str>,
+        op: Operation,
+        path: String,
+        client_addr: Option<IpAddr>,
+    ) -> Result<Prepared, CoreError> {
         let active = self.active()?;
         let u = self.unsealed()?;
         let router = active.router();
-        canonicalize(&mut req)?;
+        let mut head = Request::new(op, path);
+        canonicalize(&mut head)?;
         // The policy is checked on exactly the path the backend will serve.
         let folded = router
-            .route(&req.path)
+            .route(&head.path)
             .and_then(|(m, rel)| m.backend.canonical_path(rel).map(|c| format!("{}{c}", m.route_path)));
         if let Some(p) = folded {
-            req.path = p;
+            head.path = p;
         }
-        let full_path = req.path.clone();
+        let full_path = head.path;
+        let mut op = head.op;
         let routed = router.route(&full_path);
+        // The backend's table entry: None for a backend without a table,
+        // Some(None) for a path its table does not have.
+        let table_entry = routed.and_then(|(m, rel)| {
+            let table = m.backend.paths();
+            (!table.is_empty()).then(|| paths::find(table, rel))
+        });
 
         // Unauthenticated paths (logins) are declared by the backend that serves them.
+        let unauthenticated = matches!(&table_entry, Some(Some(r)) if r.spec.unauthenticated);
         if let Some((m, rel)) = routed
-            && path_matches(m.backend.unauthenticated_paths(), rel)
+            && unauthenticated
         {
-            req.path = rel.to_string();
-            let auth = Authorized::unauthenticated(u);
-            let response = m.backend.handle(&auth, req).await?;
-            let response = self.finish_login(response, &full_path, m).await?;
-            return Ok(Handled { response, mount_type: m.entry.kind.clone() });
+            let route = table_entry.flatten();
+            if route.as_ref().is_some_and(|r| !r.spec.serves(op)) {
+                return Err(LogicalError::UnsupportedOperation.into());
+            }
+            let (mounted, rel) = (m.clone(), rel.to_string());
+            let access = Access::Login;
+            return Ok(Prepared { mounted, rel, full_path, op, client_addr, access, caller: None, route });
         }
 
         // Everything else needs a valid token, checked before revealing
         // whether the path is routable.
-        let entry = self.authenticate(token, req.client_addr).await?;
+        let entry = self.authenticate(token, client_addr).await?;
         let (m, rel) = routed.ok_or_else(|| {
             LogicalError::UnsupportedPath(format!("no handler for route \"{full_path}\". route entry not found."))
         })?;
-        let sudo = path_matches(m.backend.root_paths(), rel);
+        let route = match table_entry {
+            Some(None) => return Err(unsupported(&full_path, m).into()),
+            Some(Some(r)) if !r.spec.serves(op) => return Err(LogicalError::UnsupportedOperation.into()),
+            Some(r) => r,
+            None => None,
+        };
+        let sudo = route.as_ref().is_some_and(|r| r.spec.sudo);
+        let existence_check = route.as_ref().is_none_or(|r| r.spec.existence_check);
         let acl = active.policies.acl(&self.barrier, &u, &entry.policies).await?;
         // Create or update? Only the policy check can tell them apart for a
         // backend that handles both alike; when the policy grants both, the
         // existence read (a storage round trip on a write's hot path) is moot.
-        let moot = m.backend.create_is_update()
-            && acl.allows(&full_path, Operation::Create, sudo)
-            && acl.allows(&full_path, Operation::Update, sudo);
-        if req.op == Operation::Update
-            && !moot
+        let moot = || {
+            m.backend.create_is_update()
+                && acl.allows(&full_path, Operation::Create, sudo)
+                && acl.allows(&full_path, Operation::Update, sudo)
+        };
+        if op == Operation::Update
+            && existence_check
+            && !moot()
             && let Some(false) = m.backend.exists(&u, rel).await?
         {
-            req.op = Operation::Create;
+            op = Operation::Create;
         }
-        let mut auth = acl::authorize(u.clone(), entry.clone(), &acl, &full_path, req.op, sudo)?
-            .with_acl(acl.clone(), &m.route_path);
-        acl::check_parameters(&acl, &full_path, req.op, &req.data)?;
-        if m.entry.kind == "token"
-            && let Some(t) = token
-        {
-            auth = auth.with_token_value(t);
+        if !acl.allows(&full_path, op, sudo) {
+            return Err(LogicalError::PermissionDenied.into());
         }
-        let mut spent = false;
-        if entry.num_uses > 0 {
-            let used =
-                active.tokens.use_once(&self.barrier, &u, &entry).await?.ok_or(LogicalError::PermissionDenied)?;
-            // `used` reads 0 uses both when unlimited and when this was the
-            // last one; the entry before the use tells them apart.
-            let left = entry.num_uses.saturating_sub(1).min(used.num_uses);
-            spent = left == 0;
-            auth = auth.with_uses_left(left).with_token_entry(Arc::new(used));
+        let token_value = (m.entry.kind == "token").then(|| token.map(|t| Zeroizing::new(t.to_string()))).flatten();
+        let caller = Caller::new(entry.clone());
+        let (mounted, rel) = (m.clone(), rel.to_string());
+        let access = Access::Token { entry, acl, sudo, token_value };
+        Ok(Prepared { mounted, rel, full_path, op, client_addr, access, caller: Some(caller), route })
+    }
+
+    /// Run an authorized request with its body's data: parameter
+    /// constraints, the token's use count, the backend, and a login's token.
+    /// `stream` is the unread body of a path declared [`BodyKind::Stream`].
+    pub async fn execute(
+        &self,
+        p: Prepared,
+        data: Map<String, Value>,
+        stream: Option<ByteStream>,
+    ) -> Result<Handled, CoreError> {
+        let active = self.active()?;
+        let u = self.unsealed()?;
+        let Prepared { mounted: m, rel, full_path, op, client_addr, access, caller: _, route } = p;
+        let req = Request { op, path: rel, data, client_addr, route, stream };
+        let auth = match access {
+            Access::Login => Authorized::unauthenticated(u),
+            Access::Token { entry, acl, sudo, token_value } => {
+                acl::check_parameters(&acl, &full_path, op, &req.data)?;
+                let mut auth = acl::authorize(u.clone(), entry.clone(), &acl, &full_path, op, sudo)?
+                    .with_acl(acl.clone(), &m.route_path);
+                if let Some(t) = token_value {
+                    auth = auth.with_token_value(&t);
+                }
+                let mut spent = false;
+                if entry.num_uses > 0 {
+                    let used = active
+                        .tokens
+                        .use_once(&self.barrier, &u, &entry)
+                        .await?
+                        .ok_or(LogicalError::PermissionDenied)?;
+                    // `used` reads 0 uses both when unlimited and when this was the
+                    // last one; the entry before the use tells them apart.
+                    let left = entry.num_uses.saturating_sub(1).min(used.num_uses);
+                    spent = left == 0;
+                    auth = auth.with_uses_left(left).with_token_entry(Arc::new(used));
+                }
+                let grant = Grant { path: full_path.clone(), op, sudo, addr: client_addr, spent };
+                auth.with_grant(grant, self.reauth.clone())
+            }
+        };
+        if let Some(r) = &req.route {
+            r.spec.validate(&req.data)?;
         }
-        let grant = Grant { path: full_path.clone(), op: req.op, sudo, addr: req.client_addr, spent };
-        auth = auth.with_grant(grant, self.reauth.clone());
-        req.path = rel.to_string();
-        let response = m.backend.handle(&auth, req).await?;
-        let response = self.finish_login(response, &full_path, m).await?;
+        let response = match m.backend.handle(&auth, req).await {
+            // Say what was not found, in the caller's terms (a backend's own
+            // message names only its relative path, or nothing).
+            Err(LogicalError::UnsupportedPath(_)) => return Err(unsupported(&full_path, &m).into()),
+            other => other?,
+        };
+        let response = self.finish_login(response, &full_path, &m).await?;
         Ok(Handled { response, mount_type: m.entry.kind.clone() })
     }
 
@@ -259,9 +443,7 @@ impl Recheck for Reauthorizer {
                 .lookup_id(&core.barrier, &u, token_id, now)
                 .await?
                 .ok_or(LogicalError::PermissionDenied)?;
-            if !cidr::allowed(&entry.bound_cidrs, grant.addr)
-                || !active.tokens.ancestry_alive(&core.barrier, &u, &entry, now).await?
-            {
+            if !core.token_usable(&active, &u, &entry, grant.addr, now).await? {
                 return Err(LogicalError::PermissionDenied);
             }
             let acl = active.policies.acl(&core.barrier, &u, &entry.policies).await?;

@@ -7,8 +7,8 @@
 //! crates: `docs/decisions.md`.
 
 pub mod aead;
-pub mod hmac;
-pub mod random;
+pub(crate) mod hmac;
+pub(crate) mod random;
 pub mod shamir;
 
 pub use aead::{AeadKey, Ciphertext, KEY_LEN};

@@ -37,8 +37,16 @@ pub fn uuid() -> String {
     fill(&mut b);
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    // 8-4-4-4-12 hex digits; written into a fixed buffer (one per request:
+    // formatting machinery would cost more than the rest of `sys/health`).
+    let mut out = [b'-'; 36];
+    for (bytes, at) in [(0..4, 0), (4..6, 9), (6..8, 14), (8..10, 19), (10..16, 24)] {
+        let len = 2 * bytes.len();
+        // Cannot fail: the slice is exactly twice the bytes' length.
+        let _ = hex::encode_to_slice(&b[bytes], &mut out[at..at + len]);
+    }
+    // ASCII by construction: the conversion cannot fail.
+    String::from_utf8(out.to_vec()).unwrap_or_default()
 }
 
 /// `len` characters drawn uniformly from `[0-9A-Za-z]` (rejection sampling,

@@ -7,7 +7,7 @@ use zeroize::Zeroizing;
 use crate::auth::Authorized;
 use crate::barrier::Unsealed;
 use crate::barrier::view::View;
-use crate::logical::{Backend, BoxFuture, LogicalError, Operation, Request, Response};
+use crate::logical::{Backend, BoxFuture, LogicalError, Operation, PathSpec, Request, Response};
 
 /// The KV v1 engine.
 #[derive(Debug)]
@@ -33,7 +33,17 @@ fn check_key(path: &str) -> Result<(), LogicalError> {
     Ok(())
 }
 
+/// KV v1 has one path: the secret itself (a LIST takes a prefix).
+static PATHS: &[PathSpec] = {
+    use Operation::*;
+    &[PathSpec::new("{path*}", &[Read, Update, Delete, List]).existence_check()]
+};
+
 impl Backend for KvV1 {
+    fn paths(&self) -> &'static [PathSpec] {
+        PATHS
+    }
+
     fn handle<'a>(&'a self, auth: &'a Authorized, req: Request) -> BoxFuture<'a, Result<Response, LogicalError>> {
         Box::pin(async move {
             let u = auth.unsealed();

@@ -1,16 +1,16 @@
-//! Secrets engines and the factory that builds them from mount-table rows.
-//! Each engine gets a [`View`] of the barrier limited to its own prefix.
+//! Secrets engines. Each is built by a factory registered in the catalog
+//! (`crate::catalog`) from an [`EngineContext`], whose view of the barrier
+//! is limited to the mount's own prefix.
 
 pub mod generate;
-pub mod kv;
-pub mod kv2;
+pub(crate) mod kv;
+pub(crate) mod kv2;
 pub mod pg_role;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::barrier::view::View;
-use crate::core::MountEntry;
+use crate::logical::kit::EngineContext;
 use crate::logical::{Backend, LogicalError};
 
 /// Default of [`RotationSettings::max_failures`].
@@ -43,22 +43,53 @@ impl Default for RotationSettings {
     }
 }
 
-/// Build the engine for a mount-table row.
-pub fn build(entry: &MountEntry, view: View, settings: RotationSettings) -> Result<Arc<dyn Backend>, LogicalError> {
-    let version = entry.options.as_ref().and_then(|o| o.get("version")).and_then(|v| v.as_str()).unwrap_or("1");
-    match entry.kind.as_str() {
-        "kv" | "generic" => match version {
-            "1" | "" => Ok(Arc::new(kv::KvV1::new(view))),
-            "2" => Ok(Arc::new(kv2::KvV2::new(view, settings))),
-            other => Err(LogicalError::InvalidRequest(format!("invalid kv version \"{other}\""))),
-        },
-        other => {
-            if entry.options.as_ref().is_some_and(|o| o.contains_key("version")) {
-                return Err(LogicalError::InvalidRequest(format!(
-                    "secrets engine \"{other}\" does not allow setting a version"
-                )));
-            }
-            Err(LogicalError::InvalidRequest(format!("plugin not found in the catalog: {other}")))
-        }
+/// Vault's mount type aliases: `kv-v1` and `kv-v2` are stored as type `kv`
+/// with `options.version` forced to `"1"`/`"2"` (so `sys/mounts` reports
+/// `kv`, as Vault does). Other types are returned unchanged.
+pub fn resolve_alias(
+    kind: String,
+    options: Option<serde_json::Map<String, serde_json::Value>>,
+) -> (String, Option<serde_json::Map<String, serde_json::Value>>) {
+    let version = match kind.as_str() {
+        "kv-v1" => "1",
+        "kv-v2" => "2",
+        _ => return (kind, options),
+    };
+    let mut options = options.unwrap_or_default();
+    options.insert("version".into(), version.into());
+    ("kv".into(), Some(options))
+}
+
+/// The KV engine (`kv`, `generic`, and the `kv-v1`/`kv-v2` aliases):
+/// version 1 or 2 from the mount's `version` option.
+pub fn kv_factory(ctx: EngineContext) -> Result<Arc<dyn Backend>, LogicalError> {
+    let version = match ctx.mount.kind.as_str() {
+        "kv-v1" => "1",
+        "kv-v2" => "2",
+        _ => ctx.option("version").unwrap_or("1"),
+    };
+    match version {
+        "1" | "" => Ok(Arc::new(kv::KvV1::new(ctx.view))),
+        "2" => Ok(Arc::new(kv2::KvV2::new(ctx.view, ctx.settings.rotation))),
+        other => Err(LogicalError::InvalidRequest(format!("invalid kv version \"{other}\""))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn kv_aliases_become_kv_with_a_version() {
+        let opts = |v: serde_json::Value| v.as_object().cloned();
+        assert_eq!(resolve_alias("kv-v2".into(), None), ("kv".into(), opts(json!({"version": "2"}))));
+        // The alias wins over a version given in the options, as in Vault.
+        assert_eq!(
+            resolve_alias("kv-v1".into(), opts(json!({"version": "2", "x": "y"}))),
+            ("kv".into(), opts(json!({"version": "1", "x": "y"})))
+        );
+        assert_eq!(resolve_alias("kv".into(), None), ("kv".into(), None));
+        assert_eq!(resolve_alias("approle".into(), opts(json!({}))), ("approle".into(), opts(json!({}))));
     }
 }

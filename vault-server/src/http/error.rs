@@ -19,12 +19,14 @@ pub struct ApiError {
     pub status: StatusCode,
     /// Messages for `errors`.
     pub errors: Vec<String>,
+    /// For a 405: the methods the path does serve (the `Allow` header).
+    pub allow: Option<&'static str>,
 }
 
 impl ApiError {
     /// An error with one message.
     pub fn new(status: StatusCode, msg: impl Into<String>) -> Self {
-        Self { status, errors: vec![msg.into()] }
+        Self { status, errors: vec![msg.into()], allow: None }
     }
     /// 400.
     pub fn bad_request(msg: impl Into<String>) -> Self {
@@ -32,13 +34,28 @@ impl ApiError {
     }
     /// An error with an empty `errors` list (Vault does this for 404 and 405).
     pub fn empty(status: StatusCode) -> Self {
-        Self { status, errors: Vec::new() }
+        Self { status, errors: Vec::new(), allow: None }
+    }
+}
+
+impl ApiError {
+    /// 405 naming the methods `path` serves (and an `Allow` header).
+    pub fn method_not_allowed(path: &str, allow: &'static str) -> Self {
+        Self {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            errors: vec![format!("unsupported method on {path}: use {allow}")],
+            allow: Some(allow),
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        json_response(self.status, &vault_api::ErrorResponse { errors: self.errors })
+        let mut r = json_response(self.status, &vault_api::ErrorResponse { errors: self.errors });
+        if let Some(allow) = self.allow {
+            r.headers_mut().insert(axum::http::header::ALLOW, axum::http::HeaderValue::from_static(allow));
+        }
+        r
     }
 }
 
@@ -53,6 +70,9 @@ impl From<LogicalError> for ApiError {
             LogicalError::RateLimited(m) => Self::new(StatusCode::TOO_MANY_REQUESTS, m),
             LogicalError::Upstream(m) => Self::new(StatusCode::BAD_GATEWAY, m),
             LogicalError::Sealed => Self::new(StatusCode::SERVICE_UNAVAILABLE, "Vault is sealed"),
+            LogicalError::TooLarge(m) => Self::new(StatusCode::PAYLOAD_TOO_LARGE, m),
+            LogicalError::TimedOut(m) => Self::new(StatusCode::REQUEST_TIMEOUT, m),
+            LogicalError::Busy(m) => Self::new(StatusCode::SERVICE_UNAVAILABLE, m),
             LogicalError::Internal(detail) => internal(&detail),
         }
     }

@@ -4,7 +4,8 @@
 
 mod budget;
 mod error;
-pub mod serve;
+pub(crate) mod serve;
+mod stream;
 mod sys_raw;
 pub mod tls;
 
@@ -16,16 +17,19 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request as HttpRequest, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, Version, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 pub use error::ApiError;
 
+use tracing::Instrument;
+
 use crate::core::Core;
+use crate::core::hooks::{Caller, RequestEvent, ResponseEvent};
 use crate::crypto::random;
-use crate::logical::{self, Operation, Request};
+use crate::logical::{self, Operation};
 
 /// Shared state of the HTTP layer.
 #[derive(Clone, Debug)]
@@ -63,16 +67,27 @@ pub(crate) fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Respo
         Ok(b) => b,
         Err(_) => b"{\"errors\":[\"internal error\"]}".to_vec(),
     };
-    let mut r = (status, bytes).into_response();
-    set_common_headers(r.headers_mut());
+    let mut r = Response::new(Body::from(bytes));
+    *r.status_mut() = status;
+    *r.headers_mut() = response_headers();
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
 
 fn no_content() -> Response {
-    let mut r = StatusCode::NO_CONTENT.into_response();
-    set_common_headers(r.headers_mut());
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    *r.headers_mut() = response_headers();
     r
+}
+
+/// A header map for an answer: the common headers, and room for the
+/// content type, the request id and the length (sized once: growing a
+/// header map rehashes it, which costs more than the rest of `sys/health`).
+fn response_headers() -> HeaderMap {
+    let mut h = HeaderMap::with_capacity(10);
+    set_common_headers(&mut h);
+    h
 }
 
 fn set_common_headers(h: &mut HeaderMap) {
@@ -84,7 +99,7 @@ fn set_common_headers(h: &mut HeaderMap) {
 
 /// The caller's token: `X-Vault-Token`, else `Authorization: Bearer`.
 fn token(headers: &HeaderMap) -> Option<&str> {
-    if let Some(t) = headers.get("x-vault-token").and_then(|v| v.to_str().ok()) {
+    if let Some(t) = headers.get(&VAULT_TOKEN).and_then(|v| v.to_str().ok()) {
         return Some(t.trim());
     }
     headers
@@ -96,7 +111,7 @@ fn token(headers: &HeaderMap) -> Option<&str> {
 
 /// Percent-decode a URL path (hvac percent-quotes mount paths).
 fn decode_path(raw: &str) -> Result<String, ApiError> {
-    let path = percent_decode(raw, "path")?;
+    let path = if raw.contains('%') { percent_decode(raw, "path")? } else { raw.to_string() };
     // No Vault path has a control character; storage refuses them too.
     if path.chars().any(char::is_control) {
         return Err(ApiError::bad_request("path must not contain control characters"));
@@ -104,26 +119,20 @@ fn decode_path(raw: &str) -> Result<String, ApiError> {
     Ok(path)
 }
 
-/// Percent-decode `raw` (part of the URL named `what`): every `%` must be
-/// followed by two hex digits and the result must be UTF-8.
+/// Percent-decode `raw` (part of the URL named `what`) with the
+/// `percent-encoding` crate, strictly: that crate passes a malformed escape
+/// through as text, so every `%` is first checked to start an escape of two
+/// hex digits (RFC 3986, section 2.1), and the result must be UTF-8.
 fn percent_decode(raw: &str, what: &str) -> Result<String, ApiError> {
-    let bad = || ApiError::bad_request(format!("invalid percent-encoding in {what}"));
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            // Two hex digits exactly (`from_str_radix` alone would take "+1").
-            let hex = bytes.get(i + 1..i + 3).filter(|h| h.iter().all(u8::is_ascii_hexdigit)).ok_or_else(bad)?;
-            let s = std::str::from_utf8(hex).map_err(|_| bad())?;
-            out.push(u8::from_str_radix(s, 16).map_err(|_| bad())?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    let well_formed =
+        raw.split('%').skip(1).all(|s| s.as_bytes().get(..2).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)));
+    if !well_formed {
+        return Err(ApiError::bad_request(format!("invalid percent-encoding in {what}")));
     }
-    String::from_utf8(out).map_err(|_| ApiError::bad_request(format!("{what} is not valid UTF-8")))
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map(std::borrow::Cow::into_owned)
+        .map_err(|_| ApiError::bad_request(format!("{what} is not valid UTF-8")))
 }
 
 /// Query parameters as a JSON map (values are strings). A malformed
@@ -142,6 +151,58 @@ fn query_map(uri: &Uri) -> Result<Map<String, Value>, ApiError> {
     Ok(m)
 }
 
+/// Memory a parsed JSON value takes beyond its text, per value (a
+/// `serde_json::Value` is 32 bytes, arrays grow by doubling, map entries
+/// carry their node).
+const PARSED_BYTES_PER_VALUE: usize = 64;
+
+/// How many JSON values `body` holds, at most (commas and opening brackets
+/// outside strings, plus one): a tree of that many values is what parsing
+/// it allocates.
+fn json_values(body: &[u8]) -> usize {
+    let (mut n, mut in_string, mut escaped) = (1usize, false, false);
+    for &b in body {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else {
+            match b {
+                b'"' => in_string = true,
+                b',' | b'[' | b'{' => n += 1,
+                _ => {}
+            }
+        }
+    }
+    n
+}
+
+/// Charge the in-flight budget for what parsing `body` will allocate, before
+/// parsing it: a body of tiny values (`[0,0,0,...]`) parses into a tree tens
+/// of times its size, which the byte count alone would not bound. A body
+/// whose tree would exceed twice `max_request_bytes` is a 413.
+fn charge_parsed(
+    state: &AppState,
+    held: &mut budget::Held,
+    peer: std::net::IpAddr,
+    body: &[u8],
+) -> Result<(), ApiError> {
+    let tree = json_values(body).saturating_mul(PARSED_BYTES_PER_VALUE);
+    if tree > state.max_body.saturating_mul(2) {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body holds too many JSON values for the request size limit",
+        ));
+    }
+    if !state.in_flight.cover(held, peer, body.len().saturating_add(tree)) {
+        return Err(busy());
+    }
+    Ok(())
+}
+
 /// Parse a request body: empty is `{}`, otherwise it must be a JSON object.
 fn body_map(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -149,6 +210,8 @@ fn body_map(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
+        // `null` (what `vault write -f` sends) is an empty body, as in Vault.
+        Ok(Value::Null) => Ok(Map::new()),
         Ok(_) => Err(ApiError::bad_request("request body must be a JSON object")),
         Err(e) => Err(ApiError::bad_request(format!(
             "failed to parse JSON input: {}",
@@ -167,21 +230,39 @@ fn typed_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T
         Some(b'{') => {}
         Some(_) => return Err(ApiError::bad_request("request body must be a JSON object")),
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("failed to parse JSON input: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("failed to parse JSON input: {}", quiet(&e))))
+}
+
+/// A serde error without the value it quotes: `invalid type: string
+/// "<what was sent>", expected a boolean` becomes `invalid type, expected a
+/// boolean` (what was sent may be a secret: an unseal key in the wrong field).
+fn quiet(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    for kind in ["invalid type", "invalid value", "invalid length"] {
+        if text.starts_with(kind) {
+            return match text.find(", expected ") {
+                Some(i) => format!("{kind}{}", &text[i..]),
+                None => format!("{kind} at line {} column {}", e.line(), e.column()),
+            };
+        }
+    }
+    text
 }
 
 fn too_large(limit: usize) -> ApiError {
     ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body exceeds the limit of {limit} bytes"))
 }
 
-/// Read the whole body, at most `limit` bytes, failing with a 408 when no
-/// data arrives for `stall` (Vault's `http_read_timeout`). The timeout is per
-/// read, not for the whole body: an upload that keeps sending is fine, one
-/// that stops holds its connection no longer than `stall`.
 fn busy() -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too many request bytes in flight; retry shortly")
 }
 
+/// Read the whole body, at most `limit` bytes, failing with a 408 unless it
+/// is complete within `stall` (Vault's `http_read_timeout`, which Go applies
+/// to the whole request): a sender trickling a byte now and then holds its
+/// connection no longer than a silent one. Streamed bodies (`stream.rs`),
+/// long by design, are timed per chunk instead.
 async fn read_body(
     mut body: Body,
     limit: usize,
@@ -194,13 +275,18 @@ async fn read_body(
     let mut total = 0usize;
     // What is buffered so far, counted against the shared budget (see budget.rs).
     let mut held = budget::Held::default();
+    // No body at all (most GETs): nothing to read or count.
+    if body.is_end_stream() {
+        return Ok((Bytes::new(), held));
+    }
+    let deadline = tokio::time::Instant::now() + stall;
     loop {
         let next = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx));
-        let frame = match tokio::time::timeout(stall, next).await {
+        let frame = match tokio::time::timeout_at(deadline, next).await {
             Err(_) => {
                 return Err(ApiError::new(
                     StatusCode::REQUEST_TIMEOUT,
-                    format!("timed out reading the request body (no data for {} s)", stall.as_secs()),
+                    format!("timed out reading the request body (not complete within {} s)", stall.as_secs()),
                 ));
             }
             Ok(None) => break,
@@ -240,7 +326,17 @@ async fn dispatch(State(state): State<AppState>, req: HttpRequest) -> Response {
         return error::internal("request without a peer address").into_response();
     };
     let http1 = parts.version <= Version::HTTP_11;
-    match handle(state, peer, parts.method, parts.uri, parts.headers, body).await {
+    let started = std::time::Instant::now();
+    // One id per request: in the answer (`request_id`, `X-Request-Id`), to
+    // the hooks, and on every log line written while it runs (the span).
+    let request_id = random::uuid();
+    let span = tracing::info_span!("request", request_id = %request_id);
+    // A body the pipeline may leave unread (denied before reading it).
+    let has_body = parts.headers.get(header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0")
+        || parts.headers.contains_key(header::TRANSFER_ENCODING);
+    let incoming = Incoming { peer, method: parts.method, uri: parts.uri, headers: parts.headers, body };
+    let (result, body_read) = handle(&state, &request_id, started, incoming).instrument(span).await;
+    let mut r = match result {
         Ok(r) => r,
         Err(e) => {
             let timed_out = e.status == StatusCode::REQUEST_TIMEOUT;
@@ -251,15 +347,33 @@ async fn dispatch(State(state): State<AppState>, req: HttpRequest) -> Response {
             }
             r
         }
+    };
+    if http1 && has_body && !body_read {
+        // The unread body is still on the connection: hyper will close it
+        // after this answer, so say so (a client reusing it would see its
+        // next request dropped).
+        r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        r.headers_mut().insert(HeaderName::from_static(REQUEST_ID_HEADER), v);
+    }
+    r
 }
+
+/// The response header carrying the request id.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+// Header names looked up on every request, made once (a `&str` name is
+// parsed and checked on each lookup).
+static VAULT_TOKEN: HeaderName = HeaderName::from_static("x-vault-token");
+static WRAP_TTL: HeaderName = HeaderName::from_static("x-vault-wrap-ttl");
 
 /// `X-Vault-Wrap-TTL` asks for response wrapping, which this server does
 /// not implement: answering in the clear (with `wrap_info: null`) would hand
 /// the secret to whoever relays the response (an orchestrator doing secure
 /// introduction), so such requests are refused before anything runs.
 fn refuse_wrapping(headers: &HeaderMap) -> Result<(), ApiError> {
-    if headers.contains_key("x-vault-wrap-ttl") {
+    if headers.contains_key(&WRAP_TTL) {
         return Err(ApiError::bad_request(
             "response wrapping is not supported by this server: remove the X-Vault-Wrap-TTL header",
         ));
@@ -275,66 +389,269 @@ fn is_wrapping_path(path: &str) -> bool {
     p == "sys/wrapping" || p.starts_with("sys/wrapping/")
 }
 
+/// What the pipeline knows of a request, for the hooks (owned: built as
+/// the request is understood, complete once it is routed).
+struct Seen {
+    op: Operation,
+    /// The request body was read to its end (else an HTTP/1 connection
+    /// cannot carry another request: the answer says `Connection: close`).
+    body_read: bool,
+    path: String,
+    template: &'static str,
+    mount: std::borrow::Cow<'static, str>,
+    mount_type: std::borrow::Cow<'static, str>,
+    caller: Option<Caller>,
+    remote: std::net::IpAddr,
+}
+
+impl Seen {
+    /// An empty record (what a dropped `Pending` leaves behind).
+    fn placeholder() -> Self {
+        Seen {
+            op: Operation::Read,
+            body_read: false,
+            path: String::new(),
+            template: "",
+            mount: "".into(),
+            mount_type: "".into(),
+            caller: None,
+            remote: std::net::Ipv4Addr::UNSPECIFIED.into(),
+        }
+    }
+
+    fn event<'a>(&'a self, request_id: &'a str, data: Option<&'a Map<String, Value>>) -> RequestEvent<'a> {
+        RequestEvent {
+            request_id,
+            op: self.op,
+            path: &self.path,
+            route: self.template,
+            mount: &self.mount,
+            mount_type: &self.mount_type,
+            caller: self.caller.as_ref(),
+            remote: Some(self.remote),
+            data,
+        }
+    }
+}
+
+/// The operation a method (and `?list=`) asks for.
+fn operation(method: &Method, list_flag: bool) -> Result<Operation, ApiError> {
+    Ok(match method.as_str() {
+        "GET" | "HEAD" if list_flag => Operation::List,
+        "GET" | "HEAD" => Operation::Read,
+        "LIST" => Operation::List,
+        "POST" | "PUT" => Operation::Update,
+        "PATCH" => Operation::Patch,
+        "DELETE" => Operation::Delete,
+        _ => return Err(ApiError::empty(StatusCode::METHOD_NOT_ALLOWED)),
+    })
+}
+
+/// The pipeline every request passes, raw `sys/` endpoints included:
+///
+/// ```text
+/// request id -> parse -> route -> authenticate -> authorize -> body (JSON, bounded)
+///   -> request hooks (may refuse) -> backend -> response hooks -> envelope
+/// ```
+///
+/// No body byte is read before the policy check (a denied request costs no
+/// body read); the hooks see the request's data, so an audit device can
+/// record it, and run before anything executes. Raw endpoints do their own
+/// authentication (most need none), after the hooks.
 async fn handle(
-    state: AppState,
+    state: &AppState,
+    request_id: &str,
+    started: std::time::Instant,
+    incoming: Incoming,
+) -> (Result<Response, ApiError>, bool) {
+    let seen = Seen {
+        op: operation(&incoming.method, false).unwrap_or(Operation::Read),
+        body_read: false,
+        path: incoming.uri.path().strip_prefix("/v1/").unwrap_or_default().to_string(),
+        template: "",
+        mount: "".into(),
+        mount_type: "".into(),
+        caller: None,
+        remote: incoming.peer.ip(),
+    };
+    // Until the response hooks ran, dropping this (the client went away and
+    // hyper dropped the request's future) still tells the hooks, as 499.
+    let mut pending = Pending { core: state.core.clone(), request_id, started, seen, done: false };
+    let result = run(state, request_id, &mut pending.seen, incoming).await;
+    let (status, errors) = match &result {
+        Ok((r, _)) => (r.status().as_u16(), Vec::new()),
+        Err(e) => (e.status.as_u16(), e.errors.clone()),
+    };
+    let data = result.as_ref().ok().and_then(|(_, d)| d.as_ref());
+    let request = pending.seen.event(request_id, None);
+    let event = ResponseEvent { request: &request, status, duration: started.elapsed(), data, errors: &errors };
+    state.core.hooks().response(&event).await;
+    pending.done = true;
+    (result.map(|(r, _)| r), pending.seen.body_read)
+}
+
+/// Status the hooks see for a request whose client went away first
+/// (nginx's "client closed request").
+pub const CLIENT_GONE: u16 = 499;
+
+/// A request whose response hooks have not run yet.
+struct Pending<'a> {
+    core: Arc<Core>,
+    request_id: &'a str,
+    started: std::time::Instant,
+    seen: Seen,
+    done: bool,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        // Dropped mid-request: whatever ran (a write may have committed) is
+        // recorded, from a task of its own (hooks are async).
+        let seen = std::mem::replace(&mut self.seen, Seen::placeholder());
+        let core = self.core.clone();
+        let request_id = self.request_id.to_string();
+        let duration = self.started.elapsed();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let request = seen.event(&request_id, None);
+                let errors = ["the client closed the connection before the answer".to_string()];
+                let event =
+                    ResponseEvent { request: &request, status: CLIENT_GONE, duration, data: None, errors: &errors };
+                core.hooks().response(&event).await;
+            });
+        }
+    }
+}
+
+/// A request as it arrived.
+struct Incoming {
     peer: SocketAddr,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
-) -> Result<Response, ApiError> {
+}
+
+/// The stages; returns the response and the data it carries (for the hooks).
+async fn run(
+    state: &AppState,
+    request_id: &str,
+    seen: &mut Seen,
+    incoming: Incoming,
+) -> Result<(Response, Option<Map<String, Value>>), ApiError> {
+    let Incoming { peer, method, uri, headers, body } = incoming;
     refuse_wrapping(&headers)?;
     let Some(raw_path) = uri.path().strip_prefix("/v1/") else {
         return Err(ApiError::empty(StatusCode::NOT_FOUND));
     };
     let path = decode_path(raw_path)?;
+    seen.path.clone_from(&path);
     if path.split('/').any(|s| s == ".." || s == ".") {
         return Err(ApiError::bad_request("path must not contain '.' or '..' segments"));
     }
     if is_wrapping_path(&path) {
         return Err(ApiError::bad_request("response wrapping is not supported by this server"));
     }
-    // Refuse a declared oversize body before reading any of it.
-    if let Some(len) =
-        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
-        && len > state.max_body as u64
-    {
-        return Err(too_large(state.max_body));
-    }
-    // The budget is held until the request is answered (the body lives that long).
-    let (body, _budget) = read_body(body, state.max_body, state.body_stall, &state.in_flight, peer.ip()).await?;
-    if let Some(r) = sys_raw::handle(&state.core, &method, &path, &uri, &headers, &body, peer.ip()).await? {
-        return Ok(r);
+    // A body declared larger than the path takes is refused before any of it is read.
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+
+    // Raw `sys/` endpoints (init, unseal, health, ceremonies...): their own
+    // authentication, raw JSON answers.
+    if sys_raw::is_raw(&path) {
+        if declared.is_some_and(|len| len > state.max_body as u64) {
+            return Err(too_large(state.max_body));
+        }
+        seen.mount = "sys/".into();
+        seen.mount_type = "system".into();
+        state.core.hooks().request(&seen.event(request_id, None)).await.map_err(refused)?;
+        let (body, _budget) = read_body(body, state.max_body, state.body_stall, &state.in_flight, peer.ip()).await?;
+        seen.body_read = true;
+        let r = sys_raw::handle(&state.core, &method, &path, &uri, &headers, &body, peer.ip()).await?;
+        return Ok((r, None));
     }
 
-    let mut data = query_map(&uri)?;
-    let list_flag = match data.remove("list") {
+    // Logical requests: route, authenticate and authorize before the body.
+    let mut query = query_map(&uri)?;
+    let list_flag = match query.remove("list") {
         Some(Value::String(s)) => logical::fields::parse_bool(&s)
             .ok_or_else(|| ApiError::bad_request("invalid value for 'list': expected a boolean"))?,
         _ => false,
     };
-    let op = match method.as_str() {
-        "GET" if list_flag => Operation::List,
-        "GET" => Operation::Read,
-        "LIST" => Operation::List,
-        "POST" | "PUT" => Operation::Update,
-        "PATCH" => Operation::Patch,
-        "DELETE" => Operation::Delete,
-        _ => return Err(ApiError::empty(StatusCode::METHOD_NOT_ALLOWED)),
+    let op = operation(&method, list_flag)?;
+    seen.op = op;
+    let prepared = state.core.prepare(token(&headers), op, path, Some(peer.ip())).await?;
+    seen.op = prepared.op();
+    seen.path.clear();
+    seen.path.push_str(prepared.path());
+    seen.mount = prepared.mount().to_string().into();
+    seen.mount_type = prepared.mount_type().to_string().into();
+    seen.caller = prepared.caller().cloned();
+    seen.template = prepared.template();
+
+    if prepared.body_kind() == logical::BodyKind::Stream {
+        let limit = prepared.stream_limit();
+        if declared.is_some_and(|len| len > limit) {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body exceeds the limit of {limit} bytes"),
+            ));
+        }
+        // The hooks see the query parameters; the body is the backend's to read.
+        state.core.hooks().request(&seen.event(request_id, Some(&query))).await.map_err(refused)?;
+        let chunks = stream::HttpChunks::new(body, limit, state.body_stall, state.in_flight.clone(), peer.ip());
+        let handled = state.core.execute(prepared, query, Some(logical::ByteStream::new(chunks))).await?;
+        return Ok((logical_response(seen.path.as_str(), handled, request_id), None));
+    }
+    if declared.is_some_and(|len| len > state.max_body as u64) {
+        return Err(too_large(state.max_body));
+    }
+    // What the body holds of the in-flight budget, until the request is
+    // answered (its parsed data lives that long).
+    let mut _held = budget::Held::default();
+    let data = match op {
+        Operation::Update | Operation::Patch | Operation::Delete => {
+            let (body, mut held) =
+                read_body(body, state.max_body, state.body_stall, &state.in_flight, peer.ip()).await?;
+            seen.body_read = true;
+            charge_parsed(state, &mut held, peer.ip(), &body)?;
+            _held = held;
+            if op == Operation::Delete {
+                // Some clients send a body with DELETE (e.g. a list of versions).
+                if !body.is_empty() {
+                    query.extend(body_map(&body)?);
+                }
+                query
+            } else {
+                body_map(&body)?
+            }
+        }
+        _ => query,
     };
-    if matches!(op, Operation::Update | Operation::Patch) {
-        data = body_map(&body)?;
-    } else if !body.is_empty() && op == Operation::Delete {
-        // Some clients send a body with DELETE (e.g. a list of versions).
-        data.extend(body_map(&body)?);
-    }
-    let mut path = path;
-    if op == Operation::List && !path.ends_with('/') {
-        path.push('/');
-    }
-    let req = Request { op, path: path.clone(), data, client_addr: Some(peer.ip()) };
-    let handled = state.core.handle(token(&headers), req).await?;
-    Ok(logical_response(&path, handled))
+    state.core.hooks().request(&seen.event(request_id, Some(&data))).await.map_err(refused)?;
+    // `seen.path` is the canonical path (a LIST's ends in `/`).
+    let handled = state.core.execute(prepared, data, None).await?;
+    // The hooks see the response data only when one of them asks for it
+    // (the copy costs on every read otherwise).
+    let shown = match &handled.response {
+        logical::Response::Data { data: Some(d), .. } | logical::Response::NotFoundWithData(d)
+            if state.core.hooks().want_response_data() =>
+        {
+            Some(d.clone())
+        }
+        _ => None,
+    };
+    Ok((logical_response(&seen.path, handled, request_id), shown))
+}
+
+/// A hook refused the request: nothing ran (Vault answers 500 when no audit
+/// device can record a request).
+fn refused(e: crate::core::hooks::HookError) -> ApiError {
+    tracing::warn!(error = %e, "a request hook refused the request");
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the request could not be recorded and was not run")
 }
 
 /// Vault copies `data` to the top level for these `sys/` routes (its
@@ -355,7 +672,7 @@ fn injects_top_level(path: &str) -> bool {
     ROUTES.iter().any(|r| path == *r || path.strip_prefix(r).is_some_and(|rest| rest.starts_with('/')))
 }
 
-fn logical_response(path: &str, handled: crate::core::request::Handled) -> Response {
+fn logical_response(path: &str, handled: crate::core::request::Handled, request_id: &str) -> Response {
     match handled.response {
         logical::Response::NoContent => no_content(),
         // The core turns logins into data responses; reaching here is a bug.
@@ -363,10 +680,21 @@ fn logical_response(path: &str, handled: crate::core::request::Handled) -> Respo
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
         }
         logical::Response::NotFoundWithData(data) => {
-            envelope(path, StatusCode::NOT_FOUND, Some(data), None, Vec::new(), handled.mount_type)
+            envelope(path, StatusCode::NOT_FOUND, Some(data), None, Vec::new(), handled.mount_type, request_id)
         }
         logical::Response::Data { data, auth, warnings } => {
-            envelope(path, StatusCode::OK, data, auth, warnings, handled.mount_type)
+            envelope(path, StatusCode::OK, data, auth, warnings, handled.mount_type, request_id)
+        }
+        logical::Response::Raw { content_type, body } => {
+            let body = match body {
+                logical::RawBody::Bytes(b) => Body::from(b),
+                logical::RawBody::Stream(s) => stream::response_body(s),
+            };
+            let mut r = Response::new(body);
+            let ct = HeaderValue::from_str(&content_type)
+                .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
+            r.headers_mut().insert(header::CONTENT_TYPE, ct);
+            r
         }
     }
 }
@@ -379,6 +707,7 @@ fn envelope(
     auth: Option<Box<logical::AuthInfo>>,
     warnings: Vec<String>,
     mount_type: String,
+    request_id: &str,
 ) -> Response {
     let mut body = Map::new();
     if injects_top_level(path)
@@ -388,7 +717,7 @@ fn envelope(
             body.insert(k.clone(), v.clone());
         }
     }
-    body.insert("request_id".into(), random::uuid().into());
+    body.insert("request_id".into(), request_id.into());
     body.insert("lease_id".into(), "".into());
     body.insert("renewable".into(), false.into());
     body.insert("lease_duration".into(), 0.into());
@@ -438,6 +767,29 @@ mod tests {
         for bad in ["/v1/x?list=%zz", "/v1/x?x=%2&list=true", "/v1/x?%+1=x"] {
             assert!(q(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn typed_body_errors_do_not_quote_values() {
+        #[derive(Debug, Default, serde::Deserialize)]
+        struct Reset {
+            #[serde(default)]
+            #[allow(dead_code)]
+            reset: bool,
+        }
+        let e = typed_body::<Reset>(br#"{"reset": "SECRET-CANARY"}"#).unwrap_err();
+        let msg = &e.errors[0];
+        assert!(!msg.contains("CANARY") && msg.contains("invalid type, expected a boolean"), "{msg}");
+    }
+
+    #[test]
+    fn json_values_are_counted_outside_strings() {
+        assert_eq!(json_values(b""), 1);
+        assert_eq!(json_values(br#"{"a": 1}"#), 2);
+        assert_eq!(json_values(br#"{"a": [1, 2, 3], "b": {"c": null}}"#), 7);
+        // Commas, brackets and escaped quotes inside strings are text.
+        assert_eq!(json_values(br#"{"a": "x,y[{\",z"}"#), 2);
+        assert_eq!(json_values(br#"["\\", 1]"#), 3);
     }
 
     #[test]
@@ -512,5 +864,97 @@ mod tests {
             }
         }
         Rx(rx)
+    }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Any text: escapes, `%` runs, `+`, `&`, `=`, non-ASCII.
+        fn urlish() -> impl Strategy<Value = String> {
+            prop::collection::vec(
+                prop_oneof![
+                    Just("%".to_string()),
+                    Just("%2".to_string()),
+                    Just("%zz".to_string()),
+                    Just("%C3%A9".to_string()),
+                    Just("%ff".to_string()),
+                    Just("+".to_string()),
+                    Just("&".to_string()),
+                    Just("=".to_string()),
+                    Just("/".to_string()),
+                    "[a-zA-Z0-9._~-]{1,5}",
+                    any::<char>().prop_map(String::from),
+                ],
+                0..40,
+            )
+            .prop_map(|v| v.concat())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+            /// Decoding never panics; a failure is a 400.
+            #[test]
+            fn path_decoding_is_total(raw in urlish()) {
+                if let Err(e) = decode_path(&raw) {
+                    prop_assert_eq!(e.status, StatusCode::BAD_REQUEST);
+                }
+            }
+
+            /// What the crate encodes decodes back to itself (no control characters).
+            #[test]
+            fn path_decoding_inverts_encoding(text in "[^\\p{Cc}]{0,40}") {
+                let encoded = percent_encoding::utf8_percent_encode(&text, percent_encoding::NON_ALPHANUMERIC).to_string();
+                prop_assert_eq!(decode_path(&encoded).unwrap(), text);
+            }
+
+            /// Any query parses or is a 400; every parsed value is a string.
+            #[test]
+            fn query_parsing_is_total(q in urlish()) {
+                let encoded: String = q.chars().filter(|c| c.is_ascii_graphic() && *c != '#').collect();
+                if let Ok(uri) = format!("/v1/x?{encoded}").parse::<Uri>() {
+                    match query_map(&uri) {
+                        Ok(m) => prop_assert!(m.values().all(Value::is_string)),
+                        Err(e) => prop_assert_eq!(e.status, StatusCode::BAD_REQUEST),
+                    }
+                }
+            }
+
+            /// Any body bytes: an object map or a 400, never a panic.
+            #[test]
+            fn body_parsing_is_total(body in prop::collection::vec(any::<u8>(), 0..256)) {
+                if let Err(e) = body_map(&body) {
+                    prop_assert_eq!(e.status, StatusCode::BAD_REQUEST);
+                }
+                if let Err(e) = typed_body::<Two>(&body) {
+                    prop_assert_eq!(e.status, StatusCode::BAD_REQUEST);
+                }
+            }
+
+            /// JSON-ish bodies (the near misses matter most).
+            #[test]
+            fn jsonish_bodies_parse_or_400(
+                parts in prop::collection::vec(prop_oneof![
+                    Just("{"), Just("}"), Just("["), Just("]"), Just(":"), Just(","), Just("\"a\""),
+                    Just("1e999"), Just("-0"), Just("null"), Just("\"\\ud800\""), Just(" "),
+                ], 0..30)
+            ) {
+                let body = parts.concat();
+                if let Err(e) = body_map(body.as_bytes()) {
+                    prop_assert_eq!(e.status, StatusCode::BAD_REQUEST);
+                }
+            }
+
+            /// Deeply nested JSON is refused, not a stack overflow.
+            #[test]
+            fn deep_nesting_is_refused(depth in 100usize..5000) {
+                let body = format!("{{\"a\":{}{}}}", "[".repeat(depth), "]".repeat(depth));
+                if let Err(e) = body_map(body.as_bytes()) {
+                    prop_assert_eq!(e.status, StatusCode::BAD_REQUEST);
+                }
+            }
+        }
     }
 }

@@ -14,7 +14,36 @@ use crate::core::Core;
 use crate::logical::Operation;
 use crate::logical::fields::parse_bool;
 
-/// Serve `path` if it is one of the raw endpoints; `None` otherwise.
+/// The raw endpoints (served outside the logical router).
+const RAW: &[&str] = &[
+    "sys/init",
+    "sys/unseal",
+    "sys/seal-status",
+    "sys/seal",
+    "sys/health",
+    "sys/rekey/init",
+    "sys/rekey/update",
+    "sys/generate-root/attempt",
+    "sys/generate-root/update",
+];
+
+/// The methods a raw endpoint serves (its `Allow` header on a 405).
+fn allowed(path: &str) -> &'static str {
+    match path {
+        "sys/init" => "GET, PUT, POST",
+        "sys/seal-status" => "GET",
+        "sys/health" => "GET, HEAD",
+        "sys/rekey/init" | "sys/generate-root/attempt" => "GET, PUT, POST, DELETE",
+        _ => "PUT, POST",
+    }
+}
+
+/// Whether `path` is one of the raw endpoints.
+pub(super) fn is_raw(path: &str) -> bool {
+    RAW.contains(&path.trim_end_matches('/'))
+}
+
+/// Serve `path`, one of the raw endpoints ([`is_raw`]).
 pub(super) async fn handle(
     core: &Arc<Core>,
     method: &Method,
@@ -23,60 +52,60 @@ pub(super) async fn handle(
     headers: &HeaderMap,
     body: &[u8],
     peer: std::net::IpAddr,
-) -> Result<Option<Response>, ApiError> {
+) -> Result<Response, ApiError> {
     let path = path.trim_end_matches('/');
     let m = method.as_str();
     let write = m == "PUT" || m == "POST";
-    let not_allowed = || Err(ApiError::empty(StatusCode::METHOD_NOT_ALLOWED));
+    let not_allowed = || Err(ApiError::method_not_allowed(path, allowed(path)));
     match path {
         "sys/init" => match m {
-            "GET" => Ok(Some(ok(&vault_api::InitStatus { initialized: core.initialized().await? }))),
-            _ if write => Ok(Some(ok(&core.init(typed_body(body)?).await?))),
+            "GET" => Ok(ok(&vault_api::InitStatus { initialized: core.initialized().await? })),
+            _ if write => Ok(ok(&core.init(typed_body(body)?).await?)),
             _ => not_allowed(),
         },
-        "sys/unseal" if write => Ok(Some(ok(&core.unseal(typed_body(body)?).await?))),
-        "sys/seal-status" if m == "GET" => Ok(Some(ok(&core.seal_status().await?))),
+        "sys/unseal" if write => Ok(ok(&core.unseal(typed_body(body)?).await?)),
+        "sys/seal-status" if m == "GET" => Ok(ok(&core.seal_status().await?)),
         "sys/seal" if write => {
             core.seal_with_token(token(headers), Some(peer)).await?;
-            Ok(Some(no_content()))
+            Ok(no_content())
         }
-        "sys/health" if m == "GET" || m == "HEAD" => Ok(Some(health(core, m == "HEAD", uri).await?)),
+        "sys/health" if m == "GET" || m == "HEAD" => Ok(health(core, m == "HEAD", uri).await?),
         // Key ceremonies: the core decides whether the caller needs a token
         // (with `sudo`) before the body is even parsed.
         "sys/rekey/init" => {
             let Some(op) = ceremony_op(m) else { return not_allowed() };
             let grant = core.authorize_ceremony(path, op, token(headers), Some(peer)).await?;
-            Ok(Some(match op {
+            Ok(match op {
                 Operation::Read => ok(&core.rekey_status(&grant).await?),
                 Operation::Delete => {
                     core.rekey_cancel(&grant).await?;
                     no_content()
                 }
                 _ => ok(&core.rekey_init(&grant, typed_body(body)?).await?),
-            }))
+            })
         }
         "sys/generate-root/attempt" => {
             let Some(op) = ceremony_op(m) else { return not_allowed() };
             let grant = core.authorize_ceremony(path, op, token(headers), Some(peer)).await?;
-            Ok(Some(match op {
+            Ok(match op {
                 Operation::Read => ok(&core.generate_root_status(&grant).await?),
                 Operation::Delete => {
                     core.generate_root_cancel(&grant).await?;
                     no_content()
                 }
                 _ => ok(&core.generate_root_start(&grant, typed_body(body)?).await?),
-            }))
+            })
         }
         "sys/rekey/update" if write => {
             let grant = core.authorize_ceremony(path, Operation::Update, token(headers), Some(peer)).await?;
             match core.rekey_update(&grant, typed_body(body)?).await? {
-                Ok(status) => Ok(Some(ok(&status))),
-                Err(complete) => Ok(Some(ok(&complete))),
+                Ok(status) => Ok(ok(&status)),
+                Err(complete) => Ok(ok(&complete)),
             }
         }
         "sys/generate-root/update" if write => {
             let grant = core.authorize_ceremony(path, Operation::Update, token(headers), Some(peer)).await?;
-            Ok(Some(ok(&core.generate_root_update(&grant, typed_body(body)?).await?)))
+            Ok(ok(&core.generate_root_update(&grant, typed_body(body)?).await?))
         }
         "sys/unseal"
         | "sys/seal-status"
@@ -84,7 +113,8 @@ pub(super) async fn handle(
         | "sys/health"
         | "sys/rekey/update"
         | "sys/generate-root/update" => not_allowed(),
-        _ => Ok(None),
+        // `is_raw` decided this path is raw.
+        _ => Err(ApiError::empty(StatusCode::NOT_FOUND)),
     }
 }
 

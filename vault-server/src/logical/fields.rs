@@ -154,6 +154,49 @@ pub fn parse_duration(s: &str) -> Option<u64> {
     Some(total)
 }
 
+/// Policies given as a JSON list or a comma-separated string.
+pub fn policy_list(d: &Map<String, Value>, field: &str) -> Result<Option<Vec<String>>, LogicalError> {
+    let list = match d.get(field) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) => s.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| v.as_str().map(|s| s.trim().to_string()))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| LogicalError::InvalidRequest(format!("'{field}' must be a list of strings")))?,
+        Some(_) => return Err(LogicalError::InvalidRequest(format!("'{field}' must be a list of strings"))),
+    };
+    let mut list: Vec<String> = list.into_iter().map(|p: String| p.to_lowercase()).filter(|p| !p.is_empty()).collect();
+    list.sort();
+    list.dedup();
+    Ok(Some(list))
+}
+
+/// A list of strings given as a JSON list or a comma-separated string.
+pub fn string_list(d: &Map<String, Value>, field: &str) -> Result<Option<Vec<String>>, LogicalError> {
+    match d.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => {
+            Ok(Some(s.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect()))
+        }
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| v.as_str().map(String::from))
+            .collect::<Option<Vec<_>>>()
+            .map(Some)
+            .ok_or_else(|| LogicalError::InvalidRequest(format!("'{field}' must be a list of strings"))),
+        Some(_) => Err(LogicalError::InvalidRequest(format!("'{field}' must be a list of strings"))),
+    }
+}
+
+/// Unix seconds as RFC 3339 UTC.
+pub fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,12 @@ use serde_json::{Map, Value};
 use crate::auth::Authorized;
 
 pub mod fields;
+pub mod kit;
+pub mod paths;
+pub mod stream;
+
+pub use paths::{BodyKind, Field, FieldKind, PathSpec, Route};
+pub use stream::{ByteStream, ChunkSource, RawBody};
 
 /// What the caller wants to do (Vault's logical operations).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -46,16 +52,21 @@ impl Operation {
 
 /// A logical request. `path` is relative to the mount once routed.
 /// `Debug` shows the field names of `data`, never their values (secrets).
-#[derive(Clone)]
 pub struct Request {
     /// The operation.
     pub op: Operation,
     /// Path relative to the backend's mount point (no leading slash).
     pub path: String,
-    /// Request data: the JSON body, or the query parameters of a read.
+    /// Request data: the JSON body, or the query parameters of a read (for
+    /// a streamed path: the query parameters only).
     pub data: Map<String, Value>,
     /// Caller's address, for CIDR bindings and lockouts.
     pub client_addr: Option<IpAddr>,
+    /// The entry of the backend's path table that matched (None for
+    /// backends without a table).
+    pub route: Option<Route>,
+    /// The body of a path declared [`BodyKind::Stream`], unread.
+    pub stream: Option<ByteStream>,
 }
 
 impl std::fmt::Debug for Request {
@@ -65,14 +76,25 @@ impl std::fmt::Debug for Request {
             .field("path", &self.path)
             .field("data_keys", &self.data.keys().collect::<Vec<_>>())
             .field("client_addr", &self.client_addr)
-            .finish()
+            .field("route", &self.route.as_ref().map(Route::pattern))
+            .finish_non_exhaustive()
     }
 }
 
 impl Request {
     /// A request with no data.
     pub fn new(op: Operation, path: impl Into<String>) -> Self {
-        Self { op, path: path.into(), data: Map::new(), client_addr: None }
+        Self { op, path: path.into(), data: Map::new(), client_addr: None, route: None, stream: None }
+    }
+
+    /// A capture of the matched route ("" when none).
+    pub fn param(&self, name: &str) -> &str {
+        self.route.as_ref().map_or("", |r| r.get(name))
+    }
+
+    /// The matched pattern ("" when the backend has no table).
+    pub fn pattern(&self) -> &'static str {
+        self.route.as_ref().map_or("", Route::pattern)
     }
 }
 
@@ -144,7 +166,6 @@ pub struct Login {
 }
 
 /// A logical response. `Debug` shows data keys only (values may be secrets).
-#[derive(Clone)]
 pub enum Response {
     /// A successful login: the core creates the token and answers with Vault's
     /// `auth` block (plus optional warnings).
@@ -163,6 +184,14 @@ pub enum Response {
     /// Nothing readable here, but what is known about the path is returned
     /// (KV v2: a deleted or destroyed version answers 404 with its metadata).
     NotFoundWithData(Map<String, Value>),
+    /// Raw bytes or a byte stream with a content type, instead of the
+    /// envelope (status 200).
+    Raw {
+        /// e.g. `application/octet-stream`.
+        content_type: String,
+        /// The body.
+        body: RawBody,
+    },
 }
 
 impl std::fmt::Debug for Response {
@@ -179,6 +208,7 @@ impl std::fmt::Debug for Response {
             Response::NotFoundWithData(d) => {
                 f.debug_tuple("NotFoundWithData").field(&d.keys().collect::<Vec<_>>()).finish()
             }
+            Response::Raw { content_type, .. } => f.debug_struct("Raw").field("content_type", content_type).finish(),
         }
     }
 }
@@ -234,6 +264,15 @@ pub enum LogicalError {
     /// The vault is sealed (503).
     #[error("Vault is sealed")]
     Sealed,
+    /// The body is larger than the path allows (413).
+    #[error("{0}")]
+    TooLarge(String),
+    /// The sender stalled (408).
+    #[error("{0}")]
+    TimedOut(String),
+    /// The server is at a capacity limit; try again (503).
+    #[error("{0}")]
+    Busy(String),
     /// Something failed on our side. The detail is logged, never sent.
     #[error("internal error")]
     Internal(String),
@@ -316,16 +355,26 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
 
-    /// Paths (mount-relative, `*` suffix glob) that need no token, e.g. login.
-    fn unauthenticated_paths(&self) -> &'static [&'static str] {
+    /// The backend's path table (see [`paths`]): the core routes by it (an
+    /// unmatched path is 404, an operation it does not list is 405), reads
+    /// `unauthenticated`, `sudo`, the existence check and the body kind from
+    /// it, validates declared fields, and passes the match as
+    /// [`Request::route`]. A backend without a table (tests) gets every path
+    /// of its mount, with a token, no `sudo`, JSON bodies.
+    fn paths(&self) -> &'static [PathSpec] {
         &[]
     }
 
-    /// Paths (mount-relative, `*` suffix glob) that need `sudo` in addition
-    /// to the operation's capability.
-    fn root_paths(&self) -> &'static [&'static str] {
-        &[]
+    /// Largest streamed body accepted on this mount's stream paths.
+    fn stream_limit(&self) -> u64 {
+        DEFAULT_STREAM_LIMIT
     }
+
+    /// Another server changed storage under this mount (`path` is
+    /// mount-relative; None: anything may have changed). Backends with
+    /// in-memory state derived from storage drop or reload it here; the
+    /// change feed calls this (Vault's `InvalidateFunc`).
+    fn invalidate(&self, _path: Option<&str>) {}
 
     /// Background work, called by the core every scheduler interval while
     /// unsealed (KV v2: due rotations). Must make its work run once across
@@ -335,18 +384,14 @@ pub trait Backend: Send + Sync + 'static {
         Box::pin(async {})
     }
 
-    /// Called when the mount is removed: the engine's data is deleted by the
-    /// core afterwards; engines with background work stop it here.
+    /// Called once when the mount is removed (on every server that sees the
+    /// removal) or the vault seals: engines with background work or caches
+    /// stop and drop them here. The mount's data is deleted by the core.
     fn shutdown(&self) {}
 }
 
-/// Does `path` match a pattern list where a trailing `*` is a prefix glob?
-pub fn path_matches(patterns: &[&str], path: &str) -> bool {
-    patterns.iter().any(|p| match p.strip_suffix('*') {
-        Some(prefix) => path.starts_with(prefix),
-        None => *p == path,
-    })
-}
+/// Default of [`Backend::stream_limit`]: 16 GiB.
+pub const DEFAULT_STREAM_LIMIT: u64 = 16 << 30;
 
 #[cfg(test)]
 mod tests {

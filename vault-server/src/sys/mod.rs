@@ -10,7 +10,9 @@ use serde_json::{Map, Value};
 use crate::auth::Authorized;
 use crate::core::mounts::{MountConfig, MountEntry, normalize};
 use crate::core::{Core, Table};
-use crate::logical::{Backend, BoxFuture, LogicalError, Operation, Request, Response, fields};
+use crate::logical::{
+    Backend, BoxFuture, Field, FieldKind, LogicalError, Operation, PathSpec, Request, Response, fields,
+};
 
 /// The `sys/` backend.
 #[derive(Debug)]
@@ -48,9 +50,8 @@ impl Backend for SystemBackend {
         })
     }
 
-    fn root_paths(&self) -> &'static [&'static str] {
-        // Vault's sudo-protected system paths among those served here.
-        &["rotate", "rotate/*", "remount", "auth/*"]
+    fn paths(&self) -> &'static [PathSpec] {
+        PATHS
     }
 
     fn periodic<'a>(&'a self, u: &'a crate::barrier::Unsealed) -> BoxFuture<'a, ()> {
@@ -63,39 +64,136 @@ impl Backend for SystemBackend {
     }
 }
 
+const MOUNTS: &str = "mounts";
+const AUTH: &str = "auth";
+const LEADER: &str = "leader";
+const UI_MOUNTS: &str = "internal/ui/mounts";
+const UI_MOUNT: &str = "internal/ui/mounts/{path+}";
+const ROTATE: &str = "rotate";
+const ROTATE_KEYRING: &str = "rotate/keyring";
+const POLICIES: &str = "policies/acl";
+const POLICIES_LEGACY: &str = "policy";
+const POLICY: &str = "policies/acl/{name}";
+const POLICY_LEGACY: &str = "policy/{name}";
+const CAPS_SELF: &str = "capabilities-self";
+const CAPS: &str = "capabilities";
+const CAPS_ACCESSOR: &str = "capabilities-accessor";
+const LOCKED: &str = "locked-users";
+const UNLOCK: &str = "locked-users/{accessor}/unlock/{alias+}";
+const KEY_STATUS: &str = "key-status";
+const MOUNT_TUNE: &str = "mounts/{path+}/tune";
+const MOUNT: &str = "mounts/{path+}";
+const AUTH_TUNE: &str = "auth/{path+}/tune";
+const AUTH_MOUNT: &str = "auth/{path+}";
+
+/// The logical `sys/` paths (init, unseal, health and the ceremonies are
+/// raw endpoints of the HTTP layer). `sudo` as Vault's root paths.
+static PATHS: &[PathSpec] = {
+    use Operation::*;
+    &[
+        PathSpec::new(MOUNTS, &[Read]),
+        PathSpec::new(AUTH, &[Read]),
+        // Read by `vault status` and `vault operator unseal` without a token.
+        PathSpec::new(LEADER, &[Read]).unauthenticated(),
+        PathSpec::new(UI_MOUNTS, &[Read]),
+        PathSpec::new(UI_MOUNT, &[Read]),
+        PathSpec::new(ROTATE, &[Update]).sudo(),
+        // `vault operator rotate` posts here (Vault >= 1.17, OpenBao).
+        PathSpec::new(ROTATE_KEYRING, &[Update]).sudo(),
+        PathSpec::new(POLICIES, &[List]),
+        PathSpec::new(POLICIES_LEGACY, &[List, Read]),
+        PathSpec::new(POLICY, &[Read, Update, Delete]).fields(&[Field::new("policy", FieldKind::String)]),
+        PathSpec::new(POLICY_LEGACY, &[Read, Update, Delete])
+            .fields(&[Field::new("policy", FieldKind::String), Field::new("rules", FieldKind::String)]),
+        PathSpec::new(CAPS_SELF, &[Update]),
+        PathSpec::new(CAPS, &[Update]).fields(&[Field::new("token", FieldKind::String)]),
+        PathSpec::new(CAPS_ACCESSOR, &[Update]).fields(&[Field::new("accessor", FieldKind::String)]),
+        PathSpec::new(LOCKED, &[Read, List]).fields(&[Field::new("mount_accessor", FieldKind::String)]),
+        PathSpec::new(UNLOCK, &[Update]),
+        PathSpec::new(KEY_STATUS, &[Read]),
+        PathSpec::new(MOUNT_TUNE, &[Read, Update]).fields(TUNE_FIELDS),
+        PathSpec::new(MOUNT, &[Read, Update, Delete]).fields(MOUNT_FIELDS),
+        PathSpec::new(AUTH_TUNE, &[Read, Update]).sudo().fields(TUNE_FIELDS),
+        PathSpec::new(AUTH_MOUNT, &[Read, Update, Delete]).sudo().fields(MOUNT_FIELDS),
+    ]
+};
+
+const TUNE_FIELDS: &[Field] = &[
+    Field::new("description", FieldKind::String),
+    Field::new("options", FieldKind::StringMap),
+    Field::new("default_lease_ttl", FieldKind::Duration),
+    Field::new("max_lease_ttl", FieldKind::Duration),
+    Field::new("force_no_cache", FieldKind::Bool),
+];
+
+const MOUNT_FIELDS: &[Field] = &[
+    Field::new("type", FieldKind::String),
+    Field::new("plugin_name", FieldKind::String),
+    Field::new("description", FieldKind::String),
+    Field::new("config", FieldKind::Object),
+    Field::new("options", FieldKind::StringMap),
+    Field::new("local", FieldKind::Bool),
+    Field::new("seal_wrap", FieldKind::Bool),
+];
+
 async fn route(core: &Arc<Core>, auth: &Authorized, req: Request) -> Result<Response, LogicalError> {
+    let req = crate::logical::paths::ensure_routed(PATHS, req)?;
     let u = auth.unsealed();
-    let owned = req.path.trim_end_matches('/').to_string();
-    let path = owned.as_str();
-    match (path, req.op) {
-        ("mounts" | "auth", Operation::Read) => {
-            let table = if path == "auth" { Table::Auth } else { Table::Secrets };
+    let pattern = req.pattern();
+    match (pattern, req.op) {
+        (MOUNTS | AUTH, Operation::Read) => {
+            let table = if pattern == AUTH { Table::Auth } else { Table::Secrets };
             let router = core.active().map_err(LogicalError::from)?.router();
             let mut data = Map::new();
             for m in router.table(table) {
-                data.insert(m.entry.path.clone(), m.entry.to_json());
+                data.insert(m.entry.path.clone(), m.entry.to_json(table));
             }
             Ok(Response::data(data))
         }
-        ("rotate", Operation::Update | Operation::Create) => {
+        // One server, no HA: Vault's `LeaderResponse` fields for that case.
+        // (Vault answers them raw, outside the envelope; here they are in
+        // `data`, which the Vault CLI's status output does not need.)
+        (LEADER, _) => Ok(Response::json(serde_json::json!({
+            "ha_enabled": false,
+            "is_self": false,
+            "active_time": "0001-01-01T00:00:00Z",
+            "leader_address": "",
+            "leader_cluster_address": "",
+            "performance_standby": false,
+            "performance_standby_last_remote_wal": 0,
+        }))),
+        (UI_MOUNTS, _) => {
+            // Vault's UI listing: both tables, under `secret` and `auth`.
+            let router = core.active().map_err(LogicalError::from)?.router();
+            let mut data = Map::new();
+            for (key, table) in [("secret", Table::Secrets), ("auth", Table::Auth)] {
+                let mut mounts = Map::new();
+                for m in router.table(table) {
+                    mounts.insert(m.entry.path.clone(), m.entry.to_json(table));
+                }
+                data.insert(key.into(), Value::Object(mounts));
+            }
+            Ok(Response::data(data))
+        }
+        (ROTATE | ROTATE_KEYRING, _) => {
             core.rotate(u).await.map_err(LogicalError::from)?;
             Ok(Response::NoContent)
         }
-        ("policies/acl" | "policy", Operation::List | Operation::Read) => {
+        (POLICIES | POLICIES_LEGACY, _) => {
             let active = core.active().map_err(LogicalError::from)?;
             let names = active.policies().list(core.barrier(), u).await?;
             let mut data = Map::new();
             data.insert("keys".into(), names.clone().into());
-            if path == "policy" {
+            if pattern == POLICIES_LEGACY {
                 data.insert("policies".into(), names.into());
             }
             Ok(Response::data(data))
         }
-        ("capabilities-self", Operation::Update | Operation::Create) => {
+        (CAPS_SELF, _) => {
             let entry = auth.token().ok_or(LogicalError::PermissionDenied)?;
             capabilities(core, entry, &req.data).await
         }
-        ("capabilities", Operation::Update | Operation::Create) => {
+        (CAPS, _) => {
             let token = fields::string(&req.data, "token")?
                 .ok_or_else(|| LogicalError::InvalidRequest("missing required field 'token'".into()))?;
             let active = core.active().map_err(LogicalError::from)?;
@@ -106,7 +204,7 @@ async fn route(core: &Arc<Core>, auth: &Authorized, req: Request) -> Result<Resp
                 .ok_or_else(|| LogicalError::InvalidRequest("invalid token".into()))?;
             capabilities(core, &entry, &req.data).await
         }
-        ("capabilities-accessor", Operation::Update | Operation::Create) => {
+        (CAPS_ACCESSOR, _) => {
             let accessor = fields::string(&req.data, "accessor")?
                 .ok_or_else(|| LogicalError::InvalidRequest("missing required field 'accessor'".into()))?;
             let active = core.active().map_err(LogicalError::from)?;
@@ -117,35 +215,53 @@ async fn route(core: &Arc<Core>, auth: &Authorized, req: Request) -> Result<Resp
                 .ok_or_else(|| LogicalError::InvalidRequest("invalid accessor".into()))?;
             capabilities(core, &entry, &req.data).await
         }
-        ("locked-users", Operation::Read | Operation::List) => {
+        (LOCKED, _) => {
             let only = fields::string(&req.data, "mount_accessor")?.filter(|a| !a.is_empty());
             let data = crate::auth::lockout::Lockout::locked_users(core.barrier(), u, only.as_deref()).await?;
             Ok(Response::data(data))
         }
-        ("key-status", Operation::Read) => {
+        (KEY_STATUS, _) => {
             let s = core.key_status(u);
             Ok(Response::json(serde_json::to_value(s).map_err(LogicalError::internal)?))
         }
-        _ => {
-            for prefix in ["policies/acl/", "policy/"] {
-                if let Some(name) = path.strip_prefix(prefix) {
-                    return policy_op(core, u, name, prefix == "policy/", req).await;
-                }
-            }
-            if let Some(rest) = path.strip_prefix("locked-users/") {
-                return unlock_user(core, u, rest, req.op).await;
-            }
-            for (prefix, table) in [("mounts/", Table::Secrets), ("auth/", Table::Auth)] {
-                if let Some(rest) = path.strip_prefix(prefix) {
-                    if let Some(mount) = rest.strip_suffix("/tune") {
-                        return tune(core, u, table, mount, req).await;
-                    }
-                    return mount_op(core, u, table, rest, req).await;
-                }
-            }
-            Err(LogicalError::UnsupportedPath(format!("no handler for route \"sys/{path}\"")))
+        (POLICY | POLICY_LEGACY, _) => {
+            let name = req.param("name").to_string();
+            policy_op(core, u, &name, pattern == POLICY_LEGACY, req).await
         }
+        (UI_MOUNT, _) => ui_mount(core, req.param("path")),
+        (UNLOCK, _) => unlock_user(core, u, req.param("accessor"), req.param("alias")).await,
+        (MOUNT_TUNE | AUTH_TUNE, _) => {
+            let table = if pattern == AUTH_TUNE { Table::Auth } else { Table::Secrets };
+            let mount = req.param("path").to_string();
+            tune(core, u, table, &mount, req).await
+        }
+        (MOUNT | AUTH_MOUNT, _) => {
+            let table = if pattern == AUTH_MOUNT { Table::Auth } else { Table::Secrets };
+            let mount = req.param("path").to_string();
+            mount_op(core, u, table, &mount, req).await
+        }
+        _ => Err(LogicalError::UnsupportedOperation),
     }
+}
+
+/// `GET sys/internal/ui/mounts/{path}`: the mount serving `path` (what `vault
+/// kv` reads to learn a mount's type and `options.version`), Vault's mount
+/// info plus `path` (the mount path, without `auth/` for auth methods). No
+/// mount there is a 403, as in Vault, so the endpoint cannot be used to
+/// probe for mounts. (Vault serves it without a policy check and asks
+/// instead whether the token has any right under the mount; here the
+/// caller's policy must grant `read` on `sys/internal/ui/mounts/{path}`.)
+fn ui_mount(core: &Arc<Core>, rest: &str) -> Result<Response, LogicalError> {
+    let path = format!("{}/", rest.trim_matches('/'));
+    let router = core.active().map_err(LogicalError::from)?.router();
+    let Some((m, _)) = router.route(&path) else {
+        return Err(LogicalError::PermissionDenied);
+    };
+    let Value::Object(mut data) = m.entry.to_json(m.table) else {
+        return Err(LogicalError::internal("mount info is not an object"));
+    };
+    data.insert("path".into(), m.entry.path.clone().into());
+    Ok(Response::data(data))
 }
 
 /// `POST sys/locked-users/{mount_accessor}/unlock/{alias}` (Vault's API;
@@ -153,15 +269,9 @@ async fn route(core: &Arc<Core>, auth: &Authorized, req: Request) -> Result<Resp
 async fn unlock_user(
     core: &Arc<Core>,
     u: &crate::barrier::Unsealed,
-    rest: &str,
-    op: Operation,
+    accessor: &str,
+    alias: &str,
 ) -> Result<Response, LogicalError> {
-    let Some((accessor, alias)) = rest.split_once("/unlock/") else {
-        return Err(LogicalError::UnsupportedPath(format!("no handler for route \"sys/locked-users/{rest}\"")));
-    };
-    if !matches!(op, Operation::Update | Operation::Create) {
-        return Err(LogicalError::UnsupportedOperation);
-    }
     // Userpass names are case-insensitive: its lockout is keyed by the lowercased name.
     let router = core.active().map_err(LogicalError::from)?.router();
     let userpass = router.table(Table::Auth).any(|m| m.entry.accessor == accessor && m.entry.kind == "userpass");
@@ -177,8 +287,8 @@ async fn capabilities(
     entry: &crate::auth::TokenEntry,
     d: &Map<String, Value>,
 ) -> Result<Response, LogicalError> {
-    let paths = crate::auth::token_backend::string_list(d, "paths")?
-        .or(crate::auth::token_backend::string_list(d, "path")?)
+    let paths = fields::string_list(d, "paths")?
+        .or(fields::string_list(d, "path")?)
         .filter(|p| !p.is_empty())
         .ok_or_else(|| LogicalError::InvalidRequest("missing required field 'paths'".into()))?;
     let mut data = Map::new();
@@ -214,7 +324,11 @@ async fn policy_op(
             Ok(Response::data(data))
         }
         Operation::Create | Operation::Update => {
-            let text = fields::string(&req.data, "policy")?
+            let policy = fields::string(&req.data, "policy")?.filter(|p| !p.is_empty());
+            // Vault reads `rules` on the legacy path only when `policy` is
+            // empty, and then answers 200 with a deprecation warning.
+            let from_rules = policy.is_none() && legacy && req.data.contains_key("rules");
+            let text = policy
                 .or(fields::string(&req.data, "rules")?)
                 .ok_or_else(|| LogicalError::InvalidRequest("'policy' parameter not supplied or empty".into()))?;
             // Vault accepts the policy base64-encoded too.
@@ -223,6 +337,13 @@ async fn policy_op(
                 None => text,
             };
             store.put(core.barrier(), u, &name, &text).await?;
+            if from_rules {
+                return Ok(Response::Data {
+                    data: None,
+                    auth: None,
+                    warnings: vec!["'rules' is deprecated, please use 'policy' instead".into()],
+                });
+            }
             Ok(Response::NoContent)
         }
         Operation::Delete => {
@@ -263,7 +384,7 @@ async fn mount_op(
                     }
                 ))
             })?;
-            Ok(Response::json(m.entry.to_json()))
+            Ok(Response::json(m.entry.to_json(table)))
         }
         Operation::Create | Operation::Update => {
             let d = &req.data;
@@ -272,6 +393,11 @@ async fn mount_op(
                 .filter(|t| !t.is_empty())
                 .ok_or_else(|| LogicalError::InvalidRequest("backend type must be specified as a string".into()))?;
             let config = parse_config(d.get("config"))?;
+            let options = fields::string_map(d, "options")?;
+            let (kind, options) = match table {
+                Table::Secrets => crate::engines::resolve_alias(kind, options),
+                Table::Auth => (kind, options),
+            };
             let entry = MountEntry {
                 path,
                 kind,
@@ -279,7 +405,7 @@ async fn mount_op(
                 accessor: String::new(),
                 uuid: String::new(),
                 config,
-                options: fields::string_map(d, "options")?,
+                options,
                 local: fields::boolean(d, "local")?.unwrap_or(false),
                 seal_wrap: fields::boolean(d, "seal_wrap")?.unwrap_or(false),
             };

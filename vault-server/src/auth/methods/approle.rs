@@ -36,13 +36,15 @@ use zeroize::Zeroizing;
 use super::{MethodContext, TokenSettings};
 use crate::auth::Authorized;
 use crate::auth::cidr::{self, Cidr};
-use crate::auth::token_backend::string_list;
 use crate::barrier::view::View;
 use crate::barrier::{BarrierError, Unsealed, now_unix};
-use crate::core::rfc3339;
 use crate::crypto::hmac::{HmacKey, ct_eq};
 use crate::crypto::random;
-use crate::logical::{Backend, BoxFuture, LogicalError, Login, Operation, Request, Response, fields};
+use crate::logical::fields::rfc3339;
+use crate::logical::fields::string_list;
+use crate::logical::{
+    Backend, BoxFuture, Field, FieldKind, LogicalError, Login, Operation, PathSpec, Request, Response, fields,
+};
 use crate::storage::{Expect, StorageError};
 
 /// The one answer for an unknown role ID and a wrong, expired, used-up or
@@ -534,80 +536,61 @@ impl AppRole {
     }
 
     async fn route(&self, u: &Unsealed, req: Request) -> Result<Response, LogicalError> {
-        let path = req.path.trim_matches('/').to_string();
-        let parts: Vec<&str> = path.split('/').collect();
+        let req = crate::logical::paths::ensure_routed(PATHS, req)?;
         let op = req.op;
-        let write = matches!(op, Operation::Create | Operation::Update);
         let d = &req.data;
-        match parts.as_slice() {
-            ["login"] if write => self.login(u, &req).await,
-            ["role"] if op == Operation::List => self.list_roles(u).await,
-            ["role", name] => {
-                let name = role_name(name)?;
-                match op {
-                    Operation::Read => {
-                        let (role, _) = self.role(u, &name).await?.ok_or(LogicalError::NotFound)?;
-                        Ok(Response::data(role.data()))
-                    }
-                    Operation::Create | Operation::Update => self.write_role(u, &name, d, false).await,
-                    Operation::Delete => self.delete_role(u, &name).await,
-                    _ => Err(LogicalError::UnsupportedOperation),
+        let pattern = req.pattern();
+        if pattern == TIDY {
+            return self.tidy(u).await;
+        }
+        if pattern == LOGIN {
+            return self.login(u, &req).await;
+        }
+        if pattern == ROLES {
+            return self.list_roles(u).await;
+        }
+        let name = role_name(req.param("name"))?;
+        match pattern {
+            ROLE => match op {
+                Operation::Read => {
+                    let (role, _) = self.role(u, &name).await?.ok_or(LogicalError::NotFound)?;
+                    Ok(Response::data(role.data()))
                 }
-            }
-            ["role", name, "role-id"] => {
-                let name = role_name(name)?;
-                match op {
-                    Operation::Read => {
-                        let (role, _) = self.role(u, &name).await?.ok_or(LogicalError::NotFound)?;
-                        let mut m = Map::new();
-                        m.insert("role_id".into(), role.role_id.into());
-                        Ok(Response::data(m))
-                    }
-                    _ if write => {
-                        let id = required(d, "role_id")?;
-                        let mut only = Map::new();
-                        only.insert("role_id".into(), Value::String(id.to_string()));
-                        self.write_role(u, &name, &only, true).await
-                    }
-                    _ => Err(LogicalError::UnsupportedOperation),
+                Operation::Delete => self.delete_role(u, &name).await,
+                _ => self.write_role(u, &name, d, false).await,
+            },
+            ROLE_ID => match op {
+                Operation::Read => {
+                    let (role, _) = self.role(u, &name).await?.ok_or(LogicalError::NotFound)?;
+                    let mut m = Map::new();
+                    m.insert("role_id".into(), role.role_id.into());
+                    Ok(Response::data(m))
                 }
-            }
-            ["role", name, "secret-id"] => {
-                let name = role_name(name)?;
-                match op {
-                    Operation::List => self.list_accessors(u, &name).await,
-                    _ if write => self.create_secret_id(u, &name, d, None).await,
-                    _ => Err(LogicalError::UnsupportedOperation),
+                _ => {
+                    let id = required(d, "role_id")?;
+                    let mut only = Map::new();
+                    only.insert("role_id".into(), Value::String(id.to_string()));
+                    self.write_role(u, &name, &only, true).await
                 }
-            }
-            ["role", name, "custom-secret-id"] if write => {
-                let name = role_name(name)?;
+            },
+            SECRET_ID => match op {
+                Operation::List => self.list_accessors(u, &name).await,
+                _ => self.create_secret_id(u, &name, d, None).await,
+            },
+            CUSTOM_SECRET_ID => {
                 let secret = required(d, "secret_id")?;
                 self.create_secret_id(u, &name, d, Some(secret)).await
             }
-            ["role", name, "secret-id", action @ ("lookup" | "destroy")] if write || op == Operation::Delete => {
-                let name = role_name(name)?;
+            SECRET_ID_LOOKUP | SECRET_ID_DESTROY => {
                 let secret = required(d, "secret_id")?;
-                self.by_secret_id(u, &name, &secret, *action == "destroy").await
+                self.by_secret_id(u, &name, &secret, pattern == SECRET_ID_DESTROY).await
             }
-            ["role", name, "secret-id-accessor", action @ ("lookup" | "destroy")]
-                if write || op == Operation::Delete =>
-            {
-                let name = role_name(name)?;
+            ACCESSOR_LOOKUP | ACCESSOR_DESTROY => {
                 let accessor = required(d, "secret_id_accessor")?;
-                self.by_accessor(u, &name, &accessor, *action == "destroy").await
+                self.by_accessor(u, &name, &accessor, pattern == ACCESSOR_DESTROY).await
             }
-            ["role", name, segment] if PROPERTIES.iter().any(|p| p.segment == *segment) => {
-                let name = role_name(name)?;
-                self.property(u, &name, segment, op, d).await
-            }
-            ["tidy", "secret-id"] if write => self.tidy(u).await,
-            ["login"]
-            | ["role"]
-            | ["role", _, "custom-secret-id"]
-            | ["role", _, "secret-id" | "secret-id-accessor", "lookup" | "destroy"]
-            | ["tidy", "secret-id"] => Err(LogicalError::UnsupportedOperation),
-            _ => Err(LogicalError::UnsupportedPath(path.clone())),
+            // PROPERTY: `property` checks the segment names one.
+            _ => self.property(u, &name, req.param("property"), op, d).await,
         }
     }
 
@@ -1151,7 +1134,48 @@ impl AppRole {
     }
 }
 
+const LOGIN: &str = "login";
+const ROLES: &str = "role";
+const ROLE: &str = "role/{name}";
+const ROLE_ID: &str = "role/{name}/role-id";
+const SECRET_ID: &str = "role/{name}/secret-id";
+const CUSTOM_SECRET_ID: &str = "role/{name}/custom-secret-id";
+const SECRET_ID_LOOKUP: &str = "role/{name}/secret-id/lookup";
+const SECRET_ID_DESTROY: &str = "role/{name}/secret-id/destroy";
+const ACCESSOR_LOOKUP: &str = "role/{name}/secret-id-accessor/lookup";
+const ACCESSOR_DESTROY: &str = "role/{name}/secret-id-accessor/destroy";
+const PROPERTY: &str = "role/{name}/{property}";
+const TIDY: &str = "tidy/secret-id";
+
+/// AppRole's paths (Vault's API). A role's single properties
+/// (`role/{name}/policies`...) share one entry; [`PROPERTIES`] names them.
+static PATHS: &[PathSpec] = {
+    use Operation::*;
+    &[
+        PathSpec::new(LOGIN, &[Update])
+            .unauthenticated()
+            .fields(&[Field::new("role_id", FieldKind::String), Field::new("secret_id", FieldKind::String)]),
+        PathSpec::new(ROLES, &[List]),
+        PathSpec::new(ROLE, &[Read, Update, Delete]).existence_check(),
+        PathSpec::new(ROLE_ID, &[Read, Update]).fields(&[Field::new("role_id", FieldKind::String)]),
+        PathSpec::new(SECRET_ID, &[List, Update]),
+        PathSpec::new(CUSTOM_SECRET_ID, &[Update]).fields(&[Field::new("secret_id", FieldKind::String)]),
+        PathSpec::new(SECRET_ID_LOOKUP, &[Update, Delete]).fields(&[Field::new("secret_id", FieldKind::String)]),
+        PathSpec::new(SECRET_ID_DESTROY, &[Update, Delete]).fields(&[Field::new("secret_id", FieldKind::String)]),
+        PathSpec::new(ACCESSOR_LOOKUP, &[Update, Delete])
+            .fields(&[Field::new("secret_id_accessor", FieldKind::String)]),
+        PathSpec::new(ACCESSOR_DESTROY, &[Update, Delete])
+            .fields(&[Field::new("secret_id_accessor", FieldKind::String)]),
+        PathSpec::new(PROPERTY, &[Read, Update, Delete]),
+        PathSpec::new(TIDY, &[Update]),
+    ]
+};
+
 impl Backend for AppRole {
+    fn paths(&self) -> &'static [PathSpec] {
+        PATHS
+    }
+
     fn canonical_path(&self, path: &str) -> Option<String> {
         // Role names are case-insensitive (lowercased, as Vault).
         crate::logical::fold_segment(path, "role/", 1)
@@ -1173,10 +1197,6 @@ impl Backend for AppRole {
                 Err(_) => Ok(None),
             }
         })
-    }
-
-    fn unauthenticated_paths(&self) -> &'static [&'static str] {
-        &["login"]
     }
 
     fn shutdown(&self) {
@@ -1408,12 +1428,15 @@ mod tests {
         let mut ctx = f.approle.ctx.clone();
         ctx.lockout = Arc::new(Lockout::new(LockoutConfig { threshold: 3, ..Default::default() }));
         let other = AppRole::new(f.approle.view.clone(), ctx);
-        let mut req = Request::new(Operation::Update, "login");
-        req.data = json!({"role_id": role_id, "secret_id": secret}).as_object().cloned().unwrap();
-        req.client_addr = ip("10.1.1.1");
-        assert!(matches!(other.handle(&f.auth, req.clone()).await, Err(LogicalError::RateLimited(_))));
+        let login = || {
+            let mut req = Request::new(Operation::Update, "login");
+            req.data = json!({"role_id": role_id, "secret_id": secret}).as_object().cloned().unwrap();
+            req.client_addr = ip("10.1.1.1");
+            req
+        };
+        assert!(matches!(other.handle(&f.auth, login()).await, Err(LogicalError::RateLimited(_))));
         Lockout::unlock(&f.barrier, f.auth.unsealed(), "auth_approle_test", &role_id).await.unwrap();
-        assert!(matches!(other.handle(&f.auth, req).await, Ok(Response::Login(_))));
+        assert!(matches!(other.handle(&f.auth, login()).await, Ok(Response::Login(_))));
     }
 
     #[tokio::test]

@@ -5,9 +5,10 @@
 //! failures to the shared [`Lockout`]: userpass and AppRole per alias (in
 //! storage) and per address, JWT/OIDC and Kubernetes per address only.
 
-pub mod approle;
-pub mod jwt;
-pub mod userpass;
+pub(crate) mod approle;
+pub(crate) mod jwt;
+pub(crate) mod kubernetes;
+pub(crate) mod userpass;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -17,10 +18,9 @@ use serde_json::{Map, Value};
 
 use crate::auth::cidr;
 use crate::auth::lockout::{Credential, Lockout};
-use crate::auth::token_backend::{policy_list, string_list};
-use crate::barrier::view::View;
 use crate::barrier::{Barrier, Unsealed};
-use crate::core::{Core, MountEntry};
+use crate::logical::fields::{policy_list, string_list};
+use crate::logical::kit::EngineContext;
 use crate::logical::{Backend, LogicalError, Login, fields};
 
 /// What every auth method gets besides its storage view.
@@ -68,21 +68,36 @@ impl MethodContext {
     }
 }
 
-/// Build the auth method for a mount row.
-pub fn build(core: &Core, entry: &MountEntry, view: View) -> Result<Arc<dyn Backend>, LogicalError> {
-    let ctx = MethodContext {
-        mount_path: entry.path.clone(),
-        accessor: entry.accessor.clone(),
-        barrier: core.barrier().clone(),
-        lockout: core.lockout().clone(),
-    };
-    match entry.kind.as_str() {
-        "approle" => Ok(Arc::new(approle::AppRole::new(view, ctx))),
-        "userpass" => Ok(Arc::new(userpass::Userpass::new(view, ctx))),
-        "jwt" | "oidc" => Ok(Arc::new(jwt::Jwt::new(view, ctx, jwt::Flavor::Jwt))),
-        "kubernetes" => Ok(Arc::new(jwt::Jwt::new(view, ctx, jwt::Flavor::Kubernetes))),
-        other => Err(LogicalError::InvalidRequest(format!("auth method not found in the catalog: {other}"))),
+impl MethodContext {
+    /// What a method needs of its engine context.
+    pub fn from_engine(ctx: &EngineContext) -> Self {
+        Self {
+            mount_path: ctx.mount.path.clone(),
+            accessor: ctx.mount.accessor.clone(),
+            barrier: ctx.barrier.clone(),
+            lockout: ctx.lockout.clone(),
+        }
     }
+}
+
+/// The AppRole method.
+pub fn approle_factory(ctx: EngineContext) -> Result<Arc<dyn Backend>, LogicalError> {
+    Ok(Arc::new(approle::AppRole::new(ctx.view.clone(), MethodContext::from_engine(&ctx))))
+}
+
+/// The userpass method.
+pub fn userpass_factory(ctx: EngineContext) -> Result<Arc<dyn Backend>, LogicalError> {
+    Ok(Arc::new(userpass::Userpass::new(ctx.view.clone(), MethodContext::from_engine(&ctx))))
+}
+
+/// The JWT/OIDC method (`jwt` and `oidc` mount types).
+pub fn jwt_factory(ctx: EngineContext) -> Result<Arc<dyn Backend>, LogicalError> {
+    Ok(Arc::new(jwt::Jwt::new(ctx.view.clone(), MethodContext::from_engine(&ctx))))
+}
+
+/// The Kubernetes method.
+pub fn kubernetes_factory(ctx: EngineContext) -> Result<Arc<dyn Backend>, LogicalError> {
+    Ok(Arc::new(kubernetes::Kubernetes::new(ctx.view.clone(), MethodContext::from_engine(&ctx))))
 }
 
 // ---------------------------------------------------------------------------

@@ -29,12 +29,12 @@ use zeroize::{Zeroize, Zeroizing};
 use super::{MethodContext, TokenSettings, upgrade};
 use crate::auth::Authorized;
 use crate::auth::cidr;
-use crate::auth::token_backend::policy_list;
 use crate::barrier::view::View;
 use crate::barrier::{BarrierError, Unsealed, now_unix};
 use crate::crypto::hmac::{HmacKey, ct_eq};
 use crate::crypto::random;
-use crate::logical::{Backend, BoxFuture, LogicalError, Operation, Request, Response};
+use crate::logical::fields::policy_list;
+use crate::logical::{Backend, BoxFuture, Field, FieldKind, LogicalError, Operation, PathSpec, Request, Response};
 use crate::storage::{Expect, StorageError};
 
 /// Argon2id memory cost in KiB (OWASP: 19 MiB).
@@ -661,33 +661,27 @@ impl Userpass {
 // Routing
 // ---------------------------------------------------------------------------
 
-/// The routes of this method, parsed from a mount-relative path.
-enum Route<'a> {
-    Users,
-    User(&'a str),
-    Password(&'a str),
-    Policies(&'a str),
-    Totp(&'a str),
-    Login(&'a str),
-}
+const USERS: &str = "users";
+const USER: &str = "users/{name}";
+const PASSWORD: &str = "users/{name}/password";
+const POLICIES: &str = "users/{name}/policies";
+const TOTP: &str = "users/{name}/totp";
+const LOGIN: &str = "login/{name}";
 
-fn route(path: &str) -> Option<Route<'_>> {
-    let path = path.trim_end_matches('/');
-    let mut parts = path.split('/');
-    let route = match (parts.next(), parts.next(), parts.next()) {
-        (Some("users"), None, _) => Route::Users,
-        (Some("users"), Some(u), None) => Route::User(u),
-        (Some("users"), Some(u), Some("password")) => Route::Password(u),
-        (Some("users"), Some(u), Some("policies")) => Route::Policies(u),
-        (Some("users"), Some(u), Some("totp")) => Route::Totp(u),
-        (Some("login"), Some(u), None) => Route::Login(u),
-        _ => return None,
-    };
-    if parts.next().is_some() {
-        return None;
-    }
-    Some(route)
-}
+/// Userpass paths (Vault's API, plus `users/{name}/totp`).
+static PATHS: &[PathSpec] = {
+    use Operation::*;
+    &[
+        PathSpec::new(USERS, &[List]),
+        PathSpec::new(USER, &[Read, Update, Delete]).existence_check(),
+        PathSpec::new(PASSWORD, &[Update]).fields(&[Field::new("password", FieldKind::String)]),
+        PathSpec::new(POLICIES, &[Update]),
+        PathSpec::new(TOTP, &[Read, Update, Delete]),
+        PathSpec::new(LOGIN, &[Update])
+            .unauthenticated()
+            .fields(&[Field::new("password", FieldKind::String), Field::new("totp", FieldKind::String)]),
+    ]
+};
 
 impl Backend for Userpass {
     fn canonical_path(&self, path: &str) -> Option<String> {
@@ -698,39 +692,25 @@ impl Backend for Userpass {
     fn handle<'a>(&'a self, auth: &'a Authorized, req: Request) -> BoxFuture<'a, Result<Response, LogicalError>> {
         Box::pin(async move {
             let u = auth.unsealed();
-            let Some(r) = route(&req.path) else {
-                return Err(LogicalError::UnsupportedPath(format!(
-                    "no handler for route \"auth/{}{}\"",
-                    self.ctx.mount_path, req.path
-                )));
-            };
-            let write = matches!(req.op, Operation::Create | Operation::Update);
-            match r {
-                Route::Users if req.op == Operation::List => self.list_users(u).await,
-                Route::User(n) => {
-                    let name = username(n)?;
-                    match req.op {
-                        Operation::Read => self.read_user(u, &name).await,
-                        Operation::Create | Operation::Update => self.write_user(u, &name, req.data).await,
-                        Operation::Delete => self.delete_user(&name).await,
-                        _ => Err(LogicalError::UnsupportedOperation),
-                    }
-                }
-                Route::Password(n) if write => self.update_password(u, &username(n)?, req.data).await,
-                Route::Policies(n) if write => self.update_policies(u, &username(n)?, &req.data).await,
-                Route::Totp(n) => {
-                    let name = username(n)?;
-                    match req.op {
-                        Operation::Create | Operation::Update => self.enroll_totp(u, &name).await,
-                        Operation::Read => self.read_totp(u, &name).await,
-                        Operation::Delete => self.delete_totp(&name).await,
-                        _ => Err(LogicalError::UnsupportedOperation),
-                    }
-                }
-                Route::Login(n) if write => {
-                    let n = n.to_string();
-                    self.login(u, &n, req).await
-                }
+            let req = crate::logical::paths::ensure_routed(PATHS, req)?;
+            let pattern = req.pattern();
+            if pattern == USERS {
+                return self.list_users(u).await;
+            }
+            if pattern == LOGIN {
+                let n = req.param("name").to_string();
+                return self.login(u, &n, req).await;
+            }
+            let name = username(req.param("name"))?;
+            match (pattern, req.op) {
+                (USER, Operation::Read) => self.read_user(u, &name).await,
+                (USER, Operation::Delete) => self.delete_user(&name).await,
+                (USER, _) => self.write_user(u, &name, req.data).await,
+                (PASSWORD, _) => self.update_password(u, &name, req.data).await,
+                (POLICIES, _) => self.update_policies(u, &name, &req.data).await,
+                (TOTP, Operation::Read) => self.read_totp(u, &name).await,
+                (TOTP, Operation::Delete) => self.delete_totp(&name).await,
+                (TOTP, _) => self.enroll_totp(u, &name).await,
                 _ => Err(LogicalError::UnsupportedOperation),
             }
         })
@@ -738,8 +718,8 @@ impl Backend for Userpass {
 
     fn exists<'a>(&'a self, u: &'a Unsealed, path: &'a str) -> BoxFuture<'a, Result<Option<bool>, LogicalError>> {
         Box::pin(async move {
-            match route(path) {
-                Some(Route::User(n)) => match username(n) {
+            match crate::logical::paths::find(PATHS, path) {
+                Some(r) if r.pattern() == USER => match username(r.get("name")) {
                     Ok(name) => Ok(Some(self.view.get(u, &user_key(&name)).await?.is_some())),
                     Err(_) => Ok(None),
                 },
@@ -748,8 +728,8 @@ impl Backend for Userpass {
         })
     }
 
-    fn unauthenticated_paths(&self) -> &'static [&'static str] {
-        &["login/*"]
+    fn paths(&self) -> &'static [PathSpec] {
+        PATHS
     }
 }
 
@@ -833,13 +813,15 @@ mod tests {
 
     #[test]
     fn routes() {
-        assert!(matches!(route("users/"), Some(Route::Users)));
-        assert!(matches!(route("users/a"), Some(Route::User("a"))));
-        assert!(matches!(route("users/a/totp"), Some(Route::Totp("a"))));
-        assert!(matches!(route("login/a"), Some(Route::Login("a"))));
+        let route = |p: &str| crate::logical::paths::find(PATHS, p).map(|r| (r.pattern(), r.get("name").to_string()));
+        assert_eq!(route("users/"), Some((USERS, String::new())));
+        assert_eq!(route("users/a"), Some((USER, "a".into())));
+        assert_eq!(route("users/a/totp"), Some((TOTP, "a".into())));
+        assert_eq!(route("login/a"), Some((LOGIN, "a".into())));
         assert!(route("users/a/b/c").is_none());
         assert!(route("login/a/b").is_none());
         assert!(route("other").is_none());
+        assert!(PATHS.iter().filter(|p| p.unauthenticated).all(|p| p.pattern == LOGIN));
     }
 
     #[test]

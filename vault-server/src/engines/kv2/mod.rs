@@ -29,7 +29,7 @@ use crate::barrier::view::{View, ViewBatch};
 use crate::barrier::{BarrierError, Unsealed};
 use crate::engines::RotationSettings;
 use crate::logical::fields;
-use crate::logical::{Backend, BoxFuture, LogicalError, Operation, Request, Response};
+use crate::logical::{Backend, BoxFuture, Field, FieldKind, LogicalError, Operation, PathSpec, Request, Response};
 use crate::storage::{Expect, StorageError};
 
 /// Vault's default number of versions kept when neither the mount nor the key sets one.
@@ -184,16 +184,6 @@ fn min_nonzero(a: u64, b: u64) -> u64 {
     }
 }
 
-/// An optional non-negative integer field.
-fn uint(data: &Map<String, Value>, field: &str) -> Result<Option<u64>, LogicalError> {
-    match fields::int(data, field)? {
-        None => Ok(None),
-        Some(n) => u64::try_from(n)
-            .map(Some)
-            .map_err(|_| LogicalError::InvalidRequest(format!("invalid value for '{field}': must not be negative"))),
-    }
-}
-
 /// A list of version numbers (`versions`): array of integers or numeric strings, or a comma list.
 fn version_list(data: &Map<String, Value>) -> Result<Vec<u64>, LogicalError> {
     let bad = || LogicalError::InvalidRequest("invalid value for 'versions': expected a list of integers".into());
@@ -335,7 +325,7 @@ impl KvV2 {
 
     /// Which version a read asks for (`version`, 0 or absent: latest).
     fn requested_version(data: &Map<String, Value>, meta: &Meta) -> Result<u64, LogicalError> {
-        match uint(data, "version")? {
+        match fields::count(data, "version")? {
             None | Some(0) => Ok(meta.current_version),
             Some(n) => Ok(n),
         }
@@ -352,7 +342,7 @@ impl KvV2 {
         };
         let cas = match req.data.get("options") {
             None | Some(Value::Null) => None,
-            Some(Value::Object(o)) => uint(o, "cas")?,
+            Some(Value::Object(o)) => fields::count(o, "cas")?,
             Some(_) => {
                 return Err(LogicalError::InvalidRequest("invalid value for 'options': expected an object".into()));
             }
@@ -542,8 +532,8 @@ impl KvV2 {
         data: &Map<String, Value>,
     ) -> Result<Response, LogicalError> {
         let u = auth.unsealed();
-        let after = uint(data, "wait_for_version_after")?.unwrap_or(0);
-        if uint(data, "version")?.is_some_and(|v| v != 0) {
+        let after = fields::count(data, "wait_for_version_after")?.unwrap_or(0);
+        if fields::count(data, "version")?.is_some_and(|v| v != 0) {
             return Err(LogicalError::InvalidRequest("wait_for_version_after cannot be combined with version".into()));
         }
         let wait = fields::duration(data, "wait")?.unwrap_or(DEFAULT_WAIT_SECS);
@@ -607,7 +597,7 @@ impl KvV2 {
     }
 
     async fn read_subkeys(&self, u: &Unsealed, key: &str, data: &Map<String, Value>) -> Result<Response, LogicalError> {
-        let depth = uint(data, "depth")?.unwrap_or(0);
+        let depth = fields::count(data, "depth")?.unwrap_or(0);
         let cfg = self.config(u).await?;
         let (meta, _) = self.meta(u, key).await?.ok_or(LogicalError::NotFound)?;
         let n = Self::requested_version(data, &meta)?;
@@ -633,7 +623,7 @@ impl KvV2 {
         data: &Map<String, Value>,
         patch: bool,
     ) -> Result<(), LogicalError> {
-        let max_versions = uint(data, "max_versions")?;
+        let max_versions = fields::count(data, "max_versions")?;
         let cas_required = fields::boolean(data, "cas_required")?;
         let dva = fields::duration(data, "delete_version_after")?;
         // A patch may remove custom metadata keys with null: validate the other values.
@@ -733,7 +723,7 @@ impl KvV2 {
             }
             Operation::Create | Operation::Update => {
                 let mut cfg = self.config(u).await?;
-                if let Some(m) = uint(&req.data, "max_versions")? {
+                if let Some(m) = fields::count(&req.data, "max_versions")? {
                     cfg.max_versions = m;
                 }
                 if let Some(c) = fields::boolean(&req.data, "cas_required")? {
@@ -751,20 +741,16 @@ impl KvV2 {
 
     async fn dispatch(&self, auth: &Authorized, req: Request) -> Result<Response, LogicalError> {
         let u = auth.unsealed();
-        let path = req.path.as_str();
-        if path == "config" {
+        let pattern = req.pattern();
+        if pattern == CONFIG {
             return self.handle_config(u, &req).await;
         }
-        let (section, key) = match path.split_once('/') {
-            Some((s, k)) => (s, k),
-            None if req.op == Operation::List && path == "metadata" => ("metadata", ""),
-            None => return Err(LogicalError::UnsupportedPath(path.to_string())),
-        };
+        // Every other path is `<section>/<key>`; the table routed it.
+        let section = pattern.split('/').next().unwrap_or_default();
+        let key = req.param("path");
+        let path = req.path.as_str();
         if req.op == Operation::List {
-            return match section {
-                "metadata" => self.list(u, key).await,
-                _ => Err(LogicalError::UnsupportedOperation),
-            };
+            return self.list(u, key).await;
         }
         check_key(key)?;
         match (section, req.op) {
@@ -878,9 +864,41 @@ impl KvV2 {
     }
 }
 
+const CONFIG: &str = "config";
+
+/// KV v2's paths (Vault's `kv` version 2 API, plus `rotation/` and `rotate/`).
+static PATHS: &[PathSpec] = {
+    use Operation::*;
+    &[
+        PathSpec::new(CONFIG, &[Read, Update]).fields(&[
+            Field::new("max_versions", FieldKind::Count),
+            Field::new("cas_required", FieldKind::Bool),
+            Field::new("delete_version_after", FieldKind::Duration),
+        ]),
+        PathSpec::new("data/{path+}", &[Read, Update, Patch, Delete])
+            .existence_check()
+            .fields(&[Field::new("version", FieldKind::Count), Field::new("wait_for_version_after", FieldKind::Count)]),
+        PathSpec::new("metadata/{path*}", &[Read, Update, Patch, Delete, List]).existence_check().fields(&[
+            Field::new("max_versions", FieldKind::Count),
+            Field::new("cas_required", FieldKind::Bool),
+            Field::new("delete_version_after", FieldKind::Duration),
+        ]),
+        PathSpec::new("delete/{path+}", &[Update]),
+        PathSpec::new("undelete/{path+}", &[Update]),
+        PathSpec::new("destroy/{path+}", &[Update]),
+        PathSpec::new("subkeys/{path+}", &[Read]).fields(&[Field::new("version", FieldKind::Count)]),
+        PathSpec::new("rotation/{path+}", &[Read, Update, Delete]),
+        PathSpec::new("rotate/{path+}", &[Update]),
+    ]
+};
+
 impl Backend for KvV2 {
+    fn paths(&self) -> &'static [PathSpec] {
+        PATHS
+    }
+
     fn handle<'a>(&'a self, auth: &'a Authorized, req: Request) -> BoxFuture<'a, Result<Response, LogicalError>> {
-        Box::pin(async move { self.dispatch(auth, req).await })
+        Box::pin(async move { self.dispatch(auth, crate::logical::paths::ensure_routed(PATHS, req)?).await })
     }
 
     fn create_is_update(&self) -> bool {
