@@ -61,7 +61,9 @@ async fn main() {
     let key = AeadKey::new(&[7; 32]);
     let meta_value = key.seal(&[1, 0, 0, 0, 1], b"meta", &[b'm'; 300]);
     let ver_value = key.seal(&[1, 0, 0, 0, 1], b"ver", &[b'v'; 80]);
-    let run = vault_server::crypto::random::uuid();
+    // Fresh paths per run (a new key's write, as a first KV v2 write is).
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let run = format!("{}-{}", std::process::id(), since_epoch.as_nanos());
     let start = Instant::now();
     let end = start + WARMUP + Duration::from_secs_f64(secs);
     let (mut reads, mut commits, mut both) = (Vec::new(), Vec::new(), Vec::new());
