@@ -344,10 +344,55 @@ fn tighten(path: &Path) {
     }
 }
 
+/// The writer connection, and whether it is known to be in autocommit mode.
+///
+/// [`one_statement`] commits by running one statement in autocommit mode: on
+/// a connection left inside a transaction (a `ROLLBACK` that failed, a
+/// commit cut short) that statement would only join the open transaction,
+/// and a write would be acknowledged that no `COMMIT` ever made durable. So
+/// a commit that fails must leave the connection in autocommit mode, proven
+/// by a `ROLLBACK` (or, if there was nothing to roll back, a `BEGIN` that
+/// succeeds: SQLite refuses it inside a transaction); otherwise the
+/// connection is closed (which rolls back) and the next commit opens a new
+/// one. A commit holds the connection out of [`Writer::conn`] while it runs,
+/// so one cut short (its future dropped) takes the connection with it.
+struct Writer {
+    /// `None` after it was given up; reopened by the next commit.
+    conn: Option<SqliteConnection>,
+}
+
+/// Open a writer connection (the database exists and is migrated) with the
+/// TEMP guard table of [`one_shot`].
+async fn open_writer(opts: &SqliteConnectOptions) -> Result<SqliteConnection, sqlx::Error> {
+    let mut conn = SqliteConnection::connect_with(opts).await?;
+    sqlx::query(GUARD_TABLE).execute(&mut conn).await?;
+    Ok(conn)
+}
+
+/// End whatever transaction `conn` is in; true if it is now in autocommit
+/// mode. `fail_rollback`: tests only, the `ROLLBACK` fails.
+async fn back_to_autocommit(conn: &mut SqliteConnection, fail_rollback: bool) -> bool {
+    if !fail_rollback && sqlx::query("ROLLBACK").execute(&mut *conn).await.is_ok() {
+        return true;
+    }
+    // Either nothing was open ("no transaction is active": fine) or the
+    // rollback failed. A deferred BEGIN takes no lock and succeeds only in
+    // autocommit mode.
+    if sqlx::query("BEGIN").execute(&mut *conn).await.is_err() {
+        return false;
+    }
+    sqlx::query("ROLLBACK").execute(&mut *conn).await.is_ok()
+}
+
 pub(super) struct Sqlite {
     readers: Conns<sqlx::Sqlite>,
-    writer: Mutex<SqliteConnection>,
+    writer: Mutex<Writer>,
+    /// To reopen the writer (boxed: the options are large).
+    opts: Box<SqliteConnectOptions>,
     instance: String,
+    /// Tests: make the next `ROLLBACK` after a failed commit fail.
+    #[cfg(test)]
+    fail_rollback: std::sync::atomic::AtomicBool,
 }
 
 impl Sqlite {
@@ -366,6 +411,7 @@ impl Sqlite {
         let mut writer = SqliteConnection::connect_with(&opts).await?;
         sqlx::migrate!("../migrations/sqlite").run(&mut writer).await?;
         sqlx::query(GUARD_TABLE).execute(&mut writer).await?;
+        let writer = Writer { conn: Some(writer) };
         // No ping before each use (sqlx's default) nor after (`conns.rs`): a
         // hand-off to the connection's thread each, and a local file
         // connection does not drop.
@@ -373,12 +419,15 @@ impl Sqlite {
             .max_connections(READERS)
             .min_connections(1)
             .test_before_acquire(false)
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await?;
         Ok(Self {
             readers: Conns::new(readers, READERS as usize, None),
             writer: Mutex::new(writer),
+            opts: Box::new(opts),
             instance: crate::crypto::random::uuid(),
+            #[cfg(test)]
+            fail_rollback: Default::default(),
         })
     }
 
@@ -386,29 +435,39 @@ impl Sqlite {
         &self.instance
     }
 
+    #[cfg(test)]
+    fn fail_rollback(&self) -> bool {
+        self.fail_rollback.swap(false, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[cfg(not(test))]
+    fn fail_rollback(&self) -> bool {
+        false
+    }
+
     pub(super) async fn get(&self, path: &str) -> Result<Option<Entry>, StorageError> {
         let mut c = self.readers.get().await?;
-        let row = sqlx::query(sql::GET).bind(path).fetch_optional(c.conn()).await?;
-        c.clean();
+        let r = sqlx::query(sql::GET).bind(path).fetch_optional(c.conn()).await;
+        let row = c.done(r)?;
         Ok(row.map(|r| Entry { value: Ciphertext::from_storage(r.get(0)), rev: r.get(1) }))
     }
 
     pub(super) async fn scan(&self, from: &str, to: Option<&str>) -> Result<Vec<String>, StorageError> {
         let mut c = self.readers.get().await?;
-        let rows = match to {
+        let r = match to {
             Some(to) => sqlx::query(sql::SCAN_RANGE).bind(from).bind(to),
             None => sqlx::query(sql::SCAN_ALL).bind(from),
         }
         .fetch_all(c.conn())
-        .await?;
-        c.clean();
+        .await;
+        let rows = c.done(r)?;
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
 
     pub(super) async fn seal_config(&self) -> Result<Option<String>, StorageError> {
         let mut c = self.readers.get().await?;
-        let row = sqlx::query(sql::SEAL_CONFIG_GET).fetch_optional(c.conn()).await?;
-        c.clean();
+        let r = sqlx::query(sql::SEAL_CONFIG_GET).fetch_optional(c.conn()).await;
+        let row = c.done(r)?;
         Ok(row.map(|r| r.get(0)))
     }
 
@@ -416,7 +475,15 @@ impl Sqlite {
         &self,
         batches: &[&WriteBatch],
     ) -> Result<Vec<Result<(), StorageError>>, StorageError> {
-        let mut conn = self.writer.lock().await;
+        let mut w = self.writer.lock().await;
+        let mut conn = match w.conn.take() {
+            Some(c) => c,
+            None => {
+                tracing::info!("reopening the SQLite writer connection");
+                open_writer(&self.opts).await?
+            }
+        };
+        // Put back below, once known to be in autocommit mode.
         // IMMEDIATE takes the write lock up front: from here on nobody else
         // changes the rows, so the plan made from the revisions read below holds.
         // One process owns a SQLite file: nobody else to notify. A group whose
@@ -437,15 +504,20 @@ impl Sqlite {
             let current = begin_and_read(&mut conn, &plan::paths_to_read(batches)).await?;
             let p = plan::plan(batches, &current);
             if p.changed.is_empty() {
-                sqlx::query("ROLLBACK").execute(&mut *conn).await?;
+                sqlx::query("ROLLBACK").execute(&mut conn).await?;
                 return Ok::<_, sqlx::Error>(p.results);
             }
             write_and_commit(&mut conn, &p).await?;
             Ok(p.results)
         }
         .await;
-        if r.is_err() {
-            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+        // Every path above that returns Ok left the connection in autocommit
+        // mode (COMMIT or ROLLBACK succeeded, or nothing was begun).
+        if r.is_err() && !back_to_autocommit(&mut conn, self.fail_rollback()).await {
+            tracing::warn!("the SQLite writer connection may be inside a transaction; closing it");
+            drop(conn);
+        } else {
+            w.conn = Some(conn);
         }
         Ok(r?)
     }
@@ -499,6 +571,41 @@ mod tests {
         let db = Sqlite::open(&format!("sqlite://{}", old.display())).await.unwrap();
         assert_eq!(mode(&old), 0o600);
         db.close().await;
+    }
+
+    /// A commit that fails inside its transaction, and whose `ROLLBACK`
+    /// fails too, must not leave the writer in that transaction: the next
+    /// lone write, one statement in autocommit mode, would only join it and
+    /// be acknowledged without ever reaching the file.
+    #[tokio::test]
+    async fn a_failed_rollback_does_not_leave_the_writer_in_a_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/v.db", dir.path().display());
+        let db = Sqlite::open(&url).await.unwrap();
+        // The one-shot string (expectations, a delete) fails after its
+        // `BEGIN IMMEDIATE` without its guard table; then the rollback fails.
+        let mut w = db.writer.lock().await;
+        sqlx::query("DROP TABLE temp.commit_guard").execute(w.conn.as_mut().unwrap()).await.unwrap();
+        drop(w);
+        db.fail_rollback.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut a = WriteBatch::new();
+        a.put_expect("a", ct(b"a"), Expect::Absent).delete("gone");
+        assert!(db.commit_group(&[&a]).await.is_err());
+        assert!(db.writer.lock().await.conn.is_none(), "left inside a transaction: given up");
+
+        let mut b = WriteBatch::new();
+        b.put("k", ct(b"k"));
+        assert!(db.commit_group(&[&b]).await.unwrap()[0].is_ok());
+        assert_eq!(rev(&db, "k").await, Some(1), "committed: other connections see it");
+        // The reopened writer has its guard table again.
+        let mut c = WriteBatch::new();
+        c.put_expect("a", ct(b"a"), Expect::Absent).delete("gone");
+        assert!(db.commit_group(&[&c]).await.unwrap()[0].is_ok());
+        db.close().await;
+        drop(db);
+        let again = Sqlite::open(&url).await.unwrap();
+        assert_eq!((rev(&again, "k").await, rev(&again, "a").await), (Some(1), Some(1)), "in the file");
+        again.close().await;
     }
 
     /// Groups are formed by timing, so the conformance suite cannot pick one;
