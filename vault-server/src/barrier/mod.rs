@@ -253,8 +253,13 @@ impl Barrier {
     }
 
     /// Whether the storage read cache knows `path` (see [`Storage::is_cached`]).
-    pub fn is_cached(&self, path: &str) -> bool {
+    pub(crate) fn is_cached(&self, path: &str) -> bool {
         self.storage.is_cached(path)
+    }
+
+    /// Whether the storage read cache is in use (see [`Storage::is_caching`]).
+    pub(crate) fn is_caching(&self) -> bool {
+        self.storage.is_caching()
     }
 
     /// Read and decrypt `path` from the database itself (not the read

@@ -56,6 +56,12 @@ impl View {
         self.barrier.is_cached(&self.full(key))
     }
 
+    /// Whether the storage read cache is in use (enabled, and following
+    /// other servers' changes): without it nothing is ever cached.
+    pub fn is_caching(&self) -> bool {
+        self.barrier.is_caching()
+    }
+
     /// Write a value.
     pub async fn put(&self, u: &Unsealed, key: &str, value: &[u8]) -> Result<(), BarrierError> {
         self.barrier.put(u, &self.full(key), value).await

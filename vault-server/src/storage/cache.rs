@@ -3,16 +3,22 @@
 //!
 //! It holds exactly what the database holds — sealed values — so it adds no
 //! plaintext to memory and stays valid across seal, unseal and key rotation.
-//! Entries are invalidated when a write commits on this server and when the
-//! PostgreSQL change feed announces a write by another server; a lost feed
-//! connection clears everything. (A second *process* writing one SQLite file
-//! would not be seen: SQLite storage is for a single server.)
+//! A write that commits on this server *updates* the entries of the paths it
+//! touched ([`ReadCache::committed`]): where the commit knows the outcome (a
+//! put with an expectation that held: its value and next revision; a delete:
+//! absent) that outcome is cached, every other path is forgotten. A write by
+//! another server announced on the PostgreSQL change feed invalidates its
+//! path; a lost feed connection clears everything. (A second *process*
+//! writing one SQLite file would not be seen: SQLite storage is for a single
+//! server.)
 //!
-//! Races between a reader filling the cache and a writer invalidating it are
-//! settled with generation counters: a reader notes its bucket's generation
-//! before going to the database and withdraws its insert if a writer bumped
-//! the generation meanwhile, so a value read before a commit can never stay
-//! cached after the commit's invalidation.
+//! Races between a reader filling the cache and a commit updating it (or an
+//! announcement invalidating it) are settled with generation counters: a
+//! reader notes its bucket's generation before going to the database and
+//! withdraws its insert if the generation moved meanwhile; a commit notes it
+//! before its transaction and, if anything else moved it since, only forgets
+//! the path. So a value read before a commit can never stay cached after the
+//! commit's update, and a commit's outcome never replaces a newer change.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -65,6 +71,11 @@ impl ReadCache {
             h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
         }
         (h % BUCKETS as u64) as usize
+    }
+
+    /// Whether the cache holds anything at all (a capacity above 0).
+    pub(super) fn enabled(&self) -> bool {
+        self.map.is_some()
     }
 
     /// A cached lookup: `Some(None)` means "known absent".

@@ -128,6 +128,8 @@ async fn run(backend: Arc<Backend>, rx: Arc<Mutex<mpsc::Receiver<Msg>>>, shared:
             Backend::Sqlite(b) => b.commit_group(&batches).await,
             Backend::Postgres(b) => b.commit_group(&batches).await,
         };
+        #[cfg(test)]
+        shared.pauses.at("commit:before-cache").await;
         // Whatever the outcome (a conflict means a cached copy was stale; a
         // failed transaction may still have committed), update or forget
         // every path and wake its watchers, before anyone hears back.

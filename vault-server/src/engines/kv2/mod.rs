@@ -376,10 +376,13 @@ impl KvV2 {
         // like after any other conflict. A key written here before has its
         // metadata cached by that commit (`storage/group.rs`), so this guess
         // is wrong only for keys this server has not seen since it started
-        // or since the cache let them go.
+        // or since the cache let them go. Without a cache in use (disabled,
+        // or not following PostgreSQL's change feed) nothing is ever cached
+        // and the guess would be wrong for every existing key: read first.
         let mut guess_new = matches!(body, Body::Replace(_))
             && extra.is_none()
             && !matches!(cas, Some(Some(c)) if c != 0)
+            && self.view.is_caching()
             && !self.view.is_cached(&format!("meta/{key}"));
         for _ in 0..RETRIES {
             let existing = if std::mem::take(&mut guess_new) { None } else { self.meta(u, key).await? };
