@@ -37,6 +37,42 @@ async fn write_two_versions(rc: &Client) {
     assert_eq!(v["data"]["metadata"]["version"], 1);
 }
 
+/// With the read cache off, no key's metadata is ever cached, so every write
+/// is first tried as a new key's (`Expect::Absent` on the metadata) while the
+/// metadata is read: on an existing key that attempt must fail whole and the
+/// write go through from what was read, with check-and-set still enforced.
+async fn writes_without_cache(backend: Backend) {
+    let store = Store::new(backend);
+    let srv = ServerProc::start_with_config(&store, "cache_max_bytes = 0\n", &[]);
+    let (_keys, _root, rc) = srv.kv2_ready().await;
+    write_two_versions(&rc).await;
+    let (s, v) = rc.post("secret/data/app/db", json!({"data": {"x": "1"}, "options": {"cas": 0}})).await;
+    assert_eq!(s, 400, "cas 0 on an existing key: {v}");
+    let (s, v) = rc.post("secret/data/app/db", json!({"data": {"x": "3"}})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["version"], 3);
+    let (s, v) = rc.post("secret/data/fresh", json!({"data": {"x": "1"}, "options": {"cas": 0}})).await;
+    assert_eq!(s, 200, "cas 0 on a new key: {v}");
+    assert_eq!(v["data"]["version"], 1);
+    let (s, v) = rc.get("secret/metadata/app/db").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["current_version"], 3);
+    assert_eq!(v["data"]["versions"].as_object().unwrap().len(), 3, "{v}");
+    let (s, v) = rc.get("secret/data/app/db?version=2").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["data"], json!({"password": "CANARY-two-88", "user": "bob"}));
+}
+
+#[tokio::test]
+async fn kv2_writes_without_read_cache_sqlite() {
+    writes_without_cache(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn kv2_writes_without_read_cache_postgres() {
+    writes_without_cache(Backend::Postgres).await;
+}
+
 #[tokio::test]
 async fn kv2_full_flow_sqlite() {
     let (store, _srv, rc) = unsealed(Backend::Sqlite).await;

@@ -252,6 +252,16 @@ impl Barrier {
         Ok(Some((plain, entry.rev)))
     }
 
+    /// Whether the storage read cache knows `path` (see [`Storage::is_cached`]).
+    pub(crate) fn is_cached(&self, path: &str) -> bool {
+        self.storage.is_cached(path)
+    }
+
+    /// Whether the storage read cache is in use (see [`Storage::is_caching`]).
+    pub(crate) fn is_caching(&self) -> bool {
+        self.storage.is_caching()
+    }
+
     /// Read and decrypt `path` from the database itself (not the read
     /// cache): see [`Storage::get_fresh`].
     pub async fn get_fresh(&self, u: &Unsealed, path: &str) -> Result<Option<Zeroizing<Vec<u8>>>, BarrierError> {

@@ -50,6 +50,18 @@ impl View {
         self.barrier.get_with_rev(u, &self.full(key)).await
     }
 
+    /// Whether the storage read cache knows `key` (present or absent), i.e.
+    /// whether a read would be answered without the database.
+    pub fn is_cached(&self, key: &str) -> bool {
+        self.barrier.is_cached(&self.full(key))
+    }
+
+    /// Whether the storage read cache is in use (enabled, and following
+    /// other servers' changes): without it nothing is ever cached.
+    pub fn is_caching(&self) -> bool {
+        self.barrier.is_caching()
+    }
+
     /// Write a value.
     pub async fn put(&self, u: &Unsealed, key: &str, value: &[u8]) -> Result<(), BarrierError> {
         self.barrier.put(u, &self.full(key), value).await

@@ -8,8 +8,12 @@ use crate::auth::token::TokenParams;
 use crate::logical::{Login, Operation, Response};
 
 async fn dev_core() -> (tempfile::TempDir, Arc<Core>) {
+    dev_core_with_cache(crate::storage::DEFAULT_CACHE_BYTES).await
+}
+
+async fn dev_core_with_cache(cache_bytes: u64) -> (tempfile::TempDir, Arc<Core>) {
     let dir = tempfile::tempdir().unwrap();
-    let storage = Storage::open(&format!("sqlite://{}/v.db", dir.path().display())).await.unwrap();
+    let storage = Storage::open_with(&format!("sqlite://{}/v.db", dir.path().display()), cache_bytes).await.unwrap();
     let core = Core::new(storage, crate::catalog::builtin()).await.unwrap();
     core.dev_init(Some("root-token")).await.unwrap();
     (dir, core)
@@ -386,4 +390,27 @@ async fn tokens_of_a_vanished_method_are_refused_and_tidied() {
     // Tokens of methods that exist, and the root token, are untouched.
     assert_eq!(core.revoke_orphaned_mounts(&u).await.unwrap(), 0);
     assert!(core.authenticate(Some("root-token"), None).await.is_ok());
+}
+
+/// Storage batches one KV v2 write of `secret/data/{key}` took.
+async fn kv2_write_batches(core: &Core, key: &str) -> u64 {
+    let before = core.barrier.storage().writes_submitted();
+    let mut req = crate::logical::Request::new(Operation::Update, format!("secret/data/{key}"));
+    req.data.insert("data".into(), serde_json::json!({"v": "x"}));
+    core.handle(Some("root-token"), req).await.unwrap();
+    core.barrier.storage().writes_submitted() - before
+}
+
+/// KV v2 writes a key whose metadata is not in the storage read cache as if
+/// it were new (`Expect::Absent`), retrying after a read if it was not. With
+/// the cache disabled nothing is ever cached: every overwrite would pay a
+/// failed commit first. The guess is made only while the cache is in use.
+#[tokio::test]
+async fn kv2_guesses_a_new_key_only_with_a_read_cache() {
+    let (_d, core) = dev_core_with_cache(0).await;
+    assert_eq!(kv2_write_batches(&core, "a").await, 1);
+    assert_eq!(kv2_write_batches(&core, "a").await, 1, "an overwrite reads the metadata first");
+    let (_d, core) = dev_core().await;
+    assert_eq!(kv2_write_batches(&core, "b").await, 1, "new: no read, one commit");
+    assert_eq!(kv2_write_batches(&core, "b").await, 1, "its metadata is cached by that commit");
 }

@@ -3,16 +3,22 @@
 //!
 //! It holds exactly what the database holds — sealed values — so it adds no
 //! plaintext to memory and stays valid across seal, unseal and key rotation.
-//! Entries are invalidated when a write commits on this server and when the
-//! PostgreSQL change feed announces a write by another server; a lost feed
-//! connection clears everything. (A second *process* writing one SQLite file
-//! would not be seen: SQLite storage is for a single server.)
+//! A write that commits on this server *updates* the entries of the paths it
+//! touched ([`ReadCache::committed`]): where the commit knows the outcome (a
+//! put with an expectation that held: its value and next revision; a delete:
+//! absent) that outcome is cached, every other path is forgotten. A write by
+//! another server announced on the PostgreSQL change feed invalidates its
+//! path; a lost feed connection clears everything. (A second *process*
+//! writing one SQLite file would not be seen: SQLite storage is for a single
+//! server.)
 //!
-//! Races between a reader filling the cache and a writer invalidating it are
-//! settled with generation counters: a reader notes its bucket's generation
-//! before going to the database and withdraws its insert if a writer bumped
-//! the generation meanwhile, so a value read before a commit can never stay
-//! cached after the commit's invalidation.
+//! Races between a reader filling the cache and a commit updating it (or an
+//! announcement invalidating it) are settled with generation counters: a
+//! reader notes its bucket's generation before going to the database and
+//! withdraws its insert if the generation moved meanwhile; a commit notes it
+//! before its transaction and, if anything else moved it since, only forgets
+//! the path. So a value read before a commit can never stay cached after the
+//! commit's update, and a commit's outcome never replaces a newer change.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -67,6 +73,11 @@ impl ReadCache {
         (h % BUCKETS as u64) as usize
     }
 
+    /// Whether the cache holds anything at all (a capacity above 0).
+    pub(super) fn enabled(&self) -> bool {
+        self.map.is_some()
+    }
+
     /// A cached lookup: `Some(None)` means "known absent".
     pub(super) fn get(&self, path: &str) -> Option<Option<Entry>> {
         self.map.as_ref()?.get(path)
@@ -92,6 +103,33 @@ impl ReadCache {
         // insert; its removal may then have run before our insert.
         if self.gens[ticket.bucket].load(Ordering::SeqCst) != ticket.generation {
             map.remove(path);
+        }
+    }
+
+    /// `path` was written or deleted by a local commit, whose outcome for it
+    /// is `state` when known (a value with its revision, or absent). Forget
+    /// what was cached and remember `state` instead, unless the path's bucket
+    /// changed between `ticket` (taken before the transaction began) and now:
+    /// then another commit or a change announced by another server may be
+    /// newer than this one, and the path is only forgotten.
+    pub(super) fn committed(&self, ticket: Ticket, path: &str, state: Option<Option<Entry>>) {
+        let before = self.gens[ticket.bucket].fetch_add(1, Ordering::SeqCst);
+        let Some(map) = &self.map else { return };
+        match state {
+            Some(value)
+                if before == ticket.generation
+                    && value.as_ref().is_none_or(|e| e.value.as_bytes().len() <= MAX_ENTRY_BYTES) =>
+            {
+                map.insert(path.to_string(), value);
+                // Anyone who bumped the bucket after us may have removed the
+                // path before our insert: withdraw it, as `fill` does.
+                if self.gens[ticket.bucket].load(Ordering::SeqCst) != before + 1 {
+                    map.remove(path);
+                }
+            }
+            _ => {
+                map.remove(path);
+            }
         }
     }
 
@@ -149,6 +187,34 @@ mod tests {
         c.clear();
         c.fill(t, "k", &entry(1));
         assert!(c.get("k").is_none());
+    }
+
+    #[test]
+    fn a_commit_caches_its_outcome_unless_overtaken() {
+        let c = ReadCache::new(1 << 20);
+        let t = c.ticket("k");
+        c.committed(t, "k", Some(entry(3)));
+        assert_eq!(c.get("k").unwrap().unwrap().rev, 3);
+        // Outcome unknown (a put without expectation): forgotten.
+        let t = c.ticket("k");
+        c.committed(t, "k", None);
+        assert!(c.get("k").is_none());
+        // Another change of the bucket since the ticket (another commit, a
+        // change announced by another server): forgotten.
+        let t = c.ticket("k");
+        c.invalidate("k");
+        c.committed(t, "k", Some(entry(4)));
+        assert!(c.get("k").is_none());
+        // A reader that started before the commit cannot put its older value back.
+        let r = c.ticket("k");
+        let t = c.ticket("k");
+        c.committed(t, "k", Some(entry(5)));
+        c.fill(r, "k", &entry(4));
+        assert_eq!(c.get("k").unwrap().unwrap().rev, 5);
+        // A delete: known absent.
+        let t = c.ticket("k");
+        c.committed(t, "k", Some(None));
+        assert!(c.get("k").unwrap().is_none());
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! A write returns only after the transaction carrying it is durable.
 
 mod cache;
+mod conns;
 mod group;
 mod plan;
 mod postgres;
@@ -208,6 +209,13 @@ pub(super) struct Shared {
     /// False while the PostgreSQL change feed is not listening: another
     /// server's writes would go unseen, so nothing is cached meanwhile.
     following: std::sync::atomic::AtomicBool,
+    /// Pause points: `get:before-fill` (a read between the database and its
+    /// fill), `commit:before-cache` (a group committed, the cache not yet updated).
+    #[cfg(test)]
+    pub(crate) pauses: crate::testing::Pauses,
+    /// Batches submitted by [`Storage::write`].
+    #[cfg(test)]
+    writes: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -265,6 +273,10 @@ impl Storage {
             cache: cache::ReadCache::new(cache_bytes),
             watchers: Default::default(),
             following: std::sync::atomic::AtomicBool::new(matches!(&*backend, Backend::Sqlite(_))),
+            #[cfg(test)]
+            pauses: Default::default(),
+            #[cfg(test)]
+            writes: Default::default(),
         });
         let writer = group::Writer::start(backend.clone(), shared.clone());
         if let Backend::Postgres(pg) = &*backend {
@@ -318,10 +330,32 @@ impl Storage {
             Backend::Sqlite(b) => b.get(path).await?,
             Backend::Postgres(b) => b.get(path).await?,
         };
+        #[cfg(test)]
+        self.shared.pauses.at("get:before-fill").await;
         if self.shared.following.load(std::sync::atomic::Ordering::SeqCst) {
             self.shared.cache.fill(ticket, path, &found);
         }
         Ok(found)
+    }
+
+    /// Whether the read cache holds `path` (its value or its absence): a
+    /// [`get`](Self::get) would then not reach the database.
+    pub fn is_cached(&self, path: &str) -> bool {
+        self.shared.cache.get(path).is_some()
+    }
+
+    /// Whether the read cache is in use: enabled (`cache_max_bytes` above 0)
+    /// and, on PostgreSQL, following the change feed. Only then does a path
+    /// this server wrote stay cached, so that "not cached" hints "never
+    /// written here".
+    pub fn is_caching(&self) -> bool {
+        self.shared.cache.enabled() && self.shared.following.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// How many batches [`write`](Self::write) was given so far.
+    #[cfg(test)]
+    pub(crate) fn writes_submitted(&self) -> u64 {
+        self.shared.writes.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Read one path from the database itself, bypassing the read cache:
@@ -371,6 +405,8 @@ impl Storage {
         for p in batch.paths() {
             check_path(p)?;
         }
+        #[cfg(test)]
+        self.shared.writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         // The writer task forgets the paths in the cache and wakes their
         // watchers after the commit, before replying: even if this future is
         // dropped meanwhile (a client gone), the commit is never left unseen.
@@ -459,8 +495,123 @@ fn children(prefix: &str, paths: Vec<String>) -> Vec<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::crypto::AeadKey;
+
+    fn ct(b: &[u8]) -> Ciphertext {
+        AeadKey::new(&[7; 32]).seal(&[1], b"t", b)
+    }
+
+    async fn sqlite(dir: &tempfile::TempDir, cache_bytes: u64) -> Storage {
+        Storage::open_with(&format!("sqlite://{}/v.db", dir.path().display()), cache_bytes).await.unwrap()
+    }
+
+    /// The cached revision of `path`: `Some(None)` cached absent, `None` not cached.
+    fn cached(s: &Storage, path: &str) -> Option<Option<i64>> {
+        s.shared.cache.get(path).map(|e| e.map(|e| e.rev))
+    }
+
+    /// Stored at revision 1 by an unconditional put, whose outcome the
+    /// commit does not know: not cached afterwards.
+    async fn put_rev1(s: &Storage, path: &str) {
+        let mut b = WriteBatch::new();
+        b.put(path, ct(b"1"));
+        s.write(b).await.unwrap();
+        assert_eq!(cached(s, path), None);
+    }
+
+    async fn put_rev2(s: &Storage, path: &str) {
+        let mut b = WriteBatch::new();
+        b.put_expect(path, ct(b"2"), Expect::Rev(1));
+        s.write(b).await.unwrap();
+    }
+
+    /// A read that fetched the old revision and fills the cache only after
+    /// a commit cached the new one must not put the old one back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fill_after_a_commits_update_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sqlite(&dir, DEFAULT_CACHE_BYTES).await;
+        put_rev1(&s, "k").await;
+        let pause = s.shared.pauses.arm("get:before-fill");
+        let read = tokio::spawn({
+            let s = s.clone();
+            async move { s.get("k").await.unwrap().unwrap().rev }
+        });
+        pause.reached().await; // the read has revision 1, not yet cached
+        put_rev2(&s, "k").await;
+        assert_eq!(cached(&s, "k"), Some(Some(2)), "the commit cached its outcome");
+        pause.release();
+        assert_eq!(read.await.unwrap(), 1, "the racing read itself saw the older revision");
+        assert_eq!(cached(&s, "k"), Some(Some(2)), "its fill did not replace the commit's update");
+        assert_eq!(s.get("k").await.unwrap().unwrap().rev, 2);
+        s.close().await;
+    }
+
+    /// A read of the old revision that fills the cache after the commit
+    /// reached the database but before the commit updated the cache is
+    /// replaced by that update, before the write is acknowledged.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fill_before_a_commits_update_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sqlite(&dir, DEFAULT_CACHE_BYTES).await;
+        put_rev1(&s, "k").await;
+        let fill = s.shared.pauses.arm("get:before-fill");
+        let read = tokio::spawn({
+            let s = s.clone();
+            async move { s.get("k").await.unwrap().unwrap().rev }
+        });
+        fill.reached().await; // the read has revision 1
+        let update = s.shared.pauses.arm("commit:before-cache");
+        let write = tokio::spawn({
+            let s = s.clone();
+            async move { put_rev2(&s, "k").await }
+        });
+        update.reached().await; // revision 2 is in the database, not in the cache
+        fill.release();
+        assert_eq!(read.await.unwrap(), 1);
+        assert_eq!(cached(&s, "k"), Some(Some(1)), "filled: the write is not acknowledged yet");
+        assert!(!write.is_finished());
+        update.release();
+        write.await.unwrap();
+        assert_eq!(cached(&s, "k"), Some(Some(2)), "the commit's update replaced the older fill");
+        assert_eq!(s.get("k").await.unwrap().unwrap().rev, 2);
+        s.close().await;
+    }
+
+    /// A commit's outcome is not cached over a change that came after the
+    /// commit's ticket (here another server's, announced while the commit
+    /// waited to update the cache).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commits_update_does_not_replace_a_later_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sqlite(&dir, DEFAULT_CACHE_BYTES).await;
+        put_rev1(&s, "k").await;
+        let update = s.shared.pauses.arm("commit:before-cache");
+        let write = tokio::spawn({
+            let s = s.clone();
+            async move { put_rev2(&s, "k").await }
+        });
+        update.reached().await;
+        s.shared.changed("k");
+        update.release();
+        write.await.unwrap();
+        assert_eq!(cached(&s, "k"), None, "forgotten, not cached as revision 2");
+        s.close().await;
+    }
+
+    #[tokio::test]
+    async fn caching_only_with_a_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let on = sqlite(&dir, DEFAULT_CACHE_BYTES).await;
+        assert!(on.is_caching());
+        on.close().await;
+        let off = sqlite(&dir, 0).await;
+        assert!(!off.is_caching());
+        off.close().await;
+    }
 
     #[test]
     fn upper_bounds() {

@@ -2,21 +2,30 @@
 //! so a commit is on disk before it is acknowledged; one writer connection
 //! (SQLite serialises writers anyway) and a small pool of readers, which WAL
 //! lets run concurrently with the writer.
+//!
+//! Everything goes through sqlx, whose SQLite driver runs each connection on
+//! a thread of its own: every query is a hand-off to that thread and back
+//! (two thread wake-ups), which on a two-core machine costs more than the
+//! statement itself. Hence the shapes here: a point read is one query on a
+//! reader kept out of the pool's return check (`conns.rs`), a group commit
+//! is one query string, a single statement when it can be.
 
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, Row};
 use tokio::sync::Mutex;
 
 use std::collections::HashMap;
 
+use super::conns::Conns;
 use super::{Ciphertext, Entry, Expect, SealConfig, StorageError, WriteBatch, plan, sql};
+
+/// Reader connections (WAL readers run beside the writer).
+const READERS: u32 = 4;
 
 /// Open the transaction and read the current revisions of `paths` (absent
 /// ones are missing from the map). sqlx hands every statement to SQLite's
@@ -196,6 +205,71 @@ async fn one_shot(conn: &mut SqliteConnection, o: &plan::OneShot<'_>) -> Result<
     }
 }
 
+/// Try a [`plan::OneShot`] group that only writes rows (no delete, no seal
+/// configuration: every group of KV writes that trims no version) as ONE
+/// statement in autocommit mode, which SQLite runs as its own transaction
+/// (taking the write lock, then the WAL fsync of `synchronous=FULL` before it
+/// returns): one hand-off to SQLite's thread, one statement to step, one
+/// result to send back, where the `BEGIN IMMEDIATE; guard; upsert; COMMIT`
+/// string of [`one_shot`] steps four and answers four times.
+///
+/// The expectations are a guard computed once, before any row is written
+/// (a `MATERIALIZED` CTE; SQLite also evaluates the whole `SELECT` of an
+/// `INSERT ... SELECT` that reads the target table before inserting): if one
+/// fails, the `SELECT` yields no row and nothing changes. Each path appears
+/// once in a one-shot group, so every written row is counted once:
+/// `Ok(true)` if all were written, `Ok(false)` if none (an expectation
+/// failed; plan the group exactly instead).
+async fn one_statement(conn: &mut SqliteConnection, o: &plan::OneShot<'_>) -> Result<bool, sqlx::Error> {
+    let n = o.upserts.len();
+    let rows: Vec<String> = (0..n).map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2)).collect();
+    // Path parameters are shared with the rows; only expected revisions add parameters.
+    let mut next = 2 * n + 1;
+    let mut conds = Vec::with_capacity(o.checks.len());
+    let mut revs = Vec::new();
+    for (path, e) in &o.checks {
+        let Some(i) = o.upserts.iter().position(|(p, _)| p == path) else {
+            // Without deletes every expectation is on a written path (`plan::one_shot`).
+            return Err(sqlx::Error::Protocol(format!("expectation on {path:?} outside the group's writes")));
+        };
+        let p = 2 * i + 1;
+        conds.push(match e {
+            Expect::Absent => format!("NOT EXISTS (SELECT 1 FROM entries WHERE path = ${p})"),
+            Expect::Rev(r) => {
+                revs.push(*r);
+                next += 1;
+                format!("EXISTS (SELECT 1 FROM entries WHERE path = ${p} AND rev = ${})", next - 1)
+            }
+        });
+    }
+    let guard = if conds.is_empty() { "1".to_string() } else { conds.join(" AND ") };
+    let text = format!(
+        "WITH guard (ok) AS MATERIALIZED (SELECT {guard}) \
+         INSERT INTO entries (path, value, rev) SELECT v.column1, v.column2, 1 FROM (VALUES {}) AS v, guard \
+         WHERE guard.ok \
+         ON CONFLICT (path) DO UPDATE SET value = excluded.value, rev = entries.rev + 1",
+        rows.join(", ")
+    );
+    // sqlx binds NULL to a `$n` past the arguments given: the numbering above
+    // must match the binds below (paths and values, then revisions).
+    debug_assert_eq!(next - 1, 2 * n + revs.len());
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(text));
+    for (path, value) in &o.upserts {
+        q = q.bind(*path).bind(*value);
+    }
+    for r in revs {
+        q = q.bind(r);
+    }
+    let written = q.execute(&mut *conn).await?.rows_affected();
+    match written {
+        0 => Ok(false),
+        w if w == n as u64 => Ok(true),
+        // Cannot happen (one statement is atomic, the guard is one value);
+        // if it ever did, say so rather than report a clean outcome.
+        w => Err(sqlx::Error::Protocol(format!("one-statement commit wrote {w} of {n} rows"))),
+    }
+}
+
 /// Owner-only modes: the database holds paths, user names and the token
 /// graph in the clear (values are encrypted), so no other local user may read
 /// or replace it.
@@ -270,10 +344,55 @@ fn tighten(path: &Path) {
     }
 }
 
+/// The writer connection, and whether it is known to be in autocommit mode.
+///
+/// [`one_statement`] commits by running one statement in autocommit mode: on
+/// a connection left inside a transaction (a `ROLLBACK` that failed, a
+/// commit cut short) that statement would only join the open transaction,
+/// and a write would be acknowledged that no `COMMIT` ever made durable. So
+/// a commit that fails must leave the connection in autocommit mode, proven
+/// by a `ROLLBACK` (or, if there was nothing to roll back, a `BEGIN` that
+/// succeeds: SQLite refuses it inside a transaction); otherwise the
+/// connection is closed (which rolls back) and the next commit opens a new
+/// one. A commit holds the connection out of [`Writer::conn`] while it runs,
+/// so one cut short (its future dropped) takes the connection with it.
+struct Writer {
+    /// `None` after it was given up; reopened by the next commit.
+    conn: Option<SqliteConnection>,
+}
+
+/// Open a writer connection (the database exists and is migrated) with the
+/// TEMP guard table of [`one_shot`].
+async fn open_writer(opts: &SqliteConnectOptions) -> Result<SqliteConnection, sqlx::Error> {
+    let mut conn = SqliteConnection::connect_with(opts).await?;
+    sqlx::query(GUARD_TABLE).execute(&mut conn).await?;
+    Ok(conn)
+}
+
+/// End whatever transaction `conn` is in; true if it is now in autocommit
+/// mode. `fail_rollback`: tests only, the `ROLLBACK` fails.
+async fn back_to_autocommit(conn: &mut SqliteConnection, fail_rollback: bool) -> bool {
+    if !fail_rollback && sqlx::query("ROLLBACK").execute(&mut *conn).await.is_ok() {
+        return true;
+    }
+    // Either nothing was open ("no transaction is active": fine) or the
+    // rollback failed. A deferred BEGIN takes no lock and succeeds only in
+    // autocommit mode.
+    if sqlx::query("BEGIN").execute(&mut *conn).await.is_err() {
+        return false;
+    }
+    sqlx::query("ROLLBACK").execute(&mut *conn).await.is_ok()
+}
+
 pub(super) struct Sqlite {
-    readers: SqlitePool,
-    writer: Mutex<SqliteConnection>,
+    readers: Conns<sqlx::Sqlite>,
+    writer: Mutex<Writer>,
+    /// To reopen the writer (boxed: the options are large).
+    opts: Box<SqliteConnectOptions>,
     instance: String,
+    /// Tests: make the next `ROLLBACK` after a failed commit fail.
+    #[cfg(test)]
+    fail_rollback: std::sync::atomic::AtomicBool,
 }
 
 impl Sqlite {
@@ -292,38 +411,63 @@ impl Sqlite {
         let mut writer = SqliteConnection::connect_with(&opts).await?;
         sqlx::migrate!("../migrations/sqlite").run(&mut writer).await?;
         sqlx::query(GUARD_TABLE).execute(&mut writer).await?;
-        // No ping before each use (sqlx's default): a hand-off to the
-        // connection's thread per read, and a local file connection does not drop.
+        let writer = Writer { conn: Some(writer) };
+        // No ping before each use (sqlx's default) nor after (`conns.rs`): a
+        // hand-off to the connection's thread each, and a local file
+        // connection does not drop.
         let readers = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(READERS)
             .min_connections(1)
             .test_before_acquire(false)
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await?;
-        Ok(Self { readers, writer: Mutex::new(writer), instance: crate::crypto::random::uuid() })
+        Ok(Self {
+            readers: Conns::new(readers, READERS as usize, None),
+            writer: Mutex::new(writer),
+            opts: Box::new(opts),
+            instance: crate::crypto::random::uuid(),
+            #[cfg(test)]
+            fail_rollback: Default::default(),
+        })
     }
 
     pub(super) fn instance(&self) -> &str {
         &self.instance
     }
 
+    #[cfg(test)]
+    fn fail_rollback(&self) -> bool {
+        self.fail_rollback.swap(false, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[cfg(not(test))]
+    fn fail_rollback(&self) -> bool {
+        false
+    }
+
     pub(super) async fn get(&self, path: &str) -> Result<Option<Entry>, StorageError> {
-        let row = sqlx::query(sql::GET).bind(path).fetch_optional(&self.readers).await?;
+        let mut c = self.readers.get().await?;
+        let r = sqlx::query(sql::GET).bind(path).fetch_optional(c.conn()).await;
+        let row = c.done(r)?;
         Ok(row.map(|r| Entry { value: Ciphertext::from_storage(r.get(0)), rev: r.get(1) }))
     }
 
     pub(super) async fn scan(&self, from: &str, to: Option<&str>) -> Result<Vec<String>, StorageError> {
-        let rows = match to {
+        let mut c = self.readers.get().await?;
+        let r = match to {
             Some(to) => sqlx::query(sql::SCAN_RANGE).bind(from).bind(to),
             None => sqlx::query(sql::SCAN_ALL).bind(from),
         }
-        .fetch_all(&self.readers)
-        .await?;
+        .fetch_all(c.conn())
+        .await;
+        let rows = c.done(r)?;
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
 
     pub(super) async fn seal_config(&self) -> Result<Option<String>, StorageError> {
-        let row = sqlx::query(sql::SEAL_CONFIG_GET).fetch_optional(&self.readers).await?;
+        let mut c = self.readers.get().await?;
+        let r = sqlx::query(sql::SEAL_CONFIG_GET).fetch_optional(c.conn()).await;
+        let row = c.done(r)?;
         Ok(row.map(|r| r.get(0)))
     }
 
@@ -331,36 +475,56 @@ impl Sqlite {
         &self,
         batches: &[&WriteBatch],
     ) -> Result<Vec<Result<(), StorageError>>, StorageError> {
-        let mut conn = self.writer.lock().await;
+        let mut w = self.writer.lock().await;
+        let mut conn = match w.conn.take() {
+            Some(c) => c,
+            None => {
+                tracing::info!("reopening the SQLite writer connection");
+                open_writer(&self.opts).await?
+            }
+        };
+        // Put back below, once known to be in autocommit mode.
         // IMMEDIATE takes the write lock up front: from here on nobody else
         // changes the rows, so the plan made from the revisions read below holds.
         // One process owns a SQLite file: nobody else to notify. A group whose
-        // paths are all distinct (the usual case) first tries the one-shot form:
-        // one hand-off to SQLite's thread instead of two.
+        // paths are all distinct (the usual case) first tries the one-shot
+        // form, one hand-off to SQLite's thread instead of two: a single
+        // autocommit statement when it only writes rows, else one query string.
         let r = async {
-            if let Some(o) = plan::one_shot(batches)
-                && one_shot(&mut conn, &o).await?
-            {
-                return Ok(batches.iter().map(|_| Ok(())).collect());
+            if let Some(o) = plan::one_shot(batches) {
+                let done = if o.deletes.is_empty() && o.seal_config.is_none() && !o.upserts.is_empty() {
+                    one_statement(&mut conn, &o).await?
+                } else {
+                    one_shot(&mut conn, &o).await?
+                };
+                if done {
+                    return Ok(batches.iter().map(|_| Ok(())).collect());
+                }
             }
             let current = begin_and_read(&mut conn, &plan::paths_to_read(batches)).await?;
             let p = plan::plan(batches, &current);
             if p.changed.is_empty() {
-                sqlx::query("ROLLBACK").execute(&mut *conn).await?;
+                sqlx::query("ROLLBACK").execute(&mut conn).await?;
                 return Ok::<_, sqlx::Error>(p.results);
             }
             write_and_commit(&mut conn, &p).await?;
             Ok(p.results)
         }
         .await;
-        if r.is_err() {
-            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+        // Every path above that returns Ok left the connection in autocommit
+        // mode (COMMIT or ROLLBACK succeeded, or nothing was begun).
+        if r.is_err() && !back_to_autocommit(&mut conn, self.fail_rollback()).await {
+            tracing::warn!("the SQLite writer connection may be inside a transaction; closing it");
+            drop(conn);
+        } else {
+            w.conn = Some(conn);
         }
         Ok(r?)
     }
 
     pub(super) async fn close(&self) {
-        self.readers.close().await;
+        self.readers.release_all();
+        self.readers.pool().close().await;
     }
 }
 
@@ -409,6 +573,41 @@ mod tests {
         db.close().await;
     }
 
+    /// A commit that fails inside its transaction, and whose `ROLLBACK`
+    /// fails too, must not leave the writer in that transaction: the next
+    /// lone write, one statement in autocommit mode, would only join it and
+    /// be acknowledged without ever reaching the file.
+    #[tokio::test]
+    async fn a_failed_rollback_does_not_leave_the_writer_in_a_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/v.db", dir.path().display());
+        let db = Sqlite::open(&url).await.unwrap();
+        // The one-shot string (expectations, a delete) fails after its
+        // `BEGIN IMMEDIATE` without its guard table; then the rollback fails.
+        let mut w = db.writer.lock().await;
+        sqlx::query("DROP TABLE temp.commit_guard").execute(w.conn.as_mut().unwrap()).await.unwrap();
+        drop(w);
+        db.fail_rollback.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut a = WriteBatch::new();
+        a.put_expect("a", ct(b"a"), Expect::Absent).delete("gone");
+        assert!(db.commit_group(&[&a]).await.is_err());
+        assert!(db.writer.lock().await.conn.is_none(), "left inside a transaction: given up");
+
+        let mut b = WriteBatch::new();
+        b.put("k", ct(b"k"));
+        assert!(db.commit_group(&[&b]).await.unwrap()[0].is_ok());
+        assert_eq!(rev(&db, "k").await, Some(1), "committed: other connections see it");
+        // The reopened writer has its guard table again.
+        let mut c = WriteBatch::new();
+        c.put_expect("a", ct(b"a"), Expect::Absent).delete("gone");
+        assert!(db.commit_group(&[&c]).await.unwrap()[0].is_ok());
+        db.close().await;
+        drop(db);
+        let again = Sqlite::open(&url).await.unwrap();
+        assert_eq!((rev(&again, "k").await, rev(&again, "a").await), (Some(1), Some(1)), "in the file");
+        again.close().await;
+    }
+
     /// Groups are formed by timing, so the conformance suite cannot pick one;
     /// here the writer gets exact groups. One-shot groups and their fallback
     /// (a failed guard) must give what exact planning gives.
@@ -448,6 +647,28 @@ mod tests {
         assert_eq!(rev(&db, "y").await, Some(1));
         let got = db.get("k").await.unwrap().unwrap().value;
         assert_eq!(AeadKey::new(&[7; 32]).open(1, b"t", got.as_bytes()).unwrap().as_slice(), b"3");
+
+        // One statement: expectations are checked against the state before
+        // the group, not against rows the same statement just wrote.
+        let mut e = WriteBatch::new();
+        e.put_expect("p1", ct(b"1"), Expect::Absent).put_expect("p2", ct(b"2"), Expect::Absent);
+        let mut f = WriteBatch::new();
+        f.put_expect("p3", ct(b"3"), Expect::Absent);
+        let r = db.commit_group(&[&e, &f]).await.unwrap();
+        assert!(r.iter().all(Result::is_ok), "{r:?}");
+        let mut g = WriteBatch::new();
+        g.put_expect("p1", ct(b"1b"), Expect::Rev(1)).put_expect("p2", ct(b"2b"), Expect::Rev(1)).put("p4", ct(b"4"));
+        assert!(db.commit_group(&[&g]).await.unwrap()[0].is_ok());
+        assert_eq!(
+            (rev(&db, "p1").await, rev(&db, "p2").await, rev(&db, "p3").await, rev(&db, "p4").await),
+            (Some(2), Some(2), Some(1), Some(1))
+        );
+        // One expectation of several fails: nothing of the statement is written.
+        let mut h = WriteBatch::new();
+        h.put_expect("p1", ct(b"1c"), Expect::Rev(2)).put_expect("p2", ct(b"2c"), Expect::Rev(1));
+        let r = db.commit_group(&[&h]).await.unwrap();
+        assert!(matches!(&r[0], Err(StorageError::Conflict(p)) if p == "p2"), "{r:?}");
+        assert_eq!((rev(&db, "p1").await, rev(&db, "p2").await), (Some(2), Some(2)));
 
         // Nothing of the failed guard is left behind: the connection commits again.
         let mut d = WriteBatch::new();

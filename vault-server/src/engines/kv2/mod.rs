@@ -366,8 +366,26 @@ impl KvV2 {
         extra: Option<Extra<'_>>,
     ) -> Result<(Config, Meta, u64), LogicalError> {
         let cfg = self.config(u).await?;
+        // A new key's metadata is absent and, never read, not in the storage
+        // read cache: reading it first would cost a database round trip
+        // before the commit's. When the metadata is not cached and a new
+        // key's write would go through (a user's replace whose check-and-set
+        // allows version 0), write as if the key were new: `Expect::Absent`
+        // guards the metadata row, so on an existing key the whole batch
+        // fails, writes nothing, and the next attempt reads the metadata
+        // like after any other conflict. A key written here before has its
+        // metadata cached by that commit (`storage/group.rs`), so this guess
+        // is wrong only for keys this server has not seen since it started
+        // or since the cache let them go. Without a cache in use (disabled,
+        // or not following PostgreSQL's change feed) nothing is ever cached
+        // and the guess would be wrong for every existing key: read first.
+        let mut guess_new = matches!(body, Body::Replace(_))
+            && extra.is_none()
+            && !matches!(cas, Some(Some(c)) if c != 0)
+            && self.view.is_caching()
+            && !self.view.is_cached(&format!("meta/{key}"));
         for _ in 0..RETRIES {
-            let existing = self.meta(u, key).await?;
+            let existing = if std::mem::take(&mut guess_new) { None } else { self.meta(u, key).await? };
             let now = now_ns();
             let (mut meta, expect) = match existing {
                 Some((m, rev)) => (m, Expect::Rev(rev)),
