@@ -8,7 +8,14 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 /// A 256-bit HMAC key that is wiped on drop and never printed.
-pub struct HmacKey(Zeroizing<[u8; 32]>);
+///
+/// The key is also held as an HMAC state already keyed (RFC 2104's inner and
+/// outer pads hashed once): every token lookup MACs the token, and keying
+/// afresh each time cost two of the four SHA-256 compressions. The state is
+/// as secret as the key; the `zeroize` feature of `hmac` wipes it on drop.
+pub struct HmacKey {
+    keyed: Hmac<Sha256>,
+}
 
 impl std::fmt::Debug for HmacKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -19,17 +26,18 @@ impl std::fmt::Debug for HmacKey {
 impl HmacKey {
     /// Take ownership of 32 bytes of key material.
     pub fn new(key: Zeroizing<[u8; 32]>) -> Self {
-        Self(key)
+        // new_from_slice only fails for key sizes HMAC cannot take; 32 bytes is always fine.
+        let keyed = match <Hmac<Sha256> as KeyInit>::new_from_slice(key.as_ref()) {
+            Ok(m) => m,
+            Err(_) => unreachable!("HMAC accepts any key length"),
+        };
+        Self { keyed }
     }
 
     /// HMAC-SHA-256 of `data`, labelled so the same key never MACs two kinds
     /// of value into the same space (`label` is a fixed per-use constant).
     pub fn mac(&self, label: &[u8], data: &[u8]) -> [u8; 32] {
-        // new_from_slice only fails for key sizes HMAC cannot take; 32 bytes is always fine.
-        let mut m = match <Hmac<Sha256> as KeyInit>::new_from_slice(self.0.as_ref()) {
-            Ok(m) => m,
-            Err(_) => unreachable!("HMAC accepts any key length"),
-        };
+        let mut m = self.keyed.clone();
         m.update(&(label.len() as u32).to_be_bytes());
         m.update(label);
         m.update(data);
