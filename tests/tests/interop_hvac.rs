@@ -6,7 +6,8 @@
 //! `test_hvac_transit.py` (the transit engine: every key type, key
 //! management, export, backup/restore, encrypt/decrypt/rewrap and batches,
 //! data keys, random, hash, HMAC, sign/verify, derived and convergent keys;
-//! its last step lists the differences from Vault still open). Each script
+//! its last step asserts this server's answer where it still differs from
+//! Vault, each difference named in a comment). Each script
 //! gets a fresh, uninitialized server.
 //!
 //! The interpreter is `$VAULT_TEST_PYTHON` if set, else `python3`. These tests

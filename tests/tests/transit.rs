@@ -4,8 +4,9 @@
 //! rewrap, trim, key_version); batches with failing items; keys across a
 //! restart and a seal; two servers on one PostgreSQL (change feed,
 //! concurrent rotations); policies (upsert needs `create`); no secret in the
-//! logs or error messages; bad input; backup/restore and export; and a
-//! property test of the encrypt/decrypt round trip.
+//! logs or error messages; bad input; backup/restore and export; a
+//! property test of the encrypt/decrypt round trip; and Vault's shape of key
+//! reads and deletes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -290,7 +291,11 @@ async fn versions(backend: Backend) {
     // min_decryption_version: older ciphertexts refused, newer accepted.
     let (s, r) = config(rc, "ver", json!({"min_decryption_version": 2})).await;
     assert_eq!(s, 200, "{r}");
-    assert_eq!(read_key(rc, "ver").await["min_decryption_version"], 2);
+    let k = read_key(rc, "ver").await;
+    assert_eq!(k["min_decryption_version"], 2, "{k}");
+    // As Vault, a read lists only the versions that may still decrypt.
+    let listed: Vec<&String> = k["keys"].as_object().unwrap().keys().collect();
+    assert_eq!(listed, vec!["2", "3"], "versions below min_decryption_version are not listed: {k}");
     for old in [&c1, &c1b] {
         let (s, r) = decrypt(rc, "ver", old, json!({})).await;
         assert_refused(s, &r, old, "v1 ciphertext below min_decryption_version");
@@ -307,6 +312,9 @@ async fn versions(backend: Backend) {
     let (s, r) = config(rc, "ver", json!({"min_decryption_version": 1})).await;
     assert_eq!(s, 200, "{r}");
     assert_eq!(decrypt_ok(rc, "ver", &c1, json!({})).await, b"one");
+    let k = read_key(rc, "ver").await;
+    let listed: Vec<&String> = k["keys"].as_object().unwrap().keys().collect();
+    assert_eq!(listed, vec!["1", "2", "3"], "version 1 listed again: {k}");
     let (s, r) = config(rc, "ver", json!({"min_decryption_version": 4})).await;
     assert_eq!(s, 400, "min_decryption_version above the latest: {r}");
     let (s, r) = config(rc, "ver", json!({"min_decryption_version": 2})).await;
@@ -1122,9 +1130,17 @@ async fn backup_restore(backend: Backend) {
     create_key(rc, "backup-only", json!({"allow_plaintext_backup": true})).await;
     let (s, r) = rc.get("transit/backup/backup-only").await;
     assert_eq!(s, 400, "backup needs exportable: {r}");
-    // The flags cannot be switched off.
+    // The flags cannot be switched off: as in Vault, `false` for a flag that
+    // is on is ignored (200) and the flag stays on.
     let (s, r) = config(rc, "exp-only", json!({"exportable": false})).await;
-    assert_eq!(s, 400, "{r}");
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(read_key(rc, "exp-only").await["exportable"], true, "exportable stays on");
+    assert_eq!(rc.get("transit/export/encryption-key/exp-only").await.0, 200, "still exportable");
+    let (s, r) = config(rc, "bk", json!({"allow_plaintext_backup": false, "exportable": false})).await;
+    assert_eq!(s, 200, "{r}");
+    let k = read_key(rc, "bk").await;
+    assert_eq!((&k["exportable"], &k["allow_plaintext_backup"]), (&json!(true), &json!(true)), "{k}");
+    assert_eq!(rc.get("transit/backup/bk").await.0, 200, "still backed up");
     // Switched on later, they work.
     let (s, r) = config(rc, "plain", json!({"exportable": true, "allow_plaintext_backup": true})).await;
     assert_eq!(s, 200, "{r}");
@@ -1305,4 +1321,81 @@ fn round_trip_property_sqlite() {
 #[test]
 fn round_trip_property_postgres() {
     round_trip_property(Backend::Postgres);
+}
+
+// ---------------------------------------------------------------------------
+// 11. Vault's shape of key reads and deletes
+// ---------------------------------------------------------------------------
+
+/// What Vault (and OpenBao) answer, checked field by field: no `keys` for an
+/// hmac key, `certificate_chain: ""` in asymmetric version entries,
+/// `convergent_encryption_version: -1`, a derived ed25519 key's public key
+/// for `?context=`, and 400 "could not delete key; not found" for the delete
+/// of a missing key.
+async fn key_read_shape(backend: Backend) {
+    let v = vault(backend).await;
+    let rc = &v.rc;
+
+    create_key(rc, "hm", json!({"type": "hmac", "key_size": 64})).await;
+    let k = read_key(rc, "hm").await;
+    assert!(k.get("keys").is_none(), "Vault lists no versions for an hmac key: {k}");
+    assert_eq!((&k["key_size"], &k["latest_version"]), (&json!(64), &json!(1)), "{k}");
+
+    for kt in ["ed25519", "ecdsa-p256", "ecdsa-p384"] {
+        let k = create_key(rc, kt, json!({"type": kt})).await;
+        let entry = &k["keys"]["1"];
+        assert_eq!(entry["certificate_chain"], "", "{kt}: certificate_chain in the version entry: {k}");
+        assert!(entry["public_key"].as_str().is_some_and(|p| !p.is_empty()), "{kt}: {k}");
+    }
+    let k = create_key(rc, "aes", json!({})).await;
+    assert!(k["keys"]["1"].is_u64(), "a symmetric version is its Unix creation time: {k}");
+    assert!(k.get("convergent_encryption_version").is_none() && k.get("kdf").is_none(), "{k}");
+
+    let k = create_key(rc, "conv", json!({"derived": true, "convergent_encryption": true})).await;
+    assert_eq!(
+        (&k["convergent_encryption"], &k["convergent_encryption_version"], &k["kdf"]),
+        (&json!(true), &json!(-1), &json!("hkdf_sha256")),
+        "{k}"
+    );
+    let k = create_key(rc, "derived", json!({"derived": true})).await;
+    assert!(k.get("convergent_encryption_version").is_none(), "not convergent: {k}");
+
+    // A derived ed25519 key: no public key without a context; with one, that
+    // context's key (32 bytes), the same on every read, another per context.
+    let k = create_key(rc, "ed-derived", json!({"type": "ed25519", "derived": true})).await;
+    assert_eq!(k["keys"]["1"]["public_key"], "", "{k}");
+    let mut keys = Vec::new();
+    for ctx in ["alice", "alice", "bob"] {
+        let (s, r) = rc.get(&format!("transit/keys/ed-derived?context={}", b64(ctx.as_bytes()))).await;
+        assert_eq!(s, 200, "{r}");
+        let public = r["data"]["keys"]["1"]["public_key"].as_str().unwrap_or_else(|| panic!("{r}")).to_string();
+        assert_eq!(unb64(&public).len(), 32, "{ctx}: {r}");
+        keys.push(public);
+    }
+    assert_eq!(keys[0], keys[1], "one context, one public key");
+    assert_ne!(keys[0], keys[2], "two contexts, two public keys");
+    let (s, r) = rc.get("transit/keys/ed-derived?context=!!").await;
+    assert_eq!(s, 400, "a context that is not base64: {r}");
+
+    // Delete of a key that does not exist: Vault's 400.
+    let (s, r) = rc.delete("transit/keys/never-existed").await;
+    assert_eq!(s, 400, "{r}");
+    assert_client_error(s, &r, "delete of a missing key");
+    assert!(errors(&r).contains("could not delete key; not found"), "{r}");
+    // Deleted once, the second delete is a delete of a missing key too.
+    config(rc, "aes", json!({"deletion_allowed": true})).await;
+    assert_eq!(rc.delete("transit/keys/aes").await.0, 204);
+    let (s, r) = rc.delete("transit/keys/aes").await;
+    assert_eq!(s, 400, "second delete: {r}");
+    assert!(errors(&r).contains("could not delete key; not found"), "{r}");
+}
+
+#[tokio::test]
+async fn key_read_shape_sqlite() {
+    key_read_shape(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn key_read_shape_postgres() {
+    key_read_shape(Backend::Postgres).await;
 }
