@@ -231,8 +231,14 @@ impl Transit {
             Some("latest") => Some(key.ring.latest_version()),
             Some(v) => Some(v.parse::<u32>().ok().filter(|v| *v > 0).ok_or_else(|| bad("invalid key version"))?),
         };
+        // Versions below min_decryption_version are archived: Vault does not
+        // export them.
+        let min = key.ring.min_decryption_version();
+        if wanted.is_some_and(|w| w < min) {
+            return Err(bad("version for export is below minimum decryption version"));
+        }
         let mut keys = Map::new();
-        for (v, kv) in key.ring.versions() {
+        for (v, kv) in key.ring.versions().filter(|(v, _)| *v >= min) {
             if wanted.is_some_and(|w| w != v) {
                 continue;
             }
