@@ -1,0 +1,104 @@
+//! Transit's scheduled work, in process with the engine clock moved forward:
+//! `auto_rotate_period` rotates once per period however many ticks run (and
+//! however many run at once), old ciphertexts keep decrypting, and a key
+//! without a period never rotates by itself.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::Request;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+use vault_server::core::Core;
+use vault_server::http::tls::PeerAddr;
+use vault_server::storage::Storage;
+
+const ROOT: &str = "root-token";
+
+async fn dev() -> (tempfile::TempDir, Arc<Core>, axum::Router) {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(&format!("sqlite://{}/v.db", dir.path().display())).await.unwrap();
+    let core = Core::new(storage, vault_server::catalog::builtin()).await.unwrap();
+    core.dev_init(Some(ROOT)).await.unwrap();
+    let app = vault_server::http::router(core.clone(), 1 << 20, Duration::from_secs(5), 64 << 20, 64);
+    (dir, core, app)
+}
+
+async fn call(app: &axum::Router, method: &str, path: &str, body: Value) -> (u16, Value) {
+    let mut r = Request::builder()
+        .method(method)
+        .uri(format!("/v1/{path}"))
+        .header("X-Vault-Token", ROOT)
+        .body(if body.is_null() { Body::empty() } else { Body::from(body.to_string()) })
+        .unwrap();
+    let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    r.extensions_mut().insert(ConnectInfo(PeerAddr(peer)));
+    let resp = app.clone().oneshot(r).await.unwrap();
+    let status = resp.status().as_u16();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    (status, if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() })
+}
+
+async fn latest(app: &axum::Router, key: &str) -> u64 {
+    let (s, v) = call(app, "GET", &format!("transit/keys/{key}"), Value::Null).await;
+    assert_eq!(s, 200, "{v}");
+    v["data"]["latest_version"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn auto_rotate_period_rotates_once_per_period() {
+    let (_dir, core, app) = dev().await;
+    let (s, v) = call(&app, "POST", "transit/keys/timed", json!({"auto_rotate_period": "1h"})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["auto_rotate_period"], 3600);
+    call(&app, "POST", "transit/keys/still", json!({})).await;
+    let (_, v) = call(&app, "POST", "transit/encrypt/timed", json!({"plaintext": "b2xk"})).await;
+    let old = v["data"]["ciphertext"].as_str().unwrap().to_string();
+
+    // Not due yet: nothing happens.
+    core.run_periodic().await;
+    assert_eq!(latest(&app, "timed").await, 1);
+
+    // Due: of several ticks, two of them at once, exactly one rotates.
+    core.clock().advance(3601);
+    tokio::join!(core.run_periodic(), core.run_periodic());
+    core.run_periodic().await;
+    assert_eq!(latest(&app, "timed").await, 2);
+    assert_eq!(latest(&app, "still").await, 1, "a key without a period never rotates by itself");
+
+    // The next period counts from the new version.
+    core.clock().advance(1800);
+    core.run_periodic().await;
+    assert_eq!(latest(&app, "timed").await, 2);
+    core.clock().advance(1801);
+    core.run_periodic().await;
+    assert_eq!(latest(&app, "timed").await, 3);
+
+    // New encryptions use the latest version; the old ciphertext still opens.
+    let (_, v) = call(&app, "POST", "transit/encrypt/timed", json!({"plaintext": "bmV3"})).await;
+    assert!(v["data"]["ciphertext"].as_str().unwrap().starts_with("vault:v3:"), "{v}");
+    let (s, v) = call(&app, "POST", "transit/decrypt/timed", json!({"ciphertext": old})).await;
+    assert_eq!((s, v["data"]["plaintext"].as_str()), (200, Some("b2xk")));
+
+    // Turning the period off stops it.
+    let (s, v) = call(&app, "POST", "transit/keys/timed/config", json!({"auto_rotate_period": 0})).await;
+    assert_eq!(s, 200, "{v}");
+    core.clock().advance(10 * 3600);
+    core.run_periodic().await;
+    assert_eq!(latest(&app, "timed").await, 3);
+}
+
+#[tokio::test]
+async fn periods_under_an_hour_are_refused() {
+    let (_dir, _core, app) = dev().await;
+    for p in [json!("10s"), json!(59), json!("59m")] {
+        let (s, v) = call(&app, "POST", "transit/keys/k", json!({"auto_rotate_period": p})).await;
+        assert_eq!(s, 400, "{p}: {v}");
+        assert!(v["errors"][0].as_str().unwrap().contains("hour"), "{v}");
+    }
+}
