@@ -251,6 +251,39 @@ fn references(list: &[&Map<String, Value>]) -> Vec<Value> {
     list.iter().map(|i| i.get("reference").cloned().unwrap_or_else(|| Value::String(String::new()))).collect()
 }
 
+/// Batches at least this long are split across two threads.
+const PARALLEL_BATCH: usize = 256;
+
+/// `f` applied to every item, in order. A long batch is split in two halves
+/// run on two threads (the worker's own and a scoped one), so one large
+/// request can use both cores; only on a multi-threaded runtime, where the
+/// worker may block.
+fn each_item<F>(list: &[&Map<String, Value>], f: F) -> Vec<ItemResult>
+where
+    F: Fn(&Map<String, Value>) -> ItemResult + Sync,
+{
+    let parallel = list.len() >= PARALLEL_BATCH
+        && tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if !parallel {
+        return list.iter().map(|i| f(i)).collect();
+    }
+    let (first, second) = list.split_at(list.len() / 2);
+    tokio::task::block_in_place(|| {
+        std::thread::scope(|scope| {
+            let other = scope.spawn(|| second.iter().map(|i| f(i)).collect::<Vec<_>>());
+            let mut out: Vec<ItemResult> = first.iter().map(|i| f(i)).collect();
+            match other.join() {
+                Ok(rest) => out.extend(rest),
+                // A panic in the other half is re-raised here, as if it had
+                // happened on this thread.
+                Err(p) => std::panic::resume_unwind(p),
+            }
+            out
+        })
+    })
+}
+
 impl Transit {
     /// The key `name`, or a 400 as Vault answers for a missing key.
     async fn key(&self, u: &Unsealed, name: &str) -> Result<Arc<TransitKey>, LogicalError> {
@@ -273,30 +306,27 @@ impl Transit {
             None if may_create => self.upsert(u, name, data, &list).await?,
             None => return Err(bad("encryption key not found")),
         };
-        let results = list
-            .iter()
-            .map(|item| {
-                let plaintext =
-                    b64_field(item, "plaintext")?.ok_or_else(|| ItemError::new("missing plaintext to encrypt"))?;
-                let context = b64_field(item, "context")?;
-                let nonce = b64_field(item, "nonce")?;
-                let aad = b64_field(item, "associated_data")?;
-                let requested =
-                    if batch && item.get("key_version").is_none() { item_version(data)? } else { item_version(item)? };
-                let (v, ct) = seal_one(
-                    &key,
-                    requested,
-                    &plaintext,
-                    context.as_deref().map(|c| &c[..]),
-                    nonce.as_deref().map(|n| &n[..]),
-                    aad.as_deref().map_or(&[][..], |a| &a[..]),
-                )?;
-                let mut m = Map::new();
-                m.insert("ciphertext".into(), ct.into());
-                m.insert("key_version".into(), v.into());
-                Ok(m)
-            })
-            .collect();
+        let results = each_item(&list, |item| {
+            let plaintext =
+                b64_field(item, "plaintext")?.ok_or_else(|| ItemError::new("missing plaintext to encrypt"))?;
+            let context = b64_field(item, "context")?;
+            let nonce = b64_field(item, "nonce")?;
+            let aad = b64_field(item, "associated_data")?;
+            let requested =
+                if batch && item.get("key_version").is_none() { item_version(data)? } else { item_version(item)? };
+            let (v, ct) = seal_one(
+                &key,
+                requested,
+                &plaintext,
+                context.as_deref().map(|c| &c[..]),
+                nonce.as_deref().map(|n| &n[..]),
+                aad.as_deref().map_or(&[][..], |a| &a[..]),
+            )?;
+            let mut m = Map::new();
+            m.insert("ciphertext".into(), ct.into());
+            m.insert("key_version".into(), v.into());
+            Ok(m)
+        });
         answer(data, batch, results, references(&list), true)
     }
 
@@ -338,19 +368,16 @@ impl Transit {
     ) -> Result<Response, LogicalError> {
         let (batch, list) = work(data)?;
         let key = self.key(u, name).await?;
-        let results = list
-            .iter()
-            .map(|item| {
-                let ct = text(item, "ciphertext")?.ok_or_else(|| ItemError::new("missing ciphertext to decrypt"))?;
-                let context = b64_field(item, "context")?;
-                let aad = b64_field(item, "associated_data")?;
-                let plain =
-                    open_one(&key, ct, context.as_deref().map(|c| &c[..]), aad.as_deref().map_or(&[][..], |a| &a[..]))?;
-                let mut m = Map::new();
-                m.insert("plaintext".into(), B64.encode(&plain[..]).into());
-                Ok(m)
-            })
-            .collect();
+        let results = each_item(&list, |item| {
+            let ct = text(item, "ciphertext")?.ok_or_else(|| ItemError::new("missing ciphertext to decrypt"))?;
+            let context = b64_field(item, "context")?;
+            let aad = b64_field(item, "associated_data")?;
+            let plain =
+                open_one(&key, ct, context.as_deref().map(|c| &c[..]), aad.as_deref().map_or(&[][..], |a| &a[..]))?;
+            let mut m = Map::new();
+            m.insert("plaintext".into(), B64.encode(&plain[..]).into());
+            Ok(m)
+        });
         answer(data, batch, results, references(&list), true)
     }
 
@@ -362,24 +389,21 @@ impl Transit {
     ) -> Result<Response, LogicalError> {
         let (batch, list) = work(data)?;
         let key = self.key(u, name).await?;
-        let results = list
-            .iter()
-            .map(|item| {
-                let ct = text(item, "ciphertext")?.ok_or_else(|| ItemError::new("missing ciphertext to decrypt"))?;
-                let context = b64_field(item, "context")?;
-                let aad = b64_field(item, "associated_data")?;
-                let context = context.as_deref().map(|c| &c[..]);
-                let aad = aad.as_deref().map_or(&[][..], |a| &a[..]);
-                let plain = open_one(&key, ct, context, aad)?;
-                let requested =
-                    if batch && item.get("key_version").is_none() { item_version(data)? } else { item_version(item)? };
-                let (v, ct) = seal_one(&key, requested, &plain, context, None, aad)?;
-                let mut m = Map::new();
-                m.insert("ciphertext".into(), ct.into());
-                m.insert("key_version".into(), v.into());
-                Ok(m)
-            })
-            .collect();
+        let results = each_item(&list, |item| {
+            let ct = text(item, "ciphertext")?.ok_or_else(|| ItemError::new("missing ciphertext to decrypt"))?;
+            let context = b64_field(item, "context")?;
+            let aad = b64_field(item, "associated_data")?;
+            let context = context.as_deref().map(|c| &c[..]);
+            let aad = aad.as_deref().map_or(&[][..], |a| &a[..]);
+            let plain = open_one(&key, ct, context, aad)?;
+            let requested =
+                if batch && item.get("key_version").is_none() { item_version(data)? } else { item_version(item)? };
+            let (v, ct) = seal_one(&key, requested, &plain, context, None, aad)?;
+            let mut m = Map::new();
+            m.insert("ciphertext".into(), ct.into());
+            m.insert("key_version".into(), v.into());
+            Ok(m)
+        });
         answer(data, batch, results, references(&list), true)
     }
 
@@ -434,20 +458,17 @@ impl Transit {
         let alg = hash_alg(path_alg, data, "algorithm")?;
         let (batch, list) = work(data)?;
         let key = self.key(u, name).await?;
-        let results = list
-            .iter()
-            .map(|item| {
-                let input = b64_field(item, "input")?.ok_or_else(|| ItemError::new("missing input for HMAC"))?;
-                let requested =
-                    if batch && item.get("key_version").is_none() { item_version(data)? } else { item_version(item)? };
-                let (v, kv) = key.ring.encryption_version(requested)?;
-                let (_, hk) = crypto::split(key.kind, kv.material().as_bytes())?;
-                let mac = crypto::hmac(alg, hk, &input)?;
-                let mut m = Map::new();
-                m.insert("hmac".into(), versioned(v, &mac).into());
-                Ok(m)
-            })
-            .collect();
+        let results = each_item(&list, |item| {
+            let input = b64_field(item, "input")?.ok_or_else(|| ItemError::new("missing input for HMAC"))?;
+            let requested =
+                if batch && item.get("key_version").is_none() { item_version(data)? } else { item_version(item)? };
+            let (v, kv) = key.ring.encryption_version(requested)?;
+            let (_, hk) = crypto::split(key.kind, kv.material().as_bytes())?;
+            let mac = crypto::hmac(alg, hk, &input)?;
+            let mut m = Map::new();
+            m.insert("hmac".into(), versioned(v, &mac).into());
+            Ok(m)
+        });
         answer(data, batch, results, references(&list), false)
     }
 
@@ -468,26 +489,23 @@ impl Transit {
         }
         // Ed25519 signs the message itself; Vault ignores `prehashed` for it.
         let prehashed = prehashed && key.kind != KeyType::Ed25519;
-        let results = list
-            .iter()
-            .map(|item| {
-                let input = b64_field(item, "input")?.ok_or_else(|| ItemError::new("missing input to sign"))?;
-                let context = b64_field(item, "context")?;
-                let requested =
-                    if batch && item.get("key_version").is_none() { item_version(data)? } else { item_version(item)? };
-                let (v, kv) = key.ring.encryption_version(requested)?;
-                let secret = signing_key(&key, kv, context.as_deref().map(|c| &c[..]))?;
-                let sig = crypto::sign(key.kind, &secret, &input, alg, prehashed, marshaling)?;
-                let encoded = match marshaling {
-                    Marshaling::Jws => format!("vault:v{v}:{}", B64URL.encode(&sig)),
-                    Marshaling::Asn1 => versioned(v, &sig),
-                };
-                let mut m = Map::new();
-                m.insert("signature".into(), encoded.into());
-                m.insert("key_version".into(), v.into());
-                Ok(m)
-            })
-            .collect();
+        let results = each_item(&list, |item| {
+            let input = b64_field(item, "input")?.ok_or_else(|| ItemError::new("missing input to sign"))?;
+            let context = b64_field(item, "context")?;
+            let requested =
+                if batch && item.get("key_version").is_none() { item_version(data)? } else { item_version(item)? };
+            let (v, kv) = key.ring.encryption_version(requested)?;
+            let secret = signing_key(&key, kv, context.as_deref().map(|c| &c[..]))?;
+            let sig = crypto::sign(key.kind, &secret, &input, alg, prehashed, marshaling)?;
+            let encoded = match marshaling {
+                Marshaling::Jws => format!("vault:v{v}:{}", B64URL.encode(&sig)),
+                Marshaling::Asn1 => versioned(v, &sig),
+            };
+            let mut m = Map::new();
+            m.insert("signature".into(), encoded.into());
+            m.insert("key_version".into(), v.into());
+            Ok(m)
+        });
         answer(data, batch, results, references(&list), false)
     }
 
@@ -500,55 +518,49 @@ impl Transit {
     ) -> Result<Response, LogicalError> {
         let (batch, list) = work(data)?;
         let key = self.key(u, name).await?;
-        let results = list
-            .iter()
-            .map(|item| {
-                let input = b64_field(item, "input")?.ok_or_else(|| ItemError::new("missing input to verify"))?;
-                let valid = match (text(item, "signature")?, text(item, "hmac")?) {
-                    (Some(_), Some(_)) => return Err(ItemError::new("provide one of 'signature' or 'hmac', not both")),
-                    (None, None) => return Err(ItemError::new("missing signature or hmac to verify")),
-                    (None, Some(h)) => {
-                        // Vault reads `hash_algorithm` first here (hvac and vaultrs send it).
-                        let alg =
-                            hash_alg(path_alg, data, "hash_algorithm").map_err(|e| ItemError::new(e.to_string()))?;
-                        let (v, body) = parse_versioned(h, "hmac")?;
-                        let mac =
-                            B64.decode(&body).map_err(|_| ItemError::new("invalid hmac: could not decode base64"))?;
-                        let kv = key.ring.decryption_version(v)?;
-                        let (_, hk) = crypto::split(key.kind, kv.material().as_bytes())?;
-                        crypto::hmac_verify(alg, hk, &input, &mac)?
+        let results = each_item(&list, |item| {
+            let input = b64_field(item, "input")?.ok_or_else(|| ItemError::new("missing input to verify"))?;
+            let valid = match (text(item, "signature")?, text(item, "hmac")?) {
+                (Some(_), Some(_)) => return Err(ItemError::new("provide one of 'signature' or 'hmac', not both")),
+                (None, None) => return Err(ItemError::new("missing signature or hmac to verify")),
+                (None, Some(h)) => {
+                    // Vault reads `hash_algorithm` first here (hvac and vaultrs send it).
+                    let alg = hash_alg(path_alg, data, "hash_algorithm").map_err(|e| ItemError::new(e.to_string()))?;
+                    let (v, body) = parse_versioned(h, "hmac")?;
+                    let mac = B64.decode(&body).map_err(|_| ItemError::new("invalid hmac: could not decode base64"))?;
+                    let kv = key.ring.decryption_version(v)?;
+                    let (_, hk) = crypto::split(key.kind, kv.material().as_bytes())?;
+                    crypto::hmac_verify(alg, hk, &input, &mac)?
+                }
+                (Some(s), None) => {
+                    if !key.kind.is_signing() {
+                        return Err(ItemError::new(format!(
+                            "key type {} does not support verification",
+                            key.kind.name()
+                        )));
                     }
-                    (Some(s), None) => {
-                        if !key.kind.is_signing() {
-                            return Err(ItemError::new(format!(
-                                "key type {} does not support verification",
-                                key.kind.name()
-                            )));
-                        }
-                        let alg =
-                            hash_alg(path_alg, data, "hash_algorithm").map_err(|e| ItemError::new(e.to_string()))?;
-                        let m = marshaling(data).map_err(|e| ItemError::new(e.to_string()))?;
-                        let prehashed = key.kind != KeyType::Ed25519
-                            && fields::boolean(data, "prehashed")
-                                .map_err(|e| ItemError::new(e.to_string()))?
-                                .unwrap_or(false);
-                        let (v, body) = parse_versioned(s, "signature")?;
-                        let sig = match m {
-                            Marshaling::Jws => B64URL.decode(&body),
-                            Marshaling::Asn1 => B64.decode(&body),
-                        }
-                        .map_err(|_| ItemError::new("invalid signature: could not decode base64"))?;
-                        let kv = key.ring.decryption_version(v)?;
-                        let context = b64_field(item, "context")?;
-                        let secret = signing_key(&key, kv, context.as_deref().map(|c| &c[..]))?;
-                        crypto::verify(key.kind, &secret, &input, &sig, alg, prehashed, m)?
+                    let alg = hash_alg(path_alg, data, "hash_algorithm").map_err(|e| ItemError::new(e.to_string()))?;
+                    let m = marshaling(data).map_err(|e| ItemError::new(e.to_string()))?;
+                    let prehashed = key.kind != KeyType::Ed25519
+                        && fields::boolean(data, "prehashed")
+                            .map_err(|e| ItemError::new(e.to_string()))?
+                            .unwrap_or(false);
+                    let (v, body) = parse_versioned(s, "signature")?;
+                    let sig = match m {
+                        Marshaling::Jws => B64URL.decode(&body),
+                        Marshaling::Asn1 => B64.decode(&body),
                     }
-                };
-                let mut m = Map::new();
-                m.insert("valid".into(), valid.into());
-                Ok(m)
-            })
-            .collect();
+                    .map_err(|_| ItemError::new("invalid signature: could not decode base64"))?;
+                    let kv = key.ring.decryption_version(v)?;
+                    let context = b64_field(item, "context")?;
+                    let secret = signing_key(&key, kv, context.as_deref().map(|c| &c[..]))?;
+                    crypto::verify(key.kind, &secret, &input, &sig, alg, prehashed, m)?
+                }
+            };
+            let mut m = Map::new();
+            m.insert("valid".into(), valid.into());
+            Ok(m)
+        });
         answer(data, batch, results, references(&list), false)
     }
 }

@@ -1,7 +1,10 @@
-//! Transit's scheduled work, in process with the engine clock moved forward:
-//! `auto_rotate_period` rotates once per period however many ticks run (and
-//! however many run at once), old ciphertexts keep decrypting, and a key
-//! without a period never rotates by itself.
+//! Transit in process (the router driven without a socket):
+//! - scheduled work with the engine clock moved forward: `auto_rotate_period`
+//!   rotates once per period however many ticks run (and however many run at
+//!   once), old ciphertexts keep decrypting, a key without a period never
+//!   rotates by itself;
+//! - long batches, which are split across two threads: results stay in
+//!   order, bad items fail alone.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -100,5 +103,44 @@ async fn periods_under_an_hour_are_refused() {
         let (s, v) = call(&app, "POST", "transit/keys/k", json!({"auto_rotate_period": p})).await;
         assert_eq!(s, 400, "{p}: {v}");
         assert!(v["errors"][0].as_str().unwrap().contains("hour"), "{v}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_batches_keep_their_order_and_fail_per_item() {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let (_dir, _core, app) = dev().await;
+    call(&app, "POST", "transit/keys/b", json!({})).await;
+    let n = 1001;
+    let items: Vec<Value> = (0..n)
+        .map(|i| {
+            if i % 97 == 0 {
+                json!({"plaintext": "not base64!", "reference": format!("r{i}")})
+            } else {
+                json!({"plaintext": b64(&format!("field {i}")), "reference": format!("r{i}")})
+            }
+        })
+        .collect();
+    let (s, v) = call(&app, "POST", "transit/encrypt/b", json!({"batch_input": items})).await;
+    assert_eq!(s, 400, "a failed item makes the batch 400 (Vault's rule)");
+    let results = v["data"]["batch_results"].as_array().unwrap();
+    assert_eq!(results.len(), n);
+    let mut cts = Vec::new();
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r["reference"], format!("r{i}"), "results stay in order");
+        if i % 97 == 0 {
+            assert!(r["error"].as_str().unwrap().contains("base64"), "{r}");
+        } else {
+            cts.push((i, json!({"ciphertext": r["ciphertext"], "reference": format!("r{i}")})));
+        }
+    }
+    let (s, v) =
+        call(&app, "POST", "transit/decrypt/b", json!({"batch_input": cts.iter().map(|(_, c)| c).collect::<Vec<_>>()}))
+            .await;
+    assert_eq!(s, 200, "{v}");
+    for ((i, _), r) in cts.iter().zip(v["data"]["batch_results"].as_array().unwrap()) {
+        assert_eq!(r["reference"], format!("r{i}"));
+        assert_eq!(r["plaintext"], b64(&format!("field {i}")));
     }
 }
