@@ -144,3 +144,79 @@ async fn long_batches_keep_their_order_and_fail_per_item() {
         assert_eq!(r["plaintext"], b64(&format!("field {i}")));
     }
 }
+
+#[tokio::test]
+async fn document_fields_round_trip_every_json_type_and_stay_bound_to_their_field() {
+    let (_dir, _core, app) = dev().await;
+    call(&app, "POST", "transit/keys/docs", json!({})).await;
+    let doc = json!({
+        "id": 7,
+        "name": "Ada",
+        "card": {"number": "4111 1111 1111 1111", "cvv": 123},
+        "tags": ["a", {"b": null}],
+        "score": -1.5e300,
+        "active": true,
+        "nothing": null,
+        "a/b": "slash",
+        "t~": "tilde"
+    });
+    let fields = json!(["/name", "/card", "/tags/1", "/score", "/active", "/nothing", "/a~1b", "/t~0", "/id"]);
+    let (s, v) = call(
+        &app,
+        "POST",
+        "transit/encrypt-fields/docs",
+        json!({"document": doc, "fields": fields, "associated_data": "dGVuYW50LTE="}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let enc = v["data"]["document"].clone();
+    for f in fields.as_array().unwrap() {
+        let c = enc.pointer(f.as_str().unwrap()).unwrap();
+        assert!(c.as_str().unwrap().starts_with("vault:v1:"), "{f}: {c}");
+    }
+    assert_eq!(enc["tags"][0], "a", "fields not named stay as they were");
+    assert!(!enc.to_string().contains("4111"), "no plaintext left: {enc}");
+
+    let (s, v) = call(
+        &app,
+        "POST",
+        "transit/decrypt-fields/docs",
+        json!({"document": enc, "fields": fields, "associated_data": "dGVuYW50LTE="}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["document"], doc, "every JSON value comes back exactly");
+
+    // A ciphertext moved to another field does not open there.
+    let mut swapped = enc.clone();
+    swapped["name"] = enc["card"].clone();
+    swapped["card"] = enc["name"].clone();
+    let (s, v) = call(
+        &app,
+        "POST",
+        "transit/decrypt-fields/docs",
+        json!({"document": swapped, "fields": ["/name"], "associated_data": "dGVuYW50LTE="}),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    // Nor under other associated data.
+    let (s, _) = call(&app, "POST", "transit/decrypt-fields/docs", json!({"document": enc, "fields": ["/name"]})).await;
+    assert_eq!(s, 400);
+
+    // A missing field fails its own item only.
+    let (s, v) = call(
+        &app,
+        "POST",
+        "transit/encrypt-fields/docs",
+        json!({"batch_input": [
+            {"document": {"a": 1}, "fields": ["/a"], "reference": "ok"},
+            {"document": {"a": 1}, "fields": ["/missing"], "reference": "bad"}
+        ]}),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    let r = v["data"]["batch_results"].as_array().unwrap();
+    assert!(r[0]["document"]["a"].as_str().unwrap().starts_with("vault:v1:"), "{v}");
+    assert!(r[1]["error"].as_str().unwrap().contains("/missing"), "{v}");
+    assert_eq!((r[0]["reference"].as_str(), r[1]["reference"].as_str()), (Some("ok"), Some("bad")));
+}

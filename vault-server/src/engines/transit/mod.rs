@@ -6,12 +6,14 @@
 //! - `key.rs`: a named key's settings and versions, and its stored form.
 //! - `store.rs`: keys in storage and in memory (decrypted while unsealed).
 //! - `ops.rs`: the operations (encrypt, decrypt, sign, ...), batch included.
+//! - `fields.rs`: encrypt and decrypt chosen fields of JSON documents.
 //! - `manage.rs`: key management (create, read, config, rotate, trim,
 //!   export, backup, restore, delete).
 //!
 //! What goes beyond Vault is listed in `docs/transit.md`.
 
 mod crypto;
+mod fields;
 mod key;
 mod manage;
 mod ops;
@@ -98,6 +100,8 @@ static PATHS: &[PathSpec] = {
             Field::new("partial_failure_response_code", FieldKind::Count),
             BATCH,
         ]),
+        PathSpec::new("encrypt-fields/{name}", &[Update]).fields(DOCUMENT_FIELDS),
+        PathSpec::new("decrypt-fields/{name}", &[Update]).fields(DOCUMENT_FIELDS),
         PathSpec::new("rewrap/{name}", &[Update]).fields(&[
             Field::new("ciphertext", FieldKind::String),
             Field::new("context", FieldKind::String),
@@ -154,6 +158,16 @@ static PATHS: &[PathSpec] = {
     ]
 };
 
+const DOCUMENT_FIELDS: &[Field] = &[
+    Field::new("document", FieldKind::Any),
+    Field::new("fields", FieldKind::Any),
+    Field::new("context", FieldKind::String),
+    Field::new("associated_data", FieldKind::String),
+    Field::new("key_version", FieldKind::Count),
+    Field::new("partial_failure_response_code", FieldKind::Count),
+    BATCH,
+];
+
 const SIGN_FIELDS: &[Field] = &[
     Field::new("input", FieldKind::String),
     Field::new("key_version", FieldKind::Count),
@@ -203,6 +217,8 @@ impl Backend for Transit {
                 ("encrypt/{name}", op) => self.encrypt(u, &name, op == Operation::Create, &req.data).await,
                 ("decrypt/{name}", _) => self.decrypt(u, &name, &req.data).await,
                 ("rewrap/{name}", _) => self.rewrap(u, &name, &req.data).await,
+                ("encrypt-fields/{name}", _) => self.encrypt_fields(u, &name, &req.data).await,
+                ("decrypt-fields/{name}", _) => self.decrypt_fields(u, &name, &req.data).await,
                 ("datakey/{plaintext}/{name}", _) => self.datakey(u, &name, req.param("plaintext"), &req.data).await,
                 ("random", _) => ops::random(None, None, &req.data),
                 ("random/{a}", _) => {

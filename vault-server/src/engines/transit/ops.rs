@@ -27,7 +27,7 @@ use crate::logical::{LogicalError, Response};
 pub(super) struct ItemError(String);
 
 impl ItemError {
-    fn new(msg: impl Into<String>) -> Self {
+    pub(super) fn new(msg: impl Into<String>) -> Self {
         Self(msg.into())
     }
 }
@@ -44,7 +44,7 @@ impl From<crate::keys::KeyError> for ItemError {
     }
 }
 
-type ItemResult = Result<Map<String, Value>, ItemError>;
+pub(super) type ItemResult = Result<Map<String, Value>, ItemError>;
 
 fn bad(msg: impl Into<String>) -> LogicalError {
     LogicalError::InvalidRequest(msg.into())
@@ -57,7 +57,7 @@ type Items<'a> = Vec<&'a Map<String, Value>>;
 
 /// The items of a request: the `batch_input` objects, or the request's own
 /// fields as one item (borrowed: a large batch is not copied).
-fn work(data: &Map<String, Value>) -> Result<(bool, Items<'_>), LogicalError> {
+pub(super) fn work(data: &Map<String, Value>) -> Result<(bool, Items<'_>), LogicalError> {
     match data.get("batch_input") {
         None | Some(Value::Null) => Ok((false, vec![data])),
         Some(Value::Array(a)) => {
@@ -88,7 +88,7 @@ fn text<'a>(item: &'a Map<String, Value>, field: &str) -> Result<Option<&'a str>
     }
 }
 
-fn b64_field(item: &Map<String, Value>, field: &str) -> Result<Option<Zeroizing<Vec<u8>>>, ItemError> {
+pub(super) fn b64_field(item: &Map<String, Value>, field: &str) -> Result<Option<Zeroizing<Vec<u8>>>, ItemError> {
     match text(item, field)? {
         None => Ok(None),
         Some(s) => B64
@@ -98,7 +98,7 @@ fn b64_field(item: &Map<String, Value>, field: &str) -> Result<Option<Zeroizing<
     }
 }
 
-fn item_version(item: &Map<String, Value>) -> Result<u32, ItemError> {
+pub(super) fn item_version(item: &Map<String, Value>) -> Result<u32, ItemError> {
     match item.get("key_version") {
         None | Some(Value::Null) => Ok(0),
         Some(v) => {
@@ -159,7 +159,7 @@ fn use_keys(k: &TransitKey, kv: &KeyVersion<SecretBytes>, context: Option<&[u8]>
 }
 
 /// Encrypt one plaintext with version `requested` (0: the default).
-fn seal_one(
+pub(super) fn seal_one(
     k: &TransitKey,
     requested: u32,
     plaintext: &[u8],
@@ -185,7 +185,7 @@ fn seal_one(
     Ok((v, versioned(v, &sealed)))
 }
 
-fn open_one(
+pub(super) fn open_one(
     k: &TransitKey,
     ciphertext: &str,
     context: Option<&[u8]>,
@@ -201,7 +201,7 @@ fn open_one(
 }
 
 /// Answer a batch or a single item.
-fn answer(
+pub(super) fn answer(
     data: &Map<String, Value>,
     batch: bool,
     results: Vec<ItemResult>,
@@ -247,7 +247,7 @@ fn answer(
     Ok(if status == 200 { Response::data(m) } else { Response::DataWithStatus(status, m) })
 }
 
-fn references(list: &[&Map<String, Value>]) -> Vec<Value> {
+pub(super) fn references(list: &[&Map<String, Value>]) -> Vec<Value> {
     list.iter().map(|i| i.get("reference").cloned().unwrap_or_else(|| Value::String(String::new()))).collect()
 }
 
@@ -258,7 +258,7 @@ const PARALLEL_BATCH: usize = 256;
 /// run on two threads (the worker's own and a scoped one), so one large
 /// request can use both cores; only on a multi-threaded runtime, where the
 /// worker may block.
-fn each_item<F>(list: &[&Map<String, Value>], f: F) -> Vec<ItemResult>
+pub(super) fn each_item<F>(list: &[&Map<String, Value>], f: F) -> Vec<ItemResult>
 where
     F: Fn(&Map<String, Value>) -> ItemResult + Sync,
 {
@@ -286,7 +286,7 @@ where
 
 impl Transit {
     /// The key `name`, or a 400 as Vault answers for a missing key.
-    async fn key(&self, u: &Unsealed, name: &str) -> Result<Arc<TransitKey>, LogicalError> {
+    pub(super) async fn key(&self, u: &Unsealed, name: &str) -> Result<Arc<TransitKey>, LogicalError> {
         self.keys.get(&self.view, u, name).await?.ok_or_else(|| bad("encryption key not found"))
     }
 
