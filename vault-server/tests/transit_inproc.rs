@@ -220,3 +220,62 @@ async fn document_fields_round_trip_every_json_type_and_stay_bound_to_their_fiel
     assert!(r[1]["error"].as_str().unwrap().contains("/missing"), "{v}");
     assert_eq!((r[0]["reference"].as_str(), r[1]["reference"].as_str()), (Some("ok"), Some("bad")));
 }
+
+#[tokio::test]
+async fn blind_indexes_are_stable_across_rotations_and_match_index_fields() {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let (_dir, _core, app) = dev().await;
+    call(&app, "POST", "transit/keys/people", json!({})).await;
+    let ix = |input: &str, field: &str, extra: Value| {
+        let mut body = json!({"input": b64(input), "field": field});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let app = app.clone();
+        async move {
+            let (s, v) = call(&app, "POST", "transit/blind-index/people", body).await;
+            assert_eq!(s, 200, "{v}");
+            v["data"]["index"].as_str().unwrap().to_string()
+        }
+    };
+    let before = ix("ada@example.com", "/email", json!({})).await;
+    assert_eq!(before.len(), 64);
+    call(&app, "POST", "transit/keys/people/rotate", Value::Null).await;
+    assert_eq!(ix("ada@example.com", "/email", json!({})).await, before, "stable across rotations");
+    assert_ne!(ix("ada@example.com", "/name", json!({})).await, before, "fields are separated");
+    assert_eq!(
+        ix(" ADA@example.com ", "/email", json!({"normalize": ["lowercase", "trim"]})).await,
+        before,
+        "normalized before hashing"
+    );
+    assert_eq!(ix("ada@example.com", "/email", json!({"bits": 16})).await, before[..4], "truncated to a prefix");
+
+    // encrypt-fields returns the same index for the field's value.
+    let (s, v) = call(
+        &app,
+        "POST",
+        "transit/encrypt-fields/people",
+        json!({"document": {"email": "ada@example.com"}, "fields": ["/email"], "index_fields": ["/email"]}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["indexes"]["/email"], before);
+    assert!(v["data"]["document"]["email"].as_str().unwrap().starts_with("vault:v2:"));
+
+    // Another key: unrelated indexes.
+    call(&app, "POST", "transit/keys/other", json!({})).await;
+    let (_, v) =
+        call(&app, "POST", "transit/blind-index/other", json!({"input": b64("ada@example.com"), "field": "/email"}))
+            .await;
+    assert_ne!(v["data"]["index"], before);
+
+    for bad in [
+        json!({"input": b64("x")}),
+        json!({"input": b64("x"), "field": "f", "bits": 0}),
+        json!({"input": "!", "field": "f"}),
+    ] {
+        let (s, v) = call(&app, "POST", "transit/blind-index/people", bad.clone()).await;
+        assert_eq!(s, 400, "{bad}: {v}");
+    }
+}

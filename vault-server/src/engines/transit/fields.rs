@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
 use super::Transit;
+use super::index;
 use super::key::TransitKey;
 use super::ops::{
     ItemError, ItemResult, answer, b64_field, each_item, item_version, open_one, references, seal_one, work,
@@ -72,9 +73,40 @@ fn document(item: &Map<String, Value>) -> Result<Value, ItemError> {
     }
 }
 
+/// Blind indexes of the fields named by `index_fields`, computed on the
+/// values before encryption: a string's text, any other value's JSON text;
+/// the pointer is the index's field name (query with `blind-index/{name}`
+/// and `field` set to the pointer).
+fn indexes(
+    k: &TransitKey,
+    doc: &Value,
+    item: &Map<String, Value>,
+    data: &Map<String, Value>,
+) -> Result<Option<Value>, ItemError> {
+    let Some(list) = item.get("index_fields").or_else(|| data.get("index_fields")).filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let mut wrapped = Map::new();
+    wrapped.insert("fields".into(), list.clone());
+    let ptrs = pointers(&wrapped, &Map::new())?;
+    let ik = k.index_key.as_deref().ok_or_else(|| ItemError::new("the key has no index key"))?;
+    let p = index::params(item, data)?;
+    let mut out = Map::new();
+    for ptr in ptrs {
+        let v = doc.pointer(&ptr).ok_or_else(|| ItemError::new(format!("field {ptr:?} is not in the document")))?;
+        let input = Zeroizing::new(match v {
+            Value::String(s) => s.as_bytes().to_vec(),
+            other => serde_json::to_vec(other).map_err(|_| ItemError::new("unserializable field"))?,
+        });
+        out.insert(ptr.clone(), index::index(ik, &ptr, &input, p)?.into());
+    }
+    Ok(Some(Value::Object(out)))
+}
+
 fn encrypt_one(k: &TransitKey, item: &Map<String, Value>, data: &Map<String, Value>, batch: bool) -> ItemResult {
     let mut doc = document(item)?;
     let ptrs = pointers(item, data)?;
+    let idx = indexes(k, &doc, item, data)?;
     let context = b64_field(item, "context")?;
     let aad = b64_field(item, "associated_data")?;
     let requested = if batch && item.get("key_version").is_none() { item_version(data)? } else { item_version(item)? };
@@ -90,6 +122,9 @@ fn encrypt_one(k: &TransitKey, item: &Map<String, Value>, data: &Map<String, Val
     let mut m = Map::new();
     m.insert("document".into(), doc);
     m.insert("key_version".into(), version.into());
+    if let Some(i) = idx {
+        m.insert("indexes".into(), i);
+    }
     Ok(m)
 }
 
@@ -123,7 +158,8 @@ impl Transit {
         data: &Map<String, Value>,
     ) -> Result<Response, LogicalError> {
         let (batch, list) = work(data)?;
-        let key = self.key(u, name).await?;
+        let wants_index = data.contains_key("index_fields") || list.iter().any(|i| i.contains_key("index_fields"));
+        let key = if wants_index { self.key_with_index(u, name).await? } else { self.key(u, name).await? };
         let results = each_item(&list, |item| encrypt_one(&key, item, data, batch));
         answer(data, batch, results, references(&list), true)
     }

@@ -4,9 +4,15 @@
 //! rotation, a config change and a usage flush each commit atomically):
 //!
 //! ```text
-//! record = magic "TK1" | settings_len (u32, big-endian) | settings (JSON) | versions
+//! record   = "TK2" | settings_len (u32, big-endian) | settings (JSON)
+//!          | versions_len (u32) | versions | index_key (32 bytes)
 //! versions = keys::VersionedKey<SecretBytes> in its binary form (docs/formats.md)
 //! ```
+//!
+//! The index key (blind indexes) belongs to the named key, not to a version,
+//! so indexes stay stable across rotations and trims. Records of the first
+//! layout ("TK1": settings then versions, no index key) are still read; they
+//! get an index key on first use.
 //!
 //! Key bytes never pass through JSON: the settings hold no secret.
 
@@ -17,7 +23,11 @@ use super::crypto::{self, KeyType};
 use crate::keys::KeyMaterial;
 use crate::keys::{Reader, SecretBytes, VersionedKey};
 
-const MAGIC: &[u8; 3] = b"TK1";
+const MAGIC_V1: &[u8; 3] = b"TK1";
+const MAGIC: &[u8; 3] = b"TK2";
+
+/// Length of the blind-index key.
+pub(super) const INDEX_KEY_LEN: usize = 32;
 
 /// Vault's convergent encryption version used for new keys (the nonce is an
 /// HMAC of the plaintext under a key derived with the encryption key).
@@ -48,6 +58,9 @@ pub(super) struct TransitKey {
     pub settings: Settings,
     pub kind: KeyType,
     pub ring: VersionedKey<SecretBytes>,
+    /// The root of this key's blind indexes (wiped on drop); `None` only
+    /// for records stored before blind indexes existed.
+    pub index_key: Option<Zeroizing<[u8; INDEX_KEY_LEN]>>,
 }
 
 impl std::fmt::Debug for TransitKey {
@@ -68,26 +81,45 @@ impl TransitKey {
         // Settings hold no secret; serializing them cannot fail (plain data).
         let settings = serde_json::to_vec(&self.settings).unwrap_or_default();
         let ring = self.ring.encode();
-        let mut out = Zeroizing::new(Vec::with_capacity(3 + 4 + settings.len() + ring.len()));
-        out.extend_from_slice(MAGIC);
+        let index = self.index_key.as_deref().map_or(&[][..], |k| &k[..]);
+        let mut out = Zeroizing::new(Vec::with_capacity(3 + 4 + settings.len() + 4 + ring.len() + index.len()));
+        out.extend_from_slice(if index.is_empty() { MAGIC_V1 } else { MAGIC });
         out.extend_from_slice(&(settings.len() as u32).to_be_bytes());
         out.extend_from_slice(&settings);
+        if index.is_empty() {
+            out.extend_from_slice(&ring);
+            return out;
+        }
+        out.extend_from_slice(&(ring.len() as u32).to_be_bytes());
         out.extend_from_slice(&ring);
+        out.extend_from_slice(index);
         out
     }
 
     /// Parse a stored record.
     pub(super) fn decode(bytes: &[u8]) -> Result<Self, Malformed> {
         let mut r = Reader::new(bytes);
-        if r.take(3).map_err(|_| Malformed)? != MAGIC {
-            return Err(Malformed);
-        }
+        let magic = r.take(3).map_err(|_| Malformed)?;
+        let v2 = match magic {
+            m if m == MAGIC => true,
+            m if m == MAGIC_V1 => false,
+            _ => return Err(Malformed),
+        };
         let len = r.u32().map_err(|_| Malformed)? as usize;
         let settings: Settings = serde_json::from_slice(r.take(len).map_err(|_| Malformed)?).map_err(|_| Malformed)?;
         let kind = KeyType::parse(&settings.kind).ok_or(Malformed)?;
-        let rest = r.take(r.remaining()).map_err(|_| Malformed)?;
-        let ring = VersionedKey::decode(rest).map_err(|_| Malformed)?;
-        let key = Self { settings, kind, ring };
+        let (ring_bytes, index_key) = if v2 {
+            let ring_len = r.u32().map_err(|_| Malformed)? as usize;
+            let ring_bytes = r.take(ring_len).map_err(|_| Malformed)?;
+            let mut k = Zeroizing::new([0u8; INDEX_KEY_LEN]);
+            k.copy_from_slice(r.take(INDEX_KEY_LEN).map_err(|_| Malformed)?);
+            r.finish().map_err(|_| Malformed)?;
+            (ring_bytes, Some(k))
+        } else {
+            (r.take(r.remaining()).map_err(|_| Malformed)?, None)
+        };
+        let ring = VersionedKey::decode(ring_bytes).map_err(|_| Malformed)?;
+        let key = Self { settings, kind, ring, index_key };
         key.check()?;
         Ok(key)
     }

@@ -407,7 +407,13 @@ fn new_settings(name: &str, data: &Map<String, Value>) -> Result<Settings, Logic
 fn generate(settings: &Settings, now: i64) -> Result<TransitKey, LogicalError> {
     let kind = KeyType::parse(&settings.kind).ok_or_else(|| bad("unknown key type"))?;
     let material = crypto::generate(kind, key_size(settings)).map_err(crypto_error)?;
-    Ok(TransitKey { settings: settings.clone(), kind, ring: VersionedKey::new(material, now) })
+    let index_key = crate::crypto::random::key32().map_err(LogicalError::internal)?;
+    Ok(TransitKey {
+        settings: settings.clone(),
+        kind,
+        ring: VersionedKey::new(material, now),
+        index_key: Some(index_key),
+    })
 }
 
 /// Vault's key read shape.

@@ -7,6 +7,7 @@
 //! - `store.rs`: keys in storage and in memory (decrypted while unsealed).
 //! - `ops.rs`: the operations (encrypt, decrypt, sign, ...), batch included.
 //! - `fields.rs`: encrypt and decrypt chosen fields of JSON documents.
+//! - `index.rs`: blind indexes (keyed hashes for equality search).
 //! - `manage.rs`: key management (create, read, config, rotate, trim,
 //!   export, backup, restore, delete).
 //!
@@ -14,6 +15,7 @@
 
 mod crypto;
 mod fields;
+mod index;
 mod key;
 mod manage;
 mod ops;
@@ -102,6 +104,14 @@ static PATHS: &[PathSpec] = {
         ]),
         PathSpec::new("encrypt-fields/{name}", &[Update]).fields(DOCUMENT_FIELDS),
         PathSpec::new("decrypt-fields/{name}", &[Update]).fields(DOCUMENT_FIELDS),
+        PathSpec::new("blind-index/{name}", &[Update]).fields(&[
+            Field::new("input", FieldKind::String),
+            Field::new("field", FieldKind::String),
+            Field::new("normalize", FieldKind::Any),
+            Field::new("bits", FieldKind::Any),
+            Field::new("partial_failure_response_code", FieldKind::Count),
+            BATCH,
+        ]),
         PathSpec::new("rewrap/{name}", &[Update]).fields(&[
             Field::new("ciphertext", FieldKind::String),
             Field::new("context", FieldKind::String),
@@ -164,6 +174,9 @@ const DOCUMENT_FIELDS: &[Field] = &[
     Field::new("context", FieldKind::String),
     Field::new("associated_data", FieldKind::String),
     Field::new("key_version", FieldKind::Count),
+    Field::new("index_fields", FieldKind::Any),
+    Field::new("normalize", FieldKind::Any),
+    Field::new("bits", FieldKind::Any),
     Field::new("partial_failure_response_code", FieldKind::Count),
     BATCH,
 ];
@@ -219,6 +232,7 @@ impl Backend for Transit {
                 ("rewrap/{name}", _) => self.rewrap(u, &name, &req.data).await,
                 ("encrypt-fields/{name}", _) => self.encrypt_fields(u, &name, &req.data).await,
                 ("decrypt-fields/{name}", _) => self.decrypt_fields(u, &name, &req.data).await,
+                ("blind-index/{name}", _) => self.blind_index(u, &name, &req.data).await,
                 ("datakey/{plaintext}/{name}", _) => self.datakey(u, &name, req.param("plaintext"), &req.data).await,
                 ("random", _) => ops::random(None, None, &req.data),
                 ("random/{a}", _) => {

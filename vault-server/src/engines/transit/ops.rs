@@ -32,6 +32,12 @@ impl ItemError {
     }
 }
 
+impl std::fmt::Display for ItemError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 impl From<crypto::CryptoError> for ItemError {
     fn from(e: crypto::CryptoError) -> Self {
         Self(e.to_string())
