@@ -309,7 +309,7 @@ impl Transit {
             // Only a request the policy check admitted as `create` (the key
             // was absent then) may make the key; one admitted as `update`
             // whose key vanished since is answered as Vault does.
-            None if may_create => self.upsert(u, name, data, &list).await?,
+            None if may_create => Box::pin(self.upsert(u, name, data, &list)).await?,
             None => return Err(bad("encryption key not found")),
         };
         let results = each_item(&list, |item| {

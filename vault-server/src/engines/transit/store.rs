@@ -91,7 +91,9 @@ impl Keys {
             }
             inner.generation
         };
-        let Some(raw) = view.get(u, &path(name)).await? else {
+        // Boxed: the storage read is a large future, and inlined it would make
+        // every caller's future (copied whole when boxed) large too.
+        let Some(raw) = Box::pin(view.get(u, &path(name))).await? else {
             return Ok(None);
         };
         let key = Arc::new(TransitKey::decode(&raw).map_err(LogicalError::internal)?);
@@ -150,7 +152,7 @@ impl Keys {
     ) -> Result<T, LogicalError> {
         let p = path(name);
         for _ in 0..RETRIES {
-            let stored = view.get_with_rev(u, &p).await?;
+            let stored = Box::pin(view.get_with_rev(u, &p)).await?;
             let (current, expect) = match stored {
                 Some((raw, rev)) => (Some(TransitKey::decode(&raw).map_err(LogicalError::internal)?), Expect::Rev(rev)),
                 None => (None, Expect::Absent),
@@ -167,7 +169,7 @@ impl Keys {
                     t
                 }
             };
-            match batch.commit().await {
+            match Box::pin(batch.commit()).await {
                 Ok(()) => {
                     self.invalidate(name);
                     return Ok(answer);
