@@ -279,3 +279,91 @@ async fn blind_indexes_are_stable_across_rotations_and_match_index_fields() {
         assert_eq!(s, 400, "{bad}: {v}");
     }
 }
+
+async fn call_as(app: &axum::Router, token: &str, method: &str, path: &str, body: Value) -> (u16, Value) {
+    let mut r = Request::builder()
+        .method(method)
+        .uri(format!("/v1/{path}"))
+        .header("X-Vault-Token", token)
+        .body(if body.is_null() { Body::empty() } else { Body::from(body.to_string()) })
+        .unwrap();
+    let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    r.extensions_mut().insert(ConnectInfo(PeerAddr(peer)));
+    let resp = app.clone().oneshot(r).await.unwrap();
+    let status = resp.status().as_u16();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    (status, if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() })
+}
+
+/// A backup record with its settings changed (the record is "TK2", a u32
+/// settings length, the settings JSON, then the key bytes).
+fn forge(backup: &str, edit: impl Fn(&mut Value)) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let raw = b64.decode(backup).unwrap();
+    let len = u32::from_be_bytes(raw[3..7].try_into().unwrap()) as usize;
+    let mut settings: Value = serde_json::from_slice(&raw[7..7 + len]).unwrap();
+    edit(&mut settings);
+    let json = serde_json::to_vec(&settings).unwrap();
+    let mut out = raw[..3].to_vec();
+    out.extend_from_slice(&(json.len() as u32).to_be_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&raw[7 + len..]);
+    b64.encode(out)
+}
+
+/// Red team: a token allowed only `update` on `transit/restore` replaced a
+/// key it had no right to by naming it inside a forged backup. A nameless
+/// restore now also needs `restore/{name}`. And a forged backup cannot
+/// smuggle in settings a create or config refuses.
+#[tokio::test]
+async fn a_nameless_restore_needs_the_right_to_the_key_it_names() {
+    let (_dir, _core, app) = dev().await;
+    call(&app, "POST", "transit/keys/victim", json!({})).await;
+    call(&app, "POST", "transit/keys/mine", json!({"exportable": true, "allow_plaintext_backup": true})).await;
+    let (s, v) = call(
+        &app,
+        "PUT",
+        "sys/policies/acl/restorer",
+        json!({"policy": "path \"transit/restore\" { capabilities = [\"update\"] }\npath \"transit/restore/mine*\" { capabilities = [\"update\"] }"}),
+    )
+    .await;
+    assert!(s == 204 || s == 200, "{v}");
+    let (_, v) = call(&app, "POST", "auth/token/create", json!({"policies": ["restorer"]})).await;
+    let token = v["auth"]["client_token"].as_str().unwrap().to_string();
+    let (_, v) = call(&app, "GET", "transit/backup/mine", Value::Null).await;
+    let backup = v["data"]["backup"].as_str().unwrap().to_string();
+
+    let forged = forge(&backup, |s| s["name"] = json!("victim"));
+    let (s, v) = call_as(&app, &token, "POST", "transit/restore", json!({"backup": forged, "force": true})).await;
+    assert_eq!(s, 403, "{v}");
+    let (_, v) = call(&app, "GET", "transit/keys/victim", Value::Null).await;
+    assert_eq!(v["data"]["exportable"], false, "the victim's key is untouched");
+    // Naming a key the token may restore works.
+    let copy = forge(&backup, |s| s["name"] = json!("mine-copy"));
+    let (s, v) = call_as(&app, &token, "POST", "transit/restore", json!({"backup": copy})).await;
+    assert_eq!(s, 204, "{v}");
+
+    // Settings outside what create/config allow are refused.
+    for period in [json!(1), json!(u64::MAX / 2)] {
+        let bad = forge(&backup, |s| s["auto_rotate_period"] = period.clone());
+        let (s, v) = call(&app, "POST", "transit/restore/forged", json!({"backup": bad})).await;
+        assert_eq!(s, 400, "{period}: {v}");
+    }
+}
+
+/// Red team: `partial_failure_response_code: 204` sent a 204 with the batch
+/// results as a body (RFC 9110 forbids one); only 2xx and 4xx statuses that
+/// carry a body are taken.
+#[tokio::test]
+async fn partial_failure_codes_must_carry_a_body() {
+    let (_dir, _core, app) = dev().await;
+    call(&app, "POST", "transit/keys/p", json!({})).await;
+    let batch = |code: u64| json!({"partial_failure_response_code": code, "batch_input": [{"plaintext": "eA=="}, {"plaintext": "!!"}]});
+    for (code, want) in [(204, 400), (205, 400), (304, 400), (500, 400), (503, 400), (299, 299), (207, 207), (422, 422)]
+    {
+        let (s, v) = call(&app, "POST", "transit/encrypt/p", batch(code)).await;
+        assert_eq!(s, want, "{code}: {v}");
+        assert_eq!(v["data"]["batch_results"].as_array().unwrap().len(), 2);
+    }
+}

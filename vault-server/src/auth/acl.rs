@@ -423,7 +423,7 @@ fn value_in_allowed(value: &Value, allowed: &[Value]) -> bool {
 /// A denied value list refuses `value` if it is empty, holds the value, or
 /// holds any element of it (of a list, or of a comma-separated string).
 fn value_in_denied(value: &Value, denied: &[Value]) -> bool {
-    if denied.is_empty() || value_in_list(value, denied) {
+    if denied.is_empty() || value_in_list(value, denied) || bool_in_list(value, denied) {
         return true;
     }
     match value {
@@ -447,6 +447,24 @@ fn value_in_list(value: &Value, list: &[Value]) -> bool {
         (Value::String(pattern), _) => value.as_str().is_some_and(|v| glob_matches(pattern, v)),
         _ => json_eq(item, value),
     })
+}
+
+/// Engines read a boolean field in every spelling Go's `ParseBool` takes
+/// (`1`, `t`, `TRUE`, `true`, ..., and JSON `true`), so a denied `true` must
+/// refuse them all, not only the spelling the policy wrote. Used for denied
+/// lists only: there a looser match refuses more, never allows more.
+fn bool_in_list(value: &Value, list: &[Value]) -> bool {
+    let as_bool = |v: &Value| match v {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) => crate::logical::fields::parse_bool(s),
+        Value::Number(n) => match n.as_u64() {
+            Some(0) => Some(false),
+            Some(1) => Some(true),
+            _ => None,
+        },
+        _ => None,
+    };
+    as_bool(value).is_some_and(|b| list.iter().any(|item| as_bool(item) == Some(b)))
 }
 
 fn str_in_list(value: &str, list: &[Value]) -> bool {
@@ -946,6 +964,28 @@ mod tests {
         assert!(!update(&a, "kv/x", json!({"v": 1})));
         assert!(update(&a, "kv/x", json!({})));
         assert!(admits(&a, Operation::Read, "kv/x", json!({})));
+    }
+
+    /// A denied boolean refuses every spelling the engines read as that
+    /// boolean (red team: `force: "1"` passed a denied `true`); allowed
+    /// lists stay exact.
+    #[test]
+    fn denied_booleans_cover_every_spelling() {
+        let a = acl(&[&block("transit/restore/*", r#"denied_parameters = { "force" = ["true"] }"#)]);
+        let p = "transit/restore/k";
+        for v in
+            [json!(true), json!("true"), json!("1"), json!(1), json!("t"), json!("T"), json!("TRUE"), json!("True")]
+        {
+            assert!(!update(&a, p, json!({"force": v})), "{v}");
+        }
+        for v in [json!(false), json!("0"), json!("f"), json!(0)] {
+            assert!(update(&a, p, json!({"force": v})), "{v}");
+        }
+        let a = acl(&[&block("transit/keys/*", r#"denied_parameters = { "exportable" = [true] }"#)]);
+        assert!(!update(&a, "transit/keys/k", json!({"exportable": "1"})));
+        let a = acl(&[&block("transit/keys/*", r#"allowed_parameters = { "exportable" = ["false"] }"#)]);
+        assert!(update(&a, "transit/keys/k", json!({"exportable": "false"})));
+        assert!(!update(&a, "transit/keys/k", json!({"exportable": "0"})), "allowed lists are not widened");
     }
 
     #[test]

@@ -132,7 +132,10 @@ impl TransitKey {
         let consistent = (!s.derived || self.kind.supports_derivation())
             && (!s.convergent_encryption || (s.derived && self.kind.is_aead()))
             && (s.convergent_encryption == (s.convergent_version == CONVERGENT_VERSION))
-            && ((self.kind == KeyType::Hmac) == (s.key_size > 0));
+            && ((self.kind == KeyType::Hmac) == (s.key_size > 0))
+            // The bounds a create or config enforces (0, or an hour to 100 years).
+            && (s.auto_rotate_period == 0
+                || (3600..=crate::logical::fields::MAX_DURATION_SECS).contains(&s.auto_rotate_period));
         if !consistent {
             return Err(Malformed);
         }

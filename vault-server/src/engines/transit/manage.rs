@@ -270,16 +270,24 @@ impl Transit {
 
     pub(super) async fn restore(
         &self,
-        u: &Unsealed,
+        auth: &crate::auth::Authorized,
         name: Option<&str>,
         data: &Map<String, Value>,
     ) -> Result<Response, LogicalError> {
+        let u = auth.unsealed();
+        let from_path = name.is_some();
         let text = Zeroizing::new(fields::string(data, "backup")?.ok_or_else(|| bad("'backup' must be supplied"))?);
         let force = fields::boolean(data, "force")?.unwrap_or(false);
         let raw = Zeroizing::new(B64.decode(text.as_bytes()).map_err(|_| bad("invalid backup: not base64"))?);
         let restored = TransitKey::decode(&raw).map_err(|_| bad("invalid backup"))?;
         let name = name.unwrap_or(&restored.settings.name).to_string();
         super::check_name(&name)?;
+        // A nameless restore takes the name from the backup, which the
+        // caller wrote: the policy check ran on `restore`, not on the key it
+        // names. The caller must also be allowed `restore/{name}`.
+        if !from_path && !auth.may(&format!("restore/{name}"), crate::logical::Operation::Update) {
+            return Err(LogicalError::PermissionDenied);
+        }
         self.keys
             .change(&self.view, u, &name, |current| {
                 if current.is_some() && !force {
@@ -298,25 +306,37 @@ impl Transit {
     /// version reached the random-nonce safety margin, rotate keys whose
     /// `auto_rotate_period` passed.
     pub(super) async fn maintain(&self, u: &Unsealed) -> Result<(), LogicalError> {
+        // One key failing (a conflict storm, a key out of version numbers)
+        // must not stop the upkeep of the others: each is logged and skipped.
         for name in self.keys.unflushed() {
-            self.flush(u, &name).await?;
+            if let Err(e) = self.flush(u, &name).await {
+                tracing::warn!(error = %e, mount = self.view.prefix(), key = %name, "transit usage flush failed; will retry");
+            }
         }
         self.keys.prune_retired();
         let now = self.clock.now_unix();
+        let due = move |k: &TransitKey| {
+            let period = i64::try_from(k.settings.auto_rotate_period).unwrap_or(i64::MAX);
+            (k.kind.is_aead() && k.ring.needs_rotation(ROTATE_AT))
+                || (period > 0 && k.ring.latest().created_unix().saturating_add(period) <= now)
+        };
         for name in self.view.list(u, POLICY_PREFIX).await? {
-            let Some(key) = self.keys.get(&self.view, u, &name).await? else { continue };
-            let by_usage = key.kind.is_aead() && key.ring.needs_rotation(ROTATE_AT);
-            let period = key.settings.auto_rotate_period;
-            let by_age = period > 0 && key.ring.latest().created_unix().saturating_add(period as i64) <= now;
-            if by_usage || by_age {
-                let due = move |k: &TransitKey| {
-                    (k.kind.is_aead() && k.ring.needs_rotation(ROTATE_AT))
-                        || (k.settings.auto_rotate_period > 0
-                            && k.ring.latest().created_unix().saturating_add(k.settings.auto_rotate_period as i64)
-                                <= now)
-                };
-                if self.rotate_key(u, &name, Some(&due)).await? {
-                    tracing::info!(mount = self.view.prefix(), key = %name, by_usage, by_age, "scheduled transit key rotation");
+            let key = match self.keys.get(&self.view, u, &name).await {
+                Ok(Some(k)) => k,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, mount = self.view.prefix(), key = %name, "transit key unreadable; skipped");
+                    continue;
+                }
+            };
+            if !due(&key) {
+                continue;
+            }
+            match self.rotate_key(u, &name, Some(&due)).await {
+                Ok(true) => tracing::info!(mount = self.view.prefix(), key = %name, "scheduled transit key rotation"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, mount = self.view.prefix(), key = %name, "scheduled transit key rotation failed")
                 }
             }
         }
@@ -342,6 +362,10 @@ impl Transit {
             for (c, delta) in copies.iter().zip(&added) {
                 c.ring.mark_flushed(delta);
             }
+        } else {
+            // The key is gone: its counts no longer matter, and the copies
+            // holding them (key material included) must not linger.
+            self.keys.discard_retired(name);
         }
         Ok(())
     }

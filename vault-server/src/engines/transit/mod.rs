@@ -269,7 +269,7 @@ impl Backend for Transit {
                     Box::pin(self.export(u, &name, req.param("type"), opt(req.param("version")))).await
                 }
                 ("backup/{name}", _) => Box::pin(self.backup(u, &name)).await,
-                ("restore" | "restore/{name}", _) => Box::pin(self.restore(u, opt(&name), &req.data)).await,
+                ("restore" | "restore/{name}", _) => Box::pin(self.restore(auth, opt(&name), &req.data)).await,
                 _ => Err(LogicalError::UnsupportedOperation),
             }
         })

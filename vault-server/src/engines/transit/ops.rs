@@ -123,6 +123,10 @@ fn parse_versioned(s: &str, what: &str) -> Result<(u32, Vec<u8>), ItemError> {
     let invalid = || ItemError::new(format!("invalid {what}: expected vault:v<version>:<base64>"));
     let rest = s.strip_prefix("vault:v").ok_or_else(invalid)?;
     let (v, body) = rest.split_once(':').ok_or_else(invalid)?;
+    // One spelling per version: digits only, no sign, no leading zero.
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) || v.starts_with('0') {
+        return Err(invalid());
+    }
     let v: u32 = v.parse().ok().filter(|v| *v > 0).ok_or_else(invalid)?;
     Ok((v, body.as_bytes().to_vec()))
 }
@@ -247,7 +251,15 @@ pub(super) fn answer(
     }
     let partial = fields::count(data, "partial_failure_response_code")?;
     let status = match partial {
-        Some(code) if failed < total && (200..=599).contains(&code) => code as u16,
+        // A success or client-error status that may carry a body (RFC 9110:
+        // 204 and 205 carry none, and a batch answer is its body).
+        Some(code)
+            if failed < total
+                && ((200..=299).contains(&code) || (400..=499).contains(&code))
+                && !matches!(code, 204 | 205) =>
+        {
+            code as u16
+        }
         _ => 400,
     };
     Ok(if status == 200 { Response::data(m) } else { Response::DataWithStatus(status, m) })
@@ -268,11 +280,15 @@ pub(super) fn each_item<F>(list: &[&Map<String, Value>], f: F) -> Vec<ItemResult
 where
     F: Fn(&Map<String, Value>) -> ItemResult + Sync,
 {
-    let parallel = list.len() >= PARALLEL_BATCH
-        && tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    if !parallel {
+    let multi = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if list.len() < 2 || !multi {
         return list.iter().map(|i| f(i)).collect();
+    }
+    if list.len() < PARALLEL_BATCH {
+        // A batch can take long (hundreds of ECDSA signatures): the worker
+        // hands its other tasks on first, so it never stalls the server.
+        return tokio::task::block_in_place(|| list.iter().map(|i| f(i)).collect());
     }
     let (first, second) = list.split_at(list.len() / 2);
     tokio::task::block_in_place(|| {

@@ -151,7 +151,7 @@ impl Keys {
         mut f: impl FnMut(Option<TransitKey>) -> Result<Change<T>, LogicalError>,
     ) -> Result<T, LogicalError> {
         let p = path(name);
-        for _ in 0..RETRIES {
+        for attempt in 0..RETRIES {
             let stored = Box::pin(view.get_with_rev(u, &p)).await?;
             let (current, expect) = match stored {
                 Some((raw, rev)) => (Some(TransitKey::decode(&raw).map_err(LogicalError::internal)?), Expect::Rev(rev)),
@@ -174,7 +174,15 @@ impl Keys {
                     self.invalidate(name);
                     return Ok(answer);
                 }
-                Err(e) if is_conflict(&e) => continue,
+                Err(e) if is_conflict(&e) => {
+                    // Back off a little, with jitter, so writers that keep
+                    // colliding spread out instead of failing together.
+                    let mut r = [0u8; 1];
+                    crate::crypto::random::fill(&mut r);
+                    let ms = (1u64 << attempt.min(5)) + u64::from(r[0] % 8);
+                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                    continue;
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -200,6 +208,11 @@ impl Keys {
             v.extend(r.iter().cloned());
         }
         v
+    }
+
+    /// Drop every retired copy of `name` (the key no longer exists).
+    pub(super) fn discard_retired(&self, name: &str) {
+        self.lock().retired.remove(name);
     }
 
     /// Drop retired copies whose counts are all stored.
