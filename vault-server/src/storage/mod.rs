@@ -326,9 +326,14 @@ impl Storage {
         // After the cache: a path that was cached was checked when written.
         check_path(path)?;
         let ticket = self.shared.cache.ticket(path);
+        // The database calls are boxed (here and below): inline, their large
+        // futures would size every caller's future up to the request
+        // pipeline's, which is copied whole when boxed (callgrind: +40%
+        // instructions on a cached read before this). A box costs one
+        // allocation, and only on a cache miss.
         let found = match &*self.backend {
-            Backend::Sqlite(b) => b.get(path).await?,
-            Backend::Postgres(b) => b.get(path).await?,
+            Backend::Sqlite(b) => Box::pin(b.get(path)).await?,
+            Backend::Postgres(b) => Box::pin(b.get(path)).await?,
         };
         #[cfg(test)]
         self.shared.pauses.at("get:before-fill").await;
@@ -364,8 +369,8 @@ impl Storage {
     pub async fn get_fresh(&self, path: &str) -> Result<Option<Entry>, StorageError> {
         check_path(path)?;
         match &*self.backend {
-            Backend::Sqlite(b) => b.get(path).await,
-            Backend::Postgres(b) => b.get(path).await,
+            Backend::Sqlite(b) => Box::pin(b.get(path)).await,
+            Backend::Postgres(b) => Box::pin(b.get(path)).await,
         }
     }
 
@@ -373,8 +378,8 @@ impl Storage {
     pub async fn scan(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
         check_path(prefix)?;
         match &*self.backend {
-            Backend::Sqlite(b) => b.scan(prefix, upper_bound(prefix).as_deref()).await,
-            Backend::Postgres(b) => b.scan(prefix, upper_bound(prefix).as_deref()).await,
+            Backend::Sqlite(b) => Box::pin(b.scan(prefix, upper_bound(prefix).as_deref())).await,
+            Backend::Postgres(b) => Box::pin(b.scan(prefix, upper_bound(prefix).as_deref())).await,
         }
     }
 
@@ -391,8 +396,8 @@ impl Storage {
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
         check_path(prefix)?;
         let paths = match &*self.backend {
-            Backend::Sqlite(b) => b.scan(prefix, upper_bound(prefix).as_deref()).await?,
-            Backend::Postgres(b) => b.scan(prefix, upper_bound(prefix).as_deref()).await?,
+            Backend::Sqlite(b) => Box::pin(b.scan(prefix, upper_bound(prefix).as_deref())).await?,
+            Backend::Postgres(b) => Box::pin(b.scan(prefix, upper_bound(prefix).as_deref())).await?,
         };
         Ok(children(prefix, paths))
     }
