@@ -308,7 +308,7 @@ impl Storage {
     pub async fn is_connected(&self, instance: &str) -> Result<bool, StorageError> {
         match &*self.backend {
             Backend::Sqlite(b) => Ok(instance == b.instance()),
-            Backend::Postgres(b) => b.is_connected(instance).await,
+            Backend::Postgres(b) => Box::pin(b.is_connected(instance)).await,
         }
     }
 
@@ -421,8 +421,8 @@ impl Storage {
     /// The seal configuration, if the vault was initialized.
     pub async fn seal_config(&self) -> Result<Option<SealConfig>, StorageError> {
         let raw = match &*self.backend {
-            Backend::Sqlite(b) => b.seal_config().await?,
-            Backend::Postgres(b) => b.seal_config().await?,
+            Backend::Sqlite(b) => Box::pin(b.seal_config()).await?,
+            Backend::Postgres(b) => Box::pin(b.seal_config()).await?,
         };
         raw.map(|s| serde_json::from_str(&s).map_err(|_| StorageError::Corrupt("seal config".into()))).transpose()
     }
