@@ -882,7 +882,7 @@ async fn differential_postgres() {
 
 /// Transit backups do NOT move between OpenBao and this server: a known gap,
 /// documented in docs/transit.md. OpenBao's `backup/{name}` is its JSON
-/// key-policy export; this server's is its own record (`TK1 | settings |
+/// key-policy export; this server's is its own record (`TK2 | settings |
 /// versions`). So a restore here of OpenBao's backup answers 400 "invalid
 /// backup" (Vault's error shape, nothing created), and OpenBao refuses this
 /// server's backup (it answers 500, failing to parse it as JSON); each side

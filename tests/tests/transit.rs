@@ -1157,16 +1157,16 @@ async fn backup_restore_round_trip_postgres() {
     backup_restore(Backend::Postgres).await;
 }
 
-/// A backup with its settings (the JSON part of docs/transit.md's record
-/// `TK1 | settings_len | settings | versions`) changed by `f`.
+/// A backup with its settings (the JSON part of docs/formats.md's record
+/// `TK2 | settings_len | settings | ...`, or the older `TK1`) changed by `f`.
 fn doctor_backup(backup: &str, f: impl FnOnce(&mut Value)) -> String {
     let raw = unb64(backup);
-    assert_eq!(&raw[..3], b"TK1", "backup format");
+    assert!(&raw[..3] == b"TK2" || &raw[..3] == b"TK1", "backup format");
     let len = u32::from_be_bytes(raw[3..7].try_into().unwrap()) as usize;
     let mut settings: Value = serde_json::from_slice(&raw[7..7 + len]).unwrap();
     f(&mut settings);
     let json = serde_json::to_vec(&settings).unwrap();
-    let mut out = b"TK1".to_vec();
+    let mut out = raw[..3].to_vec();
     out.extend_from_slice(&(json.len() as u32).to_be_bytes());
     out.extend_from_slice(&json);
     out.extend_from_slice(&raw[7 + len..]);
