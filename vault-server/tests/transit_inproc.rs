@@ -33,18 +33,7 @@ async fn dev() -> (tempfile::TempDir, Arc<Core>, axum::Router) {
 }
 
 async fn call(app: &axum::Router, method: &str, path: &str, body: Value) -> (u16, Value) {
-    let mut r = Request::builder()
-        .method(method)
-        .uri(format!("/v1/{path}"))
-        .header("X-Vault-Token", ROOT)
-        .body(if body.is_null() { Body::empty() } else { Body::from(body.to_string()) })
-        .unwrap();
-    let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-    r.extensions_mut().insert(ConnectInfo(PeerAddr(peer)));
-    let resp = app.clone().oneshot(r).await.unwrap();
-    let status = resp.status().as_u16();
-    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
-    (status, if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() })
+    call_as(app, ROOT, method, path, body).await
 }
 
 async fn latest(app: &axum::Router, key: &str) -> u64 {

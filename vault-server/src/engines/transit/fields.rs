@@ -16,7 +16,7 @@ use super::Transit;
 use super::index;
 use super::key::TransitKey;
 use super::ops::{
-    ItemError, ItemResult, answer, b64_field, each_item, item_version, open_one, references, seal_one, work,
+    Bound, ItemError, ItemResult, answer, each_item, open_one, references, requested_version, seal_one, work,
 };
 use crate::barrier::Unsealed;
 use crate::logical::{LogicalError, Response};
@@ -107,15 +107,13 @@ fn encrypt_one(k: &TransitKey, item: &Map<String, Value>, data: &Map<String, Val
     let mut doc = document(item)?;
     let ptrs = pointers(item, data)?;
     let idx = indexes(k, &doc, item, data)?;
-    let context = b64_field(item, "context")?;
-    let aad = b64_field(item, "associated_data")?;
-    let requested = if batch && item.get("key_version").is_none() { item_version(data)? } else { item_version(item)? };
+    let inputs = Bound::of(item)?;
+    let requested = requested_version(item, data, batch)?;
     let mut version = 0;
     for p in &ptrs {
         let slot = doc.pointer_mut(p).ok_or_else(|| ItemError::new(format!("field {p:?} is not in the document")))?;
         let plain = Zeroizing::new(serde_json::to_vec(slot).map_err(|_| ItemError::new("unserializable field"))?);
-        let bound = field_aad(p, aad.as_deref().map_or(&[][..], |a| &a[..]));
-        let (v, ct) = seal_one(k, requested, &plain, context.as_deref().map(|c| &c[..]), None, &bound)?;
+        let (v, ct) = seal_one(k, requested, &plain, inputs.context(), None, &field_aad(p, inputs.aad()))?;
         version = v;
         *slot = Value::String(ct);
     }
@@ -131,15 +129,13 @@ fn encrypt_one(k: &TransitKey, item: &Map<String, Value>, data: &Map<String, Val
 fn decrypt_one(k: &TransitKey, item: &Map<String, Value>, data: &Map<String, Value>) -> ItemResult {
     let mut doc = document(item)?;
     let ptrs = pointers(item, data)?;
-    let context = b64_field(item, "context")?;
-    let aad = b64_field(item, "associated_data")?;
+    let inputs = Bound::of(item)?;
     for p in &ptrs {
         let slot = doc.pointer_mut(p).ok_or_else(|| ItemError::new(format!("field {p:?} is not in the document")))?;
         let Value::String(ct) = &*slot else {
             return Err(ItemError::new(format!("field {p:?} does not hold a ciphertext")));
         };
-        let bound = field_aad(p, aad.as_deref().map_or(&[][..], |a| &a[..]));
-        let plain = open_one(k, ct, context.as_deref().map(|c| &c[..]), &bound)?;
+        let plain = open_one(k, ct, inputs.context(), &field_aad(p, inputs.aad()))?;
         // What was encrypted was JSON text; anything else did not come from
         // encrypt-fields (and could not have authenticated).
         *slot = serde_json::from_slice(&plain)

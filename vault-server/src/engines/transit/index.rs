@@ -72,12 +72,17 @@ pub(super) fn params(item: &Map<String, Value>, data: &Map<String, Value>) -> Re
 
 /// The index of `input` for `field`, as lowercase hex of `ceil(bits/8)`
 /// bytes with the bits past `bits` set to zero.
-pub(super) fn index(
-    index_key: &[u8; INDEX_KEY_LEN],
-    field: &str,
-    input: &[u8],
-    p: Params,
-) -> Result<String, ItemError> {
+/// The key of `field`'s indexes (derive once per field and request: a batch
+/// usually names one field for all its items).
+pub(super) fn field_key(index_key: &[u8; INDEX_KEY_LEN], field: &str) -> Result<Zeroizing<Vec<u8>>, ItemError> {
+    let mut info = Vec::with_capacity(INFO.len() + field.len());
+    info.extend_from_slice(INFO);
+    info.extend_from_slice(field.as_bytes());
+    Ok(crypto::derive(index_key, &info, 32)?)
+}
+
+/// The index of `input` under a field's key (see [`field_key`]).
+pub(super) fn index_with(field_key: &[u8], input: &[u8], p: Params) -> Result<String, ItemError> {
     let normalized: Zeroizing<Vec<u8>> = if p.normalize.lowercase || p.normalize.trim {
         let text = std::str::from_utf8(input).map_err(|_| ItemError::new("normalization needs UTF-8 input"))?;
         let text = if p.normalize.trim { text.trim() } else { text };
@@ -85,11 +90,7 @@ pub(super) fn index(
     } else {
         Zeroizing::new(input.to_vec())
     };
-    let mut info = Vec::with_capacity(INFO.len() + field.len());
-    info.extend_from_slice(INFO);
-    info.extend_from_slice(field.as_bytes());
-    let k = crypto::derive(index_key, &info, 32)?;
-    let mut mac = crypto::hmac(HashAlg::Sha2_256, &k, &normalized)?;
+    let mut mac = crypto::hmac(HashAlg::Sha2_256, field_key, &normalized)?;
     let bytes = usize::from(p.bits).div_ceil(8);
     mac.truncate(bytes);
     let spare = bytes * 8 - usize::from(p.bits);
@@ -99,16 +100,38 @@ pub(super) fn index(
     Ok(hex::encode(mac))
 }
 
-fn one(k: &TransitKey, item: &Map<String, Value>, data: &Map<String, Value>) -> ItemResult {
+/// The index of `input` for `field`, as lowercase hex of `ceil(bits/8)`
+/// bytes with the bits past `bits` set to zero.
+pub(super) fn index(
+    index_key: &[u8; INDEX_KEY_LEN],
+    field: &str,
+    input: &[u8],
+    p: Params,
+) -> Result<String, ItemError> {
+    index_with(&field_key(index_key, field)?, input, p)
+}
+
+/// Field keys derived once for the request (the top-level `field`, which a
+/// batch's items usually share); other fields are derived per item.
+fn one(
+    k: &TransitKey,
+    shared: Option<(&str, &[u8])>,
+    item: &Map<String, Value>,
+    data: &Map<String, Value>,
+) -> ItemResult {
     let ik = k.index_key.as_deref().ok_or_else(|| ItemError::new("the key has no index key"))?;
     let input = b64_field(item, "input")?.ok_or_else(|| ItemError::new("missing input"))?;
     let field = match item.get("field").or_else(|| data.get("field")) {
-        Some(Value::String(f)) if !f.is_empty() => f.clone(),
+        Some(Value::String(f)) if !f.is_empty() => f.as_str(),
         _ => return Err(ItemError::new("missing 'field': the name of the field the value belongs to")),
     };
     let p = params(item, data)?;
+    let index = match shared {
+        Some((f, fk)) if f == field => index_with(fk, &input, p)?,
+        _ => index(ik, field, &input, p)?,
+    };
     let mut m = Map::new();
-    m.insert("index".into(), index(ik, &field, &input, p)?.into());
+    m.insert("index".into(), index.into());
     Ok(m)
 }
 
@@ -146,9 +169,16 @@ impl Transit {
         let (batch, list) = work(data)?;
         // Checked once for the request, so a bad value is a 400 even alone.
         params(data, data).map_err(|e| LogicalError::InvalidRequest(e.to_string()))?;
-        let _ = fields::string(data, "field")?;
+        let top_field = fields::string(data, "field")?.filter(|f| !f.is_empty());
         let key = self.key_with_index(u, name).await?;
-        let results = each_item(&list, |item| one(&key, item, data));
+        let shared = match (&top_field, key.index_key.as_deref()) {
+            (Some(f), Some(ik)) => {
+                Some((f.as_str(), field_key(ik, f).map_err(|e| LogicalError::InvalidRequest(e.to_string()))?))
+            }
+            _ => None,
+        };
+        let shared = shared.as_ref().map(|(f, k)| (*f, &k[..]));
+        let results = each_item(&list, |item| one(&key, shared, item, data));
         answer(data, batch, results, references(&list), true)
     }
 }

@@ -152,3 +152,54 @@ impl TransitKey {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> TransitKey {
+        let material = SecretBytes::from_bytes(&[0xAB; 64]).unwrap();
+        let settings = Settings {
+            name: "k".into(),
+            kind: "aes256-gcm96".into(),
+            derived: false,
+            convergent_encryption: false,
+            convergent_version: 0,
+            exportable: false,
+            allow_plaintext_backup: false,
+            deletion_allowed: false,
+            auto_rotate_period: 0,
+            key_size: 0,
+        };
+        TransitKey {
+            settings,
+            kind: KeyType::Aes256Gcm96,
+            ring: VersionedKey::new(material, 1_700_000_000),
+            index_key: Some(Zeroizing::new([0xCD; INDEX_KEY_LEN])),
+        }
+    }
+
+    #[test]
+    fn debug_shows_no_key_bytes() {
+        let d = format!("{:?}", key()).to_lowercase();
+        for secret in ["171", "ab, ab", "abab", "205", "cdcd", "cd, cd"] {
+            assert!(!d.contains(secret), "{secret} in {d}");
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_refuse_inconsistent_settings() {
+        let k = key();
+        let back = TransitKey::decode(&k.encode()).unwrap();
+        assert_eq!(back.settings, k.settings);
+        assert_eq!(back.index_key.as_deref(), k.index_key.as_deref());
+        let mut bad = key();
+        bad.settings.auto_rotate_period = 5;
+        assert!(TransitKey::decode(&bad.encode()).is_err());
+        let mut bad = key();
+        bad.settings.convergent_encryption = true;
+        assert!(TransitKey::decode(&bad.encode()).is_err(), "convergent needs derived");
+        let raw = k.encode();
+        assert!(TransitKey::decode(&raw[..raw.len() - 1]).is_err(), "truncated");
+    }
+}

@@ -118,6 +118,38 @@ pub(super) fn item_version(item: &Map<String, Value>) -> Result<u32, ItemError> 
     }
 }
 
+/// The optional byte inputs of an AEAD item, base64 on the wire:
+/// `context` (derived keys) and `associated_data`.
+pub(super) struct Bound {
+    context: Option<Zeroizing<Vec<u8>>>,
+    aad: Option<Zeroizing<Vec<u8>>>,
+}
+
+impl Bound {
+    pub(super) fn of(item: &Map<String, Value>) -> Result<Self, ItemError> {
+        Ok(Self { context: b64_field(item, "context")?, aad: b64_field(item, "associated_data")? })
+    }
+
+    pub(super) fn context(&self) -> Option<&[u8]> {
+        self.context.as_deref().map(|c| &c[..])
+    }
+
+    /// The associated data (empty when none was given).
+    pub(super) fn aad(&self) -> &[u8] {
+        self.aad.as_deref().map_or(&[][..], |a| &a[..])
+    }
+}
+
+/// The key version an item asks for: its own `key_version`, or in a batch
+/// the request's (0: the default).
+pub(super) fn requested_version(
+    item: &Map<String, Value>,
+    data: &Map<String, Value>,
+    batch: bool,
+) -> Result<u32, ItemError> {
+    if batch && item.get("key_version").is_none() { item_version(data) } else { item_version(item) }
+}
+
 /// `vault:v{N}:{base64}` → (N, bytes).
 fn parse_versioned(s: &str, what: &str) -> Result<(u32, Vec<u8>), ItemError> {
     let invalid = || ItemError::new(format!("invalid {what}: expected vault:v<version>:<base64>"));
@@ -359,19 +391,11 @@ impl Transit {
         let results = each_item(&list, |item| {
             let plaintext =
                 b64_field(item, "plaintext")?.ok_or_else(|| ItemError::new("missing plaintext to encrypt"))?;
-            let context = b64_field(item, "context")?;
+            let bound = Bound::of(item)?;
             let nonce = b64_field(item, "nonce")?;
-            let aad = b64_field(item, "associated_data")?;
-            let requested =
-                if batch && item.get("key_version").is_none() { item_version(data)? } else { item_version(item)? };
-            let (v, ct) = seal_one(
-                &key,
-                requested,
-                &plaintext,
-                context.as_deref().map(|c| &c[..]),
-                nonce.as_deref().map(|n| &n[..]),
-                aad.as_deref().map_or(&[][..], |a| &a[..]),
-            )?;
+            let requested = requested_version(item, data, batch)?;
+            let (v, ct) =
+                seal_one(&key, requested, &plaintext, bound.context(), nonce.as_deref().map(|n| &n[..]), bound.aad())?;
             let mut m = Map::new();
             m.insert("ciphertext".into(), ct.into());
             m.insert("key_version".into(), v.into());
@@ -420,10 +444,8 @@ impl Transit {
         let key = self.key(u, name).await?;
         let results = each_item(&list, |item| {
             let ct = text(item, "ciphertext")?.ok_or_else(|| ItemError::new("missing ciphertext to decrypt"))?;
-            let context = b64_field(item, "context")?;
-            let aad = b64_field(item, "associated_data")?;
-            let plain =
-                open_one(&key, ct, context.as_deref().map(|c| &c[..]), aad.as_deref().map_or(&[][..], |a| &a[..]))?;
+            let bound = Bound::of(item)?;
+            let plain = open_one(&key, ct, bound.context(), bound.aad())?;
             let mut m = Map::new();
             m.insert("plaintext".into(), B64.encode(&plain[..]).into());
             Ok(m)
@@ -441,13 +463,10 @@ impl Transit {
         let key = self.key(u, name).await?;
         let results = each_item(&list, |item| {
             let ct = text(item, "ciphertext")?.ok_or_else(|| ItemError::new("missing ciphertext to decrypt"))?;
-            let context = b64_field(item, "context")?;
-            let aad = b64_field(item, "associated_data")?;
-            let context = context.as_deref().map(|c| &c[..]);
-            let aad = aad.as_deref().map_or(&[][..], |a| &a[..]);
+            let bound = Bound::of(item)?;
+            let (context, aad) = (bound.context(), bound.aad());
             let plain = open_one(&key, ct, context, aad)?;
-            let requested =
-                if batch && item.get("key_version").is_none() { item_version(data)? } else { item_version(item)? };
+            let requested = requested_version(item, data, batch)?;
             let (v, ct) = seal_one(&key, requested, &plain, context, None, aad)?;
             let mut m = Map::new();
             m.insert("ciphertext".into(), ct.into());
@@ -477,18 +496,9 @@ impl Transit {
         let mut dk = Zeroizing::new(vec![0u8; (bits / 8) as usize]);
         crate::crypto::random::fill(&mut dk);
         let item = |e: ItemError| LogicalError::InvalidRequest(e.0);
-        let context = b64_field(data, "context").map_err(item)?;
-        let aad = b64_field(data, "associated_data").map_err(item)?;
+        let bound = Bound::of(data).map_err(item)?;
         let requested = item_version(data).map_err(item)?;
-        let (v, ct) = seal_one(
-            &key,
-            requested,
-            &dk,
-            context.as_deref().map(|c| &c[..]),
-            None,
-            aad.as_deref().map_or(&[][..], |a| &a[..]),
-        )
-        .map_err(item)?;
+        let (v, ct) = seal_one(&key, requested, &dk, bound.context(), None, bound.aad()).map_err(item)?;
         let mut m = Map::new();
         m.insert("ciphertext".into(), ct.into());
         m.insert("key_version".into(), v.into());
@@ -510,8 +520,7 @@ impl Transit {
         let key = self.key(u, name).await?;
         let results = each_item(&list, |item| {
             let input = b64_field(item, "input")?.ok_or_else(|| ItemError::new("missing input for HMAC"))?;
-            let requested =
-                if batch && item.get("key_version").is_none() { item_version(data)? } else { item_version(item)? };
+            let requested = requested_version(item, data, batch)?;
             let (v, kv) = key.ring.encryption_version(requested)?;
             let (_, hk) = crypto::split(key.kind, kv.material().as_bytes())?;
             let mac = crypto::hmac(alg, hk, &input)?;
@@ -542,8 +551,7 @@ impl Transit {
         let results = each_item(&list, |item| {
             let input = b64_field(item, "input")?.ok_or_else(|| ItemError::new("missing input to sign"))?;
             let context = b64_field(item, "context")?;
-            let requested =
-                if batch && item.get("key_version").is_none() { item_version(data)? } else { item_version(item)? };
+            let requested = requested_version(item, data, batch)?;
             let (v, kv) = key.ring.encryption_version(requested)?;
             let secret = signing_key(&key, kv, context.as_deref().map(|c| &c[..]))?;
             let sig = crypto::sign(key.kind, &secret, &input, alg, prehashed, marshaling)?;
