@@ -84,6 +84,12 @@ impl View {
         Ok(paths.into_iter().filter_map(|p| p.strip_prefix(&self.prefix).map(str::to_string)).collect())
     }
 
+    /// Wipe what the database files still hold of deleted rows, where the
+    /// database allows it ([`crate::storage::Storage::scrub`]).
+    pub async fn scrub(&self) -> Result<(), BarrierError> {
+        Ok(self.barrier.storage().scrub().await?)
+    }
+
     /// A notifier woken when `key` is written or deleted (here or by another server).
     pub fn watch(&self, key: &str) -> std::sync::Arc<tokio::sync::Notify> {
         self.barrier.storage().watch(&self.full(key))

@@ -418,6 +418,19 @@ impl Storage {
         self.writer.submit(batch).await
     }
 
+    /// After deleting a secret that must not outlive its delete: wipe what
+    /// the database files still hold of it where the database allows it.
+    /// SQLite zeroes deleted content (`secure_delete`) and this resets the
+    /// WAL; PostgreSQL keeps dead row versions until VACUUM reuses their
+    /// space, and its WAL as long as it is retained, which no statement here
+    /// can erase (docs/threat-model.md).
+    pub async fn scrub(&self) -> Result<(), StorageError> {
+        match &*self.backend {
+            Backend::Sqlite(b) => Box::pin(b.scrub()).await,
+            Backend::Postgres(_) => Ok(()),
+        }
+    }
+
     /// The seal configuration, if the vault was initialized.
     pub async fn seal_config(&self) -> Result<Option<SealConfig>, StorageError> {
         let raw = match &*self.backend {

@@ -403,7 +403,11 @@ impl Sqlite {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Deleted and overwritten content is zeroed in the page rather
+            // than left in free space (https://sqlite.org/pragma.html#pragma_secure_delete):
+            // a destroyed secret must not linger in the file.
+            .pragma("secure_delete", "ON");
         // sqlx names in-memory databases itself; there is no file to protect.
         if !(url.contains(":memory:") || url.contains("mode=memory")) {
             prepare_files(opts.get_filename())?;
@@ -520,6 +524,19 @@ impl Sqlite {
             w.conn = Some(conn);
         }
         Ok(r?)
+    }
+
+    /// Make deleted content unreadable from the files: with `secure_delete`
+    /// the deleting page images are zeroed, and a truncating checkpoint
+    /// copies them into the database file and empties the WAL, whose older
+    /// frames still held the page as it was before the delete. Best effort:
+    /// a long reader keeps the WAL from being reset (SQLite then resets it
+    /// at a later checkpoint).
+    pub(super) async fn scrub(&self) -> Result<(), StorageError> {
+        let mut c = self.readers.get().await?;
+        let r = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").fetch_optional(c.conn()).await;
+        c.done(r)?;
+        Ok(())
     }
 
     pub(super) async fn close(&self) {

@@ -414,6 +414,23 @@ pub(crate) fn derive(key: &[u8], context: &[u8], len: usize) -> Result<Zeroizing
     Ok(out)
 }
 
+/// HKDF-SHA-256 (RFC 5869) with a salt: `len` bytes from IKM `key`, salt
+/// `salt`, info `info` (subject keys: the salt is the subject's own key).
+pub(crate) fn derive_salted(
+    salt: &[u8],
+    key: &[u8],
+    info: &[&[u8]],
+    len: usize,
+) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    if len == 0 || len > DERIVE_MAX_LEN {
+        return Err(CryptoError::InvalidDerivedLength);
+    }
+    let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(salt), key);
+    let mut out = Zeroizing::new(vec![0u8; len]);
+    hk.expand_multi_info(info, &mut out).map_err(|_| CryptoError::InvalidDerivedLength)?;
+    Ok(out)
+}
+
 /// The ed25519 seed Vault derives for `context` from a `derived` ed25519 key:
 /// the first 32 bytes of [`derive`] with IKM = the 64-byte Go private key
 /// (`seed || public key`), since Vault stores that form and feeds it to HKDF.

@@ -16,8 +16,10 @@ use super::Transit;
 use super::index;
 use super::key::TransitKey;
 use super::ops::{
-    Bound, ItemError, ItemResult, answer, each_item, open_one, references, requested_version, seal_one, work,
+    Bound, ItemError, ItemResult, answer, each_item, open_one, references, requested_version, seal_one, subject_of,
+    work,
 };
+use super::subjects::{Resolved, SubjectId, item_subject};
 use crate::barrier::Unsealed;
 use crate::logical::{LogicalError, Response};
 
@@ -103,17 +105,24 @@ fn indexes(
     Ok(Some(Value::Object(out)))
 }
 
-fn encrypt_one(k: &TransitKey, item: &Map<String, Value>, data: &Map<String, Value>, batch: bool) -> ItemResult {
+fn encrypt_one(
+    k: &TransitKey,
+    item: &Map<String, Value>,
+    data: &Map<String, Value>,
+    batch: bool,
+    subjects: &Resolved,
+) -> ItemResult {
     let mut doc = document(item)?;
     let ptrs = pointers(item, data)?;
     let idx = indexes(k, &doc, item, data)?;
     let inputs = Bound::of(item)?;
     let requested = requested_version(item, data, batch)?;
+    let subject = item_subject(item, data, batch)?.map(|s| subjects.for_encrypt(s)).transpose()?;
     let mut version = 0;
     for p in &ptrs {
         let slot = doc.pointer_mut(p).ok_or_else(|| ItemError::new(format!("field {p:?} is not in the document")))?;
         let plain = Zeroizing::new(serde_json::to_vec(slot).map_err(|_| ItemError::new("unserializable field"))?);
-        let (v, ct) = seal_one(k, requested, &plain, inputs.context(), None, &field_aad(p, inputs.aad()))?;
+        let (v, ct) = seal_one(k, requested, &plain, inputs.context(), None, &field_aad(p, inputs.aad()), subject)?;
         version = v;
         *slot = Value::String(ct);
     }
@@ -126,16 +135,23 @@ fn encrypt_one(k: &TransitKey, item: &Map<String, Value>, data: &Map<String, Val
     Ok(m)
 }
 
-fn decrypt_one(k: &TransitKey, item: &Map<String, Value>, data: &Map<String, Value>) -> ItemResult {
+fn decrypt_one(
+    k: &TransitKey,
+    item: &Map<String, Value>,
+    data: &Map<String, Value>,
+    batch: bool,
+    subjects: &Resolved,
+) -> ItemResult {
     let mut doc = document(item)?;
     let ptrs = pointers(item, data)?;
     let inputs = Bound::of(item)?;
+    let subject = item_subject(item, data, batch)?;
     for p in &ptrs {
         let slot = doc.pointer_mut(p).ok_or_else(|| ItemError::new(format!("field {p:?} is not in the document")))?;
         let Value::String(ct) = &*slot else {
             return Err(ItemError::new(format!("field {p:?} does not hold a ciphertext")));
         };
-        let plain = open_one(k, ct, inputs.context(), &field_aad(p, inputs.aad()))?;
+        let (plain, _) = open_one(k, ct, inputs.context(), &field_aad(p, inputs.aad()), subjects, subject)?;
         // What was encrypted was JSON text; anything else did not come from
         // encrypt-fields (and could not have authenticated).
         *slot = serde_json::from_slice(&plain)
@@ -144,6 +160,23 @@ fn decrypt_one(k: &TransitKey, item: &Map<String, Value>, data: &Map<String, Val
     let mut m = Map::new();
     m.insert("document".into(), doc);
     Ok(m)
+}
+
+/// The subject ids the named fields' ciphertexts are tagged with (items
+/// that do not parse are skipped here and fail on their own).
+fn tagged_fields(list: &[&Map<String, Value>], data: &Map<String, Value>) -> Vec<SubjectId> {
+    let mut ids = Vec::new();
+    for item in list {
+        let (Some(doc), Ok(ptrs)) = (item.get("document"), pointers(item, data)) else { continue };
+        for p in ptrs {
+            if let Some(id) = doc.pointer(&p).and_then(Value::as_str).and_then(subject_of) {
+                ids.push(id);
+            }
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    ids
 }
 
 impl Transit {
@@ -156,7 +189,9 @@ impl Transit {
         let (batch, list) = work(data)?;
         let wants_index = data.contains_key("index_fields") || list.iter().any(|i| i.contains_key("index_fields"));
         let key = if wants_index { self.key_with_index(u, name).await? } else { self.key(u, name).await? };
-        let results = each_item(&list, |item| encrypt_one(&key, item, data, batch));
+        let (key, subjects) =
+            Box::pin(self.request_subjects(u, key, name, data, &list, batch, &[], true)).await?;
+        let results = each_item(&list, |item| encrypt_one(&key, item, data, batch, &subjects));
         answer(data, batch, results, references(&list), true)
     }
 
@@ -168,7 +203,10 @@ impl Transit {
     ) -> Result<Response, LogicalError> {
         let (batch, list) = work(data)?;
         let key = self.key(u, name).await?;
-        let results = each_item(&list, |item| decrypt_one(&key, item, data));
+        let tagged = tagged_fields(&list, data);
+        let (key, subjects) =
+            Box::pin(self.request_subjects(u, key, name, data, &list, batch, &tagged, false)).await?;
+        let results = each_item(&list, |item| decrypt_one(&key, item, data, batch, &subjects));
         answer(data, batch, results, references(&list), true)
     }
 }

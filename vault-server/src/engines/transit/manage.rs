@@ -10,7 +10,8 @@ use zeroize::Zeroizing;
 use super::Transit;
 use super::crypto::{self, KeyType};
 use super::key::{CONVERGENT_VERSION, Settings, TransitKey};
-use super::store::{Change, POLICY_PREFIX};
+use super::store::{Change, Extra, POLICY_PREFIX};
+use super::subjects;
 use crate::barrier::Unsealed;
 use crate::keys::{KeyMaterial, KeyVersion, ROTATE_AT, VersionedKey};
 use crate::logical::fields;
@@ -104,14 +105,34 @@ impl Transit {
         Ok(Response::json(describe(&key, None)?))
     }
 
+    /// Delete a key, and with it every subject key it wrapped.
     pub(super) async fn delete(&self, u: &Unsealed, name: &str) -> Result<Response, LogicalError> {
+        let subject_rows: Vec<Extra> =
+            self.subject_records(u, name).await?.into_iter().map(|(_, p)| Extra::Delete(p)).collect();
+        let had_subjects = !subject_rows.is_empty();
         self.keys
             .change(&self.view, u, name, |current| match current {
                 None => Err(bad("could not delete key; not found")),
                 Some(k) if !k.settings.deletion_allowed => Err(bad("deletion is not allowed for this key")),
-                Some(_) => Ok(Change::Delete(())),
+                Some(_) => Ok(Change::DeleteWith(subject_rows.clone(), ())),
             })
             .await?;
+        // A subject made by a request that loaded the key before the delete
+        // may have committed after the listing: sweep again.
+        let late: Vec<String> = self.subject_records(u, name).await?.into_iter().map(|(_, p)| p).collect();
+        if !late.is_empty() {
+            let mut batch = self.view.batch();
+            for p in &late {
+                batch.delete(p);
+            }
+            Box::pin(batch.commit()).await?;
+        }
+        self.subjects.invalidate_key(name);
+        if had_subjects || !late.is_empty() {
+            if let Err(e) = Box::pin(self.view.scrub()).await {
+                tracing::warn!(error = %e, "could not checkpoint storage after deleting subject keys");
+            }
+        }
         tracing::info!(mount = self.view.prefix(), key = name, "transit key deleted");
         Ok(Response::NoContent)
     }
@@ -256,6 +277,9 @@ impl Transit {
         Ok(Response::json(json!({"name": name, "type": key.kind.name(), "keys": keys})))
     }
 
+    /// A backup: the key record, followed by its subjects' records when it
+    /// has any (live ones wrapped under the key, tombstones of destroyed
+    /// ones; docs/formats.md).
     pub(super) async fn backup(&self, u: &Unsealed, name: &str) -> Result<Response, LogicalError> {
         let key = self.keys.get(&self.view, u, name).await?.ok_or(LogicalError::NotFound)?;
         if !key.settings.exportable || !key.settings.allow_plaintext_backup {
@@ -264,6 +288,8 @@ impl Transit {
             ));
         }
         let raw = key.encode();
+        let records: Vec<subjects::Record> = self.subject_records(u, name).await?.into_iter().map(|(r, _)| r).collect();
+        let raw = if records.is_empty() { raw } else { bundle(&raw, &records) };
         let text = Zeroizing::new(B64.encode(&raw[..]));
         Ok(Response::json(json!({"backup": text.as_str()})))
     }
@@ -279,7 +305,9 @@ impl Transit {
         let text = Zeroizing::new(fields::string(data, "backup")?.ok_or_else(|| bad("'backup' must be supplied"))?);
         let force = fields::boolean(data, "force")?.unwrap_or(false);
         let raw = Zeroizing::new(B64.decode(text.as_bytes()).map_err(|_| bad("invalid backup: not base64"))?);
+        let (raw, records) = unbundle(&raw)?;
         let restored = TransitKey::decode(&raw).map_err(|_| bad("invalid backup"))?;
+        subjects::check_records(&restored, &records)?;
         let name = name.unwrap_or(&restored.settings.name).to_string();
         super::check_name(&name)?;
         // A nameless restore takes the name from the backup, which the
@@ -288,6 +316,25 @@ impl Transit {
         if !from_path && !auth.may(&format!("restore/{name}"), crate::logical::Operation::Update) {
             return Err(LogicalError::PermissionDenied);
         }
+        // Subjects: a restore never overwrites what this mount knows of a
+        // subject (a newer key, or a tombstone: an erased subject stays
+        // erased); it adds the ones it has no record of, and drops live
+        // rows that do not open under the restored key (they belonged to
+        // the key being replaced).
+        let existing = self.subject_records(u, &name).await?;
+        let mut extra = Vec::new();
+        for (rec, path) in &existing {
+            if !subjects::opens_under(&restored, rec) {
+                extra.push(Extra::Delete(path.clone()));
+            }
+        }
+        let known: std::collections::HashSet<&str> = existing.iter().map(|(_, p)| p.as_str()).collect();
+        for rec in &records {
+            let path = rec.path_under(&name).ok_or_else(|| bad("invalid backup"))?;
+            if !known.contains(path.as_str()) {
+                extra.push(Extra::Put(path, rec.to_bytes(), Some(crate::storage::Expect::Absent)));
+            }
+        }
         self.keys
             .change(&self.view, u, &name, |current| {
                 if current.is_some() && !force {
@@ -295,9 +342,10 @@ impl Transit {
                 }
                 let mut k = TransitKey::decode(&raw).map_err(|_| bad("invalid backup"))?;
                 k.settings.name = name.clone();
-                Ok(Change::Write(k, ()))
+                Ok(Change::WriteWith(k, extra.clone(), ()))
             })
             .await?;
+        self.subjects.invalidate_key(&name);
         tracing::info!(mount = self.view.prefix(), key = %name, "transit key restored from a backup");
         Ok(Response::NoContent)
     }
@@ -369,6 +417,60 @@ impl Transit {
         }
         Ok(())
     }
+}
+
+/// Backups of keys with subjects (docs/formats.md):
+/// `"TKS1" | u32 BE length | key record | u32 BE count | (u32 BE length | subject record JSON)*`.
+const BUNDLE: &[u8; 4] = b"TKS1";
+
+fn bundle(key: &[u8], records: &[subjects::Record]) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(key.len() + 64 * records.len() + 12));
+    out.extend_from_slice(BUNDLE);
+    out.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(&(records.len() as u32).to_be_bytes());
+    for r in records {
+        let b = r.to_bytes();
+        out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+        out.extend_from_slice(&b);
+    }
+    out
+}
+
+/// The key record and subject records of a backup (a bare key record has
+/// no subjects).
+fn unbundle(raw: &[u8]) -> Result<(Zeroizing<Vec<u8>>, Vec<subjects::Record>), LogicalError> {
+    let Some(mut rest) = raw.strip_prefix(&BUNDLE[..]) else {
+        return Ok((Zeroizing::new(raw.to_vec()), Vec::new()));
+    };
+    let invalid = || bad("invalid backup");
+    let take = |rest: &mut &[u8]| -> Result<Vec<u8>, LogicalError> {
+        let (len, tail) = rest.split_first_chunk::<4>().ok_or_else(invalid)?;
+        let len = u32::from_be_bytes(*len) as usize;
+        if tail.len() < len {
+            return Err(invalid());
+        }
+        let (v, tail) = tail.split_at(len);
+        *rest = tail;
+        Ok(v.to_vec())
+    };
+    let key = Zeroizing::new(take(&mut rest)?);
+    let (count, tail) = rest.split_first_chunk::<4>().ok_or_else(invalid)?;
+    rest = tail;
+    let count = u32::from_be_bytes(*count) as usize;
+    // Each record takes at least its 4-byte length: a count beyond what the
+    // bytes can hold is refused before allocating for it.
+    if count > rest.len() / 4 {
+        return Err(invalid());
+    }
+    let mut records = Vec::with_capacity(count);
+    for _ in 0..count {
+        records.push(subjects::Record::from_bytes(&take(&mut rest)?)?);
+    }
+    if !rest.is_empty() {
+        return Err(invalid());
+    }
+    Ok((key, records))
 }
 
 fn version_field(data: &Map<String, Value>, field: &str) -> Result<Option<u32>, LogicalError> {

@@ -8,6 +8,7 @@
 //! - `ops.rs`: the operations (encrypt, decrypt, sign, ...), batch included.
 //! - `fields.rs`: encrypt and decrypt chosen fields of JSON documents.
 //! - `index.rs`: blind indexes (keyed hashes for equality search).
+//! - `subjects.rs`: subject keys (crypto-shredding per data subject).
 //! - `manage.rs`: key management (create, read, config, rotate, trim,
 //!   export, backup, restore, delete).
 //!
@@ -20,6 +21,7 @@ mod key;
 mod manage;
 mod ops;
 mod store;
+mod subjects;
 
 use std::sync::Arc;
 
@@ -35,12 +37,13 @@ pub(crate) struct Transit {
     view: View,
     clock: Clock,
     keys: store::Keys,
+    subjects: subjects::Cache,
 }
 
 /// The transit factory for the catalog.
 pub(crate) fn factory(ctx: EngineContext) -> Result<Arc<dyn Backend>, LogicalError> {
     ctx.refuse_version()?;
-    Ok(Arc::new(Transit { view: ctx.view, clock: ctx.clock, keys: store::Keys::default() }))
+    Ok(Arc::new(Transit { view: ctx.view, clock: ctx.clock, keys: store::Keys::default(), subjects: Default::default() }))
 }
 
 /// A key name: what Vault accepts in practice, and nothing that could be
@@ -59,6 +62,8 @@ pub(super) fn check_name(name: &str) -> Result<(), LogicalError> {
 }
 
 const BATCH: Field = Field::new("batch_input", FieldKind::Any);
+/// Beyond Vault: the data subject a ciphertext belongs to (`subjects.rs`).
+const SUBJECT: Field = Field::new("subject", FieldKind::String);
 
 static PATHS: &[PathSpec] = {
     use Operation::*;
@@ -92,6 +97,7 @@ static PATHS: &[PathSpec] = {
             Field::new("type", FieldKind::String),
             Field::new("convergent_encryption", FieldKind::Bool),
             Field::new("partial_failure_response_code", FieldKind::Count),
+            SUBJECT,
             BATCH,
         ]),
         PathSpec::new("decrypt/{name}", &[Update]).fields(&[
@@ -100,10 +106,13 @@ static PATHS: &[PathSpec] = {
             Field::new("nonce", FieldKind::String),
             Field::new("associated_data", FieldKind::String),
             Field::new("partial_failure_response_code", FieldKind::Count),
+            SUBJECT,
             BATCH,
         ]),
         PathSpec::new("encrypt-fields/{name}", &[Update]).fields(DOCUMENT_FIELDS),
         PathSpec::new("decrypt-fields/{name}", &[Update]).fields(DOCUMENT_FIELDS),
+        PathSpec::new("subjects/{name}", &[List]),
+        PathSpec::new("subjects/{name}/{subject}", &[Read, Delete]),
         PathSpec::new("blind-index/{name}", &[Update]).fields(&[
             Field::new("input", FieldKind::String),
             Field::new("field", FieldKind::String),
@@ -119,6 +128,7 @@ static PATHS: &[PathSpec] = {
             Field::new("associated_data", FieldKind::String),
             Field::new("key_version", FieldKind::Count),
             Field::new("partial_failure_response_code", FieldKind::Count),
+            SUBJECT,
             BATCH,
         ]),
         PathSpec::new("datakey/{plaintext}/{name}", &[Update]).fields(&[
@@ -178,6 +188,7 @@ const DOCUMENT_FIELDS: &[Field] = &[
     Field::new("normalize", FieldKind::Any),
     Field::new("bits", FieldKind::Any),
     Field::new("partial_failure_response_code", FieldKind::Count),
+    SUBJECT,
     BATCH,
 ];
 
@@ -237,6 +248,11 @@ impl Backend for Transit {
                 ("rewrap/{name}", _) => Box::pin(self.rewrap(u, &name, &req.data)).await,
                 ("encrypt-fields/{name}", _) => Box::pin(self.encrypt_fields(u, &name, &req.data)).await,
                 ("decrypt-fields/{name}", _) => Box::pin(self.decrypt_fields(u, &name, &req.data)).await,
+                ("subjects/{name}", _) => Box::pin(self.list_subjects(u, &name)).await,
+                ("subjects/{name}/{subject}", Operation::Delete) => {
+                    Box::pin(self.destroy_subject(u, &name, req.param("subject"))).await
+                }
+                ("subjects/{name}/{subject}", _) => Box::pin(self.read_subject(u, &name, req.param("subject"))).await,
                 ("blind-index/{name}", _) => Box::pin(self.blind_index(u, &name, &req.data)).await,
                 ("datakey/{plaintext}/{name}", _) => {
                     Box::pin(self.datakey(u, &name, req.param("plaintext"), &req.data)).await
@@ -290,10 +306,15 @@ impl Backend for Transit {
     }
 
     fn invalidate(&self, path: Option<&str>) {
-        match path.and_then(|p| p.strip_prefix(store::POLICY_PREFIX)) {
-            Some(name) => self.keys.invalidate(name),
-            None if path.is_none() => self.keys.invalidate_all(),
-            None => {}
+        let Some(path) = path else {
+            self.keys.invalidate_all();
+            self.subjects.clear();
+            return;
+        };
+        if let Some(name) = path.strip_prefix(store::POLICY_PREFIX) {
+            self.keys.invalidate(name);
+        } else if let Some((name, id)) = subjects::parse_path(path) {
+            self.subjects.invalidate(name, &id);
         }
     }
 
@@ -307,6 +328,7 @@ impl Backend for Transit {
 
     fn shutdown(&self) {
         self.keys.clear();
+        self.subjects.clear();
     }
 }
 

@@ -17,6 +17,7 @@ use zeroize::Zeroizing;
 use super::Transit;
 use super::crypto::{self, HashAlg, KeyType, Marshaling};
 use super::key::TransitKey;
+use super::subjects::{self, Resolved, SubjectId, SubjectKey, item_subject};
 use crate::barrier::Unsealed;
 use crate::keys::{KeyMaterial, KeyVersion, SecretBytes};
 use crate::logical::fields;
@@ -150,8 +151,16 @@ pub(super) fn requested_version(
     if batch && item.get("key_version").is_none() { item_version(data) } else { item_version(item) }
 }
 
-/// `vault:v{N}:{base64}` → (N, bytes).
-fn parse_versioned(s: &str, what: &str) -> Result<(u32, Vec<u8>), ItemError> {
+/// A ciphertext taken apart: `vault:v{N}:{base64}`, or for a subject
+/// (`subjects.rs`) `vault:v{N}:s{G}.{id}:{base64}`.
+pub(super) struct Parsed {
+    pub(super) version: u32,
+    pub(super) subject: Option<(u32, SubjectId)>,
+    pub(super) raw: Vec<u8>,
+}
+
+/// `vault:v{N}:{rest}` → (N, rest).
+fn parse_versioned<'s>(s: &'s str, what: &str) -> Result<(u32, &'s str), ItemError> {
     let invalid = || ItemError::new(format!("invalid {what}: expected vault:v<version>:<base64>"));
     let rest = s.strip_prefix("vault:v").ok_or_else(invalid)?;
     let (v, body) = rest.split_once(':').ok_or_else(invalid)?;
@@ -160,21 +169,43 @@ fn parse_versioned(s: &str, what: &str) -> Result<(u32, Vec<u8>), ItemError> {
         return Err(invalid());
     }
     let v: u32 = v.parse().ok().filter(|v| *v > 0).ok_or_else(invalid)?;
-    Ok((v, body.as_bytes().to_vec()))
+    Ok((v, body))
 }
 
-fn decode_ciphertext(s: &str) -> Result<(u32, Vec<u8>), ItemError> {
-    let (v, body) = parse_versioned(s, "ciphertext")?;
-    let raw = B64.decode(&body).map_err(|_| ItemError::new("invalid ciphertext: could not decode base64"))?;
-    Ok((v, raw))
+/// The subject tag of a ciphertext, if it has a well-formed one (for
+/// resolving subjects before the items run; the items parse fully).
+pub(super) fn subject_of(ciphertext: &str) -> Option<SubjectId> {
+    let (_, body) = parse_versioned(ciphertext, "ciphertext").ok()?;
+    let (tag, _) = body.split_once(':')?;
+    subjects::parse_tag(tag).map(|(_, id)| id)
 }
 
-fn versioned(v: u32, bytes: &[u8]) -> String {
+pub(super) fn decode_ciphertext(s: &str) -> Result<Parsed, ItemError> {
+    let (version, body) = parse_versioned(s, "ciphertext")?;
+    // Base64 has no ':', so a second one can only end a subject tag.
+    let (subject, body) = match body.split_once(':') {
+        None => (None, body),
+        Some((tag, rest)) => {
+            let t = subjects::parse_tag(tag).ok_or_else(|| ItemError::new("invalid ciphertext: bad subject tag"))?;
+            (Some(t), rest)
+        }
+    };
+    let raw = B64.decode(body).map_err(|_| ItemError::new("invalid ciphertext: could not decode base64"))?;
+    Ok(Parsed { version, subject, raw })
+}
+
+fn versioned(v: u32, subject: Option<&SubjectKey>, bytes: &[u8]) -> String {
     // One allocation, sized once (this runs per batch item).
-    let mut out = String::with_capacity(18 + bytes.len().div_ceil(3) * 4);
+    let tag = subject.map(SubjectKey::tag);
+    let tag_len = tag.as_ref().map_or(0, |t| t.len() + 1);
+    let mut out = String::with_capacity(18 + tag_len + bytes.len().div_ceil(3) * 4);
     out.push_str("vault:v");
     out.push_str(&v.to_string());
     out.push(':');
+    if let Some(t) = tag {
+        out.push_str(&t);
+        out.push(':');
+    }
     B64.encode_string(bytes, &mut out);
     out
 }
@@ -203,7 +234,23 @@ impl std::ops::Deref for KeyBytes<'_> {
     }
 }
 
+/// The keys of version `kv` for `context`, then for `subject` (whose key
+/// is mixed into both: `subjects.rs`).
 fn use_keys<'a>(
+    k: &TransitKey,
+    kv: &'a KeyVersion<SecretBytes>,
+    context: Option<&[u8]>,
+    subject: Option<&SubjectKey>,
+) -> Result<UseKeys<'a>, ItemError> {
+    let keys = version_keys(k, kv, context)?;
+    let Some(s) = subject else { return Ok(keys) };
+    Ok(UseKeys {
+        key: KeyBytes::Derived(s.data_key(&keys.key)?),
+        nonce_key: keys.nonce_key.map(|nk| s.nonce_key(&nk)).transpose()?,
+    })
+}
+
+fn version_keys<'a>(
     k: &TransitKey,
     kv: &'a KeyVersion<SecretBytes>,
     context: Option<&[u8]>,
@@ -228,7 +275,8 @@ fn use_keys<'a>(
     Ok(UseKeys { key: KeyBytes::Derived(crypto::derive(secret, context, len)?), nonce_key: None })
 }
 
-/// Encrypt one plaintext with version `requested` (0: the default).
+/// Encrypt one plaintext with version `requested` (0: the default), for
+/// `subject` if given.
 pub(super) fn seal_one(
     k: &TransitKey,
     requested: u32,
@@ -236,6 +284,7 @@ pub(super) fn seal_one(
     context: Option<&[u8]>,
     nonce: Option<&[u8]>,
     aad: &[u8],
+    subject: Option<&SubjectKey>,
 ) -> Result<(u32, String), ItemError> {
     if !k.kind.is_aead() {
         return Err(ItemError::new(format!("key type {} does not support encryption", k.kind.name())));
@@ -244,7 +293,7 @@ pub(super) fn seal_one(
         return Err(ItemError::new("nonce provided when not allowed"));
     }
     let (v, kv) = k.ring.encryption_version(requested)?;
-    let keys = use_keys(k, kv, context)?;
+    let keys = use_keys(k, kv, context, subject)?;
     let nonce = match &keys.nonce_key {
         Some(nk) => Some(crypto::convergent_nonce(k.kind, nk, plaintext)?),
         None => None,
@@ -252,22 +301,29 @@ pub(super) fn seal_one(
     let sealed = crypto::seal(k.kind, &keys.key, nonce.as_deref(), plaintext, aad)?;
     // Counted per message, for the random-nonce bound (NIST SP 800-38D).
     kv.count_encryptions(1);
-    Ok((v, versioned(v, &sealed)))
+    Ok((v, versioned(v, subject, &sealed)))
 }
 
-pub(super) fn open_one(
+/// Decrypt one ciphertext. `subjects` holds the subject keys the request's
+/// ciphertexts are tagged with; `subject` is the one the item names (a
+/// ciphertext of another subject, or of none, is refused). Returns the
+/// plaintext and the subject key used.
+pub(super) fn open_one<'s>(
     k: &TransitKey,
     ciphertext: &str,
     context: Option<&[u8]>,
     aad: &[u8],
-) -> Result<Zeroizing<Vec<u8>>, ItemError> {
+    subjects: &'s Resolved,
+    subject: Option<&str>,
+) -> Result<(Zeroizing<Vec<u8>>, Option<&'s SubjectKey>), ItemError> {
     if !k.kind.is_aead() {
         return Err(ItemError::new(format!("key type {} does not support decryption", k.kind.name())));
     }
-    let (v, raw) = decode_ciphertext(ciphertext)?;
-    let kv = k.ring.decryption_version(v)?;
-    let keys = use_keys(k, kv, context)?;
-    Ok(crypto::open(k.kind, &keys.key, &raw, aad)?)
+    let parsed = decode_ciphertext(ciphertext)?;
+    let sk = subjects.for_decrypt(parsed.subject, subject)?;
+    let kv = k.ring.decryption_version(parsed.version)?;
+    let keys = use_keys(k, kv, context, sk)?;
+    Ok((crypto::open(k.kind, &keys.key, &parsed.raw, aad)?, sk))
 }
 
 /// Answer a batch or a single item.
@@ -329,6 +385,15 @@ pub(super) fn references(list: &[&Map<String, Value>]) -> Vec<Value> {
     list.iter().map(|i| i.get("reference").cloned().unwrap_or_else(|| Value::String(String::new()))).collect()
 }
 
+/// The subject ids the `field` ciphertexts of the items are tagged with.
+pub(super) fn tagged_subjects(list: &[&Map<String, Value>], field: &str) -> Vec<SubjectId> {
+    let mut ids: Vec<SubjectId> =
+        list.iter().filter_map(|i| i.get(field).and_then(Value::as_str).and_then(subject_of)).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
 /// Batches at least this long are split across two threads.
 const PARALLEL_BATCH: usize = 256;
 
@@ -388,20 +453,55 @@ impl Transit {
             None if may_create => Box::pin(self.upsert(u, name, data, &list)).await?,
             None => return Err(bad("encryption key not found")),
         };
+        let (key, subjects) = Box::pin(self.request_subjects(u, key, name, data, &list, batch, &[], true)).await?;
         let results = each_item(&list, |item| {
             let plaintext =
                 b64_field(item, "plaintext")?.ok_or_else(|| ItemError::new("missing plaintext to encrypt"))?;
             let bound = Bound::of(item)?;
             let nonce = b64_field(item, "nonce")?;
             let requested = requested_version(item, data, batch)?;
-            let (v, ct) =
-                seal_one(&key, requested, &plaintext, bound.context(), nonce.as_deref().map(|n| &n[..]), bound.aad())?;
+            let subject = item_subject(item, data, batch)?.map(|s| subjects.for_encrypt(s)).transpose()?;
+            let nonce = nonce.as_deref().map(|n| &n[..]);
+            let (v, ct) = seal_one(&key, requested, &plaintext, bound.context(), nonce, bound.aad(), subject)?;
             let mut m = Map::new();
             m.insert("ciphertext".into(), ct.into());
             m.insert("key_version".into(), v.into());
             Ok(m)
         });
         answer(data, batch, results, references(&list), true)
+    }
+
+    /// The subject keys a request needs: those its items name (made when
+    /// missing, with the key's index key made first if it has none) and
+    /// those `tagged` ciphertexts belong to. Requests without subjects pay
+    /// one scan of their items.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn request_subjects(
+        &self,
+        u: &Unsealed,
+        key: Arc<TransitKey>,
+        name: &str,
+        data: &Map<String, Value>,
+        list: &[&Map<String, Value>],
+        batch: bool,
+        tagged: &[SubjectId],
+        create: bool,
+    ) -> Result<(Arc<TransitKey>, Resolved), LogicalError> {
+        let named = subjects::any_subject(data, list);
+        if !named && tagged.is_empty() {
+            return Ok((key, Resolved::default()));
+        }
+        let key = if named && key.index_key.is_none() { self.key_with_index(u, name).await? } else { key };
+        // Names that fail their check are left out here and fail their item.
+        let mut names: Vec<&str> =
+            list.iter().filter_map(|i| item_subject(i, data, batch).ok().flatten()).collect();
+        names.sort_unstable();
+        names.dedup();
+        if names.len() > subjects::MAX_PER_REQUEST {
+            return Err(bad(format!("a request may name at most {} distinct subjects", subjects::MAX_PER_REQUEST)));
+        }
+        let resolved = self.resolve_subjects(u, &key, name, &names, tagged, create).await?;
+        Ok((key, resolved))
     }
 
     /// Vault creates the key on first encrypt (the policy check asked for
@@ -442,10 +542,14 @@ impl Transit {
     ) -> Result<Response, LogicalError> {
         let (batch, list) = work(data)?;
         let key = self.key(u, name).await?;
+        let tagged = tagged_subjects(&list, "ciphertext");
+        let (key, subjects) =
+            Box::pin(self.request_subjects(u, key, name, data, &list, batch, &tagged, false)).await?;
         let results = each_item(&list, |item| {
             let ct = text(item, "ciphertext")?.ok_or_else(|| ItemError::new("missing ciphertext to decrypt"))?;
             let bound = Bound::of(item)?;
-            let plain = open_one(&key, ct, bound.context(), bound.aad())?;
+            let subject = item_subject(item, data, batch)?;
+            let (plain, _) = open_one(&key, ct, bound.context(), bound.aad(), &subjects, subject)?;
             let mut m = Map::new();
             m.insert("plaintext".into(), B64.encode(&plain[..]).into());
             Ok(m)
@@ -453,6 +557,9 @@ impl Transit {
         answer(data, batch, results, references(&list), true)
     }
 
+    /// Rewrap: decrypt, then encrypt with the latest (or requested) version.
+    /// A subject's ciphertext stays that subject's; naming a subject for a
+    /// ciphertext that has none moves it under that subject.
     pub(super) async fn rewrap(
         &self,
         u: &Unsealed,
@@ -461,13 +568,25 @@ impl Transit {
     ) -> Result<Response, LogicalError> {
         let (batch, list) = work(data)?;
         let key = self.key(u, name).await?;
+        let tagged = tagged_subjects(&list, "ciphertext");
+        // Named subjects are made when missing (a ciphertext moving under a
+        // new subject); tagged ones only looked up.
+        let (key, subjects) =
+            Box::pin(self.request_subjects(u, key, name, data, &list, batch, &tagged, true)).await?;
         let results = each_item(&list, |item| {
             let ct = text(item, "ciphertext")?.ok_or_else(|| ItemError::new("missing ciphertext to decrypt"))?;
             let bound = Bound::of(item)?;
             let (context, aad) = (bound.context(), bound.aad());
-            let plain = open_one(&key, ct, context, aad)?;
+            let subject = item_subject(item, data, batch)?;
+            let (plain, target) = if subject_of(ct).is_some() {
+                // Checked against the subject named, if any.
+                open_one(&key, ct, context, aad, &subjects, subject)?
+            } else {
+                let (plain, _) = open_one(&key, ct, context, aad, &subjects, None)?;
+                (plain, subject.map(|s| subjects.for_encrypt(s)).transpose()?)
+            };
             let requested = requested_version(item, data, batch)?;
-            let (v, ct) = seal_one(&key, requested, &plain, context, None, aad)?;
+            let (v, ct) = seal_one(&key, requested, &plain, context, None, aad, target)?;
             let mut m = Map::new();
             m.insert("ciphertext".into(), ct.into());
             m.insert("key_version".into(), v.into());
@@ -498,7 +617,7 @@ impl Transit {
         let item = |e: ItemError| LogicalError::InvalidRequest(e.0);
         let bound = Bound::of(data).map_err(item)?;
         let requested = item_version(data).map_err(item)?;
-        let (v, ct) = seal_one(&key, requested, &dk, bound.context(), None, bound.aad()).map_err(item)?;
+        let (v, ct) = seal_one(&key, requested, &dk, bound.context(), None, bound.aad(), None).map_err(item)?;
         let mut m = Map::new();
         m.insert("ciphertext".into(), ct.into());
         m.insert("key_version".into(), v.into());
@@ -525,7 +644,7 @@ impl Transit {
             let (_, hk) = crypto::split(key.kind, kv.material().as_bytes())?;
             let mac = crypto::hmac(alg, hk, &input)?;
             let mut m = Map::new();
-            m.insert("hmac".into(), versioned(v, &mac).into());
+            m.insert("hmac".into(), versioned(v, None, &mac).into());
             Ok(m)
         });
         answer(data, batch, results, references(&list), false)
@@ -557,7 +676,7 @@ impl Transit {
             let sig = crypto::sign(key.kind, &secret, &input, alg, prehashed, marshaling)?;
             let encoded = match marshaling {
                 Marshaling::Jws => format!("vault:v{v}:{}", B64URL.encode(&sig)),
-                Marshaling::Asn1 => versioned(v, &sig),
+                Marshaling::Asn1 => versioned(v, None, &sig),
             };
             let mut m = Map::new();
             m.insert("signature".into(), encoded.into());

@@ -62,12 +62,32 @@ fn has_unflushed(k: &TransitKey) -> bool {
     k.ring.versions().any(|(_, v)| v.usage().unflushed() > 0)
 }
 
+/// Another row written in the same commit as a key (its subjects).
+#[derive(Clone)]
+pub(super) enum Extra {
+    /// Put this value; `Some` expectation guards it.
+    Put(String, Vec<u8>, Option<Expect>),
+    Delete(String),
+}
+
+fn add(batch: &mut crate::barrier::view::ViewBatch<'_>, u: &Unsealed, extra: Vec<Extra>) {
+    for e in extra {
+        match e {
+            Extra::Put(path, value, Some(expect)) => batch.put_expect(u, &path, &value, expect),
+            Extra::Put(path, value, None) => batch.put(u, &path, &value),
+            Extra::Delete(path) => batch.delete(&path),
+        };
+    }
+}
+
 /// What a change did to a key.
 pub(super) enum Change<T> {
     /// Write this record, answer `T`.
     Write(TransitKey, T),
-    /// Delete the record, answer `T`.
-    Delete(T),
+    /// Write this record and the other rows at once, answer `T`.
+    WriteWith(TransitKey, Vec<Extra>, T),
+    /// Delete the record and apply the other rows at once, answer `T`.
+    DeleteWith(Vec<Extra>, T),
     /// Nothing to write, answer `T`.
     Keep(T),
 }
@@ -164,8 +184,14 @@ impl Keys {
                     batch.put_expect(u, &p, &key.encode(), expect);
                     t
                 }
-                Change::Delete(t) => {
+                Change::WriteWith(key, extra, t) => {
+                    batch.put_expect(u, &p, &key.encode(), expect);
+                    add(&mut batch, u, extra);
+                    t
+                }
+                Change::DeleteWith(extra, t) => {
                     batch.delete_expect(&p, expect);
+                    add(&mut batch, u, extra);
                     t
                 }
             };
