@@ -356,3 +356,268 @@ async fn partial_failure_codes_must_carry_a_body() {
         assert_eq!(v["data"]["batch_results"].as_array().unwrap().len(), 2);
     }
 }
+
+/// Every file of the SQLite database (the main file, its WAL and shm).
+fn database_bytes(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("v.db"))
+        .map(|p| (p.display().to_string(), std::fs::read(&p).unwrap()))
+        .collect()
+}
+
+/// The stored (barrier-sealed) bytes of the one subject row under `key`.
+async fn subject_row(core: &Core, key: &str) -> (String, Vec<u8>) {
+    let storage = core.storage();
+    let paths = storage.scan("logical/").await.unwrap();
+    let mut rows = paths.into_iter().filter(|p| p.contains(&format!("/subject/{key}/")));
+    let path = rows.next().expect("a subject row");
+    assert!(rows.next().is_none(), "one subject row");
+    let entry = storage.get(&path).await.unwrap().expect("stored");
+    (path, entry.value.as_bytes().to_vec())
+}
+
+#[tokio::test]
+async fn a_destroyed_subject_key_leaves_no_copy_in_the_sqlite_files() {
+    let (dir, core, app) = dev().await;
+    call(&app, "POST", "transit/keys/pii", json!({})).await;
+    let (s, v) =
+        call(&app, "POST", "transit/encrypt/pii", json!({"plaintext": "c2VjcmV0", "subject": "alice@example.com"}))
+            .await;
+    assert_eq!(s, 200, "{v}");
+    let ct = v["data"]["ciphertext"].as_str().unwrap().to_string();
+    assert!(!ct.contains("alice"), "the subject is not in the ciphertext: {ct}");
+    let (path, sealed) = subject_row(&core, "pii").await;
+    assert!(!path.contains("alice"), "the subject is not in the storage path: {path}");
+    // Windows of the sealed row: any one found in a file is a copy.
+    let windows: Vec<&[u8]> = sealed.chunks(24).filter(|c| c.len() == 24).collect();
+    assert!(windows.len() >= 3, "a sealed subject row is longer than 72 bytes");
+    let found = |files: &[(String, Vec<u8>)]| {
+        files.iter().any(|(_, bytes)| windows.iter().any(|w| bytes.windows(w.len()).any(|b| b == *w)))
+    };
+    assert!(found(&database_bytes(dir.path())), "the check can see the row while it is live");
+
+    let (s, v) = call(&app, "DELETE", "transit/subjects/pii/alice@example.com", Value::Null).await;
+    assert_eq!(s, 204, "{v}");
+    let files = database_bytes(dir.path());
+    for (name, bytes) in &files {
+        assert!(
+            !windows.iter().any(|w| bytes.windows(w.len()).any(|b| b == *w)),
+            "{name} still holds part of the destroyed subject's row"
+        );
+    }
+    let (s, v) = call(&app, "POST", "transit/decrypt/pii", json!({"ciphertext": ct})).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v["errors"][0].as_str().unwrap().contains("destroyed"), "{v}");
+    let (s, v) = call(&app, "GET", "transit/subjects/pii/alice@example.com", Value::Null).await;
+    assert_eq!((s, &v["data"]["destroyed"]), (200, &json!(true)), "{v}");
+    assert!(!v.to_string().contains("alice"), "a tombstone keeps no name: {v}");
+
+    // A key deleted with a live subject: the subject's row is deleted (not
+    // overwritten), and no copy stays in free pages either.
+    call(&app, "POST", "transit/keys/other", json!({})).await;
+    call(&app, "POST", "transit/keys/other/config", json!({"deletion_allowed": true})).await;
+    call(&app, "POST", "transit/encrypt/other", json!({"plaintext": "c2VjcmV0", "subject": "bob"})).await;
+    let (_, sealed) = subject_row(&core, "other").await;
+    let windows: Vec<&[u8]> = sealed.chunks(24).filter(|c| c.len() == 24).collect();
+    let (s, _) = call(&app, "DELETE", "transit/keys/other", Value::Null).await;
+    assert_eq!(s, 204);
+    for (name, bytes) in &database_bytes(dir.path()) {
+        assert!(
+            !windows.iter().any(|w| bytes.windows(w.len()).any(|b| b == *w)),
+            "{name} still holds part of a deleted key's subject row"
+        );
+    }
+}
+
+#[tokio::test]
+async fn subject_ciphertexts_are_bound_to_their_subject_generation_and_key_versions() {
+    let (_dir, _core, app) = dev().await;
+    call(&app, "POST", "transit/keys/pii", json!({})).await;
+    let enc = |subject: &'static str| {
+        let app = app.clone();
+        async move {
+            let (s, v) =
+                call(&app, "POST", "transit/encrypt/pii", json!({"plaintext": "aGk=", "subject": subject})).await;
+            assert_eq!(s, 200, "{v}");
+            v["data"]["ciphertext"].as_str().unwrap().to_string()
+        }
+    };
+    let a = enc("a").await;
+    let b = enc("b").await;
+    assert!(a.starts_with("vault:v1:s1."), "{a}");
+    // The same subject has the same id; another subject another one.
+    let id = |c: &str| c.split(':').nth(2).unwrap().to_string();
+    assert_eq!(id(&a), id(&enc("a").await));
+    assert_ne!(id(&a), id(&b));
+
+    // A subject tag swapped onto another subject's body fails.
+    let parts: Vec<&str> = a.splitn(4, ':').collect();
+    let swapped = format!("vault:v1:{}:{}", id(&b), parts[3]);
+    let (s, v) = call(&app, "POST", "transit/decrypt/pii", json!({"ciphertext": swapped})).await;
+    assert_eq!(s, 400, "{v}");
+    // Stripping the tag leaves a ciphertext the named key alone cannot open.
+    let stripped = format!("vault:v1:{}", parts[3]);
+    let (s, v) = call(&app, "POST", "transit/decrypt/pii", json!({"ciphertext": stripped})).await;
+    assert_eq!(s, 400, "{v}");
+    // Naming the wrong subject is refused; the right one, or none, opens it.
+    let (s, v) = call(&app, "POST", "transit/decrypt/pii", json!({"ciphertext": a, "subject": "b"})).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v["errors"][0].as_str().unwrap().contains("different subject"), "{v}");
+    for body in [json!({"ciphertext": a, "subject": "a"}), json!({"ciphertext": a})] {
+        let (s, v) = call(&app, "POST", "transit/decrypt/pii", body).await;
+        assert_eq!((s, v["data"]["plaintext"].as_str()), (200, Some("aGk=")), "{v}");
+    }
+
+    // Rotation: rewrap keeps the subject and moves to v2; min_decryption_version applies.
+    call(&app, "POST", "transit/keys/pii/rotate", Value::Null).await;
+    let (s, v) = call(&app, "POST", "transit/rewrap/pii", json!({"ciphertext": a})).await;
+    assert_eq!(s, 200, "{v}");
+    let a2 = v["data"]["ciphertext"].as_str().unwrap().to_string();
+    let (_, v) = call(&app, "POST", "transit/rewrap/pii", json!({"ciphertext": b})).await;
+    let b = v["data"]["ciphertext"].as_str().unwrap().to_string();
+    assert!(a2.starts_with(&format!("vault:v2:{}:", id(&a))), "{a2}");
+    let (s, _) = call(&app, "POST", "transit/keys/pii/config", json!({"min_decryption_version": 2})).await;
+    assert_eq!(s, 200);
+    let (s, _) = call(&app, "POST", "transit/decrypt/pii", json!({"ciphertext": a})).await;
+    assert_eq!(s, 400, "v1 is below min_decryption_version");
+    let (s, _) = call(&app, "POST", "transit/decrypt/pii", json!({"ciphertext": a2})).await;
+    assert_eq!(s, 200);
+
+    // Rewrap naming a subject moves a plain ciphertext under it.
+    let (_, v) = call(&app, "POST", "transit/encrypt/pii", json!({"plaintext": "cGxhaW4="})).await;
+    let plain = v["data"]["ciphertext"].as_str().unwrap().to_string();
+    let (s, v) = call(&app, "POST", "transit/rewrap/pii", json!({"ciphertext": plain, "subject": "c"})).await;
+    assert_eq!(s, 200, "{v}");
+    let moved = v["data"]["ciphertext"].as_str().unwrap().to_string();
+    call(&app, "DELETE", "transit/subjects/pii/c", Value::Null).await;
+    let (s, _) = call(&app, "POST", "transit/decrypt/pii", json!({"ciphertext": moved})).await;
+    assert_eq!(s, 400, "a moved ciphertext is shredded with its subject");
+
+    // Destroy, then use the subject again: a new generation that opens
+    // none of the old ciphertexts.
+    let (s, _) = call(&app, "DELETE", "transit/subjects/pii/a", Value::Null).await;
+    assert_eq!(s, 204);
+    let (s, _) = call(&app, "DELETE", "transit/subjects/pii/a", Value::Null).await;
+    assert_eq!(s, 204, "destroying twice is fine");
+    let a3 = enc("a").await;
+    assert!(a3.starts_with(&format!("vault:v2:s2.{}", &id(&a)[3..])), "{a3}");
+    let (s, v) = call(&app, "POST", "transit/decrypt/pii", json!({"ciphertext": a2})).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v["errors"][0].as_str().unwrap().contains("destroyed"), "{v}");
+    let (s, _) = call(&app, "POST", "transit/decrypt/pii", json!({"ciphertext": a3})).await;
+    assert_eq!(s, 200);
+    let (s, v) = call(&app, "POST", "transit/decrypt/pii", json!({"ciphertext": b})).await;
+    assert_eq!((s, v["data"]["plaintext"].as_str()), (200, Some("aGk=")), "other subjects are intact: {v}");
+
+    // LIST shows live subjects by name.
+    let (s, v) = call(&app, "LIST", "transit/subjects/pii", Value::Null).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["keys"], json!(["a", "b"]), "{v}");
+}
+
+#[tokio::test]
+async fn subject_batches_fail_per_item_and_bad_subjects_are_400() {
+    let (_dir, _core, app) = dev().await;
+    call(&app, "POST", "transit/keys/pii", json!({})).await;
+    call(&app, "POST", "transit/keys/sig", json!({"type": "ed25519"})).await;
+    let (s, v) = call(
+        &app,
+        "POST",
+        "transit/encrypt/pii",
+        json!({"subject": "default", "batch_input": [
+            {"plaintext": "MQ=="},
+            {"plaintext": "Mg==", "subject": "other"},
+            {"plaintext": "Mw==", "subject": "a/b"},
+            {"plaintext": "NA==", "subject": 5},
+        ]}),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    let r = &v["data"]["batch_results"];
+    assert!(r[0]["ciphertext"].is_string() && r[1]["ciphertext"].is_string(), "{v}");
+    assert!(r[2]["error"].is_string() && r[3]["error"].is_string(), "{v}");
+    // The default subject applied to the first item.
+    let (_, d) =
+        call(&app, "POST", "transit/decrypt/pii", json!({"ciphertext": r[0]["ciphertext"], "subject": "default"}))
+            .await;
+    assert_eq!(d["data"]["plaintext"], "MQ==", "{d}");
+
+    for body in [
+        json!({"plaintext": "MQ==", "subject": ""}),
+        json!({"plaintext": "MQ==", "subject": "x".repeat(513)}),
+        json!({"plaintext": "MQ==", "subject": "a\nb"}),
+        json!({"plaintext": "MQ==", "subject": ["a"]}),
+    ] {
+        let (s, v) = call(&app, "POST", "transit/encrypt/pii", body.clone()).await;
+        assert_eq!(s, 400, "{body}: {v}");
+        assert!(v["errors"].is_array(), "{v}");
+    }
+    let (s, v) = call(&app, "POST", "transit/encrypt/sig", json!({"plaintext": "MQ==", "subject": "a"})).await;
+    assert_eq!(s, 400, "{v}");
+    // Malformed subject tags: 400, never 500.
+    for ct in [
+        "vault:v1:s0.AAAAAAAAAAAAAAAAAAAAAA:AAAA",
+        "vault:v1:s1.AAAA:AAAA",
+        "vault:v1:s1.AAAAAAAAAAAAAAAAAAAAAA:",
+        "vault:v1:s99999999999.AAAAAAAAAAAAAAAAAAAAAA:AAAA",
+        "vault:v1:x:AAAA",
+        "vault:v1:s1.AAAAAAAAAAAAAAAAAAAAAA:AAAA",
+    ] {
+        let (s, v) = call(&app, "POST", "transit/decrypt/pii", json!({"ciphertext": ct})).await;
+        assert_eq!(s, 400, "{ct}: {v}");
+    }
+}
+
+#[tokio::test]
+async fn a_backup_after_a_destroy_holds_no_key_for_it_and_restores_never_resurrect() {
+    let (_dir, _core, app) = dev().await;
+    call(&app, "POST", "transit/keys/pii", json!({"exportable": true, "allow_plaintext_backup": true})).await;
+    let mut cts = Vec::new();
+    for s in ["a", "b"] {
+        let (_, v) = call(&app, "POST", "transit/encrypt/pii", json!({"plaintext": "aGk=", "subject": s})).await;
+        cts.push(v["data"]["ciphertext"].as_str().unwrap().to_string());
+    }
+    let (_, v) = call(&app, "GET", "transit/backup/pii", Value::Null).await;
+    let before = v["data"]["backup"].as_str().unwrap().to_string();
+    call(&app, "DELETE", "transit/subjects/pii/a", Value::Null).await;
+    let (_, v) = call(&app, "GET", "transit/backup/pii", Value::Null).await;
+    let after = v["data"]["backup"].as_str().unwrap().to_string();
+    assert!(after.len() < before.len(), "the destroyed subject's wrapped key is gone from new backups");
+
+    // Restored under a new name, the later backup opens b and not a.
+    let (s, v) = call(&app, "POST", "transit/restore/copy", json!({"backup": after})).await;
+    assert_eq!(s, 204, "{v}");
+    let (s, _) = call(&app, "POST", "transit/decrypt/copy", json!({"ciphertext": cts[1]})).await;
+    assert_eq!(s, 200);
+    let (s, _) = call(&app, "POST", "transit/decrypt/copy", json!({"ciphertext": cts[0]})).await;
+    assert_eq!(s, 400);
+
+    // The earlier backup forced over the same key: the tombstone wins.
+    let (s, v) = call(&app, "POST", "transit/restore/pii", json!({"backup": before, "force": true})).await;
+    assert_eq!(s, 204, "{v}");
+    let (s, v) = call(&app, "POST", "transit/decrypt/pii", json!({"ciphertext": cts[0]})).await;
+    assert_eq!(s, 400, "an erased subject stays erased: {v}");
+    let (s, _) = call(&app, "POST", "transit/decrypt/pii", json!({"ciphertext": cts[1]})).await;
+    assert_eq!(s, 200);
+
+    // A backup whose subject records were tampered with is refused whole.
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut raw = b64.decode(&before).unwrap();
+    let last = raw.len() - 30;
+    raw[last] ^= 1;
+    let (s, v) = call(&app, "POST", "transit/restore/other", json!({"backup": b64.encode(&raw)})).await;
+    assert_eq!(s, 400, "{v}");
+    let (s, _) = call(&app, "GET", "transit/keys/other", Value::Null).await;
+    assert_eq!(s, 404, "nothing was written");
+
+    // Deleting the key deletes its subjects' rows.
+    call(&app, "POST", "transit/keys/pii/config", json!({"deletion_allowed": true})).await;
+    let (s, _) = call(&app, "DELETE", "transit/keys/pii", Value::Null).await;
+    assert_eq!(s, 204);
+    call(&app, "POST", "transit/keys/pii", json!({})).await;
+    let (s, _) = call(&app, "LIST", "transit/subjects/pii", Value::Null).await;
+    assert_eq!(s, 404, "no subject survives its key");
+}

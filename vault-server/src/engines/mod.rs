@@ -6,7 +6,8 @@ pub mod generate;
 pub(crate) mod kv;
 pub(crate) mod kv2;
 pub mod pg_role;
-pub(crate) mod transit;
+#[doc(hidden)]
+pub mod transit;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -189,8 +189,7 @@ impl Transit {
         let (batch, list) = work(data)?;
         let wants_index = data.contains_key("index_fields") || list.iter().any(|i| i.contains_key("index_fields"));
         let key = if wants_index { self.key_with_index(u, name).await? } else { self.key(u, name).await? };
-        let (key, subjects) =
-            Box::pin(self.request_subjects(u, key, name, data, &list, batch, &[], true)).await?;
+        let (key, subjects) = Box::pin(self.request_subjects(u, key, name, data, &list, batch, &[], true)).await?;
         let results = each_item(&list, |item| encrypt_one(&key, item, data, batch, &subjects));
         answer(data, batch, results, references(&list), true)
     }
@@ -204,8 +203,7 @@ impl Transit {
         let (batch, list) = work(data)?;
         let key = self.key(u, name).await?;
         let tagged = tagged_fields(&list, data);
-        let (key, subjects) =
-            Box::pin(self.request_subjects(u, key, name, data, &list, batch, &tagged, false)).await?;
+        let (key, subjects) = Box::pin(self.request_subjects(u, key, name, data, &list, batch, &tagged, false)).await?;
         let results = each_item(&list, |item| decrypt_one(&key, item, data, batch, &subjects));
         answer(data, batch, results, references(&list), true)
     }

@@ -614,3 +614,25 @@ fn version_entry(
     };
     Ok(json!({"certificate_chain": "", "creation_time": kv.created_rfc3339(), "name": curve, "public_key": public}))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_bundles_are_refused_without_panicking() {
+        let good = bundle(b"key", &[]);
+        assert_eq!(&unbundle(&good).unwrap().0[..], b"key");
+        // A bare key record is a bundle without subjects.
+        assert!(unbundle(b"TK2...").unwrap().1.is_empty());
+        let mut cases: Vec<Vec<u8>> = (0..good.len()).map(|n| good[..n].to_vec()).collect();
+        cases.push([&good[..], b"x"].concat());
+        cases.push([&BUNDLE[..], &u32::MAX.to_be_bytes()[..]].concat());
+        cases.push([&BUNDLE[..], &[0, 0, 0, 0], &u32::MAX.to_be_bytes()[..]].concat());
+        cases.push([&BUNDLE[..], &[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2], b"{}"].concat());
+        for c in cases.iter().filter(|c| c.starts_with(BUNDLE)) {
+            assert!(unbundle(c).is_err(), "{c:?}");
+        }
+    }
+}

@@ -14,6 +14,7 @@
 //!
 //! What goes beyond Vault is listed in `docs/transit.md`.
 
+pub mod bench;
 mod crypto;
 mod fields;
 mod index;
@@ -43,7 +44,12 @@ pub(crate) struct Transit {
 /// The transit factory for the catalog.
 pub(crate) fn factory(ctx: EngineContext) -> Result<Arc<dyn Backend>, LogicalError> {
     ctx.refuse_version()?;
-    Ok(Arc::new(Transit { view: ctx.view, clock: ctx.clock, keys: store::Keys::default(), subjects: Default::default() }))
+    Ok(Arc::new(Transit {
+        view: ctx.view,
+        clock: ctx.clock,
+        keys: store::Keys::default(),
+        subjects: Default::default(),
+    }))
 }
 
 /// A key name: what Vault accepts in practice, and nothing that could be

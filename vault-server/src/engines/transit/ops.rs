@@ -493,8 +493,7 @@ impl Transit {
         }
         let key = if named && key.index_key.is_none() { self.key_with_index(u, name).await? } else { key };
         // Names that fail their check are left out here and fail their item.
-        let mut names: Vec<&str> =
-            list.iter().filter_map(|i| item_subject(i, data, batch).ok().flatten()).collect();
+        let mut names: Vec<&str> = list.iter().filter_map(|i| item_subject(i, data, batch).ok().flatten()).collect();
         names.sort_unstable();
         names.dedup();
         if names.len() > subjects::MAX_PER_REQUEST {
@@ -543,8 +542,7 @@ impl Transit {
         let (batch, list) = work(data)?;
         let key = self.key(u, name).await?;
         let tagged = tagged_subjects(&list, "ciphertext");
-        let (key, subjects) =
-            Box::pin(self.request_subjects(u, key, name, data, &list, batch, &tagged, false)).await?;
+        let (key, subjects) = Box::pin(self.request_subjects(u, key, name, data, &list, batch, &tagged, false)).await?;
         let results = each_item(&list, |item| {
             let ct = text(item, "ciphertext")?.ok_or_else(|| ItemError::new("missing ciphertext to decrypt"))?;
             let bound = Bound::of(item)?;
@@ -571,8 +569,7 @@ impl Transit {
         let tagged = tagged_subjects(&list, "ciphertext");
         // Named subjects are made when missing (a ciphertext moving under a
         // new subject); tagged ones only looked up.
-        let (key, subjects) =
-            Box::pin(self.request_subjects(u, key, name, data, &list, batch, &tagged, true)).await?;
+        let (key, subjects) = Box::pin(self.request_subjects(u, key, name, data, &list, batch, &tagged, true)).await?;
         let results = each_item(&list, |item| {
             let ct = text(item, "ciphertext")?.ok_or_else(|| ItemError::new("missing ciphertext to decrypt"))?;
             let bound = Bound::of(item)?;

@@ -81,9 +81,7 @@ fn bad(msg: impl Into<String>) -> LogicalError {
 /// management API) or control characters, 1 to 512 bytes.
 pub(super) fn check_subject(s: &str) -> Result<(), ItemError> {
     if s.is_empty() || s.len() > MAX_NAME || s.contains('/') || s.chars().any(char::is_control) {
-        return Err(ItemError::new(
-            "invalid subject: use 1 to 512 bytes of text without '/' or control characters",
-        ));
+        return Err(ItemError::new("invalid subject: use 1 to 512 bytes of text without '/' or control characters"));
     }
     Ok(())
 }
@@ -376,9 +374,8 @@ impl Resolved {
                 return Err(ItemError::new("the ciphertext belongs to a different subject"));
             }
         }
-        let destroyed = || {
-            ItemError::new("the subject's key was destroyed: this ciphertext can no longer be decrypted")
-        };
+        let destroyed =
+            || ItemError::new("the subject's key was destroyed: this ciphertext can no longer be decrypted");
         match self.keys.get(&id) {
             Some(Lookup::Live(k)) if k.generation == generation => Ok(Some(k)),
             Some(Lookup::Live(k)) if k.generation > generation => Err(destroyed()),
@@ -529,7 +526,8 @@ impl Transit {
                     None => (1, Expect::Absent),
                     Some((rec, _)) if rec.is_live() => {
                         // Made by another request meanwhile: use it.
-                        let key = rec.open(ids).ok_or_else(|| LogicalError::internal("stored subject key does not open"))?;
+                        let key =
+                            rec.open(ids).ok_or_else(|| LogicalError::internal("stored subject key does not open"))?;
                         made.push((*id, Arc::new(key)));
                         continue;
                     }
@@ -569,7 +567,12 @@ impl Transit {
     }
 
     /// `DELETE subjects/{name}/{subject}`: destroy the subject's key.
-    pub(super) async fn destroy_subject(&self, u: &Unsealed, name: &str, subject: &str) -> Result<Response, LogicalError> {
+    pub(super) async fn destroy_subject(
+        &self,
+        u: &Unsealed,
+        name: &str,
+        subject: &str,
+    ) -> Result<Response, LogicalError> {
         check_subject(subject).map_err(|e| bad(e.to_string()))?;
         let key = self.key_with_index(u, name).await?;
         let ids = Ids::of(&key)?.ok_or_else(|| LogicalError::internal("the key has no index key"))?;
@@ -662,7 +665,11 @@ impl Transit {
     }
 
     /// Every subject record of `name` (live and destroyed) with its path.
-    pub(super) async fn subject_records(&self, u: &Unsealed, name: &str) -> Result<Vec<(Record, String)>, LogicalError> {
+    pub(super) async fn subject_records(
+        &self,
+        u: &Unsealed,
+        name: &str,
+    ) -> Result<Vec<(Record, String)>, LogicalError> {
         let dir = format!("{SUBJECT_PREFIX}{name}/");
         let mut out = Vec::new();
         for child in Box::pin(self.view.list(u, &dir)).await? {
@@ -724,8 +731,16 @@ mod tests {
     fn tags_round_trip_and_reject_other_spellings() {
         let k = SubjectKey { id: [7; ID_LEN], generation: 12, key: Zeroizing::new([1; 32]) };
         assert_eq!(parse_tag(&k.tag()), Some((12, [7; ID_LEN])));
-        for bad in ["", "s", "s1", "s1.", "s0.BwcHBwcHBwcHBwcHBwcHBw", "s01.BwcHBwcHBwcHBwcHBwcHBw", "x1.BwcHBwcHBwcHBwcHBwcHBw", "s1.BwcH"]
-        {
+        for bad in [
+            "",
+            "s",
+            "s1",
+            "s1.",
+            "s0.BwcHBwcHBwcHBwcHBwcHBw",
+            "s01.BwcHBwcHBwcHBwcHBwcHBw",
+            "x1.BwcHBwcHBwcHBwcHBwcHBw",
+            "s1.BwcH",
+        ] {
             assert!(parse_tag(bad).is_none(), "{bad}");
         }
     }
@@ -746,6 +761,43 @@ mod tests {
         for bad in ["", "a/b", "a\nb", "\u{0}", &"x".repeat(513)] {
             assert!(check_subject(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_load_that_raced_a_destroy_is_not_kept() {
+        let cache = Cache::default();
+        let key = || Arc::new(SubjectKey { id: [1; ID_LEN], generation: 1, key: Zeroizing::new([9; 32]) });
+        // A loader notes the generation, a destroy lands, the loader's copy
+        // must not be kept.
+        let seen = cache.get("k", &[1; ID_LEN]).unwrap_err();
+        cache.invalidate("k", &[1; ID_LEN]);
+        cache.keep(seen, "k", key());
+        assert!(cache.get("k", &[1; ID_LEN]).is_err());
+        // The same for a deleted or restored key, and for a seal.
+        for change in [|c: &Cache| c.invalidate_key("k"), |c: &Cache| c.clear()] {
+            let seen = cache.get("k", &[1; ID_LEN]).unwrap_err();
+            change(&cache);
+            cache.keep(seen, "k", key());
+            assert!(cache.get("k", &[1; ID_LEN]).is_err());
+        }
+        // Without a change it is kept, and a destroy drops it.
+        let seen = cache.get("k", &[1; ID_LEN]).unwrap_err();
+        cache.keep(seen, "k", key());
+        assert!(cache.get("k", &[1; ID_LEN]).is_ok());
+        cache.invalidate("k", &[1; ID_LEN]);
+        assert!(cache.get("k", &[1; ID_LEN]).is_err());
+    }
+
+    #[test]
+    fn the_cache_is_bounded() {
+        let cache = Cache::default();
+        for i in 0..(CACHE_MAX + 10) as u32 {
+            let mut id = [0u8; ID_LEN];
+            id[..4].copy_from_slice(&i.to_be_bytes());
+            let seen = cache.get("k", &id).unwrap_err();
+            cache.keep(seen, "k", Arc::new(SubjectKey { id, generation: 1, key: Zeroizing::new([0; 32]) }));
+        }
+        assert!(cache.lock().map.len() <= CACHE_MAX);
     }
 
     #[test]
