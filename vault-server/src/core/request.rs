@@ -61,6 +61,14 @@ impl Prepared {
     pub fn path(&self) -> &str {
         &self.full_path
     }
+    /// The full path as hooks and logs may show it: personal captures of
+    /// the route (a data subject) replaced by their `{name}`.
+    pub fn logged_path(&self) -> std::borrow::Cow<'_, str> {
+        match self.route.as_ref().and_then(Route::redacted) {
+            Some(rel) => format!("{}{rel}", self.mounted.route_path).into(),
+            None => self.full_path.as_str().into(),
+        }
+    }
     /// The mount's route path, e.g. `secret/`.
     pub fn mount(&self) -> &str {
         &self.mounted.route_path

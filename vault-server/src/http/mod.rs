@@ -598,7 +598,8 @@ async fn run(
     let prepared = state.core.prepare(token(&headers), op, path, Some(peer.ip())).await?;
     seen.op = prepared.op();
     seen.path.clear();
-    seen.path.push_str(prepared.path());
+    // What hooks and logs see: a data subject's name is left out.
+    seen.path.push_str(&prepared.logged_path());
     seen.mount = prepared.mount().to_string().into();
     seen.mount_type = prepared.mount_type().to_string().into();
     seen.caller = prepared.caller().cloned();

@@ -92,6 +92,9 @@ pub struct PathSpec {
     /// Writes here are `create` when [`Backend::exists`](super::Backend::exists)
     /// says the target is absent, `update` otherwise.
     pub existence_check: bool,
+    /// Captures that name a person (a data subject): hooks and logs see the
+    /// path with these left as `{name}`, never their value.
+    pub personal: &'static [&'static str],
 }
 
 impl PathSpec {
@@ -105,7 +108,13 @@ impl PathSpec {
             unauthenticated: false,
             sudo: false,
             existence_check: false,
+            personal: &[],
         }
+    }
+    /// With captures that must not reach logs (see [`PathSpec::personal`]).
+    pub const fn personal(mut self, captures: &'static [&'static str]) -> Self {
+        self.personal = captures;
+        self
     }
     /// With declared fields.
     pub const fn fields(mut self, fields: &'static [Field]) -> Self {
@@ -182,6 +191,25 @@ impl Route {
     /// A capture by name ("" when the pattern has no such capture).
     pub fn get(&self, name: &str) -> &str {
         self.captures.iter().find(|(n, _)| *n == name).map_or("", |(_, v)| v.as_str())
+    }
+
+    /// The matched path as logs may show it: `None` when nothing in it is
+    /// personal, else the pattern with every other capture filled in and the
+    /// personal ones left as `{name}`.
+    pub fn redacted(&self) -> Option<String> {
+        if self.spec.personal.is_empty() {
+            return None;
+        }
+        let mut out = self.spec.pattern.to_string();
+        for (name, value) in &self.captures {
+            if self.spec.personal.contains(name) {
+                continue;
+            }
+            for braces in [format!("{{{name}}}"), format!("{{{name}+}}")] {
+                out = out.replace(&braces, value);
+            }
+        }
+        Some(out)
     }
 }
 

@@ -189,7 +189,16 @@ impl Transit {
         let (batch, list) = work(data)?;
         let wants_index = data.contains_key("index_fields") || list.iter().any(|i| i.contains_key("index_fields"));
         let key = if wants_index { self.key_with_index(u, name).await? } else { self.key(u, name).await? };
-        let (key, subjects) = Box::pin(self.request_subjects(u, key, name, data, &list, batch, &[], true)).await?;
+        // A subject is made only for an item that will use it.
+        let aead = key.kind.is_aead();
+        let will_encrypt = |item: &Map<String, Value>| {
+            let (Some(doc), Ok(ptrs)) = (item.get("document"), pointers(item, data)) else { return false };
+            aead && ptrs.iter().all(|p| doc.pointer(p).is_some())
+                && Bound::of(item).is_ok()
+                && requested_version(item, data, batch).is_ok()
+        };
+        let (key, subjects) =
+            Box::pin(self.request_subjects(u, key, name, data, &list, batch, &[], will_encrypt)).await?;
         let results = each_item(&list, |item| encrypt_one(&key, item, data, batch, &subjects));
         answer(data, batch, results, references(&list), true)
     }
@@ -203,7 +212,8 @@ impl Transit {
         let (batch, list) = work(data)?;
         let key = self.key(u, name).await?;
         let tagged = tagged_fields(&list, data);
-        let (key, subjects) = Box::pin(self.request_subjects(u, key, name, data, &list, batch, &tagged, false)).await?;
+        let (key, subjects) =
+            Box::pin(self.request_subjects(u, key, name, data, &list, batch, &tagged, |_| false)).await?;
         let results = each_item(&list, |item| decrypt_one(&key, item, data, batch, &subjects));
         answer(data, batch, results, references(&list), true)
     }

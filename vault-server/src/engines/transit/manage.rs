@@ -128,10 +128,10 @@ impl Transit {
             Box::pin(batch.commit()).await?;
         }
         self.subjects.invalidate_key(name);
-        if had_subjects || !late.is_empty() {
-            if let Err(e) = Box::pin(self.view.scrub()).await {
-                tracing::warn!(error = %e, "could not checkpoint storage after deleting subject keys");
-            }
+        if (had_subjects || !late.is_empty())
+            && let Err(e) = Box::pin(self.view.scrub()).await
+        {
+            tracing::warn!(error = %e, "could not checkpoint storage after deleting subject keys");
         }
         tracing::info!(mount = self.view.prefix(), key = name, "transit key deleted");
         Ok(Response::NoContent)
@@ -308,6 +308,7 @@ impl Transit {
         let (raw, records) = unbundle(&raw)?;
         let restored = TransitKey::decode(&raw).map_err(|_| bad("invalid backup"))?;
         subjects::check_records(&restored, &records)?;
+        let (records, markers) = self.restorable(u, records).await?;
         let name = name.unwrap_or(&restored.settings.name).to_string();
         super::check_name(&name)?;
         // A nameless restore takes the name from the backup, which the
@@ -328,6 +329,7 @@ impl Transit {
                 extra.push(Extra::Delete(path.clone()));
             }
         }
+        extra.extend(markers.into_iter().map(|(p, v)| Extra::Put(p, v, None)));
         let known: std::collections::HashSet<&str> = existing.iter().map(|(_, p)| p.as_str()).collect();
         for rec in &records {
             let path = rec.path_under(&name).ok_or_else(|| bad("invalid backup"))?;

@@ -118,7 +118,7 @@ static PATHS: &[PathSpec] = {
         PathSpec::new("encrypt-fields/{name}", &[Update]).fields(DOCUMENT_FIELDS),
         PathSpec::new("decrypt-fields/{name}", &[Update]).fields(DOCUMENT_FIELDS),
         PathSpec::new("subjects/{name}", &[List]),
-        PathSpec::new("subjects/{name}/{subject}", &[Read, Delete]),
+        PathSpec::new("subjects/{name}/{subject}", &[Read, Delete]).personal(&["subject"]),
         PathSpec::new("blind-index/{name}", &[Update]).fields(&[
             Field::new("input", FieldKind::String),
             Field::new("field", FieldKind::String),

@@ -453,7 +453,17 @@ impl Transit {
             None if may_create => Box::pin(self.upsert(u, name, data, &list)).await?,
             None => return Err(bad("encryption key not found")),
         };
-        let (key, subjects) = Box::pin(self.request_subjects(u, key, name, data, &list, batch, &[], true)).await?;
+        // A subject is made only for an item that will use it: a refused
+        // item must not bring an erased subject back.
+        let aead = key.kind.is_aead();
+        let will_encrypt = |item: &Map<String, Value>| {
+            aead && matches!(b64_field(item, "plaintext"), Ok(Some(_)))
+                && Bound::of(item).is_ok()
+                && matches!(b64_field(item, "nonce"), Ok(None))
+                && requested_version(item, data, batch).is_ok()
+        };
+        let (key, subjects) =
+            Box::pin(self.request_subjects(u, key, name, data, &list, batch, &[], will_encrypt)).await?;
         let results = each_item(&list, |item| {
             let plaintext =
                 b64_field(item, "plaintext")?.ok_or_else(|| ItemError::new("missing plaintext to encrypt"))?;
@@ -472,9 +482,9 @@ impl Transit {
     }
 
     /// The subject keys a request needs: those its items name (made when
-    /// missing, with the key's index key made first if it has none) and
-    /// those `tagged` ciphertexts belong to. Requests without subjects pay
-    /// one scan of their items.
+    /// missing for the items `creates` admits, with the key's index key made
+    /// first if it has none) and those `tagged` ciphertexts belong to.
+    /// Requests without subjects pay one scan of their items.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn request_subjects(
         &self,
@@ -485,21 +495,34 @@ impl Transit {
         list: &[&Map<String, Value>],
         batch: bool,
         tagged: &[SubjectId],
-        create: bool,
+        creates: impl Fn(&Map<String, Value>) -> bool,
     ) -> Result<(Arc<TransitKey>, Resolved), LogicalError> {
         let named = subjects::any_subject(data, list);
         if !named && tagged.is_empty() {
             return Ok((key, Resolved::default()));
         }
-        let key = if named && key.index_key.is_none() { self.key_with_index(u, name).await? } else { key };
         // Names that fail their check are left out here and fail their item.
-        let mut names: Vec<&str> = list.iter().filter_map(|i| item_subject(i, data, batch).ok().flatten()).collect();
-        names.sort_unstable();
-        names.dedup();
+        let mut names: Vec<&str> = Vec::new();
+        let mut create: Vec<&str> = Vec::new();
+        for item in list {
+            if let Ok(Some(s)) = item_subject(item, data, batch) {
+                names.push(s);
+                // Only an item that will go on to use it makes a subject's
+                // key: a refused item must not bring back an erased subject.
+                if creates(item) {
+                    create.push(s);
+                }
+            }
+        }
+        for v in [&mut names, &mut create] {
+            v.sort_unstable();
+            v.dedup();
+        }
         if names.len() > subjects::MAX_PER_REQUEST {
             return Err(bad(format!("a request may name at most {} distinct subjects", subjects::MAX_PER_REQUEST)));
         }
-        let resolved = self.resolve_subjects(u, &key, name, &names, tagged, create).await?;
+        let key = if !create.is_empty() && key.index_key.is_none() { self.key_with_index(u, name).await? } else { key };
+        let resolved = self.resolve_subjects(u, &key, name, &names, &create, tagged).await?;
         Ok((key, resolved))
     }
 
@@ -542,7 +565,8 @@ impl Transit {
         let (batch, list) = work(data)?;
         let key = self.key(u, name).await?;
         let tagged = tagged_subjects(&list, "ciphertext");
-        let (key, subjects) = Box::pin(self.request_subjects(u, key, name, data, &list, batch, &tagged, false)).await?;
+        let (key, subjects) =
+            Box::pin(self.request_subjects(u, key, name, data, &list, batch, &tagged, |_| false)).await?;
         let results = each_item(&list, |item| {
             let ct = text(item, "ciphertext")?.ok_or_else(|| ItemError::new("missing ciphertext to decrypt"))?;
             let bound = Bound::of(item)?;
@@ -569,7 +593,19 @@ impl Transit {
         let tagged = tagged_subjects(&list, "ciphertext");
         // Named subjects are made when missing (a ciphertext moving under a
         // new subject); tagged ones only looked up.
-        let (key, subjects) = Box::pin(self.request_subjects(u, key, name, data, &list, batch, &tagged, true)).await?;
+        // A subject is made only for an item that will use it: a plain
+        // ciphertext that opens (checked here once more: moving ciphertexts
+        // under subjects is a migration, not the hot path).
+        let k = key.clone();
+        let adopts = move |item: &Map<String, Value>| {
+            let Ok(Some(ct)) = text(item, "ciphertext") else { return false };
+            let Ok(bound) = Bound::of(item) else { return false };
+            subject_of(ct).is_none()
+                && requested_version(item, data, batch).is_ok()
+                && open_one(&k, ct, bound.context(), bound.aad(), &Resolved::default(), None).is_ok()
+        };
+        let (key, subjects) =
+            Box::pin(self.request_subjects(u, key, name, data, &list, batch, &tagged, adopts)).await?;
         let results = each_item(&list, |item| {
             let ct = text(item, "ciphertext")?.ok_or_else(|| ItemError::new("missing ciphertext to decrypt"))?;
             let bound = Bound::of(item)?;
@@ -701,7 +737,7 @@ impl Transit {
                     // Vault reads `hash_algorithm` first here (hvac and vaultrs send it).
                     let alg = hash_alg(path_alg, data, "hash_algorithm").map_err(|e| ItemError::new(e.to_string()))?;
                     let (v, body) = parse_versioned(h, "hmac")?;
-                    let mac = B64.decode(&body).map_err(|_| ItemError::new("invalid hmac: could not decode base64"))?;
+                    let mac = B64.decode(body).map_err(|_| ItemError::new("invalid hmac: could not decode base64"))?;
                     let kv = key.ring.decryption_version(v)?;
                     let (_, hk) = crypto::split(key.kind, kv.material().as_bytes())?;
                     crypto::hmac_verify(alg, hk, &input, &mac)?
@@ -721,8 +757,8 @@ impl Transit {
                             .unwrap_or(false);
                     let (v, body) = parse_versioned(s, "signature")?;
                     let sig = match m {
-                        Marshaling::Jws => B64URL.decode(&body),
-                        Marshaling::Asn1 => B64.decode(&body),
+                        Marshaling::Jws => B64URL.decode(body),
+                        Marshaling::Asn1 => B64.decode(body),
                     }
                     .map_err(|_| ItemError::new("invalid signature: could not decode base64"))?;
                     let kv = key.ring.decryption_version(v)?;

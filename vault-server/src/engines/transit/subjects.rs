@@ -90,6 +90,13 @@ fn path(name: &str, id: &SubjectId) -> String {
     format!("{SUBJECT_PREFIX}{name}/{}", hex::encode(id))
 }
 
+/// Mount-wide erasure markers (a tombstone record per erased id).
+const ERASED_PREFIX: &str = "subject-erased/";
+
+fn erased_path(id: &SubjectId) -> String {
+    format!("{ERASED_PREFIX}{}", hex::encode(id))
+}
+
 /// `subject/{name}/{hex id}` → (name, id).
 pub(super) fn parse_path(p: &str) -> Option<(&str, SubjectId)> {
     let (name, id) = p.strip_prefix(SUBJECT_PREFIX)?.rsplit_once('/')?;
@@ -443,7 +450,12 @@ impl Transit {
             Ok(k) => return Ok(Lookup::Live(k)),
             Err(g) => g,
         };
-        let Some((rec, _)) = self.subject_record(u, name, id).await? else { return Ok(Lookup::Missing) };
+        let Some((rec, _)) = self.subject_record(u, name, id).await? else {
+            return Ok(match self.erased(u, id).await? {
+                Some(g) => Lookup::Destroyed(g),
+                None => Lookup::Missing,
+            });
+        };
         if !rec.is_live() {
             return Ok(Lookup::Destroyed(rec.generation));
         }
@@ -452,58 +464,61 @@ impl Transit {
         Ok(Lookup::Live(key))
     }
 
-    /// Resolve the subjects a request names (`named`: made when missing if
-    /// `create`, else only their ids are computed) and the ones its
-    /// ciphertexts are tagged with (`tagged`: looked up, never made).
+    /// Resolve a request's subjects: `named` ones get their ids (to check
+    /// ciphertexts against), those in `create` are also looked up and made
+    /// when missing, and those its ciphertexts are tagged with (`tagged`)
+    /// are looked up, never made.
     pub(super) async fn resolve_subjects(
         &self,
         u: &Unsealed,
         key: &TransitKey,
         name: &str,
         named: &[&str],
+        create: &[&str],
         tagged: &[SubjectId],
-        create: bool,
     ) -> Result<Resolved, LogicalError> {
         let mut out = Resolved::default();
-        if named.is_empty() && tagged.is_empty() {
+        if named.is_empty() && create.is_empty() && tagged.is_empty() {
             return Ok(out);
         }
         let Some(ids) = Ids::of(key)? else {
             // A key from before index keys has no subject yet.
-            if create && !named.is_empty() {
+            if !create.is_empty() {
                 return Err(LogicalError::internal("the key has no index key"));
             }
             return Ok(out);
         };
-        for s in named {
+        for s in named.iter().chain(create) {
             out.names.insert((*s).to_string(), ids.id(s));
         }
+        let to_create: Vec<(&str, SubjectId)> = create.iter().map(|s| (*s, ids.id(s))).collect();
         let mut wanted: Vec<SubjectId> = tagged.to_vec();
-        if create {
-            wanted.extend(out.names.values().copied());
-        }
+        wanted.extend(to_create.iter().map(|(_, id)| *id));
         wanted.sort_unstable();
         wanted.dedup();
-        if wanted.len() > MAX_PER_REQUEST {
+        if wanted.len() > MAX_PER_REQUEST || out.names.len() > MAX_PER_REQUEST {
             return Err(bad(format!("a request may name at most {MAX_PER_REQUEST} distinct subjects")));
         }
         for id in &wanted {
             let found = self.lookup(u, &ids, name, id).await?;
             out.keys.insert(*id, found);
         }
-        if create {
-            let missing: Vec<(&String, SubjectId)> = out
-                .names
-                .iter()
-                .filter(|(_, id)| !matches!(out.keys.get(*id), Some(Lookup::Live(_))))
-                .map(|(s, id)| (s, *id))
-                .collect();
-            if !missing.is_empty() {
-                let made = self.make_subjects(u, &ids, name, &missing).await?;
-                out.keys.extend(made.into_iter().map(|(id, k)| (id, Lookup::Live(k))));
-            }
+        let missing: Vec<(&str, SubjectId)> =
+            to_create.into_iter().filter(|(_, id)| !matches!(out.keys.get(id), Some(Lookup::Live(_)))).collect();
+        if !missing.is_empty() {
+            let made = self.make_subjects(u, &ids, name, &missing).await?;
+            out.keys.extend(made.into_iter().map(|(id, k)| (id, Lookup::Live(k))));
         }
         Ok(out)
+    }
+
+    /// The erasure marker of `id` (mount-wide: it outlives the key's name,
+    /// so no restore under any name brings the subject back).
+    async fn erased(&self, u: &Unsealed, id: &SubjectId) -> Result<Option<u32>, LogicalError> {
+        match Box::pin(self.view.get(u, &erased_path(id))).await? {
+            None => Ok(None),
+            Some(raw) => Ok(Some(Record::decode(&raw)?.generation)),
+        }
     }
 
     /// Make keys for subjects that have none (absent, or destroyed: the next
@@ -514,7 +529,7 @@ impl Transit {
         u: &Unsealed,
         ids: &Ids,
         name: &str,
-        missing: &[(&String, SubjectId)],
+        missing: &[(&str, SubjectId)],
     ) -> Result<Vec<(SubjectId, Arc<SubjectKey>)>, LogicalError> {
         'attempt: for attempt in 0..RETRIES {
             let mut batch = self.view.batch();
@@ -522,8 +537,12 @@ impl Transit {
             let now = self.clock.now_unix();
             for (subject, id) in missing {
                 let current = self.subject_record(u, name, id).await?;
+                // After an erasure (under this name or another copy of the
+                // key) the next key has the next generation, so the old
+                // ciphertexts say "destroyed" rather than fail to open.
+                let erased = self.erased(u, id).await?.unwrap_or(0);
                 let (generation, expect) = match &current {
-                    None => (1, Expect::Absent),
+                    None => (erased.checked_add(1).ok_or_else(|| bad("subject out of generations"))?, Expect::Absent),
                     Some((rec, _)) if rec.is_live() => {
                         // Made by another request meanwhile: use it.
                         let key =
@@ -532,7 +551,11 @@ impl Transit {
                         continue;
                     }
                     Some((rec, rev)) => {
-                        let g = rec.generation.checked_add(1).ok_or_else(|| bad("subject out of generations"))?;
+                        let g = rec
+                            .generation
+                            .max(erased)
+                            .checked_add(1)
+                            .ok_or_else(|| bad("subject out of generations"))?;
                         (g, Expect::Rev(*rev))
                     }
                 };
@@ -541,7 +564,7 @@ impl Transit {
                 let rec = Record {
                     id: hex::encode(id),
                     generation,
-                    subject: Some((*subject).clone()),
+                    subject: Some((*subject).to_string()),
                     wrapped: Some(B64.encode(wrapped)),
                     created_time: now,
                     destroyed_time: None,
@@ -580,48 +603,44 @@ impl Transit {
         let p = path(name, &id);
         for attempt in 0..RETRIES {
             let current = self.subject_record(u, name, &id).await?;
+            let erased = self.erased(u, &id).await?;
             let now = self.clock.now_unix();
-            let (tomb, expect) = match current {
-                Some((rec, _)) if !rec.is_live() => {
-                    // Already destroyed; the storage is still scrubbed below.
-                    (None, Expect::Absent)
-                }
-                Some((rec, rev)) => (
-                    Some(Record {
-                        id: rec.id,
-                        generation: rec.generation,
-                        subject: None,
-                        wrapped: None,
-                        created_time: rec.created_time,
-                        destroyed_time: Some(now),
-                    }),
-                    Expect::Rev(rev),
-                ),
-                // Never used: record the erasure, so a restore cannot bring
-                // a key for this subject back.
-                None => (
-                    Some(Record {
-                        id: hex::encode(id),
-                        generation: 0,
-                        subject: None,
-                        wrapped: None,
-                        created_time: now,
-                        destroyed_time: Some(now),
-                    }),
-                    Expect::Absent,
-                ),
+            let tombstone = |generation: u32, created_time: i64| Record {
+                id: hex::encode(id),
+                generation,
+                subject: None,
+                wrapped: None,
+                created_time,
+                destroyed_time: Some(now),
             };
-            if let Some(tomb) = tomb {
-                let mut batch = self.view.batch();
-                batch.put_expect(u, &p, &tomb.encode(), expect);
-                match Box::pin(batch.commit()).await {
-                    Ok(()) => {}
-                    Err(e) if is_conflict(&e) => {
-                        backoff(attempt).await;
-                        continue;
-                    }
-                    Err(e) => return Err(e.into()),
+            let mut batch = self.view.batch();
+            let tomb = match current {
+                // Already destroyed here: only the mount-wide marker may be
+                // missing (a tombstone restored from a backup).
+                Some((rec, _)) if !rec.is_live() => rec,
+                Some((rec, rev)) => {
+                    let tomb = tombstone(rec.generation, rec.created_time);
+                    batch.put_expect(u, &p, &tomb.encode(), Expect::Rev(rev));
+                    tomb
                 }
+                // Never used under this name: record the erasure anyway, so
+                // no restore can bring a key for this subject back.
+                None => {
+                    let tomb = tombstone(erased.unwrap_or(0), now);
+                    batch.put_expect(u, &p, &tomb.encode(), Expect::Absent);
+                    tomb
+                }
+            };
+            if erased.is_none_or(|g| g < tomb.generation) {
+                batch.put(u, &erased_path(&id), &tomb.encode());
+            }
+            match Box::pin(batch.commit()).await {
+                Ok(()) => {}
+                Err(e) if is_conflict(&e) => {
+                    backoff(attempt).await;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
             }
             self.subjects.invalidate(name, &id);
             if let Err(e) = Box::pin(self.view.scrub()).await {
@@ -699,6 +718,35 @@ pub(super) fn check_records(k: &TransitKey, records: &[Record]) -> Result<(), Lo
         }
     }
     Ok(())
+}
+
+impl Transit {
+    /// Of a backup's subject records, the ones this mount may take: a live
+    /// key only if its subject was not erased here at or after its
+    /// generation (under any key name).
+    /// Tombstones in the backup also become erasure markers here (as
+    /// (path, value) to write), unless a marker as recent exists.
+    pub(super) async fn restorable(
+        &self,
+        u: &Unsealed,
+        records: Vec<Record>,
+    ) -> Result<(Vec<Record>, Vec<(String, Vec<u8>)>), LogicalError> {
+        let mut out = Vec::with_capacity(records.len());
+        let mut markers = Vec::new();
+        for r in records {
+            let id = r.id().ok_or_else(|| bad("invalid backup"))?;
+            let erased = self.erased(u, &id).await?;
+            if r.is_live() {
+                if erased.is_some_and(|g| g >= r.generation) {
+                    continue;
+                }
+            } else if erased.is_none_or(|g| g < r.generation) {
+                markers.push((erased_path(&id), r.encode()));
+            }
+            out.push(r);
+        }
+        Ok((out, markers))
+    }
 }
 
 /// Whether a stored record can stay beside `k` restored over its name: a
