@@ -657,6 +657,9 @@ async fn run(
         {
             Some(d.clone())
         }
+        logical::Response::Encoded(_, raw) if state.core.hooks().want_response_data() => {
+            serde_json::from_str::<Map<String, Value>>(raw).ok()
+        }
         _ => None,
     };
     Ok((logical_response(&seen.path, handled, request_id), shown))
@@ -704,6 +707,10 @@ fn logical_response(path: &str, handled: crate::core::request::Handled, request_
         logical::Response::Data { data, auth, warnings } => {
             envelope(path, StatusCode::OK, data, auth, warnings, handled.mount_type, request_id)
         }
+        logical::Response::Encoded(status, data) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+            encoded_envelope(status, &data, &handled.mount_type, request_id)
+        }
         logical::Response::Raw { content_type, body } => {
             let body = match body {
                 logical::RawBody::Bytes(b) => Body::from(b),
@@ -718,6 +725,35 @@ fn logical_response(path: &str, handled: crate::core::request::Handled, request_
     }
 }
 
+/// Vault's standard response envelope, serialized straight from its parts
+/// (no intermediate tree: this runs for every response).
+#[derive(Serialize)]
+struct Envelope<'a> {
+    request_id: &'a str,
+    lease_id: &'static str,
+    renewable: bool,
+    lease_duration: u64,
+    data: Option<&'a Map<String, Value>>,
+    wrap_info: Option<()>,
+    warnings: Option<&'a [String]>,
+    auth: Option<&'a logical::AuthInfo>,
+    mount_type: &'a str,
+}
+
+/// The envelope around `data` the engine already serialized (a JSON object,
+/// [`logical::Response::Encoded`]): spliced in, not parsed again.
+fn encoded_envelope(status: StatusCode, data: &str, mount_type: &str, request_id: &str) -> Response {
+    let mut out = Vec::with_capacity(data.len() + 160);
+    out.extend_from_slice(b"{\"request_id\":");
+    let _ = serde_json::to_writer(&mut out, request_id);
+    out.extend_from_slice(b",\"lease_id\":\"\",\"renewable\":false,\"lease_duration\":0,\"data\":");
+    out.extend_from_slice(data.as_bytes());
+    out.extend_from_slice(b",\"wrap_info\":null,\"warnings\":null,\"auth\":null,\"mount_type\":");
+    let _ = serde_json::to_writer(&mut out, mount_type);
+    out.push(b'}');
+    json_bytes_response(status, out.into())
+}
+
 /// Vault's standard response envelope.
 fn envelope(
     path: &str,
@@ -728,24 +764,40 @@ fn envelope(
     mount_type: String,
     request_id: &str,
 ) -> Response {
-    let mut body = Map::new();
     if injects_top_level(path)
         && let Some(d) = &data
     {
-        for (k, v) in d {
-            body.insert(k.clone(), v.clone());
+        // Vault repeats these paths' data at the top level (older clients
+        // read it there).
+        let mut body = d.clone();
+        let envelope = Envelope {
+            request_id,
+            lease_id: "",
+            renewable: false,
+            lease_duration: 0,
+            data: Some(d),
+            wrap_info: None,
+            warnings: (!warnings.is_empty()).then_some(&warnings[..]),
+            auth: auth.as_deref(),
+            mount_type: &mount_type,
+        };
+        if let Ok(Value::Object(top)) = serde_json::to_value(&envelope) {
+            body.extend(top);
         }
+        return json_response(status, &Value::Object(body));
     }
-    body.insert("request_id".into(), request_id.into());
-    body.insert("lease_id".into(), "".into());
-    body.insert("renewable".into(), false.into());
-    body.insert("lease_duration".into(), 0.into());
-    body.insert("data".into(), data.map(Value::Object).unwrap_or(Value::Null));
-    body.insert("wrap_info".into(), Value::Null);
-    body.insert("warnings".into(), if warnings.is_empty() { Value::Null } else { warnings.into() });
-    body.insert("auth".into(), auth.and_then(|a| serde_json::to_value(a).ok()).unwrap_or(Value::Null));
-    body.insert("mount_type".into(), mount_type.into());
-    json_response(status, &Value::Object(body))
+    let body = Envelope {
+        request_id,
+        lease_id: "",
+        renewable: false,
+        lease_duration: 0,
+        data: data.as_ref(),
+        wrap_info: None,
+        warnings: (!warnings.is_empty()).then_some(&warnings[..]),
+        auth: auth.as_deref(),
+        mount_type: &mount_type,
+    };
+    json_response(status, &body)
 }
 
 #[cfg(test)]

@@ -188,6 +188,11 @@ pub enum Response {
     /// answers 400 with every item's result (Vault's rule), or the status
     /// the caller chose for partial failures.
     DataWithStatus(u16, Map<String, Value>),
+    /// `data` already serialized, with its status: a large batch's results
+    /// written once, without building a tree to serialize. The engine must
+    /// hand a JSON object (written with serde_json wherever text needs
+    /// escaping): it is spliced into the envelope as is.
+    Encoded(u16, String),
     /// Raw bytes or a byte stream with a content type, instead of the
     /// envelope (status 200).
     Raw {
@@ -215,6 +220,7 @@ impl std::fmt::Debug for Response {
             Response::DataWithStatus(status, d) => {
                 f.debug_tuple("DataWithStatus").field(status).field(&d.keys().collect::<Vec<_>>()).finish()
             }
+            Response::Encoded(status, _) => f.debug_tuple("Encoded").field(status).finish_non_exhaustive(),
             Response::Raw { content_type, .. } => f.debug_struct("Raw").field("content_type", content_type).finish(),
         }
     }

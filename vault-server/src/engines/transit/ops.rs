@@ -53,6 +53,77 @@ impl From<crate::keys::KeyError> for ItemError {
 
 pub(super) type ItemResult = Result<Map<String, Value>, ItemError>;
 
+/// What one item answers: a map, or one of the shapes the hot operations
+/// write straight into the batch's JSON (no per-item tree).
+pub(super) trait ItemOut {
+    /// As a map (a single item's answer).
+    fn into_map(self) -> Map<String, Value>;
+    /// The fields as JSON object members, each followed by a comma.
+    fn write_fields(&self, out: &mut Vec<u8>);
+}
+
+impl ItemOut for Map<String, Value> {
+    fn into_map(self) -> Map<String, Value> {
+        self
+    }
+    fn write_fields(&self, out: &mut Vec<u8>) {
+        for (k, v) in self {
+            write_json(out, k);
+            out.push(b':');
+            write_json(out, v);
+            out.push(b',');
+        }
+    }
+}
+
+/// An encryption's answer: `ciphertext` and `key_version`.
+pub(super) struct Sealed {
+    ciphertext: String,
+    version: u32,
+}
+
+impl ItemOut for Sealed {
+    fn into_map(self) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("ciphertext".into(), self.ciphertext.into());
+        m.insert("key_version".into(), self.version.into());
+        m
+    }
+    fn write_fields(&self, out: &mut Vec<u8>) {
+        // `vault:v`, digits, ':', the subject tag's and base64's alphabets:
+        // nothing JSON escapes.
+        debug_assert!(!self.ciphertext.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20));
+        out.extend_from_slice(b"\"ciphertext\":\"");
+        out.extend_from_slice(self.ciphertext.as_bytes());
+        out.extend_from_slice(b"\",\"key_version\":");
+        out.extend_from_slice(self.version.to_string().as_bytes());
+        out.push(b',');
+    }
+}
+
+/// A decryption's answer: `plaintext`, base64 (no JSON escapes).
+pub(super) struct Opened(String);
+
+impl ItemOut for Opened {
+    fn into_map(self) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("plaintext".into(), self.0.into());
+        m
+    }
+    fn write_fields(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"\"plaintext\":\"");
+        out.extend_from_slice(self.0.as_bytes());
+        out.extend_from_slice(b"\",");
+    }
+}
+
+/// `v` as JSON into `out` (strings and maps of the answer cannot fail).
+fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+    if serde_json::to_writer(&mut *out, v).is_err() {
+        out.extend_from_slice(b"null");
+    }
+}
+
 fn bad(msg: impl Into<String>) -> LogicalError {
     LogicalError::InvalidRequest(msg.into())
 }
@@ -198,16 +269,23 @@ fn versioned(v: u32, subject: Option<&SubjectKey>, bytes: &[u8]) -> String {
     // One allocation, sized once (this runs per batch item).
     let tag = subject.map(SubjectKey::tag);
     let tag_len = tag.as_ref().map_or(0, |t| t.len() + 1);
-    let mut out = String::with_capacity(18 + tag_len + bytes.len().div_ceil(3) * 4);
-    out.push_str("vault:v");
-    out.push_str(&v.to_string());
-    out.push(':');
+    let b64_len = bytes.len().div_ceil(3) * 4;
+    let mut out = Vec::with_capacity(18 + tag_len + b64_len);
+    out.extend_from_slice(b"vault:v");
+    out.extend_from_slice(v.to_string().as_bytes());
+    out.push(b':');
     if let Some(t) = tag {
-        out.push_str(&t);
-        out.push(':');
+        out.extend_from_slice(t.as_bytes());
+        out.push(b':');
     }
-    B64.encode_string(bytes, &mut out);
-    out
+    // Into the sized buffer in one call (`encode_string` goes through a
+    // chunked writer: measured at a tenth of an encryption's cost).
+    let start = out.len();
+    out.resize(start + b64_len, 0);
+    let written = B64.encode_slice(bytes, &mut out[start..]).unwrap_or(0);
+    out.truncate(start + written);
+    // ASCII by construction.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// The keys of one version for one request: the AEAD key (derived for
@@ -326,59 +404,64 @@ pub(super) fn open_one<'s>(
     Ok((crypto::open(k.kind, &keys.key, &parsed.raw, aad)?, sk))
 }
 
-/// Answer a batch or a single item.
-pub(super) fn answer(
+/// Answer a batch or a single item. A batch's JSON is written directly
+/// (results of thousands of items: no tree to build, serialize and free).
+pub(super) fn answer<T: ItemOut>(
     data: &Map<String, Value>,
     batch: bool,
-    results: Vec<ItemResult>,
+    results: Vec<Result<T, ItemError>>,
     references: Vec<Value>,
     strict: bool,
 ) -> Result<Response, LogicalError> {
     if !batch {
         return match results.into_iter().next() {
-            Some(Ok(m)) => Ok(Response::data(m)),
+            Some(Ok(m)) => Ok(Response::data(m.into_map())),
             Some(Err(e)) => Err(LogicalError::InvalidRequest(e.0)),
             None => Err(bad("nothing to process")),
         };
     }
     let total = results.len();
     let mut failed = 0;
-    let out: Vec<Value> = results
-        .into_iter()
-        .zip(references)
-        .map(|(r, reference)| {
-            let mut m = match r {
-                Ok(m) => m,
-                Err(e) => {
-                    failed += 1;
-                    let mut m = Map::new();
-                    m.insert("error".into(), e.0.into());
-                    m
-                }
-            };
-            m.insert("reference".into(), reference);
-            Value::Object(m)
-        })
-        .collect();
-    let mut m = Map::new();
-    m.insert("batch_results".into(), out.into());
-    if !strict || failed == 0 {
-        return Ok(Response::data(m));
-    }
-    let partial = fields::count(data, "partial_failure_response_code")?;
-    let status = match partial {
-        // A success or client-error status that may carry a body (RFC 9110:
-        // 204 and 205 carry none, and a batch answer is its body).
-        Some(code)
-            if failed < total
-                && ((200..=299).contains(&code) || (400..=499).contains(&code))
-                && !matches!(code, 204 | 205) =>
-        {
-            code as u16
+    let mut out = Vec::with_capacity(32 + total * 112);
+    out.extend_from_slice(b"{\"batch_results\":[");
+    for (i, (r, reference)) in results.into_iter().zip(references).enumerate() {
+        if i > 0 {
+            out.push(b',');
         }
-        _ => 400,
+        out.push(b'{');
+        match r {
+            Ok(t) => t.write_fields(&mut out),
+            Err(e) => {
+                failed += 1;
+                out.extend_from_slice(b"\"error\":");
+                write_json(&mut out, &e.0);
+                out.push(b',');
+            }
+        }
+        out.extend_from_slice(b"\"reference\":");
+        write_json(&mut out, &reference);
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"]}");
+    // Built from JSON text only (serde_json for anything not plain ASCII).
+    let json = String::from_utf8(out).map_err(LogicalError::internal)?;
+    let status = if !strict || failed == 0 {
+        200
+    } else {
+        match fields::count(data, "partial_failure_response_code")? {
+            // A success or client-error status that may carry a body (RFC
+            // 9110: 204 and 205 carry none, and a batch answer is its body).
+            Some(code)
+                if failed < total
+                    && ((200..=299).contains(&code) || (400..=499).contains(&code))
+                    && !matches!(code, 204 | 205) =>
+            {
+                code as u16
+            }
+            _ => 400,
+        }
     };
-    Ok(if status == 200 { Response::data(m) } else { Response::DataWithStatus(status, m) })
+    Ok(Response::Encoded(status, json))
 }
 
 pub(super) fn references(list: &[&Map<String, Value>]) -> Vec<Value> {
@@ -401,9 +484,10 @@ const PARALLEL_BATCH: usize = 256;
 /// run on two threads (the worker's own and a scoped one), so one large
 /// request can use both cores; only on a multi-threaded runtime, where the
 /// worker may block.
-pub(super) fn each_item<F>(list: &[&Map<String, Value>], f: F) -> Vec<ItemResult>
+pub(super) fn each_item<T, F>(list: &[&Map<String, Value>], f: F) -> Vec<Result<T, ItemError>>
 where
-    F: Fn(&Map<String, Value>) -> ItemResult + Sync,
+    T: Send,
+    F: Fn(&Map<String, Value>) -> Result<T, ItemError> + Sync,
 {
     let multi = tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
@@ -419,7 +503,7 @@ where
     tokio::task::block_in_place(|| {
         std::thread::scope(|scope| {
             let other = scope.spawn(|| second.iter().map(|i| f(i)).collect::<Vec<_>>());
-            let mut out: Vec<ItemResult> = first.iter().map(|i| f(i)).collect();
+            let mut out: Vec<Result<T, ItemError>> = first.iter().map(|i| f(i)).collect();
             match other.join() {
                 Ok(rest) => out.extend(rest),
                 // A panic in the other half is re-raised here, as if it had
@@ -472,11 +556,9 @@ impl Transit {
             let requested = requested_version(item, data, batch)?;
             let subject = item_subject(item, data, batch)?.map(|s| subjects.for_encrypt(s)).transpose()?;
             let nonce = nonce.as_deref().map(|n| &n[..]);
-            let (v, ct) = seal_one(&key, requested, &plaintext, bound.context(), nonce, bound.aad(), subject)?;
-            let mut m = Map::new();
-            m.insert("ciphertext".into(), ct.into());
-            m.insert("key_version".into(), v.into());
-            Ok(m)
+            let (version, ciphertext) =
+                seal_one(&key, requested, &plaintext, bound.context(), nonce, bound.aad(), subject)?;
+            Ok(Sealed { ciphertext, version })
         });
         answer(data, batch, results, references(&list), true)
     }
@@ -572,9 +654,7 @@ impl Transit {
             let bound = Bound::of(item)?;
             let subject = item_subject(item, data, batch)?;
             let (plain, _) = open_one(&key, ct, bound.context(), bound.aad(), &subjects, subject)?;
-            let mut m = Map::new();
-            m.insert("plaintext".into(), B64.encode(&plain[..]).into());
-            Ok(m)
+            Ok(Opened(B64.encode(&plain[..])))
         });
         answer(data, batch, results, references(&list), true)
     }
@@ -619,11 +699,8 @@ impl Transit {
                 (plain, subject.map(|s| subjects.for_encrypt(s)).transpose()?)
             };
             let requested = requested_version(item, data, batch)?;
-            let (v, ct) = seal_one(&key, requested, &plain, context, None, aad, target)?;
-            let mut m = Map::new();
-            m.insert("ciphertext".into(), ct.into());
-            m.insert("key_version".into(), v.into());
-            Ok(m)
+            let (version, ciphertext) = seal_one(&key, requested, &plain, context, None, aad, target)?;
+            Ok(Sealed { ciphertext, version })
         });
         answer(data, batch, results, references(&list), true)
     }
