@@ -52,7 +52,13 @@ impl Aead {
             auto_rotate_period: 0,
             key_size: 0,
         };
-        let key = TransitKey { settings, kind, ring: VersionedKey::new(material, 0), index_key: None };
+        let key = TransitKey {
+            settings,
+            kind,
+            ring: VersionedKey::new(material, 0),
+            index_key: None,
+            ciphers: Default::default(),
+        };
         Some(Self { key, none: Resolved::default() })
     }
 

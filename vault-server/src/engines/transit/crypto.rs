@@ -492,17 +492,78 @@ pub(crate) fn open(kt: KeyType, key: &[u8], sealed: &[u8], aad: &[u8]) -> Result
     }
 }
 
+/// An AEAD with its key schedule done once: a key version's cipher, kept
+/// with the key in memory (`key.rs`) so an encryption does not expand the
+/// key again. Wiped on drop, as every cipher here (the workspace enables
+/// the AEAD crates' `zeroize` features).
+pub(crate) enum Cipher {
+    Aes128(Box<Aes128Gcm>),
+    Aes256(Box<Aes256Gcm>),
+    ChaCha(Box<ChaCha20Poly1305>),
+    XChaCha(Box<XChaCha20Poly1305>),
+}
+
+impl std::fmt::Debug for Cipher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Cipher(..)")
+    }
+}
+
+impl Cipher {
+    pub(crate) fn new(kt: KeyType, key: &[u8]) -> Result<Self, CryptoError> {
+        fn make<A: KeyInit>(key: &[u8]) -> Result<Box<A>, CryptoError> {
+            A::new_from_slice(key).map(Box::new).map_err(|_| CryptoError::InvalidKeyLength)
+        }
+        Ok(match kt {
+            KeyType::Aes128Gcm96 => Cipher::Aes128(make(key)?),
+            KeyType::Aes256Gcm96 => Cipher::Aes256(make(key)?),
+            KeyType::ChaCha20Poly1305 => Cipher::ChaCha(make(key)?),
+            KeyType::XChaCha20Poly1305 => Cipher::XChaCha(make(key)?),
+            _ => return Err(CryptoError::UnsupportedOperation),
+        })
+    }
+
+    /// [`seal`] with this cipher.
+    pub(crate) fn seal(&self, nonce: Option<&[u8]>, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        match self {
+            Cipher::Aes128(c) => seal_in(&**c, nonce, plaintext, aad),
+            Cipher::Aes256(c) => seal_in(&**c, nonce, plaintext, aad),
+            Cipher::ChaCha(c) => seal_in(&**c, nonce, plaintext, aad),
+            Cipher::XChaCha(c) => seal_in(&**c, nonce, plaintext, aad),
+        }
+    }
+
+    /// [`open`] with this cipher.
+    pub(crate) fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        match self {
+            Cipher::Aes128(c) => open_in(&**c, sealed, aad),
+            Cipher::Aes256(c) => open_in(&**c, sealed, aad),
+            Cipher::ChaCha(c) => open_in(&**c, sealed, aad),
+            Cipher::XChaCha(c) => open_in(&**c, sealed, aad),
+        }
+    }
+}
+
 fn seal_with<A: AeadInOut + KeyInit>(
     key: &[u8],
     nonce: Option<&[u8]>,
     plaintext: &[u8],
     aad: &[u8],
 ) -> Result<Vec<u8>, CryptoError> {
-    let nonce_len = <A as AeadCore>::NonceSize::USIZE;
-    let tag_len = <A as AeadCore>::TagSize::USIZE;
     // The cipher (key schedule) is wiped on drop: the workspace enables the
     // AEAD crates' `zeroize` features.
     let cipher = A::new_from_slice(key).map_err(|_| CryptoError::InvalidKeyLength)?;
+    seal_in(&cipher, nonce, plaintext, aad)
+}
+
+fn seal_in<A: AeadInOut>(
+    cipher: &A,
+    nonce: Option<&[u8]>,
+    plaintext: &[u8],
+    aad: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    let nonce_len = <A as AeadCore>::NonceSize::USIZE;
+    let tag_len = <A as AeadCore>::TagSize::USIZE;
     let nonce: Nonce<A> = match nonce {
         Some(given) => Nonce::<A>::try_from(given).map_err(|_| CryptoError::InvalidNonceLength)?,
         None => {
@@ -528,9 +589,13 @@ fn seal_with<A: AeadInOut + KeyInit>(
 }
 
 fn open_with<A: AeadInOut + KeyInit>(key: &[u8], sealed: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    let cipher = A::new_from_slice(key).map_err(|_| CryptoError::InvalidKeyLength)?;
+    open_in(&cipher, sealed, aad)
+}
+
+fn open_in<A: AeadInOut>(cipher: &A, sealed: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
     let nonce_len = <A as AeadCore>::NonceSize::USIZE;
     let tag_len = <A as AeadCore>::TagSize::USIZE;
-    let cipher = A::new_from_slice(key).map_err(|_| CryptoError::InvalidKeyLength)?;
     if sealed.len() < nonce_len + tag_len {
         return Err(CryptoError::Decrypt);
     }
@@ -804,6 +869,30 @@ mod tests {
     }
 
     // ----- names and lengths -----
+
+    #[test]
+    fn kept_ciphers_agree_with_per_call_ones() {
+        for kt in AEADS {
+            let key = generate(kt, None).unwrap();
+            let (secret, _) = split(kt, crate::keys::KeyMaterial::as_bytes(&key)).unwrap();
+            let kept = Cipher::new(kt, secret).unwrap();
+            for len in [0usize, 1, 16, 1000] {
+                let pt = vec![0x5a; len];
+                let a = kept.seal(None, &pt, b"ad").unwrap();
+                assert_eq!(&open(kt, secret, &a, b"ad").unwrap()[..], &pt[..], "{kt:?}");
+                let b = seal(kt, secret, None, &pt, b"ad").unwrap();
+                assert_eq!(&kept.open(&b, b"ad").unwrap()[..], &pt[..], "{kt:?}");
+                assert!(kept.open(&b, b"other").is_err());
+                let nonce = vec![7u8; kt.nonce_len()];
+                assert_eq!(
+                    kept.seal(Some(&nonce), &pt, b"").unwrap(),
+                    seal(kt, secret, Some(&nonce), &pt, b"").unwrap()
+                );
+            }
+        }
+        assert!(Cipher::new(KeyType::Ed25519, &[1; 32]).is_err());
+        assert!(Cipher::new(KeyType::Aes256Gcm96, &[1; 16]).is_err());
+    }
 
     #[test]
     fn names_round_trip() {

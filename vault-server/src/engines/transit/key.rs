@@ -16,6 +16,8 @@
 //!
 //! Key bytes never pass through JSON: the settings hold no secret.
 
+use std::sync::OnceLock;
+
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -61,6 +63,37 @@ pub(super) struct TransitKey {
     /// The root of this key's blind indexes (wiped on drop); `None` only
     /// for records stored before blind indexes existed.
     pub index_key: Option<Zeroizing<[u8; INDEX_KEY_LEN]>>,
+    /// Each version's AEAD cipher, its key schedule done on first use
+    /// (versions' own keys only: derived keys differ per context).
+    pub ciphers: Ciphers,
+}
+
+/// Per-version ciphers of a loaded key (a record changes by being loaded
+/// again, so these never outlive the versions they were made from).
+#[derive(Default)]
+pub(super) struct Ciphers(OnceLock<Box<[(u32, OnceLock<crypto::Cipher>)]>>);
+
+impl TransitKey {
+    /// The cipher of version `v` whose key is `secret`, made once; `None`
+    /// for a version this copy does not hold or a type without one.
+    pub(super) fn cipher(&self, v: u32, secret: &[u8]) -> Option<&crypto::Cipher> {
+        if !self.kind.is_aead() {
+            return None;
+        }
+        let slots = self.ciphers.0.get_or_init(|| {
+            let mut s: Vec<(u32, OnceLock<crypto::Cipher>)> =
+                self.ring.versions().map(|(n, _)| (n, OnceLock::new())).collect();
+            s.sort_by_key(|(n, _)| *n);
+            s.into_boxed_slice()
+        });
+        let i = slots.binary_search_by_key(&v, |(n, _)| *n).ok()?;
+        let cell = &slots[i].1;
+        if let Some(c) = cell.get() {
+            return Some(c);
+        }
+        let c = crypto::Cipher::new(self.kind, secret).ok()?;
+        Some(cell.get_or_init(|| c))
+    }
 }
 
 impl std::fmt::Debug for TransitKey {
@@ -119,7 +152,7 @@ impl TransitKey {
             (r.take(r.remaining()).map_err(|_| Malformed)?, None)
         };
         let ring = VersionedKey::decode(ring_bytes).map_err(|_| Malformed)?;
-        let key = Self { settings, kind, ring, index_key };
+        let key = Self { settings, kind, ring, index_key, ciphers: Ciphers::default() };
         key.check()?;
         Ok(key)
     }
@@ -176,6 +209,7 @@ mod tests {
             kind: KeyType::Aes256Gcm96,
             ring: VersionedKey::new(material, 1_700_000_000),
             index_key: Some(Zeroizing::new([0xCD; INDEX_KEY_LEN])),
+            ciphers: Ciphers::default(),
         }
     }
 

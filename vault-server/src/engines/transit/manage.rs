@@ -541,6 +541,7 @@ fn generate(settings: &Settings, now: i64) -> Result<TransitKey, LogicalError> {
         kind,
         ring: VersionedKey::new(material, now),
         index_key: Some(index_key),
+        ciphers: Default::default(),
     })
 }
 
