@@ -71,7 +71,10 @@ pub(super) struct TransitKey {
 /// Per-version ciphers of a loaded key (a record changes by being loaded
 /// again, so these never outlive the versions they were made from).
 #[derive(Default)]
-pub(super) struct Ciphers(OnceLock<Box<[(u32, OnceLock<crypto::Cipher>)]>>);
+pub(super) struct Ciphers(OnceLock<Box<[Slot]>>);
+
+/// A version number and its cipher once made.
+type Slot = (u32, OnceLock<crypto::Cipher>);
 
 impl TransitKey {
     /// The cipher of version `v` whose key is `secret`, made once; `None`
@@ -81,8 +84,7 @@ impl TransitKey {
             return None;
         }
         let slots = self.ciphers.0.get_or_init(|| {
-            let mut s: Vec<(u32, OnceLock<crypto::Cipher>)> =
-                self.ring.versions().map(|(n, _)| (n, OnceLock::new())).collect();
+            let mut s: Vec<Slot> = self.ring.versions().map(|(n, _)| (n, OnceLock::new())).collect();
             s.sort_by_key(|(n, _)| *n);
             s.into_boxed_slice()
         });
