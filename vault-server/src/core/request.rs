@@ -237,7 +237,7 @@ impl Core {
         if op == Operation::Update
             && existence_check
             && !moot()
-            && let Some(false) = m.backend.exists(&u, rel).await?
+            && let Some(false) = m.backend.exists_routed(&u, rel, route.as_ref()).await?
         {
             op = Operation::Create;
         }

@@ -353,6 +353,17 @@ pub trait Backend: Send + Sync + 'static {
         Box::pin(async { Ok(None) })
     }
 
+    /// [`exists`](Self::exists) given the route the core already matched
+    /// (a backend with a path table need not match `path` again).
+    fn exists_routed<'a>(
+        &'a self,
+        unsealed: &'a crate::barrier::Unsealed,
+        path: &'a str,
+        _route: Option<&'a Route>,
+    ) -> BoxFuture<'a, Result<Option<bool>, LogicalError>> {
+        self.exists(unsealed, path)
+    }
+
     /// True when the backend handles `Create` and `Update` alike, so that
     /// [`exists`](Self::exists) only matters to the policy check (KV).
     fn create_is_update(&self) -> bool {

@@ -298,8 +298,27 @@ impl Backend for Transit {
     }
 
     fn exists<'a>(&'a self, u: &'a Unsealed, path: &'a str) -> BoxFuture<'a, Result<Option<bool>, LogicalError>> {
+        self.exists_routed(u, path, None)
+    }
+
+    fn exists_routed<'a>(
+        &'a self,
+        u: &'a Unsealed,
+        path: &'a str,
+        route: Option<&'a crate::logical::paths::Route>,
+    ) -> BoxFuture<'a, Result<Option<bool>, LogicalError>> {
         Box::pin(async move {
-            let Some(route) = crate::logical::paths::find(PATHS, path) else { return Ok(None) };
+            let found;
+            let route = match route {
+                Some(r) => r,
+                None => match crate::logical::paths::find(PATHS, path) {
+                    Some(r) => {
+                        found = r;
+                        &found
+                    }
+                    None => return Ok(None),
+                },
+            };
             let name = route.get("name");
             if check_name(name).is_err() {
                 return Ok(None);
