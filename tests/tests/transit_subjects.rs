@@ -1202,6 +1202,27 @@ async fn names_not_logged(backend: Backend) {
     assert_refused(s, &r, "a name with '/'");
     assert!(!r.to_string().contains(n1), "the error echoes the subject: {r}");
     backup_of(rc, "log").await;
+    // Requests refused before they are routed (red team): no token, a
+    // token without the right, a method the path does not serve, a
+    // malformed path. Their access-log lines must not name the subject.
+    let anon = v.rc.with_token("not-a-token");
+    let (s, _) = anon.call("DELETE", &format!("transit/subjects/log/{}", pct(n3)), None).await;
+    assert_eq!(s, 403);
+    let weak = token_with(rc, "weak", r#"path "transit/encrypt/log" { capabilities = ["update"] }"#).await;
+    let weak = v.rc.with_token(&weak);
+    for (method, path) in [
+        ("DELETE", format!("transit/subjects/log/{}", pct(n3))),
+        ("GET", format!("transit/subjects/log/{}", pct(n3))),
+        ("LIST", format!("transit/subjects/log/{}", pct(n3))),
+        ("POST", format!("transit/subjects/log/{}", pct(n3))),
+        ("GET", format!("transit//subjects/log/{}", pct(n3))),
+        ("GET", format!("transit/subjects/log/{}%0A", pct(n3))),
+    ] {
+        let (s, r) = weak.call(method, &path, None).await;
+        assert!((400..500).contains(&s), "{method} {path}: {s} {r}");
+        let (s, r) = rc.call(method, &path, if method == "POST" { Some(json!({})) } else { None }).await;
+        assert!(s < 500, "{method} {path} as root: {s} {r}");
+    }
     destroy(rc, "log", n1).await;
     let (s, r) = decrypt(rc, "log", &c1, json!({})).await;
     assert_destroyed(s, &r, "after the destroy");
@@ -1430,4 +1451,88 @@ async fn concurrent_first_use_makes_one_key_sqlite() {
 #[tokio::test]
 async fn concurrent_first_use_makes_one_key_postgres() {
     concurrent_first_use(Backend::Postgres).await;
+}
+
+/// Red team: copies of one key restored under other names share its
+/// subjects; destroying a subject under one name destroys it under all.
+/// A forged tombstone in a backup erases nothing outside the key it is
+/// restored as. Refused items never remake an erased subject.
+async fn erasure_reaches_every_copy(backend: Backend) {
+    let v = vault(backend).await;
+    let rc = &v.rc;
+    create_key(rc, "orig", json!({"exportable": true, "allow_plaintext_backup": true})).await;
+    let (a1, _) = encrypt(rc, "orig", b"alice", Some(ALICE)).await;
+    let (b1, _) = encrypt(rc, "orig", b"bob", Some(BOB)).await;
+    let bk = backup_of(rc, "orig").await;
+    let (s, r) = rc.post("transit/restore/copy", json!({"backup": bk})).await;
+    assert_eq!(s, 204, "{r}");
+    assert_eq!(decrypt_ok(rc, "copy", &a1, json!({})).await, b"alice");
+    destroy(rc, "orig", ALICE).await;
+    for key in ["orig", "copy"] {
+        let (s, r) = decrypt(rc, key, &a1, json!({})).await;
+        assert_destroyed(s, &r, &format!("alice under {key} after her destroy under orig"));
+        assert_eq!(decrypt_ok(rc, key, &b1, json!({})).await, b"bob", "bob under {key}");
+        assert_eq!(list_subjects(rc, key).await, [BOB], "LIST {key}");
+    }
+    let (s, r) = read_subject(rc, "copy", ALICE).await;
+    assert_eq!((s, &r["data"]["destroyed"]), (200, &json!(true)), "the copy's row is a tombstone: {r}");
+    // Restoring the old backup under yet another name: still erased.
+    let (s, r) = rc.post("transit/restore/copy2", json!({"backup": bk})).await;
+    assert_eq!(s, 204, "{r}");
+    let (s, r) = decrypt(rc, "copy2", &a1, json!({})).await;
+    assert_destroyed(s, &r, "alice in a later restore of an older backup");
+
+    // A forged tombstone for bob's id, restored as the attacker's own key.
+    create_key(rc, "mine", json!({"exportable": true, "allow_plaintext_backup": true})).await;
+    let own = unb64(&backup_of(rc, "mine").await);
+    let bob_id = hex_id(&split_subject_ct(&b1).2);
+    let tomb =
+        serde_json::to_vec(&json!({"id": bob_id, "generation": 4294967295u32, "created_time": 0, "destroyed_time": 0}))
+            .unwrap();
+    let mut bundle = b"TKS1".to_vec();
+    bundle.extend_from_slice(&(own.len() as u32).to_be_bytes());
+    bundle.extend_from_slice(&own);
+    bundle.extend_from_slice(&1u32.to_be_bytes());
+    bundle.extend_from_slice(&(tomb.len() as u32).to_be_bytes());
+    bundle.extend_from_slice(&tomb);
+    let (s, r) = rc.post("transit/restore/mine2", json!({"backup": b64(&bundle)})).await;
+    assert!(s == 204 || s == 400, "{r}");
+    assert_eq!(decrypt_ok(rc, "orig", &b1, json!({})).await, b"bob", "a forged tombstone erased bob");
+    let (s, r) = rc.post("transit/restore/orig-dr", json!({"backup": bk})).await;
+    assert_eq!(s, 204, "{r}");
+    assert_eq!(decrypt_ok(rc, "orig-dr", &b1, json!({})).await, b"bob", "disaster recovery lost bob");
+    destroy(rc, "orig", BOB).await;
+    let (b2, _) = encrypt(rc, "orig", b"bob again", Some(BOB)).await;
+    assert_subject_ct(&b2, 1, 2);
+
+    // Refused items (a version that does not exist, an index field that
+    // is not there) never remake an erased subject.
+    let erased = |n: &'static str| async move {
+        let (s, r) = read_subject(rc, "orig", n).await;
+        (s, r["data"]["destroyed"].clone(), r["data"].get("subject").cloned())
+    };
+    let (s, r) =
+        rc.post("transit/encrypt/orig", json!({"plaintext": b64(b"x"), "subject": ALICE, "key_version": 99})).await;
+    assert_refused(s, &r, "encrypt with a version that does not exist");
+    let (s, r) = rc
+        .post(
+            "transit/encrypt-fields/orig",
+            json!({"document": {"a": 1}, "fields": ["/a"], "index_fields": ["/nope"], "subject": ALICE}),
+        )
+        .await;
+    assert_refused(s, &r, "encrypt-fields with a missing index field");
+    let (p1, _) = encrypt(rc, "orig", b"plain", None).await;
+    let (s, r) = rc.post("transit/rewrap/orig", json!({"ciphertext": p1, "subject": ALICE, "key_version": 99})).await;
+    assert_refused(s, &r, "rewrap with a version that does not exist");
+    assert_eq!(erased(ALICE).await, (200, json!(true), None), "a refused item remade alice's key");
+}
+
+#[tokio::test]
+async fn erasure_reaches_every_copy_sqlite() {
+    erasure_reaches_every_copy(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn erasure_reaches_every_copy_postgres() {
+    erasure_reaches_every_copy(Backend::Postgres).await;
 }

@@ -354,6 +354,35 @@ impl Core {
     }
 
     /// The unsealed state, or `Sealed`.
+    /// `path` (mount included, as requested) as hooks and logs may show it
+    /// for a request that was not routed (refused, malformed, sealed):
+    /// personal captures of the route that would serve it left as `{name}`,
+    /// and under a mount whose table has personal captures, a path no entry
+    /// matches is not shown past the mount. While sealed the mounts are
+    /// unknown: only the first segment is shown.
+    pub fn loggable_path(&self, path: &str) -> String {
+        let Ok(active) = self.active() else {
+            return match path.split_once('/') {
+                Some((first, _)) => format!("{first}/…"),
+                None => path.to_string(),
+            };
+        };
+        let router = active.router();
+        let Some((m, rel)) = router.route(path) else { return path.to_string() };
+        let table = m.backend.paths();
+        if !table.iter().any(|s| !s.personal.is_empty()) {
+            return path.to_string();
+        }
+        let rel = rel.trim_end_matches('/');
+        match crate::logical::paths::find(table, rel) {
+            Some(r) => match r.redacted() {
+                Some(red) => format!("{}{red}", m.route_path),
+                None => path.to_string(),
+            },
+            None => format!("{}…", m.route_path),
+        }
+    }
+
     pub fn active(&self) -> Result<Arc<Active>, CoreError> {
         let g = self.active.read().unwrap_or_else(|p| p.into_inner());
         g.clone().ok_or(CoreError::Sealed)

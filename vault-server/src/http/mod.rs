@@ -405,6 +405,10 @@ fn is_wrapping_path(path: &str) -> bool {
 /// the request is understood, complete once it is routed).
 struct Seen {
     op: Operation,
+    /// `path` is final: routed (personal captures redacted) or a raw
+    /// endpoint's. Otherwise it is the path as requested, shown to hooks
+    /// only through [`Core::loggable_path`].
+    routed: bool,
     /// The request body was read to its end (else an HTTP/1 connection
     /// cannot carry another request: the answer says `Connection: close`).
     body_read: bool,
@@ -421,6 +425,7 @@ impl Seen {
     fn placeholder() -> Self {
         Seen {
             op: Operation::Read,
+            routed: true,
             body_read: false,
             path: String::new(),
             template: "",
@@ -428,6 +433,15 @@ impl Seen {
             mount_type: "".into(),
             caller: None,
             remote: std::net::Ipv4Addr::UNSPECIFIED.into(),
+        }
+    }
+
+    /// Make `path` fit for hooks if routing did not (a request refused or
+    /// failed before it was routed).
+    fn settle(&mut self, core: &Core) {
+        if !self.routed {
+            self.path = core.loggable_path(&self.path);
+            self.routed = true;
         }
     }
 
@@ -478,6 +492,7 @@ async fn handle(
 ) -> (Result<Response, ApiError>, bool) {
     let seen = Seen {
         op: operation(&incoming.method, false).unwrap_or(Operation::Read),
+        routed: false,
         body_read: false,
         path: incoming.uri.path().strip_prefix("/v1/").unwrap_or_default().to_string(),
         template: "",
@@ -495,6 +510,7 @@ async fn handle(
         Err(e) => (e.status.as_u16(), e.errors.clone()),
     };
     let data = result.as_ref().ok().and_then(|(_, d)| d.as_ref());
+    pending.seen.settle(&state.core);
     let request = pending.seen.event(request_id, None);
     let event = ResponseEvent { request: &request, status, duration: started.elapsed(), data, errors: &errors };
     state.core.hooks().response(&event).await;
@@ -522,7 +538,8 @@ impl Drop for Pending<'_> {
         }
         // Dropped mid-request: whatever ran (a write may have committed) is
         // recorded, from a task of its own (hooks are async).
-        let seen = std::mem::replace(&mut self.seen, Seen::placeholder());
+        let mut seen = std::mem::replace(&mut self.seen, Seen::placeholder());
+        seen.settle(&self.core);
         let core = self.core.clone();
         let request_id = self.request_id.to_string();
         let duration = self.started.elapsed();
@@ -579,6 +596,7 @@ async fn run(
         }
         seen.mount = "sys/".into();
         seen.mount_type = "system".into();
+        seen.routed = true;
         state.core.hooks().request(&seen.event(request_id, None)).await.map_err(refused)?;
         let (body, _budget) = read_body(body, state.max_body, state.body_stall, &state.in_flight, peer.ip()).await?;
         seen.body_read = true;
@@ -600,6 +618,7 @@ async fn run(
     seen.path.clear();
     // What hooks and logs see: a data subject's name is left out.
     seen.path.push_str(&prepared.logged_path());
+    seen.routed = true;
     seen.mount = prepared.mount().to_string().into();
     seen.mount_type = prepared.mount_type().to_string().into();
     seen.caller = prepared.caller().cloned();

@@ -16,8 +16,8 @@ use super::Transit;
 use super::index;
 use super::key::TransitKey;
 use super::ops::{
-    Bound, ItemError, ItemResult, answer, each_item, open_one, references, requested_version, seal_one, subject_of,
-    work,
+    Bound, ItemError, ItemResult, answer, can_seal, each_item, open_one, references, requested_version, seal_one,
+    subject_of, work,
 };
 use super::subjects::{Resolved, SubjectId, item_subject};
 use crate::barrier::Unsealed;
@@ -190,12 +190,12 @@ impl Transit {
         let wants_index = data.contains_key("index_fields") || list.iter().any(|i| i.contains_key("index_fields"));
         let key = if wants_index { self.key_with_index(u, name).await? } else { self.key(u, name).await? };
         // A subject is made only for an item that will use it.
-        let aead = key.kind.is_aead();
-        let will_encrypt = |item: &Map<String, Value>| {
+        let k = key.clone();
+        let will_encrypt = move |item: &Map<String, Value>| {
             let (Some(doc), Ok(ptrs)) = (item.get("document"), pointers(item, data)) else { return false };
-            aead && ptrs.iter().all(|p| doc.pointer(p).is_some())
-                && Bound::of(item).is_ok()
-                && requested_version(item, data, batch).is_ok()
+            ptrs.iter().all(|p| doc.pointer(p).is_some())
+                && indexes(&k, doc, item, data).is_ok()
+                && can_seal(&k, item, data, batch)
         };
         let (key, subjects) =
             Box::pin(self.request_subjects(u, key, name, data, &list, batch, &[], will_encrypt)).await?;

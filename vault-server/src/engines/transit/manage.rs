@@ -308,7 +308,7 @@ impl Transit {
         let (raw, records) = unbundle(&raw)?;
         let restored = TransitKey::decode(&raw).map_err(|_| bad("invalid backup"))?;
         subjects::check_records(&restored, &records)?;
-        let (records, markers) = self.restorable(u, records).await?;
+        let records = self.restorable(u, records).await?;
         let name = name.unwrap_or(&restored.settings.name).to_string();
         super::check_name(&name)?;
         // A nameless restore takes the name from the backup, which the
@@ -329,7 +329,6 @@ impl Transit {
                 extra.push(Extra::Delete(path.clone()));
             }
         }
-        extra.extend(markers.into_iter().map(|(p, v)| Extra::Put(p, v, None)));
         let known: std::collections::HashSet<&str> = existing.iter().map(|(_, p)| p.as_str()).collect();
         for rec in &records {
             let path = rec.path_under(&name).ok_or_else(|| bad("invalid backup"))?;
@@ -348,6 +347,9 @@ impl Transit {
             })
             .await?;
         self.subjects.invalidate_key(&name);
+        // A subject erased while this restore ran: its restored row is
+        // retired now (lookups refuse it either way).
+        self.retire_erased(u, &name, &records).await?;
         tracing::info!(mount = self.view.prefix(), key = %name, "transit key restored from a backup");
         Ok(Response::NoContent)
     }

@@ -340,6 +340,8 @@ impl Backend for Transit {
             self.keys.invalidate(name);
         } else if let Some((name, id)) = subjects::parse_path(path) {
             self.subjects.invalidate(name, &id);
+        } else if let Some(id) = subjects::parse_erased_path(path) {
+            self.subjects.invalidate_id(&id);
         }
     }
 

@@ -477,6 +477,16 @@ pub(super) fn references(list: &[&Map<String, Value>]) -> Vec<Value> {
     list.iter().map(|i| i.get("reference").cloned().unwrap_or_else(|| Value::String(String::new()))).collect()
 }
 
+/// Whether an item would pass everything an encryption with `k` checks
+/// (type, version, context): asked before a subject's key is made for it,
+/// so that a refused item never makes one.
+pub(super) fn can_seal(k: &TransitKey, item: &Map<String, Value>, data: &Map<String, Value>, batch: bool) -> bool {
+    let Ok(bound) = Bound::of(item) else { return false };
+    let Ok(requested) = requested_version(item, data, batch) else { return false };
+    let Ok((_, kv)) = k.ring.encryption_version(requested) else { return false };
+    k.kind.is_aead() && version_keys(k, kv, bound.context()).is_ok()
+}
+
 /// The subject ids the `field` ciphertexts of the items are tagged with.
 pub(super) fn tagged_subjects(list: &[&Map<String, Value>], field: &str) -> Vec<SubjectId> {
     let mut ids: Vec<SubjectId> =
@@ -548,12 +558,11 @@ impl Transit {
         };
         // A subject is made only for an item that will use it: a refused
         // item must not bring an erased subject back.
-        let aead = key.kind.is_aead();
-        let will_encrypt = |item: &Map<String, Value>| {
-            aead && matches!(b64_field(item, "plaintext"), Ok(Some(_)))
-                && Bound::of(item).is_ok()
+        let k = key.clone();
+        let will_encrypt = move |item: &Map<String, Value>| {
+            matches!(b64_field(item, "plaintext"), Ok(Some(_)))
                 && matches!(b64_field(item, "nonce"), Ok(None))
-                && requested_version(item, data, batch).is_ok()
+                && can_seal(&k, item, data, batch)
         };
         let (key, subjects) =
             Box::pin(self.request_subjects(u, key, name, data, &list, batch, &[], will_encrypt)).await?;
@@ -690,7 +699,7 @@ impl Transit {
             let Ok(Some(ct)) = text(item, "ciphertext") else { return false };
             let Ok(bound) = Bound::of(item) else { return false };
             subject_of(ct).is_none()
-                && requested_version(item, data, batch).is_ok()
+                && can_seal(&k, item, data, batch)
                 && open_one(&k, ct, bound.context(), bound.aad(), &Resolved::default(), None).is_ok()
         };
         let (key, subjects) =

@@ -105,6 +105,13 @@ pub(super) fn parse_path(p: &str) -> Option<(&str, SubjectId)> {
     Some((name, out))
 }
 
+/// `subject-erased/{hex id}` → id.
+pub(super) fn parse_erased_path(p: &str) -> Option<SubjectId> {
+    let mut out = [0u8; ID_LEN];
+    hex::decode_to_slice(p.strip_prefix(ERASED_PREFIX)?, &mut out).ok()?;
+    Some(out)
+}
+
 /// A subject's key, decrypted. Never printed.
 pub(super) struct SubjectKey {
     pub(super) id: SubjectId,
@@ -224,6 +231,18 @@ impl Record {
         self.wrapped.is_some() && self.destroyed_time.is_none()
     }
 
+    /// This record's tombstone: generation and times, no key, no name.
+    fn tombstone(&self, now: i64) -> Record {
+        Record {
+            id: self.id.clone(),
+            generation: self.generation,
+            subject: None,
+            wrapped: None,
+            created_time: self.created_time,
+            destroyed_time: Some(self.destroyed_time.unwrap_or(now)),
+        }
+    }
+
     fn id(&self) -> Option<SubjectId> {
         let mut out = [0u8; ID_LEN];
         hex::decode_to_slice(&self.id, &mut out).ok().map(|()| out)
@@ -320,6 +339,13 @@ impl Cache {
         let mut inner = self.lock();
         inner.generation = inner.generation.wrapping_add(1);
         inner.map.remove(&(name.to_string(), *id));
+    }
+
+    /// `id` under every key name (an erasure is mount-wide).
+    pub(super) fn invalidate_id(&self, id: &SubjectId) {
+        let mut inner = self.lock();
+        inner.generation = inner.generation.wrapping_add(1);
+        inner.map.retain(|(_, i), _| i != id);
     }
 
     /// Every subject of `name` (the key was deleted or restored).
@@ -459,9 +485,34 @@ impl Transit {
         if !rec.is_live() {
             return Ok(Lookup::Destroyed(rec.generation));
         }
+        // The mount-wide marker wins over a live row: a copy of the key
+        // restored under another name, or by a restore that raced the
+        // erasure, is as destroyed as the original.
+        if let Some(g) = self.erased(u, id).await?
+            && g >= rec.generation
+        {
+            self.retire_copy(u, name, id).await;
+            return Ok(Lookup::Destroyed(g));
+        }
         let key = Arc::new(rec.open(ids).ok_or_else(|| LogicalError::internal("stored subject key does not open"))?);
         self.subjects.keep(generation, name, key.clone());
         Ok(Lookup::Live(key))
+    }
+
+    /// Overwrite a live row of an erased subject with its tombstone (best
+    /// effort: the row is unusable anyway, this removes the copy).
+    async fn retire_copy(&self, u: &Unsealed, name: &str, id: &SubjectId) {
+        let Ok(Some((rec, rev))) = self.subject_record(u, name, id).await else { return };
+        if !rec.is_live() {
+            return;
+        }
+        let tomb = rec.tombstone(self.clock.now_unix());
+        let mut batch = self.view.batch();
+        batch.put_expect(u, &path(name, id), &tomb.encode(), Expect::Rev(rev));
+        if Box::pin(batch.commit()).await.is_ok() {
+            self.subjects.invalidate(name, id);
+            tracing::info!(mount = self.view.prefix(), key = name, subject_id = %hex::encode(id), "copy of an erased subject key retired");
+        }
     }
 
     /// Resolve a request's subjects: `named` ones get their ids (to check
@@ -543,7 +594,7 @@ impl Transit {
                 let erased = self.erased(u, id).await?.unwrap_or(0);
                 let (generation, expect) = match &current {
                     None => (erased.checked_add(1).ok_or_else(|| bad("subject out of generations"))?, Expect::Absent),
-                    Some((rec, _)) if rec.is_live() => {
+                    Some((rec, _)) if rec.is_live() && erased < rec.generation => {
                         // Made by another request meanwhile: use it.
                         let key =
                             rec.open(ids).ok_or_else(|| LogicalError::internal("stored subject key does not open"))?;
@@ -634,6 +685,12 @@ impl Transit {
             if erased.is_none_or(|g| g < tomb.generation) {
                 batch.put(u, &erased_path(&id), &tomb.encode());
             }
+            // Copies of the same key restored under other names hold the
+            // same subject key: they are retired in the same commit.
+            let copies = self.copies_elsewhere(u, name, &id).await?;
+            for (other, rec, rev) in &copies {
+                batch.put_expect(u, &path(other, &id), &rec.tombstone(now).encode(), Expect::Rev(*rev));
+            }
             match Box::pin(batch.commit()).await {
                 Ok(()) => {}
                 Err(e) if is_conflict(&e) => {
@@ -642,7 +699,7 @@ impl Transit {
                 }
                 Err(e) => return Err(e.into()),
             }
-            self.subjects.invalidate(name, &id);
+            self.subjects.invalidate_id(&id);
             if let Err(e) = Box::pin(self.view.scrub()).await {
                 tracing::warn!(error = %e, "could not checkpoint storage after destroying a subject key");
             }
@@ -652,6 +709,28 @@ impl Transit {
             return Ok(Response::NoContent);
         }
         Err(LogicalError::Conflict("too many concurrent changes of this subject; try again".into()))
+    }
+
+    /// Live rows of `id` under key names other than `name`.
+    async fn copies_elsewhere(
+        &self,
+        u: &Unsealed,
+        name: &str,
+        id: &SubjectId,
+    ) -> Result<Vec<(String, Record, i64)>, LogicalError> {
+        let mut out = Vec::new();
+        for dir in Box::pin(self.view.list(u, SUBJECT_PREFIX)).await? {
+            let Some(other) = dir.strip_suffix('/') else { continue };
+            if other == name {
+                continue;
+            }
+            if let Some((rec, rev)) = self.subject_record(u, other, id).await?
+                && rec.is_live()
+            {
+                out.push((other.to_string(), rec, rev));
+            }
+        }
+        Ok(out)
     }
 
     /// `GET subjects/{name}/{subject}`.
@@ -671,7 +750,11 @@ impl Transit {
         let mut names = Vec::new();
         let mut info = Map::new();
         for (rec, _) in self.subject_records(u, name).await? {
-            if let (true, Some(s)) = (rec.is_live(), rec.subject.clone()) {
+            let erased = match rec.id() {
+                Some(id) if rec.is_live() => self.erased(u, &id).await?.is_some_and(|g| g >= rec.generation),
+                _ => false,
+            };
+            if let (true, false, Some(s)) = (rec.is_live(), erased, rec.subject.clone()) {
                 info.insert(s.clone(), rec.describe());
                 names.push(s);
             }
@@ -724,28 +807,33 @@ impl Transit {
     /// Of a backup's subject records, the ones this mount may take: a live
     /// key only if its subject was not erased here at or after its
     /// generation (under any key name).
-    /// Tombstones in the backup also become erasure markers here (as
-    /// (path, value) to write), unless a marker as recent exists.
-    pub(super) async fn restorable(
-        &self,
-        u: &Unsealed,
-        records: Vec<Record>,
-    ) -> Result<(Vec<Record>, Vec<(String, Vec<u8>)>), LogicalError> {
+    /// After a restore under `name`: retire restored rows whose subject was
+    /// erased meanwhile.
+    pub(super) async fn retire_erased(&self, u: &Unsealed, name: &str, records: &[Record]) -> Result<(), LogicalError> {
+        for r in records.iter().filter(|r| r.is_live()) {
+            if let Some(id) = r.id()
+                && self.erased(u, &id).await?.is_some_and(|g| g >= r.generation)
+            {
+                self.retire_copy(u, name, &id).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Tombstones in a backup stay tombstones of the key they are restored
+    /// under: nothing in a backup can erase a subject mount-wide (it is
+    /// caller input, and a tombstone names no key it could be checked
+    /// against).
+    pub(super) async fn restorable(&self, u: &Unsealed, records: Vec<Record>) -> Result<Vec<Record>, LogicalError> {
         let mut out = Vec::with_capacity(records.len());
-        let mut markers = Vec::new();
         for r in records {
             let id = r.id().ok_or_else(|| bad("invalid backup"))?;
-            let erased = self.erased(u, &id).await?;
-            if r.is_live() {
-                if erased.is_some_and(|g| g >= r.generation) {
-                    continue;
-                }
-            } else if erased.is_none_or(|g| g < r.generation) {
-                markers.push((erased_path(&id), r.encode()));
+            if r.is_live() && self.erased(u, &id).await?.is_some_and(|g| g >= r.generation) {
+                continue;
             }
             out.push(r);
         }
-        Ok((out, markers))
+        Ok(out)
     }
 }
 
