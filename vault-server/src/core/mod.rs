@@ -359,14 +359,10 @@ impl Core {
     /// personal captures of the route that would serve it left as `{name}`,
     /// and under a mount whose table has personal captures, a path no entry
     /// matches is not shown past the mount. While sealed the mounts are
-    /// unknown: only the first segment is shown.
+    /// unknown: a path shaped like transit's `…/subjects/{name}/{subject}`
+    /// has its last segments withheld, any other is shown as asked.
     pub fn loggable_path(&self, path: &str) -> String {
-        let Ok(active) = self.active() else {
-            return match path.split_once('/') {
-                Some((first, _)) => format!("{first}/…"),
-                None => path.to_string(),
-            };
-        };
+        let Ok(active) = self.active() else { return withhold_subject_shaped(path) };
         let router = active.router();
         let Some((m, rel)) = router.route(path) else { return path.to_string() };
         let table = m.backend.paths();
@@ -813,4 +809,27 @@ async fn follow_changes(core: Weak<Core>, mut changes: tokio::sync::broadcast::R
 pub fn b64(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// A path as logs may show it while the mounts are unknown (sealed): one
+/// shaped like transit's `…/subjects/{name}/{subject}` loses its subject.
+fn withhold_subject_shaped(path: &str) -> String {
+    let segments: Vec<&str> = path.split('/').collect();
+    match segments.iter().position(|s| *s == "subjects") {
+        Some(i) if segments.len() > i + 2 => format!("{}/{{subject}}", segments[..i + 2].join("/")),
+        _ => path.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod loggable_tests {
+    #[test]
+    fn subject_shaped_paths_lose_their_subject_while_sealed() {
+        let w = super::withhold_subject_shaped;
+        assert_eq!(w("transit/subjects/pii/alice@example.com"), "transit/subjects/pii/{subject}");
+        assert_eq!(w("eu/transit/subjects/pii/a/b"), "eu/transit/subjects/pii/{subject}");
+        assert_eq!(w("transit/subjects/pii"), "transit/subjects/pii");
+        assert_eq!(w("sys/mounts"), "sys/mounts");
+        assert_eq!(w("secret/data/app"), "secret/data/app");
+    }
 }
