@@ -58,6 +58,7 @@ impl Aead {
             ring: VersionedKey::new(material, 0),
             index_key: None,
             ciphers: Default::default(),
+            subject_ids: Default::default(),
         };
         Some(Self { key, none: Resolved::default() })
     }

@@ -66,6 +66,9 @@ pub(super) struct TransitKey {
     /// Each version's AEAD cipher, its key schedule done on first use
     /// (versions' own keys only: derived keys differ per context).
     pub ciphers: Ciphers,
+    /// The subject id and wrapping keys derived from the index key, made
+    /// on first use (`subjects.rs`), so a request does not derive them again.
+    pub subject_ids: OnceLock<Option<super::subjects::Ids>>,
 }
 
 /// Per-version ciphers of a loaded key (a record changes by being loaded
@@ -154,7 +157,7 @@ impl TransitKey {
             (r.take(r.remaining()).map_err(|_| Malformed)?, None)
         };
         let ring = VersionedKey::decode(ring_bytes).map_err(|_| Malformed)?;
-        let key = Self { settings, kind, ring, index_key, ciphers: Ciphers::default() };
+        let key = Self { settings, kind, ring, index_key, ciphers: Ciphers::default(), subject_ids: OnceLock::new() };
         key.check()?;
         Ok(key)
     }
@@ -212,6 +215,7 @@ mod tests {
             ring: VersionedKey::new(material, 1_700_000_000),
             index_key: Some(Zeroizing::new([0xCD; INDEX_KEY_LEN])),
             ciphers: Ciphers::default(),
+            subject_ids: OnceLock::new(),
         }
     }
 

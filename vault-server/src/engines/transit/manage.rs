@@ -544,6 +544,7 @@ fn generate(settings: &Settings, now: i64) -> Result<TransitKey, LogicalError> {
         ring: VersionedKey::new(material, now),
         index_key: Some(index_key),
         ciphers: Default::default(),
+        subject_ids: Default::default(),
     })
 }
 

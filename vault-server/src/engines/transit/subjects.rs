@@ -166,10 +166,19 @@ pub(super) struct Ids {
 
 impl Ids {
     /// `None` for a key without an index key (stored before they existed).
-    pub(super) fn of(k: &TransitKey) -> Result<Option<Self>, LogicalError> {
-        let Some(ik) = k.index_key.as_deref() else { return Ok(None) };
-        let d = |info: &[u8]| crypto::derive(&ik[..], info, 32).map_err(LogicalError::internal);
-        Ok(Some(Self { id_key: d(ID_INFO)?, wrap_key: d(WRAP_INFO)? }))
+    /// Derived once per loaded key and kept with it.
+    pub(super) fn of(k: &TransitKey) -> Result<Option<&Self>, LogicalError> {
+        if let Some(ids) = k.subject_ids.get() {
+            return Ok(ids.as_ref());
+        }
+        let ids = match k.index_key.as_deref() {
+            None => None,
+            Some(ik) => {
+                let d = |info: &[u8]| crypto::derive(&ik[..], info, 32).map_err(LogicalError::internal);
+                Some(Self { id_key: d(ID_INFO)?, wrap_key: d(WRAP_INFO)? })
+            }
+        };
+        Ok(k.subject_ids.get_or_init(|| ids).as_ref())
     }
 
     pub(super) fn id(&self, subject: &str) -> SubjectId {
@@ -793,8 +802,8 @@ pub(super) fn check_records(k: &TransitKey, records: &[Record]) -> Result<(), Lo
     for r in records {
         let id = r.id().ok_or_else(|| bad("invalid backup"))?;
         if r.is_live() {
-            let ok = ids.as_ref().and_then(|ids| r.open(ids)).is_some_and(|key| key.id == id);
-            let named = r.subject.as_deref().is_some_and(|s| ids.as_ref().is_some_and(|ids| ids.id(s) == id));
+            let ok = ids.and_then(|ids| r.open(ids)).is_some_and(|key| key.id == id);
+            let named = r.subject.as_deref().is_some_and(|s| ids.is_some_and(|ids| ids.id(s) == id));
             if !ok || !named {
                 return Err(bad("invalid backup: a subject key does not belong to this key"));
             }
@@ -840,7 +849,7 @@ impl Transit {
 /// Whether a stored record can stay beside `k` restored over its name: a
 /// tombstone always, a live key if it opens under `k`.
 pub(super) fn opens_under(k: &TransitKey, rec: &Record) -> bool {
-    !rec.is_live() || Ids::of(k).ok().flatten().is_some_and(|ids| rec.open(&ids).is_some())
+    !rec.is_live() || Ids::of(k).ok().flatten().is_some_and(|ids| rec.open(ids).is_some())
 }
 
 impl Record {
