@@ -560,13 +560,13 @@ impl Transit {
             return Err(bad(format!("a request may name at most {MAX_PER_REQUEST} distinct subjects")));
         }
         for id in &wanted {
-            let found = self.lookup(u, &ids, name, id).await?;
+            let found = self.lookup(u, ids, name, id).await?;
             out.keys.insert(*id, found);
         }
         let missing: Vec<(&str, SubjectId)> =
             to_create.into_iter().filter(|(_, id)| !matches!(out.keys.get(id), Some(Lookup::Live(_)))).collect();
         if !missing.is_empty() {
-            let made = self.make_subjects(u, &ids, name, &missing).await?;
+            let made = self.make_subjects(u, ids, name, &missing).await?;
             out.keys.extend(made.into_iter().map(|(id, k)| (id, Lookup::Live(k))));
         }
         Ok(out)
