@@ -48,11 +48,17 @@
 
 #![forbid(unsafe_code)]
 
+// One module per API area or concern. Each `pub use` block below belongs
+// to the module named above it.
+pub mod auth;
 mod client;
+pub mod config;
 mod error;
 pub mod kv2;
 pub mod logical;
 pub mod sys;
+pub mod transit;
+pub mod watch;
 
 pub use client::{Client, ClientBuilder, DEFAULT_ADDRESS, DEFAULT_TIMEOUT};
 pub use error::{Error, Result};

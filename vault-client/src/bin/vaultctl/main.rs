@@ -17,12 +17,20 @@ use std::fmt::Write as _;
 use std::io::{BufRead, IsTerminal as _, Read as _, Write as _};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use vault_client::api::{GenerateRootStatus, InitResponse, KeyStatus, RekeyComplete, RekeyStatus, SealStatus};
 use vault_client::{Client, ClientBuilder, RekeyUpdate};
 use zeroize::Zeroizing;
+
+mod agent;
+mod common;
+mod exec;
+mod import;
+mod scan;
+
+use common::Format;
 
 /// Administer a vault server (HashiCorp Vault API).
 #[derive(Debug, Parser)]
@@ -40,13 +48,6 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Format {
-    /// Tables and messages for people.
-    Human,
-    /// JSON for programs.
-    Json,
-}
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -117,6 +118,14 @@ enum Command {
         /// API path, e.g. secret/ or secret/dir.
         path: String,
     },
+    /// Run a command with secrets in its environment.
+    Exec(exec::Args),
+    /// Keep secrets rendered into files (init container or sidecar).
+    Agent(agent::Args),
+    /// Find hard-coded secrets in files (exit code 1 when any are found).
+    Scan(scan::Args),
+    /// Move the secrets of a file into KV v2 and leave references.
+    Import(import::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -251,6 +260,17 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
     };
+    // Commands with their own modules run to their own exit code.
+    let Cli { address, format, command } = cli;
+    let env = common::Env { address, format };
+    let command = match command {
+        Command::Exec(args) => return finish(rt.block_on(exec::run(args, &env))),
+        Command::Agent(args) => return finish(rt.block_on(agent::run(args, &env))),
+        Command::Scan(args) => return finish(rt.block_on(scan::run(args, &env))),
+        Command::Import(args) => return finish(rt.block_on(import::run(args, &env))),
+        other => other,
+    };
+    let cli = Cli { address: env.address, format, command };
     match rt.block_on(run(&cli)) {
         Ok(o) => {
             if !o.stderr.is_empty() {
@@ -266,6 +286,11 @@ fn main() -> ExitCode {
         }
         Err(CliError(msg)) => fail(&msg),
     }
+}
+
+/// The exit of a command module: its own code, or its error as one line.
+fn finish(r: anyhow::Result<ExitCode>) -> ExitCode {
+    r.unwrap_or_else(|e| fail(&format!("{e:#}")))
 }
 
 fn fail(msg: &str) -> ExitCode {
@@ -402,6 +427,10 @@ async fn run(cli: &Cli) -> CliResult<Outcome> {
                 }
                 Ok(())
             })?;
+        }
+        // Dispatched in main() before this point.
+        Command::Exec(_) | Command::Agent(_) | Command::Scan(_) | Command::Import(_) => {
+            return Err(CliError("internal error: command dispatched twice".into()));
         }
     }
     Ok(o)
