@@ -90,6 +90,23 @@ pub fn server_bin() -> PathBuf {
     bin
 }
 
+/// Path of the built `vaultctl` binary (`cargo build -p vault-client --bins`;
+/// the README's test command builds every binary first).
+pub fn vaultctl_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("VAULTCTL_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = profile_dir.join("vaultctl");
+    assert!(
+        bin.exists(),
+        "{} not found: build it first with `cargo build -p vault-client --bins` (the README's test command does)",
+        bin.display()
+    );
+    bin
+}
+
 /// A running `vault-server server` process.
 #[derive(Debug)]
 pub struct ServerProc {
