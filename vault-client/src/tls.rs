@@ -192,11 +192,13 @@ pub(crate) fn is_tls_failure(e: &(dyn std::error::Error + 'static)) -> bool {
         if err.is::<rustls::Error>() {
             return true;
         }
-        // io::Error's `source` skips the error it wraps: look inside.
+        // io::Error's `source` skips the error it wraps (and the connector
+        // wraps io errors in io errors): look inside.
         if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
+            && let Some(inner) = io.get_ref()
         {
-            return true;
+            cur = Some(inner);
+            continue;
         }
         cur = err.source();
     }
@@ -213,6 +215,10 @@ mod tests {
         let tls = rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer);
         let io = std::io::Error::new(std::io::ErrorKind::InvalidData, tls);
         assert!(is_tls_failure(&io));
+        // As the connector reports it: an io error inside an io error.
+        let tls = rustls::Error::InvalidCertificate(CertificateError::NotValidForName);
+        let nested = std::io::Error::other(std::io::Error::new(std::io::ErrorKind::InvalidData, tls));
+        assert!(is_tls_failure(&nested));
         let plain = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
         assert!(!is_tls_failure(&plain));
     }
