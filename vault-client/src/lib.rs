@@ -61,9 +61,11 @@ pub mod transit;
 pub mod watch;
 
 pub use client::{Client, ClientBuilder, DEFAULT_ADDRESS, DEFAULT_TIMEOUT};
+pub use config::{ConfigError, Reference};
 pub use error::{Error, Result};
 pub use kv2::{Follow, Kv2, Secret};
 pub use logical::Logical;
 pub use sys::{HealthResponse, RekeyUpdate, Sys};
+pub use transit::{Encrypted, Plaintext, Transit};
 /// The shared wire types.
 pub use vault_api as api;
