@@ -64,10 +64,12 @@ pub mod watch;
 
 pub use auth::{Auth, AuthInfo, KeepAlive, KeepAliveStatus, Login, TokenInfo};
 pub use client::{Client, ClientBuilder, DEFAULT_ADDRESS, DEFAULT_TIMEOUT};
+pub use config::{ConfigError, Reference};
 pub use error::{Error, Result};
 pub use kv2::{Follow, Kv2, Secret};
 pub use logical::Logical;
 pub use retry::{DEFAULT_MAX_RETRIES, DEFAULT_RETRY_MAX, DEFAULT_RETRY_MIN};
 pub use sys::{HealthResponse, RekeyUpdate, Sys};
+pub use transit::{Encrypted, Plaintext, Transit};
 /// The shared wire types.
 pub use vault_api as api;
