@@ -234,3 +234,72 @@ async fn postgres_password_from_a_file() {
     assert!(!status.success());
     assert!(out.contains("password authentication failed") && !out.contains("not-it-1234"), "{out}");
 }
+
+/// A PostgreSQL front that answers the first `rejections` connections as a
+/// server still starting up does (SQLSTATE 57P03), then passes connections
+/// through to `target`. Returns its port and the count of connections.
+async fn starting_up_front(target: u16, rejections: usize) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else { return };
+            if count.fetch_add(1, Ordering::SeqCst) >= rejections {
+                tokio::spawn(async move {
+                    if let Ok(mut pg) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await {
+                        let _ = tokio::io::copy_bidirectional(&mut sock, &mut pg).await;
+                    }
+                });
+                continue;
+            }
+            tokio::spawn(async move {
+                // Startup messages: length-prefixed; an SSLRequest (length 8,
+                // code 80877103) gets "N" (no TLS) and the startup message follows.
+                loop {
+                    let Ok(len) = sock.read_i32().await else { return };
+                    let mut body = vec![0u8; usize::try_from(len - 4).unwrap_or(0)];
+                    if sock.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                    if len == 8 && body == 80_877_103i32.to_be_bytes() {
+                        let _ = sock.write_all(b"N").await;
+                        continue;
+                    }
+                    break;
+                }
+                let mut fields = Vec::new();
+                for f in ["SFATAL", "VFATAL", "C57P03", "Mthe database system is starting up"] {
+                    fields.extend_from_slice(f.as_bytes());
+                    fields.push(0);
+                }
+                fields.push(0);
+                let mut msg = vec![b'E'];
+                msg.extend_from_slice(&(i32::try_from(fields.len()).unwrap() + 4).to_be_bytes());
+                msg.extend_from_slice(&fields);
+                let _ = sock.write_all(&msg).await;
+            });
+        }
+    });
+    (port, seen)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_postgres_still_starting_up_is_waited_for() {
+    let pg = PgCluster::shared();
+    let db = pg.create_database();
+    let (port, seen) = starting_up_front(pg.port(), 2).await;
+    let mut cmd = Command::new(server_bin());
+    cmd.args(["server", "--listen", "127.0.0.1:0", "--storage"])
+        .arg(format!("postgres://postgres@127.0.0.1:{port}/{db}?sslmode=disable"));
+    let srv = ServerProc::spawn(cmd);
+    assert!(seen.load(std::sync::atomic::Ordering::SeqCst) >= 3, "two refusals, then a connection");
+    let waits = srv.logs.lock().unwrap().iter().filter(|l| l.contains("PostgreSQL is starting up")).count();
+    assert_eq!(waits, 2, "{}", srv.log_text());
+    let (s, v) = srv.client().get("sys/seal-status").await;
+    assert_eq!((s, v["storage_type"].as_str()), (200, Some("postgresql")));
+    assert!(srv.terminate().success());
+}

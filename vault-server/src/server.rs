@@ -96,7 +96,7 @@ async fn probe_postgres(url: &str) -> Result<(), ServerError> {
     use std::str::FromStr as _;
     let opts = sqlx::postgres::PgConnectOptions::from_str(url)
         .map_err(|e| StorageError::InvalidUrl(e.to_string()))?
-        .application_name("vault-server/start");
+        .application_name("vault-server-start");
     let target = format!(
         "{}@{}:{}/{}",
         opts.get_username(),
