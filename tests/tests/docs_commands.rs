@@ -229,7 +229,7 @@ fn run_file(path: &Path, bin_dir: &Path) -> Result<(usize, Vec<String>), String>
     match status {
         Some(st) if st.success() => Ok((runnable.len(), skipped)),
         other => {
-            let last = stderr.lines().filter(|l| l.starts_with(">>> block")).last().unwrap_or("before any block");
+            let last = stderr.lines().rfind(|l| l.starts_with(">>> block")).unwrap_or("before any block");
             let block_text = last
                 .split_once('(')
                 .and_then(|(_, r)| r.split_once(')'))
