@@ -221,6 +221,8 @@ async fn load_with_a_token_limited_to_its_secret_and_from_kv_v1() {
     assert_eq!(rc.put("kv1/app", json!({"password": "v1-pw", "port": "10"})).await.0, 204);
     let c: Conf = client.load_with_vars(&["kv1/app"], vars(&[])).await.unwrap();
     assert_eq!((c.password.as_str(), c.port), ("v1-pw", 10));
+    // Only KV v2 can be watched (blocking reads).
+    assert!(matches!(client.watch_secret("kv1/app").await, Err(ConfigError::Shape(m)) if m.contains("KV version 1")));
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -274,12 +276,13 @@ async fn watch_follows_writes_rotations_and_a_server_restart() {
     // A version that does not fit the type is skipped; the next one arrives.
     kv.write("db", &fields(json!({"username": "app"}))).await.unwrap();
     assert_eq!(changed_within(&mut raw, Duration::from_secs(5)).await.version, 4);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!typed.has_changed().unwrap(), "version 4 lacks `password`: the typed watch keeps version 3");
 
     // Server restart (a crash), same port and storage; unsealed again later.
     let addr = srv.addr;
     srv.kill9();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let srv = restart_on(&store, addr);
+    let srv = restart_on(&store, addr); // at once: nothing else takes the port meanwhile
     tokio::time::sleep(Duration::from_secs(1)).await; // the watchers meet a sealed server (503)
     srv.client().unseal(&keys).await;
     let writer = rc.clone();

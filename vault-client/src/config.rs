@@ -141,6 +141,18 @@ pub enum ConfigError {
     },
 }
 
+/// For callers working with the crate's [`Error`]: a vault error as it is,
+/// anything else as [`Error::Config`] with this error's message (which holds
+/// no value).
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Error {
+        match e {
+            ConfigError::Vault { error, .. } => error,
+            other => Error::Config(other.to_string()),
+        }
+    }
+}
+
 /// A reference to one field of a KV secret: `vault:MOUNT/PATH#KEY`.
 ///
 /// The path is a full path, mount included (`vault:secret/myapp#db_password`);
@@ -513,6 +525,15 @@ mod tests {
         }
         let e = Reference::parse("hunter2-SECRET").unwrap_err();
         assert!(!e.to_string().contains("SECRET"), "{e}");
+    }
+
+    #[test]
+    fn into_the_crate_error() {
+        let e: Error = ConfigError::Missing { field: "db_password".into(), looked: vec!["secret/app".into()] }.into();
+        assert!(matches!(&e, Error::Config(m) if m.contains("db_password") && m.contains("secret/app")), "{e:?}");
+        let api = Error::Api { status: 403, errors: vec!["permission denied".into()] };
+        let e: Error = ConfigError::Vault { place: "reading secret/app".into(), error: api }.into();
+        assert_eq!(e.status(), Some(403));
     }
 
     #[test]
