@@ -33,6 +33,14 @@
 //! 3. in the file named by `FIELD_FILE` (Docker secrets' convention, e.g.
 //!    `DATABASE_URL_FILE=/run/secrets/db_url`), trailing line breaks removed.
 //!
+//! The environment is a fallback: a field present in a KV secret ignores its
+//! variable. Mind fields named like variables every shell sets (`user`,
+//! `home`, `path`): `USER` would fill `user` when no secret has it. To read
+//! prefixed variables instead (`APP_USER`), pass a lookup to
+//! [`Client::load_with_vars`]:
+//! `client.load_with_vars(&paths, |name| std::env::var(format!("APP_{name}")).ok())`.
+//! Aliases (`#[serde(alias = "pw")]`) are field names too.
+//!
 //! Fields absent everywhere are left to serde: `Option` fields become `None`,
 //! `#[serde(default)]` fields their default, others are a
 //! [`ConfigError::Missing`] naming the field and every place looked at.
