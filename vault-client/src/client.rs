@@ -1,18 +1,20 @@
-//! The [`Client`]: address, token, TLS settings and the request plumbing the
-//! API modules ([`crate::sys`], [`crate::logical`], ...) share.
+//! The [`Client`]: address, token, TLS settings, retries and the request
+//! plumbing the API modules ([`crate::sys`], [`crate::logical`], ...) share.
 
 use std::fmt;
 use std::path::Path;
-use std::sync::Once;
+use std::sync::{Arc, Once, PoisonError, RwLock};
 use std::time::Duration;
 
-use reqwest::header::HeaderValue;
+use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
+use crate::retry::{self, RetryPolicy};
+use crate::tls::{self, ClientIdentity};
 
 /// Address used when `VAULT_ADDR` is not set.
 pub const DEFAULT_ADDRESS: &str = "http://127.0.0.1:8200";
@@ -46,7 +48,9 @@ pub struct ClientBuilder {
     address: String,
     token: Option<Zeroizing<String>>,
     ca_cert_pem: Option<Vec<u8>>,
+    identity: Option<ClientIdentity>,
     timeout: Duration,
+    retry: RetryPolicy,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -55,16 +59,27 @@ impl fmt::Debug for ClientBuilder {
             .field("address", &self.address)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("ca_cert_pem", &self.ca_cert_pem.as_ref().map(|p| format!("<{} bytes>", p.len())))
+            .field("identity", &self.identity)
             .field("timeout", &self.timeout)
+            .field("retry", &self.retry)
             .finish()
     }
 }
 
 impl ClientBuilder {
     /// A builder for the server at `address` (e.g. `https://vault.example:8200`),
-    /// without a token, trusting the platform's root certificates.
+    /// without a token, trusting the platform's root certificates, with
+    /// [`DEFAULT_TIMEOUT`] and Vault's retry defaults (see
+    /// [`ClientBuilder::max_retries`]).
     pub fn new(address: impl Into<String>) -> Self {
-        Self { address: address.into(), token: None, ca_cert_pem: None, timeout: DEFAULT_TIMEOUT }
+        Self {
+            address: address.into(),
+            token: None,
+            ca_cert_pem: None,
+            identity: None,
+            timeout: DEFAULT_TIMEOUT,
+            retry: RetryPolicy::default(),
+        }
     }
 
     /// A builder configured from the process environment, like Vault's CLI:
@@ -72,7 +87,18 @@ impl ClientBuilder {
     /// * `VAULT_ADDR`: server address (default [`DEFAULT_ADDRESS`]);
     /// * `VAULT_TOKEN`: client token (unset or empty: none);
     /// * `VAULT_CACERT`: path of a PEM file with the CA certificate(s) to
-    ///   trust *instead of* the platform roots.
+    ///   trust *instead of* the platform roots (a self-signed server
+    ///   certificate given here is accepted too, see [`ClientBuilder::ca_cert_pem`]);
+    /// * `VAULT_CLIENT_CERT` + `VAULT_CLIENT_KEY`: PEM files of a client
+    ///   certificate (chain) and its private key, for mutual TLS (both or
+    ///   neither);
+    /// * `VAULT_CLIENT_TIMEOUT`: request timeout, seconds (`30`) or with a
+    ///   unit (`500ms`, `30s`, `2m`, `1h`);
+    /// * `VAULT_MAX_RETRIES`: retries after a retryable failure (0: none);
+    /// * `VAULT_NAMESPACE`: this server has no namespaces; a non-empty value
+    ///   is ignored with a warning (`tracing`).
+    ///
+    /// Empty values count as unset.
     pub fn from_env() -> Result<Self> {
         Self::from_vars(|name| std::env::var(name).ok())
     }
@@ -80,15 +106,40 @@ impl ClientBuilder {
     /// Like [`ClientBuilder::from_env`], reading the variables through
     /// `lookup` (for tests, or configuration from another source).
     pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let address = lookup("VAULT_ADDR").filter(|a| !a.trim().is_empty()).unwrap_or_else(|| DEFAULT_ADDRESS.into());
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let address = get("VAULT_ADDR").unwrap_or_else(|| DEFAULT_ADDRESS.into());
         let mut b = Self::new(address.trim());
         if let Some(t) = lookup("VAULT_TOKEN").map(Zeroizing::new)
             && !t.trim().is_empty()
         {
             b = b.token(t.trim());
         }
-        if let Some(path) = lookup("VAULT_CACERT").filter(|p| !p.is_empty()) {
+        if let Some(path) = get("VAULT_CACERT") {
             b = b.ca_cert_file(Path::new(&path))?;
+        }
+        match (get("VAULT_CLIENT_CERT"), get("VAULT_CLIENT_KEY")) {
+            (Some(cert), Some(key)) => b = b.client_identity_files(Path::new(&cert), Path::new(&key))?,
+            (None, None) => {}
+            _ => {
+                return Err(Error::Config(
+                    "VAULT_CLIENT_CERT and VAULT_CLIENT_KEY must be given together (mutual TLS)".into(),
+                ));
+            }
+        }
+        if let Some(t) = get("VAULT_CLIENT_TIMEOUT") {
+            let timeout = parse_duration(t.trim())
+                .ok_or_else(|| Error::Config(format!("VAULT_CLIENT_TIMEOUT {t:?}: expected seconds or e.g. 30s")))?;
+            b = b.timeout(timeout);
+        }
+        if let Some(n) = get("VAULT_MAX_RETRIES") {
+            let n: u32 = n
+                .trim()
+                .parse()
+                .map_err(|_| Error::Config(format!("VAULT_MAX_RETRIES {n:?}: expected a number >= 0")))?;
+            b = b.max_retries(n);
+        }
+        if get("VAULT_NAMESPACE").is_some() {
+            tracing::warn!("VAULT_NAMESPACE is set, but this server has no namespaces: ignored");
         }
         Ok(b)
     }
@@ -106,6 +157,11 @@ impl ClientBuilder {
     }
 
     /// Trust only the CA certificate(s) in this PEM bundle.
+    ///
+    /// A server certificate that is itself a CA certificate (what
+    /// `openssl req -x509` makes by default) is accepted when it is one of
+    /// the bundle's certificates, byte for byte, and valid for the server's
+    /// name; WebPKI alone would refuse it.
     pub fn ca_cert_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.ca_cert_pem = Some(pem.into());
         self
@@ -118,9 +174,56 @@ impl ClientBuilder {
         Ok(self.ca_cert_pem(pem))
     }
 
-    /// Per-request timeout (default [`DEFAULT_TIMEOUT`]).
+    /// Present this client certificate (PEM, leaf first) and private key
+    /// (PEM: PKCS#8, PKCS#1 or SEC1) to the server (mutual TLS).
+    pub fn client_identity_pem(mut self, cert_pem: impl Into<Vec<u8>>, key_pem: impl Into<Vec<u8>>) -> Self {
+        self.identity = Some(ClientIdentity { cert_pem: cert_pem.into(), key_pem: Zeroizing::new(key_pem.into()) });
+        self
+    }
+
+    /// Like [`ClientBuilder::client_identity_pem`], reading both PEM files.
+    pub fn client_identity_files(self, cert_path: &Path, key_path: &Path) -> Result<Self> {
+        let cert = std::fs::read(cert_path)
+            .map_err(|e| Error::Config(format!("cannot read client certificate file {}: {e}", cert_path.display())))?;
+        let key = Zeroizing::new(
+            std::fs::read(key_path)
+                .map_err(|e| Error::Config(format!("cannot read client key file {}: {e}", key_path.display())))?,
+        );
+        Ok(self.client_identity_pem(cert, key.to_vec()))
+    }
+
+    /// Per-request timeout (default [`DEFAULT_TIMEOUT`]). Each retry gets
+    /// the whole timeout again.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// How many times a failed request is sent again (default 2, as
+    /// Vault's `VAULT_MAX_RETRIES`; 0 disables retries). Only failures
+    /// that are safe to retry are: connection errors, 503 (sealed, standby)
+    /// for any method, other 5xx and timeouts for reads only, never a 4xx
+    /// (the crate's `retry` rules are documented on [`ClientBuilder::retry_backoff`]).
+    pub fn max_retries(mut self, retries: u32) -> Self {
+        self.retry.max_retries = retries;
+        self
+    }
+
+    /// Backoff between retries: exponential with full jitter. Before retry
+    /// `n` (0 for the first) the client waits a uniformly random time in
+    /// `[0, min(max, min * 2^n)]`. Defaults: 1 s and 1.5 s (Vault's).
+    ///
+    /// What is retried: a request that never reached the server (connection
+    /// refused, DNS, connect timeout) and a 503 answer (sealed, standby: the
+    /// server did nothing) for every method; another 5xx, a timeout or a
+    /// connection lost mid-request only for reads (`GET`, `LIST`, `HEAD`),
+    /// because a `PUT`/`POST` may have taken effect (a new KV version, a
+    /// spent secret ID use); never a 4xx, never a TLS failure, never
+    /// `sys/health` (its status codes are its answer), never a KV v2
+    /// blocking read (its callers, such as [`crate::Follow`], loop anyway).
+    pub fn retry_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.retry.min = min;
+        self.retry.max = max.max(min);
         self
     }
 
@@ -132,16 +235,29 @@ impl ClientBuilder {
             .timeout(self.timeout)
             .redirect(redirect_policy())
             .user_agent(concat!("vault-client/", env!("CARGO_PKG_VERSION")));
-        if let Some(pem) = &self.ca_cert_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| Error::Config(format!("invalid CA certificate PEM: {e}")))?;
-            if certs.is_empty() {
-                return Err(Error::Config("the CA certificate PEM holds no certificate".into()));
+        match (&self.ca_cert_pem, &self.identity) {
+            (Some(pem), identity) => {
+                http = http.tls_backend_preconfigured(tls::client_config(pem, identity.as_ref())?);
             }
-            http = http.tls_certs_only(certs);
+            (None, Some(identity)) => http = http.identity(identity.to_reqwest()?),
+            (None, None) => {}
         }
         let http = http.build().map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Client { http, base, token: self.token })
+        Ok(Client { http, base, token: Arc::new(RwLock::new(self.token)), retry: self.retry })
+    }
+}
+
+/// `30` (seconds), `500ms`, `30s`, `2m`, `1h`.
+fn parse_duration(s: &str) -> Option<Duration> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    match unit.trim() {
+        "" | "s" => Some(Duration::from_secs(n)),
+        "ms" => Some(Duration::from_millis(n)),
+        "m" => n.checked_mul(60).map(Duration::from_secs),
+        "h" => n.checked_mul(3600).map(Duration::from_secs),
+        _ => None,
     }
 }
 
@@ -177,33 +293,51 @@ fn redirect_policy() -> reqwest::redirect::Policy {
     })
 }
 
+/// The token, shared by a client and its clones.
+type TokenCell = Arc<RwLock<Option<Zeroizing<String>>>>;
+
 /// An async client of the vault's HTTP API.
 ///
-/// Cheap to clone (the connection pool is shared). The API is grouped by
-/// area: [`Client::sys`] for the system backend, [`Client::logical`] for
-/// generic reads and writes of any path.
+/// Cheap to clone: clones share the connection pool **and the token**, so a
+/// login ([`Client::auth`]), a [`Client::set_token`] or a background
+/// re-login ([`Client::keep_alive`]) is seen by every clone (watchers,
+/// config loaders, ...). [`Client::with_token`] makes a client with a token
+/// of its own instead. The API is grouped by area: [`Client::sys`] for the
+/// system backend, [`Client::logical`] for generic reads and writes of any
+/// path, [`Client::auth`] for logins.
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: Url,
-    token: Option<Zeroizing<String>>,
+    token: TokenCell,
+    retry: RetryPolicy,
 }
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
             .field("address", &self.base.as_str())
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token", &self.has_token().then_some("<redacted>"))
             .finish_non_exhaustive()
     }
 }
 
-/// A response as received: status and body bytes.
-#[derive(Debug)]
+/// A response as received: status and body bytes (wiped when dropped: it
+/// may hold a secret or a token). `Debug` shows the body's length only.
 pub(crate) struct RawResponse {
     pub(crate) path: String,
     pub(crate) status: StatusCode,
-    pub(crate) body: Vec<u8>,
+    pub(crate) body: Zeroizing<Vec<u8>>,
+}
+
+impl fmt::Debug for RawResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawResponse")
+            .field("path", &self.path)
+            .field("status", &self.status)
+            .field("body", &format_args!("<{} bytes>", self.body.len()))
+            .finish()
+    }
 }
 
 impl RawResponse {
@@ -244,8 +378,8 @@ impl Client {
         ClientBuilder::new(address).build()
     }
 
-    /// A client configured from `VAULT_ADDR`, `VAULT_TOKEN` and
-    /// `VAULT_CACERT` (see [`ClientBuilder::from_env`]).
+    /// A client configured from the environment (`VAULT_ADDR`,
+    /// `VAULT_TOKEN`, `VAULT_CACERT`, ...: see [`ClientBuilder::from_env`]).
     pub fn from_env() -> Result<Client> {
         ClientBuilder::from_env()?.build()
     }
@@ -255,26 +389,42 @@ impl Client {
         ClientBuilder::new(address)
     }
 
-    /// This client with `token` as its token.
+    /// A client sharing this one's connections and settings but holding
+    /// `token` in a token cell of its own: later token changes of either
+    /// client (logins, renewals) do not reach the other.
     #[must_use]
     pub fn with_token(mut self, token: impl Into<String>) -> Client {
-        self.set_token(token);
+        self.token = Arc::new(RwLock::new(Some(Zeroizing::new(token.into()))));
         self
     }
 
-    /// Replace the token (for example after a login).
-    pub fn set_token(&mut self, token: impl Into<String>) {
-        self.token = Some(Zeroizing::new(token.into()));
+    /// A client sharing this one's connections and settings, without a
+    /// token (for logins).
+    pub(crate) fn without_token(mut self) -> Client {
+        self.token = Arc::new(RwLock::new(None));
+        self
     }
 
-    /// Forget the token.
-    pub fn clear_token(&mut self) {
-        self.token = None;
+    /// Replace the token, for this client and all its clones (a login does
+    /// this).
+    pub fn set_token(&self, token: impl Into<String>) {
+        *self.token.write().unwrap_or_else(PoisonError::into_inner) = Some(Zeroizing::new(token.into()));
+    }
+
+    /// Forget the token (this client and its clones).
+    pub fn clear_token(&self) {
+        *self.token.write().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
     /// Whether a token is set.
     pub fn has_token(&self) -> bool {
-        self.token.is_some()
+        self.token.read().unwrap_or_else(PoisonError::into_inner).is_some()
+    }
+
+    /// A copy of the current token (wiped when dropped), e.g. to store it
+    /// in a token helper file. Handle it as the secret it is.
+    pub fn token_secret(&self) -> Option<Zeroizing<String>> {
+        self.token.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// The server address.
@@ -314,7 +464,8 @@ impl Client {
 
     /// Like [`Client::send`], with query parameters `query` (encoded) and,
     /// when `timeout` is given, that request timeout instead of the
-    /// client's (for long waits).
+    /// client's (for long waits). Retries as documented on
+    /// [`ClientBuilder::retry_backoff`].
     pub(crate) async fn send_with<B: Serialize + ?Sized>(
         &self,
         method: Method,
@@ -327,23 +478,74 @@ impl Client {
         if !query.is_empty() {
             url.query_pairs_mut().extend_pairs(query);
         }
-        let mut req = self.http.request(method, url);
+        // Encoded once, so a retry sends the same bytes; it may hold
+        // credentials (a login), hence wiped.
+        let body = match body {
+            Some(b) => Some(Zeroizing::new(serde_json::to_vec(b).map_err(|e| {
+                Error::InvalidArgument(format!("cannot encode the request body as JSON ({:?})", e.classify()))
+            })?)),
+            None => None,
+        };
+        let api_path = path.trim_start_matches('/');
+        // A request with its own timeout is a long poll (a KV v2 blocking
+        // read) whose caller loops with its own backoff: not retried here.
+        let max_retries = if timeout.is_some() { 0 } else { self.retry.max_retries };
+        let mut attempt = 0;
+        loop {
+            let result =
+                self.send_once(&method, url.clone(), api_path, body.as_ref().map(|b| b.as_slice()), timeout).await;
+            let retryable = match &result {
+                Ok(r) => retry::retry_status(&method, api_path, r.status),
+                Err(Error::Http(e)) => retry::retry_error(&method, e),
+                Err(_) => false,
+            };
+            if !retryable || attempt >= max_retries {
+                return result;
+            }
+            let wait = self.retry.delay(attempt);
+            attempt += 1;
+            match &result {
+                Ok(r) => tracing::debug!(path = api_path, status = r.status.as_u16(), attempt, ?wait, "retrying"),
+                Err(e) => tracing::debug!(path = api_path, error = %e, attempt, ?wait, "retrying"),
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// One attempt: the token is read now, so a retry after a re-login
+    /// sends the new one.
+    async fn send_once(
+        &self,
+        method: &Method,
+        url: Url,
+        api_path: &str,
+        body: Option<&[u8]>,
+        timeout: Option<Duration>,
+    ) -> Result<RawResponse> {
+        let mut req = self.http.request(method.clone(), url);
         if let Some(t) = timeout {
             req = req.timeout(t);
         }
-        if let Some(token) = &self.token {
-            let mut v = HeaderValue::from_str(token.as_str())
-                .map_err(|_| Error::Config("the token contains characters not allowed in an HTTP header".into()))?;
-            v.set_sensitive(true);
+        if let Some(v) = self.token_header()? {
             req = req.header(TOKEN_HEADER, v);
         }
         if let Some(b) = body {
-            req = req.json(b);
+            req = req.header(CONTENT_TYPE, "application/json").body(b.to_vec());
         }
         let resp = req.send().await?;
         let status = resp.status();
-        let body = resp.bytes().await?.to_vec();
-        Ok(RawResponse { path: path.trim_start_matches('/').to_string(), status, body })
+        let body = Zeroizing::new(resp.bytes().await?.to_vec());
+        Ok(RawResponse { path: api_path.to_string(), status, body })
+    }
+
+    /// The token as a header value marked sensitive.
+    fn token_header(&self) -> Result<Option<HeaderValue>> {
+        let guard = self.token.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(token) = guard.as_ref() else { return Ok(None) };
+        let mut v = HeaderValue::from_str(token.as_str())
+            .map_err(|_| Error::Config("the token contains characters not allowed in an HTTP header".into()))?;
+        v.set_sensitive(true);
+        Ok(Some(v))
     }
 
     /// GET `path` and decode a successful JSON answer.
@@ -415,7 +617,7 @@ VpkkyKB/Cd+jeMskyuTw2p53pVeD9N0hnPk=
         .unwrap();
         assert_eq!(c.address(), "https://vault.example:8443/");
         assert!(c.has_token());
-        assert_eq!(c.token.as_ref().map(|t| t.as_str()), Some("hvs.abc"));
+        assert_eq!(c.token_secret().as_deref().map(String::as_str), Some("hvs.abc"));
     }
 
     #[test]
@@ -437,6 +639,54 @@ VpkkyKB/Cd+jeMskyuTw2p53pVeD9N0hnPk=
         let e = ClientBuilder::from_vars(vars(&[("VAULT_CACERT", missing.to_str().unwrap())])).unwrap_err();
         assert!(matches!(&e, Error::Config(m) if m.contains("missing.pem")), "{e:?}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn env_timeout_retries_identity_and_namespace() {
+        let b = ClientBuilder::from_vars(vars(&[
+            ("VAULT_CLIENT_TIMEOUT", "90s"),
+            ("VAULT_MAX_RETRIES", "0"),
+            ("VAULT_NAMESPACE", "team-a"),
+        ]))
+        .unwrap();
+        assert_eq!(b.timeout, Duration::from_secs(90));
+        assert_eq!(b.retry.max_retries, 0);
+        b.build().unwrap();
+        for (name, value) in [("VAULT_CLIENT_TIMEOUT", "soon"), ("VAULT_MAX_RETRIES", "-1")] {
+            let e = ClientBuilder::from_vars(vars(&[(name, value)])).unwrap_err();
+            assert!(matches!(&e, Error::Config(m) if m.contains(name)), "{e:?}");
+        }
+        // Half an identity is an error, not a silent no-mTLS.
+        let e = ClientBuilder::from_vars(vars(&[("VAULT_CLIENT_CERT", "/x/cert.pem")])).unwrap_err();
+        assert!(matches!(&e, Error::Config(m) if m.contains("VAULT_CLIENT_KEY")), "{e:?}");
+        let e = ClientBuilder::from_vars(vars(&[("VAULT_CLIENT_CERT", "/x/c.pem"), ("VAULT_CLIENT_KEY", "/x/k.pem")]))
+            .unwrap_err();
+        assert!(matches!(&e, Error::Config(m) if m.contains("/x/c.pem")), "{e:?}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        for bad in ["", "s", "1.5s", "-1", "10d", "ten"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn clones_share_the_token_but_with_token_detaches() {
+        let a = Client::new("http://127.0.0.1:1").unwrap();
+        let b = a.clone();
+        a.set_token("hvs.one");
+        assert_eq!(b.token_secret().as_deref().map(String::as_str), Some("hvs.one"));
+        let c = b.clone().with_token("hvs.other");
+        b.set_token("hvs.two");
+        assert_eq!(a.token_secret().as_deref().map(String::as_str), Some("hvs.two"));
+        assert_eq!(c.token_secret().as_deref().map(String::as_str), Some("hvs.other"));
+        a.clear_token();
+        assert!(!b.has_token() && c.has_token());
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! transport failures (which name the URL, never headers) and decode
 //! failures (which report *where* decoding failed, never the offending value).
 
+use std::path::PathBuf;
+
 use vault_api::ErrorResponse;
 
 /// Result alias used throughout the crate.
@@ -50,6 +52,25 @@ pub enum Error {
     /// with `..` segments).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+
+    /// A credential file (AppRole role or secret ID, service-account token,
+    /// JWT, ...) could not be read or is empty. Names the file, never its
+    /// contents.
+    #[error("cannot read the {what} file {}: {reason}", path.display())]
+    CredentialFile {
+        /// What the file should hold (e.g. "AppRole secret ID").
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why it could not be used.
+        reason: String,
+    },
+
+    /// A login or token operation is impossible with what the client has
+    /// (no token and nothing to log in with, a token that cannot be
+    /// renewed, ...).
+    #[error("authentication: {0}")]
+    Auth(String),
 }
 
 impl Error {
@@ -65,6 +86,23 @@ impl Error {
     /// Whether this is an API error with status 404.
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::Api { status: 404, .. })
+    }
+
+    /// Whether the server refused the token or the request (403: unknown,
+    /// expired or revoked token, or no policy grants the request).
+    pub fn is_permission_denied(&self) -> bool {
+        matches!(self, Error::Api { status: 403, .. })
+    }
+
+    /// Whether the server answered 503 (sealed, standby, not ready).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Error::Api { status: 503, .. })
+    }
+
+    /// Whether the server could not be reached or the answer not received
+    /// (connection refused, TLS failure, timeout, ...).
+    pub fn is_transport(&self) -> bool {
+        matches!(self, Error::Http(_))
     }
 
     /// Build an [`Error::Api`] from a non-success response: parse Vault's

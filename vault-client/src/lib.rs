@@ -56,15 +56,19 @@ pub mod config;
 mod error;
 pub mod kv2;
 pub mod logical;
+mod retry;
 pub mod sys;
+mod tls;
 pub mod transit;
 pub mod watch;
 
+pub use auth::{Auth, AuthInfo, KeepAlive, KeepAliveStatus, Login, TokenInfo};
 pub use client::{Client, ClientBuilder, DEFAULT_ADDRESS, DEFAULT_TIMEOUT};
 pub use config::{ConfigError, Reference};
 pub use error::{Error, Result};
 pub use kv2::{Follow, Kv2, Secret};
 pub use logical::Logical;
+pub use retry::{DEFAULT_MAX_RETRIES, DEFAULT_RETRY_MAX, DEFAULT_RETRY_MIN};
 pub use sys::{HealthResponse, RekeyUpdate, Sys};
 pub use transit::{Encrypted, Plaintext, Transit};
 /// The shared wire types.

@@ -3,6 +3,8 @@
 //! ```toml
 //! listen_addr  = "127.0.0.1:8200"
 //! storage_url  = "sqlite://./vault-data/vault.db"   # or postgres://user@host/db
+//! # storage_url_file = "/run/secrets/vault_storage_url"     # the URL read from a file instead
+//! # storage_password_file = "/run/secrets/pg_password"      # PostgreSQL password kept out of the URL
 //! log_level    = "info"                              # trace|debug|info|warn|error
 //! log_format   = "text"                              # text|json
 //! disable_mlock = false
@@ -44,6 +46,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use zeroize::Zeroizing;
 
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8200";
@@ -75,6 +78,17 @@ pub enum ConfigError {
     /// A value is out of range.
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    /// A `*_file` setting names a file that cannot be read (the message
+    /// names the setting and the file, never its contents).
+    #[error("cannot read {setting} {path}: {source}")]
+    SecretFile {
+        /// Which setting (`storage_url_file`, `VAULT_STORAGE_URL_FILE`, ...).
+        setting: &'static str,
+        /// Which file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Log output format.
@@ -113,6 +127,8 @@ struct LockoutFile {
 struct FileConfig {
     listen_addr: Option<String>,
     storage_url: Option<String>,
+    storage_url_file: Option<PathBuf>,
+    storage_password_file: Option<PathBuf>,
     log_level: Option<String>,
     log_format: Option<LogFormat>,
     disable_mlock: Option<bool>,
@@ -160,13 +176,15 @@ pub struct UnauthedCeremonies {
     pub generate_root: bool,
 }
 
-/// The effective configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The effective configuration. `Debug` shows the storage URL without its
+/// password ([`redact_url`]).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Config {
     /// Address to listen on.
     pub listen_addr: SocketAddr,
-    /// Storage URL.
-    pub storage_url: String,
+    /// Storage URL, password included when one was configured (from the URL,
+    /// `storage_url_file` or `storage_password_file`).
+    pub storage_url: Zeroizing<String>,
     /// tracing filter, e.g. "info".
     pub log_level: String,
     /// Log format.
@@ -191,15 +209,155 @@ pub struct Config {
     pub listener: crate::http::serve::ListenerLimits,
 }
 
-/// Command-line overrides.
-#[derive(Debug, Clone, Default)]
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen_addr", &self.listen_addr)
+            .field("storage_url", &redact_url(&self.storage_url))
+            .field("log_level", &self.log_level)
+            .field("log_format", &self.log_format)
+            .field("disable_mlock", &self.disable_mlock)
+            .field("access_log", &self.access_log)
+            .field("max_request_bytes", &self.max_request_bytes)
+            .field("tls", &self.tls)
+            .field("lockout", &self.lockout)
+            .field("cache_max_bytes", &self.cache_max_bytes)
+            .field("rotation", &self.rotation)
+            .field("unauthed_ceremonies", &self.unauthed_ceremonies)
+            .field("listener", &self.listener)
+            .finish()
+    }
+}
+
+/// Command-line (and environment) overrides. `Debug` never shows the URL.
+#[derive(Clone, Default)]
 pub struct Overrides {
     /// `--listen`.
     pub listen_addr: Option<String>,
-    /// `--storage`.
+    /// `--storage` / `VAULT_STORAGE_URL`.
     pub storage_url: Option<String>,
+    /// `--storage-file` / `VAULT_STORAGE_URL_FILE`: the storage URL read from
+    /// a file (Docker and Kubernetes secrets).
+    pub storage_url_file: Option<PathBuf>,
+    /// `--storage-password-file` / `VAULT_STORAGE_PASSWORD_FILE`: the
+    /// PostgreSQL password read from a file, for a URL without one.
+    pub storage_password_file: Option<PathBuf>,
     /// `--log-level`.
     pub log_level: Option<String>,
+}
+
+impl std::fmt::Debug for Overrides {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Overrides")
+            .field("listen_addr", &self.listen_addr)
+            .field("storage_url", &self.storage_url.as_deref().map(redact_url))
+            .field("storage_url_file", &self.storage_url_file)
+            .field("storage_password_file", &self.storage_password_file)
+            .field("log_level", &self.log_level)
+            .finish()
+    }
+}
+
+/// Where the storage URL comes from, highest precedence first: a flag or
+/// environment value (URL, then URL file), then the config file's
+/// (`storage_url`, then `storage_url_file`), then the default. Giving both
+/// forms at one level is an error: which one wins would be a guess.
+fn storage_url(o: &Overrides, fc: &FileConfig) -> Result<Zeroizing<String>, ConfigError> {
+    fn read(setting: &'static str, path: &Path) -> Result<Zeroizing<String>, ConfigError> {
+        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
+            setting,
+            path: path.to_path_buf(),
+            source,
+        })?);
+        // Files written by `echo` or editors end with a newline; a secret never does.
+        let trimmed = text.trim_end_matches(['\n', '\r']);
+        if trimmed.is_empty() {
+            return Err(ConfigError::Invalid(format!("{setting} {} is empty", path.display())));
+        }
+        Ok(Zeroizing::new(trimmed.to_owned()))
+    }
+    let url = match (&o.storage_url, &o.storage_url_file, &fc.storage_url, &fc.storage_url_file) {
+        (Some(_), Some(_), _, _) => {
+            return Err(ConfigError::Invalid(
+                "give the storage URL once: --storage (VAULT_STORAGE_URL) or --storage-file (VAULT_STORAGE_URL_FILE)"
+                    .into(),
+            ));
+        }
+        (Some(u), None, _, _) => Zeroizing::new(u.clone()),
+        (None, Some(p), _, _) => read("VAULT_STORAGE_URL_FILE", p)?,
+        (None, None, Some(_), Some(_)) => {
+            return Err(ConfigError::Invalid("give storage_url or storage_url_file, not both".into()));
+        }
+        (None, None, Some(u), None) => Zeroizing::new(u.clone()),
+        (None, None, None, Some(p)) => read("storage_url_file", p)?,
+        (None, None, None, None) => Zeroizing::new(DEFAULT_STORAGE.to_owned()),
+    };
+    let (setting, password_file) = match (&o.storage_password_file, &fc.storage_password_file) {
+        (Some(p), _) => ("VAULT_STORAGE_PASSWORD_FILE", p),
+        (None, Some(p)) => ("storage_password_file", p),
+        (None, None) => return Ok(url),
+    };
+    let password = read(setting, password_file)?;
+    with_password(&url, &password).map_err(|why| ConfigError::Invalid(format!("{setting}: {why}")))
+}
+
+/// Split `scheme://authority/rest` into (prefix up to `://`, authority, rest).
+fn split_authority(url: &str) -> Option<(&str, &str, &str)> {
+    let start = url.find("://")? + 3;
+    let end = url[start..].find(['/', '?']).map_or(url.len(), |i| start + i);
+    Some((&url[..start], &url[start..end], &url[end..]))
+}
+
+/// `postgres://user@host/db` + password → `postgres://user:password@host/db`
+/// (the password percent-encoded: it may hold `@`, `/`, `:`).
+fn with_password(url: &str, password: &str) -> Result<Zeroizing<String>, String> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err("a password file applies to a postgres:// storage URL only".into());
+    }
+    let (prefix, authority, rest) = split_authority(url).ok_or("the storage URL has no host")?;
+    let Some((user, host)) = authority.rsplit_once('@') else {
+        return Err("the storage URL names no user (postgres://USER@host/db)".into());
+    };
+    if user.contains(':') {
+        return Err("the storage URL already holds a password".into());
+    }
+    if user.is_empty() {
+        return Err("the storage URL names no user (postgres://USER@host/db)".into());
+    }
+    if rest.contains("password=") {
+        return Err("the storage URL already holds a password parameter".into());
+    }
+    let encoded =
+        Zeroizing::new(percent_encoding::utf8_percent_encode(password, percent_encoding::NON_ALPHANUMERIC).to_string());
+    Ok(Zeroizing::new(format!("{prefix}{user}:{}@{host}{rest}", encoded.as_str())))
+}
+
+/// The URL as it may be logged: a password in the user part or in a
+/// `password=` parameter replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let mut out = match split_authority(url) {
+        Some((prefix, authority, rest)) => match authority.rsplit_once('@') {
+            Some((userinfo, host)) if userinfo.contains(':') => {
+                let user = userinfo.split(':').next().unwrap_or_default();
+                format!("{prefix}{user}:***@{host}{rest}")
+            }
+            _ => url.to_owned(),
+        },
+        None => url.to_owned(),
+    };
+    // Query parameters (`?password=...&sslmode=...`).
+    if let Some(q) = out.find('?') {
+        let (head, query) = out.split_at(q + 1);
+        let query: Vec<String> = query
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => kv.to_owned(),
+            })
+            .collect();
+        out = format!("{head}{}", query.join("&"));
+    }
+    out
 }
 
 impl Config {
@@ -213,11 +371,11 @@ impl Config {
                 Self::parse_file(&text).map_err(|message| ConfigError::Parse { path: path.to_path_buf(), message })?
             }
         };
+        let storage_url = storage_url(&overrides, &fc)?;
         let listen = overrides.listen_addr.or(fc.listen_addr).unwrap_or_else(|| DEFAULT_LISTEN.into());
         let listen_addr = listen
             .parse()
             .map_err(|_| ConfigError::Invalid(format!("listen_addr \"{listen}\" is not an IP:port address")))?;
-        let storage_url = overrides.storage_url.or(fc.storage_url).unwrap_or_else(|| DEFAULT_STORAGE.into());
         if !(storage_url.starts_with("sqlite:")
             || storage_url.starts_with("postgres://")
             || storage_url.starts_with("postgresql://"))
@@ -370,7 +528,7 @@ mod tests {
     fn defaults() {
         let c = Config::load(None, Overrides::default()).unwrap();
         assert_eq!(c.listen_addr.to_string(), DEFAULT_LISTEN);
-        assert_eq!(c.storage_url, DEFAULT_STORAGE);
+        assert_eq!(c.storage_url.as_str(), DEFAULT_STORAGE);
         assert_eq!(c.log_format, LogFormat::Text);
         assert!(c.tls.is_none());
         assert_eq!(c.unauthed_ceremonies, UnauthedCeremonies { rekey: false, generate_root: false });
@@ -447,6 +605,84 @@ mod tests {
             Config::load(Some(Path::new("/nonexistent/x.toml")), Overrides::default()),
             Err(ConfigError::Read { .. })
         ));
+    }
+}
+
+#[cfg(test)]
+mod storage_secrets {
+    use super::*;
+    use std::io::Write;
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn url_from_a_file_flag_or_config() {
+        let url = file("postgres://vault:pw@db:5432/vault\n");
+        let o = Overrides { storage_url_file: Some(url.path().into()), ..Default::default() };
+        let c = Config::load(None, o).unwrap();
+        assert_eq!(c.storage_url.as_str(), "postgres://vault:pw@db:5432/vault", "trailing newline trimmed");
+        let cfg = file(&format!("storage_url_file = \"{}\"\n", url.path().display()));
+        let c = Config::load(Some(cfg.path()), Overrides::default()).unwrap();
+        assert_eq!(c.storage_url.as_str(), "postgres://vault:pw@db:5432/vault");
+        // A flag beats the file's setting.
+        let o = Overrides { storage_url: Some("sqlite://x.db".into()), ..Default::default() };
+        assert_eq!(Config::load(Some(cfg.path()), o).unwrap().storage_url.as_str(), "sqlite://x.db");
+        // Both forms at one level: refused.
+        let o = Overrides {
+            storage_url: Some("sqlite://x.db".into()),
+            storage_url_file: Some(url.path().into()),
+            ..Default::default()
+        };
+        assert!(Config::load(None, o).unwrap_err().to_string().contains("once"));
+        // Unreadable and empty files name the setting, not a value.
+        let o = Overrides { storage_url_file: Some("/nonexistent/url".into()), ..Default::default() };
+        let e = Config::load(None, o).unwrap_err().to_string();
+        assert!(e.contains("VAULT_STORAGE_URL_FILE") && e.contains("/nonexistent/url"), "{e}");
+        let empty = file("\n");
+        let o = Overrides { storage_url_file: Some(empty.path().into()), ..Default::default() };
+        assert!(Config::load(None, o).unwrap_err().to_string().contains("empty"));
+    }
+
+    #[test]
+    fn password_file_joins_the_url() {
+        let pw = file("p@ss:w/rd\n");
+        let o = Overrides {
+            storage_url: Some("postgres://vault@db:5432/vault?sslmode=disable".into()),
+            storage_password_file: Some(pw.path().into()),
+            ..Default::default()
+        };
+        let c = Config::load(None, o).unwrap();
+        assert_eq!(c.storage_url.as_str(), "postgres://vault:p%40ss%3Aw%2Frd@db:5432/vault?sslmode=disable");
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("p%40ss") && dbg.contains("vault:***@db"), "{dbg}");
+        for url in
+            ["postgres://vault:x@db/vault", "postgres://db/vault", "sqlite://x.db", "postgres://u@db/v?password=x"]
+        {
+            let o = Overrides {
+                storage_url: Some(url.into()),
+                storage_password_file: Some(pw.path().into()),
+                ..Default::default()
+            };
+            let e = Config::load(None, o).unwrap_err().to_string();
+            assert!(e.contains("VAULT_STORAGE_PASSWORD_FILE") && !e.contains("p@ss"), "{url}: {e}");
+        }
+    }
+
+    #[test]
+    fn redaction() {
+        assert_eq!(redact_url("postgres://u:secret@h:1/db"), "postgres://u:***@h:1/db");
+        assert_eq!(
+            redact_url("postgres://u@h/db?password=secret&sslmode=require"),
+            "postgres://u@h/db?password=***&sslmode=require"
+        );
+        assert_eq!(redact_url("sqlite://./vault-data/vault.db"), "sqlite://./vault-data/vault.db");
+        assert_eq!(redact_url("postgres://u:p@ss@h/db"), "postgres://u:***@h/db");
+        let o = Overrides { storage_url: Some("postgres://u:secret@h/db".into()), ..Default::default() };
+        assert!(!format!("{o:?}").contains("secret"));
     }
 }
 

@@ -31,8 +31,14 @@ enum Command {
         #[arg(long)]
         listen: Option<String>,
         /// Storage URL (overrides the file): sqlite://path or postgres://...
-        #[arg(long)]
+        #[arg(long, env = "VAULT_STORAGE_URL", hide_env_values = true)]
         storage: Option<String>,
+        /// File holding the storage URL (Docker/Kubernetes secrets), instead of --storage.
+        #[arg(long, env = "VAULT_STORAGE_URL_FILE", value_name = "FILE")]
+        storage_file: Option<PathBuf>,
+        /// File holding the PostgreSQL password, for a storage URL without one.
+        #[arg(long, env = "VAULT_STORAGE_PASSWORD_FILE", value_name = "FILE")]
+        storage_password_file: Option<PathBuf>,
         /// Log level (overrides the file).
         #[arg(long)]
         log_level: Option<String>,
@@ -94,9 +100,15 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     http::tls::install_provider();
     match cli.command {
-        Command::Server { config, listen, storage, log_level } => {
-            let cfg =
-                Config::load(config.as_deref(), Overrides { listen_addr: listen, storage_url: storage, log_level })?;
+        Command::Server { config, listen, storage, storage_file, storage_password_file, log_level } => {
+            let overrides = Overrides {
+                listen_addr: listen,
+                storage_url: storage,
+                storage_url_file: storage_file,
+                storage_password_file,
+                log_level,
+            };
+            let cfg = Config::load(config.as_deref(), overrides)?;
             init_logging(&cfg.log_level, cfg.log_format, cfg.access_log);
             let h = hardening::apply(!cfg.disable_mlock);
             hardening::report(h, !cfg.disable_mlock);
@@ -109,8 +121,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             hardening::report(h, false);
             let dir = tempfile::Builder::new().prefix("vault-dev-").tempdir()?;
             let url = format!("sqlite://{}/vault.db", dir.path().display());
-            let mut cfg =
-                Config::load(None, Overrides { listen_addr: Some(listen), storage_url: Some(url), log_level: None })?;
+            let overrides = Overrides { listen_addr: Some(listen), storage_url: Some(url), ..Overrides::default() };
+            let mut cfg = Config::load(None, overrides)?;
             // Dev only: PostgreSQL rotations may reach loopback (a server allows nothing by default).
             cfg.rotation.postgres_allowed_hosts =
                 std::sync::Arc::new(vault_server::engines::pg_role::HostAllowList::loopback().clone());

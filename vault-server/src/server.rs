@@ -8,25 +8,53 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::{Config, redact_url};
 use crate::core::Core;
 use crate::http;
-use crate::storage::Storage;
+use crate::storage::{Storage, StorageError};
 
 /// How long in-flight requests get after SIGTERM/SIGINT.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// Errors starting the server.
+/// One connection attempt to PostgreSQL at start (a host that drops packets
+/// gives no "refused": this bounds the wait for an answer).
+const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a PostgreSQL that answers "the database system is starting up"
+/// (SQLSTATE 57P03) is waited for. Other failures (refused, unreachable, bad
+/// credentials) fail at once: waiting would only hide the cause, and
+/// orchestrators restart the process anyway.
+const PG_STARTING_WAIT: Duration = Duration::from_secs(30);
+
+/// Errors starting the server. Database errors are shown by their message
+/// (and SQLSTATE): the source location sqlx appends ("at line 334": a line
+/// of PostgreSQL's own source) says nothing to an operator.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerError {
     /// Storage could not be opened.
-    #[error("storage: {0}")]
-    Storage(#[from] crate::storage::StorageError),
+    #[error("storage: {}", describe_storage(.0))]
+    Storage(#[from] StorageError),
+    /// PostgreSQL refused or failed the first connection.
+    #[error("cannot connect to PostgreSQL at {target}: {reason}")]
+    Connect {
+        /// `user@host:port/database` (never the password).
+        target: String,
+        /// The cause, e.g. "Connection refused (os error 111)".
+        reason: String,
+    },
     /// The core could not start.
     #[error("core: {0}")]
     Core(#[from] crate::core::CoreError),
-    /// Binding or serving failed.
+    /// The listen address cannot be bound (in use, not local, no permission).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The configured address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Serving failed.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
     /// TLS files are unusable.
@@ -34,18 +62,98 @@ pub enum ServerError {
     Tls(#[from] http::tls::TlsError),
 }
 
+/// A storage error for an operator: database errors by message and code.
+fn describe_storage(e: &StorageError) -> String {
+    match e {
+        StorageError::Database(e) => format!("database error: {}", describe_sqlx(e)),
+        StorageError::Migrate(sqlx::migrate::MigrateError::Execute(e)) => {
+            format!("migration failed: {}", describe_sqlx(e))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// A sqlx error without the server's source location, with the SQLSTATE.
+fn describe_sqlx(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(db) => match db.code() {
+            Some(code) => format!("{} (SQLSTATE {code})", db.message()),
+            None => db.message().to_owned(),
+        },
+        sqlx::Error::Io(io) => io.to_string(),
+        sqlx::Error::Tls(tls) => format!("TLS: {tls}"),
+        sqlx::Error::PoolTimedOut => "timed out waiting for a database connection".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Connect once to PostgreSQL before the pool does, so that a database
+/// that is down, unreachable or refusing the credentials fails the start
+/// at once with the cause, rather than as the pool's "timed out" after its
+/// acquire timeout. A database still starting up is waited for briefly.
+async fn probe_postgres(url: &str) -> Result<(), ServerError> {
+    use sqlx::Connection as _;
+    use std::str::FromStr as _;
+    let opts = sqlx::postgres::PgConnectOptions::from_str(url)
+        .map_err(|e| StorageError::InvalidUrl(e.to_string()))?
+        .application_name("vault-server-start");
+    let target = format!(
+        "{}@{}:{}/{}",
+        opts.get_username(),
+        opts.get_host(),
+        opts.get_port(),
+        opts.get_database().unwrap_or(opts.get_username())
+    );
+    let started = tokio::time::Instant::now();
+    loop {
+        let reason = match tokio::time::timeout(PG_CONNECT_TIMEOUT, sqlx::PgConnection::connect_with(&opts)).await {
+            Ok(Ok(conn)) => {
+                let _ = conn.close().await;
+                return Ok(());
+            }
+            Ok(Err(sqlx::Error::Database(db)))
+                if db.code().as_deref() == Some("57P03") && started.elapsed() < PG_STARTING_WAIT =>
+            {
+                tracing::info!(%target, "PostgreSQL is starting up; waiting for it");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Ok(Err(e)) => describe_sqlx(&e),
+            Err(_) => format!("no answer within {}s", PG_CONNECT_TIMEOUT.as_secs()),
+        };
+        return Err(ServerError::Connect { target, reason });
+    }
+}
+
 /// A started server (listening, not yet serving until [`Server::serve`]).
 #[derive(Debug)]
 pub struct Server {
     core: Arc<Core>,
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     config: Config,
 }
 
 impl Server {
-    /// Open storage, build the core, bind the listener.
+    /// Bind the listener, load TLS, open storage, build the core.
+    ///
+    /// The order matters to an operator: what can fail without side effects
+    /// (a port in use, unusable TLS files, a database that is down) fails
+    /// before a SQLite file or a schema is created.
     pub async fn start(config: Config) -> Result<Self, ServerError> {
-        let storage = Storage::open_with(&config.storage_url, config.cache_max_bytes).await?;
+        let listener = TcpListener::bind(config.listen_addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr: config.listen_addr, source })?;
+        let tls = match &config.tls {
+            Some(tls) => Some(http::tls::server_config(&tls.cert_file, &tls.key_file)?),
+            None => None,
+        };
+        let url = config.storage_url.as_str();
+        tracing::info!(storage = %redact_url(url), "opening storage");
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            probe_postgres(url).await?;
+        }
+        let storage = Storage::open_with(url, config.cache_max_bytes).await?;
         let core = Core::new(storage, crate::catalog::builtin()).await?;
         core.lockout().configure(config.lockout);
         core.configure_rotation(config.rotation.clone());
@@ -53,8 +161,7 @@ impl Server {
         if config.access_log {
             core.hooks().add(Arc::new(crate::core::hooks::AccessLog));
         }
-        let listener = TcpListener::bind(config.listen_addr).await?;
-        Ok(Self { core, listener, config })
+        Ok(Self { core, listener, tls, config })
     }
 
     /// The core (for dev-mode set-up before serving).
@@ -73,17 +180,12 @@ impl Server {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
-        let Server { core, listener, config } = self;
+        let Server { core, listener, tls, config } = self;
         let addr = listener.local_addr()?;
         let limits = config.listener;
-        // Unusable TLS files fail before anything runs.
-        let tls = match &config.tls {
-            Some(tls) => Some(http::tls::server_config(&tls.cert_file, &tls.key_file)?),
-            None => {
-                tracing::warn!(%addr, "listening over plain HTTP without TLS: tokens and secrets cross the network in the clear; configure [tls] outside local development");
-                None
-            }
-        };
+        if tls.is_none() {
+            tracing::warn!(%addr, "listening over plain HTTP without TLS: tokens and secrets cross the network in the clear; configure [tls] outside local development");
+        }
         let app = http::router(
             core.clone(),
             config.max_request_bytes,
@@ -116,6 +218,7 @@ impl Server {
             idle_timeout_secs = limits.idle_timeout.as_secs(),
             "listening"
         );
+        operator_hint(&core, addr, tls.is_some()).await;
         http::serve::serve(listener, tls, app, limits, graceful, SHUTDOWN_GRACE).await;
         let _ = stop_tx.send(true);
         let _ = jobs.await;
@@ -123,6 +226,40 @@ impl Server {
         core.storage().close().await;
         tracing::info!("shut down cleanly");
         Ok(())
+    }
+}
+
+/// One line telling the operator what a fresh or sealed server waits for
+/// (dev mode is unsealed by then and says nothing).
+async fn operator_hint(core: &Core, addr: SocketAddr, tls: bool) {
+    let status = match core.seal_status().await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the seal status");
+            return;
+        }
+    };
+    // A wildcard address is not one to connect to: suggest loopback.
+    let host = if addr.ip().is_unspecified() {
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+    } else {
+        addr
+    };
+    let vault_addr = format!("{}://{host}", if tls { "https" } else { "http" });
+    if !status.initialized {
+        tracing::warn!(
+            vault_addr = %vault_addr,
+            "vault is not initialized: run `vaultctl operator init` once (VAULT_ADDR={vault_addr}), keep the unseal keys apart, then `vaultctl operator unseal`"
+        );
+    } else if status.sealed {
+        tracing::warn!(
+            vault_addr = %vault_addr,
+            threshold = status.t,
+            shares = status.n,
+            "vault is sealed: unseal it with `vaultctl operator unseal` ({} of {} key shares; VAULT_ADDR={vault_addr})",
+            status.t,
+            status.n
+        );
     }
 }
 
