@@ -322,3 +322,35 @@ async fn watch_stops_when_its_receivers_are_dropped() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_picks_up_a_relogin_after_its_token_is_revoked() {
+    let (_store, _srv, _keys, _root, rc, client) = vault().await;
+    let kv = client.kv2("secret");
+    kv.write("db", &fields(json!({"username": "app", "password": "v1"}))).await.unwrap();
+    let policy = r#"path "secret/data/db" { capabilities = ["read"] }"#;
+    assert_eq!(rc.put("sys/policies/acl/db", json!({"policy": policy})).await.0, 204);
+    let token = || async {
+        let (s, v) = rc.post("auth/token/create", json!({"policies": ["db"]})).await;
+        assert_eq!(s, 200, "{v}");
+        v["auth"]["client_token"].as_str().unwrap().to_string()
+    };
+    let first = token().await;
+    let app = vault_client::Client::new(client.address()).unwrap().with_token(&first);
+    let mut rx = app.watch::<Db>("secret/db").await.unwrap();
+
+    // Revoked: the blocking read already waiting may still bring version 2,
+    // the following reads are refused (403) and retried with backoff.
+    let (s, b) = rc.post("auth/token/revoke", json!({"token": first})).await;
+    assert_eq!(s, 204, "{b}");
+    kv.write("db", &fields(json!({"username": "app", "password": "v2"}))).await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(2), rx.changed()).await;
+    rx.borrow_and_update();
+    kv.write("db", &fields(json!({"username": "app", "password": "v3"}))).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!rx.has_changed().unwrap(), "a revoked token reads nothing");
+
+    // A login elsewhere sets the token of every clone, the watcher's included.
+    app.set_token(token().await);
+    assert_eq!(changed_within(&mut rx, Duration::from_secs(15)).await.password, "v3");
+}
