@@ -221,6 +221,8 @@ async fn load_with_a_token_limited_to_its_secret_and_from_kv_v1() {
     assert_eq!(rc.put("kv1/app", json!({"password": "v1-pw", "port": "10"})).await.0, 204);
     let c: Conf = client.load_with_vars(&["kv1/app"], vars(&[])).await.unwrap();
     assert_eq!((c.password.as_str(), c.port), ("v1-pw", 10));
+    // Only KV v2 can be watched (blocking reads).
+    assert!(matches!(client.watch_secret("kv1/app").await, Err(ConfigError::Shape(m)) if m.contains("KV version 1")));
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -274,12 +276,13 @@ async fn watch_follows_writes_rotations_and_a_server_restart() {
     // A version that does not fit the type is skipped; the next one arrives.
     kv.write("db", &fields(json!({"username": "app"}))).await.unwrap();
     assert_eq!(changed_within(&mut raw, Duration::from_secs(5)).await.version, 4);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!typed.has_changed().unwrap(), "version 4 lacks `password`: the typed watch keeps version 3");
 
     // Server restart (a crash), same port and storage; unsealed again later.
     let addr = srv.addr;
     srv.kill9();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let srv = restart_on(&store, addr);
+    let srv = restart_on(&store, addr); // at once: nothing else takes the port meanwhile
     tokio::time::sleep(Duration::from_secs(1)).await; // the watchers meet a sealed server (503)
     srv.client().unseal(&keys).await;
     let writer = rc.clone();
@@ -318,4 +321,36 @@ async fn watch_stops_when_its_receivers_are_dropped() {
         assert!(Instant::now() < deadline, "the watch task is still alive: {} > {before}", metrics.num_alive_tasks());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_picks_up_a_relogin_after_its_token_is_revoked() {
+    let (_store, _srv, _keys, _root, rc, client) = vault().await;
+    let kv = client.kv2("secret");
+    kv.write("db", &fields(json!({"username": "app", "password": "v1"}))).await.unwrap();
+    let policy = r#"path "secret/data/db" { capabilities = ["read"] }"#;
+    assert_eq!(rc.put("sys/policies/acl/db", json!({"policy": policy})).await.0, 204);
+    let token = || async {
+        let (s, v) = rc.post("auth/token/create", json!({"policies": ["db"]})).await;
+        assert_eq!(s, 200, "{v}");
+        v["auth"]["client_token"].as_str().unwrap().to_string()
+    };
+    let first = token().await;
+    let app = vault_client::Client::new(client.address()).unwrap().with_token(&first);
+    let mut rx = app.watch::<Db>("secret/db").await.unwrap();
+
+    // Revoked: the blocking read already waiting may still bring version 2,
+    // the following reads are refused (403) and retried with backoff.
+    let (s, b) = rc.post("auth/token/revoke", json!({"token": first})).await;
+    assert_eq!(s, 204, "{b}");
+    kv.write("db", &fields(json!({"username": "app", "password": "v2"}))).await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(2), rx.changed()).await;
+    rx.borrow_and_update();
+    kv.write("db", &fields(json!({"username": "app", "password": "v3"}))).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!rx.has_changed().unwrap(), "a revoked token reads nothing");
+
+    // A login elsewhere sets the token of every clone, the watcher's included.
+    app.set_token(token().await);
+    assert_eq!(changed_within(&mut rx, Duration::from_secs(15)).await.password, "v3");
 }

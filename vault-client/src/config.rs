@@ -33,6 +33,14 @@
 //! 3. in the file named by `FIELD_FILE` (Docker secrets' convention, e.g.
 //!    `DATABASE_URL_FILE=/run/secrets/db_url`), trailing line breaks removed.
 //!
+//! The environment is a fallback: a field present in a KV secret ignores its
+//! variable. Mind fields named like variables every shell sets (`user`,
+//! `home`, `path`): `USER` would fill `user` when no secret has it. To read
+//! prefixed variables instead (`APP_USER`), pass a lookup to
+//! [`Client::load_with_vars`]:
+//! `client.load_with_vars(&paths, |name| std::env::var(format!("APP_{name}")).ok())`.
+//! Aliases (`#[serde(alias = "pw")]`) are field names too.
+//!
 //! Fields absent everywhere are left to serde: `Option` fields become `None`,
 //! `#[serde(default)]` fields their default, others are a
 //! [`ConfigError::Missing`] naming the field and every place looked at.
@@ -139,6 +147,18 @@ pub enum ConfigError {
         #[source]
         error: Error,
     },
+}
+
+/// For callers working with the crate's [`Error`]: a vault error as it is,
+/// anything else as [`Error::Config`] with this error's message (which holds
+/// no value).
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Error {
+        match e {
+            ConfigError::Vault { error, .. } => error,
+            other => Error::Config(other.to_string()),
+        }
+    }
 }
 
 /// A reference to one field of a KV secret: `vault:MOUNT/PATH#KEY`.
@@ -309,7 +329,7 @@ impl Client {
     /// The value `reference` points at: a string as it is, any other JSON
     /// value as its JSON text.
     pub async fn resolve(&self, reference: &Reference) -> Result<Zeroizing<String>, ConfigError> {
-        let v = self.resolve_value(reference, &mut HashMap::new()).await?;
+        let v = self.resolve_value(reference, &mut Cache::default()).await?;
         Ok(Zeroizing::new(match v {
             Value::String(s) => s,
             other => {
@@ -322,21 +342,17 @@ impl Client {
 
     /// The JSON value `reference` points at; `cache` holds secrets already
     /// read in this operation (by path).
-    async fn resolve_value(
-        &self,
-        reference: &Reference,
-        cache: &mut HashMap<String, Option<Secret>>,
-    ) -> Result<Value, ConfigError> {
-        if !cache.contains_key(&reference.path) {
+    async fn resolve_value(&self, reference: &Reference, cache: &mut Cache) -> Result<Value, ConfigError> {
+        if !cache.0.contains_key(&reference.path) {
             let s = self
                 .read_secret(&reference.path)
                 .await
                 .map_err(|error| ConfigError::Vault { place: format!("resolving {reference}"), error })?;
-            cache.insert(reference.path.clone(), s);
+            cache.0.insert(reference.path.clone(), s);
         }
         let unresolved =
             |detail: &str| ConfigError::Unresolved { reference: reference.to_string(), detail: detail.into() };
-        match cache.get(&reference.path) {
+        match cache.0.get(&reference.path) {
             Some(Some(secret)) => secret
                 .data
                 .get(&reference.key)
@@ -361,9 +377,10 @@ impl Client {
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<T, ConfigError> {
         let fields = de::field_names::<T>();
-        let mut merged = Map::new();
+        // Both wiped when dropped, whichever way this function ends.
+        let mut merged = Merged::default();
         let mut from: HashMap<String, String> = HashMap::new();
-        let mut cache: HashMap<String, Option<Secret>> = HashMap::new();
+        let mut cache = Cache::default();
         for path in paths {
             let path = path.trim_matches('/');
             let secret = self
@@ -373,26 +390,26 @@ impl Client {
             match &secret {
                 Some(s) => {
                     for (k, v) in &s.data {
-                        if fields.is_some_and(|f| !f.contains(&k.as_str())) || merged.contains_key(k) {
+                        if fields.is_some_and(|f| !f.contains(&k.as_str())) || merged.0.contains_key(k) {
                             continue;
                         }
-                        merged.insert(k.clone(), v.clone());
+                        merged.0.insert(k.clone(), v.clone());
                         from.insert(k.clone(), path.to_string());
                     }
                 }
                 None => tracing::debug!(path, "no secret at this path; skipped"),
             }
-            cache.insert(path.to_string(), secret);
+            cache.0.insert(path.to_string(), secret);
         }
 
         // Per-field fallbacks: FIELD, then FIELD_FILE.
         for field in fields.unwrap_or_default() {
-            if merged.contains_key(*field) {
+            if merged.0.contains_key(*field) {
                 continue;
             }
             let var = env_name(field);
             if let Some(v) = lookup(&var) {
-                merged.insert(field.to_string(), Value::String(v));
+                merged.0.insert(field.to_string(), Value::String(v));
                 from.insert(field.to_string(), format!("env {var}"));
                 continue;
             }
@@ -406,37 +423,29 @@ impl Client {
                 })?;
                 let kept = text.trim_end_matches(['\n', '\r']).len();
                 text.truncate(kept);
-                merged.insert(field.to_string(), Value::String(text));
+                merged.0.insert(field.to_string(), Value::String(text));
                 from.insert(field.to_string(), format!("{} (named by {file_var})", file.display()));
             }
         }
 
         // References, one level.
         let refs: Vec<(String, Reference)> = merged
+            .0
             .iter()
             .filter_map(|(k, v)| v.as_str().and_then(Reference::from_value).map(|r| (k.clone(), r)))
             .collect();
         for (field, reference) in refs {
-            let value = match self.resolve_value(&reference, &mut cache).await {
-                Ok(v) => v,
-                Err(e) => {
-                    wipe_map(merged);
-                    wipe_cache(cache);
-                    return Err(e);
-                }
-            };
-            if let Some(slot) = merged.get_mut(&field) {
-                *slot = value;
+            let value = self.resolve_value(&reference, &mut cache).await?;
+            if let Some(slot) = merged.0.get_mut(&field) {
+                wipe(std::mem::replace(slot, value));
             }
             if let Some(f) = from.get_mut(&field) {
                 *f = format!("{reference} via {f}");
             }
         }
-        wipe_cache(cache);
+        drop(cache);
 
-        let result = de::from_map::<T>(&merged);
-        wipe_map(merged);
-        result.map_err(|e| match e {
+        de::from_map::<T>(&merged.0).map_err(|e| match e {
             DeError::Missing(field) => {
                 let top = field.split('.').next().unwrap_or(&field);
                 let looked = match from.get(top) {
@@ -487,9 +496,25 @@ pub(crate) fn wipe_map(m: Map<String, Value>) {
     wipe(Value::Object(m));
 }
 
-fn wipe_cache(cache: HashMap<String, Option<Secret>>) {
-    for s in cache.into_values().flatten() {
-        wipe_map(s.data);
+/// Values merged by `load`, wiped on drop.
+#[derive(Default)]
+struct Merged(Map<String, Value>);
+
+impl Drop for Merged {
+    fn drop(&mut self) {
+        wipe_map(std::mem::take(&mut self.0));
+    }
+}
+
+/// Secrets read by one `load` or `resolve` (by path), wiped on drop.
+#[derive(Default)]
+struct Cache(HashMap<String, Option<Secret>>);
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        for s in self.0.drain().filter_map(|(_, s)| s) {
+            wipe_map(s.data);
+        }
     }
 }
 
@@ -513,6 +538,15 @@ mod tests {
         }
         let e = Reference::parse("hunter2-SECRET").unwrap_err();
         assert!(!e.to_string().contains("SECRET"), "{e}");
+    }
+
+    #[test]
+    fn into_the_crate_error() {
+        let e: Error = ConfigError::Missing { field: "db_password".into(), looked: vec!["secret/app".into()] }.into();
+        assert!(matches!(&e, Error::Config(m) if m.contains("db_password") && m.contains("secret/app")), "{e:?}");
+        let api = Error::Api { status: 403, errors: vec!["permission denied".into()] };
+        let e: Error = ConfigError::Vault { place: "reading secret/app".into(), error: api }.into();
+        assert_eq!(e.status(), Some(403));
     }
 
     #[test]
