@@ -152,6 +152,29 @@ async fn operator_lifecycle_and_exit_codes() {
     ctl.run_in(&["unseal", "-"], Some(share.as_bytes())).ok();
     ctl.run(&["unseal", &keys[0]]).ok();
     assert_eq!(ctl.run(&["status"]).code, 0);
+
+    // Rekey with Vault's flags; the nonce is taken from the attempt in progress.
+    let r = rooted.run(&["operator", "rekey", "-init", "-key-shares=1", "-key-threshold=1", "-format=json"]).json();
+    assert_eq!(r["started"], true, "{r}");
+    rooted.run(&["operator", "rekey", &keys[0]]).ok();
+    let done = rooted.run_in(&["operator", "rekey", "-format=json"], Some(format!("{}\n", keys[1]).as_bytes())).json();
+    let new_key = done["keys_base64"][0].as_str().unwrap().to_string();
+
+    // Generate a root token with the new share, decode it offline, use it.
+    let g = rooted.run(&["operator", "generate-root", "-init", "-format=json"]).json();
+    let otp = g["otp"].as_str().unwrap().to_string();
+    let g = rooted.run(&["operator", "generate-root", "-format=json", &new_key]).json();
+    assert_eq!(g["complete"], true, "{g}");
+    let encoded = g["encoded_token"].as_str().unwrap();
+    let token = ctl.run(&["operator", "generate-root", &format!("-decode={encoded}"), &format!("-otp={otp}")]);
+    let token = token.ok().trim().to_string();
+    let me = ctl.with_token(Some(&token)).run(&["token", "lookup", "-format=json"]).json();
+    assert_eq!(me["data"]["policies"], json!(["root"]), "{me}");
+
+    // Nothing mounted there: the server's reason, exit code 2.
+    let nomount = rooted.run(&["kv", "get", "nosuchmount/x"]);
+    assert_eq!(nomount.code, 2, "{nomount:?}");
+    assert!(nomount.stderr.contains("no handler for route"), "{nomount:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -322,7 +322,10 @@ fn merge_patch(target: &mut Map<String, Value>, patch: Map<String, Value>) {
 async fn read_latest(c: &Client, t: &Target) -> anyhow::Result<Option<Value>> {
     let v = match c.logical().read(&t.api("data")).await {
         Ok(v) => v,
-        Err(e) if e.status() == Some(404) => None,
+        // A deleted or destroyed version: a 404 without messages (the body
+        // carries the version's metadata). A 404 with a message ("no
+        // handler for route": nothing mounted there) is reported as is.
+        Err(vault_client::Error::Api { status: 404, errors, .. }) if errors.is_empty() => None,
         Err(e) => return Err(e.into()),
     };
     Ok(v.filter(|v| v.get("data").and_then(|d| d.get("data")).is_some_and(Value::is_object)))

@@ -44,7 +44,7 @@ const AFTER_HELP: &str = "\
 Flags take one dash or two (-format=json, --format json), as in Vault's CLI.
 
 Environment: VAULT_ADDR (default http://127.0.0.1:8200), VAULT_TOKEN (else the
-token `vaultctl login` stored in ~/.vault-token), VAULT_CACERT.
+token `vaultctl login` stored in ~/.vault-token), VAULT_CACERT, VAULT_FORMAT.
 
 Exit codes: 0 success, 1 error, 2 nothing there (read/list/kv get found nothing)
 or the vault is sealed (status, health, any request refused as sealed).";
@@ -58,7 +58,7 @@ struct Cli {
     #[arg(long, global = true, value_name = "URL")]
     address: Option<String>,
     /// Output format.
-    #[arg(long, global = true, value_enum, default_value_t = Format::Human)]
+    #[arg(long, global = true, value_enum, env = "VAULT_FORMAT", default_value_t = Format::Human)]
     format: Format,
     #[command(subcommand)]
     command: Command,

@@ -127,9 +127,8 @@ fn format_hcl(text: &str) -> anyhow::Result<String> {
             continue;
         }
         blank = false;
-        let (opens, closes_first, net) = scan_line(t);
+        let (closes_first, net) = scan_line(t);
         let indent = if closes_first { depth - 1 } else { depth }.max(0);
-        let _ = opens;
         out.push_str(&"  ".repeat(usize::try_from(indent).unwrap_or(0)));
         out.push_str(t);
         out.push('\n');
@@ -147,11 +146,11 @@ fn format_hcl(text: &str) -> anyhow::Result<String> {
     Ok(out)
 }
 
-/// (opening count, whether the line starts with a closer, net depth change)
+/// (whether the line starts with a closer, net depth change)
 /// of one trimmed line, skipping strings and `#`/`//` comments.
-fn scan_line(t: &str) -> (i64, bool, i64) {
+fn scan_line(t: &str) -> (bool, i64) {
     let closes_first = t.starts_with('}') || t.starts_with(']');
-    let (mut opens, mut net) = (0, 0);
+    let mut net = 0;
     let mut in_str = false;
     let mut escaped = false;
     let mut prev = ' ';
@@ -171,16 +170,13 @@ fn scan_line(t: &str) -> (i64, bool, i64) {
             '"' => in_str = true,
             '#' => break,
             '/' if prev == '/' => break,
-            '{' | '[' => {
-                opens += 1;
-                net += 1;
-            }
+            '{' | '[' => net += 1,
             '}' | ']' => net -= 1,
             _ => {}
         }
         prev = ch;
     }
-    (opens, closes_first, net)
+    (closes_first, net)
 }
 
 #[cfg(test)]
