@@ -55,6 +55,10 @@ impl Ctl {
     }
 
     fn run_in(&self, args: &[&str], stdin: Option<&[u8]>) -> Out {
+        self.run_env(args, stdin, &[])
+    }
+
+    fn run_env(&self, args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Out {
         let mut cmd = Command::new(vault_e2e::vaultctl_bin());
         cmd.args(args)
             .env("VAULT_ADDR", &self.addr)
@@ -68,6 +72,7 @@ impl Ctl {
         if let Some(t) = &self.token {
             cmd.env("VAULT_TOKEN", t);
         }
+        cmd.envs(env.iter().copied());
         let mut child = cmd.spawn().expect("spawn vaultctl");
         if let Some(input) = stdin {
             child.stdin.take().unwrap().write_all(input).unwrap();
@@ -360,6 +365,10 @@ async fn approle_login_prints_and_stores_the_token() {
     assert_eq!(user.run(&["kv", "get", "-field=password", "secret/app"]).ok(), "app-pw\n");
     let who = user.run(&["token", "lookup", "-format=json"]).json();
     assert_eq!(who["data"]["policies"], json!(["app", "default"]));
+    // VAULT_TOKEN takes precedence over the stored token.
+    let over = user.run_env(&["kv", "get", "secret/app"], None, &[("VAULT_TOKEN", "hvs.not-valid")]);
+    assert_eq!(over.code, 1, "{over:?}");
+    assert!(!over.stderr.contains(".vault-token"), "{over:?}");
     // A 403 with a stored token names where it came from, without the hint.
     let denied = user.run(&["kv", "get", "secret/other"]);
     assert_eq!(denied.code, 1, "{denied:?}");

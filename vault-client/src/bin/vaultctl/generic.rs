@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::common::Env;
 use crate::input::{Values, parse_data};
-use crate::output::{Outcome, has_content, keys, message, print_field, render, response_table, warnings};
+use crate::output::{Outcome, Wiped, has_content, keys, message, print_field, render, response_table, warnings};
 
 /// `vaultctl read`.
 #[derive(Debug, Args)]
@@ -51,14 +51,14 @@ pub(crate) struct DeleteArgs {
 
 pub(crate) async fn read(a: ReadArgs, env: &Env) -> anyhow::Result<Outcome> {
     let c = env.client()?;
-    let Some(v) = c.logical().read(&a.path).await? else {
+    let Some(v) = c.logical().read(&a.path).await?.map(Wiped) else {
         return Ok(Outcome::no_data(&a.path));
     };
     let mut o = Outcome::default();
     warnings(&mut o, &v);
     match &a.field {
         Some(f) => print_field(&mut o, &v, f)?,
-        None => render(&mut o, env.format, &v, |out| response_table(out, &v))?,
+        None => render(&mut o, env.format, &*v, |out| response_table(out, &v))?,
     }
     Ok(o)
 }
@@ -71,7 +71,7 @@ pub(crate) async fn write(a: WriteArgs, env: &Env) -> anyhow::Result<Outcome> {
     }
     let body = parse_data(&a.data, Values::Strings)?;
     let c = env.client()?;
-    let resp = c.logical().write(&a.path, &Value::Object(body)).await?;
+    let resp = c.logical().write(&a.path, &Value::Object(body)).await?.map(Wiped);
     let mut o = Outcome::default();
     if let Some(v) = &resp {
         warnings(&mut o, v);
@@ -79,9 +79,9 @@ pub(crate) async fn write(a: WriteArgs, env: &Env) -> anyhow::Result<Outcome> {
     match (&a.field, resp) {
         (Some(f), Some(v)) => print_field(&mut o, &v, f)?,
         (Some(f), None) => anyhow::bail!("field {f:?} not present: the server answered without a body"),
-        (None, Some(v)) if has_content(&v) => render(&mut o, env.format, &v, |out| response_table(out, &v))?,
+        (None, Some(v)) if has_content(&v) => render(&mut o, env.format, &*v, |out| response_table(out, &v))?,
         (None, Some(v)) if env.format != crate::common::Format::Human => {
-            render(&mut o, env.format, &v, |_| Ok(()))?;
+            render(&mut o, env.format, &*v, |_| Ok(()))?;
         }
         (None, _) => message(&mut o, env.format, &format!("Success! Data written to: {}", a.path)),
     }

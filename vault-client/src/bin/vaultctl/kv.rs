@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use crate::common::{Env, Format};
 use crate::input::{Values, comma_list, json_object, parse_data, parse_pair, read_stdin};
 use crate::output::{
-    Outcome, cell, columns, message, print_field, raw, render, response_table, section, table, warnings,
+    Outcome, Wiped, cell, columns, message, print_field, raw, render, response_table, section, table, warnings,
 };
 use vault_client::Client;
 
@@ -373,7 +373,7 @@ pub(crate) async fn run(cmd: KvCmd, env: &Env) -> anyhow::Result<Outcome> {
             } else {
                 read_latest(&c, &t).await?
             };
-            let Some(v) = v else {
+            let Some(v) = v.map(Wiped) else {
                 return Ok(Outcome::no_data(&t.shown()));
             };
             warnings(&mut o, &v);
@@ -385,7 +385,7 @@ pub(crate) async fn run(cmd: KvCmd, env: &Env) -> anyhow::Result<Outcome> {
                 o.line(&zeroize::Zeroizing::new(raw(value)));
                 return Ok(o);
             }
-            render(&mut o, fmt, &v, |out| {
+            render(&mut o, fmt, &*v, |out| {
                 if !t.v2 {
                     return response_table(out, &v);
                 }

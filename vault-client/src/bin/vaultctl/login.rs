@@ -8,7 +8,7 @@ use zeroize::Zeroizing;
 
 use crate::common::{Env, store_token};
 use crate::input::{Values, parse_data, secret_arg};
-use crate::output::{Outcome, auth_rows, print_field, render, table, warnings};
+use crate::output::{Outcome, Wiped, auth_rows, print_field, render, table, warnings};
 
 /// `vaultctl login`.
 #[derive(Debug, Args)]
@@ -71,7 +71,7 @@ pub(crate) async fn run(a: LoginArgs, env: &Env) -> anyhow::Result<Outcome> {
     let mount = a.path.as_deref().unwrap_or(&method).trim_matches('/');
     let mount = mount.strip_prefix("auth/").unwrap_or(mount).trim_matches('/').to_string();
     let mut o = Outcome::default();
-    let resp: Value = if method == "token" {
+    let resp = Wiped(if method == "token" {
         let given = match a.data.as_slice() {
             [] => None,
             [t] => Some(t.strip_prefix("token=").unwrap_or(t).to_string()),
@@ -86,7 +86,7 @@ pub(crate) async fn run(a: LoginArgs, env: &Env) -> anyhow::Result<Outcome> {
         let (path, body) = login_request(&method, &mount, data)?;
         let c = env.builder_without_token()?.build()?;
         c.logical().write(&path, &body).await?.unwrap_or(Value::Null)
-    };
+    });
     warnings(&mut o, &resp);
     let token = resp
         .get("auth")
@@ -109,7 +109,7 @@ pub(crate) async fn run(a: LoginArgs, env: &Env) -> anyhow::Result<Outcome> {
             "WARNING! VAULT_TOKEN is set: it takes precedence over the token stored by this login; unset it to use the new token.\n",
         );
     }
-    render(&mut o, fmt, &resp, |out| {
+    render(&mut o, fmt, &*resp, |out| {
         use std::fmt::Write as _;
         match &stored {
             Some(p) => writeln!(

@@ -91,6 +91,31 @@ pub(crate) fn warnings(o: &mut Outcome, v: &Value) {
     }
 }
 
+/// A response that may carry secrets (a token, secret values): every
+/// string in it is overwritten when it is dropped.
+pub(crate) struct Wiped(pub(crate) Value);
+
+impl std::ops::Deref for Wiped {
+    type Target = Value;
+    fn deref(&self) -> &Value {
+        &self.0
+    }
+}
+
+impl Drop for Wiped {
+    fn drop(&mut self) {
+        fn wipe(v: &mut Value) {
+            match v {
+                Value::String(s) => zeroize::Zeroize::zeroize(s),
+                Value::Array(items) => items.iter_mut().for_each(wipe),
+                Value::Object(m) => m.values_mut().for_each(wipe),
+                _ => {}
+            }
+        }
+        wipe(&mut self.0);
+    }
+}
+
 /// A two-column Key/Value table.
 pub(crate) fn table<K: AsRef<str>>(out: &mut String, rows: &[(K, String)]) -> std::fmt::Result {
     let width = rows.iter().map(|(k, _)| k.as_ref().chars().count()).max().unwrap_or(0).max(3);

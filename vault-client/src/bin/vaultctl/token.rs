@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 
 use crate::common::Env;
 use crate::input::{comma_list, parse_pair, secret_arg};
-use crate::output::{Outcome, message, print_field, render, response_table, warnings};
+use crate::output::{Outcome, Wiped, message, print_field, render, response_table, warnings};
 
 /// `vaultctl token SUBCOMMAND`.
 #[derive(Debug, Subcommand)]
@@ -154,11 +154,11 @@ pub(crate) async fn run(cmd: TokenCmd, env: &Env) -> anyhow::Result<Outcome> {
     match cmd {
         TokenCmd::Create(a) => {
             let path = if a.orphan { "auth/token/create-orphan" } else { "auth/token/create" };
-            let v = c.logical().write(path, &Value::Object(create_body(&a))).await?.unwrap_or(Value::Null);
+            let v = Wiped(c.logical().write(path, &Value::Object(create_body(&a))).await?.unwrap_or(Value::Null));
             warnings(&mut o, &v);
             match &a.field {
                 Some(f) => print_field(&mut o, &v, f)?,
-                None => render(&mut o, fmt, &v, |out| response_table(out, &v))?,
+                None => render(&mut o, fmt, &*v, |out| response_table(out, &v))?,
             }
         }
         TokenCmd::Lookup { token, accessor } => {

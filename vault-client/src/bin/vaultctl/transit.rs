@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 
 use crate::common::{Env, Format};
 use crate::input::{read_stdin, read_stdin_bytes};
-use crate::output::{Outcome, keys, message, print_field, render, response_table, warnings};
+use crate::output::{Outcome, Wiped, keys, message, print_field, render, response_table, warnings};
 
 /// `vaultctl transit SUBCOMMAND`.
 #[derive(Debug, Args)]
@@ -197,10 +197,10 @@ pub(crate) async fn run(a: TransitArgs, env: &Env) -> anyhow::Result<Outcome> {
             body.insert("ciphertext".into(), ciphertext(&ct)?.into());
             context(&mut body, ctx.as_deref());
             let path = format!("{m}/decrypt/{}", name_ok(&key)?);
-            let v = c.logical().write(&path, &Value::Object(body)).await?.unwrap_or(Value::Null);
+            let v = Wiped(c.logical().write(&path, &Value::Object(body)).await?.unwrap_or(Value::Null));
             warnings(&mut o, &v);
             if fmt != Format::Human {
-                render(&mut o, fmt, &v, |_| Ok(()))?;
+                render(&mut o, fmt, &*v, |_| Ok(()))?;
                 return Ok(o);
             }
             let b64 = v
