@@ -392,6 +392,10 @@ async fn approle_login_prints_and_stores_the_token() {
     assert_eq!(std::fs::read_to_string(fresh.home.path().join(".vault-token")).unwrap(), token);
     let wrong = fresh.run(&["login", "-no-store", "hvs.not-a-token"]);
     assert_eq!(wrong.code, 1, "{wrong:?}");
+    assert!(wrong.stderr.contains("not valid") && !wrong.stderr.contains("no token"), "{wrong:?}");
+    let nomethod = fresh.run(&["login", "-method=approle", "-path=nowhere", "role_id=r", "secret_id=s"]);
+    assert_eq!(nomethod.code, 1, "{nomethod:?}");
+    assert!(nomethod.stderr.contains("auth/nowhere/"), "{nomethod:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

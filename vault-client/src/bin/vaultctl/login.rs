@@ -79,13 +79,13 @@ pub(crate) async fn run(a: LoginArgs, env: &Env) -> anyhow::Result<Outcome> {
         };
         let token = secret_arg(given.as_deref(), "Token")?;
         let c = env.builder_without_token()?.token(token.as_str()).build()?;
-        let v = c.logical().read("auth/token/lookup-self").await?.unwrap_or(Value::Null);
+        let v = c.logical().read("auth/token/lookup-self").await.map_err(|e| refused(e, None))?.unwrap_or(Value::Null);
         token_auth(&token, &v)
     } else {
         let data = parse_data(&a.data, Values::Strings)?;
         let (path, body) = login_request(&method, &mount, data)?;
         let c = env.builder_without_token()?.build()?;
-        c.logical().write(&path, &body).await?.unwrap_or(Value::Null)
+        c.logical().write(&path, &body).await.map_err(|e| refused(e, Some(&mount)))?.unwrap_or(Value::Null)
     });
     warnings(&mut o, &resp);
     let token = resp
@@ -127,6 +127,16 @@ pub(crate) async fn run(a: LoginArgs, env: &Env) -> anyhow::Result<Outcome> {
         table(out, &rows)
     })?;
     Ok(o)
+}
+
+/// A failed login. A 403 here is not "no token" (a login sends none): it
+/// is a bad token, or no auth method at that path.
+fn refused(e: vault_client::Error, mount: Option<&str>) -> anyhow::Error {
+    match (e.status(), mount) {
+        (Some(403), None) => anyhow::anyhow!("login refused: {e} (the token is not valid)"),
+        (Some(403), Some(m)) => anyhow::anyhow!("login refused: {e} (is an auth method enabled at auth/{m}/?)"),
+        _ => e.into(),
+    }
 }
 
 /// A token login's answer in the shape of a login (`auth` block) from the
