@@ -119,6 +119,11 @@ pub(crate) fn read_token_file(path: &Path) -> anyhow::Result<Option<Zeroizing<St
 /// sees a partial token and the file is never world-readable).
 pub(crate) fn store_token(token: &str) -> anyhow::Result<PathBuf> {
     let path = token_file_path().context("cannot store the token: HOME is not set (use -no-store)")?;
+    store_token_at(&path, token)?;
+    Ok(path)
+}
+
+fn store_token_at(path: &Path, token: &str) -> anyhow::Result<()> {
     let dir = path.parent().context("cannot store the token: HOME has no parent")?;
     // tempfile creates the file with mode 0600.
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
@@ -126,8 +131,8 @@ pub(crate) fn store_token(token: &str) -> anyhow::Result<PathBuf> {
     tmp.write_all(token.as_bytes())
         .and_then(|()| tmp.as_file().sync_all())
         .with_context(|| format!("cannot write the token file in {}", dir.display()))?;
-    tmp.persist(&path).map_err(|e| anyhow::anyhow!("cannot write the token file {}: {}", path.display(), e.error))?;
-    Ok(path)
+    tmp.persist(path).map_err(|e| anyhow::anyhow!("cannot write the token file {}: {}", path.display(), e.error))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -144,5 +149,18 @@ mod tests {
         assert_eq!(read_token_file(&p).unwrap().unwrap().as_str(), "hvs.abc");
         std::fs::write(&p, "\n").unwrap();
         assert!(read_token_file(&p).unwrap().is_none());
+    }
+
+    #[test]
+    fn stored_token_is_private_and_replaced_whole() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(".vault-token");
+        std::fs::write(&p, "old-token-that-is-longer").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        store_token_at(&p, "hvs.new").unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "hvs.new");
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left");
     }
 }
