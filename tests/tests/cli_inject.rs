@@ -193,6 +193,14 @@ async fn exec_exits_with_the_commands_status() {
         let o = run_for(c, Duration::from_secs(30));
         assert_eq!(o.status.code(), Some(code), "{script}: {}", text(&o.stderr));
     }
+    // Plain values only: no login needed, no token given.
+    let plain = home.path().join("plain.env");
+    std::fs::write(&plain, "MODE=test\n").unwrap();
+    let mut c = vaultctl(home.path(), &srv, None);
+    c.args(["exec", "--env-file", plain.to_str().unwrap(), "--", "sh", "-c", "test \"$MODE\" = test && exit 4"]);
+    let o = run_for(c, Duration::from_secs(30));
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o.stderr));
+
     let mut c = vaultctl(home.path(), &srv, Some(&root));
     c.args(["exec", "--env", "P=secret/app#password", "--", "/nonexistent/program"]);
     let o = run_for(c, Duration::from_secs(30));
@@ -514,4 +522,83 @@ async fn agent_supervises_and_restarts_its_child() {
     signal(agent.pid(), "TERM");
     let (code, err) = exit_of(agent.take(), Duration::from_secs(20)).await;
     assert_eq!(code, Some(0), "{err}");
+}
+
+fn openssl(args: &[&str]) -> Vec<u8> {
+    let out = Command::new("openssl").args(args).stderr(Stdio::piped()).output().expect("run openssl");
+    assert!(out.status.success(), "openssl {args:?}: {}", text(&out.stderr));
+    out.stdout
+}
+
+/// A projected service-account token for `apps/web`, signed with the
+/// Ed25519 key at `key` (the cluster's signing key, as the server is told).
+fn service_account_token(dir: &Path, key: &Path) -> String {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let claims = json!({"iss": "kubernetes/serviceaccount", "sub": "system:serviceaccount:apps:web",
+                        "iat": now, "nbf": now, "exp": now + 3600,
+                        "kubernetes.io/serviceaccount/namespace": "apps",
+                        "kubernetes.io/serviceaccount/service-account.name": "web",
+                        "kubernetes.io/serviceaccount/service-account.uid": "5d3f6a2e-0001"});
+    let message = format!("{}.{}", b64(br#"{"alg":"EdDSA","typ":"JWT"}"#), b64(claims.to_string().as_bytes()));
+    let msg = dir.join("jwt-message");
+    std::fs::write(&msg, &message).unwrap();
+    let sig = openssl(&["pkeyutl", "-sign", "-rawin", "-inkey", key.to_str().unwrap(), "-in", msg.to_str().unwrap()]);
+    format!("{message}.{}", b64(&sig))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_logs_in_with_a_kubernetes_service_account() {
+    let (_store, srv, _root, rc) = vault().await;
+    put(&rc, "app", json!({"password": "k8s-CANARY"})).await;
+    let home = tempfile::tempdir().unwrap();
+    let key = home.path().join("sa.pem");
+    openssl(&["genpkey", "-algorithm", "ed25519", "-out", key.to_str().unwrap()]);
+    let public_pem = text(&openssl(&["pkey", "-in", key.to_str().unwrap(), "-pubout"]));
+
+    assert_eq!(rc.post("sys/auth/k8s", json!({"type": "kubernetes"})).await.0, 204);
+    let (s, v) =
+        rc.post("auth/k8s/config", json!({"kubernetes_host": "https://10.96.0.1:443", "pem_keys": [public_pem]})).await;
+    assert_eq!(s, 204, "config: {v}");
+    let policy = "path \"secret/data/app\" { capabilities = [\"read\"] }";
+    assert_eq!(rc.put("sys/policies/acl/app", json!({"policy": policy})).await.0, 204);
+    let role = json!({"bound_service_account_names": ["web"], "bound_service_account_namespaces": ["apps"],
+                      "token_policies": ["app"]});
+    let (s, v) = rc.post("auth/k8s/role/web", role).await;
+    assert_eq!(s, 204, "role: {v}");
+    let jwt = home.path().join("token");
+    std::fs::write(&jwt, service_account_token(home.path(), &key)).unwrap();
+
+    let out = home.path().join("env.out");
+    let mut c = vaultctl(home.path(), &srv, None);
+    c.env("OUT", &out).args([
+        "exec",
+        "--auth-method",
+        "kubernetes",
+        "--auth-mount",
+        "k8s",
+        "--role",
+        "web",
+        "--jwt-file",
+        jwt.to_str().unwrap(),
+        "--env",
+        "DB_PASSWORD=secret/app#password",
+        "--",
+        "sh",
+        "-c",
+        "echo \"$DB_PASSWORD\" > \"$OUT\"",
+    ]);
+    let o = run_for(c, Duration::from_secs(30));
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(read(&out).unwrap(), "k8s-CANARY\n");
+
+    // The wrong role: the login's error, named.
+    let mut c = vaultctl(home.path(), &srv, None);
+    c.args(["exec", "--auth-method", "kubernetes", "--auth-mount", "k8s", "--role", "nope", "--jwt-file"])
+        .arg(&jwt)
+        .args(["--env", "X=secret/app#password", "--", "true"]);
+    let o = run_for(c, Duration::from_secs(30));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("Kubernetes login at auth/k8s as role nope failed"), "{}", text(&o.stderr));
 }

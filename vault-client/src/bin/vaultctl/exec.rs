@@ -58,13 +58,23 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     child::parse_duration(s).map_err(|e| e.to_string())
 }
 
-/// One variable of the child's environment, before resolution.
-#[derive(Debug, Clone)]
+/// One variable of the child's environment, before resolution. `Debug`
+/// shows references, never values.
+#[derive(Clone)]
 enum Source {
     /// A plain value (from an env file).
     Literal(Zeroizing<String>),
     /// A secret's field.
     Ref(Reference),
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Literal(_) => f.write_str("Literal(<redacted>)"),
+            Source::Ref(r) => write!(f, "Ref({r})"),
+        }
+    }
 }
 
 /// Whether `name` can be an environment variable name.
@@ -204,6 +214,24 @@ impl Drop for AbortOnDrop {
 pub(crate) async fn run(args: Args, env: &crate::common::Env) -> anyhow::Result<ExitCode> {
     let sources = sources(&args)?;
     let auth = AutoAuth::from_flags(&args.auth)?;
+    if !sources.values().any(|s| matches!(s, Source::Ref(_))) {
+        // Nothing to read: no login needed (an env file of plain values).
+        let vars: Vec<_> = sources
+            .into_iter()
+            .filter_map(|(k, s)| match s {
+                Source::Literal(v) => Some((k, v)),
+                Source::Ref(_) => None,
+            })
+            .collect();
+        let mut signals = child::catch_signals()?;
+        let mut child = Child::spawn(&args.command, &child::child_env(&vars))?;
+        loop {
+            tokio::select! {
+                status = child.wait() => return Ok(child::exit_code(status?)),
+                Some(sig) = signals.recv() => child.signal(sig),
+            }
+        }
+    }
     let session = Session::start(env.client()?, auth).await?;
     let _keep_alive = AbortOnDrop(session.keep_alive());
     let mut mounts = Mounts::default();
@@ -293,5 +321,7 @@ mod tests {
         assert!(e.contains(".env:2") && !e.contains("SECRET"), "{e}");
         assert!(parse_env_file(Path::new(".env"), "A=\"open\n").is_err());
         assert!(parse_env_file(Path::new(".env"), "A=vault:nomount\n").is_err());
+        let got = parse_env_file(Path::new(".env"), "A=SECRET-VALUE\n").unwrap();
+        assert!(!format!("{got:?}").contains("SECRET"), "{got:?}");
     }
 }
