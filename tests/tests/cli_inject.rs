@@ -180,6 +180,14 @@ async fn exec_passes_secrets_in_the_environment_only() {
     let o = run_for(c, Duration::from_secs(30));
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o.stderr).contains("no Vault token"), "{}", text(&o.stderr));
+
+    // A bad token: said so, and not quoted.
+    let mut c = vaultctl(home.path(), &srv, Some("hvs.BADTOKEN-CANARY"));
+    c.args(["exec", "--env", "X=secret/app#password", "--", "true"]);
+    let o = run_for(c, Duration::from_secs(30));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("the Vault token was refused"), "{}", text(&o.stderr));
+    assert!(!text(&o.stderr).contains("CANARY"), "{}", text(&o.stderr));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -18,6 +18,8 @@ use serde_json::Value;
 use vault_client::Client;
 use zeroize::Zeroizing;
 
+use super::secrets::flat;
+
 /// Default path of a pod's service-account token.
 pub(crate) const K8S_TOKEN_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
 
@@ -191,7 +193,11 @@ pub(crate) async fn login(client: &mut Client, auth: &AutoAuth) -> anyhow::Resul
                 );
             }
             let v = client.logical().read("auth/token/lookup-self").await.map_err(|e| {
-                anyhow::Error::new(e).context("the Vault token was refused (invalid or expired?): token lookup failed")
+                if matches!(e.status(), Some(401 | 403)) {
+                    flat(&e).context("the Vault token was refused (invalid or expired?)")
+                } else {
+                    flat(&e).context("cannot check the Vault token (auth/token/lookup-self)")
+                }
             })?;
             let data = v.as_ref().and_then(|v| v.get("data"));
             Ok(Lease {
@@ -208,7 +214,7 @@ pub(crate) async fn login(client: &mut Client, auth: &AutoAuth) -> anyhow::Resul
                 .logical()
                 .write(&format!("auth/{mount}/login"), &body)
                 .await
-                .with_context(|| format!("AppRole login at auth/{mount} failed"))?;
+                .map_err(|e| flat(&e).context(format!("AppRole login at auth/{mount} failed")))?;
             let (token, lease) = auth_block(answer, "AppRole login")?;
             client.set_token(token.as_str());
             Ok(lease)
@@ -221,7 +227,7 @@ pub(crate) async fn login(client: &mut Client, auth: &AutoAuth) -> anyhow::Resul
                 .logical()
                 .write(&format!("auth/{mount}/login"), &body)
                 .await
-                .with_context(|| format!("Kubernetes login at auth/{mount} as role {role} failed"))?;
+                .map_err(|e| flat(&e).context(format!("Kubernetes login at auth/{mount} as role {role} failed")))?;
             let (token, lease) = auth_block(answer, "Kubernetes login")?;
             client.set_token(token.as_str());
             Ok(lease)
@@ -232,7 +238,7 @@ pub(crate) async fn login(client: &mut Client, auth: &AutoAuth) -> anyhow::Resul
 /// Renew the client's token (`auth/token/renew-self`); its new lease.
 // INTEGRATION: replace with vault_client's `client.keep_alive(Some(login))`.
 async fn renew(client: &Client) -> anyhow::Result<Lease> {
-    let answer = client.logical().write("auth/token/renew-self", &serde_json::json!({})).await?;
+    let answer = client.logical().write("auth/token/renew-self", &serde_json::json!({})).await.map_err(|e| flat(&e))?;
     Ok(auth_block(answer, "token renewal")?.1)
 }
 

@@ -66,6 +66,24 @@ pub(crate) fn parse_reference(s: &str) -> anyhow::Result<Reference> {
     Ok(Reference { path: path.to_string(), key: key.to_string() })
 }
 
+/// A client error as one line with its causes, each said once (reqwest's
+/// own message omits the useful part, "connection refused", and the
+/// client's message already quotes reqwest's). Client errors hold no
+/// secrets.
+pub(crate) fn flat(e: &vault_client::Error) -> anyhow::Error {
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        source = s.source();
+    }
+    anyhow::Error::msg(msg)
+}
+
 /// A secret's fields and version.
 #[derive(Clone)]
 pub(crate) struct Data {
@@ -118,7 +136,7 @@ pub(crate) async fn read_secret(client: &Client, mounts: &mut Mounts, full: &str
         .kv2(&mount)
         .read(&path)
         .await
-        .with_context(|| format!("cannot read secret {full}"))?
+        .map_err(|e| flat(&e).context(format!("cannot read secret {full}")))?
         .with_context(|| format!("secret {full} not found (no live version at {mount}/data/{path})"))?;
     Ok(Data { fields: s.data, version: s.version })
 }
@@ -189,9 +207,14 @@ pub(crate) fn watch(
         loop {
             let started = Instant::now();
             let client = session.client();
+            // Err: (the error, whether it was a 403)
             let round = async {
-                let (mount, path) = mounts.split(&client, &full).await?;
-                Ok::<_, anyhow::Error>(client.kv2(&mount).wait_for_newer(&path, last, WAIT).await?)
+                let (mount, path) = mounts.split(&client, &full).await.map_err(|e| (e, false))?;
+                client
+                    .kv2(&mount)
+                    .wait_for_newer(&path, last, WAIT)
+                    .await
+                    .map_err(|e| (flat(&e), e.status() == Some(403)))
             };
             let outcome = tokio::select! {
                 r = round => r,
@@ -207,9 +230,7 @@ pub(crate) fn watch(
                     continue;
                 }
                 Ok(_) => backoff = BACKOFF_MIN,
-                Err(e) => {
-                    let denied =
-                        e.downcast_ref::<vault_client::Error>().and_then(vault_client::Error::status) == Some(403);
+                Err((e, denied)) => {
                     eprintln!("vaultctl: following {full}: {e:#}");
                     if denied {
                         session.relogin_after_denial().await;
