@@ -470,6 +470,14 @@ async fn agent_daemon_rerenders_and_signals_the_pid_file_process() {
     wait_for("the first render", Duration::from_secs(20), || read(&dest).filter(|t| t.contains("v1-CANARY"))).await;
     assert!(!hups.exists(), "no signal for the first render");
 
+    // SIGHUP to the agent writes the files again (here: a removed one).
+    std::fs::remove_file(&dest).unwrap();
+    signal(agent.pid(), "HUP");
+    wait_for("the file rewritten on SIGHUP", Duration::from_secs(20), || {
+        read(&dest).filter(|t| t.contains("v1-CANARY"))
+    })
+    .await;
+
     put(&rc, "app", json!({"password": "v2-CANARY", "user": "u"})).await;
     let t =
         wait_for("the re-render", Duration::from_secs(20), || read(&dest).filter(|t| t.contains("v2-CANARY"))).await;

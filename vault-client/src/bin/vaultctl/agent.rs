@@ -12,7 +12,8 @@
 //! re-renders the templates that read a secret when it changes, writes the
 //! files whose text changed, and then signals a process (a pid file, or the
 //! supervised child) or restarts the child. The token is renewed, and a new
-//! login made when it cannot be.
+//! login made when it cannot be. Without an `[exec]` child, SIGHUP renders
+//! and writes every file again.
 //!
 //! All templates are rendered before any file is written: a missing secret
 //! or a template error leaves every file as it was.
@@ -311,19 +312,29 @@ pub(crate) async fn run(args: Args, env: &crate::common::Env) -> anyhow::Result<
             }
             Some(sig) = signals.recv() => {
                 match &child {
-                    Some(c) => c.signal(sig),
-                    // No child: INT/TERM stop the agent; others are ignored.
+                    Some(c) => {
+                        c.signal(sig);
+                        continue;
+                    }
+                    // No child: INT/TERM stop the agent, HUP re-renders
+                    // every template; others are ignored.
                     None if sig == Signal::INT || sig == Signal::TERM => return Ok(ExitCode::SUCCESS),
-                    None => {}
+                    None if sig == Signal::HUP => {
+                        eprintln!("vaultctl: SIGHUP: rendering every template again");
+                        None
+                    }
+                    None => continue,
                 }
-                continue;
             }
-            Some(change) = changes.recv() => change,
+            Some(change) = changes.recv() => Some(change),
         };
         let mut restart = false;
         for (i, t) in agent.templates.iter().enumerate() {
             let Some(prev) = last.get(i) else { continue };
-            if prev.secrets.get(&change.path).is_none_or(|v| *v >= change.version) {
+            // A change: the templates that read an older version of that secret.
+            if let Some(change) = &change
+                && prev.secrets.get(&change.path).is_none_or(|v| *v >= change.version)
+            {
                 continue;
             }
             let client = session.client();
@@ -335,17 +346,21 @@ pub(crate) async fn run(args: Args, env: &crate::common::Env) -> anyhow::Result<
                 }
             };
             let changed = r.text != prev.text;
-            if changed {
+            // SIGHUP rewrites every file (one may have been removed or edited).
+            if changed || change.is_none() {
                 if let Err(e) = template::write_atomic(&t.destination, r.text.as_bytes(), t.mode) {
                     eprintln!("vaultctl: {e:#}");
                     continue;
                 }
-                eprintln!(
-                    "vaultctl: rendered {} (secret {} version {})",
-                    t.destination.display(),
-                    change.path,
-                    change.version
-                );
+                match &change {
+                    Some(c) => eprintln!(
+                        "vaultctl: rendered {} (secret {} version {})",
+                        t.destination.display(),
+                        c.path,
+                        c.version
+                    ),
+                    None => eprintln!("vaultctl: rendered {}", t.destination.display()),
+                }
             }
             if let Some(slot) = last.get_mut(i) {
                 *slot = r;
