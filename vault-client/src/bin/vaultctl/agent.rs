@@ -254,7 +254,7 @@ fn signal_pid_file(path: &Path, sig: Signal) -> anyhow::Result<()> {
 }
 
 /// Aborts a background task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -265,7 +265,8 @@ impl Drop for AbortOnDrop {
 pub(crate) async fn run(args: Args, env: &crate::common::Env) -> anyhow::Result<ExitCode> {
     let agent = load(&args.config)?;
     let mut builder = env.builder()?;
-    if let Some(a) = &agent.vault.address {
+    // Precedence: --address, then [vault] address, then VAULT_ADDR.
+    if let (None, Some(a)) = (&env.address, &agent.vault.address) {
         builder = builder.address(a.as_str());
     }
     if let Some(ca) = &agent.vault.ca_cert {

@@ -26,6 +26,7 @@ use anyhow::{Context as _, bail};
 use tokio::sync::mpsc;
 use zeroize::Zeroizing;
 
+use crate::agent::AbortOnDrop;
 use crate::agent::auth::{AuthFlags, AutoAuth, Session};
 use crate::agent::child::{self, Child};
 use crate::agent::secrets::{self, Changed, Mounts, Reference};
@@ -200,15 +201,6 @@ async fn resolve(
         vars.push((name.clone(), v));
     }
     Ok((vars, versions.into_iter().collect()))
-}
-
-/// Aborts a background task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 pub(crate) async fn run(args: Args, env: &crate::common::Env) -> anyhow::Result<ExitCode> {

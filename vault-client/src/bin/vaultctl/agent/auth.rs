@@ -244,6 +244,9 @@ async fn renew(client: &Client) -> anyhow::Result<Lease> {
 
 /// The current client, shared by everything that talks to the vault, and
 /// the way to log in again. Cheap to clone.
+// INTEGRATION: once `Client` clones share one token cell (vault_client's
+// login helpers), this can hold a single `Client` and `keep_alive` becomes
+// `client.keep_alive(Some(login))`.
 #[derive(Debug, Clone)]
 pub(crate) struct Session {
     inner: Arc<Inner>,
