@@ -141,7 +141,15 @@ pub(crate) fn scan_text(format: parse::Format, text: &str) -> Vec<Finding> {
             out.push(Finding { line: e.line, key: e.key.clone(), rule, entry: Some(e.clone()) });
         }
     }
-    let flagged: BTreeSet<usize> = out.iter().map(|f| f.line).collect();
+    // Lines covered by a reported value (a multi-line key) are not re-checked.
+    let lines = parse::Lines::new(text);
+    let flagged: BTreeSet<usize> = out
+        .iter()
+        .flat_map(|f| match &f.entry {
+            Some(e) => lines.line_of(e.span.start)..=lines.line_of(e.span.end),
+            None => f.line..=f.line,
+        })
+        .collect();
     let mut offset = 0;
     for (i, line) in text.split_inclusive('\n').enumerate() {
         let n = i + 1;

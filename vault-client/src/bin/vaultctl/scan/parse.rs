@@ -145,7 +145,7 @@ fn lines_with_offsets(text: &str) -> impl Iterator<Item = (usize, &str)> {
 pub(crate) fn entries(format: Format, text: &str) -> Vec<Entry> {
     let lines = Lines::new(text);
     let mut out = match format {
-        Format::Dotenv => dotenv(text, &lines, false),
+        Format::Dotenv => dotenv(text, &lines, false, false),
         Format::Json => {
             let mut v = json(text, &lines);
             if v.is_empty() {
@@ -156,8 +156,8 @@ pub(crate) fn entries(format: Format, text: &str) -> Vec<Entry> {
         Format::Yaml => yaml(text, &lines),
         Format::Ini => ini(text, &lines),
         Format::Source => source(text, &lines),
-        Format::Shell => [dotenv(text, &lines, false), source(text, &lines)].concat(),
-        Format::Text => [dotenv(text, &lines, true), source(text, &lines)].concat(),
+        Format::Shell => [dotenv(text, &lines, true, false), source(text, &lines)].concat(),
+        Format::Text => [dotenv(text, &lines, true, true), source(text, &lines)].concat(),
     };
     out.sort_by_key(|e| (e.span.start, e.span.end));
     out.dedup_by_key(|e| e.span.start);
@@ -191,9 +191,10 @@ fn closing_quote(b: &[u8], open: usize, escapes: bool) -> Option<usize> {
 }
 
 /// `.env` files: `[export ] KEY=value`, values bare (a ` #` starts a
-/// comment), `'single'` or `"double"` quoted (may span lines). `strict`:
-/// only upper-case names (read in prose files, where `word = text` is prose).
-fn dotenv(text: &str, lines: &Lines, strict: bool) -> Vec<Entry> {
+/// comment), `'single'` or `"double"` quoted (may span lines). `shell`:
+/// a bare value ends at a blank (`PGPASSWORD=$X psql`). `strict`: only
+/// upper-case names (read in prose files, where `word = text` is prose).
+fn dotenv(text: &str, lines: &Lines, shell: bool, strict: bool) -> Vec<Entry> {
     let b = text.as_bytes();
     let mut out = Vec::new();
     let mut skip_until = 0;
@@ -236,8 +237,12 @@ fn dotenv(text: &str, lines: &Lines, strict: bool) -> Vec<Entry> {
                 (vpos + 1..close, if *q == b'"' { Quote::Double } else { Quote::Single })
             }
             _ => {
-                let end = val_t.find(" #").or_else(|| val_t.find("\t#")).unwrap_or(val_t.len());
-                let v = val_t[..end].trim_end();
+                let end = if shell {
+                    val_t.find(char::is_whitespace)
+                } else {
+                    val_t.find(" #").or_else(|| val_t.find("\t#"))
+                };
+                let v = val_t[..end.unwrap_or(val_t.len())].trim_end();
                 (vpos..vpos + v.len(), Quote::None)
             }
         };
@@ -424,9 +429,9 @@ fn yaml(text: &str, lines: &Lines) -> Vec<Entry> {
                     // A list item scalar: `- KEY=value` or a plain value.
                     let (span, quote) = yaml_scalar(b, cpos, content);
                     let Some(parent) = stack.last().map(|(_, k)| k.clone()) else { continue };
-                    let (key, span) = match (quote, content.split_once('=')) {
-                        (Quote::None, Some((k, _))) if !k.is_empty() && k.bytes().all(is_name_char) => {
-                            (k.to_string(), cpos + k.len() + 1..span.end)
+                    let (key, span) = match text[span.clone()].split_once('=') {
+                        Some((k, _)) if !k.is_empty() && k.bytes().all(is_name_char) => {
+                            (k.to_string(), span.start + k.len() + 1..span.end)
                         }
                         _ => (parent, span),
                     };
