@@ -347,3 +347,76 @@ async fn import_structured_files_template_and_refusals() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert_eq!(std::fs::read_to_string(dir.path().join(".env")).unwrap(), DOTENV, "untouched after failures");
 }
+
+/// The fenced blocks of a Markdown file: (info string, content).
+fn fenced_blocks(md: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut cur: Option<(String, String)> = None;
+    for line in md.lines() {
+        match (&mut cur, line.strip_prefix("```")) {
+            (None, Some(info)) => cur = Some((info.trim().to_string(), String::new())),
+            (Some(_), Some(_)) => out.extend(cur.take()),
+            (Some((_, body)), None) => {
+                body.push_str(line);
+                body.push('\n');
+            }
+            (None, None) => {}
+        }
+    }
+    out
+}
+
+/// docs/migrating.md's walkthrough, run as written: its app.py and .env,
+/// each `$ vaultctl scan` / `$ vaultctl import` command with the output the
+/// document shows, the rewritten .env it shows. (Its `vaultctl exec` step
+/// is the injection guide's, tested with exec in cli_inject.rs.)
+#[tokio::test(flavor = "multi_thread")]
+async fn the_migrating_walkthrough_runs_as_documented() {
+    let (_store, srv, root, rc) = vault().await;
+    let addr = srv.url();
+    let env = [("VAULT_ADDR", addr.as_str()), ("VAULT_TOKEN", root.as_str())];
+    let md = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/migrating.md")).unwrap();
+    let blocks = fenced_blocks(&md);
+    let dir = tempfile::tempdir().unwrap();
+    let file_block = |first: &str, nth: usize| {
+        blocks.iter().filter(|(_, b)| b.lines().next() == Some(first)).nth(nth).map(|(_, b)| b.clone()).unwrap()
+    };
+    std::fs::write(dir.path().join("app.py"), file_block("# app.py", 0)).unwrap();
+    let original = file_block("# .env", 0);
+    std::fs::write(dir.path().join(".env"), &original).unwrap();
+
+    let mut ran = Vec::new();
+    for (_, body) in &blocks {
+        let lines: Vec<&str> = body.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let Some(cmd) = line.strip_prefix("$ ") else { continue };
+            let args: Vec<&str> = cmd.split_whitespace().collect();
+            if args[0] != "vaultctl" || !matches!(args[1], "scan" | "import") {
+                continue;
+            }
+            let expected: String =
+                lines[i + 1..].iter().take_while(|l| !l.starts_with("$ ")).map(|l| format!("{l}\n")).collect();
+            let out = vaultctl(dir.path(), &env, &args[1..]);
+            assert_eq!(stdout(&out), expected, "`{cmd}` as documented ({})", String::from_utf8_lossy(&out.stderr));
+            ran.push(cmd.to_string());
+        }
+    }
+    assert_eq!(
+        ran,
+        [
+            "vaultctl scan .",
+            "vaultctl import .env --to secret/myapp --dry-run",
+            "vaultctl import .env --to secret/myapp"
+        ]
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join(".env")).unwrap(),
+        file_block("# .env", 1),
+        "the rewritten .env"
+    );
+    let (_, b) = rc.get("secret/data/myapp").await;
+    assert_eq!(b["data"]["data"]["STRIPE_KEY"], "sk_live_51Habcdefghijklmnopqrstuv");
+    assert_eq!(b["data"]["data"].as_object().unwrap().len(), 3);
+    let out = vaultctl(dir.path(), &[], &["scan", "."]);
+    assert_eq!(out.status.code(), Some(0), "the document says scan then exits 0: {out:?}");
+}

@@ -134,8 +134,11 @@ fn wipe(m: &mut Map<String, Value>) {
 }
 
 /// The reference text replacing a value, encoded for how it was quoted.
-fn replacement(format: parse::Format, e: &Entry, reference: &str) -> String {
+/// `in_scalar`: the value is the part after `=` of a bare YAML list item
+/// (`- KEY=value`), which must stay bare.
+fn replacement(format: parse::Format, e: &Entry, reference: &str, in_scalar: bool) -> String {
     match (format, e.quote) {
+        (parse::Format::Yaml, Quote::None) if in_scalar => reference.to_string(),
         (parse::Format::Json, _) | (_, Quote::Double) => {
             let s = serde_json::to_string(reference).unwrap_or_else(|_| reference.to_string());
             s[1..s.len() - 1].to_string()
@@ -150,7 +153,10 @@ fn replacement(format: parse::Format, e: &Entry, reference: &str) -> String {
 fn rewrite(format: parse::Format, text: &str, moves: &[Move], target: &str) -> String {
     let mut spans: Vec<(&Entry, String)> = moves
         .iter()
-        .map(|m| (&m.entry, replacement(format, &m.entry, &format!("vault:{target}#{}", m.field))))
+        .map(|m| {
+            let in_scalar = m.entry.span.start > 0 && text.as_bytes()[m.entry.span.start - 1] == b'=';
+            (&m.entry, replacement(format, &m.entry, &format!("vault:{target}#{}", m.field), in_scalar))
+        })
         .collect();
     spans.sort_by_key(|(e, _)| std::cmp::Reverse(e.span.start));
     let mut out = text.to_string();

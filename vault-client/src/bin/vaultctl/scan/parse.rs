@@ -157,7 +157,7 @@ pub(crate) fn entries(format: Format, text: &str) -> Vec<Entry> {
         Format::Ini => ini(text, &lines),
         Format::Source => source(text, &lines),
         Format::Shell => [dotenv(text, &lines, true, false), source(text, &lines)].concat(),
-        Format::Text => [dotenv(text, &lines, true, true), source(text, &lines)].concat(),
+        Format::Text => [dotenv(text, &lines, false, true), source(text, &lines)].concat(),
     };
     out.sort_by_key(|e| (e.span.start, e.span.end));
     out.dedup_by_key(|e| e.span.start);

@@ -478,7 +478,7 @@ fn a_realistic_tree() {
         ("docker-compose.yml", b"services:\n  db:\n    environment:\n      POSTGRES_PASSWORD: CANARY-3\n"),
         ("deploy/secret.yaml", b"kind: Secret\ndata:\n  password: Q0FOQVJZ\n"),
         ("config.json", b"{\"smtp\": {\"password\": \"CANARY-4\"}}\n"),
-        ("README.md", b"Set `DATABASE_URL=postgres://app:<password>@localhost/app` in .env.\n"),
+        ("README.md", b"Set `DATABASE_URL=postgres://app:<password>@localhost/app` in .env:\n\n    DB_PASSWORD=<your database password>\n"),
         ("logo.png", b"\x89PNG\r\n\x1a\n\0\0DB_PASSWORD=CANARY-5"),
         ("target/debug/build.env", b"DB_PASSWORD=CANARY-6\n"),
         (".git/config", b"token = \"CANARY-7\"\n"),
