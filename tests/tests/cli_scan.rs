@@ -261,6 +261,9 @@ async fn import_moves_dotenv_secrets_and_leaves_references() {
     assert!(stdout(&out).contains("No secrets to import"), "{out:?}");
 
     // A second file into the same secret: merged, a new version; a changed value replaces.
+    // The secret now requires check-and-set: import sends it.
+    let (st, b) = rc.post("secret/metadata/myapp", json!({"cas_required": true})).await;
+    assert!(st == 204 || st == 200, "{st} {b}");
     std::fs::write(dir.path().join("worker.env"), "DB_PASSWORD=CANARY-db-pw-2\nQUEUE_TOKEN=CANARY-queue\n").unwrap();
     let out = vaultctl(dir.path(), &env, &["import", "worker.env", "--to", "secret/myapp", "--format", "json"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
@@ -419,4 +422,44 @@ async fn the_migrating_walkthrough_runs_as_documented() {
     assert_eq!(b["data"]["data"].as_object().unwrap().len(), 3);
     let out = vaultctl(dir.path(), &[], &["scan", "."]);
     assert_eq!(out.status.code(), Some(0), "the document says scan then exits 0: {out:?}");
+}
+
+/// Imports racing into one secret: each merges with the version it read and
+/// writes with check-and-set, redoing the merge when another won, so every
+/// field of every import ends up in the latest version.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_imports_lose_nothing() {
+    let (_store, srv, root, rc) = vault().await;
+    let dir = tempfile::tempdir().unwrap();
+    let n = 4;
+    for i in 0..n {
+        std::fs::write(
+            dir.path().join(format!("s{i}.env")),
+            format!("S{i}_PASSWORD=CANARY-{i}\nS{i}_TOKEN=CANARY-t{i}\n"),
+        )
+        .unwrap();
+    }
+    let children: Vec<_> = (0..n)
+        .map(|i| {
+            Command::new(vaultctl_bin())
+                .args(["import", &format!("s{i}.env"), "--to", "secret/race", "--keep"])
+                .current_dir(dir.path())
+                .env("HOME", dir.path())
+                .env("VAULT_ADDR", srv.url())
+                .env("VAULT_TOKEN", &root)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert!(!String::from_utf8_lossy(&out.stdout).contains(CANARY));
+    }
+    let (_, b) = rc.get("secret/data/race").await;
+    let data = b["data"]["data"].as_object().unwrap();
+    assert_eq!(data.len(), 2 * n, "{:?}", data.keys().collect::<Vec<_>>());
+    assert_eq!(b["data"]["metadata"]["version"], n, "one version per import");
 }
