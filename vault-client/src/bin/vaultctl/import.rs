@@ -207,7 +207,7 @@ pub(crate) async fn run(args: Args, env: &Env) -> anyhow::Result<ExitCode> {
     let file = &args.file;
     split_target(&args.to)?;
     let format = parse::detect(file);
-    if matches!(format, parse::Format::Source | parse::Format::Shell | parse::Format::Text) {
+    if matches!(format, parse::Format::Source(_) | parse::Format::Shell | parse::Format::Text) {
         bail!(
             "cannot import from {}: {} files are not supported (import reads .env, JSON, YAML and TOML/INI files). \
              Move such a value with `vaultctl kv put` and read it at startup with the library's `load` or `vaultctl exec`",

@@ -20,8 +20,9 @@ pub(crate) enum Format {
     Yaml,
     /// TOML, INI, `.properties`, `.conf`.
     Ini,
-    /// Program source: assignments of string literals.
-    Source,
+    /// Program source: assignments of string literals. `true`: a language
+    /// where `` `...` `` is a string (JavaScript, TypeScript, Go).
+    Source(bool),
     /// Shell scripts, Dockerfiles: both `KEY=value` lines and assignments.
     Shell,
     /// Anything else that is text (README, notes): both, prose ignored.
@@ -36,7 +37,7 @@ impl Format {
             Format::Json => "JSON",
             Format::Yaml => "YAML",
             Format::Ini => "TOML/INI",
-            Format::Source => "source code",
+            Format::Source(_) => "source code",
             Format::Shell => "shell",
             Format::Text => "text",
         }
@@ -49,6 +50,13 @@ const SOURCE_EXTENSIONS: &[&str] = &[
     "gradle", "php", "cs", "swift", "c", "h", "cc", "cpp", "hpp", "m", "pl", "pm", "lua", "r", "ex", "exs", "dart",
     "tf", "hcl", "vue", "svelte", "erl", "clj", "fs", "vb",
 ];
+
+/// Extensions of languages where `` `...` `` is a string literal.
+const BACKTICK_STRINGS: &[&str] = &["js", "mjs", "cjs", "jsx", "ts", "tsx", "go", "vue", "svelte"];
+
+/// Function names whose second argument is a default value for the
+/// setting named by the first: `os.getenv("PASSWORD", "...")`.
+const GETTERS: &[&str] = &["getenv", "get", "fetch", "env", "getProperty", "GetEnv", "Getenv", "setdefault", "get_or"];
 
 /// The format of the file at `path`, from its name.
 pub(crate) fn detect(path: &Path) -> Format {
@@ -65,7 +73,7 @@ pub(crate) fn detect(path: &Path) -> Format {
         "yaml" | "yml" => Format::Yaml,
         "toml" | "ini" | "cfg" | "conf" | "properties" | "cnf" => Format::Ini,
         "sh" | "bash" | "zsh" | "ksh" | "ps1" | "bat" | "cmd" => Format::Shell,
-        e if SOURCE_EXTENSIONS.contains(&e) => Format::Source,
+        e if SOURCE_EXTENSIONS.contains(&e) => Format::Source(BACKTICK_STRINGS.contains(&e)),
         _ => Format::Text,
     }
 }
@@ -149,15 +157,16 @@ pub(crate) fn entries(format: Format, text: &str) -> Vec<Entry> {
         Format::Json => {
             let mut v = json(text, &lines);
             if v.is_empty() {
-                v = source(text, &lines);
+                v = source(text, &lines, true);
             }
             v
         }
         Format::Yaml => yaml(text, &lines),
         Format::Ini => ini(text, &lines),
-        Format::Source => source(text, &lines),
-        Format::Shell => [dotenv(text, &lines, true, false), source(text, &lines)].concat(),
-        Format::Text => [dotenv(text, &lines, false, true), source(text, &lines)].concat(),
+        Format::Source(backticks) => source(text, &lines, backticks),
+        Format::Shell => [dotenv(text, &lines, true, false), source(text, &lines, true)].concat(),
+        // In prose (Markdown), backticks mark code, not strings.
+        Format::Text => [dotenv(text, &lines, false, true), source(text, &lines, false)].concat(),
     };
     out.sort_by_key(|e| (e.span.start, e.span.end));
     out.dedup_by_key(|e| e.span.start);
@@ -553,7 +562,7 @@ fn ini(text: &str, lines: &Lines) -> Vec<Entry> {
             (vpos + 1..close, if val.starts_with('"') { Quote::Double } else { Quote::Single })
         } else if val.starts_with('{') {
             // An inline table: its pairs like assignments in code.
-            let mut inner = source_line(line, start, lines);
+            let mut inner = source_line(line, start, lines, true);
             for e in &mut inner {
                 e.path = section.iter().cloned().chain(std::iter::once(key.to_string())).collect();
             }
@@ -577,8 +586,9 @@ fn ini(text: &str, lines: &Lines) -> Vec<Entry> {
 }
 
 /// Source code: string literals assigned to names, line by line.
-fn source(text: &str, lines: &Lines) -> Vec<Entry> {
-    lines_with_offsets(text).flat_map(|(start, line)| source_line(line, start, lines)).collect()
+/// `backticks`: `` `...` `` is a string (JavaScript, Go, shell).
+fn source(text: &str, lines: &Lines, backticks: bool) -> Vec<Entry> {
+    lines_with_offsets(text).flat_map(|(start, line)| source_line(line, start, lines, backticks)).collect()
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -591,7 +601,7 @@ enum Tok {
 const OPS: &[&str] = &[":=", "=>", "==", "!=", "<=", ">=", "::", "->", "+=", "-=", "||", "&&", "?=", "??", "**"];
 
 /// Split one line of code into identifiers, string literals and punctuation.
-fn tokens(line: &str) -> Vec<Tok> {
+fn tokens(line: &str, backticks: bool) -> Vec<Tok> {
     let b = line.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
@@ -599,7 +609,7 @@ fn tokens(line: &str) -> Vec<Tok> {
         let c = b[i];
         if c.is_ascii_whitespace() {
             i += 1;
-        } else if c == b'"' || c == b'\'' || c == b'`' {
+        } else if c == b'"' || c == b'\'' || (c == b'`' && backticks) {
             match closing_quote(b, i, true) {
                 Some(close) => {
                     out.push(Tok::Str(i + 1..close, c));
@@ -640,6 +650,7 @@ fn tokens(line: &str) -> Vec<Tok> {
                     b'<' => "<",
                     b'>' => ">",
                     b'*' => "*",
+                    b'+' => "+",
                     _ => "?",
                 },
             };
@@ -656,16 +667,19 @@ const TYPE_WORDS: &[&str] = &["string", "str", "String", "const", "static", "fin
 /// String literals assigned to names in one line of code: `NAME = "v"`,
 /// `name := "v"`, `NAME: &str = "v"`, `"name": "v"`, `name: "v"`,
 /// `'name' => 'v'`, `env["NAME"] = "v"`, `getenv("NAME", "default")`.
-fn source_line(line: &str, start: usize, lines: &Lines) -> Vec<Entry> {
-    let toks = tokens(line);
+fn source_line(line: &str, start: usize, lines: &Lines, backticks: bool) -> Vec<Entry> {
+    let toks = tokens(line, backticks);
     let mut out = Vec::new();
     for (i, t) in toks.iter().enumerate() {
         let Tok::Str(span, q) = t else { continue };
-        if i == 0 {
+        // The first part of a concatenation is not the value.
+        if i == 0 || toks.get(i + 1) == Some(&Tok::Punct("+")) {
             continue;
         }
         let text_of = |r: &Range<usize>| line[r.clone()].to_string();
         let key = match &toks[i - 1] {
+            // Not a Rust match arm (`Kind::X => "..."`).
+            Tok::Punct(":" | "=>") if i >= 3 && toks[i - 3] == Tok::Punct("::") => None,
             Tok::Punct(":" | "=>") => match toks.get(i.wrapping_sub(2)) {
                 Some(Tok::Ident(r)) | Some(Tok::Str(r, _)) if i >= 2 => Some(text_of(r)),
                 _ => None,
@@ -701,13 +715,14 @@ fn source_line(line: &str, start: usize, lines: &Lines) -> Vec<Entry> {
                 }
                 key.or(last_ident)
             }
-            Tok::Punct(",") if i >= 3 && toks[i - 3] == Tok::Punct("(") => match &toks[i - 2] {
-                Tok::Str(r, _) => Some(text_of(r)),
+            Tok::Punct(",") if i >= 4 && toks[i - 3] == Tok::Punct("(") => match (&toks[i - 4], &toks[i - 2]) {
+                (Tok::Ident(f), Tok::Str(r, _)) if GETTERS.contains(&&line[f.clone()]) => Some(text_of(r)),
                 _ => None,
             },
             _ => None,
         };
-        let Some(key) = key else { continue };
+        // A name, not a path or a sentence in quotes.
+        let Some(key) = key.filter(|k| !k.is_empty() && k.bytes().all(is_name_char)) else { continue };
         let quote = match q {
             b'"' => Quote::Double,
             b'\'' => Quote::Single,

@@ -126,182 +126,49 @@ pub(crate) const NAME_RULES: &[NameRule] = &[
 /// `PASSWORD_FILE`, `TOKEN_TTL`, `SECRET_NAME`, `tokenizer`, `public_key`...
 /// A word anywhere in the name for the first list; the word before `key`
 /// for the second.
+#[rustfmt::skip]
 pub(crate) const NOT_SECRET_WORDS: &[&str] = &[
-    "file",
-    "files",
-    "path",
-    "dir",
-    "directory",
-    "url",
-    "uri",
-    "endpoint",
-    "host",
-    "port",
-    "ttl",
-    "timeout",
-    "expiry",
-    "expires",
-    "expiration",
-    "lifetime",
-    "length",
-    "len",
-    "size",
-    "count",
-    "min",
-    "max",
-    "name",
-    "names",
-    "type",
-    "kind",
-    "header",
-    "field",
-    "env",
-    "var",
-    "mount",
-    "policy",
-    "rotation",
-    "enabled",
-    "enable",
-    "required",
-    "algorithm",
-    "alg",
-    "format",
-    "prefix",
-    "version",
-    "regex",
-    "pattern",
-    "label",
-    "description",
-    "desc",
-    "provider",
-    "strategy",
-    "mode",
-    "location",
-    "source",
-    "hint",
-    "reset",
-    "rules",
-    "strength",
-    "validators",
-    "validation",
-    "confirmation",
-    "input",
-    "placeholder",
-    "param",
-    "tokenizer",
-    "tokenize",
-    "tokenization",
-    "tokenized",
-    "secretary",
-    "manager",
-    "store",
-    "ref",
-    "arn",
-    "method",
-    "scope",
-    "scopes",
-    "audience",
-    "issuer",
-    "usage",
-    "id_field",
+    "file", "files", "path", "dir", "directory", "url", "uri", "endpoint", "host", "port", "ttl",
+    "timeout", "expiry", "expires", "expiration", "lifetime", "length", "len", "size", "count",
+    "min", "max", "name", "names", "type", "kind", "header", "field", "env", "var", "mount",
+    "policy", "rotation", "enabled", "enable", "required", "algorithm", "alg", "format", "prefix",
+    "version", "regex", "pattern", "label", "description", "desc", "provider", "strategy", "mode",
+    "location", "source", "hint", "reset", "rules", "strength", "validators", "validation",
+    "confirmation", "input", "placeholder", "param", "tokenizer", "tokenize", "tokenization",
+    "tokenized", "secretary", "manager", "store", "ref", "arn", "method", "scope", "scopes",
+    "audience", "issuer", "usage", "id_field", "policies", "cidr", "cidrs", "uses", "num", "bound",
+    "accessor", "period",
 ];
 
 /// Words before `key` that make it something other than a secret key.
+#[rustfmt::skip]
 pub(crate) const NOT_SECRET_KEY_QUALIFIERS: &[&str] = &[
-    "public",
-    "pub",
-    "primary",
-    "foreign",
-    "sort",
-    "partition",
-    "cache",
-    "idempotency",
-    "lookup",
-    "routing",
-    "row",
-    "unique",
-    "composite",
-    "index",
-    "dedup",
-    "object",
-    "map",
-    "dict",
-    "hot",
-    "shortcut",
-    "sign",
-    "group",
-    "lock",
-    "redis",
-    "storage",
-    "config",
-    "i18n",
-    "translation",
-    "query",
-    "metadata",
-    "ssh_host",
+    "public", "pub", "primary", "foreign", "sort", "partition", "cache", "idempotency", "lookup",
+    "routing", "row", "unique", "composite", "index", "dedup", "object", "map", "dict", "hot",
+    "shortcut", "sign", "group", "lock", "redis", "storage", "config", "i18n", "translation",
+    "query", "metadata", "ssh_host",
 ];
 
 /// Words in a name that make a random-looking value expected (a digest, an
 /// identifier, a commit), not a secret: they turn the entropy check off.
+#[rustfmt::skip]
 pub(crate) const NOT_SECRET_FOR_ENTROPY: &[&str] = &[
-    "sha",
-    "sha1",
-    "sha256",
-    "sha512",
-    "hash",
-    "digest",
-    "checksum",
-    "commit",
-    "integrity",
-    "etag",
-    "fingerprint",
-    "version",
-    "id",
-    "ids",
-    "uuid",
-    "guid",
-    "image",
-    "revision",
-    "rev",
-    "tag",
-    "url",
-    "uri",
-    "path",
-    "file",
-    "name",
-    "nonce",
-    "hmac_id",
-    "kid",
-    "locale",
-    "color",
-    "regex",
-    "pattern",
+    "sha", "sha1", "sha256", "sha512", "hash", "digest", "checksum", "commit", "integrity", "etag",
+    "fingerprint", "version", "id", "ids", "uuid", "guid", "image", "revision", "rev", "tag", "url",
+    "uri", "path", "file", "name", "nonce", "hmac_id", "kid", "locale", "color", "regex", "pattern",
     "signature_id",
 ];
 
 /// Whole values (lower-cased) that stand in for a secret in examples.
+#[rustfmt::skip]
 pub(crate) const PLACEHOLDER_WORDS: &[&str] = &[
-    "example",
-    "placeholder",
-    "redacted",
-    "removed",
-    "hidden",
-    "masked",
-    "none",
-    "null",
-    "nil",
-    "undefined",
-    "unset",
-    "todo",
-    "tbd",
-    "fixme",
-    "n/a",
-    "na",
-    "dummy",
-    "secret_here",
-    "password_here",
-    "token_here",
+    "example", "placeholder", "redacted", "removed", "hidden", "masked", "none", "null", "nil",
+    "undefined", "unset", "todo", "tbd", "fixme", "n/a", "na", "dummy", "secret_here",
+    "password_here", "token_here",
 ];
+
+/// Parts of values (lower-cased) that mark them as made up for an example.
+pub(crate) const PLACEHOLDER_PARTS: &[&str] = &["example", "notareal", "not-a-real", "not_a_real"];
 
 /// Values that are not literals (`true`, numbers) are never secrets.
 const NON_SECRET_LITERALS: &[&str] =
@@ -310,9 +177,10 @@ const NON_SECRET_LITERALS: &[&str] =
 /// Whether `value` stands for a secret instead of being one: empty,
 /// `${VAR}` / `$VAR` / `{{ tpl }}` / `%(x)s` interpolations, a
 /// `vault:` reference, a `<...>` placeholder, a mask (`***`, `xxxx`),
-/// `your-...` / `...-here` examples, anything containing `example`
-/// (documentation keys such as AWS's `...EXAMPLE`), or an
-/// already-encrypted value (sops `ENC[...]`, Ansible vault).
+/// `your-...` / `...-here` examples, anything containing `example` or
+/// `notareal` (documentation keys such as AWS's `...EXAMPLE`), values
+/// truncated with `...`, or an already-encrypted value (sops `ENC[...]`,
+/// Ansible vault).
 pub(crate) fn is_placeholder(value: &str) -> bool {
     let v = value.trim();
     let lower = v.to_ascii_lowercase();
@@ -336,6 +204,13 @@ pub(crate) fn is_placeholder(value: &str) -> bool {
     if enclosed('<', '>') || enclosed('%', '%') || enclosed('{', '}') {
         return true;
     }
+    // A format string with a `{name}` field.
+    if let Some(open) = v.find('{')
+        && let Some(len) = v[open + 1..].find('}')
+        && word(&v[open + 1..open + 1 + len])
+    {
+        return true;
+    }
     if enclosed('[', ']') && v[1..v.len() - 1].bytes().all(|c| c.is_ascii_alphabetic() || c == b' ' || c == b'_') {
         return true;
     }
@@ -345,7 +220,11 @@ pub(crate) fn is_placeholder(value: &str) -> bool {
     if v.len() >= 3 && v.bytes().all(|c| c == v.as_bytes()[0]) {
         return true;
     }
-    if PLACEHOLDER_WORDS.contains(&lower.as_str()) || lower.contains("example") {
+    if PLACEHOLDER_WORDS.contains(&lower.as_str()) || PLACEHOLDER_PARTS.iter().any(|p| lower.contains(p)) {
+        return true;
+    }
+    // Truncated in documentation: `hvs.c4Vb...`.
+    if v.ends_with("...") || v.ends_with('\u{2026}') {
         return true;
     }
     let starts_your =
@@ -378,6 +257,10 @@ pub(crate) fn is_non_secret_value(name: &str, value: &str, env_file: bool) -> bo
     }
     if v.contains("://") {
         // Credentials in it are the URL rule's business.
+        return true;
+    }
+    // An API path or route (`role/{name}/secret-id`, `secret/data/*`).
+    if v.contains('/') && v.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"/_-{}.:*+".contains(&c)) {
         return true;
     }
     if env_file {
@@ -546,7 +429,8 @@ pub(crate) fn find_private_key(text: &str) -> Option<Range<usize>> {
         let rest = &text[start + 11..];
         let Some(end) = rest.find("-----") else { continue };
         let label = &rest[..end];
-        if label.len() <= 40 && (label.ends_with("PRIVATE KEY") || label.ends_with("PRIVATE KEY BLOCK")) {
+        let words_only = label.bytes().all(|c| c.is_ascii_uppercase() || c == b' ');
+        if words_only && label.len() <= 40 && (label.ends_with("PRIVATE KEY") || label.ends_with("PRIVATE KEY BLOCK")) {
             return Some(start..start + 11 + end + 5);
         }
     }
@@ -573,7 +457,14 @@ pub(crate) fn find_url_credentials(text: &str) -> Option<Range<usize>> {
         let authority = &rest[..end];
         let Some(at) = authority.rfind('@') else { continue };
         let Some((user, pass)) = authority[..at].split_once(':') else { continue };
-        if pass.is_empty() || is_placeholder(pass) || authority[at + 1..].is_empty() || user.contains('@') {
+        // `user:password@host` is how documentation shows the syntax.
+        let illustrative = matches!(user, "user" | "username") && matches!(pass, "pass" | "password");
+        if pass.is_empty()
+            || is_placeholder(pass)
+            || illustrative
+            || authority[at + 1..].is_empty()
+            || user.contains('@')
+        {
             continue;
         }
         let tail = rest[end..]

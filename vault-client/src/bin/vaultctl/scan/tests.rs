@@ -230,7 +230,7 @@ fn source_assignments() {
         ("config.access_token = \"CANARY\"", "access_token"),
     ];
     for (line, key) in cases {
-        assert_eq!(keys(F::Source, line), vec![key.to_string()], "{line}");
+        assert_eq!(keys(F::Source(true), line), vec![key.to_string()], "{line}");
     }
     let clean = [
         "password = os.environ['DB_PASSWORD']",
@@ -247,9 +247,17 @@ fn source_assignments() {
         "TOKEN_URL = \"https://auth.example.com/token\"",
         "let re = 'a';",
         "token = f\"{prefix}-{suffix}\"",
+        "token = \"hvs.\" + random_chars(24)",
+        "assert_eq!(counter.get(\"secret/\", \"read\", 200), 2);",
+        "k.mac(b\"token\", b\"x\")",
+        "Table::Secrets => \"logical/\",",
+        "const SECRET_ID: &str = \"role/{name}/secret-id\";",
+        "url = f\"postgres://{user}:{password}@db/app\"",
+        "client = new_client(\"hvs.notarealtoken0000000000000\")",
+        "role = {\"token_policies\": \"app,extra\", \"secret_id_bound_cidrs\": \"127.0.0.0/8\"}",
     ];
     for line in clean {
-        assert_eq!(found(F::Source, line), vec![], "{line}");
+        assert_eq!(found(F::Source(true), line), vec![], "{line}");
     }
 }
 
@@ -286,6 +294,21 @@ fn token_formats() {
     for s in near_misses {
         assert_eq!(found(F::Text, &format!("note {s}\n")), vec![], "{s}");
     }
+}
+
+#[test]
+fn prose_is_not_code() {
+    let md = "\
+Limits (`token_num_uses`, `secret_id_num_uses`) are checked.
+## Root key (`core/root-key`, `seal/mod.rs`)
+A PEM `-----BEGIN ... PRIVATE KEY-----` block; a URL `scheme://user:password@host`.
+The answer holds `\"client_token\": \"hvs.c4Vb...\"`.
+";
+    assert_eq!(found(F::Text, md), vec![]);
+    // Rust doc comments: backticks are not strings there either.
+    assert_eq!(found(F::Source(false), "/// HMAC(`hmac_key`, `plaintext`) truncated\n"), vec![]);
+    // Code in Markdown is still read.
+    assert_eq!(found(F::Text, "    DB_PASSWORD=CANARY-md\n"), vec![t(1, "DB_PASSWORD", "password")]);
 }
 
 #[test]
@@ -526,8 +549,9 @@ fn format_detection() {
         ("Cargo.toml", F::Ini),
         ("setup.cfg", F::Ini),
         ("app.properties", F::Ini),
-        ("settings.py", F::Source),
-        ("main.go", F::Source),
+        ("settings.py", F::Source(false)),
+        ("main.go", F::Source(true)),
+        ("lib.rs", F::Source(false)),
         ("Dockerfile", F::Shell),
         ("run.sh", F::Shell),
         ("README.md", F::Text),
