@@ -15,6 +15,8 @@
 
 use std::ops::Range;
 
+use zeroize::Zeroizing;
+
 /// What a token body may contain after its prefix.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Body {
@@ -183,7 +185,8 @@ const NON_SECRET_LITERALS: &[&str] =
 /// Ansible vault).
 pub(crate) fn is_placeholder(value: &str) -> bool {
     let v = value.trim();
-    let lower = v.to_ascii_lowercase();
+    // Copies of values are wiped like the file text they come from.
+    let lower = Zeroizing::new(v.to_ascii_lowercase());
     if v.is_empty() || lower.starts_with("vault:") {
         return true;
     }
@@ -241,7 +244,8 @@ pub(crate) fn is_placeholder(value: &str) -> bool {
 /// (`"password": "Password"` in a UI's labels).
 pub(crate) fn is_non_secret_value(name: &str, value: &str, env_file: bool) -> bool {
     let v = value.trim();
-    let lower = v.to_ascii_lowercase();
+    // Copies of values are wiped like the file text they come from.
+    let lower = Zeroizing::new(v.to_ascii_lowercase());
     if NON_SECRET_LITERALS.contains(&lower.as_str()) || v.parse::<f64>().is_ok() {
         return true;
     }
@@ -270,8 +274,8 @@ pub(crate) fn is_non_secret_value(name: &str, value: &str, env_file: bool) -> bo
         return true;
     }
     let squash = |s: &str| s.chars().filter(char::is_ascii_alphanumeric).collect::<String>().to_ascii_lowercase();
-    let (n, val) = (squash(name), squash(v));
-    !val.is_empty() && (n == val || n.ends_with(&val) && val.len() >= 5)
+    let (n, val) = (squash(name), Zeroizing::new(squash(v)));
+    !val.is_empty() && (n == *val || n.ends_with(val.as_str()) && val.len() >= 5)
 }
 
 /// The words of a name: split at non-alphanumerics and lower→upper case
@@ -477,7 +481,7 @@ pub(crate) fn find_url_credentials(text: &str) -> Option<Range<usize>> {
 
 /// A `Password=...;` (or `pwd=`) pair in a connection string.
 pub(crate) fn find_connection_string_password(text: &str) -> bool {
-    let lower = text.to_ascii_lowercase();
+    let lower = Zeroizing::new(text.to_ascii_lowercase());
     for key in ["password=", "pwd="] {
         let mut from = 0;
         while let Some(off) = lower[from..].find(key) {
