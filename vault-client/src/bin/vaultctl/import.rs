@@ -405,9 +405,9 @@ impl Report {
     fn finish(self, v: Value) -> anyhow::Result<()> {
         let text = match self.format {
             Format::Json => format!("{}\n", serde_json::to_string_pretty(&v)?),
-            Format::Human => self.lines.iter().map(|l| format!("{l}\n")).collect(),
+            _ => self.lines.iter().map(|l| format!("{l}\n")).collect(),
         };
-        if self.format == Format::Human {
+        if self.format != Format::Json {
             let w: String = self.warnings.iter().map(|l| format!("{l}\n")).collect();
             let _ = std::io::stderr().write_all(w.as_bytes());
         }

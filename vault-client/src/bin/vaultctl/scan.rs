@@ -318,6 +318,7 @@ pub(crate) async fn run(args: Args, env: &Env) -> anyhow::Result<ExitCode> {
         }
     }
     let mut out = String::new();
+    // JSON for programs; anything else (the table format) for people.
     match env.format {
         Format::Json => {
             let v = serde_json::json!({
@@ -328,14 +329,14 @@ pub(crate) async fn run(args: Args, env: &Env) -> anyhow::Result<ExitCode> {
             });
             out = format!("{}\n", serde_json::to_string_pretty(&v)?);
         }
-        Format::Human => {
+        _ => {
             for f in &scan.findings {
                 out.push_str(&format!("{}:{}: {} ({})\n", f.file, f.line, f.key, f.rule));
             }
         }
     }
     let mut stderr = String::new();
-    if env.format == Format::Human {
+    if env.format != Format::Json {
         for e in &scan.errors {
             stderr.push_str(&format!("Error: {e}\n"));
         }
