@@ -68,6 +68,10 @@ pub(crate) fn detect(path: &Path) -> Format {
     if name == "dockerfile" || name.starts_with("dockerfile.") || ext == "dockerfile" || name == "makefile" {
         return Format::Shell;
     }
+    // INI files known by name: package index and cloud tool credentials.
+    if [".pypirc", ".gitconfig", ".s3cfg", ".boto", "credentials"].contains(&name.as_str()) {
+        return Format::Ini;
+    }
     match ext.as_str() {
         "json" | "jsonc" | "json5" => Format::Json,
         "yaml" | "yml" => Format::Yaml,
@@ -211,7 +215,8 @@ fn dotenv(text: &str, lines: &Lines, shell: bool, strict: bool) -> Vec<Entry> {
         if start < skip_until {
             continue;
         }
-        let trimmed = line.trim_start();
+        // Leading blanks, and a byte-order mark on the first line.
+        let trimmed = line.trim_start_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
         let mut pos = start + (line.len() - trimmed.len());
         let mut rest = trimmed;
         for prefix in ["export ", "ENV ", "ARG ", "set ", "declare "] {

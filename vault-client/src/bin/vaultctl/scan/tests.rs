@@ -59,6 +59,14 @@ AFTER_PEM_TOKEN=CANARY-5
 }
 
 #[test]
+fn dotenv_with_bom_and_crlf() {
+    let text = "\u{feff}DB_PASSWORD=CANARY-1\r\nAPI_TOKEN=\"CANARY-2\"\r\n";
+    assert_eq!(found(F::Dotenv, text), vec![t(1, "DB_PASSWORD", "password"), t(2, "API_TOKEN", "token")]);
+    let e = parse::entries(F::Dotenv, text);
+    assert_eq!(value_of(F::Dotenv, text, &e[0]).as_str(), "CANARY-1", "no carriage return in the value");
+}
+
+#[test]
 fn dockerfile_and_shell() {
     let text = "FROM python:3.12\nENV DB_PASSWORD=CANARY-1\nARG NPM_TOKEN\nRUN echo hi\n";
     assert_eq!(found(F::Shell, text), vec![t(2, "DB_PASSWORD", "password")]);
@@ -555,6 +563,8 @@ fn format_detection() {
         ("Dockerfile", F::Shell),
         ("run.sh", F::Shell),
         ("README.md", F::Text),
+        (".pypirc", F::Ini),
+        (".aws/credentials", F::Ini),
     ];
     for (name, f) in cases {
         assert_eq!(parse::detect(Path::new(name)), f, "{name}");
