@@ -159,6 +159,12 @@ impl ClientBuilder {
         self
     }
 
+    /// Whether a token is set (e.g. to fall back to a token helper file
+    /// when `VAULT_TOKEN` is not).
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
     /// Use `token` for every request.
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(Zeroizing::new(token.into()));
@@ -171,6 +177,14 @@ impl ClientBuilder {
     /// `openssl req -x509` makes by default) is accepted when it is one of
     /// the bundle's certificates, byte for byte, and valid for the server's
     /// name; WebPKI alone would refuse it.
+    ///
+    /// The name is checked against the certificate's subjectAltName only,
+    /// never its Common Name (as Vault's own CLI, Go's TLS stack and
+    /// browsers do), so make the certificate with the names and addresses
+    /// clients use, e.g.
+    /// `openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes
+    /// -days 365 -subj /CN=vault -addext "subjectAltName=DNS:vault.example,IP:127.0.0.1"
+    /// -keyout key.pem -out cert.pem`.
     pub fn ca_cert_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.ca_cert_pem = Some(pem.into());
         self
