@@ -460,7 +460,7 @@ async fn renewal_extends_the_token_and_keep_alive_keeps_it_valid() {
     let started = Instant::now();
     let s = wait_status(&ka, Duration::from_secs(30), "three renewals", |s| s.renewals >= 3).await;
     assert_eq!(s.logins, 0);
-    assert!(started.elapsed() > Duration::from_secs(3), "renewals come at ~2/3 of the TTL");
+    assert!(started.elapsed() > Duration::from_millis(1500), "renewals come at ~2/3 of the TTL, no faster");
     let me = client.auth().lookup_self().await.unwrap();
     assert_eq!(me.accessor, before.accessor, "the same token, renewed");
     drop(ka);

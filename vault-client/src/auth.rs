@@ -724,9 +724,13 @@ async fn keep_alive_loop(client: Client, login: Option<Login>, tx: watch::Sender
             sleep_unless_replaced(&client, &token, IDLE_CHECK).await;
             continue;
         }
-        // 2. Sleep until ~2/3 of the TTL.
-        let remaining_after = state.ttl / 3;
-        if !sleep_unless_replaced(&client, &token, (state.ttl - remaining_after).max(MIN_SLEEP)).await {
+        // 2. Sleep until ~2/3 of the TTL. TTLs come in whole seconds,
+        // rounded down from an expiry that may be up to 1 s closer: count
+        // from the lower bound.
+        let ttl = state.ttl.saturating_sub(Duration::from_secs(1));
+        let nap = (ttl * 2 / 3).max(MIN_SLEEP);
+        let remaining_after = ttl.saturating_sub(nap);
+        if !sleep_unless_replaced(&client, &token, nap).await {
             continue;
         }
 
