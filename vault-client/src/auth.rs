@@ -885,6 +885,20 @@ mod tests {
     }
 
     #[test]
+    fn bad_mounts_and_user_names_are_refused_before_sending() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        // Nothing listens there: an InvalidArgument proves nothing was sent.
+        let c = Client::new("http://127.0.0.1:1").unwrap();
+        let e = rt.block_on(c.login(&Login::approle("ROLEIDSECRET", "SECRETIDSECRET").with_mount("/"))).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
+        for name in ["", "a/b", ".."] {
+            let e = rt.block_on(c.auth().userpass(name, "PASSWORDSECRET", None)).unwrap_err();
+            assert!(matches!(&e, Error::InvalidArgument(m) if !m.contains("PASSWORDSECRET")), "{e:?}");
+        }
+        assert!(!c.has_token());
+    }
+
+    #[test]
     fn credential_files() {
         let dir = tempfile::tempdir().unwrap();
         let good = dir.path().join("secret-id");
