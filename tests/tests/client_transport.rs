@@ -243,6 +243,11 @@ async fn connection_refused_is_retried_until_the_server_listens() {
     let e = c.sys().seal_status().await.unwrap_err();
     assert!(e.is_transport(), "{e:?}");
     assert!(!shown(&e).contains(TOKEN));
+    // A login's transport error does not show its URL (a userpass URL holds
+    // the user name) nor the password.
+    let e = c.auth().userpass("maybe-a-password", "PASSWORD-VALUE", None).await.unwrap_err();
+    assert!(e.is_transport(), "{e:?}");
+    assert!(!shown(&e).contains("maybe-a-password") && !shown(&e).contains("PASSWORD-VALUE"), "{}", shown(&e));
 
     // The server comes up while the client is retrying: the request succeeds.
     let c = ClientBuilder::new(format!("http://127.0.0.1:{port}"))

@@ -485,7 +485,12 @@ async fn userpass_login(
 /// the way).
 async fn post_login<B: Serialize>(client: &Client, path: &str, body: &B) -> Result<AuthInfo> {
     let anonymous = client.clone().without_token();
-    let r = anonymous.send(Method::POST, path, Some(body)).await?;
+    // A transport error would name the URL, which for userpass holds the
+    // user name: dropped.
+    let r = anonymous.send(Method::POST, path, Some(body)).await.map_err(|e| match e {
+        Error::Http(e) => Error::Http(e.without_url()),
+        other => other,
+    })?;
     let api_path = r.path.clone();
     let env: WireAuthEnvelope = r.json()?;
     env.auth
@@ -712,13 +717,22 @@ async fn keep_alive_loop(client: Client, login: Option<Login>, tx: watch::Sender
             s.ttl = Some(state.ttl);
             s.last_error = None;
         });
+        // The token this round is about: if someone else replaces it (a
+        // login elsewhere), the round starts over with the new one.
+        let token = client.token_secret();
         if state.ttl.is_zero() {
-            tokio::time::sleep(IDLE_CHECK).await;
+            sleep_unless_replaced(&client, &token, IDLE_CHECK).await;
             continue;
         }
-        // 2. Sleep until ~2/3 of the TTL.
-        let remaining_after = state.ttl / 3;
-        tokio::time::sleep((state.ttl - remaining_after).max(MIN_SLEEP)).await;
+        // 2. Sleep until ~2/3 of the TTL. TTLs come in whole seconds,
+        // rounded down from an expiry that may be up to 1 s closer: count
+        // from the lower bound.
+        let ttl = state.ttl.saturating_sub(Duration::from_secs(1));
+        let nap = (ttl * 2 / 3).max(MIN_SLEEP);
+        let remaining_after = ttl.saturating_sub(nap);
+        if !sleep_unless_replaced(&client, &token, nap).await {
+            continue;
+        }
 
         // 3. Renew if that extends the token.
         if state.renewable {
@@ -791,6 +805,25 @@ fn token_unusable(e: &Error) -> bool {
     matches!(e, Error::Auth(_)) || e.is_permission_denied() || e.status() == Some(401)
 }
 
+/// How often a sleeping keep-alive checks whether the token was replaced.
+const REPLACED_CHECK: Duration = Duration::from_secs(1);
+
+/// Sleep for `duration`; return early (false) if the client's token is no
+/// longer `token`. (An in-memory comparison each second: no request.)
+async fn sleep_unless_replaced(client: &Client, token: &Option<Zeroizing<String>>, duration: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + duration;
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return true;
+        }
+        tokio::time::sleep((deadline - now).min(REPLACED_CHECK)).await;
+        if client.token_secret() != *token {
+            return false;
+        }
+    }
+}
+
 async fn pause_after_failure(failures: &mut u32) {
     let policy = crate::retry::RetryPolicy { max_retries: 0, min: FAIL_MIN, max: FAIL_MAX };
     // Never spin: at least MIN_SLEEP even when the jitter draws zero.
@@ -849,6 +882,20 @@ mod tests {
         assert_eq!(info.lease_duration, Duration::from_secs(60));
         assert_no_secret(&format!("{info:?} {info:#?}"));
         assert!(format!("{info:?}").contains("acc"));
+    }
+
+    #[test]
+    fn bad_mounts_and_user_names_are_refused_before_sending() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        // Nothing listens there: an InvalidArgument proves nothing was sent.
+        let c = Client::new("http://127.0.0.1:1").unwrap();
+        let e = rt.block_on(c.login(&Login::approle("ROLEIDSECRET", "SECRETIDSECRET").with_mount("/"))).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
+        for name in ["", "a/b", ".."] {
+            let e = rt.block_on(c.auth().userpass(name, "PASSWORDSECRET", None)).unwrap_err();
+            assert!(matches!(&e, Error::InvalidArgument(m) if !m.contains("PASSWORDSECRET")), "{e:?}");
+        }
+        assert!(!c.has_token());
     }
 
     #[test]

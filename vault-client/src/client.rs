@@ -96,7 +96,9 @@ impl ClientBuilder {
     ///   unit (`500ms`, `30s`, `2m`, `1h`);
     /// * `VAULT_MAX_RETRIES`: retries after a retryable failure (0: none);
     /// * `VAULT_NAMESPACE`: this server has no namespaces; a non-empty value
-    ///   is ignored with a warning (`tracing`).
+    ///   is ignored with a warning (`tracing`);
+    /// * `VAULT_SKIP_VERIFY`: not supported (certificates are always
+    ///   verified); a true value is ignored with a warning.
     ///
     /// Empty values count as unset.
     pub fn from_env() -> Result<Self> {
@@ -127,8 +129,9 @@ impl ClientBuilder {
             }
         }
         if let Some(t) = get("VAULT_CLIENT_TIMEOUT") {
-            let timeout = parse_duration(t.trim())
-                .ok_or_else(|| Error::Config(format!("VAULT_CLIENT_TIMEOUT {t:?}: expected seconds or e.g. 30s")))?;
+            let timeout = parse_duration(t.trim()).filter(|d| !d.is_zero()).ok_or_else(|| {
+                Error::Config(format!("VAULT_CLIENT_TIMEOUT {t:?}: expected a positive number of seconds, or e.g. 30s"))
+            })?;
             b = b.timeout(timeout);
         }
         if let Some(n) = get("VAULT_MAX_RETRIES") {
@@ -141,6 +144,12 @@ impl ClientBuilder {
         if get("VAULT_NAMESPACE").is_some() {
             tracing::warn!("VAULT_NAMESPACE is set, but this server has no namespaces: ignored");
         }
+        if get("VAULT_SKIP_VERIFY").is_some_and(|v| !matches!(v.trim(), "0" | "false" | "False" | "FALSE")) {
+            tracing::warn!(
+                "VAULT_SKIP_VERIFY is not supported: certificates are always verified \
+                 (give the server's certificate or its CA as VAULT_CACERT)"
+            );
+        }
         Ok(b)
     }
 
@@ -148,6 +157,12 @@ impl ClientBuilder {
     pub fn address(mut self, address: impl Into<String>) -> Self {
         self.address = address.into();
         self
+    }
+
+    /// Whether a token is set (e.g. to fall back to a token helper file
+    /// when `VAULT_TOKEN` is not).
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
     }
 
     /// Use `token` for every request.
@@ -162,6 +177,14 @@ impl ClientBuilder {
     /// `openssl req -x509` makes by default) is accepted when it is one of
     /// the bundle's certificates, byte for byte, and valid for the server's
     /// name; WebPKI alone would refuse it.
+    ///
+    /// The name is checked against the certificate's subjectAltName only,
+    /// never its Common Name (as Vault's own CLI, Go's TLS stack and
+    /// browsers do), so make the certificate with the names and addresses
+    /// clients use, e.g.
+    /// `openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes
+    /// -days 365 -subj /CN=vault -addext "subjectAltName=DNS:vault.example,IP:127.0.0.1"
+    /// -keyout key.pem -out cert.pem`.
     pub fn ca_cert_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.ca_cert_pem = Some(pem.into());
         self
@@ -652,7 +675,9 @@ VpkkyKB/Cd+jeMskyuTw2p53pVeD9N0hnPk=
         assert_eq!(b.timeout, Duration::from_secs(90));
         assert_eq!(b.retry.max_retries, 0);
         b.build().unwrap();
-        for (name, value) in [("VAULT_CLIENT_TIMEOUT", "soon"), ("VAULT_MAX_RETRIES", "-1")] {
+        for (name, value) in
+            [("VAULT_CLIENT_TIMEOUT", "soon"), ("VAULT_CLIENT_TIMEOUT", "0"), ("VAULT_MAX_RETRIES", "-1")]
+        {
             let e = ClientBuilder::from_vars(vars(&[(name, value)])).unwrap_err();
             assert!(matches!(&e, Error::Config(m) if m.contains(name)), "{e:?}");
         }

@@ -20,6 +20,12 @@
 //! signatures are still verified with the crypto provider against that
 //! certificate's key, so the peer must hold its private key. Any other
 //! failure (unknown issuer, expired, wrong name, ...) is reported as is.
+//!
+//! Names are matched against the subjectAltName extension only (WebPKI,
+//! like Go's TLS stack that Vault's CLI uses, ignores the Common Name): a
+//! certificate made with `-subj /CN=vault.example` alone is refused with
+//! "certificate not valid for name"; add `-addext
+//! "subjectAltName=DNS:vault.example,IP:127.0.0.1"`.
 
 use std::fmt;
 use std::sync::Arc;
