@@ -3,24 +3,42 @@
 //!
 //! # Layout
 //!
-//! * [`Client`] / [`ClientBuilder`]: address, token, TLS, request plumbing.
+//! * [`Client`] / [`ClientBuilder`]: address, token, TLS, timeouts and the
+//!   request plumbing. Clones share one connection pool and one token, so a
+//!   login or a renewal is seen by every clone. `client.rs`; retries with
+//!   backoff and jitter in `retry.rs` (what is retried, and why); TLS
+//!   settings and pinned self-signed certificates in `tls.rs`.
+//! * [`auth`]: logging in (token, AppRole, Kubernetes, JWT, userpass + TOTP),
+//!   a replayable [`Login`], and [`Client::keep_alive`] (renewal before
+//!   expiry, login again when renewal is impossible).
+//! * [`config`]: typed configuration at boot ([`Client::load`]: several KV
+//!   paths merged, per-field fallbacks to `FIELD` / `FIELD_FILE` environment
+//!   variables) and `vault:MOUNT/PATH#KEY` [`Reference`]s.
+//! * [`watch`]: a `tokio::sync::watch::Receiver` of a secret's latest
+//!   version, fed by the server's blocking reads ([`Client::watch`]).
+//! * [`transit`]: encryption as a service: single and batch, document
+//!   fields, blind indexes, subject keys (crypto-shredding), data keys, and
+//!   [`Encrypted<T>`] for typed ciphertext in structs.
 //! * [`sys`]: the system backend (init, seal/unseal, health, rotate,
 //!   rekey, generate-root, mounts), via [`Client::sys`].
 //! * [`logical`]: generic read/write/delete/list of any path, via
 //!   [`Client::logical`].
 //! * [`kv2`]: KV v2 secrets (read, write, and following new versions with
 //!   blocking reads), via [`Client::kv2`].
-//! * [`Error`]: the one error type.
+//! * [`Error`] (transport and API) and [`ConfigError`] (configuration
+//!   loading: names fields and places, never values).
 //!
 //! Each API area is one module exposing a small borrowed handle
-//! (`client.sys()`, `client.logical()`, `client.kv2(mount)`); later areas
-//! (transit, auth methods) follow the same pattern. Wire types come from
-//! [`vault_api`], shared with the server, and are re-exported as [`api`].
+//! (`client.sys()`, `client.auth()`, `client.kv2(mount)`,
+//! `client.transit(mount)`). Wire types come from [`vault_api`], shared with
+//! the server, and are re-exported as [`api`]. The guide is docs/client.md.
 //!
 //! # Secrets
 //!
 //! The token lives in a [`zeroize::Zeroizing`] string, is sent in a header
-//! marked sensitive, and never appears in `Debug` output or error messages.
+//! marked sensitive (and never to another origin on a redirect), and never
+//! appears in `Debug` output or error messages; so do login credentials,
+//! plaintexts and data keys. Response bodies are wiped when dropped.
 //! Responses that carry secrets (`InitResponse`, `RekeyComplete`, ...)
 //! redact them in their `Debug` impls.
 //!
@@ -73,3 +91,9 @@ pub use sys::{HealthResponse, RekeyUpdate, Sys};
 pub use transit::{Encrypted, Plaintext, Transit};
 /// The shared wire types.
 pub use vault_api as api;
+
+/// The guide (docs/client.md), included so that its examples are compiled
+/// by `cargo test` and stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/client.md")]
+pub struct ClientGuide;
