@@ -162,8 +162,9 @@ async fn exec_passes_secrets_in_the_environment_only() {
 
     // A missing secret or field: a clear error, the command never started.
     for (flag, want) in [
-        ("X=secret/nope#password", "secret secret/nope not found"),
-        ("X=secret/app#nofield", "has no field \"nofield\""),
+        // The library's (Client::resolve) wording.
+        ("X=secret/nope#password", "vault:secret/nope#password: no secret at this path"),
+        ("X=secret/app#nofield", "the secret has no field `nofield`"),
     ] {
         let marker = home.path().join("started");
         let mut c = vaultctl(home.path(), &srv, Some(&root));

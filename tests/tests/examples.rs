@@ -231,3 +231,62 @@ async fn boot_config_logs_in_and_loads_three_secrets() {
     assert!(err.contains("signing_key"), "{err}");
     assert!(!err.contains("https://api"), "{err}");
 }
+
+/// examples/injection: the Python app gets its password through `vaultctl
+/// exec` (an env file of references) and through `vaultctl agent --once`
+/// (AppRole from files, a rendered INI file, mode 0400).
+#[tokio::test(flavor = "multi_thread")]
+async fn injection_example_exec_and_agent() {
+    let (_store, srv, rc) = vault().await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/injection");
+    for f in ["app.py", "app.env", "config.ini.tmpl", "agent.toml"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    let run_dir = dir.path().join("run");
+    std::fs::create_dir(&run_dir).unwrap();
+    approle(&rc, r#"path "secret/data/myapp/*" { capabilities = ["read"] }"#, &run_dir).await;
+    let (s, v) = rc
+        .post(
+            "secret/data/myapp/db",
+            json!({"data": {"host": "db.internal", "username": "app", "password": "CANARY-pw-1"}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let token = rc.token.clone().unwrap();
+    let vaultctl = |args: &[&str], envs: &[(&str, &str)]| {
+        let mut c = Command::new(vault_e2e::vaultctl_bin());
+        c.args(args)
+            .current_dir(dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap())
+            .env("HOME", dir.path())
+            .env("VAULT_ADDR", srv.url());
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let want = fingerprint("CANARY-pw-1");
+
+    // exec: secrets in the environment, from the env file's references.
+    let out = vaultctl(&["exec", "--env-file", "app.env", "--", "python3", "app.py"], &[("VAULT_TOKEN", &token)]);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let got: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(got["env"], json!({"db_user": "app", "db_password_sha256_prefix": want}), "{got}");
+
+    // agent --once: AppRole from the files, config.ini rendered 0400.
+    let out = vaultctl(&["agent", "--config", "agent.toml", "--once"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("python3")
+        .arg("app.py")
+        .current_dir(dir.path())
+        .env("APP_CONFIG", run_dir.join("config.ini"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let got: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(got["file"], json!({"db_user": "app", "db_password_sha256_prefix": want, "mode": "0o400"}), "{got}");
+}

@@ -8,11 +8,11 @@
 //!
 //! With `--once` it logs in, renders every template and exits (an init
 //! container). Otherwise it then keeps the files current (a sidecar):
-//! it follows every secret the templates read with KV v2 blocking reads,
-//! re-renders the templates that read a secret when it changes, writes the
-//! files whose text changed, and then signals a process (a pid file, or the
-//! supervised child) or restarts the child. The token is renewed, and a new
-//! login made when it cannot be. Without an `[exec]` child, SIGHUP renders
+//! it follows every secret the templates read (the library's watch: KV v2
+//! blocking reads), re-renders the templates that read a secret when it
+//! changes, writes the files whose text changed, and then signals a process
+//! (a pid file, or the supervised child) or restarts the child. The token is
+//! kept alive by the library (renewal, a new login when it cannot be). Without an `[exec]` child, SIGHUP renders
 //! and writes every file again.
 //!
 //! All templates are rendered before any file is written: a missing secret
@@ -34,9 +34,10 @@ use rustix::process::Signal;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use auth::{AutoAuth, Method, Session};
+use auth::{AutoAuth, Method};
 use child::Child;
-use secrets::{Changed, Mounts};
+use secrets::Changed;
+use vault_client::Client;
 
 /// Arguments of `vaultctl agent`.
 #[derive(Debug, clap::Args)]
@@ -237,13 +238,36 @@ fn check(cfg: Config) -> anyhow::Result<Agent> {
 type Last = template::Rendered;
 
 /// Render all templates (no file written yet).
-async fn render_all(session: &Session, mounts: &mut Mounts, templates: &[Template]) -> anyhow::Result<Vec<Last>> {
-    let client = session.client();
+async fn render_all(client: &Client, templates: &[Template]) -> anyhow::Result<Vec<Last>> {
     let mut out = Vec::with_capacity(templates.len());
     for t in templates {
-        out.push(template::render(&client, mounts, &t.name, &t.source).await?);
+        out.push(template::render(client, &t.name, &t.source).await?);
     }
     Ok(out)
+}
+
+/// Follow each secret of `last` not followed yet, from the version the
+/// render read. One that cannot be followed now (a KV v1 secret, the server
+/// unreachable) is reported and tried again after the next change or SIGHUP.
+async fn follow_new(
+    client: &Client,
+    watched: &mut BTreeMap<String, AbortOnDrop>,
+    last: &[Last],
+    tx: &mpsc::Sender<Changed>,
+) {
+    for r in last {
+        for (path, version) in &r.secrets {
+            if watched.contains_key(path) {
+                continue;
+            }
+            match secrets::follow(client, path, Some(*version), tx.clone()).await {
+                Ok(h) => {
+                    watched.insert(path.clone(), h);
+                }
+                Err(e) => eprintln!("vaultctl: {}", crate::describe(&e)),
+            }
+        }
+    }
 }
 
 /// Read a pid file and send `sig` to that process.
@@ -254,6 +278,7 @@ fn signal_pid_file(path: &Path, sig: Signal) -> anyhow::Result<()> {
 }
 
 /// Aborts a background task when dropped.
+#[derive(Debug)]
 pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
@@ -272,10 +297,12 @@ pub(crate) async fn run(args: Args, env: &crate::common::Env) -> anyhow::Result<
     if let Some(ca) = &agent.vault.ca_cert {
         builder = builder.ca_cert_file(ca)?;
     }
-    let session = Session::start(builder.build()?, agent.auth.clone()).await?;
-    let mut mounts = Mounts::default();
+    // One client: its clones (the watchers') share the token that the
+    // keep-alive renews or replaces.
+    let client = builder.build()?;
+    let login = auth::login(&client, &agent.auth).await?;
 
-    let mut last = render_all(&session, &mut mounts, &agent.templates).await?;
+    let mut last = render_all(&client, &agent.templates).await?;
     for (t, r) in agent.templates.iter().zip(&last) {
         template::write_atomic(&t.destination, r.text.as_bytes(), t.mode)?;
         eprintln!("vaultctl: rendered {}", t.destination.display());
@@ -284,7 +311,7 @@ pub(crate) async fn run(args: Args, env: &crate::common::Env) -> anyhow::Result<
         return Ok(ExitCode::SUCCESS);
     }
 
-    let _keep_alive = AbortOnDrop(session.keep_alive());
+    let _keep_alive = auth::keep_alive(&client, &agent.auth, login);
     let mut signals = child::catch_signals()?;
     let mut child = match &agent.exec {
         Some((command, _)) => Some(Child::spawn(command, &child::child_env(&[]))?),
@@ -294,17 +321,7 @@ pub(crate) async fn run(args: Args, env: &crate::common::Env) -> anyhow::Result<
     // Follow every secret any template read.
     let (tx, mut changes) = mpsc::channel::<Changed>(64);
     let mut watched: BTreeMap<String, AbortOnDrop> = BTreeMap::new();
-    let follow_new = |watched: &mut BTreeMap<String, AbortOnDrop>, last: &[Last]| {
-        for r in last {
-            for (path, version) in &r.secrets {
-                if !watched.contains_key(path) {
-                    let h = secrets::watch(session.clone(), path.clone(), *version, tx.clone());
-                    watched.insert(path.clone(), AbortOnDrop(h));
-                }
-            }
-        }
-    };
-    follow_new(&mut watched, &last);
+    follow_new(&client, &mut watched, &last, &tx).await;
 
     loop {
         let change = tokio::select! {
@@ -338,11 +355,10 @@ pub(crate) async fn run(args: Args, env: &crate::common::Env) -> anyhow::Result<
             {
                 continue;
             }
-            let client = session.client();
-            let r = match template::render(&client, &mut mounts, &t.name, &t.source).await {
+            let r = match template::render(&client, &t.name, &t.source).await {
                 Ok(r) => r,
                 Err(e) => {
-                    eprintln!("vaultctl: {}: not updated: {e:#}", t.destination.display());
+                    eprintln!("vaultctl: {}: not updated: {}", t.destination.display(), crate::describe(&e));
                     continue;
                 }
             };
@@ -350,7 +366,7 @@ pub(crate) async fn run(args: Args, env: &crate::common::Env) -> anyhow::Result<
             // SIGHUP rewrites every file (one may have been removed or edited).
             if changed || change.is_none() {
                 if let Err(e) = template::write_atomic(&t.destination, r.text.as_bytes(), t.mode) {
-                    eprintln!("vaultctl: {e:#}");
+                    eprintln!("vaultctl: {}", crate::describe(&e));
                     continue;
                 }
                 match &change {
@@ -373,7 +389,7 @@ pub(crate) async fn run(args: Args, env: &crate::common::Env) -> anyhow::Result<
                 OnChange::Nothing => {}
                 OnChange::SignalPidFile(sig, p) => {
                     if let Err(e) = signal_pid_file(p, *sig) {
-                        eprintln!("vaultctl: {e:#}");
+                        eprintln!("vaultctl: {}", crate::describe(&e));
                     }
                 }
                 OnChange::SignalChild(sig) => {
@@ -384,7 +400,7 @@ pub(crate) async fn run(args: Args, env: &crate::common::Env) -> anyhow::Result<
                 OnChange::Restart => restart = true,
             }
         }
-        follow_new(&mut watched, &last);
+        follow_new(&client, &mut watched, &last, &tx).await;
         if restart && let (Some(c), Some((command, grace))) = (child.as_mut(), &agent.exec) {
             eprintln!("vaultctl: restarting {}", command[0].to_string_lossy());
             c.stop(*grace).await?;

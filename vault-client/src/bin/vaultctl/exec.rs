@@ -12,11 +12,11 @@
 //! vaultctl stays the parent: it forwards SIGINT, SIGTERM, SIGHUP, SIGQUIT,
 //! SIGUSR1 and SIGUSR2 to the child and exits with the child's status
 //! (128 + N if signal N killed it). With `--restart-on-rotate` it follows the
-//! secrets with KV v2 blocking reads and, when a new version changes a
-//! value the child got, restarts it: SIGTERM, `--grace-period` to exit,
+//! secrets (the library's watch: KV v2 blocking reads) and, when a new
+//! version changes a value the child got, restarts it: SIGTERM, `--grace-period` to exit,
 //! SIGKILL, then a new start with the new values.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -24,12 +24,12 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use tokio::sync::mpsc;
+use vault_client::{Client, Reference};
 use zeroize::Zeroizing;
 
-use crate::agent::AbortOnDrop;
-use crate::agent::auth::{AuthFlags, AutoAuth, Session};
+use crate::agent::auth::{self, AuthFlags, AutoAuth};
 use crate::agent::child::{self, Child};
-use crate::agent::secrets::{self, Changed, Mounts, Reference};
+use crate::agent::secrets::{self, Changed};
 
 /// Arguments of `vaultctl exec`.
 #[derive(Debug, clap::Args)]
@@ -87,19 +87,22 @@ fn valid_name(name: &str) -> bool {
 
 /// `NAME=MOUNT/PATH#KEY` of an `--env` flag.
 fn parse_env_flag(s: &str) -> anyhow::Result<(String, Reference)> {
-    let (name, reference) =
-        s.split_once('=').with_context(|| format!("invalid --env {s:?}: expected NAME=MOUNT/PATH#KEY"))?;
+    // The flag is not quoted: a value given by mistake must not be echoed.
+    let (name, reference) = s.split_once('=').context("invalid --env: expected NAME=MOUNT/PATH#KEY")?;
     if !valid_name(name) {
-        bail!("invalid --env {s:?}: {name:?} is not a valid variable name");
+        bail!("invalid --env: {name:?} is not a valid variable name");
     }
-    Ok((name.to_string(), secrets::parse_reference(reference)?))
+    let r = Reference::parse(reference).with_context(|| format!("invalid --env {name}"))?;
+    Ok((name.to_string(), r))
 }
 
 /// Parse a `.env` file: `NAME=VALUE` lines, optionally `export NAME=VALUE`;
 /// blank lines and `#` comments skipped; values may be single-quoted
 /// (literal), double-quoted (`\n`, `\"`, `\\` escapes) or bare (an ` #`
-/// starts a comment). Values of the form `vault:...` are references. Errors
-/// give the line number, never the line.
+/// starts a comment). Values that are references (`vault:MOUNT/PATH#KEY`,
+/// [`Reference::from_value`]) are resolved; others, a transit ciphertext
+/// `vault:v1:...` included, are passed as they are. Errors give the line
+/// number, never the line.
 fn parse_env_file(path: &Path, text: &str) -> anyhow::Result<Vec<(String, Source)>> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -142,10 +145,9 @@ fn parse_env_file(path: &Path, text: &str) -> anyhow::Result<Vec<(String, Source
             raw[..end].trim_end().to_string()
         };
         let value = Zeroizing::new(value);
-        let source = if secrets::is_reference(&value) {
-            Source::Ref(secrets::parse_reference(&value).with_context(at)?)
-        } else {
-            Source::Literal(value)
+        let source = match Reference::from_value(&value) {
+            Some(r) => Source::Ref(r),
+            None => Source::Literal(value),
         };
         out.push((name.to_string(), source));
     }
@@ -158,8 +160,7 @@ fn sources(args: &Args) -> anyhow::Result<BTreeMap<String, Source>> {
     let mut all = BTreeMap::new();
     for (k, v) in std::env::vars_os() {
         let (Some(k), Some(v)) = (k.to_str(), v.to_str()) else { continue };
-        if secrets::is_reference(v) {
-            let r = secrets::parse_reference(v).with_context(|| format!("environment variable {k}"))?;
+        if let Some(r) = Reference::from_value(v) {
             all.insert(k.to_string(), Source::Ref(r));
         }
     }
@@ -176,31 +177,21 @@ fn sources(args: &Args) -> anyhow::Result<BTreeMap<String, Source>> {
     Ok(all)
 }
 
-/// Resolve every reference: the variables with their values, and the
-/// version read of each secret.
+/// Resolve every reference ([`Client::resolve`]): the variables with their
+/// values.
 async fn resolve(
-    session: &Session,
-    mounts: &mut Mounts,
+    client: &Client,
     sources: &BTreeMap<String, Source>,
-) -> anyhow::Result<(Vec<(String, Zeroizing<String>)>, BTreeMap<String, u64>)> {
-    let refs: Vec<Reference> = sources
-        .values()
-        .filter_map(|s| match s {
-            Source::Ref(r) => Some(r.clone()),
-            Source::Literal(_) => None,
-        })
-        .collect();
-    let (values, versions) = secrets::resolve_all(&session.client(), mounts, &refs).await?;
-    let mut values = values.into_iter();
+) -> anyhow::Result<Vec<(String, Zeroizing<String>)>> {
     let mut vars = Vec::with_capacity(sources.len());
     for (name, s) in sources {
         let v = match s {
             Source::Literal(v) => v.clone(),
-            Source::Ref(_) => values.next().context("a reference was not resolved")?,
+            Source::Ref(r) => client.resolve(r).await.with_context(|| format!("cannot set {name}"))?,
         };
         vars.push((name.clone(), v));
     }
-    Ok((vars, versions.into_iter().collect()))
+    Ok(vars)
 }
 
 pub(crate) async fn run(args: Args, env: &crate::common::Env) -> anyhow::Result<ExitCode> {
@@ -224,34 +215,49 @@ pub(crate) async fn run(args: Args, env: &crate::common::Env) -> anyhow::Result<
             }
         }
     }
-    let session = Session::start(env.client()?, auth).await?;
-    let _keep_alive = AbortOnDrop(session.keep_alive());
-    let mut mounts = Mounts::default();
-    let (mut vars, versions) = resolve(&session, &mut mounts, &sources).await?;
+    // One client: its clones (the watchers') share the token that the
+    // keep-alive renews or replaces.
+    let client = env.client()?;
+    let login = auth::login(&client, &auth).await?;
+    let _keep_alive = auth::keep_alive(&client, &auth, login);
 
-    // Signals are caught before the child starts so none is lost.
-    let mut signals = child::catch_signals()?;
-    let mut child = Child::spawn(&args.command, &child::child_env(&vars))?;
-
+    // Watchers start before the secrets are read: a version written in
+    // between is seen (and changes nothing if the read already had it).
     let (tx, mut changes) = mpsc::channel::<Changed>(16);
     let mut _watchers = Vec::new();
     if args.restart_on_rotate {
-        for (path, version) in &versions {
-            _watchers.push(AbortOnDrop(secrets::watch(session.clone(), path.clone(), *version, tx.clone())));
+        let paths: BTreeSet<&str> = sources
+            .values()
+            .filter_map(|s| match s {
+                Source::Ref(r) => Some(r.path()),
+                Source::Literal(_) => None,
+            })
+            .collect();
+        for path in paths {
+            _watchers.push(secrets::follow(&client, path, None, tx.clone()).await?);
         }
     }
     // Keep `tx` alive: without watchers, `changes` must stay pending, not closed.
     let _tx = tx;
+    let mut vars = resolve(&client, &sources).await?;
+
+    // Signals are caught before the child starts so none is lost.
+    let mut signals = child::catch_signals()?;
+    let mut child = Child::spawn(&args.command, &child::child_env(&vars))?;
 
     loop {
         tokio::select! {
             status = child.wait() => return Ok(child::exit_code(status?)),
             Some(sig) = signals.recv() => child.signal(sig),
             Some(change) = changes.recv() => {
-                let (new_vars, _) = match resolve(&session, &mut mounts, &sources).await {
+                let new_vars = match resolve(&client, &sources).await {
                     Ok(r) => r,
                     Err(e) => {
-                        eprintln!("vaultctl: secret {} changed but cannot be read: {e:#}; keeping the command running", change.path);
+                        eprintln!(
+                            "vaultctl: secret {} changed but cannot be read: {}; keeping the command running",
+                            change.path,
+                            crate::describe(&e)
+                        );
                         continue;
                     }
                 };
@@ -281,11 +287,13 @@ mod tests {
     #[test]
     fn env_flags() {
         let (n, r) = parse_env_flag("DB_PASSWORD=secret/myapp#password").unwrap();
-        assert_eq!((n.as_str(), r.path.as_str(), r.key.as_str()), ("DB_PASSWORD", "secret/myapp", "password"));
+        assert_eq!((n.as_str(), r.path(), r.key()), ("DB_PASSWORD", "secret/myapp", "password"));
         assert!(parse_env_flag("DB=vault:secret/myapp#password").is_ok());
         assert!(parse_env_flag("1DB=secret/a#b").is_err());
         assert!(parse_env_flag("DB").is_err());
         assert!(parse_env_flag("DB=secret/a").is_err());
+        let e = format!("{:#}", parse_env_flag("DB=hunter2-SECRET").unwrap_err());
+        assert!(e.contains("invalid --env DB") && !e.contains("SECRET"), "{e}");
     }
 
     #[test]
@@ -304,15 +312,19 @@ mod tests {
             ("A", "plain"),
             ("B", "single #x"),
             ("C", "dq \"x\" \n"),
-            ("D", "ref secret/app#password"),
-            ("E", "ref secret/app#user"),
+            ("D", "ref vault:secret/app#password"),
+            ("E", "ref vault:secret/app#user"),
             ("F", ""),
         ];
         assert_eq!(show, want.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>());
         let e = parse_env_file(Path::new(".env"), "A=1\nB-SECRET-VALUE\n").unwrap_err().to_string();
         assert!(e.contains(".env:2") && !e.contains("SECRET"), "{e}");
         assert!(parse_env_file(Path::new(".env"), "A=\"open\n").is_err());
-        assert!(parse_env_file(Path::new(".env"), "A=vault:nomount\n").is_err());
+        // Not references (Reference::from_value): passed as they are.
+        for plain in ["vault:v1:AAAAbase64==", "vault:nomount"] {
+            let got = parse_env_file(Path::new(".env"), &format!("A={plain}\n")).unwrap();
+            assert!(matches!(&got[0].1, Source::Literal(v) if v.as_str() == plain), "{plain}");
+        }
         let got = parse_env_file(Path::new(".env"), "A=SECRET-VALUE\n").unwrap();
         assert!(!format!("{got:?}").contains("SECRET"), "{got:?}");
     }

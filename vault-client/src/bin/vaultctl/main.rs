@@ -147,13 +147,18 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse_from(vault_style_args(std::env::args_os())) {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // `scan` is a CI gate where 1 means "secrets found": its usage errors
+    // are 2 ("scan incomplete"), like an unreadable path.
+    let gate = args.get(1).is_some_and(|a| a == "scan");
+    let cli = match Cli::try_parse_from(vault_style_args(args)) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
             // Help and version are successes; a usage error is an error (1),
             // not clap's 2, which means "nothing there" here.
-            return ExitCode::from(u8::from(e.use_stderr()));
+            let usage = if gate { 2 } else { 1 };
+            return ExitCode::from(if e.use_stderr() { usage } else { 0 });
         }
     };
     let Cli { address, format, command } = cli;

@@ -1,8 +1,9 @@
 //! Templates (minijinja) with a `secret(path)` function, and atomic file
 //! writes.
 //!
-//! `secret("secret/myapp")` is the data map of the latest KV v2 version of
-//! `secret/myapp` (mount + path). minijinja functions are synchronous, so a
+//! `secret("secret/myapp")` is the data map of the latest version of the KV
+//! secret `secret/myapp` (mount + path), read with the library's
+//! [`Client::read_secret`]. minijinja functions are synchronous, so a
 //! template is rendered in rounds: a round that calls `secret` for a path
 //! not read yet fails, the paths it asked for are read, and the next round
 //! has them. The number of rounds is bounded by the number of distinct
@@ -18,10 +19,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use anyhow::{Context as _, anyhow};
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior, Value};
-use vault_client::Client;
+use vault_client::{Client, Secret};
 use zeroize::Zeroizing;
-
-use super::secrets::{Data, Mounts, read_secret};
 
 /// What a render produced: the text, and each secret read with its version.
 #[derive(Default)]
@@ -46,8 +45,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Render `source` (named `name` in errors), reading the secrets it asks
 /// for with `client`. Errors name the template, the line and the secret
 /// path, never a value.
-pub(crate) async fn render(client: &Client, mounts: &mut Mounts, name: &str, source: &str) -> anyhow::Result<Rendered> {
-    let read: Arc<Mutex<BTreeMap<String, Data>>> = Arc::default();
+pub(crate) async fn render(client: &Client, name: &str, source: &str) -> anyhow::Result<Rendered> {
+    let read: Arc<Mutex<BTreeMap<String, Secret>>> = Arc::default();
     let wanted: Arc<Mutex<Vec<String>>> = Arc::default();
     loop {
         let round = {
@@ -71,14 +70,18 @@ pub(crate) async fn render(client: &Client, mounts: &mut Mounts, name: &str, sou
             if lock(&read).contains_key(&p) {
                 continue;
             }
-            let d = read_secret(client, mounts, &p).await.with_context(|| format!("template {name}"))?;
-            lock(&read).insert(p, d);
+            let s = client
+                .read_secret(&p)
+                .await
+                .with_context(|| format!("template {name}: cannot read secret {p}"))?
+                .with_context(|| format!("template {name}: secret {p} not found"))?;
+            lock(&read).insert(p, s);
         }
     }
 }
 
 /// The template environment of one round.
-fn environment(read: Arc<Mutex<BTreeMap<String, Data>>>, wanted: Arc<Mutex<Vec<String>>>) -> Environment<'static> {
+fn environment(read: Arc<Mutex<BTreeMap<String, Secret>>>, wanted: Arc<Mutex<Vec<String>>>) -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_auto_escape_callback(|_| AutoEscape::None);
@@ -93,7 +96,7 @@ fn environment(read: Arc<Mutex<BTreeMap<String, Data>>>, wanted: Arc<Mutex<Vec<S
             return Err(Error::new(ErrorKind::InvalidOperation, "secret(path) needs MOUNT/PATH, e.g. secret/myapp"));
         }
         if let Some(d) = lock(&read).get(&path) {
-            return Ok(Value::from(minijinja::value::Serde(&d.fields)));
+            return Ok(Value::from(minijinja::value::Serde(&d.data)));
         }
         lock(&wanted).push(path);
         Err(Error::new(ErrorKind::InvalidOperation, NEEDS_READ))
@@ -141,10 +144,10 @@ mod tests {
     use super::*;
 
     fn render_with(source: &str, secrets: &[(&str, serde_json::Value)]) -> Result<String, Error> {
-        let read: Arc<Mutex<BTreeMap<String, Data>>> = Arc::default();
+        let read: Arc<Mutex<BTreeMap<String, Secret>>> = Arc::default();
         for (p, v) in secrets {
-            let fields = v.as_object().unwrap().clone();
-            lock(&read).insert(p.to_string(), Data { fields, version: 1 });
+            let data = v.as_object().unwrap().clone();
+            lock(&read).insert(p.to_string(), Secret { data, version: 1, created_time: String::new() });
         }
         let env = environment(read, Arc::default());
         env.render_str(source, ())
