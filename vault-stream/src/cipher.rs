@@ -101,7 +101,12 @@ impl std::fmt::Debug for Segments {
 }
 
 impl Segments {
-    pub(crate) fn new(header: &Header, header_bytes: &[u8], stream_key: &[u8; KEY_LEN], associated_data: &[u8]) -> Self {
+    pub(crate) fn new(
+        header: &Header,
+        header_bytes: &[u8],
+        stream_key: &[u8; KEY_LEN],
+        associated_data: &[u8],
+    ) -> Self {
         Segments {
             cipher: Cipher::new(header.algorithm, stream_key),
             nonce_prefix: header.nonce_prefix,

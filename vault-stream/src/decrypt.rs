@@ -115,7 +115,9 @@ impl Decryptor {
             Ok(()) => Ok(()),
             // A full segment that is authentic as a *non-final* one: the
             // stream was cut at a segment boundary.
-            Err(StreamError::Authentication) if pending.len() == self.full_len && self.segments.verifies(&pending, false) => {
+            Err(StreamError::Authentication)
+                if pending.len() == self.full_len && self.segments.verifies(&pending, false) =>
+            {
                 Err(StreamError::Truncated)
             }
             Err(e) => Err(e),

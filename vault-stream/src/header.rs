@@ -111,7 +111,15 @@ impl Header {
 
     /// Length of [`encode`](Self::encode)'s output.
     pub fn encoded_len(&self) -> usize {
-        MAGIC.len() + 1 + 1 + 4 + 4 + 1 + self.key_name.len() + 2 + self.wrapped_key.len()
+        MAGIC.len()
+            + 1
+            + 1
+            + 4
+            + 4
+            + 1
+            + self.key_name.len()
+            + 2
+            + self.wrapped_key.len()
             + SALT_LEN
             + NONCE_PREFIX_LEN
             + COMMITMENT_LEN

@@ -112,7 +112,11 @@ fn round_trips_all_sizes_algorithms_and_chunkings() {
                 assert_eq!(plaintext_len(body as u64, SEG), Some(len as u64));
                 for dec_chunk in [0, 1, 4097, stream.len()] {
                     let got = decrypt_with(&KEY, b"file-1234", &stream, dec_chunk);
-                    assert_eq!(got.as_deref(), Ok(&plain[..]), "{algorithm:?} len {len} chunks {enc_chunk}/{dec_chunk}");
+                    assert_eq!(
+                        got.as_deref(),
+                        Ok(&plain[..]),
+                        "{algorithm:?} len {len} chunks {enc_chunk}/{dec_chunk}"
+                    );
                 }
             }
         }
@@ -236,7 +240,15 @@ fn reordered_and_duplicated_segments_fail() {
         s
     };
     assert_eq!(decrypt(&build(&[0, 1, 2, 3])).unwrap(), plain);
-    for order in [&[1, 0, 2, 3][..], &[0, 2, 1, 3], &[0, 1, 3, 2], &[0, 0, 1, 2, 3], &[0, 1, 1, 2, 3], &[0, 1, 2, 2, 3], &[0, 1, 3]] {
+    for order in [
+        &[1, 0, 2, 3][..],
+        &[0, 2, 1, 3],
+        &[0, 1, 3, 2],
+        &[0, 0, 1, 2, 3],
+        &[0, 1, 1, 2, 3],
+        &[0, 1, 2, 2, 3],
+        &[0, 1, 3],
+    ] {
         assert_eq!(decrypt(&build(order)), Err(StreamError::Authentication), "{order:?}");
     }
 }
@@ -479,7 +491,9 @@ fn matches_the_specification() {
             let nonce: Vec<u8> = [&prefix[..], &(i as u32).to_be_bytes(), &[u8::from(last)]].concat();
             let payload = Payload { msg: chunk, aad: &ad };
             let sealed = match algorithm {
-                Algorithm::Aes256Gcm => aes_gcm::Aes256Gcm::new(&key.into()).encrypt(nonce[..].try_into().unwrap(), payload),
+                Algorithm::Aes256Gcm => {
+                    aes_gcm::Aes256Gcm::new(&key.into()).encrypt(nonce[..].try_into().unwrap(), payload)
+                }
                 Algorithm::ChaCha20Poly1305 => {
                     chacha20poly1305::ChaCha20Poly1305::new(&key.into()).encrypt(nonce[..].try_into().unwrap(), payload)
                 }
