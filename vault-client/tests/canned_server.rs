@@ -129,3 +129,28 @@ async fn transport_errors_do_not_show_the_token() {
     }
     assert!(!shown.contains("CANNED-TOKEN"), "{shown}");
 }
+
+#[tokio::test]
+async fn keep_alive_survives_a_huge_lease_duration() {
+    // lookup-self: 2 s left, renewable; renew-self: u64::MAX seconds. The
+    // task used to panic computing 2/3 of that (renewal then stopped silently).
+    let (url, seen) = canned(vec![
+        (200, r#"{"data":{"accessor":"a","policies":["default"],"ttl":2,"renewable":true}}"#),
+        (200, r#"{"auth":{"client_token":"t","accessor":"a","lease_duration":18446744073709551615,"renewable":true}}"#),
+    ])
+    .await;
+    let c = Client::new(url).unwrap().with_token(TOKEN);
+    let ka = c.keep_alive(None);
+    let mut status = ka.status();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while status.borrow().renewals == 0 {
+        tokio::time::timeout_at(deadline, status.changed()).await.expect("no renewal").expect("keep-alive task died");
+    }
+    // The next round starts at once with the huge TTL: give it time to panic.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(status.has_changed().is_ok(), "the keep-alive task died");
+    let ttl = status.borrow().ttl.unwrap();
+    assert!(ttl <= std::time::Duration::from_secs(10 * 366 * 24 * 3600), "{ttl:?}");
+    assert_eq!(seen.lock().unwrap().len(), 2);
+    drop(ka);
+}
