@@ -140,3 +140,56 @@ async fn agent_child_cannot_read_the_agents_environment() {
     assert!(!snoop.contains("VAULT_TOKEN") && !snoop.contains(&root), "the child read the agent's token:\n{snoop}");
     assert!(snoop.contains("read-rc=") && !snoop.contains("read-rc=0"), "{snoop}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn import_refuses_links_before_writing_and_keeps_the_owner() {
+    use std::os::unix::fs::MetadataExt as _;
+    let (_store, srv, root, rc) = vault().await;
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path();
+    let plain = "APP_ENV=prod\nDB_PASSWORD=s3cr3t-IMPCANARY-1\n";
+    std::fs::create_dir(dir.join("shared")).unwrap();
+    let real = dir.join("shared/app.env");
+    std::fs::write(&real, plain).unwrap();
+    std::os::unix::fs::symlink("shared/app.env", dir.join(".env")).unwrap();
+    std::fs::hard_link(&real, dir.join("hard.env")).unwrap();
+
+    for (file, want) in [(".env", "symbolic link"), ("hard.env", "hard links")] {
+        let mut c = vaultctl(dir, &srv, Some(&root));
+        c.current_dir(dir).args(["import", file, "--to", "secret/imp1"]);
+        let o = run_for(c, Duration::from_secs(30));
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{file}: {err}");
+        assert!(err.contains(want), "{file}: {err}");
+        assert!(!err.contains("IMPCANARY"), "{err}");
+    }
+    // Nothing reached the vault; the files and the link are as they were.
+    let (status, _) = rc.get("secret/data/imp1").await;
+    assert_eq!(status, 404);
+    assert_eq!(std::fs::read_to_string(&real).unwrap(), plain);
+    assert!(std::fs::symlink_metadata(dir.join(".env")).unwrap().file_type().is_symlink());
+
+    // --env-template leaves FILE: a link is fine then.
+    let mut c = vaultctl(dir, &srv, Some(&root));
+    c.current_dir(dir).args(["import", ".env", "--to", "secret/imp1", "--env-template", "tpl.env"]);
+    let o = run_for(c, Duration::from_secs(30));
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(std::fs::read_to_string(dir.join("tpl.env")).unwrap().contains("vault:secret/imp1#DB_PASSWORD"));
+
+    // A plain file owned by the app's user keeps its owner and mode.
+    std::fs::remove_file(dir.join("hard.env")).unwrap();
+    std::fs::remove_file(dir.join(".env")).unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o600)).unwrap();
+    if running_as_root() {
+        std::os::unix::fs::chown(&real, Some(65534), Some(65534)).unwrap();
+    }
+    let before = std::fs::metadata(&real).unwrap();
+    let mut c = vaultctl(dir, &srv, Some(&root));
+    c.current_dir(dir).args(["import", "shared/app.env", "--to", "secret/imp2"]);
+    let o = run_for(c, Duration::from_secs(30));
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let after = std::fs::metadata(&real).unwrap();
+    let rewritten = std::fs::read_to_string(&real).unwrap();
+    assert!(!rewritten.contains("IMPCANARY") && rewritten.contains("vault:secret/imp2#DB_PASSWORD"), "{rewritten}");
+    assert_eq!((after.uid(), after.gid(), after.mode() & 0o777), (before.uid(), before.gid(), 0o600));
+}

@@ -9,8 +9,10 @@
 //!    newer version.
 //! 3. FILE is rewritten with each value replaced by `vault:MOUNT/PATH#KEY`
 //!    (the reference `vaultctl exec --env-file` and the library's `load`
-//!    resolve): a temporary file in the same directory, same mode, synced,
-//!    renamed over FILE. No backup copy is left: it would be one more
+//!    resolve): a temporary file in the same directory, same mode and owner,
+//!    synced, renamed over FILE. A symbolic link or a file with several hard
+//!    links is refused before anything is written (the rename would leave
+//!    the plaintext in the link's target or the other links). No backup copy is left: it would be one more
 //!    plaintext copy of the secrets. `--env-template OUT` writes OUT instead
 //!    and leaves FILE; `--keep` leaves FILE as it is.
 //!
@@ -178,9 +180,46 @@ fn parses(format: parse::Format, text: &str) -> bool {
     }
 }
 
+/// Refuse to rewrite `file` when the rewrite would leave its plaintext
+/// behind: a symbolic link (the rename replaces the link, the target keeps
+/// the secrets), a file with other hard links (they keep the old inode), or
+/// anything but a regular file. Returns the file's metadata, to give the
+/// rewritten file the same mode and owner. Checked before anything is
+/// written to the vault.
+fn check_rewritable(file: &Path) -> anyhow::Result<std::fs::Metadata> {
+    use std::os::unix::fs::MetadataExt as _;
+    let link = std::fs::symlink_metadata(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let alternatives = "or import with --env-template OUT (or --keep) and remove the plaintext yourself";
+    if link.file_type().is_symlink() {
+        let target = std::fs::canonicalize(file).map(|t| t.display().to_string()).unwrap_or_else(|_| "?".into());
+        bail!(
+            "{} is a symbolic link (to {target}): rewriting it would replace the link and leave the secrets in {target}. \
+             Import the file it points to (vaultctl import {target} ...), {alternatives}",
+            file.display()
+        );
+    }
+    if !link.file_type().is_file() {
+        bail!("{} is not a regular file", file.display());
+    }
+    if link.nlink() > 1 {
+        bail!(
+            "{} has {} hard links: rewriting it would leave the secrets in the other {}. \
+             Remove the other links first (find / -xdev -samefile {}), {alternatives}",
+            file.display(),
+            link.nlink(),
+            if link.nlink() == 2 { "one" } else { "ones" },
+            file.display()
+        );
+    }
+    Ok(link)
+}
+
 /// Write `contents` to `path` atomically: a temporary file in the same
-/// directory with `mode`, synced, renamed over `path`.
-fn write_atomic(path: &Path, contents: &str, mode: Option<std::fs::Permissions>) -> anyhow::Result<()> {
+/// directory, synced, renamed over `path`. With `like` (the metadata of the
+/// file being replaced, from [`check_rewritable`]): the same mode and owner,
+/// and `path` must still be that file (not a link swapped in since).
+fn write_atomic(path: &Path, contents: &str, like: Option<&std::fs::Metadata>) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -190,10 +229,30 @@ fn write_atomic(path: &Path, contents: &str, mode: Option<std::fs::Permissions>)
         .tempfile_in(&dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
     tmp.write_all(contents.as_bytes())?;
-    if let Some(mode) = mode {
-        tmp.as_file().set_permissions(mode)?;
+    if let Some(like) = like {
+        let mine = tmp.as_file().metadata()?;
+        if (mine.uid(), mine.gid()) != (like.uid(), like.gid()) {
+            // The application may run as the file's owner or group: keep
+            // them, or leave the old file (it would become unreadable to it).
+            std::os::unix::fs::fchown(tmp.as_file(), Some(like.uid()), Some(like.gid())).with_context(|| {
+                format!(
+                    "cannot give the new {} its owner {}:{} (run as that user or as root)",
+                    path.display(),
+                    like.uid(),
+                    like.gid()
+                )
+            })?;
+        }
+        // After the chown, which may clear set-id bits.
+        tmp.as_file().set_permissions(like.permissions())?;
     }
     tmp.as_file().sync_all()?;
+    if let Some(like) = like {
+        let now = check_rewritable(path)?;
+        if (now.dev(), now.ino()) != (like.dev(), like.ino()) {
+            bail!("{} was replaced while importing; it was left as it is", path.display());
+        }
+    }
     tmp.persist(path).map_err(|e| anyhow!("cannot replace {}: {}", path.display(), e.error))?;
     Ok(())
 }
@@ -215,7 +274,9 @@ pub(crate) async fn run(args: Args, env: &Env) -> anyhow::Result<ExitCode> {
             format.name()
         );
     }
-    let meta = std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?;
+    // Only when FILE itself is rewritten (dry runs included, to say so early).
+    let rewrites_file = args.env_template.is_none() && !args.keep;
+    let meta = if rewrites_file { Some(check_rewritable(file)?) } else { None };
     let bytes = Zeroizing::new(std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?);
     let text =
         Zeroizing::new(String::from_utf8(bytes.to_vec()).map_err(|_| anyhow!("{} is not UTF-8 text", file.display()))?);
@@ -343,7 +404,7 @@ pub(crate) async fn run(args: Args, env: &Env) -> anyhow::Result<ExitCode> {
             let result = if args.env_template.is_some() {
                 write_atomic(out, &template_text, None)
             } else {
-                write_atomic(out, &rewritten, Some(meta.permissions()))
+                write_atomic(out, &rewritten, meta.as_ref())
             };
             result.with_context(|| {
                 format!("the secrets are in {target} (version {version}) but {} was not written", out.display())

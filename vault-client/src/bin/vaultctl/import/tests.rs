@@ -101,8 +101,8 @@ fn atomic_write_keeps_the_mode_and_leaves_no_temp_file() {
     let p = dir.path().join(".env");
     std::fs::write(&p, "A=1\n").unwrap();
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let mode = std::fs::metadata(&p).unwrap().permissions();
-    write_atomic(&p, "A=2\n", Some(mode)).unwrap();
+    let like = check_rewritable(&p).unwrap();
+    write_atomic(&p, "A=2\n", Some(&like)).unwrap();
     assert_eq!(std::fs::read_to_string(&p).unwrap(), "A=2\n");
     assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
@@ -117,4 +117,46 @@ fn wipe_clears_string_values() {
     wipe(&mut m);
     assert_eq!(m["a"], json!(""));
     assert_eq!(m["n"], json!(1));
+}
+
+#[test]
+fn links_are_refused_and_the_owner_is_kept() {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real.env");
+    std::fs::write(&real, "A=CANARY\n").unwrap();
+    let link = dir.path().join(".env");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let e = check_rewritable(&link).unwrap_err().to_string();
+    assert!(e.contains("symbolic link") && e.contains("real.env") && e.contains("--env-template"), "{e}");
+    let hard = dir.path().join("hard.env");
+    std::fs::hard_link(&real, &hard).unwrap();
+    let e = check_rewritable(&real).unwrap_err().to_string();
+    assert!(e.contains("2 hard links") && e.contains("-samefile"), "{e}");
+    std::fs::remove_file(&hard).unwrap();
+    let like = check_rewritable(&real).unwrap();
+    // Swapped for a link after the check: refused at the rename.
+    std::fs::remove_file(&real).unwrap();
+    std::fs::write(dir.path().join("other"), "A=1\n").unwrap();
+    std::os::unix::fs::symlink(dir.path().join("other"), &real).unwrap();
+    assert!(write_atomic(&real, "A=2\n", Some(&like)).is_err());
+    assert_eq!(std::fs::read_to_string(dir.path().join("other")).unwrap(), "A=1\n");
+    std::fs::remove_file(&real).unwrap();
+
+    // The owner (as root: another user's file) and mode are kept.
+    let owned = dir.path().join("owned.env");
+    std::fs::write(&owned, "A=1\n").unwrap();
+    std::fs::set_permissions(&owned, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let root = rustix::process::geteuid().is_root();
+    if root {
+        std::os::unix::fs::chown(&owned, Some(65534), Some(65534)).unwrap();
+    }
+    let before = check_rewritable(&owned).unwrap();
+    write_atomic(&owned, "A=2\n", Some(&before)).unwrap();
+    let after = std::fs::metadata(&owned).unwrap();
+    assert_eq!(std::fs::read_to_string(&owned).unwrap(), "A=2\n");
+    assert_eq!((after.uid(), after.gid(), after.mode() & 0o7777), (before.uid(), before.gid(), 0o640));
+    if root {
+        assert_eq!(after.uid(), 65534);
+    }
 }
