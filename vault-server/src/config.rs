@@ -295,15 +295,12 @@ fn storage_url(o: &Overrides, fc: &FileConfig) -> Result<Zeroizing<String>, Conf
         if bytes.len() as u64 > MAX {
             return Err(ConfigError::Invalid(format!("{setting} {} is larger than {MAX} bytes", path.display())));
         }
-        let text = Zeroizing::new(
-            String::from_utf8(std::mem::take(&mut *bytes))
-                .map_err(|e| {
-                    // The bytes are secret: wipe them before reporting.
-                    let mut b = e.into_bytes();
-                    zeroize::Zeroize::zeroize(&mut b);
-                    ConfigError::Invalid(format!("{setting} {} is not UTF-8 text", path.display()))
-                })?,
-        );
+        let text = Zeroizing::new(String::from_utf8(std::mem::take(&mut *bytes)).map_err(|e| {
+            // The bytes are secret: wipe them before reporting.
+            let mut b = e.into_bytes();
+            zeroize::Zeroize::zeroize(&mut b);
+            ConfigError::Invalid(format!("{setting} {} is not UTF-8 text", path.display()))
+        })?);
         // Files written by `echo` or editors end with a newline; a secret never does.
         let trimmed = text.trim_end_matches(['\n', '\r']);
         if trimmed.is_empty() {

@@ -208,9 +208,12 @@ impl Conn {
             req.extensions_mut().insert(ConnectInfo(PeerAddr(peer)));
             let fut = hyper::service::Service::call(&app, req);
             async move {
+                // The request stays in flight until its answer's body is
+                // sent: a streamed answer (transit streams) starts before
+                // the upload ends, and the connection is not idle meanwhile
+                // (no header or idle deadline cuts it).
                 let r = fut.await;
-                drop(in_flight);
-                r
+                r.map(|resp| resp.map(|body| axum::body::Body::new(HeldBody { body, _in_flight: in_flight })))
             }
         });
         let mut conn = pin!(self.builder.serve_connection(io, svc));
@@ -282,6 +285,33 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.idle_since.store(self.0.now(), Ordering::Relaxed);
         self.0.busy.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that keeps its request in flight until hyper drops it
+/// (sent in full, or the connection gone).
+struct HeldBody {
+    body: axum::body::Body,
+    _in_flight: InFlight,
+}
+
+impl hyper::body::Body for HeldBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        hyper::body::Body::poll_frame(Pin::new(&mut self.body), cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        hyper::body::Body::is_end_stream(&self.body)
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::Body::size_hint(&self.body)
     }
 }
 

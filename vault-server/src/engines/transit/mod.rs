@@ -29,7 +29,6 @@ mod subjects;
 pub use stream::{StreamSettings, defaults as stream_defaults};
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::auth::Authorized;
 use crate::barrier::Unsealed;
@@ -46,8 +45,6 @@ pub(crate) struct Transit {
     subjects: subjects::Cache,
     /// Limits on streams (server-wide slots).
     streams: StreamSettings,
-    /// Set by `shutdown`: streams in progress stop at their next chunk.
-    closed: Arc<AtomicBool>,
 }
 
 /// The transit factory for the catalog.
@@ -59,7 +56,6 @@ pub(crate) fn factory(ctx: EngineContext) -> Result<Arc<dyn Backend>, LogicalErr
         keys: store::Keys::default(),
         subjects: Default::default(),
         streams: ctx.settings.streams,
-        closed: Arc::default(),
     }))
 }
 
@@ -383,7 +379,6 @@ impl Backend for Transit {
     }
 
     fn shutdown(&self) {
-        self.closed.store(true, Ordering::Relaxed);
         self.keys.clear();
         self.subjects.clear();
     }

@@ -14,7 +14,6 @@
 //! HTTP layer turns into an aborted response (never a complete 200).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -174,19 +173,24 @@ fn answer(rx: mpsc::Receiver<Result<Bytes, LogicalError>>) -> Response {
 struct Task {
     input: ByteStream,
     tx: mpsc::Sender<Result<Bytes, LogicalError>>,
-    /// Set when the mount goes away or the vault seals: the task stops at
-    /// its next chunk, aborting the answer.
-    closed: Arc<AtomicBool>,
+    /// Changes when the vault seals: the task stops at once, aborting the
+    /// answer. (Not the mount's `shutdown`: a tune of the mount rebuilds its
+    /// backend, and that must not cut the uploads in progress.)
+    seal: tokio::sync::watch::Receiver<u64>,
     _slot: OwnedSemaphorePermit,
 }
 
 impl Task {
     /// The next input chunk, or the error that ends the stream.
     async fn next(&mut self) -> Result<Option<Bytes>, LogicalError> {
-        if self.closed.load(Ordering::Relaxed) {
-            return Err(LogicalError::Sealed);
+        let sealed = || LogicalError::Sealed;
+        if self.seal.has_changed().unwrap_or(true) {
+            return Err(sealed());
         }
-        self.input.next().await
+        tokio::select! {
+            r = self.input.next() => r,
+            _ = self.seal.changed() => Err(sealed()),
+        }
     }
 
     /// Send `out` (emptied) on; false when the reader went away.
@@ -212,6 +216,8 @@ impl Transit {
         mut req: Request,
     ) -> Result<Response, LogicalError> {
         let slot = self.streams.acquire()?;
+        // Taken first: a seal from here on stops the stream.
+        let seal = self.view.seal_signal();
         let p = Params::of(&req.data)?;
         let input = req.stream.take().ok_or_else(|| bad("missing request body"))?;
         let key = self.key(u, name).await?;
@@ -234,7 +240,7 @@ impl Transit {
         drop(data_key);
 
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
-        let mut task = Task { input, tx, closed: self.closed.clone(), _slot: slot };
+        let mut task = Task { input, tx, seal, _slot: slot };
         let segment = p.segment_size as usize;
         tokio::spawn(async move {
             let mut out = header;
@@ -270,6 +276,8 @@ impl Transit {
         mut req: Request,
     ) -> Result<Response, LogicalError> {
         let slot = self.streams.acquire()?;
+        // Taken first: a seal from here on stops the stream.
+        let seal = self.view.seal_signal();
         let p = Params::of(&req.data)?;
         let mut input = req.stream.take().ok_or_else(|| bad("missing request body"))?;
         // The key is looked up (and the policy already checked) before any
@@ -306,11 +314,9 @@ impl Transit {
         let one = [&req.data];
         let (key, subjects) =
             Box::pin(self.request_subjects(u, key, name, &req.data, &one, false, &tagged, |_| false)).await?;
-        let (data_key, _) =
-            open_one(&key, wrapped, p.context(), &[], &subjects, p.subject.as_deref()).map_err(item)?;
-        let data_key: Zeroizing<[u8; vault_stream::KEY_LEN]> = Zeroizing::new(
-            data_key[..].try_into().map_err(|_| bad("stream authentication failed"))?,
-        );
+        let (data_key, _) = open_one(&key, wrapped, p.context(), &[], &subjects, p.subject.as_deref()).map_err(item)?;
+        let data_key: Zeroizing<[u8; vault_stream::KEY_LEN]> =
+            Zeroizing::new(data_key[..].try_into().map_err(|_| bad("stream authentication failed"))?);
         let mut dec = Decryptor::new(&data_key, &header, &p.aad).map_err(format_error)?;
         drop(data_key);
 
@@ -341,7 +347,7 @@ impl Transit {
             return Ok(answer(rx));
         }
 
-        let mut task = Task { input, tx, closed: self.closed.clone(), _slot: slot };
+        let mut task = Task { input, tx, seal, _slot: slot };
         tokio::spawn(async move {
             loop {
                 if !task.send(&mut out).await {
