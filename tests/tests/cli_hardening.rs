@@ -193,3 +193,27 @@ async fn import_refuses_links_before_writing_and_keeps_the_owner() {
     assert!(!rewritten.contains("IMPCANARY") && rewritten.contains("vault:secret/imp2#DB_PASSWORD"), "{rewritten}");
     assert_eq!((after.uid(), after.gid(), after.mode() & 0o777), (before.uid(), before.gid(), 0o600));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn library_warnings_reach_stderr() {
+    let (_store, srv, root, _rc) = vault().await;
+    let home = tempfile::tempdir().unwrap();
+    let mut c = vaultctl(home.path(), &srv, Some(&root));
+    c.env("VAULT_NAMESPACE", "team-a").env("VAULT_SKIP_VERIFY", "true").arg("status");
+    let o = run_for(c, Duration::from_secs(30));
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("vaultctl: warning: VAULT_NAMESPACE is set"), "{err}");
+    assert!(err.contains("vaultctl: warning: VAULT_SKIP_VERIFY is not supported"), "{err}");
+    assert!(!err.contains(&root), "{err}");
+
+    // Nothing below warn by default; RUST_LOG can silence it.
+    let mut c = vaultctl(home.path(), &srv, Some(&root));
+    c.arg("status");
+    let o = run_for(c, Duration::from_secs(30));
+    assert!(o.status.success() && o.stderr.is_empty(), "{}", text(&o.stderr));
+    let mut c = vaultctl(home.path(), &srv, Some(&root));
+    c.env("VAULT_NAMESPACE", "team-a").env("RUST_LOG", "off").arg("status");
+    let o = run_for(c, Duration::from_secs(30));
+    assert!(o.status.success() && o.stderr.is_empty(), "{}", text(&o.stderr));
+}

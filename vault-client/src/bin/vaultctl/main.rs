@@ -28,6 +28,7 @@ mod generic;
 mod import;
 mod input;
 mod kv;
+mod log;
 mod login;
 mod operator;
 mod output;
@@ -147,6 +148,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    log::init();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // `scan` is a CI gate where 1 means "secrets found": its usage errors
     // are 2 ("scan incomplete"), like an unreadable path.
