@@ -217,3 +217,55 @@ async fn library_warnings_reach_stderr() {
     let o = run_for(c, Duration::from_secs(30));
     assert!(o.status.success() && o.stderr.is_empty(), "{}", text(&o.stderr));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn error_messages_do_not_quote_values() {
+    let (_store, srv, root, rc) = vault().await;
+    put(&rc, "app", json!({"password": "CANARY-PW-1"})).await;
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path();
+    let check = |o: &Output, want: &str| {
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains(want), "{want:?} not in {err}");
+        assert!(!err.contains("LEAKCANARY") && !err.contains("CANARY-PW-1"), "a value was echoed: {err}");
+    };
+
+    // A password that starts with '@' is taken for a file: the message names the key only.
+    let mut c = vaultctl(dir, &srv, Some(&root));
+    c.current_dir(dir).args(["kv", "put", "secret/x", "password=@LEAKCANARY-AT"]);
+    check(&run_for(c, Duration::from_secs(30)), "key password: cannot read the file named after '@'");
+
+    // An unquoted multi-line value: the continuation line is not echoed.
+    std::fs::write(dir.join("e1"), "A=1\nPRIVATE_KEY=-----BEGIN\nMIIEv+LEAKCANARY/4aB==\n").unwrap();
+    let mut c = vaultctl(dir, &srv, Some(&root));
+    c.current_dir(dir).args(["exec", "--env-file", "e1", "--", "true"]);
+    check(&run_for(c, Duration::from_secs(30)), "e1:3: the text before '=' is not a valid variable name");
+
+    // A template reading a path computed from a secret: the path is not named.
+    let cfg = dir.join("a.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[template]]\ncontents = \"{{{{ secret(\\\"x/\\\" ~ secret(\\\"secret/app\\\").password) }}}}\"\n\
+             destination = \"{}\"\n",
+            dir.join("out").display()
+        ),
+    )
+    .unwrap();
+    let mut c = vaultctl(dir, &srv, Some(&root));
+    c.args(["agent", "--config", cfg.to_str().unwrap(), "--once"]);
+    check(&run_for(c, Duration::from_secs(30)), "a secret at a path the template computed");
+    // A path spelled out in the template is still named.
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[template]]\ncontents = \"{{{{ secret(\\\"secret/missing\\\").password }}}}\"\ndestination = \"{}\"\n",
+            dir.join("out").display()
+        ),
+    )
+    .unwrap();
+    let mut c = vaultctl(dir, &srv, Some(&root));
+    c.args(["agent", "--config", cfg.to_str().unwrap(), "--once"]);
+    check(&run_for(c, Duration::from_secs(30)), "secret secret/missing not found");
+}

@@ -118,7 +118,9 @@ fn parse_env_file(path: &Path, text: &str) -> anyhow::Result<Vec<(String, Source
         };
         let name = name.trim();
         if !valid_name(name) {
-            bail!("{}: {name:?} is not a valid variable name", at());
+            // Not the name: on a multi-line value's continuation line, the
+            // text before '=' is part of a secret.
+            bail!("{}: the text before '=' is not a valid variable name", at());
         }
         let raw = raw.trim();
         let value = if let Some(rest) = raw.strip_prefix('\'') {

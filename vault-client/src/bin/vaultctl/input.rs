@@ -69,7 +69,13 @@ pub(crate) fn parse_data_with(
             }
             s
         } else if let Some(file) = v.strip_prefix('@') {
-            Zeroizing::new(std::fs::read_to_string(file).with_context(|| format!("cannot read {file} for key {k}"))?)
+            // Not the file name: it may be a value that starts with '@'.
+            Zeroizing::new(std::fs::read_to_string(file).with_context(|| {
+                format!(
+                    "key {k}: cannot read the file named after '@' (a value that starts with '@' \
+                     can be given on stdin: {k}=-)"
+                )
+            })?)
         } else {
             Zeroizing::new(v.to_string())
         };
@@ -187,7 +193,9 @@ mod tests {
         let m = parse_data_with(&[arg], Values::Strings, stdin("")).unwrap();
         assert_eq!(m["k"], "file value\n");
         let e = parse_data_with(&strings(&["k=@/nonexistent/x"]), Values::Strings, stdin("")).unwrap_err();
-        assert!(format!("{e:#}").contains("cannot read /nonexistent/x for key k"), "{e:#}");
+        let shown = format!("{e:#}");
+        assert!(shown.contains("key k: cannot read the file named after '@'"), "{shown}");
+        assert!(!shown.contains("nonexistent"), "the value (a file name?) is not echoed: {shown}");
     }
 
     #[test]

@@ -44,7 +44,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Render `source` (named `name` in errors), reading the secrets it asks
 /// for with `client`. Errors name the template, the line and the secret
-/// path, never a value.
+/// path (only when the template spells it out: a computed path may be made
+/// of secret values), never a value.
 pub(crate) async fn render(client: &Client, name: &str, source: &str) -> anyhow::Result<Rendered> {
     let read: Arc<Mutex<BTreeMap<String, Secret>>> = Arc::default();
     let wanted: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -70,11 +71,26 @@ pub(crate) async fn render(client: &Client, name: &str, source: &str) -> anyhow:
             if lock(&read).contains_key(&p) {
                 continue;
             }
-            let s = client
-                .read_secret(&p)
-                .await
-                .with_context(|| format!("template {name}: cannot read secret {p}"))?
-                .with_context(|| format!("template {name}: secret {p} not found"))?;
+            let s = if source.contains(p.as_str()) {
+                client
+                    .read_secret(&p)
+                    .await
+                    .with_context(|| format!("template {name}: cannot read secret {p}"))?
+                    .with_context(|| format!("template {name}: secret {p} not found"))?
+            } else {
+                // A path the template computed (maybe from a secret's
+                // value): not named, and neither is the library's error
+                // (its URL or the server's message would name it).
+                let computed = "a secret at a path the template computed";
+                match client.read_secret(&p).await {
+                    Ok(Some(s)) => s,
+                    Ok(None) => return Err(anyhow!("template {name}: {computed} was not found")),
+                    Err(e) => {
+                        let why = e.status().map_or_else(|| "request failed".to_string(), |s| format!("status {s}"));
+                        return Err(anyhow!("template {name}: cannot read {computed} ({why})"));
+                    }
+                }
+            };
             lock(&read).insert(p, s);
         }
     }
