@@ -269,3 +269,54 @@ async fn error_messages_do_not_quote_values() {
     c.args(["agent", "--config", cfg.to_str().unwrap(), "--once"]);
     check(&run_for(c, Duration::from_secs(30)), "secret secret/missing not found");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_own_failures_exit_1_and_inherited_refs_can_be_ignored() {
+    let (_store, srv, root, rc) = vault().await;
+    put(&rc, "app", json!({"password": "CANARY-PW-9"})).await;
+    let home = tempfile::tempdir().unwrap();
+    let marker = home.path().join("started");
+
+    // An unrelated inherited variable that is a reference to nothing: exit 1
+    // (not the 2 of "not found", which the command could return itself),
+    // one line naming the variable and where it came from; no start.
+    let mut c = vaultctl(home.path(), &srv, Some(&root));
+    c.env("SOME_LABEL", "vault:nomount/x#y").args(["exec", "--", "touch", marker.to_str().unwrap()]);
+    let o = run_for(c, Duration::from_secs(30));
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot set SOME_LABEL") && err.contains("--no-inherit-refs"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(!marker.exists());
+
+    // --no-inherit-refs: inherited references are passed as they are,
+    // flags and env files are still resolved.
+    let script = "echo \"label=$SOME_LABEL fwd=$HTTP_X_FORWARDED_USER pw=$PW\"";
+    let mut c = vaultctl(home.path(), &srv, Some(&root));
+    c.env("SOME_LABEL", "vault:nomount/x#y").env("HTTP_X_FORWARDED_USER", "vault:secret/app#password").args([
+        "exec",
+        "--no-inherit-refs",
+        "--env",
+        "PW=secret/app#password",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    let o = run_for(c, Duration::from_secs(30));
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(
+        text(&o.stdout).trim(),
+        "label=vault:nomount/x#y fwd=vault:secret/app#password pw=CANARY-PW-9",
+        "{}",
+        text(&o.stderr)
+    );
+
+    // A sealed server is vaultctl's failure too: 1, not 2.
+    let (s, _) = rc.put("sys/seal", json!({})).await;
+    assert!(s == 200 || s == 204, "seal: {s}");
+    let mut c = vaultctl(home.path(), &srv, Some(&root));
+    c.env("VAULT_MAX_RETRIES", "0").args(["exec", "--env", "PW=secret/app#password", "--", "true"]);
+    let o = run_for(c, Duration::from_secs(30));
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+}

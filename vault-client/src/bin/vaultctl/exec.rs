@@ -46,6 +46,10 @@ pub(crate) struct Args {
     /// Restart the command when a secret it got changes (new version, rotation).
     #[arg(long)]
     restart_on_rotate: bool,
+    /// Do not resolve `vault:` references found in vaultctl's own environment
+    /// (they reach the command as they are); only --env and --env-file are read.
+    #[arg(long)]
+    no_inherit_refs: bool,
     /// Time the command has to exit after SIGTERM on a restart before SIGKILL.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     grace_period: Duration,
@@ -158,14 +162,12 @@ fn parse_env_file(path: &Path, text: &str) -> anyhow::Result<Vec<(String, Source
 }
 
 /// The variables to set in the child, later sources overriding earlier:
-/// references in our own environment, env files, `--env` flags.
+/// references in our own environment (unless `--no-inherit-refs`), env
+/// files, `--env` flags.
 fn sources(args: &Args) -> anyhow::Result<BTreeMap<String, Source>> {
     let mut all = BTreeMap::new();
-    for (k, v) in std::env::vars_os() {
-        let (Some(k), Some(v)) = (k.to_str(), v.to_str()) else { continue };
-        if let Some(r) = Reference::from_value(v) {
-            all.insert(k.to_string(), Source::Ref(r));
-        }
+    if !args.no_inherit_refs {
+        all.extend(inherited_refs(std::env::vars_os()));
     }
     for path in &args.env_file {
         let text = Zeroizing::new(
@@ -180,8 +182,18 @@ fn sources(args: &Args) -> anyhow::Result<BTreeMap<String, Source>> {
     Ok(all)
 }
 
+/// The variables of `vars` (our environment) whose values are references.
+fn inherited_refs(vars: impl Iterator<Item = (OsString, OsString)>) -> BTreeMap<String, Source> {
+    vars.filter_map(|(k, v)| {
+        let r = Reference::from_value(v.to_str()?)?;
+        Some((k.into_string().ok()?, Source::Ref(r)))
+    })
+    .collect()
+}
+
 /// Resolve every reference ([`Client::resolve`]): the variables with their
-/// values.
+/// values. A failure names the variable and, when the reference came from
+/// our own environment (it may not be the user's doing), says so.
 async fn resolve(
     client: &Client,
     sources: &BTreeMap<String, Source>,
@@ -190,7 +202,20 @@ async fn resolve(
     for (name, s) in sources {
         let v = match s {
             Source::Literal(v) => v.clone(),
-            Source::Ref(r) => client.resolve(r).await.with_context(|| format!("cannot set {name}"))?,
+            Source::Ref(r) => client.resolve(r).await.with_context(|| {
+                let inherited = std::env::var_os(name)
+                    .and_then(|v| v.into_string().ok())
+                    .and_then(|v| Reference::from_value(&v))
+                    .is_some_and(|own| own.to_string() == r.to_string());
+                if inherited {
+                    format!(
+                        "cannot set {name} (a vault: reference in vaultctl's own environment; \
+                         --no-inherit-refs leaves such variables as they are)"
+                    )
+                } else {
+                    format!("cannot set {name}")
+                }
+            })?,
         };
         vars.push((name.clone(), v));
     }

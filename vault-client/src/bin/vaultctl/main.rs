@@ -176,8 +176,8 @@ fn main() -> ExitCode {
     };
     // Commands with their own modules run to their own exit code.
     let result = match command {
-        Command::Exec(args) => return finish(rt.block_on(exec::run(args, &env)), &env),
-        Command::Agent(args) => return finish(rt.block_on(agent::run(args, &env)), &env),
+        Command::Exec(args) => return finish_wrapper(rt.block_on(exec::run(args, &env)), &env),
+        Command::Agent(args) => return finish_wrapper(rt.block_on(agent::run(args, &env)), &env),
         Command::Scan(args) => return finish(rt.block_on(scan::run(args, &env)), &env),
         Command::Import(args) => return finish(rt.block_on(import::run(args, &env)), &env),
         other => rt.block_on(run(other, &env)),
@@ -274,6 +274,16 @@ fn emit(o: Outcome) -> ExitCode {
 /// The exit of a command module: its own code, or its error.
 fn finish(r: anyhow::Result<ExitCode>, env: &common::Env) -> ExitCode {
     r.unwrap_or_else(|e| report(&e, env))
+}
+
+/// For `exec` and `agent`, which exit with their command's status: their
+/// own failures are always 1 (as documented), never the 2 of a 404/503,
+/// which a caller could not tell from the command's own exit 2.
+fn finish_wrapper(r: anyhow::Result<ExitCode>, env: &common::Env) -> ExitCode {
+    r.unwrap_or_else(|e| {
+        report(&e, env);
+        ExitCode::FAILURE
+    })
 }
 
 /// Report an error in one line: exit code 2 when the server said "not
