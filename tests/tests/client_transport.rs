@@ -285,8 +285,15 @@ fn openssl(args: &[&str]) -> String {
 /// `openssl req -x509` for `san`, OpenSSL's defaults otherwise (so CA:TRUE):
 /// (certificate, key).
 fn self_signed(dir: &Path, name: &str, san: &str) -> (PathBuf, PathBuf) {
+    self_signed_with(dir, name, san, &[])
+}
+
+/// Like [`self_signed`], with more `-addext` options.
+fn self_signed_with(dir: &Path, name: &str, san: &str, extra: &[&str]) -> (PathBuf, PathBuf) {
     let (cert, key) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
-    openssl(&[
+    let extra: Vec<&str> = extra.iter().flat_map(|e| ["-addext", *e]).collect();
+    let san = format!("subjectAltName={san}");
+    let mut args = vec![
         "req",
         "-x509",
         "-newkey",
@@ -299,12 +306,14 @@ fn self_signed(dir: &Path, name: &str, san: &str) -> (PathBuf, PathBuf) {
         "-subj",
         "/CN=vault-test",
         "-addext",
-        &format!("subjectAltName={san}"),
+        &san,
         "-keyout",
         key.to_str().unwrap(),
         "-out",
         cert.to_str().unwrap(),
-    ]);
+    ];
+    args.extend(extra);
+    openssl(&args);
     (cert, key)
 }
 
@@ -385,6 +394,29 @@ async fn self_signed_ca_certificate_is_accepted_as_vault_cacert() {
     // And with no CA bundle, the platform roots do not know it either.
     let c = Client::builder(&url).max_retries(0).build().unwrap();
     assert!(c.sys().seal_status().await.unwrap_err().is_transport());
+}
+
+#[tokio::test]
+async fn pinned_self_signed_certificate_must_allow_server_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    // A pinned CA:TRUE certificate made for TLS clients only.
+    let (cert, key) = self_signed_with(dir.path(), "clientonly", "IP:127.0.0.1", &["extendedKeyUsage=clientAuth"]);
+    let store = Store::new(Backend::Sqlite);
+    let srv = tls_server(dir.path(), &store, &cert, &key);
+    let url = format!("https://{}", srv.addr);
+    let c = from_env(&url, &cert).unwrap().with_token(TOKEN);
+    let e = c.sys().seal_status().await.unwrap_err();
+    assert!(e.is_transport(), "{e:?}");
+    assert!(shown(&e).contains("Purpose"), "{}", shown(&e));
+    drop(srv);
+
+    // serverAuth listed: accepted.
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed_with(dir.path(), "server", "IP:127.0.0.1", &["extendedKeyUsage=serverAuth"]);
+    let store = Store::new(Backend::Sqlite);
+    let srv = tls_server(dir.path(), &store, &cert, &key);
+    let c = from_env(&format!("https://{}", srv.addr), &cert).unwrap();
+    assert!(!c.sys().seal_status().await.unwrap().initialized);
 }
 
 #[tokio::test]

@@ -190,8 +190,9 @@ impl ClientBuilder {
     ///
     /// A server certificate that is itself a CA certificate (what
     /// `openssl req -x509` makes by default) is accepted when it is one of
-    /// the bundle's certificates, byte for byte, and valid for the server's
-    /// name; WebPKI alone would refuse it.
+    /// the bundle's certificates, byte for byte, valid for the server's
+    /// name, and made for a server (no extendedKeyUsage, or one listing
+    /// serverAuth); WebPKI alone would refuse it.
     ///
     /// The name is checked against the certificate's subjectAltName only,
     /// never its Common Name (as Vault's own CLI, Go's TLS stack and

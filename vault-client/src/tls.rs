@@ -14,12 +14,17 @@
 //! [`PinnedCaVerifier`] accepts it, and nothing more: when the standard
 //! verifier fails with exactly that error, the server's certificate is
 //! accepted if it is byte-for-byte one of the certificates of the bundle the
-//! user told us to trust, and it is valid for the name we connected to. The
+//! user told us to trust, it is valid for the name we connected to, and its
+//! extendedKeyUsage allows a TLS server (absent, or listing serverAuth). The
 //! validity period has already been checked by then (WebPKI checks it before
-//! the basic constraints that raise `CaUsedAsEndEntity`), and the handshake
-//! signatures are still verified with the crypto provider against that
-//! certificate's key, so the peer must hold its private key. Any other
-//! failure (unknown issuer, expired, wrong name, ...) is reported as is.
+//! the basic constraints that raise `CaUsedAsEndEntity`); the EKU is what
+//! WebPKI checks after them, so it is checked here (rustls-webpki 0.103,
+//! `check_issuer_independent_properties`: validity, basic constraints, EKU;
+//! the issuer's signature needs no check for a certificate trusted byte for
+//! byte, and no CRLs are configured). The handshake signatures are still
+//! verified with the crypto provider against that certificate's key, so the
+//! peer must hold its private key. Any other failure (unknown issuer,
+//! expired, wrong name, ...) is reported as is.
 //!
 //! Names are matched against the subjectAltName extension only (WebPKI,
 //! like Go's TLS stack that Vault's CLI uses, ignores the Common Name): a
@@ -161,7 +166,15 @@ impl ServerCertVerifier for PinnedCaVerifier {
                 // The name check still applies.
                 let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
                 rustls::client::verify_server_name(&parsed, server_name)?;
-                Ok(ServerCertVerified::assertion())
+                // And the purpose: a pinned clientAuth-only certificate is
+                // no server's.
+                match extended_key_usages(end_entity.as_ref()) {
+                    None => Err(CertificateError::BadEncoding.into()),
+                    Some(Some(purposes)) if !purposes.contains(&ID_KP_SERVER_AUTH) => {
+                        Err(CertificateError::InvalidPurpose.into())
+                    }
+                    Some(_) => Ok(ServerCertVerified::assertion()),
+                }
             }
             other => other,
         }
@@ -188,6 +201,82 @@ impl ServerCertVerifier for PinnedCaVerifier {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
     }
+}
+
+/// OID 2.5.29.37 (extKeyUsage), DER contents.
+const ID_CE_EXT_KEY_USAGE: &[u8] = &[0x55, 0x1d, 0x25];
+/// OID 1.3.6.1.5.5.7.3.1 (id-kp-serverAuth), DER contents.
+const ID_KP_SERVER_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01];
+
+/// One DER element of `input`: (tag, contents, what follows). `None` when
+/// malformed. Low tag numbers and definite lengths only: what DER
+/// certificates use.
+fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let (bytes, rest) = rest.split_at(n);
+        (bytes.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b)), rest)
+    };
+    if rest.len() < len {
+        return None;
+    }
+    let (contents, rest) = rest.split_at(len);
+    Some((tag, contents, rest))
+}
+
+/// The key purpose OIDs of a DER certificate's extendedKeyUsage extension:
+/// `Some(None)` without one, `None` when the certificate cannot be read.
+/// (webpki parses the extension but does not expose it; an empty list
+/// allows nothing, as for webpki.)
+fn extended_key_usages(cert: &[u8]) -> Option<Option<Vec<&[u8]>>> {
+    const SEQUENCE: u8 = 0x30;
+    let Some((SEQUENCE, certificate, _)) = der(cert) else { return None };
+    let Some((SEQUENCE, mut tbs, _)) = der(certificate) else { return None };
+    // version, serial, signature, issuer, validity, subject, key, unique
+    // IDs: skipped up to the extensions ([3] EXPLICIT), if any.
+    let mut extensions = loop {
+        if tbs.is_empty() {
+            return Some(None);
+        }
+        let (tag, contents, rest) = der(tbs)?;
+        tbs = rest;
+        if tag == 0xa3 {
+            let Some((SEQUENCE, list, _)) = der(contents) else { return None };
+            break list;
+        }
+    };
+    while !extensions.is_empty() {
+        let Some((SEQUENCE, extension, rest)) = der(extensions) else { return None };
+        extensions = rest;
+        let Some((0x06, oid, rest)) = der(extension) else { return None };
+        if oid != ID_CE_EXT_KEY_USAGE {
+            continue;
+        }
+        // critical BOOLEAN DEFAULT FALSE, then the OCTET STRING.
+        let (mut tag, mut value, after) = der(rest)?;
+        if tag == 0x01 {
+            (tag, value, _) = der(after)?;
+        }
+        if tag != 0x04 {
+            return None;
+        }
+        let Some((SEQUENCE, mut oids, _)) = der(value) else { return None };
+        let mut purposes = Vec::new();
+        while !oids.is_empty() {
+            let Some((0x06, oid, next)) = der(oids) else { return None };
+            purposes.push(oid);
+            oids = next;
+        }
+        return Some(Some(purposes));
+    }
+    Some(None)
 }
 
 /// Whether `e` (or an error in its source chain) is a TLS failure, such as
@@ -227,6 +316,65 @@ mod tests {
         assert!(is_tls_failure(&nested));
         let plain = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
         assert!(!is_tls_failure(&plain));
+    }
+
+    /// A self-signed certificate (OpenSSL's `req -x509` defaults: CA:TRUE)
+    /// for IP 127.0.0.1 with `extra` `-addext` options, as DER.
+    fn openssl_cert(extra: &[&str]) -> CertificateDer<'static> {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("c.key"));
+        let mut cmd = std::process::Command::new("openssl");
+        cmd.args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
+            .args(["-subj", "/CN=eku-test", "-addext", "subjectAltName=IP:127.0.0.1"]);
+        for e in extra {
+            cmd.args(["-addext", e]);
+        }
+        let out = cmd.arg("-keyout").arg(&key).arg("-out").arg(&cert).output().expect("openssl is needed");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        CertificateDer::from_pem_file(&cert).unwrap()
+    }
+
+    /// The verifier `client_config` builds, with `cert` as the bundle.
+    fn verify_pinned(cert: &CertificateDer<'static>) -> Result<ServerCertVerified, rustls::Error> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = RootCertStore::empty();
+        roots.add(cert.clone()).unwrap();
+        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider).build().unwrap();
+        let verifier = PinnedCaVerifier { inner, pinned: vec![cert.clone()] };
+        let name = ServerName::try_from("127.0.0.1").unwrap();
+        verifier.verify_server_cert(cert, &[], &name, &[], UnixTime::now())
+    }
+
+    #[test]
+    fn pinned_self_signed_certificates_need_a_server_purpose() {
+        // No EKU, or one listing serverAuth: a server certificate.
+        for extra in [&[][..], &["extendedKeyUsage=serverAuth"], &["extendedKeyUsage=clientAuth,serverAuth"]] {
+            let cert = openssl_cert(extra);
+            assert!(verify_pinned(&cert).is_ok(), "{extra:?}");
+        }
+        // clientAuth only (critical or not), or codeSigning: refused.
+        for extra in [
+            &["extendedKeyUsage=clientAuth"][..],
+            &["extendedKeyUsage=critical,clientAuth"],
+            &["extendedKeyUsage=codeSigning"],
+        ] {
+            let cert = openssl_cert(extra);
+            assert_eq!(extended_key_usages(cert.as_ref()).map(|p| p.is_some()), Some(true));
+            let e = verify_pinned(&cert).unwrap_err();
+            assert_eq!(e, rustls::Error::InvalidCertificate(CertificateError::InvalidPurpose), "{extra:?}");
+        }
+    }
+
+    #[test]
+    fn der_reading_never_panics_on_truncated_input() {
+        let cert = openssl_cert(&["extendedKeyUsage=serverAuth"]);
+        let der_bytes = cert.as_ref();
+        assert_eq!(extended_key_usages(der_bytes), Some(Some(vec![ID_KP_SERVER_AUTH])));
+        for n in 0..der_bytes.len() {
+            assert_eq!(extended_key_usages(&der_bytes[..n]), None, "{n}");
+        }
+        assert_eq!(der(&[0x30, 0x85, 1, 1, 1, 1, 1]), None);
+        assert_eq!(der(&[0x30, 0x80]), None);
     }
 
     #[test]
