@@ -18,19 +18,14 @@ use std::sync::Arc;
 use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::{Map, Value};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use vault_stream::{Algorithm, Decryptor, EncryptParams, Encryptor, Header, StreamError};
 use zeroize::Zeroizing;
 
 use super::Transit;
 use super::ops::{self, ItemError, open_one, seal_one, subject_of};
 use crate::barrier::Unsealed;
-use crate::logical::stream::ChannelSource;
-use crate::logical::{ByteStream, LogicalError, RawBody, Request, Response, fields};
-
-/// Chunks queued between the task and the HTTP answer: with 64 KiB
-/// segments, a quarter MiB per stream at most besides the segment in hand.
-const CHANNEL_DEPTH: usize = 4;
+use crate::logical::{BoxFuture, ByteStream, ChunkSource, LogicalError, RawBody, Request, Response, fields};
 
 /// Defaults of [`StreamSettings`] (`[transit]` in the config file).
 pub mod defaults {
@@ -161,51 +156,122 @@ impl Params {
     }
 }
 
-/// The answer: raw bytes fed by a task through a bounded channel.
-fn answer(rx: mpsc::Receiver<Result<Bytes, LogicalError>>) -> Response {
-    Response::Raw {
-        content_type: "application/octet-stream".into(),
-        body: RawBody::Stream(ByteStream::new(ChannelSource(rx))),
+/// The cipher of a stream in progress.
+enum Cipher {
+    Encrypt(Encryptor),
+    Decrypt(Decryptor),
+}
+
+impl Cipher {
+    fn push(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), StreamError> {
+        match self {
+            Cipher::Encrypt(e) => e.push(input, out),
+            Cipher::Decrypt(d) => d.push(input, out),
+        }
+    }
+
+    fn finish(self, out: &mut Vec<u8>) -> Result<(), StreamError> {
+        match self {
+            Cipher::Encrypt(e) => e.finish(out),
+            Cipher::Decrypt(d) => d.finish(out),
+        }
     }
 }
 
-/// What a stream task needs besides its cipher.
-struct Task {
+/// The answer's chunks, made on demand from the request body: polled by
+/// the connection that sends the answer, so the body is read only as fast
+/// as the answer is taken (backpressure without a channel), and no other
+/// task or hand-over sits between the socket and the cipher.
+struct Transform {
     input: ByteStream,
-    tx: mpsc::Sender<Result<Bytes, LogicalError>>,
-    /// Changes when the vault seals: the task stops at once, aborting the
+    /// `None` once finished (or failed).
+    cipher: Option<Cipher>,
+    /// Output not yet handed out (the header, authenticated plaintext, ...).
+    out: Vec<u8>,
+    /// Changes when the vault seals: the stream stops at once, aborting the
     /// answer. (Not the mount's `shutdown`: a tune of the mount rebuilds its
     /// backend, and that must not cut the uploads in progress.)
     seal: tokio::sync::watch::Receiver<u64>,
     _slot: OwnedSemaphorePermit,
 }
 
-impl Task {
+/// Room reserved for output beyond the segments in hand.
+const OUT_BATCH: usize = 64 * 1024;
+
+impl std::fmt::Debug for Transform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transform").field("input", &self.input).field("pending", &self.out.len()).finish()
+    }
+}
+
+impl Transform {
     /// The next input chunk, or the error that ends the stream.
-    async fn next(&mut self) -> Result<Option<Bytes>, LogicalError> {
-        let sealed = || LogicalError::Sealed;
+    async fn next_input(&mut self) -> Result<Option<Bytes>, LogicalError> {
         if self.seal.has_changed().unwrap_or(true) {
-            return Err(sealed());
+            return Err(LogicalError::Sealed);
         }
         tokio::select! {
             r = self.input.next() => r,
-            _ = self.seal.changed() => Err(sealed()),
+            _ = self.seal.changed() => Err(LogicalError::Sealed),
         }
     }
 
-    /// Send `out` (emptied) on; false when the reader went away.
-    async fn send(&self, out: &mut Vec<u8>) -> bool {
-        if out.is_empty() {
-            return true;
+    async fn produce(&mut self) -> Result<Option<Bytes>, LogicalError> {
+        loop {
+            if self.cipher.is_none() {
+                // Finished: what is left, then the end.
+                return Ok((!self.out.is_empty()).then(|| Bytes::from(std::mem::take(&mut self.out))));
+            }
+            // Output goes out as soon as there is some: a slow sender's
+            // reader sees each segment when it is sealed or authenticated,
+            // and the answer's head leaves with the first of them.
+            if !self.out.is_empty() {
+                // Reserved whole: no regrowth while the next batch fills.
+                let next = Vec::with_capacity(self.out.capacity());
+                return Ok(Some(Bytes::from(std::mem::replace(&mut self.out, next))));
+            }
+            match self.next_input().await {
+                Ok(Some(chunk)) => {
+                    let Some(cipher) = self.cipher.as_mut() else { continue };
+                    if let Err(e) = cipher.push(&chunk, &mut self.out) {
+                        self.cipher = None;
+                        return Err(format_error(e));
+                    }
+                }
+                Ok(None) => {
+                    if let Some(c) = self.cipher.take() {
+                        c.finish(&mut self.out).map_err(format_error)?;
+                    }
+                }
+                Err(e) => {
+                    self.cipher = None;
+                    return Err(e);
+                }
+            }
         }
-        let chunk = Bytes::from(std::mem::take(out));
-        self.tx.send(Ok(chunk)).await.is_ok()
     }
+}
 
-    async fn fail(&self, e: LogicalError) {
-        // The reader may be gone already; nothing more to do then.
-        let _ = self.tx.send(Err(e)).await;
+impl ChunkSource for Transform {
+    fn next_chunk(&mut self) -> BoxFuture<'_, Result<Option<Bytes>, LogicalError>> {
+        // Decryption releases `out` only once its segments authenticated
+        // (the decryptor appends nothing else), and an error ends the
+        // answer without it: the HTTP layer aborts the response.
+        Box::pin(async move {
+            let r = self.produce().await;
+            if r.is_err() {
+                // Pending once before the abort: hyper flushes what it has
+                // (the answer's head, segments already released), so the
+                // client sees a 200 cut short rather than no answer.
+                tokio::task::yield_now().await;
+            }
+            r
+        })
     }
+}
+
+fn answer(t: Transform) -> Response {
+    Response::Raw { content_type: "application/octet-stream".into(), body: RawBody::Stream(ByteStream::new(t)) }
 }
 
 impl Transit {
@@ -236,37 +302,27 @@ impl Transit {
             .with_algorithm(p.algorithm)
             .with_segment_size(p.segment_size)
             .with_associated_data(&p.aad);
-        let (mut enc, header) = Encryptor::new(&data_key, &params).map_err(format_error)?;
+        let (enc, header) = Encryptor::new(&data_key, &params).map_err(format_error)?;
         drop(data_key);
 
-        let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
-        let mut task = Task { input, tx, seal, _slot: slot };
-        let segment = p.segment_size as usize;
-        tokio::spawn(async move {
-            let mut out = header;
-            loop {
-                match task.next().await {
-                    Ok(Some(chunk)) => {
-                        if let Err(e) = enc.push(&chunk, &mut out) {
-                            return task.fail(format_error(e)).await;
-                        }
-                        // Whole segments go out as they are sealed.
-                        if out.len() >= segment && !task.send(&mut out).await {
-                            return;
-                        }
-                    }
-                    Ok(None) => {
-                        if let Err(e) = enc.finish(&mut out) {
-                            return task.fail(format_error(e)).await;
-                        }
-                        task.send(&mut out).await;
-                        return;
-                    }
-                    Err(e) => return task.fail(e).await,
-                }
+        let mut out = Vec::with_capacity(OUT_BATCH + 2 * (p.segment_size as usize + vault_stream::TAG_LEN));
+        out.extend_from_slice(&header);
+        // The first chunk is read before the answer starts: a client that
+        // sent `Expect: 100-continue` (curl does for uploads over 1 MiB)
+        // gets its 100 now, rather than a 200 it must first time out on.
+        let mut input = input;
+        let cipher = match input.next().await? {
+            Some(chunk) => {
+                let mut enc = enc;
+                enc.push(&chunk, &mut out).map_err(format_error)?;
+                Some(Cipher::Encrypt(enc))
             }
-        });
-        Ok(answer(rx))
+            None => {
+                enc.finish(&mut out).map_err(format_error)?;
+                None
+            }
+        };
+        Ok(answer(Transform { input, cipher, out, seal, _slot: slot }))
     }
 
     pub(super) async fn stream_decrypt(
@@ -334,44 +390,16 @@ impl Transit {
                 }
             }
         }
-        let mut out = Vec::with_capacity(full.saturating_mul(2));
+        let mut out = Vec::with_capacity(OUT_BATCH.saturating_add(full.saturating_mul(2)));
         dec.push(&buf[used..], &mut out).map_err(format_error)?;
         drop(buf);
-        let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
-        if ended {
+        let cipher = if ended {
+            // Complete and authenticated: the answer is `out` alone.
             dec.finish(&mut out).map_err(format_error)?;
-            // Complete and authenticated: one chunk, sent before the task
-            // would start (the channel has room).
-            let _ = tx.try_send(Ok(Bytes::from(out)));
-            drop(slot);
-            return Ok(answer(rx));
-        }
-
-        let mut task = Task { input, tx, seal, _slot: slot };
-        tokio::spawn(async move {
-            loop {
-                if !task.send(&mut out).await {
-                    return;
-                }
-                match task.next().await {
-                    Ok(Some(chunk)) => {
-                        if let Err(e) = dec.push(&chunk, &mut out) {
-                            // Segments that authenticated before this one
-                            // were sent; the error aborts the answer.
-                            return task.fail(format_error(e)).await;
-                        }
-                    }
-                    Ok(None) => {
-                        if let Err(e) = dec.finish(&mut out) {
-                            return task.fail(format_error(e)).await;
-                        }
-                        task.send(&mut out).await;
-                        return;
-                    }
-                    Err(e) => return task.fail(e).await,
-                }
-            }
-        });
-        Ok(answer(rx))
+            None
+        } else {
+            Some(Cipher::Decrypt(dec))
+        };
+        Ok(answer(Transform { input, cipher, out, seal, _slot: slot }))
     }
 }
