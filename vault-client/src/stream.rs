@@ -103,6 +103,7 @@ type ProgressFn = Arc<dyn Fn(u64) + Send + Sync>;
 pub struct StreamOptions {
     mode: StreamMode,
     associated_data: Option<Vec<u8>>,
+    context: Option<Vec<u8>>,
     subject: Option<String>,
     segment_size: Option<u32>,
     algorithm: Option<Algorithm>,
@@ -116,6 +117,7 @@ impl fmt::Debug for StreamOptions {
         f.debug_struct("StreamOptions")
             .field("mode", &self.mode)
             .field("associated_data", &shown(self.associated_data.is_some()))
+            .field("context", &shown(self.context.is_some()))
             .field("subject", &shown(self.subject.is_some()))
             .field("segment_size", &self.segment_size)
             .field("algorithm", &self.algorithm)
@@ -153,7 +155,17 @@ impl StreamOptions {
         self
     }
 
-    /// For a data subject (crypto-shredding: docs/transit-extensions.md).
+    /// With a key derivation context (required by derived keys): the data
+    /// key is wrapped under the key derived for it.
+    #[must_use]
+    pub fn context(mut self, context: impl Into<Vec<u8>>) -> StreamOptions {
+        self.context = Some(context.into());
+        self
+    }
+
+    /// For a data subject (crypto-shredding: docs/transit-extensions.md):
+    /// the stream's data key is wrapped under the subject's key, so
+    /// deleting the subject makes the stream undecryptable.
     #[must_use]
     pub fn subject(mut self, subject: impl Into<String>) -> StreamOptions {
         self.subject = Some(subject.into());
@@ -192,6 +204,9 @@ impl StreamOptions {
     /// Transit's parameters for the data-key requests of local mode.
     fn transit_params(&self, with_version: bool) -> Params {
         let mut p = Params::new();
+        if let Some(c) = &self.context {
+            p = p.context(c.as_slice());
+        }
         if let Some(s) = &self.subject {
             p = p.subject(s.as_str());
         }
@@ -351,6 +366,15 @@ impl StreamKey<'_> {
         let DataKey { plaintext, ciphertext: wrapped, key_version } =
             self.transit.data_key(&self.key, true, Some(256), &opts.transit_params(true)).await?;
         let data_key = key_bytes(&path, plaintext)?;
+        if opts.subject.is_some() && !has_subject_tag(&wrapped) {
+            // A server that does not bind data keys to subjects would
+            // otherwise give a stream that survives the subject's deletion.
+            return Err(Error::InvalidArgument(
+                "the server did not wrap the data key under the subject's key (its datakey endpoint \
+                 does not take subjects): use server mode for subject streams"
+                    .into(),
+            ));
+        }
         let version = u32::try_from(key_version)
             .ok()
             .filter(|v| *v > 0)
@@ -485,6 +509,9 @@ impl StreamKey<'_> {
         if let Some(ad) = &opts.associated_data {
             query.push(("associated_data", B64.encode(ad)));
         }
+        if let Some(c) = &opts.context {
+            query.push(("context", B64.encode(c)));
+        }
         if let Some(s) = &opts.subject {
             query.push(("subject", s.clone()));
         }
@@ -585,6 +612,15 @@ fn wrapped_version(wrapped: &str) -> Option<u32> {
         return None;
     }
     digits.parse().ok()
+}
+
+/// Whether a transit ciphertext carries a subject tag
+/// (`vault:vN:s{G}.{id}:{base64}`; base64 has no `:`).
+fn has_subject_tag(wrapped: &str) -> bool {
+    wrapped
+        .strip_prefix("vault:v")
+        .and_then(|r| r.split_once(':'))
+        .is_some_and(|(_, rest)| rest.starts_with('s') && rest.contains(':'))
 }
 
 /// The error of a non-success answer (Vault's `{"errors": [...]}`), read
@@ -848,6 +884,13 @@ mod tests {
         for bad in ["vault:v:abc", "vault:vx:abc", "vault:v1:", "v1:abc", "vault:v99999999999:x"] {
             assert_eq!(wrapped_version(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn subject_tags() {
+        assert!(has_subject_tag("vault:v1:s1.abc:Zm9v"));
+        assert!(!has_subject_tag("vault:v1:Zm9v"));
+        assert!(!has_subject_tag("vault:v1:sZm9v"));
     }
 
     #[test]

@@ -1,0 +1,253 @@
+//! Streaming encryption (`vault_client::stream`, `vaultctl transit
+//! encrypt-file / decrypt-file`) against the real server: local round trips
+//! at segment-boundary sizes, associated data, subjects, damaged streams
+//! (a flipped byte, a cut at a segment boundary, a tampered header) that
+//! fail and leave no output file.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+use vault_client::Error;
+use vault_client::stream::{Algorithm, StreamOptions};
+use vault_e2e::{Backend, ServerProc, Store};
+
+/// A fresh server on SQLite, unsealed, `transit/` mounted with the key
+/// `files`; the harness client (root) and a library client (root).
+async fn vault() -> (Store, ServerProc, vault_e2e::Client, vault_client::Client, String) {
+    let store = Store::new(Backend::Sqlite);
+    let srv = ServerProc::start(&store, &[]);
+    let (_keys, root, rc) = srv.kv2_ready().await;
+    let (s, b) = rc.post("sys/mounts/transit", json!({"type": "transit"})).await;
+    assert_eq!(s, 204, "mount transit: {b}");
+    let client = vault_client::Client::new(srv.url()).unwrap().with_token(&root);
+    client.transit("transit").create_key("files", None).await.unwrap();
+    (store, srv, rc, client, root)
+}
+
+/// Deterministic, incompressible-looking bytes with a canary at the start.
+fn data(len: usize) -> Vec<u8> {
+    let mut x: u32 = 0x1234_5678 ^ len as u32;
+    let mut v: Vec<u8> = (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    let canary = b"PLAINTEXT-CANARY";
+    let n = canary.len().min(len);
+    v[..n].copy_from_slice(&canary[..n]);
+    v
+}
+
+/// The names in `dir`, sorted.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+/// `dir` holds exactly `names`: no output, no temporary file.
+fn only(dir: &Path, names: &[&str]) {
+    assert_eq!(entries(dir), names, "left behind in {}", dir.display());
+}
+
+/// Error text and `Debug` hold no plaintext.
+fn clean(e: &Error) {
+    let shown = format!("{e} {e:?}");
+    assert!(!shown.contains("CANARY"), "{shown}");
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+/// Length of the header at the start of `stream`.
+fn header_len(stream: &[u8]) -> usize {
+    vault_stream::Header::parse(stream).unwrap().unwrap().1
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn local_round_trips_at_segment_boundaries() {
+    let (_store, _srv, _rc, client, _root) = vault().await;
+    let files = client.transit("transit").stream("files");
+    let dir = tempfile::tempdir().unwrap();
+    let local = StreamOptions::new().local().associated_data("file-7");
+    for len in [0usize, 1, 65535, 65536, 65537, 5 << 20] {
+        let plain = data(len);
+        let input = write(dir.path(), "in", &plain);
+        let (enc, dec) = (dir.path().join("in.vlts"), dir.path().join("out"));
+        let stats = files.encrypt_file(&input, &enc, &local).await.unwrap();
+        let stream = std::fs::read(&enc).unwrap();
+        assert_eq!((stats.bytes_in, stats.bytes_out), (len as u64, stream.len() as u64));
+        assert!(stream.starts_with(b"VLTS"), "{len}");
+        let (header, used) = vault_stream::Header::parse(&stream).unwrap().unwrap();
+        assert_eq!(header.key_name(), "files");
+        assert_eq!(header.key_version(), 1);
+        assert!(std::str::from_utf8(header.wrapped_key()).unwrap().starts_with("vault:v1:"));
+        assert_eq!(
+            (stream.len() - used) as u64,
+            vault_stream::ciphertext_len(len as u64, 65536).unwrap(),
+            "segments of {len} bytes"
+        );
+        if len >= 16 {
+            assert!(!stream.windows(16).any(|w| w == b"PLAINTEXT-CANARY"), "plaintext in the stream");
+        }
+        let stats = files.decrypt_file(&enc, &dec, &local).await.unwrap();
+        assert_eq!(stats.bytes_out, len as u64);
+        assert!(std::fs::read(&dec).unwrap() == plain, "round trip of {len} bytes");
+        only(dir.path(), &["in", "in.vlts", "out"]);
+        std::fs::remove_file(&dec).unwrap();
+    }
+
+    // In memory, through the generic reader/writer API, with ChaCha20 and
+    // the smallest segments.
+    let plain = data(100_000);
+    let opts = StreamOptions::new().local().algorithm(Algorithm::ChaCha20Poly1305).segment_size(4096);
+    let mut stream = Vec::new();
+    files.encrypt(std::io::Cursor::new(plain.clone()), &mut stream, &opts).await.unwrap();
+    let header = vault_stream::Header::parse(&stream).unwrap().unwrap().0;
+    assert_eq!((header.algorithm(), header.segment_size()), (Algorithm::ChaCha20Poly1305, 4096));
+    let mut back = Vec::new();
+    files.decrypt(std::io::Cursor::new(stream), &mut back, &StreamOptions::new().local()).await.unwrap();
+    assert!(back == plain);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn local_damage_fails_and_leaves_no_output() {
+    let (_store, _srv, _rc, client, _root) = vault().await;
+    let transit = client.transit("transit");
+    let files = transit.stream("files");
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StreamOptions::new().local().associated_data("file-7");
+    let plain = data(200_000); // 4 segments: 3 full, 1 partial
+    let input = write(dir.path(), "in", &plain);
+    let enc = dir.path().join("in.vlts");
+    files.encrypt_file(&input, &enc, &opts).await.unwrap();
+    let stream = std::fs::read(&enc).unwrap();
+    let out = dir.path().join("out");
+
+    // Wrong or missing associated data.
+    for wrong in [StreamOptions::new().local().associated_data("file-8"), StreamOptions::new().local()] {
+        let e = files.decrypt_file(&enc, &out, &wrong).await.unwrap_err();
+        assert!(e.is_stream_damaged() && e.to_string().contains("authentication failed"), "{e}");
+        clean(&e);
+        only(dir.path(), &["in", "in.vlts"]);
+    }
+
+    // A flipped byte in every part: header, first segment, last segment.
+    let used = header_len(&stream);
+    for at in [used - 1, used + 10, stream.len() - 1, stream.len() / 2] {
+        let mut bad = stream.clone();
+        bad[at] ^= 0x01;
+        let damaged = write(dir.path(), "bad.vlts", &bad);
+        let e = files.decrypt_file(&damaged, &out, &opts).await.unwrap_err();
+        assert!(e.is_stream_damaged(), "byte {at}: {e}");
+        clean(&e);
+        only(dir.path(), &["bad.vlts", "in", "in.vlts"]);
+    }
+
+    // Cut at a segment boundary (after 1, 2 and 3 full segments), inside a
+    // segment, inside the header, and nothing at all.
+    let full = 65536 + 16;
+    for cut in [used + full, used + 2 * full, used + 3 * full, used + 1000, used - 5, 0] {
+        let damaged = write(dir.path(), "bad.vlts", &stream[..cut]);
+        let e = files.decrypt_file(&damaged, &out, &opts).await.unwrap_err();
+        assert!(e.is_stream_damaged(), "cut at {cut}: {e}");
+        clean(&e);
+        only(dir.path(), &["bad.vlts", "in", "in.vlts"]);
+    }
+    let damaged = write(dir.path(), "bad.vlts", &stream[..used + 2 * full]);
+    let e = files.decrypt_file(&damaged, &out, &opts).await.unwrap_err();
+    assert!(matches!(e, Error::Stream(vault_stream::StreamError::Truncated)), "{e:?}");
+    assert!(e.to_string().contains("truncated"), "{e}");
+
+    // A header whose key version disagrees with its wrapped key.
+    let mut bad = stream.clone();
+    bad[10..14].copy_from_slice(&2u32.to_be_bytes());
+    let damaged = write(dir.path(), "bad.vlts", &bad);
+    let e = files.decrypt_file(&damaged, &out, &opts).await.unwrap_err();
+    assert!(e.to_string().contains("tampered header"), "{e}");
+    only(dir.path(), &["bad.vlts", "in", "in.vlts"]);
+
+    // Not a stream at all, and a stream of another key.
+    let e = files.decrypt_file(&input, &out, &opts).await.unwrap_err();
+    assert!(matches!(e, Error::Stream(vault_stream::StreamError::BadMagic)), "{e:?}");
+    transit.create_key("other", None).await.unwrap();
+    let e = transit.stream("other").decrypt_file(&enc, &out, &opts).await.unwrap_err();
+    assert!(matches!(&e, Error::InvalidArgument(m) if m.contains("\"files\"")), "{e:?}");
+    only(dir.path(), &["bad.vlts", "in", "in.vlts"]);
+
+    // A missing input names it; nothing is created.
+    let e = files.decrypt_file(&dir.path().join("missing"), &out, &opts).await.unwrap_err();
+    assert!(matches!(&e, Error::Io { what, .. } if what.contains("missing")), "{e:?}");
+    only(dir.path(), &["bad.vlts", "in", "in.vlts"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn local_subjects_versions_and_denied_tokens() {
+    let (_store, _srv, rc, client, _root) = vault().await;
+    let transit = client.transit("transit");
+    let files = transit.stream("files");
+    let dir = tempfile::tempdir().unwrap();
+    let plain = data(70_000);
+    let input = write(dir.path(), "in", &plain);
+    let (enc, out) = (dir.path().join("in.vlts"), dir.path().join("out"));
+
+    // A subject's stream: its data key must be wrapped under the subject's
+    // key, or the stream would outlive the subject's deletion. A server
+    // whose `datakey` ignores `subject` gets a clear refusal instead.
+    let ada = StreamOptions::new().local().subject("ada");
+    match files.encrypt_file(&input, &enc, &ada).await {
+        Ok(_) => {
+            let stream = std::fs::read(&enc).unwrap();
+            let header = vault_stream::Header::parse(&stream).unwrap().unwrap().0;
+            assert!(std::str::from_utf8(header.wrapped_key()).unwrap().starts_with("vault:v1:s"));
+            files.decrypt_file(&enc, &out, &ada).await.unwrap();
+            assert!(std::fs::read(&out).unwrap() == plain);
+            std::fs::remove_file(&out).unwrap();
+            transit.delete_subject("files", "ada").await.unwrap();
+            let e = files.decrypt_file(&enc, &out, &ada).await.unwrap_err();
+            clean(&e);
+            std::fs::remove_file(&enc).unwrap();
+        }
+        Err(e) => assert!(matches!(&e, Error::InvalidArgument(m) if m.contains("subject")), "{e:?}"),
+    }
+    only(dir.path(), &["in"]);
+
+    // An older key version on request; the header says which.
+    transit.rotate_key("files").await.unwrap();
+    let v1 = StreamOptions::new().local().key_version(1);
+    files.encrypt_file(&input, &enc, &v1).await.unwrap();
+    let stream = std::fs::read(&enc).unwrap();
+    assert_eq!(vault_stream::Header::parse(&stream).unwrap().unwrap().0.key_version(), 1);
+    files.decrypt_file(&enc, &out, &StreamOptions::new().local()).await.unwrap();
+    std::fs::remove_file(&out).unwrap();
+
+    // A token whose policy allows no data keys: refused, nothing written.
+    let (s, b) = rc
+        .call(
+            "PUT",
+            "sys/policies/acl/keys-only",
+            Some(json!({"policy": "path \"transit/keys/*\" { capabilities = [\"read\"] }"})),
+        )
+        .await;
+    assert!(s == 204 || s == 200, "{b}");
+    let (s, b) = rc.post("auth/token/create", json!({"policies": ["keys-only"]})).await;
+    assert_eq!(s, 200, "{b}");
+    let weak = client.clone().with_token(b["auth"]["client_token"].as_str().unwrap());
+    let weak_files = weak.transit("transit");
+    let weak_files = weak_files.stream("files");
+    let e =
+        weak_files.encrypt_file(&input, &dir.path().join("new.vlts"), &StreamOptions::new().local()).await.unwrap_err();
+    assert!(e.is_permission_denied(), "{e}");
+    let e = weak_files.decrypt_file(&enc, &out, &StreamOptions::new().local()).await.unwrap_err();
+    assert!(e.is_permission_denied(), "{e}");
+    only(dir.path(), &["in", "in.vlts"]);
+}
