@@ -251,3 +251,137 @@ async fn local_subjects_versions_and_denied_tokens() {
     assert!(e.is_permission_denied(), "{e}");
     only(dir.path(), &["in", "in.vlts"]);
 }
+
+/// `vaultctl` with the server's address and `token`, its own HOME, and
+/// `stdin` piped in when given.
+fn vaultctl(addr: &str, token: &str, args: &[&str], stdin: Option<&[u8]>) -> std::process::Output {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(vault_e2e::vaultctl_bin());
+    cmd.args(args)
+        .env("VAULT_ADDR", addr)
+        .env("VAULT_TOKEN", token)
+        .env("HOME", home.path())
+        .env_remove("VAULT_CACERT")
+        .env_remove("VAULT_FORMAT")
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn vaultctl");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        let input = input.to_vec();
+        // Fed from a thread: vaultctl writes stdout while it reads stdin.
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(&input);
+        });
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A failed run: exit code 1, one `Error:` line on stderr holding `needle`
+/// and no plaintext.
+fn failed(out: &std::process::Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.starts_with("Error: ") && err.trim_end().lines().count() == 1, "{err}");
+    assert!(err.contains(needle), "{needle:?} not in {err}");
+    assert!(!err.contains("CANARY"), "{err}");
+}
+
+/// A successful run: exit code 0 and the summary line on stderr.
+fn succeeded(out: &std::process::Output, verb: &str, bytes_in: usize) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.starts_with(&format!("{verb} {bytes_in} bytes into ")) && err.contains(" MB/s)"), "{err}");
+    assert!(!err.contains("CANARY"), "{err}");
+}
+
+/// `vaultctl transit encrypt-file` / `decrypt-file` in `mode_args` (`[]`
+/// for server mode, `["--local"]`): round trips through files and through
+/// stdin/stdout, failures with exit code 1 and no output file.
+async fn cli_round_trips_and_failures(mode_args: &[&str]) {
+    let (_store, srv, rc, _client, root) = vault().await;
+    let addr = srv.url();
+    let dir = tempfile::tempdir().unwrap();
+    let d = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let plain = data(300_000);
+    std::fs::write(d("in"), &plain).unwrap();
+    let run = |args: &[&str], stdin: Option<&[u8]>| {
+        let mut all = vec!["transit"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(mode_args);
+        vaultctl(&addr, &root, &all, stdin)
+    };
+
+    let out = run(&["encrypt-file", &d("in"), &d("in.vlts"), "--key", "files", "-associated-data=doc-1"], None);
+    succeeded(&out, "encrypted", plain.len());
+    let stream = std::fs::read(d("in.vlts")).unwrap();
+    assert!(stream.starts_with(b"VLTS"));
+    let out = run(&["decrypt-file", &d("in.vlts"), &d("out"), "-key=files", "-associated-data=doc-1"], None);
+    succeeded(&out, "decrypted", stream.len());
+    assert!(std::fs::read(d("out")).unwrap() == plain);
+    std::fs::remove_file(d("out")).unwrap();
+
+    // stdin to stdout, both ways.
+    let out = run(&["encrypt-file", "-", "-", "--key", "files", "--segment-size", "4096"], Some(&plain));
+    succeeded(&out, "encrypted", plain.len());
+    let piped = out.stdout;
+    assert_eq!(vault_stream::Header::parse(&piped).unwrap().unwrap().0.segment_size(), 4096);
+    let out = run(&["decrypt-file", "-", "-", "--key", "files"], Some(&piped));
+    succeeded(&out, "decrypted", piped.len());
+    assert!(out.stdout == plain);
+
+    // Failures: exit 1, one line, and no output file left.
+    let out = run(&["decrypt-file", &d("in.vlts"), &d("out"), "-key=files", "-associated-data=doc-2"], None);
+    failed(&out, "");
+    only(dir.path(), &["in", "in.vlts"]);
+    let mut bad = stream.clone();
+    let at = stream.len() - 100_000;
+    bad[at] ^= 0x80;
+    std::fs::write(d("bad.vlts"), &bad).unwrap();
+    let out = run(&["decrypt-file", &d("bad.vlts"), &d("out"), "-key=files", "-associated-data=doc-1"], None);
+    failed(&out, "tampered");
+    only(dir.path(), &["bad.vlts", "in", "in.vlts"]);
+    let used = header_len(&stream);
+    std::fs::write(d("bad.vlts"), &stream[..used + 2 * (65536 + 16)]).unwrap();
+    let out = run(&["decrypt-file", &d("bad.vlts"), &d("out"), "-key=files", "-associated-data=doc-1"], None);
+    failed(&out, "truncated");
+    only(dir.path(), &["bad.vlts", "in", "in.vlts"]);
+    // To stdout: the failure says the output is incomplete.
+    let out = run(&["decrypt-file", &d("bad.vlts"), "-", "-key=files", "-associated-data=doc-1"], None);
+    failed(&out, "incomplete");
+    // An unknown key is a failure (1), not "nothing there" (2).
+    let out = run(&["encrypt-file", &d("in"), &d("out"), "-key=nope"], None);
+    failed(&out, "");
+    let out = run(&["decrypt-file", &d("missing"), &d("out"), "-key=files"], None);
+    failed(&out, "missing");
+    only(dir.path(), &["bad.vlts", "in", "in.vlts"]);
+
+    // A token without the stream paths (nor data keys): refused, no output.
+    let policy = "path \"transit/keys/*\" { capabilities = [\"read\"] }";
+    let (s, b) = rc.call("PUT", "sys/policies/acl/keys-only", Some(json!({ "policy": policy }))).await;
+    assert!(s == 204 || s == 200, "{b}");
+    let (s, b) = rc.post("auth/token/create", json!({"policies": ["keys-only"]})).await;
+    assert_eq!(s, 200, "{b}");
+    let weak = b["auth"]["client_token"].as_str().unwrap().to_string();
+    let (input, target) = (d("in"), d("denied.vlts"));
+    let mut args = vec!["transit", "encrypt-file", &input as &str, &target, "--key", "files"];
+    args.extend_from_slice(mode_args);
+    let out = vaultctl(&addr, &weak, &args, None);
+    failed(&out, "403");
+    let target = d("denied.out");
+    let in_vlts = d("in.vlts");
+    let mut args =
+        vec!["transit", "decrypt-file", &in_vlts as &str, &target, "--key", "files", "-associated-data=doc-1"];
+    args.extend_from_slice(mode_args);
+    let out = vaultctl(&addr, &weak, &args, None);
+    failed(&out, "403");
+    only(dir.path(), &["bad.vlts", "in", "in.vlts"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_local_mode() {
+    cli_round_trips_and_failures(&["--local"]).await;
+}
