@@ -29,6 +29,10 @@
 //! max_failures = 10      # consecutive failures before a rotation is suspended
 //! postgres_allowed_hosts = ["db.internal:5432", "10.0.0.0/8"]  # default: none
 //!
+//! [transit]              # streamed encryption (docs/transit.md)
+//! stream_max_bytes = 17179869184   # largest stream body (default 16 GiB); more is a 413
+//! stream_max_concurrent = 64       # streams in progress at once, all mounts; more is a 503
+//!
 //! [lockout]              # userpass/AppRole user lockout (shared through storage)
 //! threshold = 5          # failures per user or role ID before a lockout
 //! duration = "15m"       # how long a lockout lasts
@@ -138,6 +142,7 @@ struct FileConfig {
     lockout: Option<LockoutFile>,
     cache_max_bytes: Option<u64>,
     rotation: Option<RotationFile>,
+    transit: Option<TransitFile>,
     disable_unauthed_rekey_endpoints: Option<bool>,
     disable_unauthed_generate_root_endpoints: Option<bool>,
     listener: Option<ListenerFile>,
@@ -153,6 +158,14 @@ struct ListenerFile {
     max_connections: Option<usize>,
     max_request_bytes_in_flight: Option<usize>,
     tls_handshake_timeout: Option<String>,
+}
+
+/// `[transit]` as written in the file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TransitFile {
+    stream_max_bytes: Option<u64>,
+    stream_max_concurrent: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
@@ -203,6 +216,8 @@ pub struct Config {
     pub cache_max_bytes: u64,
     /// Secret rotation scheduling.
     pub rotation: crate::engines::RotationSettings,
+    /// Transit stream limits (`[transit]`).
+    pub streams: crate::engines::transit::StreamSettings,
     /// Key ceremonies allowed without a token (none by default).
     pub unauthed_ceremonies: UnauthedCeremonies,
     /// Listener timeouts and connection cap (`[listener]`).
@@ -223,6 +238,7 @@ impl std::fmt::Debug for Config {
             .field("lockout", &self.lockout)
             .field("cache_max_bytes", &self.cache_max_bytes)
             .field("rotation", &self.rotation)
+            .field("streams", &self.streams)
             .field("unauthed_ceremonies", &self.unauthed_ceremonies)
             .field("listener", &self.listener)
             .finish()
@@ -264,11 +280,30 @@ impl std::fmt::Debug for Overrides {
 /// forms at one level is an error: which one wins would be a guess.
 fn storage_url(o: &Overrides, fc: &FileConfig) -> Result<Zeroizing<String>, ConfigError> {
     fn read(setting: &'static str, path: &Path) -> Result<Zeroizing<String>, ConfigError> {
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
-            setting,
-            path: path.to_path_buf(),
-            source,
-        })?);
+        use std::io::Read as _;
+        let failed = |source| ConfigError::SecretFile { setting, path: path.to_path_buf(), source };
+        // A URL or a password is small: a larger file (or /dev/zero, a FIFO
+        // never closed) is a mistake, refused before it fills memory.
+        const MAX: u64 = 64 * 1024;
+        let file = std::fs::File::open(path).map_err(failed)?;
+        let meta = file.metadata().map_err(failed)?;
+        if !meta.is_file() {
+            return Err(ConfigError::Invalid(format!("{setting} {} is not a regular file", path.display())));
+        }
+        let mut bytes = Zeroizing::new(Vec::new());
+        file.take(MAX + 1).read_to_end(&mut bytes).map_err(failed)?;
+        if bytes.len() as u64 > MAX {
+            return Err(ConfigError::Invalid(format!("{setting} {} is larger than {MAX} bytes", path.display())));
+        }
+        let text = Zeroizing::new(
+            String::from_utf8(std::mem::take(&mut *bytes))
+                .map_err(|e| {
+                    // The bytes are secret: wipe them before reporting.
+                    let mut b = e.into_bytes();
+                    zeroize::Zeroize::zeroize(&mut b);
+                    ConfigError::Invalid(format!("{setting} {} is not UTF-8 text", path.display()))
+                })?,
+        );
         // Files written by `echo` or editors end with a newline; a secret never does.
         let trimmed = text.trim_end_matches(['\n', '\r']);
         if trimmed.is_empty() {
@@ -284,7 +319,7 @@ fn storage_url(o: &Overrides, fc: &FileConfig) -> Result<Zeroizing<String>, Conf
             ));
         }
         (Some(u), None, _, _) => Zeroizing::new(u.clone()),
-        (None, Some(p), _, _) => read("VAULT_STORAGE_URL_FILE", p)?,
+        (None, Some(p), _, _) => read("--storage-file (VAULT_STORAGE_URL_FILE)", p)?,
         (None, None, Some(_), Some(_)) => {
             return Err(ConfigError::Invalid("give storage_url or storage_url_file, not both".into()));
         }
@@ -293,7 +328,7 @@ fn storage_url(o: &Overrides, fc: &FileConfig) -> Result<Zeroizing<String>, Conf
         (None, None, None, None) => Zeroizing::new(DEFAULT_STORAGE.to_owned()),
     };
     let (setting, password_file) = match (&o.storage_password_file, &fc.storage_password_file) {
-        (Some(p), _) => ("VAULT_STORAGE_PASSWORD_FILE", p),
+        (Some(p), _) => ("--storage-password-file (VAULT_STORAGE_PASSWORD_FILE)", p),
         (None, Some(p)) => ("storage_password_file", p),
         (None, None) => return Ok(url),
     };
@@ -390,6 +425,7 @@ impl Config {
         }
         let lockout = Self::lockout(fc.lockout.unwrap_or_default())?;
         let rotation = Self::rotation(fc.rotation.unwrap_or_default())?;
+        let streams = Self::streams(fc.transit.unwrap_or_default())?;
         let unauthed_ceremonies = UnauthedCeremonies {
             rekey: !fc.disable_unauthed_rekey_endpoints.unwrap_or(true),
             generate_root: !fc.disable_unauthed_generate_root_endpoints.unwrap_or(true),
@@ -398,6 +434,7 @@ impl Config {
         Ok(Config {
             lockout,
             rotation,
+            streams,
             listener,
             unauthed_ceremonies,
             cache_max_bytes: fc.cache_max_bytes.unwrap_or(crate::storage::DEFAULT_CACHE_BYTES),
@@ -432,6 +469,20 @@ impl Config {
         dur("duration", f.duration, &mut c.duration)?;
         dur("counter_reset", f.counter_reset, &mut c.counter_reset)?;
         Ok(c)
+    }
+
+    fn streams(f: TransitFile) -> Result<crate::engines::transit::StreamSettings, ConfigError> {
+        use crate::engines::transit::stream_defaults as d;
+        let max_bytes = f.stream_max_bytes.unwrap_or(d::MAX_BYTES);
+        if max_bytes == 0 {
+            return Err(ConfigError::Invalid("transit.stream_max_bytes must be at least 1".into()));
+        }
+        let max_concurrent = f.stream_max_concurrent.unwrap_or(d::MAX_CONCURRENT);
+        // tokio's semaphore holds at most usize::MAX >> 3 permits.
+        if !(1..=1_000_000).contains(&max_concurrent) {
+            return Err(ConfigError::Invalid("transit.stream_max_concurrent must be between 1 and 1000000".into()));
+        }
+        Ok(crate::engines::transit::StreamSettings::new(max_bytes, max_concurrent))
     }
 
     fn rotation(f: RotationFile) -> Result<crate::engines::RotationSettings, ConfigError> {
@@ -645,6 +696,30 @@ mod storage_secrets {
         let empty = file("\n");
         let o = Overrides { storage_url_file: Some(empty.path().into()), ..Default::default() };
         assert!(Config::load(None, o).unwrap_err().to_string().contains("empty"));
+    }
+
+    #[test]
+    fn secret_files_are_bounded_regular_files() {
+        // Larger than any URL or password: refused without reading it all.
+        let big = file(&"x".repeat(64 * 1024 + 1));
+        let dir = tempfile::tempdir().unwrap();
+        for (path, want) in [
+            (big.path().to_path_buf(), "larger than 65536 bytes"),
+            (dir.path().to_path_buf(), "not a regular file"),
+            // Would never end if it were read.
+            (PathBuf::from("/dev/zero"), "not a regular file"),
+        ] {
+            let o = Overrides {
+                storage_url: Some("postgres://vault@db/vault".into()),
+                storage_password_file: Some(path.clone()),
+                ..Default::default()
+            };
+            let e = Config::load(None, o).unwrap_err().to_string();
+            assert!(e.contains(want) && e.contains("--storage-password-file"), "{}: {e}", path.display());
+            let o = Overrides { storage_url_file: Some(path.clone()), ..Default::default() };
+            let e = Config::load(None, o).unwrap_err().to_string();
+            assert!(e.contains(want) && e.contains("--storage-file"), "{}: {e}", path.display());
+        }
     }
 
     #[test]

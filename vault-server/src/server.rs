@@ -157,6 +157,7 @@ impl Server {
         let core = Core::new(storage, crate::catalog::builtin()).await?;
         core.lockout().configure(config.lockout);
         core.configure_rotation(config.rotation.clone());
+        core.configure_streams(config.streams.clone());
         core.configure_unauthed_ceremonies(config.unauthed_ceremonies);
         if config.access_log {
             core.hooks().add(Arc::new(crate::core::hooks::AccessLog));

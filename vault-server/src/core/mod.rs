@@ -293,6 +293,11 @@ impl Core {
         self.engine_settings.write().unwrap_or_else(|p| p.into_inner()).rotation = settings;
     }
 
+    /// Set the transit stream limits (before unsealing).
+    pub fn configure_streams(&self, settings: crate::engines::transit::StreamSettings) {
+        self.engine_settings.write().unwrap_or_else(|p| p.into_inner()).streams = settings;
+    }
+
     /// How secret rotation is scheduled.
     pub fn rotation_settings(&self) -> crate::engines::RotationSettings {
         self.engine_settings().rotation

@@ -31,6 +31,8 @@ use crate::core::mounts::Table;
 pub struct EngineSettings {
     /// KV v2 secret rotation scheduling (`[rotation]`).
     pub rotation: crate::engines::RotationSettings,
+    /// Transit stream limits (`[transit]`), shared by every transit mount.
+    pub streams: crate::engines::transit::StreamSettings,
 }
 
 /// The time engines see. Production reads the system clock; tests move it

@@ -11,6 +11,7 @@
 //! - `subjects.rs`: subject keys (crypto-shredding per data subject).
 //! - `manage.rs`: key management (create, read, config, rotate, trim,
 //!   export, backup, restore, delete).
+//! - `stream.rs`: streamed encryption of uploads of any size.
 //!
 //! What goes beyond Vault is listed in `docs/transit.md`.
 
@@ -22,9 +23,13 @@ mod key;
 mod manage;
 mod ops;
 mod store;
+mod stream;
 mod subjects;
 
+pub use stream::{StreamSettings, defaults as stream_defaults};
+
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::auth::Authorized;
 use crate::barrier::Unsealed;
@@ -39,6 +44,10 @@ pub(crate) struct Transit {
     clock: Clock,
     keys: store::Keys,
     subjects: subjects::Cache,
+    /// Limits on streams (server-wide slots).
+    streams: StreamSettings,
+    /// Set by `shutdown`: streams in progress stop at their next chunk.
+    closed: Arc<AtomicBool>,
 }
 
 /// The transit factory for the catalog.
@@ -49,6 +58,8 @@ pub(crate) fn factory(ctx: EngineContext) -> Result<Arc<dyn Backend>, LogicalErr
         clock: ctx.clock,
         keys: store::Keys::default(),
         subjects: Default::default(),
+        streams: ctx.settings.streams,
+        closed: Arc::default(),
     }))
 }
 
@@ -144,6 +155,8 @@ static PATHS: &[PathSpec] = {
             Field::new("key_version", FieldKind::Count),
             Field::new("associated_data", FieldKind::String),
         ]),
+        PathSpec::new("stream/encrypt/{name}", &[Update]).stream().fields(STREAM_FIELDS),
+        PathSpec::new("stream/decrypt/{name}", &[Update]).stream().fields(STREAM_FIELDS),
         PathSpec::new("random", &[Update]).fields(&[
             Field::new("bytes", FieldKind::Count),
             Field::new("format", FieldKind::String),
@@ -183,6 +196,16 @@ static PATHS: &[PathSpec] = {
             .fields(&[Field::new("backup", FieldKind::String), Field::new("force", FieldKind::Bool)]),
     ]
 };
+
+/// Query parameters of the stream paths (`stream.rs`).
+const STREAM_FIELDS: &[Field] = &[
+    Field::new("associated_data", FieldKind::String),
+    Field::new("context", FieldKind::String),
+    Field::new("segment_size", FieldKind::Count),
+    Field::new("algorithm", FieldKind::String),
+    Field::new("key_version", FieldKind::Count),
+    SUBJECT,
+];
 
 const DOCUMENT_FIELDS: &[Field] = &[
     Field::new("document", FieldKind::Any),
@@ -263,6 +286,8 @@ impl Backend for Transit {
                 ("datakey/{plaintext}/{name}", _) => {
                     Box::pin(self.datakey(u, &name, req.param("plaintext"), &req.data)).await
                 }
+                ("stream/encrypt/{name}", _) => Box::pin(self.stream_encrypt(u, &name, req)).await,
+                ("stream/decrypt/{name}", _) => Box::pin(self.stream_decrypt(u, &name, req)).await,
                 ("random", _) => ops::random(None, None, &req.data),
                 ("random/{a}", _) => {
                     // `random/{bytes}` or `random/{source}`, as Vault reads it.
@@ -353,7 +378,12 @@ impl Backend for Transit {
         })
     }
 
+    fn stream_limit(&self) -> u64 {
+        self.streams.max_bytes
+    }
+
     fn shutdown(&self) {
+        self.closed.store(true, Ordering::Relaxed);
         self.keys.clear();
         self.subjects.clear();
     }

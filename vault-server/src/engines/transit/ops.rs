@@ -243,6 +243,11 @@ fn parse_versioned<'s>(s: &'s str, what: &str) -> Result<(u32, &'s str), ItemErr
     Ok((v, body))
 }
 
+/// The version of a well-formed `vault:v<N>:` ciphertext.
+pub(super) fn version_of(ciphertext: &str) -> Option<u32> {
+    parse_versioned(ciphertext, "ciphertext").ok().map(|(v, _)| v)
+}
+
 /// The subject tag of a ciphertext, if it has a well-formed one (for
 /// resolving subjects before the items run; the items parse fully).
 pub(super) fn subject_of(ciphertext: &str) -> Option<SubjectId> {
