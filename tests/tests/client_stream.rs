@@ -252,6 +252,155 @@ async fn local_subjects_versions_and_denied_tokens() {
     only(dir.path(), &["in", "in.vlts"]);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn server_round_trips_and_interop_with_local() {
+    let (_store, _srv, _rc, client, _root) = vault().await;
+    let files = client.transit("transit").stream("files");
+    let dir = tempfile::tempdir().unwrap();
+    let server = StreamOptions::new().associated_data("file-7");
+    let local = server.clone().local();
+    for len in [0usize, 1, 65535, 65536, 65537, 5 << 20] {
+        let plain = data(len);
+        let input = write(dir.path(), "in", &plain);
+        let (enc, dec) = (dir.path().join("in.vlts"), dir.path().join("out"));
+
+        // Through the server both ways.
+        let stats = files.encrypt_file(&input, &enc, &server).await.unwrap();
+        let stream = std::fs::read(&enc).unwrap();
+        assert_eq!((stats.bytes_in, stats.bytes_out), (len as u64, stream.len() as u64));
+        let (header, used) = vault_stream::Header::parse(&stream).unwrap().unwrap();
+        assert_eq!((header.key_name(), header.key_version()), ("files", 1));
+        assert_eq!((stream.len() - used) as u64, vault_stream::ciphertext_len(len as u64, 65536).unwrap());
+        let stats = files.decrypt_file(&enc, &dec, &server).await.unwrap();
+        assert_eq!((stats.bytes_in, stats.bytes_out), (stream.len() as u64, len as u64));
+        assert!(std::fs::read(&dec).unwrap() == plain, "server round trip of {len} bytes");
+        std::fs::remove_file(&dec).unwrap();
+
+        // Server-encrypted, decrypted here.
+        files.decrypt_file(&enc, &dec, &local).await.unwrap();
+        assert!(std::fs::read(&dec).unwrap() == plain, "server -> local, {len} bytes");
+        std::fs::remove_file(&dec).unwrap();
+
+        // Encrypted here, decrypted by the server.
+        files.encrypt_file(&input, &enc, &local).await.unwrap();
+        files.decrypt_file(&enc, &dec, &server).await.unwrap();
+        assert!(std::fs::read(&dec).unwrap() == plain, "local -> server, {len} bytes");
+        std::fs::remove_file(&dec).unwrap();
+        only(dir.path(), &["in", "in.vlts"]);
+    }
+
+    // The server's settings: ChaCha20, small segments, an older key version,
+    // read back from the header (and decrypted here).
+    let transit = client.transit("transit");
+    transit.rotate_key("files").await.unwrap();
+    let plain = data(20_000);
+    let opts = StreamOptions::new().algorithm(Algorithm::ChaCha20Poly1305).segment_size(4096).key_version(1);
+    let mut stream = Vec::new();
+    files.encrypt(std::io::Cursor::new(plain.clone()), &mut stream, &opts).await.unwrap();
+    let header = vault_stream::Header::parse(&stream).unwrap().unwrap().0;
+    assert_eq!(
+        (header.algorithm(), header.segment_size(), header.key_version()),
+        (Algorithm::ChaCha20Poly1305, 4096, 1)
+    );
+    let mut back = Vec::new();
+    files.decrypt(std::io::Cursor::new(stream), &mut back, &StreamOptions::new().local()).await.unwrap();
+    assert!(back == plain);
+
+    // A subject's stream (server-encrypted) opens locally with the subject,
+    // and nowhere once the subject is shredded.
+    let input = write(dir.path(), "in", &plain);
+    let (enc, dec) = (dir.path().join("in.vlts"), dir.path().join("out"));
+    let ada = StreamOptions::new().subject("ada");
+    files.encrypt_file(&input, &enc, &ada).await.unwrap();
+    files.decrypt_file(&enc, &dec, &ada.clone().local()).await.unwrap();
+    assert!(std::fs::read(&dec).unwrap() == plain);
+    std::fs::remove_file(&dec).unwrap();
+    files.decrypt_file(&enc, &dec, &ada).await.unwrap();
+    std::fs::remove_file(&dec).unwrap();
+    transit.delete_subject("files", "ada").await.unwrap();
+    for opts in [ada.clone(), ada.clone().local()] {
+        let e = files.decrypt_file(&enc, &dec, &opts).await.unwrap_err();
+        clean(&e);
+        only(dir.path(), &["in", "in.vlts"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_damage_fails_and_leaves_no_output() {
+    let (_store, _srv, rc, client, _root) = vault().await;
+    let files = client.transit("transit").stream("files");
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StreamOptions::new().associated_data("file-7");
+    let plain = data(1 << 20); // 16 full segments and a final one
+    let input = write(dir.path(), "in", &plain);
+    let enc = dir.path().join("in.vlts");
+    files.encrypt_file(&input, &enc, &opts).await.unwrap();
+    let stream = std::fs::read(&enc).unwrap();
+    let out = dir.path().join("out");
+    let used = header_len(&stream);
+    let full = 65536 + 16;
+
+    // Found before the answer starts (header, first segment, associated
+    // data): the server's JSON error.
+    for wrong in [StreamOptions::new().associated_data("file-8"), StreamOptions::new()] {
+        let e = files.decrypt_file(&enc, &out, &wrong).await.unwrap_err();
+        assert_eq!(e.status(), Some(400), "{e}");
+        clean(&e);
+        only(dir.path(), &["in", "in.vlts"]);
+    }
+    // Found after the answer started: a flipped byte late in the stream,
+    // a cut at a segment boundary, a cut inside a segment. The server
+    // aborts its answer; nothing is kept.
+    let mut late = stream.clone();
+    late[stream.len() - 5000] ^= 0x01;
+    let cases: [(&str, Vec<u8>); 3] = [
+        ("flipped byte", late),
+        ("cut at a segment boundary", stream[..used + 8 * full].to_vec()),
+        ("cut inside a segment", stream[..used + 8 * full + 700].to_vec()),
+    ];
+    for (what, bad) in cases {
+        let damaged = write(dir.path(), "bad.vlts", &bad);
+        let e = files.decrypt_file(&damaged, &out, &opts).await.unwrap_err();
+        assert!(matches!(e, Error::StreamAborted), "{what}: {e:?}");
+        assert!(e.is_stream_damaged() && e.to_string().contains("truncated or tampered"), "{e}");
+        clean(&e);
+        only(dir.path(), &["bad.vlts", "in", "in.vlts"]);
+        // Through the generic API the error is the same; what was written
+        // before it is a prefix of the plaintext, never all of it.
+        let mut partial = Vec::new();
+        let e = files.decrypt(std::io::Cursor::new(bad), &mut partial, &opts).await.unwrap_err();
+        assert!(matches!(e, Error::StreamAborted), "{what}: {e:?}");
+        assert!(partial.len() < plain.len() && plain.starts_with(&partial), "{what}");
+    }
+
+    // A token whose policy lacks the stream paths: 403 before any body byte.
+    let (s, b) = rc
+        .call(
+            "PUT",
+            "sys/policies/acl/keys-only",
+            Some(json!({"policy": "path \"transit/keys/*\" { capabilities = [\"read\"] }"})),
+        )
+        .await;
+    assert!(s == 204 || s == 200, "{b}");
+    let (s, b) = rc.post("auth/token/create", json!({"policies": ["keys-only"]})).await;
+    assert_eq!(s, 200, "{b}");
+    let weak = client.clone().with_token(b["auth"]["client_token"].as_str().unwrap());
+    let weak_transit = weak.transit("transit");
+    let weak_files = weak_transit.stream("files");
+    let e = weak_files.encrypt_file(&input, &dir.path().join("new.vlts"), &opts).await.unwrap_err();
+    assert!(e.is_permission_denied(), "{e}");
+    let e = weak_files.decrypt_file(&enc, &out, &opts).await.unwrap_err();
+    assert!(e.is_permission_denied(), "{e}");
+    // An unknown key, and a stream of another key.
+    let e = client.transit("transit").stream("nope").encrypt_file(&input, &out, &opts).await.unwrap_err();
+    assert!(e.status().is_some_and(|s| s >= 400), "{e}");
+    client.transit("transit").create_key("other", None).await.unwrap();
+    // (checked here before anything is sent, as in local mode)
+    let e = client.transit("transit").stream("other").decrypt_file(&enc, &out, &opts).await.unwrap_err();
+    assert!(matches!(&e, Error::InvalidArgument(m) if m.contains("\"files\"")), "{e:?}");
+    only(dir.path(), &["bad.vlts", "in", "in.vlts"]);
+}
+
 /// `vaultctl` with the server's address and `token`, its own HOME, and
 /// `stdin` piped in when given.
 fn vaultctl(addr: &str, token: &str, args: &[&str], stdin: Option<&[u8]>) -> std::process::Output {
@@ -384,4 +533,9 @@ async fn cli_round_trips_and_failures(mode_args: &[&str]) {
 #[tokio::test(flavor = "multi_thread")]
 async fn cli_local_mode() {
     cli_round_trips_and_failures(&["--local"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_server_mode() {
+    cli_round_trips_and_failures(&[]).await;
 }

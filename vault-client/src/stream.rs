@@ -80,6 +80,12 @@ use crate::transit::{DataKey, Params, Plaintext, Transit};
 /// Bytes read from the input at a time (and the largest upload chunk).
 const CHUNK: usize = 64 * 1024;
 
+/// How long an upload waits for the answer's head once it has sent what
+/// the server reads before answering ([`Gate`]), as curl waits for
+/// `100 Continue`. If something in between holds the head back (a
+/// buffering proxy), the upload goes on after this.
+const HEAD_GRACE: Duration = Duration::from_secs(1);
+
 /// Most bytes of an error answer read to report it.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
@@ -424,37 +430,9 @@ impl StreamKey<'_> {
         let mut stats = StreamStats::default();
         // Ciphertext only: no need to wipe these.
         let mut buf = vec![0u8; CHUNK];
-        let mut head = Vec::new();
-        // Header::parse errs as soon as the bytes show a problem, and the
-        // format bounds the header (64 KiB wrapped key at most), so `head`
-        // stays within a header plus one chunk.
-        let (header, used) = loop {
-            if let Some(found) = Header::parse(&head)? {
-                break found;
-            }
-            let n = reader.read(&mut buf).await.map_err(|e| names.read_err(e))?;
-            if n == 0 {
-                return Err(Error::Stream(StreamError::Truncated));
-            }
-            stats.bytes_in += n as u64;
-            head.extend_from_slice(&buf[..n]);
-        };
-        if header.key_name() != self.key {
-            return Err(Error::InvalidArgument(format!(
-                "the stream was encrypted with transit key {:?}, not {:?}",
-                header.key_name(),
-                self.key
-            )));
-        }
-        let wrapped = std::str::from_utf8(header.wrapped_key())
-            .map_err(|_| StreamError::InvalidHeader("the wrapped data key is not a transit ciphertext"))?;
-        if wrapped_version(wrapped) != Some(header.key_version()) {
-            // The header's version is authenticated by every segment, the
-            // wrapped key by the unwrap: they must name the same version.
-            return Err(Error::Stream(StreamError::InvalidHeader(
-                "the wrapped data key's version differs from the header's key version (tampered header)",
-            )));
-        }
+        let (header, used, head) = read_header(&mut reader, names).await?;
+        stats.bytes_in = head.len() as u64;
+        let wrapped = self.check_header(&header)?;
         let path = self.transit.path("decrypt", &self.key)?;
         let plain = self.transit.decrypt(&self.key, wrapped, &opts.transit_params(false)).await?;
         let data_key = key_bytes(&path, Some(plain))?;
@@ -530,7 +508,21 @@ impl StreamKey<'_> {
 
         let shared =
             Arc::new(Upload { read: AtomicU64::new(0), error: Mutex::new(None), progress: opts.progress.clone() });
-        let body = reqwest::Body::wrap_stream(upload(reader, shared.clone()));
+        let (head_tx, head_rx) = tokio::sync::watch::channel(false);
+        let (reader, gate): (Box<dyn AsyncRead + Unpin + Send>, Gate) = match op {
+            Op::Encrypt => (Box::new(reader), Gate::Start(head_rx)),
+            Op::Decrypt => {
+                // Checked here first: a stream of another key, or not a
+                // stream, is refused with a clear error and nothing sent.
+                let mut reader = reader;
+                let (header, used, head) = read_header(&mut reader, names).await?;
+                self.check_header(&header)?;
+                let full = u64::from(header.segment_size()) + vault_stream::TAG_LEN as u64;
+                let gate = Gate::FirstSegment { head: head_rx, limit: used as u64 + full + 1 };
+                (Box::new(io::Cursor::new(head).chain(reader)), gate)
+            }
+        };
+        let body = reqwest::Body::wrap_stream(upload(reader, shared.clone(), gate));
         let request =
             self.client().stream_request(&path, &query)?.header(CONTENT_TYPE, "application/octet-stream").body(body);
 
@@ -538,11 +530,15 @@ impl StreamKey<'_> {
         let mut watch = Stall::new(self.client().stall_timeout());
         // Returns at the answer's head, while the upload goes on.
         let sent = watch.wait(request.send(), &shared, stats.bytes_out).await?;
+        let _ = head_tx.send(true);
         let mut response = match sent {
             Ok(r) => r,
-            // The URL carries the subject and associated data: keep it out
-            // of the message.
-            Err(e) => return Err(shared.take_error(names).unwrap_or_else(|| Error::Http(e.without_url()))),
+            Err(e) => {
+                if let Some(read) = shared.take_error(names) {
+                    return Err(read);
+                }
+                return Err(self.why_cut(&path, e).await);
+            }
         };
         let status = response.status();
         if !status.is_success() {
@@ -568,6 +564,81 @@ impl StreamKey<'_> {
         writer.flush().await.map_err(|e| names.write_err(e))?;
         stats.bytes_in = shared.read.load(Ordering::Relaxed);
         Ok(stats)
+    }
+}
+
+impl StreamKey<'_> {
+    /// What decryption checks in a header before asking for anything: the
+    /// key it names, and that the wrapped key's version is the header's.
+    /// Returns the wrapped key.
+    fn check_header<'h>(&self, header: &'h Header) -> Result<&'h str> {
+        if header.key_name() != self.key {
+            return Err(Error::InvalidArgument(format!(
+                "the stream was encrypted with transit key {:?}, not {:?}",
+                header.key_name(),
+                self.key
+            )));
+        }
+        let wrapped = std::str::from_utf8(header.wrapped_key())
+            .map_err(|_| StreamError::InvalidHeader("the wrapped data key is not a transit ciphertext"))?;
+        if wrapped_version(wrapped) != Some(header.key_version()) {
+            // The header's version is authenticated by every segment, the
+            // wrapped key by the unwrap: they must name the same version.
+            return Err(Error::Stream(StreamError::InvalidHeader(
+                "the wrapped data key's version differs from the header's key version (tampered header)",
+            )));
+        }
+        Ok(wrapped)
+    }
+
+    /// The error for a request that got no answer: the connection broke
+    /// during the upload. A server that refuses a request before reading
+    /// its body closes the connection, and the unread upload can reset it
+    /// before the refusal is read; the common cause, a token without
+    /// `update` on the path, is asked for (`sys/capabilities-self`).
+    async fn why_cut(&self, path: &str, e: reqwest::Error) -> Error {
+        // The URL carries the subject and associated data: not in messages.
+        let e = e.without_url();
+        if e.is_connect() || e.is_timeout() {
+            return Error::Http(e);
+        }
+        let body = serde_json::json!({ "paths": [path] });
+        let caps = self.client().put_json::<_, serde_json::Value>("sys/capabilities-self", &body).await;
+        let allowed = caps.ok().and_then(|v| {
+            let list =
+                v.get("data").and_then(|d| d.get(path)).or_else(|| v.get(path)).or_else(|| v.get("capabilities"));
+            list.and_then(serde_json::Value::as_array)
+                .map(|l| l.iter().any(|c| matches!(c.as_str(), Some("update" | "create" | "root"))))
+        });
+        match allowed {
+            Some(false) => Error::Api {
+                status: 403,
+                errors: vec![format!(
+                    "permission denied: the token has no update capability on {path} \
+                     (the server refused the stream and closed the connection during the upload)"
+                )],
+            },
+            _ => Error::Http(e),
+        }
+    }
+}
+
+/// Read a stream's header: the header, its length, and every byte read
+/// (the header and what came with it). `Header::parse` errs as soon as the
+/// bytes show a problem, and the format bounds the header (64 KiB wrapped
+/// key at most), so this holds a header plus one chunk at most.
+async fn read_header<R: AsyncRead + Unpin>(reader: &mut R, names: Names<'_>) -> Result<(Header, usize, Vec<u8>)> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut head = Vec::new();
+    loop {
+        if let Some((header, used)) = Header::parse(&head)? {
+            return Ok((header, used, head));
+        }
+        let n = reader.read(&mut buf).await.map_err(|e| names.read_err(e))?;
+        if n == 0 {
+            return Err(Error::Stream(StreamError::Truncated));
+        }
+        head.extend_from_slice(&buf[..n]);
     }
 }
 
@@ -653,15 +724,54 @@ impl Upload {
     }
 }
 
+/// How much of an upload goes out before the answer's head (see
+/// [`HEAD_GRACE`]): a server that refuses a request after reading only part
+/// of it closes the connection, and bytes it left unread make that close a
+/// reset, which can lose the refusal. So the upload stops, until the head
+/// arrives, at what the server reads before it answers.
+enum Gate {
+    /// Nothing more to hold back.
+    Open,
+    /// Encryption: the server answers before reading; hold the first byte.
+    Start(tokio::sync::watch::Receiver<bool>),
+    /// Decryption: the server reads the header, the first segment and one
+    /// byte more (to know that segment is not the last) before it answers:
+    /// `limit` bytes.
+    FirstSegment { head: tokio::sync::watch::Receiver<bool>, limit: u64 },
+}
+
+impl Gate {
+    /// How many bytes may be read now (after waiting, if the limit is reached).
+    async fn allow(&mut self, sent: u64) -> usize {
+        let head = match self {
+            Gate::Open => return CHUNK,
+            Gate::FirstSegment { limit, .. } if sent < *limit => {
+                return usize::try_from(*limit - sent).unwrap_or(CHUNK).min(CHUNK);
+            }
+            Gate::Start(head) | Gate::FirstSegment { head, .. } => head,
+        };
+        let _ = tokio::time::timeout(HEAD_GRACE, head.wait_for(|answered| *answered)).await;
+        *self = Gate::Open;
+        CHUNK
+    }
+}
+
 /// The request body: `reader` in chunks of up to [`CHUNK`] bytes, pulled
-/// by the HTTP stack as it can send them (backpressure).
-fn upload<R>(reader: R, shared: Arc<Upload>) -> impl futures_util::Stream<Item = io::Result<Vec<u8>>> + Send + 'static
+/// by the HTTP stack as it can send them (backpressure), held back by the
+/// `gate` until the answer's head.
+fn upload<R>(
+    reader: R,
+    shared: Arc<Upload>,
+    gate: Gate,
+) -> impl futures_util::Stream<Item = io::Result<Vec<u8>>> + Send + 'static
 where
     R: AsyncRead + Unpin + Send + 'static,
 {
-    futures_util::stream::unfold(Some((reader, shared)), |state| async move {
-        let (mut reader, shared) = state?;
-        let mut buf = Zeroizing::new(vec![0u8; CHUNK]);
+    futures_util::stream::unfold(Some((reader, shared, gate)), |state| async move {
+        let (mut reader, shared, mut gate) = state?;
+        let sent = shared.read.load(Ordering::Relaxed);
+        let max = gate.allow(sent).await;
+        let mut buf = Zeroizing::new(vec![0u8; max]);
         match reader.read(&mut buf).await {
             Ok(0) => None,
             Ok(n) => {
@@ -669,7 +779,7 @@ where
                 if let Some(f) = &shared.progress {
                     f(total);
                 }
-                Some((Ok(buf[..n].to_vec()), Some((reader, shared))))
+                Some((Ok(buf[..n].to_vec()), Some((reader, shared, gate))))
             }
             Err(e) => {
                 let kind = e.kind();
