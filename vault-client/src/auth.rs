@@ -237,7 +237,8 @@ pub struct AuthInfo {
     pub token_policies: Vec<String>,
     /// Metadata set by the method (role name, user name, service account...).
     pub metadata: BTreeMap<String, String>,
-    /// Time left before the token expires (zero: it never expires).
+    /// Time left before the token expires (zero: it never expires), at
+    /// most 10 years (longer answers are clamped).
     pub lease_duration: Duration,
     /// Whether the token can be renewed.
     pub renewable: bool,
@@ -311,13 +312,23 @@ impl WireAuth {
             token_policies: self.token_policies.unwrap_or_else(|| policies.clone()),
             policies,
             metadata: self.metadata.unwrap_or_default(),
-            lease_duration: Duration::from_secs(self.lease_duration),
+            lease_duration: ttl_from_secs(self.lease_duration),
             renewable: self.renewable,
             orphan: self.orphan,
             num_uses: u64::try_from(self.num_uses).unwrap_or(0),
             token: Zeroizing::new(self.client_token),
         }
     }
+}
+
+/// The longest TTL the client believes (10 years). TTLs come from the
+/// server: clamping them here keeps every later computation (2/3 of it,
+/// `Instant + ttl`) far from overflow, whatever the server sends.
+pub(crate) const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// A TTL in seconds as received, clamped to [`MAX_TTL`].
+fn ttl_from_secs(secs: u64) -> Duration {
+    Duration::from_secs(secs).min(MAX_TTL)
 }
 
 /// `data` of `auth/token/lookup-self` (its `id`, the token, is not read).
@@ -354,7 +365,8 @@ pub struct TokenInfo {
     pub policies: Vec<String>,
     /// Its metadata.
     pub metadata: BTreeMap<String, String>,
-    /// Time left (zero: never expires).
+    /// Time left (zero: never expires), at most 10 years (longer answers
+    /// are clamped).
     pub ttl: Duration,
     /// Whether it can be renewed.
     pub renewable: bool,
@@ -570,7 +582,7 @@ impl Auth<'_> {
             accessor: d.accessor,
             policies: d.policies.unwrap_or_default(),
             metadata: d.meta.unwrap_or_default(),
-            ttl: Duration::from_secs(u64::try_from(d.ttl).unwrap_or(0)),
+            ttl: ttl_from_secs(u64::try_from(d.ttl).unwrap_or(0)),
             renewable: d.renewable,
             orphan: d.orphan,
             num_uses: u64::try_from(d.num_uses).unwrap_or(0),
@@ -727,8 +739,8 @@ async fn keep_alive_loop(client: Client, login: Option<Login>, tx: watch::Sender
         // 2. Sleep until ~2/3 of the TTL. TTLs come in whole seconds,
         // rounded down from an expiry that may be up to 1 s closer: count
         // from the lower bound.
-        let ttl = state.ttl.saturating_sub(Duration::from_secs(1));
-        let nap = (ttl * 2 / 3).max(MIN_SLEEP);
+        let ttl = state.ttl.min(MAX_TTL).saturating_sub(Duration::from_secs(1));
+        let nap = (ttl / 3).saturating_mul(2).max(MIN_SLEEP);
         let remaining_after = ttl.saturating_sub(nap);
         if !sleep_unless_replaced(&client, &token, nap).await {
             continue;
@@ -738,7 +750,7 @@ async fn keep_alive_loop(client: Client, login: Option<Login>, tx: watch::Sender
         if state.renewable {
             match client.auth().renew_self(None).await {
                 // Extended: beyond what was left (else the maximum TTL capped it).
-                Ok(a) if a.lease_duration > remaining_after + Duration::from_secs(1) => {
+                Ok(a) if a.lease_duration > remaining_after.saturating_add(Duration::from_secs(1)) => {
                     tx.send_modify(|s| s.renewals += 1);
                     known = Some(Known { ttl: a.lease_duration, renewable: a.renewable });
                     continue;
@@ -811,13 +823,13 @@ const REPLACED_CHECK: Duration = Duration::from_secs(1);
 /// Sleep for `duration`; return early (false) if the client's token is no
 /// longer `token`. (An in-memory comparison each second: no request.)
 async fn sleep_unless_replaced(client: &Client, token: &Option<Zeroizing<String>>, duration: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + duration;
+    let start = tokio::time::Instant::now();
     loop {
-        let now = tokio::time::Instant::now();
-        if now >= deadline {
+        // Elapsed time, not `start + duration`: no Instant overflow.
+        let Some(left) = duration.checked_sub(start.elapsed()).filter(|d| !d.is_zero()) else {
             return true;
-        }
-        tokio::time::sleep((deadline - now).min(REPLACED_CHECK)).await;
+        };
+        tokio::time::sleep(left.min(REPLACED_CHECK)).await;
         if client.token_secret() != *token {
             return false;
         }
@@ -882,6 +894,17 @@ mod tests {
         assert_eq!(info.lease_duration, Duration::from_secs(60));
         assert_no_secret(&format!("{info:?} {info:#?}"));
         assert!(format!("{info:?}").contains("acc"));
+    }
+
+    #[test]
+    fn huge_server_ttls_are_clamped() {
+        let wire: WireAuth =
+            serde_json::from_str(r#"{"client_token":"t","lease_duration":18446744073709551615,"renewable":true}"#)
+                .unwrap();
+        assert_eq!(wire.into_info().lease_duration, MAX_TTL);
+        // What the keep-alive computes from it must not overflow.
+        let ttl = MAX_TTL.saturating_sub(Duration::from_secs(1));
+        assert!((ttl / 3).saturating_mul(2) < MAX_TTL);
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// A timeout that is never reached (tokio clamps a far deadline).
 const NO_TIMEOUT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
+/// Default cap on a response body (see [`ClientBuilder::max_response_bytes`]).
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 32 * 1024 * 1024;
+
 /// Header carrying the client token.
 const TOKEN_HEADER: &str = "X-Vault-Token";
 
@@ -54,6 +57,7 @@ pub struct ClientBuilder {
     identity: Option<ClientIdentity>,
     timeout: Duration,
     retry: RetryPolicy,
+    max_response_bytes: u64,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -65,6 +69,7 @@ impl fmt::Debug for ClientBuilder {
             .field("identity", &self.identity)
             .field("timeout", &self.timeout)
             .field("retry", &self.retry)
+            .field("max_response_bytes", &self.max_response_bytes)
             .finish()
     }
 }
@@ -82,6 +87,7 @@ impl ClientBuilder {
             identity: None,
             timeout: DEFAULT_TIMEOUT,
             retry: RetryPolicy::default(),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 
@@ -98,6 +104,9 @@ impl ClientBuilder {
     /// * `VAULT_CLIENT_TIMEOUT`: request timeout, seconds (`30`) or with a
     ///   unit (`500ms`, `30s`, `2m`, `1h`);
     /// * `VAULT_MAX_RETRIES`: retries after a retryable failure (0: none);
+    /// * `VAULT_CLIENT_MAX_RESPONSE_BYTES`: the largest response body
+    ///   accepted, bytes (default [`DEFAULT_MAX_RESPONSE_BYTES`]; not a
+    ///   Vault variable);
     /// * `VAULT_NAMESPACE`: this server has no namespaces; a non-empty value
     ///   is ignored with a warning (`tracing`);
     /// * `VAULT_SKIP_VERIFY`: not supported (certificates are always
@@ -143,6 +152,12 @@ impl ClientBuilder {
                 .parse()
                 .map_err(|_| Error::Config(format!("VAULT_MAX_RETRIES {n:?}: expected a number >= 0")))?;
             b = b.max_retries(n);
+        }
+        if let Some(n) = get("VAULT_CLIENT_MAX_RESPONSE_BYTES") {
+            let n: u64 = n.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                Error::Config(format!("VAULT_CLIENT_MAX_RESPONSE_BYTES {n:?}: expected a positive number of bytes"))
+            })?;
+            b = b.max_response_bytes(n);
         }
         if get("VAULT_NAMESPACE").is_some() {
             tracing::warn!("VAULT_NAMESPACE is set, but this server has no namespaces: ignored");
@@ -235,6 +250,16 @@ impl ClientBuilder {
         self
     }
 
+    /// The largest response body accepted (default
+    /// [`DEFAULT_MAX_RESPONSE_BYTES`]); a longer one fails with
+    /// [`Error::ResponseTooLarge`] as soon as its `Content-Length` or the
+    /// bytes received so far exceed it, so a hostile server or proxy cannot
+    /// make the client buffer without bound.
+    pub fn max_response_bytes(mut self, max: u64) -> Self {
+        self.max_response_bytes = max;
+        self
+    }
+
     /// Backoff between retries: exponential with full jitter. Before retry
     /// `n` (0 for the first) the client waits a uniformly random time in
     /// `[0, min(max, min * 2^n)]`. Defaults: 1 s and 1.5 s (Vault's).
@@ -269,7 +294,14 @@ impl ClientBuilder {
             (None, None) => {}
         }
         let http = http.build().map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Client { http, base, token: Arc::new(RwLock::new(self.token)), retry: self.retry, timeout: self.timeout })
+        Ok(Client {
+            http,
+            base,
+            token: Arc::new(RwLock::new(self.token)),
+            retry: self.retry,
+            max_response_bytes: self.max_response_bytes,
+            timeout: self.timeout,
+        })
     }
 }
 
@@ -337,6 +369,7 @@ pub struct Client {
     base: Url,
     token: TokenCell,
     retry: RetryPolicy,
+    max_response_bytes: u64,
     /// The per-request timeout; streamed requests use it as a stall
     /// timeout instead ([`Client::stream_request`]).
     timeout: Duration,
@@ -563,7 +596,7 @@ impl Client {
         }
         let resp = req.send().await?;
         let status = resp.status();
-        let body = Zeroizing::new(resp.bytes().await?.to_vec());
+        let body = read_capped(resp, api_path, self.max_response_bytes).await?;
         Ok(RawResponse { path: api_path.to_string(), status, body })
     }
 
@@ -619,6 +652,34 @@ impl Client {
     ) -> Result<()> {
         self.send(method, path, body).await?.success().map(drop)
     }
+}
+
+/// Read a response body of at most `max` bytes: the announced length is
+/// checked first, then the bytes as they arrive (a chunked body has no
+/// length), so memory stays bounded whatever the server sends.
+async fn read_capped(mut resp: reqwest::Response, api_path: &str, max: u64) -> Result<Zeroizing<Vec<u8>>> {
+    let too_large = || Error::ResponseTooLarge { path: api_path.to_string(), limit: max };
+    let announced = resp.content_length();
+    if announced.is_some_and(|n| n > max) {
+        return Err(too_large());
+    }
+    let cap = usize::try_from(announced.unwrap_or(0).min(max)).unwrap_or(0);
+    let mut body = Zeroizing::new(Vec::with_capacity(cap));
+    while let Some(chunk) = resp.chunk().await? {
+        let len = body.len().saturating_add(chunk.len());
+        if u64::try_from(len).map_or(true, |n| n > max) {
+            return Err(too_large());
+        }
+        if body.capacity() < len {
+            // Grow by hand: a plain `extend` would leave the old buffer,
+            // which may hold part of a secret, freed without being wiped.
+            let mut bigger = Zeroizing::new(Vec::with_capacity(len.max(body.capacity().saturating_mul(2))));
+            bigger.extend_from_slice(&body);
+            body = bigger;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 #[cfg(test)]
@@ -709,6 +770,13 @@ VpkkyKB/Cd+jeMskyuTw2p53pVeD9N0hnPk=
         {
             let e = ClientBuilder::from_vars(vars(&[(name, value)])).unwrap_err();
             assert!(matches!(&e, Error::Config(m) if m.contains(name)), "{e:?}");
+        }
+        let b = ClientBuilder::from_vars(vars(&[("VAULT_CLIENT_MAX_RESPONSE_BYTES", "1048576")])).unwrap();
+        assert_eq!(b.max_response_bytes, 1024 * 1024);
+        assert_eq!(ClientBuilder::from_vars(vars(&[])).unwrap().max_response_bytes, DEFAULT_MAX_RESPONSE_BYTES);
+        for bad in ["0", "-1", "1M", "lots"] {
+            let e = ClientBuilder::from_vars(vars(&[("VAULT_CLIENT_MAX_RESPONSE_BYTES", bad)])).unwrap_err();
+            assert!(matches!(&e, Error::Config(m) if m.contains("VAULT_CLIENT_MAX_RESPONSE_BYTES")), "{e:?}");
         }
         // Half an identity is an error, not a silent no-mTLS.
         let e = ClientBuilder::from_vars(vars(&[("VAULT_CLIENT_CERT", "/x/cert.pem")])).unwrap_err();

@@ -43,6 +43,16 @@ pub enum Error {
         detail: String,
     },
 
+    /// The response body was longer than the client accepts
+    /// ([`crate::ClientBuilder::max_response_bytes`]); nothing of it is kept.
+    #[error("the response of {path} is too large (more than {limit} bytes)")]
+    ResponseTooLarge {
+        /// The API path whose response was refused.
+        path: String,
+        /// The limit, bytes.
+        limit: u64,
+    },
+
     /// The client is misconfigured: bad address, unreadable CA file,
     /// unusable token characters, ...
     #[error("invalid client configuration: {0}")]

@@ -85,7 +85,7 @@ pub mod transit;
 pub mod watch;
 
 pub use auth::{Auth, AuthInfo, KeepAlive, KeepAliveStatus, Login, TokenInfo};
-pub use client::{Client, ClientBuilder, DEFAULT_ADDRESS, DEFAULT_TIMEOUT};
+pub use client::{Client, ClientBuilder, DEFAULT_ADDRESS, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT};
 pub use config::{ConfigError, Reference};
 pub use error::{Error, Result};
 pub use kv2::{Follow, Kv2, Secret};

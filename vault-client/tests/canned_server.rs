@@ -129,3 +129,92 @@ async fn transport_errors_do_not_show_the_token() {
     }
     assert!(!shown.contains("CANNED-TOKEN"), "{shown}");
 }
+
+#[tokio::test]
+async fn keep_alive_survives_a_huge_lease_duration() {
+    // lookup-self: 2 s left, renewable; renew-self: u64::MAX seconds. The
+    // task used to panic computing 2/3 of that (renewal then stopped silently).
+    let (url, seen) = canned(vec![
+        (200, r#"{"data":{"accessor":"a","policies":["default"],"ttl":2,"renewable":true}}"#),
+        (200, r#"{"auth":{"client_token":"t","accessor":"a","lease_duration":18446744073709551615,"renewable":true}}"#),
+    ])
+    .await;
+    let c = Client::new(url).unwrap().with_token(TOKEN);
+    let ka = c.keep_alive(None);
+    let mut status = ka.status();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while status.borrow().renewals == 0 {
+        tokio::time::timeout_at(deadline, status.changed()).await.expect("no renewal").expect("keep-alive task died");
+    }
+    // The next round starts at once with the huge TTL: give it time to panic.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(status.has_changed().is_ok(), "the keep-alive task died");
+    let ttl = status.borrow().ttl.unwrap();
+    assert!(ttl <= std::time::Duration::from_secs(10 * 366 * 24 * 3600), "{ttl:?}");
+    assert_eq!(seen.lock().unwrap().len(), 2);
+    drop(ka);
+}
+
+/// A server answering every connection with `head` and then `chunk`
+/// forever (until the client goes away).
+async fn endless(head: &'static str, chunk: Vec<u8>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let chunk = chunk.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                if sock.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                while sock.write_all(&chunk).await.is_ok() {}
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn huge_or_endless_response_bodies_are_refused() {
+    use std::time::Duration;
+    // 3 GB announced: refused on the headers, at the default limit.
+    let url = endless(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 3000000000\r\n\r\n",
+        vec![b' '; 64 * 1024],
+    )
+    .await;
+    let c = Client::new(url).unwrap().with_token(TOKEN);
+    let e = tokio::time::timeout(Duration::from_secs(20), c.logical().read("secret/data/app"))
+        .await
+        .expect("the client kept reading")
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::ResponseTooLarge { limit, .. } if *limit == vault_client::DEFAULT_MAX_RESPONSE_BYTES),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("too large"), "{e}");
+
+    // An endless chunked body: refused once the bytes read pass the limit.
+    let mut chunk = format!("{:x}\r\n", 64 * 1024).into_bytes();
+    chunk.extend(vec![b' '; 64 * 1024]);
+    chunk.extend(b"\r\n");
+    let url =
+        endless("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n", chunk).await;
+    for limit in [1024 * 1024, vault_client::DEFAULT_MAX_RESPONSE_BYTES] {
+        let c = Client::builder(url.clone()).max_response_bytes(limit).build().unwrap().with_token(TOKEN);
+        let e = tokio::time::timeout(Duration::from_secs(20), c.logical().read("secret/data/app"))
+            .await
+            .expect("the client kept reading")
+            .unwrap_err();
+        assert!(matches!(&e, Error::ResponseTooLarge { limit: l, .. } if *l == limit), "{e:?}");
+    }
+
+    // Under the limit, the same kind of body is read as usual.
+    let (url, _) = canned(vec![(200, r#"{"data":{"k":"v"}}"#)]).await;
+    let c = Client::builder(url).max_response_bytes(64).build().unwrap().with_token(TOKEN);
+    assert_eq!(c.logical().read("kv/a").await.unwrap().unwrap()["data"]["k"], "v");
+}

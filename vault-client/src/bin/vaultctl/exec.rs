@@ -7,7 +7,8 @@
 //! later sources win (own environment, then env files, then flags). They are
 //! put in the child's environment only, never on its command line (which
 //! any local user can read in /proc). The child does not inherit
-//! `VAULT_TOKEN`.
+//! `VAULT_TOKEN`, and cannot read vaultctl's (non-dumpable once it starts a
+//! child: `child::protect_from_children`).
 //!
 //! vaultctl stays the parent: it forwards SIGINT, SIGTERM, SIGHUP, SIGQUIT,
 //! SIGUSR1 and SIGUSR2 to the child and exits with the child's status

@@ -205,18 +205,47 @@ impl Ignore {
     }
 }
 
-/// `*`, `**`, `?` glob matching.
+/// `*` (any run without `/`), `**` (any run, `/` included; `**/` may also
+/// match nothing), `?` (one character but `/`).
+///
+/// The ignore file comes from the scanned tree, so the pattern is untrusted:
+/// instead of trying every split for every `*` (exponential backtracking),
+/// fill the table "does `p[i..]` match `s[j..]`" from the pattern's end, each
+/// cell from at most two others: O(len(p) * len(s)) time, O(len(s)) memory.
 fn glob(p: &[u8], s: &[u8]) -> bool {
-    match p.split_first() {
-        None => s.is_empty(),
-        Some((b'*', rest)) if rest.first() == Some(&b'*') => {
-            let rest = rest[1..].strip_prefix(b"/").unwrap_or(&rest[1..]);
-            (0..=s.len()).any(|i| glob(rest, &s[i..]))
+    let n = s.len();
+    // Row i needs rows i+1 ..= i+3 only (`**/` is three bytes): four rows.
+    let mut rows: [Vec<bool>; 4] = std::array::from_fn(|_| vec![false; n + 1]);
+    rows[p.len() % 4][n] = true;
+    for i in (0..p.len()).rev() {
+        let mut cur = std::mem::take(&mut rows[i % 4]);
+        cur.resize(n + 1, false);
+        let next = &rows[(i + 1) % 4];
+        match p[i] {
+            b'*' if p.get(i + 1) == Some(&b'*') => {
+                let r = if p.get(i + 2) == Some(&b'/') { i + 3 } else { i + 2 };
+                let rest = &rows[r % 4];
+                cur[n] = rest[n];
+                for j in (0..n).rev() {
+                    cur[j] = rest[j] || cur[j + 1];
+                }
+            }
+            b'*' => {
+                cur[n] = next[n];
+                for j in (0..n).rev() {
+                    cur[j] = next[j] || (s[j] != b'/' && cur[j + 1]);
+                }
+            }
+            c => {
+                cur[n] = false;
+                for j in 0..n {
+                    cur[j] = if c == b'?' { s[j] != b'/' } else { s[j] == c } && next[j + 1];
+                }
+            }
         }
-        Some((b'*', rest)) => (0..=s.len()).take_while(|i| *i == 0 || s[i - 1] != b'/').any(|i| glob(rest, &s[i..])),
-        Some((b'?', rest)) => s.first().is_some_and(|c| *c != b'/') && glob(rest, &s[1..]),
-        Some((c, rest)) => s.first() == Some(c) && glob(rest, &s[1..]),
+        rows[i % 4] = cur;
     }
+    rows[0][0]
 }
 
 /// One scanned file's results.

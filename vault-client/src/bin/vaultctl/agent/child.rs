@@ -92,12 +92,27 @@ pub(crate) struct Child {
     program: String,
 }
 
+/// Make vaultctl non-dumpable (`PR_SET_DUMPABLE` 0) before it starts a
+/// child. The child runs as the same user and vaultctl stays its parent:
+/// without this it could read `VAULT_TOKEN` from `/proc/$PPID/environ`, or
+/// ptrace vaultctl and read a token obtained by login from its memory.
+/// Non-dumpable, vaultctl's `/proc` files belong to root and ptrace needs
+/// CAP_SYS_PTRACE. The child gets the default back at its `execve`.
+/// Refusing to start is better than starting unprotected.
+pub(crate) fn protect_from_children() -> anyhow::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        .context("cannot make vaultctl non-dumpable (prctl PR_SET_DUMPABLE)")?;
+    Ok(())
+}
+
 impl Child {
     /// Start `command` (program and arguments) with exactly `env` as its
     /// environment; stdin, stdout and stderr are ours. Killed if vaultctl
     /// drops it (an error path must not leave it orphaned).
     pub(crate) fn spawn(command: &[OsString], env: &[(OsString, OsString)]) -> anyhow::Result<Child> {
         let (program, args) = command.split_first().context("no command to run")?;
+        protect_from_children()?;
         let name = program.to_string_lossy().into_owned();
         let proc = tokio::process::Command::new(program)
             .args(args)

@@ -500,6 +500,76 @@ fn ignore_globs() {
 }
 
 #[test]
+fn glob_matches_like_the_backtracking_reference() {
+    // The old recursive matcher: the specification, exponential on purpose.
+    fn reference(p: &[u8], s: &[u8]) -> bool {
+        match p.split_first() {
+            None => s.is_empty(),
+            Some((b'*', rest)) if rest.first() == Some(&b'*') => {
+                let rest = rest[1..].strip_prefix(b"/").unwrap_or(&rest[1..]);
+                (0..=s.len()).any(|i| reference(rest, &s[i..]))
+            }
+            Some((b'*', rest)) => {
+                (0..=s.len()).take_while(|i| *i == 0 || s[i - 1] != b'/').any(|i| reference(rest, &s[i..]))
+            }
+            Some((b'?', rest)) => s.first().is_some_and(|c| *c != b'/') && reference(rest, &s[1..]),
+            Some((c, rest)) => s.first() == Some(c) && reference(rest, &s[1..]),
+        }
+    }
+    let patterns = [
+        "",
+        "*",
+        "**",
+        "?",
+        "a",
+        "a*",
+        "*a",
+        "a*b",
+        "a?b",
+        "**/b",
+        "a/**",
+        "a/**/b",
+        "a/*/b",
+        "*/*",
+        "***",
+        "**b",
+        "a**/",
+        "*.md",
+        "docs/**/*.md",
+        "?*?",
+        "**/**",
+        "a/**/**/b",
+    ];
+    let names =
+        ["", "a", "b", "ab", "a/b", "aab", "a/x/b", "a/x/y/b", "x.md", "docs/c.md", "docs/a/b/c.md", "a/", "/b", "axb"];
+    for p in patterns {
+        for s in names {
+            assert_eq!(glob(p.as_bytes(), s.as_bytes()), reference(p.as_bytes(), s.as_bytes()), "{p:?} vs {s:?}");
+        }
+    }
+}
+
+#[test]
+fn pathological_ignore_patterns_finish() {
+    // Exponential for a backtracking matcher (red-team finding: a one-line
+    // ignore file stalled the scan). The guard thread fails the test
+    // instead of hanging it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut ig = Ignore::default();
+        ig.add("*a*a*a*a*a*a*a*b");
+        ig.add("**/**/**/**/**/**/**/**/z");
+        ig.add(&format!("{}b", "*a".repeat(200)));
+        let long_name = "a".repeat(200);
+        let deep = format!("x{}/f", "/a".repeat(25));
+        let deep_z = format!("x{}/z", "/a".repeat(25));
+        let _ = tx.send((ig.matches(&long_name), ig.matches(&deep), ig.matches(&deep_z), ig.matches("aaaaaaab")));
+    });
+    let got = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("glob matching took more than 10 s");
+    assert_eq!(got, (false, false, true, true));
+}
+
+#[test]
 fn a_realistic_tree() {
     let dir = tempfile::tempdir().unwrap();
     let files: &[(&str, &[u8])] = &[
