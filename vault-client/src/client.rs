@@ -22,6 +22,9 @@ pub const DEFAULT_ADDRESS: &str = "http://127.0.0.1:8200";
 /// Default per-request timeout (Vault's CLI default).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A timeout that is never reached (tokio clamps a far deadline).
+const NO_TIMEOUT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// Default cap on a response body (see [`ClientBuilder::max_response_bytes`]).
 pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 32 * 1024 * 1024;
 
@@ -298,6 +301,7 @@ impl ClientBuilder {
             token: Arc::new(RwLock::new(self.token)),
             retry: self.retry,
             max_response_bytes: self.max_response_bytes,
+            timeout: self.timeout,
         })
     }
 }
@@ -367,6 +371,9 @@ pub struct Client {
     token: TokenCell,
     retry: RetryPolicy,
     max_response_bytes: u64,
+    /// The per-request timeout; streamed requests use it as a stall
+    /// timeout instead ([`Client::stream_request`]).
+    timeout: Duration,
 }
 
 impl fmt::Debug for Client {
@@ -592,6 +599,29 @@ impl Client {
         let status = resp.status();
         let body = read_capped(resp, api_path, self.max_response_bytes).await?;
         Ok(RawResponse { path: api_path.to_string(), status, body })
+    }
+
+    /// A request for a streamed body (`crate::stream`): URL with `query`,
+    /// token header, and no retry (a streamed body cannot be sent twice).
+    ///
+    /// The client's timeout would cut a long upload at a fixed time, so the
+    /// request gets a timeout it never reaches and the caller bounds each
+    /// wait for progress by [`Client::stall_timeout`] instead.
+    pub(crate) fn stream_request(&self, path: &str, query: &[(&str, &str)]) -> Result<reqwest::RequestBuilder> {
+        let mut url = self.url(path)?;
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        let mut req = self.http.request(Method::POST, url).timeout(NO_TIMEOUT);
+        if let Some(v) = self.token_header()? {
+            req = req.header(TOKEN_HEADER, v);
+        }
+        Ok(req)
+    }
+
+    /// How long a streamed request may go without progress either way.
+    pub(crate) fn stall_timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// The token as a header value marked sensitive.

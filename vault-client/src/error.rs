@@ -81,6 +81,59 @@ pub enum Error {
     /// renewed, ...).
     #[error("authentication: {0}")]
     Auth(String),
+
+    /// A stream ([`crate::stream`]) failed a check of its format while
+    /// being encrypted or decrypted here (local mode): wrong associated
+    /// data, a damaged or tampered stream, a truncated one, a header that
+    /// is not a stream's, or parameters the format refuses.
+    #[error("{}", stream_message(.0))]
+    Stream(vault_stream::StreamError),
+
+    /// The server aborted a streamed answer after it had started (the body
+    /// ended early or the connection was reset). For decryption this is
+    /// how the server reports a stream that is truncated or was tampered
+    /// with: it found out after the first plaintext bytes had left. The
+    /// output is incomplete and must be discarded.
+    #[error(
+        "stream truncated or tampered: the server aborted its answer before the end (or the connection was lost); \
+         the output is incomplete"
+    )]
+    StreamAborted,
+
+    /// Neither side of a streamed request moved for this long (the
+    /// client's timeout).
+    #[error("the streamed request made no progress for {0:?}")]
+    StreamStalled(std::time::Duration),
+
+    /// Reading the input or writing the output of a stream failed. Names
+    /// the file (or stdin / stdout), never the data.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being read or written, e.g. "cannot read /data/in.bin".
+        what: String,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The message of a local stream failure: the format crate's words, with
+/// what a user can do about the two that matter.
+fn stream_message(e: &vault_stream::StreamError) -> String {
+    use vault_stream::StreamError as S;
+    match e {
+        S::Authentication => "stream authentication failed: wrong associated data, another key's stream, \
+                              or the stream is damaged or was tampered with"
+            .into(),
+        S::Truncated => "stream truncated: it ends before its final segment".into(),
+        other => other.to_string(),
+    }
+}
+
+impl From<vault_stream::StreamError> for Error {
+    fn from(e: vault_stream::StreamError) -> Error {
+        Error::Stream(e)
+    }
 }
 
 impl Error {
@@ -107,6 +160,14 @@ impl Error {
     /// Whether the server answered 503 (sealed, standby, not ready).
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Error::Api { status: 503, .. })
+    }
+
+    /// Whether a stream was found truncated or tampered with: locally
+    /// ([`Error::Stream`] authentication or truncation) or by the server
+    /// ([`Error::StreamAborted`]).
+    pub fn is_stream_damaged(&self) -> bool {
+        use vault_stream::StreamError as S;
+        matches!(self, Error::StreamAborted | Error::Stream(S::Authentication | S::Truncated))
     }
 
     /// Whether the server could not be reached or the answer not received

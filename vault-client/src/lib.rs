@@ -19,6 +19,9 @@
 //! * [`transit`]: encryption as a service: single and batch, document
 //!   fields, blind indexes, subject keys (crypto-shredding), data keys, and
 //!   [`Encrypted<T>`] for typed ciphertext in structs.
+//! * [`stream`]: files and streams of any size in the `vault-stream`
+//!   format, through the server or locally under a transit data key
+//!   (`client.transit(mount).stream(key)`), with atomic output files.
 //! * [`sys`]: the system backend (init, seal/unseal, health, rotate,
 //!   rekey, generate-root, mounts), via [`Client::sys`].
 //! * [`logical`]: generic read/write/delete/list of any path, via
@@ -75,6 +78,7 @@ mod error;
 pub mod kv2;
 pub mod logical;
 mod retry;
+pub mod stream;
 pub mod sys;
 mod tls;
 pub mod transit;
@@ -87,6 +91,7 @@ pub use error::{Error, Result};
 pub use kv2::{Follow, Kv2, Secret};
 pub use logical::Logical;
 pub use retry::{DEFAULT_MAX_RETRIES, DEFAULT_RETRY_MAX, DEFAULT_RETRY_MIN};
+pub use stream::{AtomicFile, StreamKey, StreamMode, StreamOptions, StreamStats};
 pub use sys::{HealthResponse, RekeyUpdate, Sys};
 pub use transit::{Encrypted, Plaintext, Transit};
 /// The shared wire types.

@@ -18,6 +18,9 @@
 //! * **TLS failures** (a refused certificate): never;
 //! * `sys/health` answers with status codes that *are* its answer (503
 //!   means "sealed"), so its statuses are never retried;
+//! * a streamed request ([`crate::stream`]: a file's upload) is never
+//!   retried: its body cannot be sent twice (it goes through
+//!   `Client::stream_request`, not through the retry loop);
 //! * a KV v2 blocking read (a long poll with its own timeout) is not retried
 //!   by the client: its callers ([`crate::Follow`], watchers) loop with
 //!   their own backoff, and an error must reach them promptly.

@@ -54,7 +54,7 @@ use crate::error::{Error, Result};
 /// Handle on one transit mount; get one with [`Client::transit`].
 #[derive(Debug, Clone)]
 pub struct Transit<'a> {
-    client: &'a Client,
+    pub(crate) client: &'a Client,
     mount: String,
 }
 
@@ -384,7 +384,8 @@ impl Transit<'_> {
         &self.mount
     }
 
-    fn path(&self, op: &str, key: &str) -> Result<String> {
+    /// `{mount}/{op}/{key}`, with the key name and mount checked.
+    pub(crate) fn path(&self, op: &str, key: &str) -> Result<String> {
         if key.is_empty() || key.contains('/') {
             return Err(Error::InvalidArgument("a transit key name is one non-empty path segment".into()));
         }

@@ -122,7 +122,7 @@ enum Command {
         #[command(subcommand)]
         cmd: token::TokenCmd,
     },
-    /// Transit: keys, encrypt, decrypt, rewrap.
+    /// Transit: keys, encrypt, decrypt, rewrap, encrypt-file, decrypt-file.
     Transit(transit::TransitArgs),
     /// Read any API path (exit code 2 if there is nothing).
     Read(generic::ReadArgs),
@@ -180,6 +180,10 @@ fn main() -> ExitCode {
         Command::Agent(args) => return finish_wrapper(rt.block_on(agent::run(args, &env)), &env),
         Command::Scan(args) => return finish(rt.block_on(scan::run(args, &env)), &env),
         Command::Import(args) => return finish(rt.block_on(import::run(args, &env)), &env),
+        // Streams of files: any failure is exit code 1 (the output is gone).
+        Command::Transit(args) if args.is_file_command() => {
+            return rt.block_on(transit::run_file(args, &env)).unwrap_or_else(|e| fail(&explain(&e, &env).0, 1));
+        }
         other => rt.block_on(run(other, &env)),
     };
     match result {
@@ -289,6 +293,14 @@ fn finish_wrapper(r: anyhow::Result<ExitCode>, env: &common::Env) -> ExitCode {
 /// Report an error in one line: exit code 2 when the server said "not
 /// found" or "sealed", else 1. A 403 without any token says how to get one.
 fn report(e: &anyhow::Error, env: &common::Env) -> ExitCode {
+    let (msg, status) = explain(e, env);
+    let code = if matches!(status, Some(404 | 503)) { EXIT_NO_DATA } else { 1 };
+    fail(&msg, code)
+}
+
+/// An error's one-line message (with a hint after a 403 when the token is
+/// missing or came from the token file) and the server's status, if any.
+fn explain(e: &anyhow::Error, env: &common::Env) -> (String, Option<u16>) {
     let status = e.chain().find_map(|c| c.downcast_ref::<vault_client::Error>()).and_then(vault_client::Error::status);
     let mut msg = describe(e);
     if status == Some(403) {
@@ -298,8 +310,7 @@ fn report(e: &anyhow::Error, env: &common::Env) -> ExitCode {
             TokenSource::EnvVar => {}
         }
     }
-    let code = if matches!(status, Some(404 | 503)) { EXIT_NO_DATA } else { 1 };
-    fail(&msg, code)
+    (msg, status)
 }
 
 /// An error and its causes on one line, skipping causes already quoted by
@@ -452,6 +463,19 @@ mod tests {
             &["transit", "encrypt", "orders", "-"],
             &["transit", "encrypt", "-context=user1", "orders", "hello"],
             &["transit", "decrypt", "-base64", "orders", "vault:v1:x"],
+            &["transit", "encrypt-file", "in.bin", "out.vlts", "-key=files"],
+            &["transit", "encrypt-file", "-", "-", "--key", "files", "--local", "-segment-size=4096"],
+            &[
+                "transit",
+                "encrypt-file",
+                "a",
+                "b",
+                "-key=f",
+                "-associated-data=id-7",
+                "-subject=ada",
+                "-algorithm=chacha20-poly1305",
+            ],
+            &["transit", "-mount=tr", "decrypt-file", "b", "a", "-key=f", "-local", "-associated-data=id-7"],
             &["read", "-field=token", "auth/token/lookup-self"],
             &["write", "-f", "auth/token/create"],
             &["write", "-field=token", "auth/approle/login", "role_id=r", "secret_id=s"],
@@ -470,6 +494,8 @@ mod tests {
             &["unseal", "--reset", "KEY"][..],
             &["rekey", "update", "KEY", "extra"],
             &["mounts", "enable", "kvx"],
+            &["transit", "encrypt-file", "a", "b"],
+            &["transit", "decrypt-file", "a", "-key=f", "-segment-size=4096"],
             &["mounts", "enable", "kvx", "--type", "kv", "--option", "novalue"],
             &["status", "--format", "xml"],
             &["kv", "undelete", "secret/app"],
