@@ -200,25 +200,25 @@ async fn local_subjects_versions_and_denied_tokens() {
     let input = write(dir.path(), "in", &plain);
     let (enc, out) = (dir.path().join("in.vlts"), dir.path().join("out"));
 
-    // A subject's stream: its data key must be wrapped under the subject's
-    // key, or the stream would outlive the subject's deletion. A server
-    // whose `datakey` ignores `subject` gets a clear refusal instead.
+    // A subject's stream: its data key is wrapped under the subject's key
+    // (`datakey` takes `subject`), so deleting the subject shreds it.
     let ada = StreamOptions::new().local().subject("ada");
-    match files.encrypt_file(&input, &enc, &ada).await {
-        Ok(_) => {
-            let stream = std::fs::read(&enc).unwrap();
-            let header = vault_stream::Header::parse(&stream).unwrap().unwrap().0;
-            assert!(std::str::from_utf8(header.wrapped_key()).unwrap().starts_with("vault:v1:s"));
-            files.decrypt_file(&enc, &out, &ada).await.unwrap();
-            assert!(std::fs::read(&out).unwrap() == plain);
-            std::fs::remove_file(&out).unwrap();
-            transit.delete_subject("files", "ada").await.unwrap();
-            let e = files.decrypt_file(&enc, &out, &ada).await.unwrap_err();
-            clean(&e);
-            std::fs::remove_file(&enc).unwrap();
-        }
-        Err(e) => assert!(matches!(&e, Error::InvalidArgument(m) if m.contains("subject")), "{e:?}"),
-    }
+    files.encrypt_file(&input, &enc, &ada).await.unwrap();
+    let stream = std::fs::read(&enc).unwrap();
+    let header = vault_stream::Header::parse(&stream).unwrap().unwrap().0;
+    assert!(std::str::from_utf8(header.wrapped_key()).unwrap().starts_with("vault:v1:s"));
+    files.decrypt_file(&enc, &out, &ada).await.unwrap();
+    assert!(std::fs::read(&out).unwrap() == plain);
+    std::fs::remove_file(&out).unwrap();
+    // The server decrypts the client's subject stream too.
+    let via_server = StreamOptions::new().subject("ada");
+    files.decrypt_file(&enc, &out, &via_server).await.unwrap();
+    assert!(std::fs::read(&out).unwrap() == plain);
+    std::fs::remove_file(&out).unwrap();
+    transit.delete_subject("files", "ada").await.unwrap();
+    let e = files.decrypt_file(&enc, &out, &ada).await.unwrap_err();
+    clean(&e);
+    std::fs::remove_file(&enc).unwrap();
     only(dir.path(), &["in"]);
 
     // An older key version on request; the header says which.

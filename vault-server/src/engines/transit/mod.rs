@@ -150,6 +150,7 @@ static PATHS: &[PathSpec] = {
             Field::new("bits", FieldKind::Count),
             Field::new("key_version", FieldKind::Count),
             Field::new("associated_data", FieldKind::String),
+            SUBJECT,
         ]),
         PathSpec::new("stream/encrypt/{name}", &[Update]).stream().fields(STREAM_FIELDS),
         PathSpec::new("stream/decrypt/{name}", &[Update]).stream().fields(STREAM_FIELDS),

@@ -745,12 +745,19 @@ impl Transit {
             return Err(bad("invalid bit size: must be 128, 256 or 512"));
         }
         let key = self.key(u, name).await?;
+        // Beyond Vault: a data key for a subject is wrapped under the
+        // subject's key (crypto-shredding reaches what it encrypts, e.g. a
+        // stream encrypted locally).
+        let one = [data];
+        let (key, subjects) = Box::pin(self.request_subjects(u, key, name, data, &one, false, &[], |_| true)).await?;
         let mut dk = Zeroizing::new(vec![0u8; (bits / 8) as usize]);
         crate::crypto::random::fill(&mut dk);
         let item = |e: ItemError| LogicalError::InvalidRequest(e.0);
         let bound = Bound::of(data).map_err(item)?;
         let requested = item_version(data).map_err(item)?;
-        let (v, ct) = seal_one(&key, requested, &dk, bound.context(), None, bound.aad(), None).map_err(item)?;
+        let subject = item_subject(data, data, false).map_err(item)?;
+        let subject = subject.map(|s| subjects.for_encrypt(s)).transpose().map_err(item)?;
+        let (v, ct) = seal_one(&key, requested, &dk, bound.context(), None, bound.aad(), subject).map_err(item)?;
         let mut m = Map::new();
         m.insert("ciphertext".into(), ct.into());
         m.insert("key_version".into(), v.into());
