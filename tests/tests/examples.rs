@@ -195,6 +195,41 @@ async fn pii_records_lookup_and_shredding() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn upload_stream_encrypts_through_the_server_and_decrypts_locally() {
+    let (_store, srv, rc) = vault().await;
+    let token = rc.token.clone().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("scan-0042.pdf");
+    // 3 MiB and a bit: several segments, the last one short.
+    let data: Vec<u8> = (0..3 * 1024 * 1024 + 1234u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    std::fs::write(&file, &data).unwrap();
+    let out = Command::new(example_bin("upload_stream"))
+        .arg(&file)
+        .env_clear()
+        .env("VAULT_ADDR", srv.url())
+        .env("VAULT_TOKEN", token)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let steps: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(steps[0]["step"], "encrypted");
+    assert_eq!(steps[0]["bytes_in"], data.len());
+    assert_eq!(steps[1], json!({"step": "decrypted", "via": "local", "identical": true}));
+    assert_eq!(
+        steps[2],
+        json!({"step": "refused", "wrong_id": true, "flipped_byte": true, "cut_off": true, "output_left": false})
+    );
+    // What is stored is the stream, not the file.
+    let sealed = std::fs::read(dir.path().join("scan-0042.pdf.vlts")).unwrap();
+    assert!(sealed.starts_with(b"VLTS") && sealed.len() > data.len());
+    assert!(!vault_e2e::contains(&sealed, &data[1000..1064]));
+    let mut names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    names.sort();
+    assert_eq!(names, ["scan-0042.pdf", "scan-0042.pdf.vlts"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn boot_config_logs_in_and_loads_three_secrets() {
     let (_store, srv, rc) = vault().await;
     let dir = tempfile::tempdir().unwrap();
