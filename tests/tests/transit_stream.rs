@@ -661,7 +661,7 @@ async fn round_trips_sqlite() {
     assert_eq!(dk.len(), 32, "a 256-bit data key");
 
     // The largest segment size, and segment sizes that are not powers of two.
-    for seg in [16_777_216usize, 5000, 65_537] {
+    for seg in [1_048_576usize, 5000, 65_537] {
         let q = [("segment_size", seg.to_string())];
         let plain = pattern(seg as u64, 3 * 5000 + 11);
         let stream = round_trip(api, "rt", &q, &plain, true, &format!("segment {seg}")).await;
@@ -743,6 +743,7 @@ async fn round_trips_sqlite() {
     for (what, q) in [
         ("segment_size below 4096", vec![("segment_size", "4095".to_string())]),
         ("segment_size above 16 MiB", vec![("segment_size", "16777217".to_string())]),
+        ("segment_size above the server's 1 MiB", vec![("segment_size", "1048577".to_string())]),
         ("segment_size 0", vec![("segment_size", "0".to_string())]),
         ("segment_size not a number", vec![("segment_size", "big".to_string())]),
         ("unknown algorithm", vec![("algorithm", "aes128-gcm96".to_string())]),
@@ -1471,4 +1472,90 @@ async fn mount_changes_keep_streams_going() {
     assert_eq!(s, 204, "{r}");
     assert!(cut.is_empty(), "streams in progress were aborted by: {cut:?}");
     assert_log_clean(&v.srv, &[CANARY.as_bytes()]);
+}
+
+// ---------------------------------------------------------------------------
+// Regressions from the red team of the stream endpoints
+// ---------------------------------------------------------------------------
+
+/// An HTTP/2 peer that never opens its receive window cannot hold a
+/// connection (nor the stream slots of its requests) past the idle timeout:
+/// an answer being sent is held to progress.
+#[tokio::test]
+async fn a_stalled_http2_reader_is_cut_after_the_idle_timeout() {
+    let cfg = "[transit]\nstream_max_concurrent = 2\n[listener]\nhttp_idle_timeout = \"3s\"\n";
+    let v = vault_with(Backend::Sqlite, cfg).await;
+    create_key(&v.rc, "h2", json!({})).await;
+    let tcp = tokio::net::TcpStream::connect(v.srv.url().trim_start_matches("http://")).await.unwrap();
+    let (mut send, conn) =
+        h2::client::Builder::new().initial_window_size(0).handshake::<_, bytes::Bytes>(tcp).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let req = http::Request::post(format!("{}/v1/transit/stream/encrypt/h2", v.srv.url()))
+            .header("x-vault-token", &v.root)
+            .body(())
+            .unwrap();
+        let (answer, mut body) = send.send_request(req, false).unwrap();
+        body.send_data(bytes::Bytes::from(pattern(9, 200_000)), true).unwrap();
+        answers.push(answer);
+        send = send.ready().await.unwrap();
+    }
+    for a in answers {
+        assert_eq!(a.await.unwrap().status(), 200);
+    }
+    // Both slots are held while the answers cannot move...
+    let o = v.api.call("encrypt", "h2", &[], pattern(1, 10)).await;
+    assert!(matches!(o, Outcome::Refused(503, _)), "slots held: {o:?}");
+    // ...and the connection is closed after the idle timeout, freeing them.
+    let started = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(20), conn).await;
+    assert!(closed.is_ok(), "a connection whose answers never moved was still open after 20 s");
+    eprintln!("stalled HTTP/2 connection closed after {:.1} s", started.elapsed().as_secs_f64());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let plain = pattern(2, 5000);
+    round_trip(&v.api, "h2", &[], &plain, false, "after the stalled connection").await;
+}
+
+/// Over HTTP/1.0 an aborted answer would end like a complete one (the
+/// connection closes either way): streams refuse HTTP/1.0.
+#[tokio::test]
+async fn streams_refuse_http_1_0() {
+    let v = vault(Backend::Sqlite).await;
+    create_key(&v.rc, "h10", json!({})).await;
+    for op in ["encrypt", "decrypt"] {
+        let mut tcp = tokio::net::TcpStream::connect(v.srv.url().trim_start_matches("http://")).await.unwrap();
+        let req = format!(
+            "POST /v1/transit/stream/{op}/h10 HTTP/1.0\r\nX-Vault-Token: {}\r\nContent-Length: 5\r\n\r\nhello",
+            v.root
+        );
+        tcp.write_all(req.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer)).await.unwrap().unwrap();
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.0 400"), "{op}: {text}");
+        assert!(text.contains("HTTP/1.1 or HTTP/2"), "{op}: {text}");
+    }
+}
+
+/// A stream whose header claims segments larger than the server decrypts
+/// (the format allows 16 MiB, for local use) is refused before any memory
+/// is committed to it.
+#[tokio::test]
+async fn oversized_segments_are_refused_by_the_server() {
+    let v = vault(Backend::Sqlite).await;
+    create_key(&v.rc, "big", json!({})).await;
+    let (s, r) = v.rc.post("transit/datakey/plaintext/big", json!({})).await;
+    assert_eq!(s, 200, "{r}");
+    let wrapped = r["data"]["ciphertext"].as_str().unwrap().to_string();
+    let key: [u8; 32] = B64.decode(r["data"]["plaintext"].as_str().unwrap()).unwrap().try_into().unwrap();
+    let params = vault_stream::EncryptParams::new("big", 1, wrapped.as_bytes()).with_segment_size(16 << 20);
+    let (mut enc, mut stream) = vault_stream::Encryptor::new(&key, &params).unwrap();
+    enc.push(&pattern(3, 100), &mut stream).unwrap();
+    enc.finish(&mut stream).unwrap();
+    let o = v.api.decrypt("big", &[], &stream, false).await;
+    match o {
+        Outcome::Refused(400, body) => assert!(body.to_string().contains("decrypt it locally"), "{body}"),
+        o => panic!("expected a 400, got {o:?}"),
+    }
 }

@@ -510,7 +510,10 @@ impl StreamKey<'_> {
             Arc::new(Upload { read: AtomicU64::new(0), error: Mutex::new(None), progress: opts.progress.clone() });
         let (head_tx, head_rx) = tokio::sync::watch::channel(false);
         let (reader, gate): (Box<dyn AsyncRead + Unpin + Send>, Gate) = match op {
-            Op::Encrypt => (Box::new(reader), Gate::Start(head_rx)),
+            // The server reads the first chunk before it answers (so that
+            // `Expect: 100-continue` clients get their 100): one byte is
+            // enough, and leaves almost nothing unread if it refuses.
+            Op::Encrypt => (Box::new(reader), Gate::FirstSegment { head: head_rx, limit: 1 }),
             Op::Decrypt => {
                 // Checked here first: a stream of another key, or not a
                 // stream, is refused with a clear error and nothing sent.
@@ -732,11 +735,10 @@ impl Upload {
 enum Gate {
     /// Nothing more to hold back.
     Open,
-    /// Encryption: the server answers before reading; hold the first byte.
-    Start(tokio::sync::watch::Receiver<bool>),
-    /// Decryption: the server reads the header, the first segment and one
-    /// byte more (to know that segment is not the last) before it answers:
-    /// `limit` bytes.
+    /// The server reads `limit` bytes before it answers: for encryption its
+    /// first chunk (one byte will do), for decryption the header, the
+    /// first segment and one byte more (to know that segment is not the
+    /// last).
     FirstSegment { head: tokio::sync::watch::Receiver<bool>, limit: u64 },
 }
 
@@ -748,7 +750,7 @@ impl Gate {
             Gate::FirstSegment { limit, .. } if sent < *limit => {
                 return usize::try_from(*limit - sent).unwrap_or(CHUNK).min(CHUNK);
             }
-            Gate::Start(head) | Gate::FirstSegment { head, .. } => head,
+            Gate::FirstSegment { head, .. } => head,
         };
         let _ = tokio::time::timeout(HEAD_GRACE, head.wait_for(|answered| *answered)).await;
         *self = Gate::Open;

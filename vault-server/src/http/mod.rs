@@ -346,7 +346,8 @@ async fn dispatch(State(state): State<AppState>, req: HttpRequest) -> Response {
     // A body the pipeline may leave unread (denied before reading it).
     let has_body = parts.headers.get(header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0")
         || parts.headers.contains_key(header::TRANSFER_ENCODING);
-    let incoming = Incoming { peer, method: parts.method, uri: parts.uri, headers: parts.headers, body };
+    let incoming =
+        Incoming { peer, method: parts.method, uri: parts.uri, headers: parts.headers, body, version: parts.version };
     let (result, body_read) = handle(&state, &request_id, started, incoming).instrument(span).await;
     let mut r = match result {
         Ok(r) => r,
@@ -562,6 +563,7 @@ struct Incoming {
     uri: Uri,
     headers: HeaderMap,
     body: Body,
+    version: Version,
 }
 
 /// The stages; returns the response and the data it carries (for the hooks).
@@ -571,7 +573,7 @@ async fn run(
     seen: &mut Seen,
     incoming: Incoming,
 ) -> Result<(Response, Option<Map<String, Value>>), ApiError> {
-    let Incoming { peer, method, uri, headers, body } = incoming;
+    let Incoming { peer, method, uri, headers, body, version } = incoming;
     refuse_wrapping(&headers)?;
     let Some(raw_path) = uri.path().strip_prefix("/v1/") else {
         return Err(ApiError::empty(StatusCode::NOT_FOUND));
@@ -625,6 +627,14 @@ async fn run(
     seen.template = prepared.template();
 
     if prepared.body_kind() == logical::BodyKind::Stream {
+        // An HTTP/1.0 answer ends when the connection closes, so an aborted
+        // stream (docs/transit-extensions.md) would look complete.
+        if version < Version::HTTP_11 {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "streams need HTTP/1.1 or HTTP/2: over HTTP/1.0 a failed stream cannot be told from a complete one",
+            ));
+        }
         let limit = prepared.stream_limit();
         if declared.is_some_and(|len| len > limit) {
             return Err(ApiError::new(

@@ -12,8 +12,12 @@
 //!   after this long without progress;
 //! - `http_read_timeout` (30 s): see `read_body` (a stalled body is a 408).
 //!
-//! A request in flight has no connection deadline: a handler may wait (KV
-//! `wait_for_version_after`) as long as it needs.
+//! A request in flight has no connection deadline while its handler runs:
+//! it may wait (KV `wait_for_version_after`) as long as it needs. Once only
+//! answers are being sent (a streamed answer lasts as long as its upload),
+//! the connection must make progress: an answer that moves no frame for the
+//! idle timeout closes it (a reader that stops reading, an HTTP/2 peer that
+//! never opens its window).
 //!
 //! Connections beyond `max_connections` wait in the kernel's accept backlog
 //! (no descriptor, no memory here) until a slot frees, instead of being
@@ -213,7 +217,7 @@ impl Conn {
                 // the upload ends, and the connection is not idle meanwhile
                 // (no header or idle deadline cuts it).
                 let r = fut.await;
-                r.map(|resp| resp.map(|body| axum::body::Body::new(HeldBody { body, _in_flight: in_flight })))
+                r.map(|resp| resp.map(|body| axum::body::Body::new(HeldBody::new(body, in_flight))))
             }
         });
         let mut conn = pin!(self.builder.serve_connection(io, svc));
@@ -254,6 +258,12 @@ struct Clock {
     idle_since: AtomicU64,
     /// When the head being read started (open, or first byte after idle).
     head_since: AtomicU64,
+    /// Of `busy`, the requests whose handler is done and whose answer's
+    /// body is being sent ([`HeldBody`]).
+    sending: AtomicUsize,
+    /// When an answer being sent last made progress (a body frame taken,
+    /// or, on HTTP/1, bytes of the request read).
+    progress_at: AtomicU64,
 }
 
 impl Clock {
@@ -263,7 +273,13 @@ impl Clock {
             busy: AtomicUsize::new(0),
             idle_since: AtomicU64::new(0),
             head_since: AtomicU64::new(0),
+            sending: AtomicUsize::new(0),
+            progress_at: AtomicU64::new(0),
         }
+    }
+
+    fn progressed(&self) {
+        self.progress_at.store(self.now(), Ordering::Relaxed);
     }
 
     fn now(&self) -> u64 {
@@ -289,10 +305,27 @@ impl Drop for InFlight {
 }
 
 /// A response body that keeps its request in flight until hyper drops it
-/// (sent in full, or the connection gone).
+/// (sent in full, or the connection gone). While it is being sent the
+/// connection is held to progress instead: an answer that takes no step for
+/// the idle timeout (a reader that stops reading, an HTTP/2 peer that never
+/// opens its flow-control window) closes the connection.
 struct HeldBody {
     body: axum::body::Body,
-    _in_flight: InFlight,
+    in_flight: InFlight,
+}
+
+impl HeldBody {
+    fn new(body: axum::body::Body, in_flight: InFlight) -> Self {
+        in_flight.0.progressed();
+        in_flight.0.sending.fetch_add(1, Ordering::Relaxed);
+        Self { body, in_flight }
+    }
+}
+
+impl Drop for HeldBody {
+    fn drop(&mut self) {
+        self.in_flight.0.sending.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl hyper::body::Body for HeldBody {
@@ -303,7 +336,11 @@ impl hyper::body::Body for HeldBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        hyper::body::Body::poll_frame(Pin::new(&mut self.body), cx)
+        let r = hyper::body::Body::poll_frame(Pin::new(&mut self.body), cx);
+        if let Poll::Ready(Some(Ok(_))) = &r {
+            self.in_flight.0.progressed();
+        }
+        r
     }
 
     fn is_end_stream(&self) -> bool {
@@ -368,6 +405,11 @@ impl<T> Guarded<T> {
             }
         }
         let c = &self.clock;
+        if self.h2 == Some(false) {
+            // An HTTP/1 upload whose answer is being sent is progress (on
+            // HTTP/2, reads may be pings: only body frames count there).
+            c.progressed();
+        }
         if self.h2 != Some(true) && c.busy.load(Ordering::Relaxed) == 0 && c.head_since.load(Ordering::Relaxed) == NONE
         {
             // HTTP/1: the first byte after an idle period starts a new head.
@@ -379,7 +421,12 @@ impl<T> Guarded<T> {
     /// (no deadline), when to look again.
     fn read_deadline(&self) -> Deadline {
         let c = &self.clock;
-        if c.busy.load(Ordering::Relaxed) > 0 {
+        let busy = c.busy.load(Ordering::Relaxed);
+        if busy > 0 && busy == c.sending.load(Ordering::Relaxed) {
+            // Only answers being sent: each step of theirs pushes this on.
+            return Deadline::Close(c.progress_at.load(Ordering::Relaxed).saturating_add(self.idle_ms));
+        }
+        if busy > 0 {
             // hyper may not poll the socket again when the request ends (its
             // last read already registered for readiness); this wake-up makes
             // it, so the idle deadline gets armed.

@@ -129,8 +129,8 @@ impl Params {
             None => vault_stream::DEFAULT_SEGMENT_SIZE,
             Some(n) => u32::try_from(n)
                 .ok()
-                .filter(|n| (vault_stream::MIN_SEGMENT_SIZE..=vault_stream::MAX_SEGMENT_SIZE).contains(n))
-                .ok_or_else(|| bad("segment_size must be between 4096 and 16777216 bytes"))?,
+                .filter(|n| (vault_stream::MIN_SEGMENT_SIZE..=MAX_SERVER_SEGMENT).contains(n))
+                .ok_or_else(|| bad("segment_size must be between 4096 and 1048576 bytes"))?,
         };
         let algorithm = match fields::string(data, "algorithm")?.as_deref() {
             None | Some("aes256-gcm96") => Algorithm::Aes256Gcm,
@@ -194,6 +194,12 @@ struct Transform {
     seal: tokio::sync::watch::Receiver<u64>,
     _slot: OwnedSemaphorePermit,
 }
+
+/// Largest segment the server encrypts or decrypts: what one stream holds
+/// is about two segments (the one being filled or opened, and its output),
+/// so this bounds a stream to a few MiB, whatever its header claims. The
+/// format allows up to 16 MiB: larger segments are for local use.
+pub const MAX_SERVER_SEGMENT: u32 = 1024 * 1024;
 
 /// Room reserved for output beyond the segments in hand.
 const OUT_BATCH: usize = 64 * 1024;
@@ -352,6 +358,12 @@ impl Transit {
                 None => return Err(bad("stream is truncated: it ends inside its header")),
             }
         };
+        if header.segment_size() > MAX_SERVER_SEGMENT {
+            return Err(bad(format!(
+                "the stream's segments ({} bytes) are larger than this server decrypts ({MAX_SERVER_SEGMENT}): decrypt it locally",
+                header.segment_size()
+            )));
+        }
         if header.key_name() != name {
             return Err(bad(format!(
                 "the stream was encrypted with key {:?}, not {name:?}",
