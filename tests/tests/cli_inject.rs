@@ -441,9 +441,11 @@ async fn agent_daemon_rerenders_and_signals_the_pid_file_process() {
     let (rp, sp) = approle(&rc, home.path(), 4, 6).await;
     let (pid_file, hups) = (home.path().join("app.pid"), home.path().join("hups"));
 
-    // The "application": writes its pid, counts SIGHUPs.
-    let app = Command::new("sh")
-        .arg("-c")
+    // The "application": writes its pid, counts SIGHUPs. A shell cannot
+    // trap a signal that was ignored when it started (POSIX), as SIGHUP is
+    // under `nohup`: `env --default-signal` gives it the default first.
+    let app = Command::new("env")
+        .args(["--default-signal=HUP", "sh", "-c"])
         .arg("echo $$ > \"$PIDFILE\"; trap 'echo hup >> \"$HUPS\"' HUP; while true; do sleep 0.1; done")
         .env("PIDFILE", &pid_file)
         .env("HUPS", &hups)
