@@ -71,7 +71,7 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, Bu
 use zeroize::Zeroizing;
 
 pub use vault_stream::Algorithm;
-use vault_stream::{Decryptor, EncryptParams, Encryptor, Header, KEY_LEN, StreamError};
+use vault_stream::{Cipher, Decryptor, EncryptParams, Encryptor, Header, KEY_LEN, StreamError};
 
 use crate::client::Client;
 use crate::error::{Error, Result};
@@ -392,7 +392,7 @@ impl StreamKey<'_> {
         if let Some(a) = opts.algorithm {
             params = params.with_algorithm(a);
         }
-        let (mut enc, header) = Encryptor::new(&data_key, &params)?;
+        let (enc, header) = Encryptor::new(&data_key, &params)?;
         drop(data_key);
 
         let mut stats = StreamStats::default();
@@ -400,20 +400,7 @@ impl StreamKey<'_> {
         stats.bytes_out += header.len() as u64;
         let mut buf = Zeroizing::new(vec![0u8; CHUNK]);
         let mut out = Vec::with_capacity(CHUNK + 2 * vault_stream::TAG_LEN);
-        loop {
-            let n = reader.read(&mut buf).await.map_err(|e| names.read_err(e))?;
-            if n == 0 {
-                break;
-            }
-            stats.bytes_in += n as u64;
-            enc.push(&buf[..n], &mut out)?;
-            write_out(&mut writer, &mut out, &mut stats, names).await?;
-            progress(opts, stats.bytes_in);
-        }
-        enc.finish(&mut out)?;
-        write_out(&mut writer, &mut out, &mut stats, names).await?;
-        writer.flush().await.map_err(|e| names.write_err(e))?;
-        Ok(stats)
+        pump(Cipher::Encrypt(enc), &mut reader, &mut writer, &mut buf, &mut out, &mut stats, opts, names).await
     }
 
     async fn decrypt_local<R, W>(
@@ -448,20 +435,7 @@ impl StreamKey<'_> {
         drop(head);
         write_out(&mut writer, &mut out, &mut stats, names).await?;
         progress(opts, stats.bytes_in);
-        loop {
-            let n = reader.read(&mut buf).await.map_err(|e| names.read_err(e))?;
-            if n == 0 {
-                break;
-            }
-            stats.bytes_in += n as u64;
-            dec.push(&buf[..n], &mut out)?;
-            write_out(&mut writer, &mut out, &mut stats, names).await?;
-            progress(opts, stats.bytes_in);
-        }
-        dec.finish(&mut out)?;
-        write_out(&mut writer, &mut out, &mut stats, names).await?;
-        writer.flush().await.map_err(|e| names.write_err(e))?;
-        Ok(stats)
+        pump(Cipher::Decrypt(dec), &mut reader, &mut writer, &mut buf, &mut out, &mut stats, opts, names).await
     }
 
     // ---- server mode ----
@@ -725,6 +699,39 @@ impl Upload {
     fn take_error(&self, names: Names<'_>) -> Option<Error> {
         self.error.lock().unwrap_or_else(PoisonError::into_inner).take().map(|e| names.read_err(e))
     }
+}
+
+/// Local mode's loop: read `reader` a chunk at a time through `cipher`,
+/// write what it releases, and end with its final segment.
+#[allow(clippy::too_many_arguments)]
+async fn pump<R, W>(
+    mut cipher: Cipher,
+    reader: &mut R,
+    writer: &mut W,
+    buf: &mut [u8],
+    out: &mut Vec<u8>,
+    stats: &mut StreamStats,
+    opts: &StreamOptions,
+    names: Names<'_>,
+) -> Result<StreamStats>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    loop {
+        let n = reader.read(buf).await.map_err(|e| names.read_err(e))?;
+        if n == 0 {
+            break;
+        }
+        stats.bytes_in += n as u64;
+        cipher.push(&buf[..n], out)?;
+        write_out(writer, out, stats, names).await?;
+        progress(opts, stats.bytes_in);
+    }
+    cipher.finish(out)?;
+    write_out(writer, out, stats, names).await?;
+    writer.flush().await.map_err(|e| names.write_err(e))?;
+    Ok(*stats)
 }
 
 /// How much of an upload goes out before the answer's head (see

@@ -79,6 +79,7 @@
 
 mod cipher;
 mod decrypt;
+mod either;
 mod encrypt;
 mod error;
 mod header;
@@ -89,6 +90,7 @@ mod proptests;
 mod tests;
 
 pub use decrypt::Decryptor;
+pub use either::Cipher;
 pub use encrypt::{EncryptParams, Encryptor};
 pub use error::StreamError;
 pub use header::{Algorithm, Header};

@@ -19,7 +19,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use vault_stream::{Algorithm, Decryptor, EncryptParams, Encryptor, Header, StreamError};
+use vault_stream::{Algorithm, Cipher, Decryptor, EncryptParams, Encryptor, Header, StreamError};
 use zeroize::Zeroizing;
 
 use super::Transit;
@@ -153,28 +153,6 @@ impl Params {
 
     fn context(&self) -> Option<&[u8]> {
         self.context.as_deref().map(|c| &c[..])
-    }
-}
-
-/// The cipher of a stream in progress.
-enum Cipher {
-    Encrypt(Encryptor),
-    Decrypt(Decryptor),
-}
-
-impl Cipher {
-    fn push(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), StreamError> {
-        match self {
-            Cipher::Encrypt(e) => e.push(input, out),
-            Cipher::Decrypt(d) => d.push(input, out),
-        }
-    }
-
-    fn finish(self, out: &mut Vec<u8>) -> Result<(), StreamError> {
-        match self {
-            Cipher::Encrypt(e) => e.finish(out),
-            Cipher::Decrypt(d) => d.finish(out),
-        }
     }
 }
 
