@@ -204,6 +204,8 @@ pub struct Core {
     hooks: hooks::Hooks,
     /// Requests by mount and status class (one of the hooks).
     counter: Arc<hooks::RequestCounter>,
+    /// Prometheus metrics (one of the hooks; read by `sys/metrics`).
+    metrics: Arc<crate::metrics::Metrics>,
     #[cfg(test)]
     pub(crate) pauses: crate::testing::Pauses,
 }
@@ -241,12 +243,14 @@ impl Core {
             reauth: Arc::new(request::Reauthorizer { core: me.clone() }),
             hooks: hooks::Hooks::default(),
             counter: Arc::new(hooks::RequestCounter::default()),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
             #[cfg(test)]
             pauses: Default::default(),
         });
         // The access log is added by the server when configured (a hook
         // that writes nothing still costs a call per request).
         core.hooks.add(core.counter.clone());
+        core.hooks.add(core.metrics.clone());
         tokio::spawn(follow_changes(Arc::downgrade(&core), changes));
         Ok(core)
     }
@@ -336,6 +340,11 @@ impl Core {
     /// Requests counted by mount, operation and status class.
     pub fn request_counter(&self) -> &hooks::RequestCounter {
         &self.counter
+    }
+
+    /// The Prometheus metrics of this core.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
     }
 
     /// Login failure counters shared by all auth methods.
