@@ -116,6 +116,24 @@ impl RotationKind {
     }
 }
 
+const HELP_REQUESTS: &str = "Requests and their latency, by mount, route template, operation and status";
+const HELP_LOGINS: &str = "Login attempts by auth method type and result";
+const HELP_TOKENS: &str = "Tokens created, by auth method type";
+const HELP_AUDIT: &str = "Requests an audit device failed to record, by device";
+const HELP_QUOTA: &str = "Requests refused by a rate-limit quota, by quota name";
+
+/// The labelled families, as exported: the encoder writes nothing for a
+/// family without series, so these are declared (`# HELP`, `# TYPE`, no
+/// sample, which the format allows) until their first event. Dashboards,
+/// alert rules and their tests then find every name on any server.
+const LABELLED: [(&str, &str, &str); 5] = [
+    ("vault_core_handle_request_seconds", "histogram", HELP_REQUESTS),
+    ("vault_auth_logins_total", "counter", HELP_LOGINS),
+    ("vault_token_creation_total", "counter", HELP_TOKENS),
+    ("vault_audit_log_request_failure_total", "counter", HELP_AUDIT),
+    ("vault_quota_rate_limit_violation_total", "counter", HELP_QUOTA),
+];
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn request_histogram() -> Histogram {
@@ -170,12 +188,8 @@ impl Metrics {
         let backup_last_success = Gauge::default();
         let backup_failures = Counter::default();
         let mut r = Registry::default();
-        r.register(
-            "vault_core_handle_request_seconds",
-            "Requests and their latency, by mount, route template, operation and status",
-            requests.clone(),
-        );
-        r.register("vault_auth_logins", "Login attempts by auth method type and result", logins.clone());
+        r.register("vault_core_handle_request_seconds", HELP_REQUESTS, requests.clone());
+        r.register("vault_auth_logins", HELP_LOGINS, logins.clone());
         r.register(
             "vault_core_unseal_attempts",
             "Unseal key shares submitted, by result (failure: refused share or wrong key)",
@@ -186,17 +200,9 @@ impl Metrics {
             "Key rotations by kind (barrier, transit, kv2) and result",
             rotations.clone(),
         );
-        r.register("vault_token_creation", "Tokens created, by auth method type", token_creations.clone());
-        r.register(
-            "vault_audit_log_request_failure",
-            "Requests an audit device failed to record, by device",
-            audit_failures.clone(),
-        );
-        r.register(
-            "vault_quota_rate_limit_violation",
-            "Requests refused by a rate-limit quota, by quota name",
-            quota_violations.clone(),
-        );
+        r.register("vault_token_creation", HELP_TOKENS, token_creations.clone());
+        r.register("vault_audit_log_request_failure", HELP_AUDIT, audit_failures.clone());
+        r.register("vault_quota_rate_limit_violation", HELP_QUOTA, quota_violations.clone());
         r.register(
             "vault_backup_last_success_timestamp_seconds",
             "Unix time of the last scheduled backup that was written and verified (0: none yet)",
@@ -365,6 +371,11 @@ impl Metrics {
             .and_then(|()| prometheus_client::encoding::prometheus_text::encode(&mut out, &scrape))
         {
             tracing::error!(error = %e, "encoding metrics failed");
+        }
+        for (name, kind, help) in LABELLED {
+            if !out.contains(&format!("# TYPE {name} ")) {
+                out.push_str(&format!("# HELP {name} {help}.\n# TYPE {name} {kind}\n"));
+            }
         }
         out
     }

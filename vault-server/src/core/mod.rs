@@ -226,6 +226,7 @@ impl Core {
     pub async fn new(storage: Storage, catalog: crate::logical::kit::Catalog) -> Result<Arc<Self>, CoreError> {
         let seal_config = storage.seal_config().await?;
         let changes = storage.subscribe();
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         let core = Arc::new_cyclic(|me| Core {
             me: me.clone(),
             barrier: Arc::new(Barrier::new(storage)),
@@ -237,13 +238,16 @@ impl Core {
             seal_config: RwLock::new((seal_config, 0)),
             lockout: Arc::new(crate::auth::lockout::Lockout::default()),
             catalog,
-            engine_settings: RwLock::new(Default::default()),
+            engine_settings: RwLock::new(crate::logical::kit::EngineSettings {
+                metrics: metrics.clone(),
+                ..Default::default()
+            }),
             clock: Default::default(),
             unauthed_ceremonies: RwLock::new(crate::config::UnauthedCeremonies { rekey: false, generate_root: false }),
             reauth: Arc::new(request::Reauthorizer { core: me.clone() }),
             hooks: hooks::Hooks::default(),
             counter: Arc::new(hooks::RequestCounter::default()),
-            metrics: Arc::new(crate::metrics::Metrics::new()),
+            metrics,
             #[cfg(test)]
             pauses: Default::default(),
         });
