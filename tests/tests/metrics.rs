@@ -257,6 +257,9 @@ async fn authenticated(backend: Backend) {
     assert!(total(&after, "vault_storage_group_commit_batches_sum", &[]) >= 4.0, "{text}");
     assert!(total(&after, "vault_storage_pool_max_connections", &[]) >= 1.0, "{text}");
     assert!(total(&after, "vault_storage_cache_hits_total", &[]) >= 1.0, "{text}");
+    // The token cache answered the root token's repeated lookups.
+    assert!(total(&after, "vault_cache_hits_total", &[("cache", "token")]) >= 1.0, "{text}");
+    assert!(total(&after, "vault_cache_misses_total", &[("cache", "acl")]) >= 1.0, "{text}");
 
     // A barrier rotation is counted; a sealed server refuses a token scrape (503).
     assert_eq!(rc.post("sys/rotate", json!({})).await.0, 204);
@@ -420,6 +423,7 @@ async fn alerts_and_dashboard_name_only_exported_metrics() {
         "vault_quota_rate_limit_violation_total",
         "vault_storage_commit_seconds_bucket",
         "vault_storage_cache_hits_total",
+        "vault_cache_hits_total",
         "vault_transit_streams_in_flight",
         "vault_backup_last_success_timestamp_seconds",
         "vault_backup_failures_total",

@@ -533,6 +533,9 @@ struct State {
     cache_hits: u64,
     cache_misses: u64,
     pool: PoolStats,
+    /// (cache, hits, misses) of the security caches (only while unsealed:
+    /// they live and die with the unsealed state).
+    security_caches: Vec<(&'static str, u64, u64)>,
 }
 
 impl State {
@@ -552,6 +555,14 @@ impl State {
             cache_hits: stats.cache_hits.load(Ordering::Relaxed),
             cache_misses: stats.cache_misses.load(Ordering::Relaxed),
             pool: storage.pool_stats(),
+            security_caches: match core.active() {
+                Ok(a) => {
+                    let (th, tm) = a.tokens().cache_hits_misses();
+                    let [(ph, pm), (ah, am)] = a.policies().cache_hits_misses();
+                    vec![("token", th, tm), ("policy", ph, pm), ("acl", ah, am)]
+                }
+                Err(_) => Vec::new(),
+            },
         }
     }
 }
@@ -625,6 +636,21 @@ impl Collector for State {
         )?;
         counter(&mut e, "vault_storage_cache_hits", "Storage reads answered by the read cache", self.cache_hits)?;
         counter(&mut e, "vault_storage_cache_misses", "Storage reads that went to the database", self.cache_misses)?;
+        for (name, help, pick) in [
+            ("vault_cache_hits", "Lookups answered by a token, policy or ACL cache (since the last unseal)", true),
+            (
+                "vault_cache_misses",
+                "Lookups a token, policy or ACL cache could not answer (since the last unseal)",
+                false,
+            ),
+        ] {
+            let mut d = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (cache, hits, misses) in &self.security_caches {
+                let v = if pick { *hits } else { *misses };
+                prometheus_client::metrics::counter::ConstCounter::new(v)
+                    .encode(d.encode_family(&[("cache", *cache)])?)?;
+            }
+        }
         gauge(&mut e, "vault_storage_pool_connections", "Database connections open", clamp(self.pool.open))?;
         gauge(
             &mut e,
