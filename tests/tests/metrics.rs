@@ -208,8 +208,15 @@ async fn authenticated(backend: Backend) {
     assert_eq!(s, 400, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     assert!(v["errors"][0].as_str().unwrap().contains("format=prometheus"), "{v}");
-    let (s, _, body) = scrape(&base, Some(&scraper), "?format=json").await;
+    let (s, _, body) = scrape(&base, Some(&scraper), &format!("?format={CANARY}")).await;
     assert_eq!(s, 400, "{body}");
+    assert!(!body.contains(CANARY), "the caller's value is not echoed: {body}");
+
+    // A mount path may hold `"` and `\` (an admin's choice): label values
+    // are escaped, and the scrape still parses.
+    let (s, v) = rc.post("sys/mounts/q%22uote%5Cx", json!({"type": "kv"})).await;
+    assert_eq!(s, 204, "{v}");
+    assert_eq!(rc.post("q%22uote%5Cx/k", json!({"a": "b"})).await.0, 204);
 
     // Traffic: writes and reads to a path that names a secret, a 404, a 403.
     for i in 0..3 {
@@ -240,6 +247,7 @@ async fn authenticated(backend: Backend) {
         )
     };
     assert!(writes(&after) - writes(&before) >= 4.0, "4 answered requests under secret/:\n{text}");
+    assert_eq!(total(&after, "vault_core_handle_request_seconds_count", &[("mount", "q\"uote\\x/")]), 1.0, "{text}");
     let reads_404 =
         total(&after, "vault_core_handle_request_seconds_count", &[("mount", "secret/"), ("status", "404")]);
     assert!(reads_404 >= 1.0, "{text}");
