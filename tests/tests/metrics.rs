@@ -269,11 +269,23 @@ async fn authenticated(backend: Backend) {
     assert!(total(&after, "vault_cache_hits_total", &[("cache", "token")]) >= 1.0, "{text}");
     assert!(total(&after, "vault_cache_misses_total", &[("cache", "acl")]) >= 1.0, "{text}");
 
-    // A barrier rotation is counted; a sealed server refuses a token scrape (503).
+    // Rotations are counted by kind: the barrier, a transit key (through
+    // the API), a KV v2 secret (rotate-now runs the engine's rotation).
     assert_eq!(rc.post("sys/rotate", json!({})).await.0, 204);
+    assert_eq!(rc.post("sys/mounts/transit", json!({"type": "transit"})).await.0, 204);
+    assert!(rc.post("transit/keys/k", json!({})).await.0 < 300);
+    assert_eq!(rc.post("transit/keys/k/rotate", json!({})).await.0, 200);
+    assert_eq!(rc.post("transit/keys/missing/rotate", json!({})).await.0 / 100, 4, "refused: not an attempt");
+    let (s, v) = rc.post("secret/rotation/app/db", json!({"period": "24h", "generator": {"type": "password"}})).await;
+    assert!(s < 300, "{v}");
+    let (s, v) = rc.post("secret/rotate/app/db", json!({})).await;
+    assert_eq!(s, 200, "{v}");
     let (_, _, text) = scrape(&base, Some(&root), "?format=prometheus").await;
     let m = parse(&text);
-    assert_eq!(total(&m, "vault_key_rotations_total", &[("kind", "barrier"), ("result", "success")]), 1.0);
+    for kind in ["barrier", "transit", "kv2"] {
+        assert_eq!(total(&m, "vault_key_rotations_total", &[("kind", kind), ("result", "success")]), 1.0, "{kind}");
+        assert_eq!(total(&m, "vault_key_rotations_total", &[("kind", kind), ("result", "failure")]), 0.0, "{kind}");
+    }
     assert_eq!(rc.put("sys/seal", json!({})).await.0, 204);
     assert_eq!(scrape(&base, Some(&root), "?format=prometheus").await.0, 503);
 }

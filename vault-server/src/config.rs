@@ -603,6 +603,16 @@ mod tests {
     }
 
     #[test]
+    fn telemetry_is_off_by_default_and_strict() {
+        assert!(!Config::load(None, Overrides::default()).unwrap().telemetry.unauthenticated_metrics_access);
+        let f = write("[telemetry]\nunauthenticated_metrics_access = true\n");
+        assert!(Config::load(Some(f.path()), Overrides::default()).unwrap().telemetry.unauthenticated_metrics_access);
+        // Vault's other telemetry keys (statsd, dogstatsd...) are not served: refused, not ignored.
+        let f = write("[telemetry]\nstatsd_address = \"127.0.0.1:8125\"\n");
+        assert!(matches!(Config::load(Some(f.path()), Overrides::default()), Err(ConfigError::Parse { .. })));
+    }
+
+    #[test]
     fn defaults() {
         let c = Config::load(None, Overrides::default()).unwrap();
         assert_eq!(c.listen_addr.to_string(), DEFAULT_LISTEN);
