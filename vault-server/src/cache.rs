@@ -52,6 +52,9 @@ pub struct Guarded<K, V> {
     limit: usize,
     max_bytes: usize,
     signal: Option<Signal>,
+    /// Lookups that found / did not find a value (read by the metrics scrape).
+    hits: std::sync::atomic::AtomicU64,
+    misses: std::sync::atomic::AtomicU64,
 }
 
 /// Entries heavier than this share of the byte budget are not cached (one
@@ -81,6 +84,8 @@ impl<K: Hash + Eq, V: Clone> Guarded<K, V> {
             limit,
             max_bytes,
             signal,
+            hits: Default::default(),
+            misses: Default::default(),
         }
     }
 
@@ -98,7 +103,16 @@ impl<K: Hash + Eq, V: Clone> Guarded<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.lock().map.get(key).map(|(v, _)| v.clone())
+        let found = self.lock().map.get(key).map(|(v, _)| v.clone());
+        let counter = if found.is_some() { &self.hits } else { &self.misses };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        found
+    }
+
+    /// (hits, misses) of [`get`](Self::get) so far.
+    pub fn hits_misses(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.hits.load(Relaxed), self.misses.load(Relaxed))
     }
 
     /// Note `key`'s generation. Take it **before** reading from storage.

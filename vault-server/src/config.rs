@@ -44,6 +44,9 @@
 //! http_idle_timeout = "5m"          # a connection without a request is closed after this
 //! max_connections = 4096            # more connections wait to be accepted
 //! tls_handshake_timeout = "10s"     # time to complete a TLS handshake
+//!
+//! [telemetry]                            # Prometheus metrics (docs/metrics.md)
+//! unauthenticated_metrics_access = false # true: GET /v1/sys/metrics needs no token (Vault's key)
 //! ```
 
 use std::net::SocketAddr;
@@ -146,6 +149,23 @@ struct FileConfig {
     disable_unauthed_rekey_endpoints: Option<bool>,
     disable_unauthed_generate_root_endpoints: Option<bool>,
     listener: Option<ListenerFile>,
+    telemetry: Option<TelemetryFile>,
+}
+
+/// `[telemetry]` as written in the file (Vault's `telemetry` stanza keys).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TelemetryFile {
+    unauthenticated_metrics_access: Option<bool>,
+}
+
+/// Metrics settings (`[telemetry]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Telemetry {
+    /// `GET /v1/sys/metrics` without a token (and while sealed), as Vault's
+    /// `unauthenticated_metrics_access`. Off by default: the metrics name
+    /// mounts and show traffic.
+    pub unauthenticated_metrics_access: bool,
 }
 
 /// `[listener]` as written in the file.
@@ -222,6 +242,8 @@ pub struct Config {
     pub unauthed_ceremonies: UnauthedCeremonies,
     /// Listener timeouts and connection cap (`[listener]`).
     pub listener: crate::http::serve::ListenerLimits,
+    /// Metrics settings (`[telemetry]`).
+    pub telemetry: Telemetry,
 }
 
 impl std::fmt::Debug for Config {
@@ -241,6 +263,7 @@ impl std::fmt::Debug for Config {
             .field("streams", &self.streams)
             .field("unauthed_ceremonies", &self.unauthed_ceremonies)
             .field("listener", &self.listener)
+            .field("telemetry", &self.telemetry)
             .finish()
     }
 }
@@ -428,7 +451,14 @@ impl Config {
             generate_root: !fc.disable_unauthed_generate_root_endpoints.unwrap_or(true),
         };
         let listener = Self::listener(fc.listener.unwrap_or_default())?;
+        let telemetry = Telemetry {
+            unauthenticated_metrics_access: fc
+                .telemetry
+                .and_then(|t| t.unauthenticated_metrics_access)
+                .unwrap_or(false),
+        };
         Ok(Config {
+            telemetry,
             lockout,
             rotation,
             streams,
@@ -570,6 +600,16 @@ mod tests {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(text.as_bytes()).unwrap();
         f
+    }
+
+    #[test]
+    fn telemetry_is_off_by_default_and_strict() {
+        assert!(!Config::load(None, Overrides::default()).unwrap().telemetry.unauthenticated_metrics_access);
+        let f = write("[telemetry]\nunauthenticated_metrics_access = true\n");
+        assert!(Config::load(Some(f.path()), Overrides::default()).unwrap().telemetry.unauthenticated_metrics_access);
+        // Vault's other telemetry keys (statsd, dogstatsd...) are not served: refused, not ignored.
+        let f = write("[telemetry]\nstatsd_address = \"127.0.0.1:8125\"\n");
+        assert!(matches!(Config::load(Some(f.path()), Overrides::default()), Err(ConfigError::Parse { .. })));
     }
 
     #[test]

@@ -159,6 +159,7 @@ impl Server {
         core.configure_rotation(config.rotation.clone());
         core.configure_streams(config.streams.clone());
         core.configure_unauthed_ceremonies(config.unauthed_ceremonies);
+        core.metrics().set_unauthenticated_access(config.telemetry.unauthenticated_metrics_access);
         if config.access_log {
             core.hooks().add(Arc::new(crate::core::hooks::AccessLog));
         }

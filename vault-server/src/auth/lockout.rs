@@ -237,9 +237,16 @@ pub struct Lockout {
     guessable: AddressLimiter,
     signed: AddressLimiter,
     last_tidy: AtomicI64,
+    /// Lockouts begun by this server (read by the metrics scrape).
+    begun: std::sync::atomic::AtomicU64,
 }
 
 impl Lockout {
+    /// Lockouts this server began since it started.
+    pub fn lockouts_begun(&self) -> u64 {
+        self.begun.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// New state with `config`.
     pub fn new(config: LockoutConfig) -> Self {
         Self { config: Mutex::new(config), ..Self::default() }
@@ -388,7 +395,8 @@ impl Lockout {
                 _ => Record { alias: alias.to_string(), failures: 0, first: now, locked_at: 0, locked_until: 0 },
             };
             r.failures = r.failures.saturating_add(1);
-            if r.failures >= c.threshold.max(1) {
+            let locks = r.failures >= c.threshold.max(1);
+            if locks {
                 r.locked_at = now;
                 r.locked_until = now.saturating_add(secs(c.duration));
             }
@@ -396,7 +404,12 @@ impl Lockout {
             let mut b = Batch::new();
             b.put_expect(u, &path, &json, rev.map_or(Expect::Absent, Expect::Rev));
             match barrier.write(b).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    if locks {
+                        self.begun.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    return Ok(());
+                }
                 Err(e) if is_conflict(&e) => continue,
                 Err(e) => return Err(e.into()),
             }

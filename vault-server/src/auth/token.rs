@@ -315,6 +315,11 @@ impl TokenStore {
     }
 
     /// Forget every cached entry (change notifications may have been lost).
+    /// (hits, misses) of the token cache, for metrics.
+    pub fn cache_hits_misses(&self) -> (u64, u64) {
+        self.cache.hits_misses()
+    }
+
     pub fn invalidate_all(&self) {
         self.cache.clear();
     }

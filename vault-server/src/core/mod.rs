@@ -204,6 +204,8 @@ pub struct Core {
     hooks: hooks::Hooks,
     /// Requests by mount and status class (one of the hooks).
     counter: Arc<hooks::RequestCounter>,
+    /// Prometheus metrics (one of the hooks; read by `sys/metrics`).
+    metrics: Arc<crate::metrics::Metrics>,
     #[cfg(test)]
     pub(crate) pauses: crate::testing::Pauses,
 }
@@ -224,6 +226,7 @@ impl Core {
     pub async fn new(storage: Storage, catalog: crate::logical::kit::Catalog) -> Result<Arc<Self>, CoreError> {
         let seal_config = storage.seal_config().await?;
         let changes = storage.subscribe();
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         let core = Arc::new_cyclic(|me| Core {
             me: me.clone(),
             barrier: Arc::new(Barrier::new(storage)),
@@ -235,18 +238,23 @@ impl Core {
             seal_config: RwLock::new((seal_config, 0)),
             lockout: Arc::new(crate::auth::lockout::Lockout::default()),
             catalog,
-            engine_settings: RwLock::new(Default::default()),
+            engine_settings: RwLock::new(crate::logical::kit::EngineSettings {
+                metrics: metrics.clone(),
+                ..Default::default()
+            }),
             clock: Default::default(),
             unauthed_ceremonies: RwLock::new(crate::config::UnauthedCeremonies { rekey: false, generate_root: false }),
             reauth: Arc::new(request::Reauthorizer { core: me.clone() }),
             hooks: hooks::Hooks::default(),
             counter: Arc::new(hooks::RequestCounter::default()),
+            metrics,
             #[cfg(test)]
             pauses: Default::default(),
         });
         // The access log is added by the server when configured (a hook
         // that writes nothing still costs a call per request).
         core.hooks.add(core.counter.clone());
+        core.hooks.add(core.metrics.clone());
         tokio::spawn(follow_changes(Arc::downgrade(&core), changes));
         Ok(core)
     }
@@ -336,6 +344,11 @@ impl Core {
     /// Requests counted by mount, operation and status class.
     pub fn request_counter(&self) -> &hooks::RequestCounter {
         &self.counter
+    }
+
+    /// The Prometheus metrics of this core.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
     }
 
     /// Login failure counters shared by all auth methods.

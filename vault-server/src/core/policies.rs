@@ -54,6 +54,11 @@ impl PolicyStore {
     }
 
     /// Drop every cached policy and ACL (after a change has committed).
+    /// (hits, misses) of the parsed-policy and compiled-ACL caches, for metrics.
+    pub fn cache_hits_misses(&self) -> [(u64, u64); 2] {
+        [self.policies.hits_misses(), self.acls.hits_misses()]
+    }
+
     pub fn invalidate(&self) {
         self.policies.clear();
         self.acls.clear();

@@ -72,7 +72,7 @@ pub fn kv_factory(ctx: EngineContext) -> Result<Arc<dyn Backend>, LogicalError> 
     };
     match version {
         "1" | "" => Ok(Arc::new(kv::KvV1::new(ctx.view))),
-        "2" => Ok(Arc::new(kv2::KvV2::new(ctx.view, ctx.settings.rotation))),
+        "2" => Ok(Arc::new(kv2::KvV2::new(ctx.view, ctx.settings.rotation).with_metrics(ctx.settings.metrics))),
         other => Err(LogicalError::InvalidRequest(format!("invalid kv version \"{other}\""))),
     }
 }

@@ -615,6 +615,14 @@ async fn run(
     };
     let op = operation(&method, list_flag)?;
     seen.op = op;
+    if op == Operation::Read && path == "sys/metrics" && state.core.metrics().unauthenticated_access() {
+        // `[telemetry] unauthenticated_metrics_access`: no token, sealed or not (Vault's).
+        (seen.mount, seen.mount_type, seen.template, seen.routed) = ("sys/".into(), "system".into(), "metrics", true);
+        state.core.hooks().request(&seen.event(request_id, Some(&query))).await.map_err(refused)?;
+        let answer = crate::sys::metrics::answer(&state.core, &query)?;
+        let handled = crate::core::request::Handled { response: answer, mount_type: "system".into() };
+        return Ok((logical_response(&seen.path, handled, request_id), None));
+    }
     let prepared = state.core.prepare(token(&headers), op, path, Some(peer.ip())).await?;
     seen.op = prepared.op();
     seen.path.clear();

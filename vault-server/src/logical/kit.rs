@@ -33,6 +33,9 @@ pub struct EngineSettings {
     pub rotation: crate::engines::RotationSettings,
     /// Transit stream limits (`[transit]`), shared by every transit mount.
     pub streams: crate::engines::transit::StreamSettings,
+    /// Where engines report what happens outside a request (scheduled
+    /// rotations); the core's registry (a default one counts for nobody).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The time engines see. Production reads the system clock; tests move it

@@ -129,6 +129,17 @@ pub(super) fn connection_lost(e: &sqlx::Error) -> bool {
 }
 
 impl<DB: Database> Conns<DB> {
+    /// Connections open, idle (in the pool or parked in our list) and the
+    /// most the pool opens, for metrics.
+    pub(super) fn stats(&self) -> crate::metrics::PoolStats {
+        let parked = lock(&self.idle).list.len() as u64;
+        crate::metrics::PoolStats {
+            open: u64::from(self.pool.size()),
+            idle: (self.pool.num_idle() as u64).saturating_add(parked),
+            max: u64::from(self.pool.options().get_max_connections()),
+        }
+    }
+
     /// `max`: leases out at once, at most the pool's `max_connections`
     /// (less any the pool must keep for other uses). The acquire timeout,
     /// the lifetime and the idle timeout are the pool's. Starts the sweeper

@@ -124,10 +124,13 @@ async fn run(backend: Arc<Backend>, rx: Arc<Mutex<mpsc::Receiver<Msg>>>, shared:
         // Before the transaction: what the cache may learn from it afterwards.
         let tickets: HashMap<&str, Ticket> =
             batches.iter().flat_map(|b| b.paths()).map(|p| (p, shared.cache.ticket(p))).collect();
+        let started = std::time::Instant::now();
         let results = match &*backend {
             Backend::Sqlite(b) => b.commit_group(&batches).await,
             Backend::Postgres(b) => b.commit_group(&batches).await,
         };
+        shared.stats.commit.observe_duration(started.elapsed());
+        shared.stats.group.observe(batches.len() as u64);
         #[cfg(test)]
         shared.pauses.at("commit:before-cache").await;
         // Whatever the outcome (a conflict means a cached copy was stale; a
@@ -149,6 +152,7 @@ async fn run(backend: Arc<Backend>, rx: Arc<Mutex<mpsc::Receiver<Msg>>>, shared:
             }
             Err(e) => {
                 // The transaction failed as a whole: nothing was written.
+                shared.stats.commit_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::error!(error = %e, batches = group.len(), "storage transaction failed");
                 let msg = e.to_string();
                 for p in group {

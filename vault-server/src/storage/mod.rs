@@ -209,6 +209,8 @@ pub(super) struct Shared {
     /// False while the PostgreSQL change feed is not listening: another
     /// server's writes would go unseen, so nothing is cached meanwhile.
     following: std::sync::atomic::AtomicBool,
+    /// Latencies, group sizes and cache hits, read by the metrics scrape.
+    stats: crate::metrics::StorageStats,
     /// Pause points: `get:before-fill` (a read between the database and its
     /// fill), `commit:before-cache` (a group committed, the cache not yet updated).
     #[cfg(test)]
@@ -273,6 +275,7 @@ impl Storage {
             cache: cache::ReadCache::new(cache_bytes),
             watchers: Default::default(),
             following: std::sync::atomic::AtomicBool::new(matches!(&*backend, Backend::Sqlite(_))),
+            stats: Default::default(),
             #[cfg(test)]
             pauses: Default::default(),
             #[cfg(test)]
@@ -312,6 +315,19 @@ impl Storage {
         }
     }
 
+    /// What this storage counted (latencies, group sizes, cache hits), for metrics.
+    pub fn stats(&self) -> &crate::metrics::StorageStats {
+        &self.shared.stats
+    }
+
+    /// The connection pool now, for metrics.
+    pub fn pool_stats(&self) -> crate::metrics::PoolStats {
+        match &*self.backend {
+            Backend::Sqlite(b) => b.pool_stats(),
+            Backend::Postgres(b) => b.pool_stats(),
+        }
+    }
+
     /// Changes made by *other* servers sharing this database (PostgreSQL
     /// LISTEN/NOTIFY; a SQLite file has one writer process, so nothing comes).
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {
@@ -320,12 +336,18 @@ impl Storage {
 
     /// Read one path (through the read cache).
     pub async fn get(&self, path: &str) -> Result<Option<Entry>, StorageError> {
+        use std::sync::atomic::Ordering::Relaxed;
         if let Some(hit) = self.shared.cache.get(path) {
+            self.shared.stats.cache_hits.fetch_add(1, Relaxed);
             return Ok(hit);
         }
         // After the cache: a path that was cached was checked when written.
         check_path(path)?;
+        if self.is_caching() {
+            self.shared.stats.cache_misses.fetch_add(1, Relaxed);
+        }
         let ticket = self.shared.cache.ticket(path);
+        let started = std::time::Instant::now();
         // The database calls are boxed (here and below): inline, their large
         // futures would size every caller's future up to the request
         // pipeline's, which is copied whole when boxed (callgrind: +40%
@@ -335,6 +357,7 @@ impl Storage {
             Backend::Sqlite(b) => Box::pin(b.get(path)).await?,
             Backend::Postgres(b) => Box::pin(b.get(path)).await?,
         };
+        self.shared.stats.get.observe_duration(started.elapsed());
         #[cfg(test)]
         self.shared.pauses.at("get:before-fill").await;
         if self.shared.following.load(std::sync::atomic::Ordering::SeqCst) {

@@ -210,6 +210,11 @@ pub(super) struct Postgres {
 }
 
 impl Postgres {
+    /// The pool, for metrics.
+    pub(super) fn pool_stats(&self) -> crate::metrics::PoolStats {
+        self.conns.stats()
+    }
+
     pub(super) async fn open(url: &str) -> Result<Self, StorageError> {
         let instance = crate::crypto::random::uuid();
         // The application name carries the instance id so that other servers

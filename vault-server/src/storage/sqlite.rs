@@ -396,6 +396,11 @@ pub(super) struct Sqlite {
 }
 
 impl Sqlite {
+    /// The readers' pool (the one writer connection is apart), for metrics.
+    pub(super) fn pool_stats(&self) -> crate::metrics::PoolStats {
+        self.readers.stats()
+    }
+
     pub(super) async fn open(url: &str) -> Result<Self, StorageError> {
         let opts = SqliteConnectOptions::from_str(url)
             .map_err(|e| StorageError::InvalidUrl(e.to_string()))?

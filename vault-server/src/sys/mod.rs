@@ -3,6 +3,8 @@
 //! served by the HTTP layer directly, as in Vault, because they must work
 //! while sealed or without a token.)
 
+pub(crate) mod metrics;
+
 use std::sync::{Arc, Weak};
 
 use serde_json::{Map, Value};
@@ -111,6 +113,7 @@ static PATHS: &[PathSpec] = {
         PathSpec::new(LOCKED, &[Read, List]).fields(&[Field::new("mount_accessor", FieldKind::String)]),
         PathSpec::new(UNLOCK, &[Update]),
         PathSpec::new(KEY_STATUS, &[Read]),
+        PathSpec::new(metrics::PATH, &[Read]).fields(&[Field::new("format", FieldKind::String)]),
         PathSpec::new(MOUNT_TUNE, &[Read, Update]).fields(TUNE_FIELDS),
         PathSpec::new(MOUNT, &[Read, Update, Delete]).fields(MOUNT_FIELDS),
         PathSpec::new(AUTH_TUNE, &[Read, Update]).sudo().fields(TUNE_FIELDS),
@@ -175,6 +178,7 @@ async fn route(core: &Arc<Core>, auth: &Authorized, req: Request) -> Result<Resp
             }
             Ok(Response::data(data))
         }
+        (metrics::PATH, _) => metrics::answer(core, &req.data),
         (ROTATE | ROTATE_KEYRING, _) => {
             core.rotate(u).await.map_err(LogicalError::from)?;
             Ok(Response::NoContent)

@@ -53,6 +53,8 @@ const NANOS: i64 = 1_000_000_000;
 pub struct KvV2 {
     view: View,
     settings: RotationSettings,
+    /// Rotation outcomes are counted here (none: not counted).
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 /// Now, in nanoseconds since the Unix epoch.
@@ -248,7 +250,19 @@ fn subkeys(v: &Map<String, Value>, depth: u64, level: u64) -> Map<String, Value>
 impl KvV2 {
     /// An engine over `view`.
     pub fn new(view: View, settings: RotationSettings) -> Self {
-        Self { view, settings }
+        Self { view, settings, metrics: None }
+    }
+
+    /// Count rotation outcomes in `metrics`.
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn count_rotation(&self, ok: bool) {
+        if let Some(m) = &self.metrics {
+            m.rotation(crate::metrics::RotationKind::Kv2, ok);
+        }
     }
 
     async fn config(&self, u: &Unsealed) -> Result<Config, LogicalError> {

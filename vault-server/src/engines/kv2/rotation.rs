@@ -768,6 +768,7 @@ impl KvV2 {
             None => self.apply(&r, &pending, conn.as_ref()).await,
         };
         if let Err(err) = applied {
+            self.count_rotation(false);
             let msg = err.to_string();
             r.lease = None;
             r.failures = r.failures.saturating_add(1);
@@ -816,6 +817,7 @@ impl KvV2 {
         };
         let out = self.write_version(u, key, Body::Rotate(&pending.values), None, Some(&finish)).await?;
         tracing::info!(key, version = out.2, "secret rotated");
+        self.count_rotation(true);
         Ok(out)
     }
 

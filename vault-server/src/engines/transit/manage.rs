@@ -384,7 +384,11 @@ impl Transit {
             if !due(&key) {
                 continue;
             }
-            match self.rotate_key(u, &name, Some(&due)).await {
+            let outcome = self.rotate_key(u, &name, Some(&due)).await;
+            if let Ok(true) | Err(_) = outcome {
+                self.metrics.rotation(crate::metrics::RotationKind::Transit, outcome.is_ok());
+            }
+            match outcome {
                 Ok(true) => tracing::info!(mount = self.view.prefix(), key = %name, "scheduled transit key rotation"),
                 Ok(false) => {}
                 Err(e) => {

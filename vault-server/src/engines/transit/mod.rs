@@ -45,6 +45,8 @@ pub(crate) struct Transit {
     subjects: subjects::Cache,
     /// Limits on streams (server-wide slots).
     streams: StreamSettings,
+    /// Scheduled rotations are counted here (the request hook counts the API's).
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The transit factory for the catalog.
@@ -56,6 +58,7 @@ pub(crate) fn factory(ctx: EngineContext) -> Result<Arc<dyn Backend>, LogicalErr
         keys: store::Keys::default(),
         subjects: Default::default(),
         streams: ctx.settings.streams,
+        metrics: ctx.settings.metrics,
     }))
 }
 
