@@ -24,6 +24,7 @@ pub mod http;
 #[allow(dead_code, reason = "the versioned key API is used by engines still to come")]
 pub(crate) mod keys;
 pub mod logical;
+pub mod quotas;
 pub(crate) mod seal;
 pub mod server;
 pub mod storage;
