@@ -229,7 +229,7 @@ mod tests {
         assert!(l.len() < 100, "{}", l.len());
         // Buckets that stay live (one request per hour) hit the cap: reset.
         let l = Limiter::new(governor::Quota::per_hour(NonZeroU32::new(1).unwrap()));
-        let n = u32::try_from(MAX_KEYS).unwrap() + 10;
+        let n = u32::try_from(MAX_KEYS + 2 * SWEEP_CHECKS as usize).unwrap();
         for i in 0..n {
             l.check(IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i)));
         }

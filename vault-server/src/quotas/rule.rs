@@ -249,7 +249,7 @@ mod tests {
         assert_eq!(mount.specificity("kv"), Some(4));
         assert_eq!(mount.specificity("kvx/data"), None);
         assert_eq!(path.specificity("kv/data/teamx"), None);
-        assert_eq!(glob.specificity("kv/data/tex"), Some(12));
+        assert_eq!(glob.specificity("kv/data/tex"), Some(11));
     }
 
     #[test]

@@ -19,6 +19,9 @@ pub const RATE_LIMIT: &str = "quotas/rate-limit/{name}";
 /// `sys/quotas/config`.
 pub const CONFIG: &str = "quotas/config";
 
+/// Most quotas one vault holds.
+pub const MAX_QUOTAS: usize = 1000;
+
 /// Fields of a rate-limit quota (Vault's).
 pub const RATE_LIMIT_FIELDS: &[Field] = &[
     Field::new("name", FieldKind::String),
@@ -133,8 +136,13 @@ async fn write_quota(core: &Arc<Core>, u: &Unsealed, req: &Request) -> Result<Re
     };
     let q = RateLimitQuota::new(name, &path, rate, interval).map_err(|e| LogicalError::InvalidRequest(e.0))?;
     check_mount(core, &q.path)?;
+    let names = store::list(core.barrier(), u).await?;
+    // Every request scans the quotas: keep the list to what an operator writes by hand.
+    if old.is_none() && names.len() >= MAX_QUOTAS {
+        return Err(bad(&format!("at most {MAX_QUOTAS} rate-limit quotas")));
+    }
     // Two quotas on one path would make "the most specific" ambiguous (Vault refuses it too).
-    for other in store::list(core.barrier(), u).await? {
+    for other in names {
         if other != name
             && let Some(o) = store::get(core.barrier(), u, &other).await?
             && o.path == q.path
