@@ -145,7 +145,7 @@ async fn write_quota(core: &Arc<Core>, u: &Unsealed, req: &Request) -> Result<Re
     for other in names {
         if other != name
             && let Some(o) = store::get(core.barrier(), u, &other).await?
-            && o.path == q.path
+            && o.path.trim_end_matches('/') == q.path.trim_end_matches('/')
         {
             return Err(LogicalError::InvalidRequest(format!("quota {other} already applies to this path")));
         }
