@@ -28,8 +28,8 @@
 //! [quotas]               # built-in per-client-address limits (0 turns one off)
 //! login_rate = 10        # auth/*/login* requests per second
 //! login_burst = 50       # ... at once
-//! unseal_rate = 1        # sys/unseal requests per second
-//! unseal_burst = 10      # ... at once
+//! unseal_rate = 2        # sys/unseal requests per second
+//! unseal_burst = 30      # ... at once
 //!
 //! cache_max_bytes = 67108864   # read cache of stored (encrypted) records; 0 disables
 //!

@@ -58,10 +58,11 @@ pub struct BuiltinLimits {
 impl Default for BuiltinLimits {
     /// Logins: 10 a second, 50 at once (a brute force gets 864k guesses a
     /// day at most from one address, before the per-user lockout; a batch of
-    /// services starting behind one NAT is not refused). Unseal: 1 a second,
-    /// 10 at once (a key holder needs a handful).
+    /// services starting behind one NAT is not refused). Unseal: 2 a second,
+    /// 30 at once (shares are 256-bit, so this bounds work, not guessing; a
+    /// ceremony with a reset and a wrong share fits in the burst).
     fn default() -> Self {
-        Self { login: BuiltinLimit { rate: 10.0, burst: 50 }, unseal: BuiltinLimit { rate: 1.0, burst: 10 } }
+        Self { login: BuiltinLimit { rate: 10.0, burst: 50 }, unseal: BuiltinLimit { rate: 2.0, burst: 30 } }
     }
 }
 
