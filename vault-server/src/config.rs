@@ -17,9 +17,19 @@
 //! disable_unauthed_rekey_endpoints = true
 //! disable_unauthed_generate_root_endpoints = true
 //!
-//! [tls]
+//! [tls]                # reloaded on SIGHUP (docs/hardening.md)
 //! cert_file = "/etc/vault/tls/cert.pem"
 //! key_file  = "/etc/vault/tls/key.pem"
+//! hsts_max_age = 31536000                      # Strict-Transport-Security max-age (s); 0: no header
+//! tls_client_ca_file = "/etc/vault/tls/clients-ca.pem"   # CAs of client certificates
+//! tls_require_and_verify_client_cert = false   # true: a handshake without a valid client certificate fails
+//! tls_disable_client_certs = false             # true: never ask for a client certificate
+//!
+//! [quotas]               # built-in per-client-address limits (0 turns one off)
+//! login_rate = 10        # auth/*/login* requests per second
+//! login_burst = 50       # ... at once
+//! unseal_rate = 2        # sys/unseal requests per second
+//! unseal_burst = 30      # ... at once
 //!
 //! cache_max_bytes = 67108864   # read cache of stored (encrypted) records; 0 disables
 //!
@@ -117,6 +127,35 @@ pub struct TlsConfig {
     pub cert_file: PathBuf,
     /// PEM private key.
     pub key_file: PathBuf,
+    /// `Strict-Transport-Security` max-age in seconds (default one year; 0: no header).
+    #[serde(default = "default_hsts")]
+    pub hsts_max_age: u64,
+    /// PEM CA certificates that client certificates must chain to (Vault's name).
+    #[serde(default)]
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// Refuse handshakes without a valid client certificate (Vault's name).
+    #[serde(default)]
+    pub tls_require_and_verify_client_cert: bool,
+    /// Never ask for a client certificate (Vault's name).
+    #[serde(default)]
+    pub tls_disable_client_certs: bool,
+}
+
+/// One year, what HSTS preload lists ask for.
+pub const DEFAULT_HSTS_MAX_AGE: u64 = 31_536_000;
+
+fn default_hsts() -> u64 {
+    DEFAULT_HSTS_MAX_AGE
+}
+
+/// `[quotas]` as written in the file.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct QuotasFile {
+    login_rate: Option<f64>,
+    login_burst: Option<u32>,
+    unseal_rate: Option<f64>,
+    unseal_burst: Option<u32>,
 }
 
 /// Login lockout settings, as written in the file.
@@ -150,6 +189,7 @@ struct FileConfig {
     disable_unauthed_generate_root_endpoints: Option<bool>,
     listener: Option<ListenerFile>,
     telemetry: Option<TelemetryFile>,
+    quotas: Option<QuotasFile>,
 }
 
 /// `[telemetry]` as written in the file (Vault's `telemetry` stanza keys).
@@ -211,7 +251,7 @@ pub struct UnauthedCeremonies {
 
 /// The effective configuration. `Debug` shows the storage URL without its
 /// password ([`redact_url`]).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq)]
 pub struct Config {
     /// Address to listen on.
     pub listen_addr: SocketAddr,
@@ -244,6 +284,8 @@ pub struct Config {
     pub listener: crate::http::serve::ListenerLimits,
     /// Metrics settings (`[telemetry]`).
     pub telemetry: Telemetry,
+    /// Built-in rate limits on logins and unseal (`[quotas]`).
+    pub quotas: crate::quotas::BuiltinLimits,
 }
 
 impl std::fmt::Debug for Config {
@@ -264,6 +306,7 @@ impl std::fmt::Debug for Config {
             .field("unauthed_ceremonies", &self.unauthed_ceremonies)
             .field("listener", &self.listener)
             .field("telemetry", &self.telemetry)
+            .field("quotas", &self.quotas)
             .finish()
     }
 }
@@ -457,8 +500,23 @@ impl Config {
                 .and_then(|t| t.unauthenticated_metrics_access)
                 .unwrap_or(false),
         };
+        let quotas = Self::quotas(fc.quotas.unwrap_or_default())?;
+        if let Some(t) = &fc.tls {
+            if t.tls_require_and_verify_client_cert && t.tls_client_ca_file.is_none() {
+                return Err(ConfigError::Invalid(
+                    "tls.tls_require_and_verify_client_cert needs tls.tls_client_ca_file".into(),
+                ));
+            }
+            if t.tls_require_and_verify_client_cert && t.tls_disable_client_certs {
+                return Err(ConfigError::Invalid(
+                    "tls.tls_require_and_verify_client_cert and tls.tls_disable_client_certs contradict each other"
+                        .into(),
+                ));
+            }
+        }
         Ok(Config {
             telemetry,
+            quotas,
             lockout,
             rotation,
             streams,
@@ -584,6 +642,37 @@ impl Config {
             l.max_request_bytes_in_flight = n;
         }
         Ok(l)
+    }
+
+    /// `[quotas]`: a rate of 0 turns a limit off; otherwise it must be a
+    /// finite number of requests per second, and the burst at least 1.
+    fn quotas(f: QuotasFile) -> Result<crate::quotas::BuiltinLimits, ConfigError> {
+        let mut q = crate::quotas::BuiltinLimits::default();
+        let rate = |name: &str, v: Option<f64>, into: &mut f64| -> Result<(), ConfigError> {
+            if let Some(v) = v {
+                if !v.is_finite() || !(0.0..=1_000_000.0).contains(&v) || (v > 0.0 && v < 0.000_001) {
+                    return Err(ConfigError::Invalid(format!(
+                        "quotas.{name} must be 0 (off) or between 0.000001 and 1000000 requests per second"
+                    )));
+                }
+                *into = v;
+            }
+            Ok(())
+        };
+        let burst = |name: &str, v: Option<u32>, into: &mut u32| -> Result<(), ConfigError> {
+            if let Some(v) = v {
+                if !(1..=1_000_000).contains(&v) {
+                    return Err(ConfigError::Invalid(format!("quotas.{name} must be between 1 and 1000000")));
+                }
+                *into = v;
+            }
+            Ok(())
+        };
+        rate("login_rate", f.login_rate, &mut q.login.rate)?;
+        burst("login_burst", f.login_burst, &mut q.login.burst)?;
+        rate("unseal_rate", f.unseal_rate, &mut q.unseal.rate)?;
+        burst("unseal_burst", f.unseal_burst, &mut q.unseal.burst)?;
+        Ok(q)
     }
 
     fn parse_file(text: &str) -> Result<FileConfig, String> {

@@ -25,6 +25,7 @@ pub mod http;
 pub(crate) mod keys;
 pub mod logical;
 pub mod metrics;
+pub mod quotas;
 pub(crate) mod seal;
 pub mod server;
 pub mod storage;

@@ -131,6 +131,8 @@ pub struct Server {
     core: Arc<Core>,
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
+    /// Reloads the TLS certificate on SIGHUP.
+    tls_reloader: Option<http::tls::CertReloader>,
     config: Config,
 }
 
@@ -144,9 +146,17 @@ impl Server {
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .map_err(|source| ServerError::Bind { addr: config.listen_addr, source })?;
-        let tls = match &config.tls {
-            Some(tls) => Some(http::tls::server_config(&tls.cert_file, &tls.key_file)?),
-            None => None,
+        let (tls, tls_reloader) = match &config.tls {
+            Some(t) => {
+                let clients = http::tls::ClientCerts {
+                    ca_file: t.tls_client_ca_file.clone(),
+                    required: t.tls_require_and_verify_client_cert,
+                    disabled: t.tls_disable_client_certs,
+                };
+                let (cfg, reloader) = http::tls::listener(&t.cert_file, &t.key_file, &clients)?;
+                (Some(cfg), Some(reloader))
+            }
+            None => (None, None),
         };
         let url = config.storage_url.as_str();
         tracing::info!(storage = %redact_url(url), "opening storage");
@@ -160,10 +170,11 @@ impl Server {
         core.configure_streams(config.streams.clone());
         core.configure_unauthed_ceremonies(config.unauthed_ceremonies);
         core.metrics().set_unauthenticated_access(config.telemetry.unauthenticated_metrics_access);
+        core.quotas().configure(config.quotas);
         if config.access_log {
             core.hooks().add(Arc::new(crate::core::hooks::AccessLog));
         }
-        Ok(Self { core, listener, tls, config })
+        Ok(Self { core, listener, tls, tls_reloader, config })
     }
 
     /// The core (for dev-mode set-up before serving).
@@ -182,19 +193,24 @@ impl Server {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
-        let Server { core, listener, tls, config } = self;
+        let Server { core, listener, tls, tls_reloader, config } = self;
         let addr = listener.local_addr()?;
         let limits = config.listener;
         if tls.is_none() {
             tracing::warn!(%addr, "listening over plain HTTP without TLS: tokens and secrets cross the network in the clear; configure [tls] outside local development");
         }
-        let app = http::router(
+        let app = http::router_with_hsts(
             core.clone(),
             config.max_request_bytes,
             limits.read_timeout,
             limits.max_request_bytes_in_flight,
             limits.max_connections,
+            config.tls.as_ref().filter(|_| tls.is_some()).map(|t| t.hsts_max_age),
         );
+        // Registered before serving: SIGHUP's default action ends the process.
+        if let Ok(hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            tokio::spawn(on_sighup(hup, tls_reloader));
+        }
         let (stop_tx, stop_rx) = watch::channel(false);
         let jobs = tokio::spawn(background(core.clone(), stop_rx.clone()));
         // The signal flips `stop`; serving stops accepting at once and gets a
@@ -295,6 +311,17 @@ async fn background(core: Arc<Core>, stop: watch::Receiver<bool>) {
         }
     };
     tokio::join!(rotations, housekeeping);
+}
+
+/// SIGHUP: reload what can change without a restart (the TLS certificate
+/// and key; a failed reload keeps the pair in use).
+async fn on_sighup(mut hup: tokio::signal::unix::Signal, tls: Option<http::tls::CertReloader>) {
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP received: reloading");
+        if let Some(r) = &tls {
+            r.reload_logged();
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

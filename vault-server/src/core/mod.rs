@@ -206,6 +206,10 @@ pub struct Core {
     counter: Arc<hooks::RequestCounter>,
     /// Prometheus metrics (one of the hooks; read by `sys/metrics`).
     metrics: Arc<crate::metrics::Metrics>,
+    /// Rate limits (API quotas from the barrier, built-in login/unseal limits).
+    quotas: Arc<crate::quotas::Quotas>,
+    /// The CORS setting (`sys/config/cors`).
+    cors: crate::sys::cors::CorsState,
     #[cfg(test)]
     pub(crate) pauses: crate::testing::Pauses,
 }
@@ -248,6 +252,8 @@ impl Core {
             hooks: hooks::Hooks::default(),
             counter: Arc::new(hooks::RequestCounter::default()),
             metrics,
+            quotas: Arc::default(),
+            cors: Default::default(),
             #[cfg(test)]
             pauses: Default::default(),
         });
@@ -275,6 +281,11 @@ impl Core {
         if is(mounts::MOUNTS_PATH) || is(mounts::AUTH_PATH) {
             self.reload_mounts().await?;
         }
+        if is(crate::sys::cors::PATH)
+            || matches!(change, Change::Path(p) if p.starts_with(crate::quotas::store::PREFIX))
+        {
+            self.reload_hardening(&self.unsealed()?).await;
+        }
         let active = self.active()?;
         // Engines hear of changes under their own prefix (the change feed).
         active.router().invalidate(change);
@@ -294,6 +305,27 @@ impl Core {
             }
         }
         Ok(())
+    }
+
+    /// Rate limits: checked by the HTTP layer on every request.
+    pub fn quotas(&self) -> &Arc<crate::quotas::Quotas> {
+        &self.quotas
+    }
+
+    /// The CORS setting in force.
+    pub fn cors(&self) -> &crate::sys::cors::CorsState {
+        &self.cors
+    }
+
+    /// Load the stored quotas and CORS setting (at unseal, and when another
+    /// server changed them). A failure keeps what was in force and is logged.
+    async fn reload_hardening(&self, u: &Unsealed) {
+        if let Err(e) = crate::quotas::store::reload(&self.quotas, &self.barrier, u).await {
+            tracing::warn!(error = %e, "could not load the rate-limit quotas");
+        }
+        if let Err(e) = crate::sys::cors::reload(self, u).await {
+            tracing::warn!(error = %e, "could not load the CORS setting");
+        }
     }
 
     /// Set how secret rotation is scheduled (before unsealing).
@@ -604,6 +636,7 @@ impl Core {
         let cluster: ClusterInfo =
             serde_json::from_slice(&raw).map_err(|_| CoreError::Internal("cluster record malformed".into()))?;
         let router = mounts::load_router(self, &u, None).await?;
+        self.reload_hardening(&u).await;
         Ok(Active {
             tokens,
             policies: policies::PolicyStore::new(Some(security.clone())),

@@ -21,12 +21,14 @@ pub struct ApiError {
     pub errors: Vec<String>,
     /// For a 405: the methods the path does serve (the `Allow` header).
     pub allow: Option<&'static str>,
+    /// Headers to send with the error (a 429's `Retry-After`).
+    pub headers: Option<Box<axum::http::HeaderMap>>,
 }
 
 impl ApiError {
     /// An error with one message.
     pub fn new(status: StatusCode, msg: impl Into<String>) -> Self {
-        Self { status, errors: vec![msg.into()], allow: None }
+        Self { status, errors: vec![msg.into()], allow: None, headers: None }
     }
     /// 400.
     pub fn bad_request(msg: impl Into<String>) -> Self {
@@ -34,7 +36,7 @@ impl ApiError {
     }
     /// An error with an empty `errors` list (Vault does this for 404 and 405).
     pub fn empty(status: StatusCode) -> Self {
-        Self { status, errors: Vec::new(), allow: None }
+        Self { status, errors: Vec::new(), allow: None, headers: None }
     }
 }
 
@@ -45,6 +47,7 @@ impl ApiError {
             status: StatusCode::METHOD_NOT_ALLOWED,
             errors: vec![format!("unsupported method on {path}: use {allow}")],
             allow: Some(allow),
+            headers: None,
         }
     }
 }
@@ -54,6 +57,9 @@ impl IntoResponse for ApiError {
         let mut r = json_response(self.status, &vault_api::ErrorResponse { errors: self.errors });
         if let Some(allow) = self.allow {
             r.headers_mut().insert(axum::http::header::ALLOW, axum::http::HeaderValue::from_static(allow));
+        }
+        if let Some(h) = self.headers {
+            r.headers_mut().extend(*h);
         }
         r
     }

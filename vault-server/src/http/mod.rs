@@ -3,7 +3,9 @@
 //! results into Vault's JSON shapes.
 
 mod budget;
+mod cors;
 mod error;
+mod quota;
 pub(crate) mod serve;
 mod stream;
 mod sys_raw;
@@ -42,6 +44,8 @@ pub struct AppState {
     in_flight: Arc<budget::Budget>,
     /// The last `sys/health` body, rendered once per second and state.
     health: Arc<sys_raw::RenderedHealth>,
+    /// `Strict-Transport-Security`, sent on every answer when serving TLS.
+    hsts: Option<HeaderValue>,
 }
 
 /// The application: every request goes through [`dispatch`]. `body_stall`
@@ -54,12 +58,29 @@ pub fn router(
     in_flight_bytes: usize,
     max_connections: usize,
 ) -> Router {
+    router_with_hsts(core, max_body, body_stall, in_flight_bytes, max_connections, None)
+}
+
+/// [`router`] for a TLS listener: every answer carries
+/// `Strict-Transport-Security: max-age={hsts_max_age}` (`None` or 0: none).
+pub fn router_with_hsts(
+    core: Arc<Core>,
+    max_body: usize,
+    body_stall: Duration,
+    in_flight_bytes: usize,
+    max_connections: usize,
+    hsts_max_age: Option<u64>,
+) -> Router {
+    let hsts = hsts_max_age
+        .filter(|s| *s > 0)
+        .and_then(|s| HeaderValue::from_str(&format!("max-age={s}; includeSubDomains")).ok());
     Router::new().fallback(dispatch).layer(DefaultBodyLimit::disable()).with_state(AppState {
         core,
         max_body,
         body_stall,
         in_flight: Arc::new(budget::Budget::new(in_flight_bytes, max_body, max_connections)),
         health: Arc::default(),
+        hsts,
     })
 }
 
@@ -343,12 +364,19 @@ async fn dispatch(State(state): State<AppState>, req: HttpRequest) -> Response {
     // the hooks, and on every log line written while it runs (the span).
     let request_id = random::uuid();
     let span = tracing::info_span!("request", request_id = %request_id);
+    // CORS first: a preflight or a refused origin is answered without
+    // running anything (off by default: one header lookup).
+    let cors = match cors::check(&state.core, &parts.method, &parts.headers) {
+        cors::Cors::Answer(r) => return finish(&state, r, &request_id, None, None),
+        cors::Cors::Allow(origin) => Some(origin),
+        cors::Cors::None => None,
+    };
     // A body the pipeline may leave unread (denied before reading it).
     let has_body = parts.headers.get(header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0")
         || parts.headers.contains_key(header::TRANSFER_ENCODING);
     let incoming =
         Incoming { peer, method: parts.method, uri: parts.uri, headers: parts.headers, body, version: parts.version };
-    let (result, body_read) = handle(&state, &request_id, started, incoming).instrument(span).await;
+    let (result, body_read, rate) = handle(&state, &request_id, started, incoming).instrument(span).await;
     let mut r = match result {
         Ok(r) => r,
         Err(e) => {
@@ -367,8 +395,30 @@ async fn dispatch(State(state): State<AppState>, req: HttpRequest) -> Response {
         // next request dropped).
         r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        r.headers_mut().insert(HeaderName::from_static(REQUEST_ID_HEADER), v);
+    finish(&state, r, &request_id, cors, rate)
+}
+
+/// Headers every answer gets last: the request id, HSTS under TLS, CORS
+/// for an allowed origin, rate-limit state when enabled.
+fn finish(
+    state: &AppState,
+    mut r: Response,
+    request_id: &str,
+    cors: Option<HeaderValue>,
+    rate: Option<crate::quotas::RateInfo>,
+) -> Response {
+    let h = r.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert(HeaderName::from_static(REQUEST_ID_HEADER), v);
+    }
+    if let Some(v) = &state.hsts {
+        h.insert(header::STRICT_TRANSPORT_SECURITY, v.clone());
+    }
+    if let Some(origin) = cors {
+        cors::add(h, origin);
+    }
+    if let Some(info) = rate {
+        quota::add_headers(h, &info);
     }
     r
 }
@@ -419,6 +469,12 @@ struct Seen {
     mount_type: std::borrow::Cow<'static, str>,
     caller: Option<Caller>,
     remote: std::net::IpAddr,
+    /// The client's rate-limit bucket, when `X-Ratelimit-*` headers are on.
+    rate: Option<crate::quotas::RateInfo>,
+    /// A rate limit refused the request (the hooks hear of it only when
+    /// `enable_rate_limit_audit_logging` asks: a flood must not become a
+    /// flood of audit writes).
+    quota_refused: bool,
 }
 
 impl Seen {
@@ -434,6 +490,8 @@ impl Seen {
             mount_type: "".into(),
             caller: None,
             remote: std::net::Ipv4Addr::UNSPECIFIED.into(),
+            rate: None,
+            quota_refused: false,
         }
     }
 
@@ -490,7 +548,7 @@ async fn handle(
     request_id: &str,
     started: std::time::Instant,
     incoming: Incoming,
-) -> (Result<Response, ApiError>, bool) {
+) -> (Result<Response, ApiError>, bool, Option<crate::quotas::RateInfo>) {
     let seen = Seen {
         op: operation(&incoming.method, false).unwrap_or(Operation::Read),
         routed: false,
@@ -501,11 +559,17 @@ async fn handle(
         mount_type: "".into(),
         caller: None,
         remote: incoming.peer.ip(),
+        rate: None,
+        quota_refused: false,
     };
     // Until the response hooks ran, dropping this (the client went away and
     // hyper dropped the request's future) still tells the hooks, as 499.
     let mut pending = Pending { core: state.core.clone(), request_id, started, seen, done: false };
     let result = run(state, request_id, &mut pending.seen, incoming).await;
+    if pending.seen.quota_refused && !state.core.quotas().config().enable_rate_limit_audit_logging {
+        pending.done = true;
+        return (result.map(|(r, _)| r), false, None);
+    }
     let (status, errors) = match &result {
         Ok((r, _)) => (r.status().as_u16(), Vec::new()),
         Err(e) => (e.status.as_u16(), e.errors.clone()),
@@ -516,7 +580,7 @@ async fn handle(
     let event = ResponseEvent { request: &request, status, duration: started.elapsed(), data, errors: &errors };
     state.core.hooks().response(&event).await;
     pending.done = true;
-    (result.map(|(r, _)| r), pending.seen.body_read)
+    (result.map(|(r, _)| r), pending.seen.body_read, pending.seen.rate)
 }
 
 /// Status the hooks see for a request whose client went away first
@@ -586,6 +650,9 @@ async fn run(
     if is_wrapping_path(&path) {
         return Err(ApiError::bad_request("response wrapping is not supported by this server"));
     }
+    // Rate limits before anything costs: no token looked up, no body read
+    // (raw endpoints, logins and unseal included).
+    seen.rate = quota::check(state.core.quotas(), &path, peer.ip()).inspect_err(|_| seen.quota_refused = true)?;
     // A body declared larger than the path takes is refused before any of it is read.
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());

@@ -4,6 +4,8 @@
 //! while sealed or without a token.)
 
 pub(crate) mod metrics;
+pub mod cors;
+pub mod quotas;
 
 use std::sync::{Arc, Weak};
 
@@ -118,6 +120,11 @@ static PATHS: &[PathSpec] = {
         PathSpec::new(MOUNT, &[Read, Update, Delete]).fields(MOUNT_FIELDS),
         PathSpec::new(AUTH_TUNE, &[Read, Update]).sudo().fields(TUNE_FIELDS),
         PathSpec::new(AUTH_MOUNT, &[Read, Update, Delete]).sudo().fields(MOUNT_FIELDS),
+        // Rate limits and CORS (quotas.rs, cors.rs). `sys/config/*` is sudo in Vault.
+        PathSpec::new(quotas::RATE_LIMITS, &[List]),
+        PathSpec::new(quotas::RATE_LIMIT, &[Read, Update, Delete]).fields(quotas::RATE_LIMIT_FIELDS),
+        PathSpec::new(quotas::CONFIG, &[Read, Update]).fields(quotas::CONFIG_FIELDS),
+        PathSpec::new(cors::CORS, &[Read, Update, Delete]).sudo().fields(cors::FIELDS),
     ]
 };
 
@@ -143,6 +150,12 @@ async fn route(core: &Arc<Core>, auth: &Authorized, req: Request) -> Result<Resp
     let req = crate::logical::paths::ensure_routed(PATHS, req)?;
     let u = auth.unsealed();
     let pattern = req.pattern();
+    if quotas::handles(pattern) {
+        return quotas::route(core, u, req).await;
+    }
+    if pattern == cors::CORS {
+        return cors::route(core, u, req).await;
+    }
     match (pattern, req.op) {
         (MOUNTS | AUTH, Operation::Read) => {
             let table = if pattern == AUTH { Table::Auth } else { Table::Secrets };
