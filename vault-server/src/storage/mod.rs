@@ -20,6 +20,7 @@ mod conns;
 mod group;
 mod plan;
 mod postgres;
+mod snapshot;
 mod sql;
 mod sqlite;
 mod watch;
@@ -30,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::crypto::Ciphertext;
 pub use cache::DEFAULT_BYTES as DEFAULT_CACHE_BYTES;
+pub use snapshot::{Row, Snapshot};
 
 /// What can go wrong in storage. Messages never contain values.
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +169,12 @@ impl WriteBatch {
 
 /// The pseudo-path announced when the seal configuration changes.
 pub const SEAL_CONFIG_CHANGE: &str = "core/seal-config";
+
+/// The pseudo-path announced when a restore replaced every row: other
+/// servers on the same database hold keys and caches of the storage that
+/// was, so they seal themselves (`core::Core::on_change`) and are unsealed
+/// again with the restored vault's shares.
+pub const RESTORED: &str = "core/restored";
 
 /// A change made by another server on the same database.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -438,6 +446,49 @@ impl Storage {
             Backend::Postgres(b) => Box::pin(b.seal_config()).await?,
         };
         raw.map(|s| serde_json::from_str(&s).map_err(|_| StorageError::Corrupt("seal config".into()))).transpose()
+    }
+
+    /// A consistent snapshot of the whole storage: the seal configuration
+    /// and every row, as stored (ciphertext), read in one database snapshot
+    /// (SQLite: one read transaction; PostgreSQL: `REPEATABLE READ`) and
+    /// streamed: at most a few hundred rows are in memory at once.
+    pub async fn snapshot(&self) -> Result<Snapshot, StorageError> {
+        let (config_tx, config_rx) = tokio::sync::oneshot::channel();
+        let (rows_tx, rows) = tokio::sync::mpsc::channel(snapshot::CHANNEL_ROWS);
+        let backend = self.backend.clone();
+        tokio::spawn(async move {
+            let mut feed = snapshot::Feed { config: Some(config_tx), rows: rows_tx };
+            let r = match &*backend {
+                Backend::Sqlite(b) => b.snapshot(&mut feed).await,
+                Backend::Postgres(b) => b.snapshot(&mut feed).await,
+            };
+            if let Err(e) = r {
+                feed.fail(e).await;
+            }
+        });
+        let raw = config_rx.await.map_err(|_| StorageError::Closed)??;
+        let seal_config = raw
+            .map(|s| serde_json::from_str(&s).map_err(|_| StorageError::Corrupt("seal config".into())))
+            .transpose()?;
+        Ok(Snapshot { seal_config, rows })
+    }
+
+    /// Replace the whole storage (every row and the seal configuration) by
+    /// `rows` in one transaction: on any error nothing changed. Then every
+    /// cached value is forgotten and every watcher woken, as after a lost
+    /// change feed. The caller makes sure nothing holds keys of the storage
+    /// that was (the core seals first).
+    pub async fn replace_all(&self, seal: Option<SealConfig>, rows: &[Row]) -> Result<(), StorageError> {
+        snapshot::check_rows(rows)?;
+        let json = seal.map(|c| serde_json::to_string(&c).unwrap_or_default());
+        let r = match &*self.backend {
+            Backend::Sqlite(b) => Box::pin(b.replace_all(json.as_deref(), rows)).await,
+            Backend::Postgres(b) => Box::pin(b.replace_all(json.as_deref(), rows)).await,
+        };
+        // Whatever the outcome (a commit whose answer was lost may have
+        // happened), nothing cached before may be trusted.
+        self.shared.resync();
+        r
     }
 
     /// Stop the writer (pending writes finish) and close connections.
