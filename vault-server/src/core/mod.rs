@@ -16,6 +16,7 @@ pub(crate) mod mounts;
 pub(crate) mod policies;
 mod rekey;
 pub(crate) mod request;
+pub mod restore;
 #[cfg(test)]
 mod tests;
 
@@ -204,6 +205,8 @@ pub struct Core {
     hooks: hooks::Hooks,
     /// Requests by mount and status class (one of the hooks).
     counter: Arc<hooks::RequestCounter>,
+    /// Backup settings and scheduled-backup counters.
+    backup: crate::backup::State,
     #[cfg(test)]
     pub(crate) pauses: crate::testing::Pauses,
 }
@@ -241,6 +244,7 @@ impl Core {
             reauth: Arc::new(request::Reauthorizer { core: me.clone() }),
             hooks: hooks::Hooks::default(),
             counter: Arc::new(hooks::RequestCounter::default()),
+            backup: Default::default(),
             #[cfg(test)]
             pauses: Default::default(),
         });
@@ -254,6 +258,11 @@ impl Core {
     /// Apply a change another server made to shared state we cache.
     async fn on_change(&self, change: &Change) -> Result<(), CoreError> {
         let is = |p: &str| matches!(change, Change::Resync) || *change == Change::Path(p.into());
+        // Another server restored a snapshot: the keys held here are of the vault that was.
+        if *change == Change::Path(crate::storage::RESTORED.into()) {
+            self.seal().await;
+            return Ok(());
+        }
         if is(SEAL_CONFIG_CHANGE) || is(seal::ROOT_KEY_PATH) {
             self.refresh_config().await?;
         }
@@ -336,6 +345,11 @@ impl Core {
     /// Requests counted by mount, operation and status class.
     pub fn request_counter(&self) -> &hooks::RequestCounter {
         &self.counter
+    }
+
+    /// Backup settings and scheduled-backup counters (`crate::backup`).
+    pub fn backup(&self) -> &crate::backup::State {
+        &self.backup
     }
 
     /// Login failure counters shared by all auth methods.
