@@ -146,6 +146,18 @@ struct FileConfig {
     disable_unauthed_rekey_endpoints: Option<bool>,
     disable_unauthed_generate_root_endpoints: Option<bool>,
     listener: Option<ListenerFile>,
+    backup: Option<BackupFile>,
+}
+
+/// `[backup]` as written in the file (docs/backup.md).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct BackupFile {
+    dir: Option<PathBuf>,
+    interval: Option<String>,
+    keep_daily: Option<u32>,
+    keep_monthly: Option<u32>,
+    max_snapshot_bytes: Option<u64>,
 }
 
 /// `[listener]` as written in the file.
@@ -222,6 +234,8 @@ pub struct Config {
     pub unauthed_ceremonies: UnauthedCeremonies,
     /// Listener timeouts and connection cap (`[listener]`).
     pub listener: crate::http::serve::ListenerLimits,
+    /// `[backup]`: snapshot size limit and scheduled backups.
+    pub backup: crate::backup::Settings,
 }
 
 impl std::fmt::Debug for Config {
@@ -428,7 +442,9 @@ impl Config {
             generate_root: !fc.disable_unauthed_generate_root_endpoints.unwrap_or(true),
         };
         let listener = Self::listener(fc.listener.unwrap_or_default())?;
+        let backup = Self::backup(fc.backup)?;
         Ok(Config {
+            backup,
             lockout,
             rotation,
             streams,
@@ -554,6 +570,43 @@ impl Config {
             l.max_request_bytes_in_flight = n;
         }
         Ok(l)
+    }
+
+    /// `[backup]`: scheduled when `dir` and `interval` are given (one without
+    /// the other is a mistake); retention keeps at least today's newest.
+    fn backup(f: Option<BackupFile>) -> Result<crate::backup::Settings, ConfigError> {
+        let mut s = crate::backup::Settings::default();
+        let Some(f) = f else { return Ok(s) };
+        if let Some(n) = f.max_snapshot_bytes {
+            if !(1024 * 1024..=(1u64 << 40)).contains(&n) {
+                return Err(ConfigError::Invalid("backup.max_snapshot_bytes must be between 1 MiB and 1 TiB".into()));
+            }
+            s.max_snapshot_bytes = n;
+        }
+        let (dir, interval) = match (f.dir, f.interval) {
+            (None, None) => return Ok(s),
+            (Some(d), Some(i)) => (d, i),
+            _ => return Err(ConfigError::Invalid("backup.dir and backup.interval go together".into())),
+        };
+        let secs = crate::logical::fields::parse_duration(&interval)
+            .filter(|s| (1..=366 * 86_400).contains(s))
+            .ok_or_else(|| {
+                ConfigError::Invalid(format!("backup.interval \"{interval}\" is not a duration from 1s to 366d such as \"24h\""))
+            })?;
+        let keep_daily = f.keep_daily.unwrap_or(30);
+        let keep_monthly = f.keep_monthly.unwrap_or(12);
+        if !(1..=36_500).contains(&keep_daily) || keep_monthly > 12_000 {
+            return Err(ConfigError::Invalid(
+                "backup.keep_daily must be between 1 and 36500, backup.keep_monthly at most 12000".into(),
+            ));
+        }
+        s.schedule = Some(crate::backup::schedule::Schedule {
+            dir,
+            interval: std::time::Duration::from_secs(secs),
+            keep_daily,
+            keep_monthly,
+        });
+        Ok(s)
     }
 
     fn parse_file(text: &str) -> Result<FileConfig, String> {

@@ -82,12 +82,30 @@ impl std::fmt::Debug for Keys<'_> {
 /// Run the drill in a fresh directory under `parent` (the OS temporary
 /// directory if `None`); the directory is removed afterwards.
 pub async fn run(parsed: &Parsed, keys: Keys<'_>, parent: Option<&std::path::Path>) -> Result<Report, BackupError> {
+    let root = root_key(parsed, keys)?;
+    let by_shares = matches!(keys, Keys::Shares(_));
+    let dir = match parent {
+        Some(p) => tempfile::Builder::new().prefix("vault-drill-").tempdir_in(p),
+        None => tempfile::Builder::new().prefix("vault-drill-").tempdir(),
+    }
+    .map_err(|e| BackupError::Io(format!("cannot create the drill directory: {e}")))?;
+    let url = format!("sqlite://{}/drill.db", dir.path().display());
+    let storage = Storage::open_with(&url, 0).await?;
+    let r = open_all(parsed, storage.clone(), root, by_shares).await;
+    storage.close().await;
+    drop(dir);
+    r
+}
+
+/// The root key that opens the snapshot's keyring: unwrapped with the
+/// shares, or the running server's.
+fn root_key(parsed: &Parsed, keys: Keys<'_>) -> Result<zeroize::Zeroizing<[u8; 32]>, BackupError> {
     let config = parsed
         .header
         .seal_config
         .ok_or_else(|| BackupError::Invalid("the snapshot is of an uninitialized vault: nothing to open".into()))?;
-    let root = match keys {
-        Keys::Server(core) => core.unsealed()?.root_key().clone(),
+    match keys {
+        Keys::Server(core) => Ok(core.unsealed()?.root_key().clone()),
         Keys::Shares(shares) => {
             let key = crate::core::restore::unseal_key(config, shares).map_err(CoreError::from)?;
             let wrapped = parsed
@@ -102,25 +120,32 @@ pub async fn run(parsed: &Parsed, keys: Keys<'_>, parent: Option<&std::path::Pat
                         .into(),
                 ),
                 other => CoreError::from(other).into(),
-            })?
+            })
         }
-    };
-    let dir = match parent {
-        Some(p) => tempfile::Builder::new().prefix("vault-drill-").tempdir_in(p),
-        None => tempfile::Builder::new().prefix("vault-drill-").tempdir(),
     }
-    .map_err(|e| BackupError::Io(format!("cannot create the drill directory: {e}")))?;
-    let storage = Storage::open_with(&format!("sqlite://{}/drill.db", dir.path().display()), 0).await?;
-    let r = open_all(parsed, &storage, root, matches!(keys, Keys::Shares(_))).await;
-    storage.close().await;
-    drop(dir);
-    r
+}
+
+/// Mount data prefixes (`logical/<uuid>/`) to mount paths and types, from
+/// the mount table at `table`.
+async fn mount_names(
+    barrier: &Barrier,
+    u: &crate::barrier::Unsealed,
+    table: &'static str,
+    data: &'static str,
+    route: &'static str,
+    names: &mut BTreeMap<String, (String, String)>,
+) {
+    let Ok(Some(raw)) = barrier.get(u, table).await else { return };
+    let Ok(entries) = serde_json::from_slice::<Vec<MountEntry>>(&raw) else { return };
+    for e in entries {
+        names.insert(format!("{data}{}/", e.uuid), (format!("{route}{}", e.path), e.kind));
+    }
 }
 
 /// Restore into `storage`, open the keyring with `root`, then open every row read back.
 async fn open_all(
     parsed: &Parsed,
-    storage: &Storage,
+    storage: Storage,
     root: zeroize::Zeroizing<[u8; 32]>,
     by_shares: bool,
 ) -> Result<Report, BackupError> {
@@ -138,13 +163,8 @@ async fn open_all(
     let u = barrier.install(keyring);
     // Mount data prefixes to mount paths, from the restored mount tables.
     let mut names: BTreeMap<String, (String, String)> = BTreeMap::new();
-    for (table, data, route) in [(MOUNTS_PATH, "logical/", ""), (AUTH_PATH, "auth/", "auth/")] {
-        let Ok(Some(raw)) = barrier.get(&u, table).await else { continue };
-        let Ok(entries) = serde_json::from_slice::<Vec<MountEntry>>(&raw) else { continue };
-        for e in entries {
-            names.insert(format!("{data}{}/", e.uuid), (format!("{route}{}", e.path), e.kind));
-        }
-    }
+    mount_names(&barrier, &u, MOUNTS_PATH, "logical/", "", &mut names).await;
+    mount_names(&barrier, &u, AUTH_PATH, "auth/", "auth/", &mut names).await;
     let mut report = Report {
         verified: false,
         sha256: parsed.manifest.sha256.clone(),
@@ -163,14 +183,17 @@ async fn open_all(
     while let Some(row) = snap.rows.recv().await {
         let row = row?;
         report.entries += 1;
-        let area = format::area(&row.path);
-        let (name, kind) = names.get(&area).cloned().unwrap_or_else(|| (area, "storage".into()));
-        let slot = report.mounts.entry(name).or_insert_with(|| MountCount { kind, ..Default::default() });
         // The root key row was opened by the shares (or is this server's),
         // the keyring row by the root key: both proven above.
         let ok = row.path == seal::ROOT_KEY_PATH
             || row.path == KEYRING_PATH
             || barrier.decrypt(&u, &row.path, &row.value).await.is_ok();
+        let area = format::area(&row.path);
+        let (name, kind) = match names.get(&area) {
+            Some(n) => n.clone(),
+            None => (area, "storage".to_string()),
+        };
+        let slot = report.mounts.entry(name).or_insert(MountCount { kind, entries: 0, failed: 0 });
         if ok {
             report.opened += 1;
             slot.entries += 1;
