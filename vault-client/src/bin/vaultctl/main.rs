@@ -30,6 +30,7 @@ mod input;
 mod kv;
 mod log;
 mod login;
+mod backup;
 mod operator;
 mod output;
 mod policy;
