@@ -58,8 +58,9 @@ pub struct Settings {
     pub schedule: Option<schedule::Schedule>,
 }
 
-/// Default [`Settings::max_snapshot_bytes`]: 1 GiB.
-pub const DEFAULT_MAX_SNAPSHOT_BYTES: u64 = 1 << 30;
+/// Default [`Settings::max_snapshot_bytes`]: 256 MiB (a restore holds the
+/// file and its parsed rows in memory at once).
+pub const DEFAULT_MAX_SNAPSHOT_BYTES: u64 = 256 << 20;
 
 impl Default for Settings {
     fn default() -> Self {

@@ -18,7 +18,7 @@ use zeroize::Zeroizing;
 use super::{Core, CoreError};
 use crate::logical::{LogicalError, Operation};
 use crate::seal::{self, Added, KeyPart, SealError, ShareCollector};
-use crate::storage::{Row, SealConfig};
+use crate::storage::{OTHER_SERVERS, Row, SealConfig, StorageError};
 
 /// What the caller offers as the right to restore (or to read a snapshot).
 #[derive(Clone, Copy)]
@@ -110,7 +110,17 @@ impl Core {
             tracing::info!("sealing for a restore");
         }
         self.seal_now();
-        self.storage().replace_all(Some(seal_config), rows).await?;
+        match self.storage().replace_all(Some(seal_config), rows).await {
+            Ok(()) => {}
+            Err(StorageError::Conflict(what)) if what == OTHER_SERVERS => {
+                return Err(CoreError::InvalidRequest(
+                    "other servers are connected to this PostgreSQL database: stop them before restoring (they \
+                     hold the keys of the vault being replaced); nothing was changed, this server is sealed"
+                        .into(),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
         self.set_seal_config(Some(seal_config));
         tracing::info!(entries = rows.len(), "storage restored from a snapshot; the vault is sealed");
         Ok(())

@@ -176,6 +176,10 @@ pub const SEAL_CONFIG_CHANGE: &str = "core/seal-config";
 /// again with the restored vault's shares.
 pub const RESTORED: &str = "core/restored";
 
+/// What a restore's [`StorageError::Conflict`] names when other servers are
+/// connected to the same PostgreSQL database (nothing was changed).
+pub const OTHER_SERVERS: &str = "other servers connected to this database";
+
 /// A change made by another server on the same database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {

@@ -453,6 +453,22 @@ impl Postgres {
         let r = async {
             let mut tx = sqlx::Connection::begin(lease.conn()).await?;
             sqlx::query("LOCK TABLE entries IN EXCLUSIVE MODE").execute(&mut *tx).await?;
+            // Another server on this database holds the old vault's keys and
+            // may have writes queued behind the lock, encrypted under them:
+            // they would land in the restored vault. Refuse until they are
+            // stopped (docs/backup.md).
+            let others: i64 = sqlx::query(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND application_name LIKE $1 AND application_name <> $2",
+            )
+            .bind(format!("{APP_PREFIX}%"))
+            .bind(format!("{APP_PREFIX}{instance}"))
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
+            if others > 0 {
+                return Ok(Err(StorageError::Conflict(super::OTHER_SERVERS.into())));
+            }
             sqlx::query("DELETE FROM entries").execute(&mut *tx).await?;
             for chunk in sql::chunks(rows, |r| r.path.len() + r.value.len()) {
                 let paths: Vec<&str> = chunk.iter().map(|r| r.path.as_str()).collect();
@@ -472,11 +488,11 @@ impl Postgres {
                 None => sqlx::query("DELETE FROM seal_config").execute(&mut *tx).await?,
             };
             notify(&mut *tx, &instance, &[super::RESTORED, super::SEAL_CONFIG_CHANGE]).await?;
-            tx.commit().await
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(Ok(()))
         }
         .await;
-        lease.done(r)?;
-        Ok(())
+        lease.done(r)?
     }
 }
 
