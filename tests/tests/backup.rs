@@ -129,6 +129,7 @@ async fn round_trip(from: Backend, to: Backend) {
     assert!(r["mounts"]["secret/"]["entries"].as_u64().unwrap() >= 2, "{r}");
     assert_eq!(r["mounts"]["transit/"]["type"], "transit", "{r}");
     assert_eq!(r["entries"], r["opened"]);
+    assert_eq!(r["sha256"].as_str(), Some(sha256_hex(&bytes).as_str()), "verify names the file's SHA-256 too");
     let out = vaultctl(
         &a.url(),
         Some(&fx.root),
@@ -404,4 +405,30 @@ async fn scheduled_backups() {
         let out = vaultctl(&srv.url(), Some(&fx.root), &["operator", "backup", "verify", s.to_str().unwrap()]);
         assert_eq!(out.code, 0, "{} {}", out.stdout, out.stderr);
     }
+}
+
+/// Several servers on one PostgreSQL: a restore is refused while another
+/// is connected (its queued writes would land encrypted under the old
+/// keys); nothing changes; once it is stopped the restore goes through.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_restore_refused_while_other_servers_run() {
+    let store = Store::new(Backend::Postgres);
+    let a = ServerProc::start(&store, &[]);
+    let fx = populate(&a).await;
+    let b = ServerProc::start(&store, &[]);
+    b.client().unseal(&fx.keys[..2]).await;
+    let (s, good) = snapshot(&a, Some(&fx.root)).await;
+    assert_eq!(s, 200);
+    let (s, v) = post(&a, "sys/storage/snapshot-restore", Some(&fx.root), &[], good.clone()).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(first_error(&v).contains("other servers"), "{v}");
+    // Nothing changed: both still serve everything (A was sealed by the attempt).
+    check(&b.client(), &fx).await;
+    a.client().unseal(&fx.keys[..2]).await;
+    check(&a.client(), &fx).await;
+    b.terminate();
+    let (s, v) = post(&a, "sys/storage/snapshot-restore", Some(&fx.root), &[], good).await;
+    assert_eq!(s, 200, "{v}");
+    a.client().unseal(&fx.keys[..2]).await;
+    check(&a.client(), &fx).await;
 }

@@ -37,8 +37,11 @@ pub struct MountCount {
 pub struct Report {
     /// Every entry opened and the counts match the manifest.
     pub verified: bool,
-    /// The snapshot's SHA-256 (from its manifest, checked).
+    /// SHA-256 of the snapshot file (what `sha256sum` prints), when the
+    /// caller had the file; else the manifest's digest of the rows.
     pub sha256: String,
+    /// The manifest's SHA-256 of the rows (checked).
+    pub rows_sha256: String,
     /// When the snapshot was taken.
     pub created_time: String,
     /// The storage it was taken from.
@@ -168,6 +171,7 @@ async fn open_all(
     let mut report = Report {
         verified: false,
         sha256: parsed.manifest.sha256.clone(),
+        rows_sha256: parsed.manifest.sha256.clone(),
         created_time: parsed.header.created_time.clone(),
         storage_type: parsed.header.storage_type.clone(),
         keys: if by_shares { "shares" } else { "server" },
@@ -175,7 +179,11 @@ async fn open_all(
         opened: 0,
         failed: 0,
         root_key_checked: by_shares,
-        mounts: BTreeMap::new(),
+        // Every mount is listed, those without any entry too.
+        mounts: names
+            .values()
+            .map(|(name, kind)| (name.clone(), MountCount { kind: kind.clone(), entries: 0, failed: 0 }))
+            .collect(),
         failures: Vec::new(),
     };
     // Read back from the drill store: the restore itself is what is proven.

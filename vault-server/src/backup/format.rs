@@ -83,6 +83,11 @@ pub struct Manifest {
     pub sha256: String,
 }
 
+/// SHA-256 (hex) of a whole file, as `sha256sum` prints it.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
 /// The storage area a path belongs to: a mount's data prefix
 /// (`logical/<uuid>/`, `auth/<uuid>/`) or the first segment (`core/`).
 pub fn area(path: &str) -> String {

@@ -120,8 +120,11 @@ pub async fn once(core: &Core, s: &Schedule) -> Result<(PathBuf, drill::Report),
 async fn verify_file(core: &Core, path: &Path) -> Result<drill::Report, BackupError> {
     let bytes = tokio::fs::read(path).await.map_err(|e| BackupError::Io(format!("cannot read the backup back: {e}")))?;
     let parsed = format::parse(&bytes)?;
+    let sha256 = format::sha256_hex(&bytes);
     drop(bytes);
-    drill::run(&parsed, drill::Keys::Server(core), None).await
+    let mut report = drill::run(&parsed, drill::Keys::Server(core), None).await?;
+    report.sha256 = sha256;
+    Ok(report)
 }
 
 fn ensure_dir(dir: &Path) -> std::io::Result<()> {

@@ -106,9 +106,11 @@ pub(super) async fn handle(
         let bytes = read_file(body, limit, declared, state.body_stall).await?;
         *body_read = true;
         let parsed = backup::format::parse(&bytes).map_err(|e| api_error(e.into()))?;
+        let file_sha256 = backup::format::sha256_hex(&bytes);
         drop(bytes);
         let using = if keys.is_empty() { drill::Keys::Server(core) } else { drill::Keys::Shares(&keys) };
-        let report = drill::run(&parsed, using, None).await.map_err(api_error)?;
+        let mut report = drill::run(&parsed, using, None).await.map_err(api_error)?;
+        report.sha256 = file_sha256;
         return Ok(json_response(StatusCode::OK, &report));
     }
     let allow = if TAKE.contains(&path) { "GET, PUT, POST" } else { "PUT, POST" };

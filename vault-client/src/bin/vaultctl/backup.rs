@@ -109,7 +109,7 @@ async fn verify(o: &mut Outcome, fmt: Format, c: &Client, a: VerifyArgs) -> anyh
             out,
             &[
                 ("Verified", verified.to_string()),
-                ("SHA-256", n("sha256")),
+                ("SHA-256 (file)", n("sha256")),
                 ("Created", n("created_time")),
                 ("Source storage", n("storage_type")),
                 ("Opened with", n("keys")),
