@@ -140,6 +140,24 @@ async fn round_trip(from: Backend, to: Backend) {
     assert_eq!((r2["verified"].as_bool(), r2["keys"].as_str(), r2["root_key_checked"].as_bool()), (Some(true), Some("shares"), Some(true)));
     assert_eq!(r2["mounts"], r["mounts"]);
 
+    // Offline, without a server: `vault-server backup-verify` with a shares file.
+    let shares = dir.path().join("shares.txt");
+    std::fs::write(&shares, format!("{}\n{}\n", fx.keys[0], fx.keys[1])).unwrap();
+    let out = Command::new(vault_e2e::server_bin())
+        .args(["backup-verify", f, "--unseal-key-file", shares.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r3: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((r3["verified"].as_bool(), &r3["mounts"]), (Some(true), &r["mounts"]));
+    std::fs::write(&shares, &fx.keys[0]).unwrap();
+    let out = Command::new(vault_e2e::server_bin())
+        .args(["backup-verify", f, "--unseal-key-file", shares.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "one share of two must not open it");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(&fx.keys[0]), "the share is not echoed");
+
     // A new, empty store: restore into the uninitialized server (no token).
     let b_store = Store::new(to);
     let b = ServerProc::start(&b_store, &[]);

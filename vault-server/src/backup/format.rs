@@ -233,6 +233,18 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, FormatError> {
                 let value = c.take(n, "value")?.to_vec();
                 let rev = c.take(8, "revision")?;
                 let rev = i64::from_be_bytes([rev[0], rev[1], rev[2], rev[3], rev[4], rev[5], rev[6], rev[7]]);
+                // What storage would refuse, refused here with a clear
+                // message: control characters, disorder or a duplicate (a
+                // snapshot is written in path order), a revision below 1.
+                if path.chars().any(char::is_control) {
+                    return Err(FormatError::Malformed(format!("row {} has a control character in its path", rows.len())));
+                }
+                if rows.last().is_some_and(|r: &Row| r.path >= path) {
+                    return Err(FormatError::Malformed(format!("rows out of order or repeated at {path}")));
+                }
+                if rev < 1 {
+                    return Err(FormatError::Malformed(format!("the revision of {path} is {rev}")));
+                }
                 *areas.entry(area(&path)).or_default() += 1;
                 rows.push(Row { path, value, rev });
             }
@@ -380,6 +392,21 @@ mod tests {
         out.extend_from_slice(&json);
         let err = parse(&out).unwrap_err().to_string();
         assert!(err.contains("3 rows, the manifest says 2"), "{err}");
+    }
+
+    /// Rows storage would refuse are refused by the parser, with the digest
+    /// and counts matching (a crafted file, not a damaged one).
+    #[test]
+    fn crafted_rows_are_refused() {
+        let bad = |rows: &[Row], says: &str| {
+            let e = parse(&file(rows)).unwrap_err().to_string();
+            assert!(e.contains(says), "{e}");
+        };
+        let r = |p: &str, rev: i64| Row { path: p.into(), value: vec![1], rev };
+        bad(&[r("b", 1), r("a", 1)], "out of order");
+        bad(&[r("a", 1), r("a", 1)], "repeated");
+        bad(&[r("a", 0)], "revision");
+        bad(&[r("a\nb", 1)], "control character");
     }
 
     #[test]

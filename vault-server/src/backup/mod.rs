@@ -208,6 +208,36 @@ pub async fn restore(
     let Some(config) = parsed.header.seal_config else {
         return Err(BackupError::Invalid("the snapshot is of an uninitialized vault: nothing to restore".into()));
     };
+    // A crafted header must not install a seal nobody can open.
+    crate::seal::validate_config(i64::from(config.secret_shares), i64::from(config.secret_threshold))
+        .map_err(|e| BackupError::Invalid(format!("the snapshot's seal configuration: {e}")))?;
+    for needed in [crate::seal::ROOT_KEY_PATH, crate::barrier::KEYRING_PATH] {
+        if parsed.rows.binary_search_by(|r| r.path.as_str().cmp(needed)).is_err() {
+            return Err(BackupError::Invalid(format!("the snapshot has no {needed}: it is not of a whole vault")));
+        }
+    }
     core.restore_storage(path, config, &parsed.rows, proof).await?;
     Ok(parsed.manifest)
+}
+
+/// `vault-server backup-verify`: the drill on a file, with shares read from
+/// files (one per line), without a server.
+pub async fn verify_offline(
+    file: &std::path::Path,
+    share_files: &[std::path::PathBuf],
+) -> Result<drill::Report, BackupError> {
+    let mut shares = zeroize::Zeroizing::new(Vec::new());
+    for f in share_files {
+        let text = zeroize::Zeroizing::new(
+            std::fs::read_to_string(f).map_err(|e| BackupError::Io(format!("cannot read {}: {e}", f.display())))?,
+        );
+        shares.extend(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from));
+    }
+    let bytes = std::fs::read(file).map_err(|e| BackupError::Io(format!("cannot read {}: {e}", file.display())))?;
+    let parsed = format::parse(&bytes)?;
+    let sha256 = format::sha256_hex(&bytes);
+    drop(bytes);
+    let mut report = drill::run(&parsed, drill::Keys::Shares(&shares), None).await?;
+    report.sha256 = sha256;
+    Ok(report)
 }
