@@ -124,7 +124,10 @@ async fn round_trip(from: Backend, to: Backend) {
     let out = vaultctl(&a.url(), Some(&fx.root), &["operator", "backup", "verify", f, "-format=json"]);
     assert_eq!(out.code, 0, "{} {}", out.stdout, out.stderr);
     let r: Value = serde_json::from_str(&out.stdout).unwrap();
-    assert_eq!((r["verified"].as_bool(), r["failed"].as_u64(), r["keys"].as_str()), (Some(true), Some(0), Some("server")));
+    assert_eq!(
+        (r["verified"].as_bool(), r["failed"].as_u64(), r["keys"].as_str()),
+        (Some(true), Some(0), Some("server"))
+    );
     assert_eq!(r["mounts"]["secret/"]["type"], "kv", "{r}");
     assert!(r["mounts"]["secret/"]["entries"].as_u64().unwrap() >= 2, "{r}");
     assert_eq!(r["mounts"]["transit/"]["type"], "transit", "{r}");
@@ -137,7 +140,10 @@ async fn round_trip(from: Backend, to: Backend) {
     );
     assert_eq!(out.code, 0, "{} {}", out.stdout, out.stderr);
     let r2: Value = serde_json::from_str(&out.stdout).unwrap();
-    assert_eq!((r2["verified"].as_bool(), r2["keys"].as_str(), r2["root_key_checked"].as_bool()), (Some(true), Some("shares"), Some(true)));
+    assert_eq!(
+        (r2["verified"].as_bool(), r2["keys"].as_str(), r2["root_key_checked"].as_bool()),
+        (Some(true), Some("shares"), Some(true))
+    );
     assert_eq!(r2["mounts"], r["mounts"]);
 
     // Offline, without a server: `vault-server backup-verify` with a shares file.
@@ -166,7 +172,11 @@ async fn round_trip(from: Backend, to: Backend) {
     assert!(out.stdout.contains("sealed"), "{}", out.stdout);
     let c = b.client();
     let (_, st) = c.get("sys/seal-status").await;
-    assert_eq!((st["initialized"].as_bool(), st["sealed"].as_bool(), st["t"].as_u64(), st["n"].as_u64()), (Some(true), Some(true), Some(2), Some(3)), "{st}");
+    assert_eq!(
+        (st["initialized"].as_bool(), st["sealed"].as_bool(), st["t"].as_u64(), st["n"].as_u64()),
+        (Some(true), Some(true), Some(2), Some(3)),
+        "{st}"
+    );
     // Unsealed by the backup's shares: its keyring is what opens it.
     let v = c.unseal(&fx.keys[1..]).await;
     assert_eq!(v["sealed"], false, "{v}");
@@ -363,7 +373,8 @@ async fn refusals_and_damage() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("broken.snap");
     std::fs::write(&file, &broken).unwrap();
-    let out = vaultctl(&a.url(), Some(&fx.root), &["operator", "backup", "verify", file.to_str().unwrap(), "-format=json"]);
+    let out =
+        vaultctl(&a.url(), Some(&fx.root), &["operator", "backup", "verify", file.to_str().unwrap(), "-format=json"]);
     assert_eq!(out.code, 2, "{} {}", out.stdout, out.stderr);
     let r: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!((r["verified"].as_bool(), r["failed"].as_u64()), (Some(false), Some(1)), "{r}");
@@ -371,7 +382,8 @@ async fn refusals_and_damage() {
     let failed: u64 = r["mounts"].as_object().unwrap().values().map(|m| m["failed"].as_u64().unwrap()).sum();
     assert_eq!(failed, 1, "{r}");
     // Shares of another vault do not open this snapshot.
-    let (s, v) = post(&a, "sys/storage/snapshot-verify", Some(&fx.root), &[&other_keys[0], &other_keys[1]], good.clone()).await;
+    let (s, v) =
+        post(&a, "sys/storage/snapshot-verify", Some(&fx.root), &[&other_keys[0], &other_keys[1]], good.clone()).await;
     assert_eq!(s, 400, "{v}");
     // The verify of a snapshot of another vault with this server's keys fails clearly.
     let oc = other.client();
@@ -395,10 +407,8 @@ async fn scheduled_backups() {
     let store = Store::new(Backend::Sqlite);
     let dir = tempfile::tempdir().unwrap();
     let backups = dir.path().join("backups");
-    let toml = format!(
-        "[backup]\ndir = \"{}\"\ninterval = \"2s\"\nkeep_daily = 3\nkeep_monthly = 2\n",
-        backups.display()
-    );
+    let toml =
+        format!("[backup]\ndir = \"{}\"\ninterval = \"2s\"\nkeep_daily = 3\nkeep_monthly = 2\n", backups.display());
     let srv = ServerProc::start_with_config(&store, &toml, &[]);
     let fx = populate(&srv).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);

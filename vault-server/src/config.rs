@@ -591,7 +591,9 @@ impl Config {
         let secs = crate::logical::fields::parse_duration(&interval)
             .filter(|s| (1..=366 * 86_400).contains(s))
             .ok_or_else(|| {
-                ConfigError::Invalid(format!("backup.interval \"{interval}\" is not a duration from 1s to 366d such as \"24h\""))
+                ConfigError::Invalid(format!(
+                    "backup.interval \"{interval}\" is not a duration from 1s to 366d such as \"24h\""
+                ))
             })?;
         let keep_daily = f.keep_daily.unwrap_or(30);
         let keep_monthly = f.keep_monthly.unwrap_or(12);

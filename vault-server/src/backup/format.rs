@@ -237,7 +237,10 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, FormatError> {
                 // message: control characters, disorder or a duplicate (a
                 // snapshot is written in path order), a revision below 1.
                 if path.chars().any(char::is_control) {
-                    return Err(FormatError::Malformed(format!("row {} has a control character in its path", rows.len())));
+                    return Err(FormatError::Malformed(format!(
+                        "row {} has a control character in its path",
+                        rows.len()
+                    )));
                 }
                 if rows.last().is_some_and(|r: &Row| r.path >= path) {
                     return Err(FormatError::Malformed(format!("rows out of order or repeated at {path}")));
@@ -270,11 +273,7 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, FormatError> {
         )));
     }
     if manifest.entries != rows.len() as u64 {
-        return Err(FormatError::Mismatch(format!(
-            "{} rows, the manifest says {}",
-            rows.len(),
-            manifest.entries
-        )));
+        return Err(FormatError::Mismatch(format!("{} rows, the manifest says {}", rows.len(), manifest.entries)));
     }
     if manifest.areas != areas {
         let differ: Vec<&String> = areas

@@ -118,7 +118,8 @@ pub async fn once(core: &Core, s: &Schedule) -> Result<(PathBuf, drill::Report),
 
 /// Read a backup file back and run the drill on it with the server's keys.
 async fn verify_file(core: &Core, path: &Path) -> Result<drill::Report, BackupError> {
-    let bytes = tokio::fs::read(path).await.map_err(|e| BackupError::Io(format!("cannot read the backup back: {e}")))?;
+    let bytes =
+        tokio::fs::read(path).await.map_err(|e| BackupError::Io(format!("cannot read the backup back: {e}")))?;
     let parsed = format::parse(&bytes)?;
     let sha256 = format::sha256_hex(&bytes);
     drop(bytes);

@@ -487,7 +487,7 @@ impl Postgres {
                 Some(json) => sqlx::query(sql::SEAL_CONFIG_PUT).bind(json).execute(&mut *tx).await?,
                 None => sqlx::query("DELETE FROM seal_config").execute(&mut *tx).await?,
             };
-            notify(&mut *tx, &instance, &[super::RESTORED, super::SEAL_CONFIG_CHANGE]).await?;
+            notify(&mut tx, &instance, &[super::RESTORED, super::SEAL_CONFIG_CHANGE]).await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(Ok(()))
         }

@@ -571,7 +571,8 @@ impl Sqlite {
             sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await?;
             sqlx::query("DELETE FROM entries").execute(&mut conn).await?;
             for chunk in sql::chunks(rows, |r| r.path.len() + r.value.len()) {
-                let text = format!("INSERT INTO entries (path, value, rev) VALUES {}", sql::placeholders(chunk.len(), 3));
+                let text =
+                    format!("INSERT INTO entries (path, value, rev) VALUES {}", sql::placeholders(chunk.len(), 3));
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(text));
                 for row in chunk {
                     q = q.bind(row.path.as_str()).bind(row.value.as_slice()).bind(row.rev);

@@ -52,9 +52,8 @@ impl Shares {
     fn collect(&self) -> anyhow::Result<Zeroizing<Vec<String>>> {
         let mut out = Zeroizing::new(self.keys.iter().map(|k| k.trim().to_string()).collect::<Vec<_>>());
         for f in &self.files {
-            let text = Zeroizing::new(
-                std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?,
-            );
+            let text =
+                Zeroizing::new(std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?);
             out.extend(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from));
         }
         Ok(out)

@@ -22,6 +22,7 @@ use clap::{CommandFactory as _, Parser, Subcommand};
 
 mod agent;
 mod auth;
+mod backup;
 mod common;
 mod exec;
 mod generic;
@@ -30,7 +31,6 @@ mod input;
 mod kv;
 mod log;
 mod login;
-mod backup;
 mod operator;
 mod output;
 mod policy;
