@@ -619,6 +619,17 @@ impl Client {
         Ok(req)
     }
 
+    /// A request whose body or answer is a file (storage snapshots,
+    /// `crate::sys`): token header, no retry, no overall timeout (the caller
+    /// bounds each wait by [`Client::stall_timeout`]).
+    pub(crate) fn file_request(&self, method: Method, path: &str) -> Result<reqwest::RequestBuilder> {
+        let mut req = self.http.request(method, self.url(path)?).timeout(NO_TIMEOUT);
+        if let Some(v) = self.token_header()? {
+            req = req.header(TOKEN_HEADER, v);
+        }
+        Ok(req)
+    }
+
     /// How long a streamed request may go without progress either way.
     pub(crate) fn stall_timeout(&self) -> Duration {
         self.timeout

@@ -92,7 +92,7 @@ pub use kv2::{Follow, Kv2, Secret};
 pub use logical::Logical;
 pub use retry::{DEFAULT_MAX_RETRIES, DEFAULT_RETRY_MAX, DEFAULT_RETRY_MIN};
 pub use stream::{AtomicFile, StreamKey, StreamMode, StreamOptions, StreamStats};
-pub use sys::{HealthResponse, RekeyUpdate, Sys};
+pub use sys::{HealthResponse, RekeyUpdate, SnapshotFile, Sys};
 pub use transit::{Encrypted, Plaintext, Transit};
 /// The shared wire types.
 pub use vault_api as api;

@@ -190,6 +190,7 @@ struct FileConfig {
     listener: Option<ListenerFile>,
     telemetry: Option<TelemetryFile>,
     quotas: Option<QuotasFile>,
+    backup: Option<BackupFile>,
 }
 
 /// `[telemetry]` as written in the file (Vault's `telemetry` stanza keys).
@@ -206,6 +207,17 @@ pub struct Telemetry {
     /// `unauthenticated_metrics_access`. Off by default: the metrics name
     /// mounts and show traffic.
     pub unauthenticated_metrics_access: bool,
+}
+
+/// `[backup]` as written in the file (docs/backup.md).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct BackupFile {
+    dir: Option<PathBuf>,
+    interval: Option<String>,
+    keep_daily: Option<u32>,
+    keep_monthly: Option<u32>,
+    max_snapshot_bytes: Option<u64>,
 }
 
 /// `[listener]` as written in the file.
@@ -286,6 +298,8 @@ pub struct Config {
     pub telemetry: Telemetry,
     /// Built-in rate limits on logins and unseal (`[quotas]`).
     pub quotas: crate::quotas::BuiltinLimits,
+    /// `[backup]`: snapshot size limit and scheduled backups.
+    pub backup: crate::backup::Settings,
 }
 
 impl std::fmt::Debug for Config {
@@ -514,9 +528,11 @@ impl Config {
                 ));
             }
         }
+        let backup = Self::backup(fc.backup)?;
         Ok(Config {
             telemetry,
             quotas,
+            backup,
             lockout,
             rotation,
             streams,
@@ -673,6 +689,45 @@ impl Config {
         rate("unseal_rate", f.unseal_rate, &mut q.unseal.rate)?;
         burst("unseal_burst", f.unseal_burst, &mut q.unseal.burst)?;
         Ok(q)
+    }
+
+    /// `[backup]`: scheduled when `dir` and `interval` are given (one without
+    /// the other is a mistake); retention keeps at least today's newest.
+    fn backup(f: Option<BackupFile>) -> Result<crate::backup::Settings, ConfigError> {
+        let mut s = crate::backup::Settings::default();
+        let Some(f) = f else { return Ok(s) };
+        if let Some(n) = f.max_snapshot_bytes {
+            if !(1024 * 1024..=(1u64 << 40)).contains(&n) {
+                return Err(ConfigError::Invalid("backup.max_snapshot_bytes must be between 1 MiB and 1 TiB".into()));
+            }
+            s.max_snapshot_bytes = n;
+        }
+        let (dir, interval) = match (f.dir, f.interval) {
+            (None, None) => return Ok(s),
+            (Some(d), Some(i)) => (d, i),
+            _ => return Err(ConfigError::Invalid("backup.dir and backup.interval go together".into())),
+        };
+        let secs = crate::logical::fields::parse_duration(&interval)
+            .filter(|s| (1..=366 * 86_400).contains(s))
+            .ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "backup.interval \"{interval}\" is not a duration from 1s to 366d such as \"24h\""
+                ))
+            })?;
+        let keep_daily = f.keep_daily.unwrap_or(30);
+        let keep_monthly = f.keep_monthly.unwrap_or(12);
+        if !(1..=36_500).contains(&keep_daily) || keep_monthly > 12_000 {
+            return Err(ConfigError::Invalid(
+                "backup.keep_daily must be between 1 and 36500, backup.keep_monthly at most 12000".into(),
+            ));
+        }
+        s.schedule = Some(crate::backup::schedule::Schedule {
+            dir,
+            interval: std::time::Duration::from_secs(secs),
+            keep_daily,
+            keep_monthly,
+        });
+        Ok(s)
     }
 
     fn parse_file(text: &str) -> Result<FileConfig, String> {

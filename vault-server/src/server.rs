@@ -171,6 +171,7 @@ impl Server {
         core.configure_unauthed_ceremonies(config.unauthed_ceremonies);
         core.metrics().set_unauthenticated_access(config.telemetry.unauthenticated_metrics_access);
         core.quotas().configure(config.quotas);
+        core.backup().configure(config.backup.clone());
         if config.access_log {
             core.hooks().add(Arc::new(crate::core::hooks::AccessLog));
         }
@@ -213,6 +214,10 @@ impl Server {
         }
         let (stop_tx, stop_rx) = watch::channel(false);
         let jobs = tokio::spawn(background(core.clone(), stop_rx.clone()));
+        let backups = config.backup.schedule.clone().map(|s| {
+            tracing::info!(dir = %s.dir.display(), interval_secs = s.interval.as_secs(), "scheduled backups enabled");
+            tokio::spawn(crate::backup::schedule::run(core.clone(), s, stop_rx.clone()))
+        });
         // The signal flips `stop`; serving stops accepting at once and gets a
         // bounded grace period for in-flight requests (a client that never
         // closes its connection must not keep the process, and its keys, alive).
@@ -240,6 +245,9 @@ impl Server {
         http::serve::serve(listener, tls, app, limits, graceful, SHUTDOWN_GRACE).await;
         let _ = stop_tx.send(true);
         let _ = jobs.await;
+        if let Some(b) = backups {
+            let _ = b.await;
+        }
         core.seal().await;
         core.storage().close().await;
         tracing::info!("shut down cleanly");

@@ -82,6 +82,14 @@ impl std::fmt::Debug for Unsealed {
     }
 }
 
+impl Unsealed {
+    /// The root key: the backup drill opens a snapshot's keyring with it
+    /// (`crate::backup::drill`), never stored or sent anywhere.
+    pub(crate) fn root_key(&self) -> &zeroize::Zeroizing<[u8; 32]> {
+        self.keys.root_key()
+    }
+}
+
 /// A batch of writes to apply atomically through the barrier.
 #[derive(Debug, Default)]
 pub struct Batch {

@@ -16,6 +16,7 @@ pub(crate) mod mounts;
 pub(crate) mod policies;
 mod rekey;
 pub(crate) mod request;
+pub mod restore;
 #[cfg(test)]
 mod tests;
 
@@ -210,6 +211,8 @@ pub struct Core {
     quotas: Arc<crate::quotas::Quotas>,
     /// The CORS setting (`sys/config/cors`).
     cors: crate::sys::cors::CorsState,
+    /// Backup settings and scheduled-backup counters.
+    backup: crate::backup::State,
     #[cfg(test)]
     pub(crate) pauses: crate::testing::Pauses,
 }
@@ -254,6 +257,7 @@ impl Core {
             metrics,
             quotas: Arc::default(),
             cors: Default::default(),
+            backup: Default::default(),
             #[cfg(test)]
             pauses: Default::default(),
         });
@@ -268,6 +272,11 @@ impl Core {
     /// Apply a change another server made to shared state we cache.
     async fn on_change(&self, change: &Change) -> Result<(), CoreError> {
         let is = |p: &str| matches!(change, Change::Resync) || *change == Change::Path(p.into());
+        // Another server restored a snapshot: the keys held here are of the vault that was.
+        if *change == Change::Path(crate::storage::RESTORED.into()) {
+            self.seal().await;
+            return Ok(());
+        }
         if is(SEAL_CONFIG_CHANGE) || is(seal::ROOT_KEY_PATH) {
             self.refresh_config().await?;
         }
@@ -381,6 +390,11 @@ impl Core {
     /// The Prometheus metrics of this core.
     pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
         &self.metrics
+    }
+
+    /// Backup settings and scheduled-backup counters (`crate::backup`).
+    pub fn backup(&self) -> &crate::backup::State {
+        &self.backup
     }
 
     /// Login failure counters shared by all auth methods.

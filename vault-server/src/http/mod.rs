@@ -7,6 +7,7 @@ mod cors;
 mod error;
 mod quota;
 pub(crate) mod serve;
+mod snapshot;
 mod stream;
 mod sys_raw;
 pub mod tls;
@@ -656,6 +657,16 @@ async fn run(
     // A body declared larger than the path takes is refused before any of it is read.
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+
+    // Storage snapshots (backup, restore, verify): raw too, with files as bodies.
+    if snapshot::is_snapshot(&path) {
+        seen.mount = "sys/".into();
+        seen.mount_type = "system".into();
+        seen.routed = true;
+        state.core.hooks().request(&seen.event(request_id, None)).await.map_err(refused)?;
+        let r = snapshot::handle(state, &method, &path, &headers, body, peer.ip(), &mut seen.body_read).await?;
+        return Ok((r, None));
+    }
 
     // Raw `sys/` endpoints (init, unseal, health, ceremonies...): their own
     // authentication, raw JSON answers.

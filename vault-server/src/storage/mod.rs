@@ -20,6 +20,7 @@ mod conns;
 mod group;
 mod plan;
 mod postgres;
+mod snapshot;
 mod sql;
 mod sqlite;
 mod watch;
@@ -30,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::crypto::Ciphertext;
 pub use cache::DEFAULT_BYTES as DEFAULT_CACHE_BYTES;
+pub use snapshot::{Row, Snapshot};
 
 /// What can go wrong in storage. Messages never contain values.
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +169,16 @@ impl WriteBatch {
 
 /// The pseudo-path announced when the seal configuration changes.
 pub const SEAL_CONFIG_CHANGE: &str = "core/seal-config";
+
+/// The pseudo-path announced when a restore replaced every row: other
+/// servers on the same database hold keys and caches of the storage that
+/// was, so they seal themselves (`core::Core::on_change`) and are unsealed
+/// again with the restored vault's shares.
+pub const RESTORED: &str = "core/restored";
+
+/// What a restore's [`StorageError::Conflict`] names when other servers are
+/// connected to the same PostgreSQL database (nothing was changed).
+pub const OTHER_SERVERS: &str = "other servers connected to this database";
 
 /// A change made by another server on the same database.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -463,6 +475,49 @@ impl Storage {
         raw.map(|s| serde_json::from_str(&s).map_err(|_| StorageError::Corrupt("seal config".into()))).transpose()
     }
 
+    /// A consistent snapshot of the whole storage: the seal configuration
+    /// and every row, as stored (ciphertext), read in one database snapshot
+    /// (SQLite: one read transaction; PostgreSQL: `REPEATABLE READ`) and
+    /// streamed: at most a few hundred rows are in memory at once.
+    pub async fn snapshot(&self) -> Result<Snapshot, StorageError> {
+        let (config_tx, config_rx) = tokio::sync::oneshot::channel();
+        let (rows_tx, rows) = tokio::sync::mpsc::channel(snapshot::CHANNEL_ROWS);
+        let backend = self.backend.clone();
+        tokio::spawn(async move {
+            let mut feed = snapshot::Feed { config: Some(config_tx), rows: rows_tx };
+            let r = match &*backend {
+                Backend::Sqlite(b) => b.snapshot(&mut feed).await,
+                Backend::Postgres(b) => b.snapshot(&mut feed).await,
+            };
+            if let Err(e) = r {
+                feed.fail(e).await;
+            }
+        });
+        let raw = config_rx.await.map_err(|_| StorageError::Closed)??;
+        let seal_config = raw
+            .map(|s| serde_json::from_str(&s).map_err(|_| StorageError::Corrupt("seal config".into())))
+            .transpose()?;
+        Ok(Snapshot { seal_config, rows })
+    }
+
+    /// Replace the whole storage (every row and the seal configuration) by
+    /// `rows` in one transaction: on any error nothing changed. Then every
+    /// cached value is forgotten and every watcher woken, as after a lost
+    /// change feed. The caller makes sure nothing holds keys of the storage
+    /// that was (the core seals first).
+    pub async fn replace_all(&self, seal: Option<SealConfig>, rows: &[Row]) -> Result<(), StorageError> {
+        snapshot::check_rows(rows)?;
+        let json = seal.map(|c| serde_json::to_string(&c).unwrap_or_default());
+        let r = match &*self.backend {
+            Backend::Sqlite(b) => Box::pin(b.replace_all(json.as_deref(), rows)).await,
+            Backend::Postgres(b) => Box::pin(b.replace_all(json.as_deref(), rows)).await,
+        };
+        // Whatever the outcome (a commit whose answer was lost may have
+        // happened), nothing cached before may be trusted.
+        self.shared.resync();
+        r
+    }
+
     /// Stop the writer (pending writes finish) and close connections.
     ///
     /// Each step is bounded by [`CLOSE_TIMEOUT`]: closing a pool waits for
@@ -652,6 +707,81 @@ mod tests {
         let off = sqlite(&dir, 0).await;
         assert!(!off.is_caching());
         off.close().await;
+    }
+
+    async fn all_rows(s: &Storage) -> (Option<SealConfig>, Vec<Row>) {
+        let mut snap = s.snapshot().await.unwrap();
+        let mut rows = Vec::new();
+        while let Some(r) = snap.rows.recv().await {
+            rows.push(r.unwrap());
+        }
+        (snap.seal_config, rows)
+    }
+
+    /// A snapshot is of one instant: rows written while it streams are not
+    /// in it, and it holds every row as stored (ciphertext, revision).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn snapshots_are_consistent_and_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sqlite(&dir, DEFAULT_CACHE_BYTES).await;
+        let mut b = WriteBatch::new();
+        for i in 0..(snapshot::CHANNEL_ROWS * 3) {
+            b.put(format!("p/{i:05}"), ct(b"v"));
+        }
+        b.set_seal_config(SealConfig { secret_shares: 3, secret_threshold: 2 });
+        s.write(b).await.unwrap();
+        put_rev2(&s, "p/00000").await;
+        let mut snap = s.snapshot().await.unwrap();
+        // The reader is blocked on the full channel, its transaction open.
+        let first = snap.rows.recv().await.unwrap().unwrap();
+        assert_eq!((first.path.as_str(), first.rev), ("p/00000", 2));
+        let mut late = WriteBatch::new();
+        late.put("p/99999", ct(b"late")).delete("p/00500");
+        s.write(late).await.unwrap();
+        let mut n = 1;
+        let mut saw_500 = false;
+        while let Some(r) = snap.rows.recv().await {
+            let r = r.unwrap();
+            assert_ne!(r.path, "p/99999", "a later write is not in the snapshot");
+            saw_500 |= r.path == "p/00500";
+            n += 1;
+        }
+        assert!(saw_500, "a later delete does not remove a row from the snapshot");
+        assert_eq!(n, snapshot::CHANNEL_ROWS * 3);
+        assert_eq!(snap.seal_config, Some(SealConfig { secret_shares: 3, secret_threshold: 2 }));
+        s.close().await;
+    }
+
+    /// Replace-all swaps every row and the seal configuration at once,
+    /// forgets the cache, and refuses bad rows with nothing changed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replace_all_is_all_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sqlite(&dir, DEFAULT_CACHE_BYTES).await;
+        put_rev1(&s, "old/a").await;
+        put_rev2(&s, "old/a").await;
+        assert!(s.get("old/a").await.unwrap().is_some());
+        let row = |p: &str, rev| Row { path: p.into(), value: ct(p.as_bytes()).as_bytes().to_vec(), rev };
+        let seal = SealConfig { secret_shares: 5, secret_threshold: 3 };
+        // Bad rows (unsorted, a revision of 0, a control character): refused, nothing changed.
+        for bad in [vec![row("b", 1), row("a", 1)], vec![row("a", 0)], vec![row("a\n", 1)]] {
+            assert!(s.replace_all(Some(seal), &bad).await.is_err());
+            assert_eq!(s.get("old/a").await.unwrap().map(|e| e.rev), Some(2));
+            assert_eq!(s.seal_config().await.unwrap(), None);
+        }
+        let rows: Vec<Row> = (0..1200).map(|i| row(&format!("new/{i:04}"), 7)).collect();
+        s.replace_all(Some(seal), &rows).await.unwrap();
+        assert!(s.get("old/a").await.unwrap().is_none(), "the cached row is forgotten");
+        assert_eq!(s.get("new/0042").await.unwrap().map(|e| e.rev), Some(7), "revisions as in the snapshot");
+        assert_eq!(s.seal_config().await.unwrap(), Some(seal));
+        let (config, back) = all_rows(&s).await;
+        assert_eq!((config, back), (Some(seal), rows));
+        // Writes go on from the restored revisions.
+        let mut b = WriteBatch::new();
+        b.put_expect("new/0001", ct(b"x"), Expect::Rev(7));
+        s.write(b).await.unwrap();
+        assert_eq!(s.get("new/0001").await.unwrap().map(|e| e.rev), Some(8));
+        s.close().await;
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::collections::HashMap;
 
 use super::conns::Conns;
+use super::snapshot::{Feed, Row as SnapRow};
 use super::{Change, Ciphertext, Entry, Shared, StorageError, WriteBatch, plan, sql};
 
 /// Connections of the pool: the change listener holds one, the rest serve
@@ -436,6 +437,89 @@ impl Postgres {
         self.conns.release_all();
         self.pool.close().await;
     }
+
+    /// Stream every row and the seal configuration from one `REPEATABLE
+    /// READ` transaction: PostgreSQL's snapshot isolation, so the rows are
+    /// those of one instant whatever commits meanwhile.
+    pub(super) async fn snapshot(&self, feed: &mut Feed) -> Result<(), StorageError> {
+        let mut lease = self.conns.get().await?;
+        let r = stream_snapshot(lease.conn(), feed).await;
+        lease.done(r)?;
+        Ok(())
+    }
+
+    /// Replace every row and the seal configuration in one transaction.
+    /// `EXCLUSIVE` on `entries` makes group commits (here and on other
+    /// servers) wait for it, while reads go on; other servers are told on
+    /// the change feed ([`RESTORED`](super::RESTORED)), which seals them.
+    pub(super) async fn replace_all(&self, seal: Option<&str>, rows: &[SnapRow]) -> Result<(), StorageError> {
+        let mut lease = self.conns.get().await?;
+        let instance = self.instance.clone();
+        let r = async {
+            let mut tx = sqlx::Connection::begin(lease.conn()).await?;
+            sqlx::query("LOCK TABLE entries IN EXCLUSIVE MODE").execute(&mut *tx).await?;
+            // Another server on this database holds the old vault's keys and
+            // may have writes queued behind the lock, encrypted under them:
+            // they would land in the restored vault. Refuse until they are
+            // stopped (docs/backup.md).
+            let others: i64 = sqlx::query(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND application_name LIKE $1 AND application_name <> $2",
+            )
+            .bind(format!("{APP_PREFIX}%"))
+            .bind(format!("{APP_PREFIX}{instance}"))
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
+            if others > 0 {
+                return Ok(Err(StorageError::Conflict(super::OTHER_SERVERS.into())));
+            }
+            sqlx::query("DELETE FROM entries").execute(&mut *tx).await?;
+            for chunk in sql::chunks(rows, |r| r.path.len() + r.value.len()) {
+                let paths: Vec<&str> = chunk.iter().map(|r| r.path.as_str()).collect();
+                let values: Vec<&[u8]> = chunk.iter().map(|r| r.value.as_slice()).collect();
+                let revs: Vec<i64> = chunk.iter().map(|r| r.rev).collect();
+                sqlx::query(
+                    "INSERT INTO entries (path, value, rev) SELECT * FROM unnest($1::text[], $2::bytea[], $3::bigint[])",
+                )
+                .bind(paths)
+                .bind(values)
+                .bind(revs)
+                .execute(&mut *tx)
+                .await?;
+            }
+            match seal {
+                Some(json) => sqlx::query(sql::SEAL_CONFIG_PUT).bind(json).execute(&mut *tx).await?,
+                None => sqlx::query("DELETE FROM seal_config").execute(&mut *tx).await?,
+            };
+            notify(&mut tx, &instance, &[super::RESTORED, super::SEAL_CONFIG_CHANGE]).await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(Ok(()))
+        }
+        .await;
+        lease.done(r)?
+    }
+}
+
+/// Read the seal configuration and then every row, in path order, inside
+/// one `REPEATABLE READ` read-only transaction, into `feed`. Stops early
+/// (rolling back) when the consumer is gone.
+async fn stream_snapshot(conn: &mut sqlx::PgConnection, feed: &mut Feed) -> Result<(), sqlx::Error> {
+    use futures_util::StreamExt as _;
+    let mut tx = sqlx::Connection::begin_with(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
+    let config = sqlx::query(sql::SEAL_CONFIG_GET).fetch_optional(&mut *tx).await?;
+    feed.config(Ok(config.map(|r| r.get::<String, _>(0))));
+    {
+        let mut rows = sqlx::query(super::snapshot::SELECT_ALL).fetch(&mut *tx);
+        while let Some(row) = rows.next().await {
+            let row = row?;
+            let row = SnapRow { path: row.get(0), value: row.get(1), rev: row.get(2) };
+            if feed.rows.send(Ok(row)).await.is_err() {
+                break;
+            }
+        }
+    }
+    tx.rollback().await
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ use tokio::sync::Mutex;
 use std::collections::HashMap;
 
 use super::conns::Conns;
+use super::snapshot::{Feed, Row as SnapRow};
 use super::{Ciphertext, Entry, Expect, SealConfig, StorageError, WriteBatch, plan, sql};
 
 /// Reader connections (WAL readers run beside the writer).
@@ -418,7 +419,11 @@ impl Sqlite {
             prepare_files(opts.get_filename())?;
         }
         let mut writer = SqliteConnection::connect_with(&opts).await?;
-        sqlx::migrate!("../migrations/sqlite").run(&mut writer).await?;
+        // `run_direct` (what `run` calls after `acquire`): through `Acquire`,
+        // rustc cannot prove this future `Send` ("implementation of `Acquire`
+        // is not general enough"), and the backup drill opens a store from a
+        // request handler, which must be `Send`.
+        sqlx::migrate!("../migrations/sqlite").run_direct(None, &mut writer, false).await?;
         sqlx::query(GUARD_TABLE).execute(&mut writer).await?;
         let writer = Writer { conn: Some(writer) };
         // No ping before each use (sqlx's default) nor after (`conns.rs`): a
@@ -548,6 +553,74 @@ impl Sqlite {
         self.readers.release_all();
         self.readers.pool().close().await;
     }
+
+    /// Stream every row and the seal configuration from one read
+    /// transaction: under WAL a reader sees the database as of its first
+    /// read, whatever the writer commits meanwhile.
+    pub(super) async fn snapshot(&self, feed: &mut Feed) -> Result<(), StorageError> {
+        let mut lease = self.readers.get().await?;
+        let r = stream_snapshot(lease.conn(), "BEGIN", feed).await;
+        lease.done(r)?;
+        Ok(())
+    }
+
+    /// Replace every row and the seal configuration in one transaction on
+    /// the writer connection (so no group commit interleaves).
+    pub(super) async fn replace_all(&self, seal: Option<&str>, rows: &[SnapRow]) -> Result<(), StorageError> {
+        let mut w = self.writer.lock().await;
+        let mut conn = match w.conn.take() {
+            Some(c) => c,
+            None => open_writer(&self.opts).await?,
+        };
+        let r = async {
+            sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await?;
+            sqlx::query("DELETE FROM entries").execute(&mut conn).await?;
+            for chunk in sql::chunks(rows, |r| r.path.len() + r.value.len()) {
+                let text =
+                    format!("INSERT INTO entries (path, value, rev) VALUES {}", sql::placeholders(chunk.len(), 3));
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(text));
+                for row in chunk {
+                    q = q.bind(row.path.as_str()).bind(row.value.as_slice()).bind(row.rev);
+                }
+                q.execute(&mut conn).await?;
+            }
+            match seal {
+                Some(json) => sqlx::query(sql::SEAL_CONFIG_PUT).bind(json).execute(&mut conn).await?,
+                None => sqlx::query("DELETE FROM seal_config").execute(&mut conn).await?,
+            };
+            sqlx::query("COMMIT").execute(&mut conn).await?;
+            Ok::<(), sqlx::Error>(())
+        }
+        .await;
+        if r.is_err() && !back_to_autocommit(&mut conn, false).await {
+            tracing::warn!("the SQLite writer connection may be inside a transaction; closing it");
+            drop(conn);
+        } else {
+            w.conn = Some(conn);
+        }
+        Ok(r?)
+    }
+}
+
+/// Read the seal configuration and then every row, in path order, inside
+/// one read transaction, into `feed`. Stops early (rolling back) when the
+/// consumer is gone.
+async fn stream_snapshot(conn: &mut SqliteConnection, begin: &'static str, feed: &mut Feed) -> Result<(), sqlx::Error> {
+    use futures_util::StreamExt as _;
+    let mut tx = sqlx::Connection::begin_with(conn, begin).await?;
+    let config = sqlx::query(sql::SEAL_CONFIG_GET).fetch_optional(&mut *tx).await?;
+    feed.config(Ok(config.map(|r| r.get::<String, _>(0))));
+    {
+        let mut rows = sqlx::query(super::snapshot::SELECT_ALL).fetch(&mut *tx);
+        while let Some(row) = rows.next().await {
+            let row = row?;
+            let row = SnapRow { path: row.get(0), value: row.get(1), rev: row.get(2) };
+            if feed.rows.send(Ok(row)).await.is_err() {
+                break;
+            }
+        }
+    }
+    tx.rollback().await
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ use clap::{CommandFactory as _, Parser, Subcommand};
 
 mod agent;
 mod auth;
+mod backup;
 mod common;
 mod exec;
 mod generic;

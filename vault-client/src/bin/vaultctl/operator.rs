@@ -33,6 +33,13 @@ pub(crate) enum OperatorCmd {
     KeyStatus,
     /// Generate a new root token from a quorum of key shares.
     GenerateRoot(GenerateRootArgs),
+    /// Save a consistent snapshot of the storage to FILE (0600, atomic;
+    /// prints its SHA-256), or `backup verify FILE` (docs/backup.md).
+    Backup(crate::backup::BackupArgs),
+    /// Restore a snapshot FILE into a new, sealed (with -unseal-key: a
+    /// threshold of its CURRENT shares) or unsealed (sudo token) server; the
+    /// server is sealed afterwards.
+    Restore(crate::backup::RestoreArgs),
 }
 
 /// `operator init`.
@@ -240,6 +247,8 @@ pub(crate) async fn run(cmd: OperatorCmd, env: &Env) -> anyhow::Result<Outcome> 
         }
         OperatorCmd::Rekey(a) => rekey(&mut o, fmt, &c, a).await?,
         OperatorCmd::GenerateRoot(a) => generate_root(&mut o, fmt, &c, a).await?,
+        OperatorCmd::Backup(a) => crate::backup::backup(&mut o, fmt, &c, a).await?,
+        OperatorCmd::Restore(a) => crate::backup::restore(&mut o, fmt, &c, a).await?,
     }
     Ok(o)
 }
