@@ -196,6 +196,7 @@ impl Server {
         );
         let (stop_tx, stop_rx) = watch::channel(false);
         let jobs = tokio::spawn(background(core.clone(), stop_rx.clone()));
+        tokio::spawn(reopen_audit_on_sighup(core.clone()));
         // The signal flips `stop`; serving stops accepting at once and gets a
         // bounded grace period for in-flight requests (a client that never
         // closes its connection must not keep the process, and its keys, alive).
@@ -294,6 +295,17 @@ async fn background(core: Arc<Core>, stop: watch::Receiver<bool>) {
         }
     };
     tokio::join!(rotations, housekeeping);
+}
+
+/// SIGHUP: audit file devices reopen their files (log rotation), each
+/// signing off the old file and continuing its chain in the new one.
+async fn reopen_audit_on_sighup(core: Arc<Core>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP received: reopening audit files");
+        core.audit().rotate();
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

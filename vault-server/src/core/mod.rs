@@ -204,6 +204,8 @@ pub struct Core {
     hooks: hooks::Hooks,
     /// Requests by mount and status class (one of the hooks).
     counter: Arc<hooks::RequestCounter>,
+    /// Audit devices (one of the hooks).
+    audit: Arc<crate::audit::Broker>,
     #[cfg(test)]
     pub(crate) pauses: crate::testing::Pauses,
 }
@@ -241,12 +243,14 @@ impl Core {
             reauth: Arc::new(request::Reauthorizer { core: me.clone() }),
             hooks: hooks::Hooks::default(),
             counter: Arc::new(hooks::RequestCounter::default()),
+            audit: Arc::new(crate::audit::Broker::default()),
             #[cfg(test)]
             pauses: Default::default(),
         });
         // The access log is added by the server when configured (a hook
         // that writes nothing still costs a call per request).
         core.hooks.add(core.counter.clone());
+        core.hooks.add(core.audit.clone());
         tokio::spawn(follow_changes(Arc::downgrade(&core), changes));
         Ok(core)
     }
@@ -266,6 +270,10 @@ impl Core {
         }
         if is(mounts::MOUNTS_PATH) || is(mounts::AUTH_PATH) {
             self.reload_mounts().await?;
+        }
+        if is(crate::audit::TABLE_PATH) {
+            let u = self.unsealed()?;
+            self.audit.load(&self.barrier, &u).await.map_err(|e| CoreError::Internal(e.to_string()))?;
         }
         let active = self.active()?;
         // Engines hear of changes under their own prefix (the change feed).
@@ -336,6 +344,11 @@ impl Core {
     /// Requests counted by mount, operation and status class.
     pub fn request_counter(&self) -> &hooks::RequestCounter {
         &self.counter
+    }
+
+    /// The audit devices (`failures()` for the metrics exporter).
+    pub fn audit(&self) -> &Arc<crate::audit::Broker> {
+        &self.audit
     }
 
     /// Login failure counters shared by all auth methods.
@@ -561,13 +574,19 @@ impl Core {
         let root = self.unwrap_root_key(unseal_key).await?;
         let (keyring, _) = self.barrier.load_keyring(root).await?;
         let u = self.barrier.install(keyring);
-        match self.activate(u).await {
+        // Audit devices start before the core serves a request: none runs unrecorded.
+        let activated = match self.audit.load(&self.barrier, &u).await {
+            Ok(()) => self.activate(u).await,
+            Err(e) => Err(CoreError::Internal(format!("cannot load the audit devices: {e}"))),
+        };
+        match activated {
             Ok(active) => {
                 *self.active.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(active));
                 tracing::info!("vault unsealed");
                 Ok(())
             }
             Err(e) => {
+                self.audit.clear();
                 self.barrier.seal();
                 Err(e)
             }
@@ -609,6 +628,8 @@ impl Core {
         {
             tracing::warn!(error = %e, "could not record key usage before sealing");
         }
+        // Sign off the audit chains while the keys are still here.
+        self.audit.close().await;
         self.seal_now();
     }
 
@@ -619,6 +640,7 @@ impl Core {
                 m.backend.shutdown();
             }
         }
+        self.audit.clear();
         self.barrier.seal();
         *lock(&self.unseal_progress) = None;
         *lock(&self.rekey) = None;

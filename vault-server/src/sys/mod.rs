@@ -3,6 +3,8 @@
 //! served by the HTTP layer directly, as in Vault, because they must work
 //! while sealed or without a token.)
 
+mod audit;
+
 use std::sync::{Arc, Weak};
 
 use serde_json::{Map, Value};
@@ -115,6 +117,9 @@ static PATHS: &[PathSpec] = {
         PathSpec::new(MOUNT, &[Read, Update, Delete]).fields(MOUNT_FIELDS),
         PathSpec::new(AUTH_TUNE, &[Read, Update]).sudo().fields(TUNE_FIELDS),
         PathSpec::new(AUTH_MOUNT, &[Read, Update, Delete]).sudo().fields(MOUNT_FIELDS),
+        PathSpec::new(audit::LIST, &[Read]).sudo(),
+        PathSpec::new(audit::DEVICE, &[Update, Delete]).sudo().fields(audit::DEVICE_FIELDS),
+        PathSpec::new(audit::HASH, &[Update]).sudo().fields(audit::HASH_FIELDS),
     ]
 };
 
@@ -240,6 +245,7 @@ async fn route(core: &Arc<Core>, auth: &Authorized, req: Request) -> Result<Resp
             let mount = req.param("path").to_string();
             mount_op(core, u, table, &mount, req).await
         }
+        (audit::LIST | audit::DEVICE | audit::HASH, _) => audit::handle(core, u, req).await,
         _ => Err(LogicalError::UnsupportedOperation),
     }
 }
