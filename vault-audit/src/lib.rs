@@ -17,10 +17,11 @@
 
 mod verify;
 
+pub use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use verify::{Finding, Severity, Verifier};
 
 use base64::Engine as _;
-use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use ed25519_dalek::{Signature, Signer as _, Verifier as _};
 use sha2::{Digest, Sha256};
 
 /// The `prev` of a chain's first line.
