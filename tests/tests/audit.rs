@@ -67,6 +67,8 @@ async fn canaries_and_hashes(backend: Backend) {
     let store = Store::new(backend);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("audit.log");
+    let foreign = dir.path().join("passwd");
+    std::fs::write(&foreign, "root:x:0:0::/root:/bin/sh\n").unwrap();
     let srv = ServerProc::start(&store, &[]);
     let (keys, root, rc) = srv.kv2_ready().await;
 
@@ -77,6 +79,7 @@ async fn canaries_and_hashes(backend: Backend) {
         (json!({"fsync": "sometimes"}), "fsync"),
         (json!({"file_path": "relative.log"}), "absolute"),
         (json!({"file_path": "/nonexistent-dir/x/audit.log"}), "cannot open"),
+        (json!({"file_path": foreign.display().to_string()}), "not an audit log"),
     ] {
         let (s, v) = enable(&rc, "file", &file, extra).await;
         assert_eq!(s, 400, "{v}");
@@ -139,7 +142,7 @@ async fn canaries_and_hashes(backend: Backend) {
         assert!(!text.contains(k.as_str()), "an unseal share is in the audit file");
     }
     assert!(text.contains(&pw_hash), "the file holds the password's hash");
-    assert!(text.contains(root_hash.as_str().unwrap()), "the root token's hash names the caller");
+    assert_eq!(std::fs::read_to_string(&foreign).unwrap(), "root:x:0:0::/root:/bin/sh\n", "untouched");
 
     // Vault's shape: a request entry before the response entry of each request.
     let entries = lines(&file);
@@ -154,6 +157,8 @@ async fn canaries_and_hashes(backend: Backend) {
     assert_eq!(entries[write]["request"]["mount_type"], "kv");
     assert_eq!(entries[write]["request"]["remote_address"], "127.0.0.1");
     assert_eq!(entries[resp]["response"]["status_code"], 200);
+    assert_eq!(entries[write]["auth"]["client_token"], root_hash, "the caller's token, hashed");
+    assert_eq!(entries[write]["auth"]["policies"], json!(["root"]));
     let login = entries
         .iter()
         .find(|e| e["type"] == "response" && e["request"]["path"] == "auth/userpass/login/alice")

@@ -174,6 +174,9 @@ impl std::fmt::Debug for Broker {
     }
 }
 
+/// Devices at most (each has a thread and hashes every entry again).
+const MAX_DEVICES: usize = 16;
+
 /// Attempts at a table change before answering "busy".
 const MAX_TABLE_ATTEMPTS: u32 = 8;
 
@@ -327,14 +330,23 @@ impl Broker {
         }
         let options = table::Options::parse(options)?;
         if let table::Sink::File(p) = &options.sink {
-            writer::open(p, options.mode).map_err(|e| {
+            let mut f = writer::open(p, options.mode).map_err(|e| {
                 AuditError::Invalid(format!("cannot open the audit file {}: {e}", p.display()))
             })?;
+            if !writer::is_audit_log(&mut f) {
+                return Err(AuditError::Invalid(format!(
+                    "{} exists and is not an audit log: give a new or empty file",
+                    p.display()
+                )));
+            }
         }
         let hmac_key = crate::crypto::random::key32().map_err(|e| AuditError::Internal(e.to_string()))?;
         let signing_seed = crate::crypto::random::key32().map_err(|e| AuditError::Internal(e.to_string()))?;
         let uuid = crate::crypto::random::uuid();
         self.change(barrier, u, |records| {
+            if records.len() >= MAX_DEVICES {
+                return Err(AuditError::Invalid(format!("at most {MAX_DEVICES} audit devices")));
+            }
             if records.iter().any(|r| r.path == path) {
                 return Err(AuditError::Invalid(format!("path already in use: {path}")));
             }

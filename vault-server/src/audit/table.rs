@@ -270,8 +270,17 @@ pub fn decode(raw: &[u8]) -> Result<Vec<Record>, AuditError> {
 
 /// Serialize the table (to be sealed by the barrier; wiped after use).
 pub fn encode(records: &[Record]) -> Zeroizing<Vec<u8>> {
-    let list: Vec<Value> = records.iter().map(Record::to_json).collect();
-    Zeroizing::new(serde_json::to_vec(&list).unwrap_or_default())
+    let mut list: Vec<Value> = records.iter().map(Record::to_json).collect();
+    let out = Zeroizing::new(serde_json::to_vec(&list).unwrap_or_default());
+    // The keys' base64 copies are wiped too, not just freed.
+    for v in &mut list {
+        for k in ["hmac_key", "signing_key"] {
+            if let Some(Value::String(s)) = v.get_mut(k) {
+                s.zeroize();
+            }
+        }
+    }
+    out
 }
 
 /// A device path in its stored form (`file` -> `file/`), or a 400.

@@ -64,15 +64,42 @@ pub fn now_rfc3339() -> String {
     now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
-/// Open `path` for appending, created with `mode`; an existing regular file
-/// gets `mode` too (as Vault; 0 leaves it alone). Device files such as
-/// /dev/full are never chmod'ed.
+/// Open `path` for appending, created with `mode`. An existing regular
+/// file's mode is only ever narrowed to `mode`, never widened (Vault sets it
+/// outright; here a sudo token pointing a device at /etc/shadow with mode
+/// 0644 must not make it readable). 0 leaves the mode alone. Device files
+/// such as /dev/full are never chmod'ed.
 pub fn open(path: &Path, mode: u32) -> std::io::Result<File> {
     let f = OpenOptions::new().append(true).read(true).create(true).mode(if mode == 0 { 0o600 } else { mode }).open(path)?;
-    if mode != 0 && f.metadata()?.is_file() {
-        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    let meta = f.metadata()?;
+    if mode != 0 && meta.is_file() {
+        let have = meta.permissions().mode() & 0o7777;
+        if have & !mode != 0 {
+            f.set_permissions(std::fs::Permissions::from_mode(have & mode))?;
+        }
     }
     Ok(f)
+}
+
+/// Whether an existing file may become a device's log: a device (such as
+/// /dev/stdout), an empty file, or one whose last line is an entry of this
+/// format. Anything else (a configuration file, /etc/passwd) is refused:
+/// a device appends to its file and must not damage another one.
+pub fn is_audit_log(f: &mut File) -> bool {
+    let Ok(meta) = f.metadata() else { return false };
+    if !meta.is_file() || meta.len() == 0 {
+        return true;
+    }
+    let Some(tail) = read_tail(f, meta.len()) else { return false };
+    let Some(body) = tail.strip_suffix(b"\n") else { return false };
+    body.rsplit(|b| *b == b'\n').next().is_some_and(|l| vault_audit::parse_line(l).is_ok())
+}
+
+fn read_tail(f: &mut File, len: u64) -> Option<Vec<u8>> {
+    f.seek(SeekFrom::Start(len.saturating_sub(TAIL_BYTES))).ok()?;
+    let mut tail = Vec::new();
+    f.take(TAIL_BYTES).read_to_end(&mut tail).ok()?;
+    Some(tail)
 }
 
 impl Writer {
@@ -324,10 +351,7 @@ fn resumable(f: &mut File, key: &SigningKey) -> Option<Link> {
     if len == 0 {
         return None;
     }
-    let start = len.saturating_sub(TAIL_BYTES);
-    f.seek(SeekFrom::Start(start)).ok()?;
-    let mut tail = Vec::new();
-    f.take(TAIL_BYTES).read_to_end(&mut tail).ok()?;
+    let tail = read_tail(f, len)?;
     let body = tail.strip_suffix(b"\n")?;
     let line = body.rsplit(|b| *b == b'\n').next()?;
     let p = vault_audit::parse_line(line).ok()?;
@@ -335,7 +359,7 @@ fn resumable(f: &mut File, key: &SigningKey) -> Option<Link> {
     if !closed || !vault_audit::checkpoint_valid(&key.verifying_key(), &p) {
         return None;
     }
-    Some(Link { node: p.link.node, seq: p.link.seq + 1, prev: p.hash })
+    Some(Link { node: p.link.node, seq: p.link.seq.saturating_add(1), prev: p.hash })
 }
 
 #[cfg(test)]
@@ -404,6 +428,23 @@ mod tests {
         assert_eq!(nodes.len(), 1, "one chain across the restart");
         // Another key's close is not resumed (a new chain starts).
         assert!(Writer::new(opts(&path, 4), SigningKey::from_bytes(&[4; 32])).needs_open);
+    }
+
+    #[test]
+    fn modes_only_narrow_and_foreign_files_are_not_logs() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"root:x:0:0::/root:/bin/sh\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut f = open(&p, 0o644).unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600, "never widened");
+        assert!(!is_audit_log(&mut f));
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)).unwrap();
+        open(&p, 0o640).unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o640, "narrowed");
+        let empty = dir.path().join("new");
+        assert!(is_audit_log(&mut open(&empty, 0o600).unwrap()));
+        assert!(is_audit_log(&mut open(Path::new("/dev/full"), 0o600).unwrap()));
     }
 
     #[test]
