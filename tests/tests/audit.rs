@@ -148,7 +148,9 @@ async fn canaries_and_hashes(backend: Backend) {
     let entries = lines(&file);
     let write = entries
         .iter()
-        .position(|e| e["type"] == "request" && e["request"]["path"] == "secret/data/app" && e["request"]["operation"] == "update")
+        .position(|e| {
+            e["type"] == "request" && e["request"]["path"] == "secret/data/app" && e["request"]["operation"] == "update"
+        })
         .unwrap();
     let id = entries[write]["request"]["id"].clone();
     let resp = entries.iter().position(|e| e["type"] == "response" && e["request"]["id"] == id).unwrap();

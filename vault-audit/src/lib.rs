@@ -253,7 +253,9 @@ mod tests {
 
     #[test]
     fn junk_lines_are_errors_not_panics() {
-        for junk in [&b""[..], b"{", b"[]", b"{\"chain\":1}", b"{\"chain\":{\"node\":\"a\",\"seq\":-1,\"prev\":\"00\"}}"] {
+        for junk in
+            [&b""[..], b"{", b"[]", b"{\"chain\":1}", b"{\"chain\":{\"node\":\"a\",\"seq\":-1,\"prev\":\"00\"}}"]
+        {
             assert!(parse_line(junk).is_err());
         }
     }

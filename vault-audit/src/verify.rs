@@ -141,7 +141,11 @@ impl Verifier {
             self.order.push(node.clone());
             if p.link.seq == 0 {
                 if p.link.prev != GENESIS {
-                    self.find(Severity::Tampered, &at, format!("chain {node}: a first entry must have a zero prev hash"));
+                    self.find(
+                        Severity::Tampered,
+                        &at,
+                        format!("chain {node}: a first entry must have a zero prev hash"),
+                    );
                 } else if p.checkpoint.as_ref().map(|c| c.1) != Some(Reason::Open) {
                     self.find(
                         Severity::Tampered,

@@ -330,9 +330,8 @@ impl Broker {
         }
         let options = table::Options::parse(options)?;
         if let table::Sink::File(p) = &options.sink {
-            let mut f = writer::open(p, options.mode).map_err(|e| {
-                AuditError::Invalid(format!("cannot open the audit file {}: {e}", p.display()))
-            })?;
+            let mut f = writer::open(p, options.mode)
+                .map_err(|e| AuditError::Invalid(format!("cannot open the audit file {}: {e}", p.display())))?;
             if !writer::is_audit_log(&mut f) {
                 return Err(AuditError::Invalid(format!(
                     "{} exists and is not an audit log: give a new or empty file",

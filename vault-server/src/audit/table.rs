@@ -116,10 +116,9 @@ impl Options {
         };
         let mode = match get("mode") {
             None | Some("") => 0o600,
-            Some(m) => u32::from_str_radix(m, 8)
-                .ok()
-                .filter(|m| *m <= 0o777)
-                .ok_or_else(|| AuditError::Invalid("invalid value for option 'mode': expected octal, e.g. 0600".into()))?,
+            Some(m) => u32::from_str_radix(m, 8).ok().filter(|m| *m <= 0o777).ok_or_else(|| {
+                AuditError::Invalid("invalid value for option 'mode': expected octal, e.g. 0600".into())
+            })?,
         };
         // Raw entries would put every secret and token in the file in the
         // clear, the one thing the log must never hold (docs/audit.md).
@@ -147,9 +146,11 @@ impl Options {
         };
         let checkpoint_interval = match get("checkpoint_interval") {
             None | Some("") => DEFAULT_CHECKPOINT_SECS,
-            Some(d) => crate::logical::fields::parse_duration(d).filter(|s| (1..=86_400).contains(s)).ok_or_else(
-                || AuditError::Invalid("invalid value for option 'checkpoint_interval': expected 1s to 24h".into()),
-            )?,
+            Some(d) => {
+                crate::logical::fields::parse_duration(d).filter(|s| (1..=86_400).contains(s)).ok_or_else(|| {
+                    AuditError::Invalid("invalid value for option 'checkpoint_interval': expected 1s to 24h".into())
+                })?
+            }
         };
         Ok(Options {
             sink,

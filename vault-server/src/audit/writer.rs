@@ -70,7 +70,12 @@ pub fn now_rfc3339() -> String {
 /// 0644 must not make it readable). 0 leaves the mode alone. Device files
 /// such as /dev/full are never chmod'ed.
 pub fn open(path: &Path, mode: u32) -> std::io::Result<File> {
-    let f = OpenOptions::new().append(true).read(true).create(true).mode(if mode == 0 { 0o600 } else { mode }).open(path)?;
+    let f = OpenOptions::new()
+        .append(true)
+        .read(true)
+        .create(true)
+        .mode(if mode == 0 { 0o600 } else { mode })
+        .open(path)?;
     let meta = f.metadata()?;
     if mode != 0 && meta.is_file() {
         let have = meta.permissions().mode() & 0o7777;

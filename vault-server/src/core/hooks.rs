@@ -406,7 +406,14 @@ mod tests {
         assert!(hooks.request(&e).await.is_ok());
         for status in [200, 204, 403] {
             hooks
-                .response(&ResponseEvent { request: &e, status, duration: Duration::ZERO, data: None, errors: &[], auth: None })
+                .response(&ResponseEvent {
+                    request: &e,
+                    status,
+                    duration: Duration::ZERO,
+                    data: None,
+                    errors: &[],
+                    auth: None,
+                })
                 .await;
         }
         assert_eq!(counter.get("secret/", "read", 200), 2);

@@ -565,8 +565,14 @@ impl Drop for Pending<'_> {
             rt.spawn(async move {
                 let request = seen.event(&request_id, None);
                 let errors = ["the client closed the connection before the answer".to_string()];
-                let event =
-                    ResponseEvent { request: &request, status: CLIENT_GONE, duration, data: None, errors: &errors, auth: None };
+                let event = ResponseEvent {
+                    request: &request,
+                    status: CLIENT_GONE,
+                    duration,
+                    data: None,
+                    errors: &errors,
+                    auth: None,
+                };
                 core.hooks().response(&event).await;
             });
         }

@@ -28,7 +28,11 @@ pub(super) const DEVICE_FIELDS: &[Field] = &[
 pub(super) const HASH_FIELDS: &[Field] = &[Field::new("input", FieldKind::String)];
 
 /// Serve one of the three patterns above.
-pub(super) async fn handle(core: &Arc<Core>, u: &crate::barrier::Unsealed, req: Request) -> Result<Response, LogicalError> {
+pub(super) async fn handle(
+    core: &Arc<Core>,
+    u: &crate::barrier::Unsealed,
+    req: Request,
+) -> Result<Response, LogicalError> {
     let audit = core.audit();
     match (req.pattern(), req.op) {
         (LIST, _) => Ok(Response::data(audit.list())),

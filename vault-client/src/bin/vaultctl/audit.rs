@@ -92,7 +92,8 @@ pub(crate) async fn run(cmd: AuditCmd, env: &Env) -> anyhow::Result<ExitCode> {
             }
             let path = path.unwrap_or_else(|| kind.clone());
             let path = path.trim_matches('/');
-            let body = serde_json::json!({"type": kind, "description": description.unwrap_or_default(), "options": opts});
+            let body =
+                serde_json::json!({"type": kind, "description": description.unwrap_or_default(), "options": opts});
             env.client()?.logical().write(&format!("sys/audit/{path}"), &body).await?;
             message(&mut o, fmt, &format!("Success! Enabled the {kind} audit device at: {path}/"));
         }
