@@ -14,7 +14,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -287,7 +287,7 @@ impl Writer {
         }
     }
 
-    fn write_file(&mut self, path: &PathBuf, buf: &[u8]) -> std::io::Result<()> {
+    fn write_file(&mut self, path: &Path, buf: &[u8]) -> std::io::Result<()> {
         if self.file.is_none() {
             self.file = Some(open(path, self.opts.mode)?);
         }
