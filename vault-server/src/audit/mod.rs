@@ -91,10 +91,10 @@ struct Device {
 }
 
 impl Device {
-    fn start(r: &table::Record) -> Arc<Device> {
+    fn start(r: &table::Record, response_failures: Arc<AtomicU64>) -> Arc<Device> {
         let signing = SigningKey::from_bytes(&r.signing_seed);
         let public_key = signing.verifying_key();
-        let w = writer::Writer::new(r.options.clone(), signing);
+        let w = writer::Writer::new(r.options.clone(), signing, response_failures);
         let (tx, rx) = std::sync::mpsc::channel();
         let name = format!("audit-{}", r.path.trim_end_matches('/'));
         if let Err(e) = std::thread::Builder::new().name(name).spawn(move || w.run(rx)) {
@@ -120,10 +120,15 @@ impl Device {
     /// Write one entry; true once it is in the file.
     async fn record(&self, body: Vec<u8>) -> bool {
         let (ack, done) = oneshot::channel();
-        if !self.send(writer::Msg::Entry(body, ack)) {
+        if !self.send(writer::Msg::Entry(body, Some(ack))) {
             return false;
         }
         matches!(tokio::time::timeout(RECORD_TIMEOUT, done).await, Ok(Ok(true)))
+    }
+
+    /// Queue one entry without waiting (the writer counts a failure).
+    fn queue(&self, body: Vec<u8>) -> bool {
+        self.send(writer::Msg::Entry(body, None))
     }
 
     /// Sign off and stop the writer (waits for the `close` checkpoint).
@@ -165,7 +170,8 @@ pub struct Broker {
     /// Serializes loads (the table is read, then devices are started and stopped).
     loading: tokio::sync::Mutex<()>,
     request_failures: AtomicU64,
-    response_failures: AtomicU64,
+    /// Shared with the writers, which count the response entries they could not write.
+    response_failures: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -191,12 +197,12 @@ impl Broker {
     }
 
     /// Requests refused because no device could record them, plus response
-    /// entries no device could record (for the metrics exporter).
+    /// entries a device could not write (for the metrics exporter).
     pub fn failures(&self) -> u64 {
         self.request_failures.load(Ordering::Relaxed) + self.response_failures.load(Ordering::Relaxed)
     }
 
-    /// Response entries no device could record.
+    /// Response entries a device could not write (counted per device).
     pub fn response_failures(&self) -> u64 {
         self.response_failures.load(Ordering::Relaxed)
     }
@@ -233,7 +239,7 @@ impl Broker {
         for r in &records {
             match old.devices.iter().find(|d| d.uuid == r.uuid) {
                 Some(d) => devices.push(d.clone()),
-                None => devices.push(Device::start(r)),
+                None => devices.push(Device::start(r, self.response_failures.clone())),
             }
         }
         let gone: Vec<_> = old.devices.iter().filter(|d| !records.iter().any(|r| r.uuid == d.uuid)).cloned().collect();
@@ -415,10 +421,15 @@ impl Hook for Broker {
             if current.devices.is_empty() {
                 return;
             }
+            // Queued, not waited for: the answer is decided, and the
+            // request entry already holds the request to its device. The
+            // writer counts (and logs) an entry it cannot write; the queue
+            // is ordered, so a later seal still signs it off.
             let time = writer::now_rfc3339();
-            if !Self::record_all(&current.devices, |h| h.response_entry(e, &time)).await {
-                self.response_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(request_id = e.request.request_id, "no audit device could record the response");
+            for d in &current.devices {
+                if !d.queue(d.hasher.response_entry(e, &time)) {
+                    self.response_failures.fetch_add(1, Ordering::Relaxed);
+                }
             }
         })
     }

@@ -26,8 +26,10 @@ use super::table::{Fsync, Options, Sink};
 
 /// Work for a writer.
 pub enum Msg {
-    /// An entry body (a JSON object); the answer says whether it is written.
-    Entry(Vec<u8>, oneshot::Sender<bool>),
+    /// An entry body (a JSON object); the answer, if asked for, says whether
+    /// it is written (request entries wait for it; response entries do not:
+    /// the answer is decided, and a failure is counted instead).
+    Entry(Vec<u8>, Option<oneshot::Sender<bool>>),
     /// Close the file with a `rotate` checkpoint and reopen the path (SIGHUP).
     Rotate,
     /// Write a `close` checkpoint, flush, stop; answered when done.
@@ -42,6 +44,8 @@ const FSYNC_EVERY: Duration = Duration::from_secs(1);
 const TAIL_BYTES: u64 = 256 * 1024;
 
 pub struct Writer {
+    /// Entries written without waiting that could not be written.
+    unwaited_failures: std::sync::Arc<std::sync::atomic::AtomicU64>,
     opts: Options,
     key: SigningKey,
     file: Option<File>,
@@ -111,8 +115,13 @@ impl Writer {
     /// A writer for `opts`, resuming the chain the file ends with if it ends
     /// with this device's valid `close` checkpoint (a clean stop: the chain
     /// head survives a restart); otherwise a new chain.
-    pub fn new(opts: Options, key: SigningKey) -> Writer {
+    pub fn new(
+        opts: Options,
+        key: SigningKey,
+        unwaited_failures: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) -> Writer {
         let mut w = Writer {
+            unwaited_failures,
             opts,
             key,
             file: None,
@@ -246,7 +255,7 @@ impl Writer {
         false
     }
 
-    fn finish_batch(&mut self, buf: Vec<u8>, acks: Vec<oneshot::Sender<bool>>, saved: &(Link, u64, bool)) {
+    fn finish_batch(&mut self, buf: Vec<u8>, acks: Vec<Option<oneshot::Sender<bool>>>, saved: &(Link, u64, bool)) {
         if buf.is_empty() {
             return;
         }
@@ -256,7 +265,15 @@ impl Writer {
             (self.link, self.since_checkpoint, self.needs_open) = saved.clone();
         }
         for a in acks {
-            let _ = a.send(ok);
+            match a {
+                Some(a) => {
+                    let _ = a.send(ok);
+                }
+                None if !ok => {
+                    self.unwaited_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                None => {}
+            }
         }
     }
 
@@ -382,7 +399,7 @@ mod tests {
 
     fn entry(tx: &std::sync::mpsc::Sender<Msg>, i: usize) -> oneshot::Receiver<bool> {
         let (a, r) = oneshot::channel();
-        tx.send(Msg::Entry(format!(r#"{{"type":"request","n":{i}}}"#).into_bytes(), a)).unwrap();
+        tx.send(Msg::Entry(format!(r#"{{"type":"request","n":{i}}}"#).into_bytes(), Some(a))).unwrap();
         r
     }
 
@@ -400,7 +417,7 @@ mod tests {
         let path = dir.path().join("audit.log");
         let key = SigningKey::from_bytes(&[3; 32]);
         let (tx, rx) = std::sync::mpsc::channel();
-        let w = Writer::new(opts(&path, 4), key.clone());
+        let w = Writer::new(opts(&path, 4), key.clone(), Default::default());
         let t = std::thread::spawn(move || w.run(rx));
         let acks: Vec<_> = (0..10).map(|i| entry(&tx, i)).collect();
         for a in acks {
@@ -417,7 +434,7 @@ mod tests {
         t.join().unwrap();
         assert_eq!(verify(&key, &[&old, &path]), vec![]);
         // Restart: the chain goes on in the same file.
-        let w = Writer::new(opts(&path, 4), key.clone());
+        let w = Writer::new(opts(&path, 4), key.clone(), Default::default());
         assert!(!w.needs_open);
         let (tx, rx) = std::sync::mpsc::channel();
         let t = std::thread::spawn(move || w.run(rx));
@@ -432,7 +449,7 @@ mod tests {
             .collect();
         assert_eq!(nodes.len(), 1, "one chain across the restart");
         // Another key's close is not resumed (a new chain starts).
-        assert!(Writer::new(opts(&path, 4), SigningKey::from_bytes(&[4; 32])).needs_open);
+        assert!(Writer::new(opts(&path, 4), SigningKey::from_bytes(&[4; 32]), Default::default()).needs_open);
     }
 
     #[test]
@@ -456,7 +473,7 @@ mod tests {
     fn a_failed_write_is_refused_and_leaves_the_chain_intact() {
         let key = SigningKey::from_bytes(&[3; 32]);
         let (tx, rx) = std::sync::mpsc::channel();
-        let w = Writer::new(opts(Path::new("/dev/full"), 4), key);
+        let w = Writer::new(opts(Path::new("/dev/full"), 4), key, Default::default());
         let t = std::thread::spawn(move || w.run(rx));
         assert!(!entry(&tx, 0).blocking_recv().unwrap());
         drop(tx);
