@@ -473,10 +473,14 @@ mod tests {
     fn a_failed_write_is_refused_and_leaves_the_chain_intact() {
         let key = SigningKey::from_bytes(&[3; 32]);
         let (tx, rx) = std::sync::mpsc::channel();
-        let w = Writer::new(opts(Path::new("/dev/full"), 4), key, Default::default());
+        let failures = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let w = Writer::new(opts(Path::new("/dev/full"), 4), key, failures.clone());
         let t = std::thread::spawn(move || w.run(rx));
         assert!(!entry(&tx, 0).blocking_recv().unwrap());
+        // An entry nobody waits for (a response entry) is counted instead.
+        tx.send(Msg::Entry(b"{}".to_vec(), None)).unwrap();
         drop(tx);
         t.join().unwrap();
+        assert_eq!(failures.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 }
