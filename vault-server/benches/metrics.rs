@@ -38,11 +38,12 @@ fn event<'a>(path: &'a str, route: &'a str, mount: &'a str, kind: &'a str) -> Re
         caller: None,
         remote: None,
         data: None,
+        client_token: None,
     }
 }
 
 fn respond(hooks: &Hooks, e: &RequestEvent<'_>) {
-    let r = ResponseEvent { request: e, status: 200, duration: Duration::from_micros(120), data: None, errors: &[] };
+    let r = ResponseEvent { request: e, status: 200, duration: Duration::from_micros(120), data: None, errors: &[], auth: None };
     hooks.response(black_box(&r)).now_or_never().unwrap();
 }
 

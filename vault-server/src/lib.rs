@@ -9,6 +9,7 @@
 // Tests may unwrap: a failing unwrap is a failing test.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod audit;
 pub mod auth;
 pub mod backup;
 pub mod barrier;

@@ -686,6 +686,7 @@ mod tests {
             caller: None,
             remote: None,
             data: None,
+            client_token: None,
         }
     }
 
@@ -696,6 +697,7 @@ mod tests {
             duration: std::time::Duration::from_millis(3),
             data: None,
             errors: &[],
+            auth: None,
         };
         futures_util::FutureExt::now_or_never(m.on_response(&r)).unwrap();
     }

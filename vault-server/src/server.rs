@@ -210,7 +210,7 @@ impl Server {
         );
         // Registered before serving: SIGHUP's default action ends the process.
         if let Ok(hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            tokio::spawn(on_sighup(hup, tls_reloader));
+            tokio::spawn(on_sighup(hup, tls_reloader, core.clone()));
         }
         let (stop_tx, stop_rx) = watch::channel(false);
         let jobs = tokio::spawn(background(core.clone(), stop_rx.clone()));
@@ -321,14 +321,17 @@ async fn background(core: Arc<Core>, stop: watch::Receiver<bool>) {
     tokio::join!(rotations, housekeeping);
 }
 
-/// SIGHUP: reload what can change without a restart (the TLS certificate
-/// and key; a failed reload keeps the pair in use).
-async fn on_sighup(mut hup: tokio::signal::unix::Signal, tls: Option<http::tls::CertReloader>) {
+/// SIGHUP: reload what can change without a restart: the TLS certificate
+/// and key (a failed reload keeps the pair in use), and the audit files
+/// (log rotation: each device signs off the old file and continues its
+/// chain in the new one).
+async fn on_sighup(mut hup: tokio::signal::unix::Signal, tls: Option<http::tls::CertReloader>, core: Arc<Core>) {
     while hup.recv().await.is_some() {
-        tracing::info!("SIGHUP received: reloading");
+        tracing::info!("SIGHUP received: reloading the TLS certificate, reopening audit files");
         if let Some(r) = &tls {
             r.reload_logged();
         }
+        core.audit().rotate();
     }
 }
 

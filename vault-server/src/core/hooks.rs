@@ -44,6 +44,14 @@ impl Caller {
     pub fn entity_id(&self) -> &str {
         ""
     }
+    /// The token's display name.
+    pub fn display_name(&self) -> &str {
+        &self.token.display_name
+    }
+    /// The token's metadata (not secret: Vault shows it in audit entries).
+    pub fn metadata(&self) -> &Map<String, Value> {
+        &self.token.meta
+    }
 }
 
 impl std::fmt::Debug for Caller {
@@ -74,6 +82,9 @@ pub struct RequestEvent<'a> {
     pub remote: Option<IpAddr>,
     /// Request data the backend will see (None for streamed bodies).
     pub data: Option<&'a Map<String, Value>>,
+    /// The token the request presented, if any. Secret: a hook that records
+    /// it must replace it by a keyed hash (audit devices do); `Debug` hides it.
+    pub client_token: Option<&'a str>,
 }
 
 /// How a request ended, as hooks see it.
@@ -89,6 +100,10 @@ pub struct ResponseEvent<'a> {
     pub data: Option<&'a Map<String, Value>>,
     /// Error messages, when the request failed.
     pub errors: &'a [String],
+    /// The answer's `auth` block (logins, token creation: it holds the new
+    /// token and its accessor, secrets an audit device must hash), filled
+    /// only when a hook asks for response data.
+    pub auth: Option<&'a Map<String, Value>>,
 }
 
 fn data_keys(data: Option<&Map<String, Value>>) -> Option<Vec<&String>> {
@@ -106,6 +121,7 @@ impl std::fmt::Debug for RequestEvent<'_> {
             .field("caller", &self.caller)
             .field("remote", &self.remote)
             .field("data_keys", &data_keys(self.data))
+            .field("client_token", &self.client_token.map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -118,6 +134,7 @@ impl std::fmt::Debug for ResponseEvent<'_> {
             .field("duration", &self.duration)
             .field("data_keys", &data_keys(self.data))
             .field("errors", &self.errors)
+            .field("auth_keys", &data_keys(self.auth))
             .finish()
     }
 }
@@ -146,6 +163,7 @@ pub trait Hook: Send + Sync {
 
     /// Whether [`ResponseEvent::data`] should be filled (a copy of every
     /// answer's data: only hooks that record values, such as audit devices).
+    /// Asked on every request, so it may change (an audit device enabled).
     fn wants_response_data(&self) -> bool {
         false
     }
@@ -168,7 +186,6 @@ pub struct Hooks {
 struct Registered {
     all: Vec<Arc<dyn Hook>>,
     watching_requests: Vec<Arc<dyn Hook>>,
-    want_response_data: bool,
 }
 
 impl std::fmt::Debug for Hooks {
@@ -188,13 +205,12 @@ impl Hooks {
         let mut all = g.all.clone();
         all.push(hook);
         let watching_requests = all.iter().filter(|h| h.watches_requests()).cloned().collect();
-        let want_response_data = all.iter().any(|h| h.wants_response_data());
-        *g = Arc::new(Registered { all, watching_requests, want_response_data });
+        *g = Arc::new(Registered { all, watching_requests });
     }
 
     /// Whether any hook wants response data.
     pub fn want_response_data(&self) -> bool {
-        self.list.read().unwrap_or_else(|p| p.into_inner()).want_response_data
+        self.list.read().unwrap_or_else(|p| p.into_inner()).all.iter().any(|h| h.wants_response_data())
     }
 
     /// Run every hook's `on_request`; the first refusal wins.
@@ -357,6 +373,7 @@ mod tests {
             caller: None,
             remote: None,
             data: None,
+            client_token: None,
         }
     }
 
@@ -366,9 +383,17 @@ mod tests {
         data.insert("password".into(), "CANARY-SECRET".into());
         let mut e = event();
         e.data = Some(&data);
+        e.client_token = Some("hvs.CANARY-TOKEN");
         let shown = format!("{e:?}");
         assert!(shown.contains("password") && !shown.contains("CANARY"), "{shown}");
-        let r = ResponseEvent { request: &e, status: 200, duration: Duration::ZERO, data: Some(&data), errors: &[] };
+        let r = ResponseEvent {
+            request: &e,
+            status: 200,
+            duration: Duration::ZERO,
+            data: Some(&data),
+            errors: &[],
+            auth: Some(&data),
+        };
         assert!(!format!("{r:?}").contains("CANARY"));
     }
 
@@ -381,7 +406,14 @@ mod tests {
         assert!(hooks.request(&e).await.is_ok());
         for status in [200, 204, 403] {
             hooks
-                .response(&ResponseEvent { request: &e, status, duration: Duration::ZERO, data: None, errors: &[] })
+                .response(&ResponseEvent {
+                    request: &e,
+                    status,
+                    duration: Duration::ZERO,
+                    data: None,
+                    errors: &[],
+                    auth: None,
+                })
                 .await;
         }
         assert_eq!(counter.get("secret/", "read", 200), 2);

@@ -213,6 +213,8 @@ pub struct Core {
     cors: crate::sys::cors::CorsState,
     /// Backup settings and scheduled-backup counters.
     backup: crate::backup::State,
+    /// Audit devices (one of the hooks).
+    audit: Arc<crate::audit::Broker>,
     #[cfg(test)]
     pub(crate) pauses: crate::testing::Pauses,
 }
@@ -258,6 +260,7 @@ impl Core {
             quotas: Arc::default(),
             cors: Default::default(),
             backup: Default::default(),
+            audit: Arc::new(crate::audit::Broker::default()),
             #[cfg(test)]
             pauses: Default::default(),
         });
@@ -265,6 +268,7 @@ impl Core {
         // that writes nothing still costs a call per request).
         core.hooks.add(core.counter.clone());
         core.hooks.add(core.metrics.clone());
+        core.hooks.add(core.audit.clone());
         tokio::spawn(follow_changes(Arc::downgrade(&core), changes));
         Ok(core)
     }
@@ -294,6 +298,10 @@ impl Core {
             || matches!(change, Change::Path(p) if p.starts_with(crate::quotas::store::PREFIX))
         {
             self.reload_hardening(&self.unsealed()?).await;
+        }
+        if is(crate::audit::TABLE_PATH) {
+            let u = self.unsealed()?;
+            self.audit.load(&self.barrier, &u).await.map_err(|e| CoreError::Internal(e.to_string()))?;
         }
         let active = self.active()?;
         // Engines hear of changes under their own prefix (the change feed).
@@ -395,6 +403,11 @@ impl Core {
     /// Backup settings and scheduled-backup counters (`crate::backup`).
     pub fn backup(&self) -> &crate::backup::State {
         &self.backup
+    }
+
+    /// The audit devices (`failures()` for the metrics exporter).
+    pub fn audit(&self) -> &Arc<crate::audit::Broker> {
+        &self.audit
     }
 
     /// Login failure counters shared by all auth methods.
@@ -620,13 +633,19 @@ impl Core {
         let root = self.unwrap_root_key(unseal_key).await?;
         let (keyring, _) = self.barrier.load_keyring(root).await?;
         let u = self.barrier.install(keyring);
-        match self.activate(u).await {
+        // Audit devices start before the core serves a request: none runs unrecorded.
+        let activated = match self.audit.load(&self.barrier, &u).await {
+            Ok(()) => self.activate(u).await,
+            Err(e) => Err(CoreError::Internal(format!("cannot load the audit devices: {e}"))),
+        };
+        match activated {
             Ok(active) => {
                 *self.active.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(active));
                 tracing::info!("vault unsealed");
                 Ok(())
             }
             Err(e) => {
+                self.audit.clear();
                 self.barrier.seal();
                 Err(e)
             }
@@ -669,6 +688,8 @@ impl Core {
         {
             tracing::warn!(error = %e, "could not record key usage before sealing");
         }
+        // Sign off the audit chains while the keys are still here.
+        self.audit.close().await;
         self.seal_now();
     }
 
@@ -679,6 +700,7 @@ impl Core {
                 m.backend.shutdown();
             }
         }
+        self.audit.clear();
         self.barrier.seal();
         *lock(&self.unseal_progress) = None;
         *lock(&self.rekey) = None;

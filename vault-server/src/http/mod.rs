@@ -476,6 +476,11 @@ struct Seen {
     /// `enable_rate_limit_audit_logging` asks: a flood must not become a
     /// flood of audit writes).
     quota_refused: bool,
+    /// The presented token, kept only when a hook records values (audit
+    /// devices hash it).
+    client_token: Option<String>,
+    /// The answer's `auth` block, kept only when a hook records values.
+    auth: Option<Map<String, Value>>,
 }
 
 impl Seen {
@@ -493,6 +498,8 @@ impl Seen {
             remote: std::net::Ipv4Addr::UNSPECIFIED.into(),
             rate: None,
             quota_refused: false,
+            client_token: None,
+            auth: None,
         }
     }
 
@@ -516,6 +523,7 @@ impl Seen {
             caller: self.caller.as_ref(),
             remote: Some(self.remote),
             data,
+            client_token: self.client_token.as_deref(),
         }
     }
 }
@@ -562,6 +570,8 @@ async fn handle(
         remote: incoming.peer.ip(),
         rate: None,
         quota_refused: false,
+        client_token: None,
+        auth: None,
     };
     // Until the response hooks ran, dropping this (the client went away and
     // hyper dropped the request's future) still tells the hooks, as 499.
@@ -578,7 +588,14 @@ async fn handle(
     let data = result.as_ref().ok().and_then(|(_, d)| d.as_ref());
     pending.seen.settle(&state.core);
     let request = pending.seen.event(request_id, None);
-    let event = ResponseEvent { request: &request, status, duration: started.elapsed(), data, errors: &errors };
+    let event = ResponseEvent {
+        request: &request,
+        status,
+        duration: started.elapsed(),
+        data,
+        errors: &errors,
+        auth: pending.seen.auth.as_ref(),
+    };
     state.core.hooks().response(&event).await;
     pending.done = true;
     (result.map(|(r, _)| r), pending.seen.body_read, pending.seen.rate)
@@ -613,8 +630,14 @@ impl Drop for Pending<'_> {
             rt.spawn(async move {
                 let request = seen.event(&request_id, None);
                 let errors = ["the client closed the connection before the answer".to_string()];
-                let event =
-                    ResponseEvent { request: &request, status: CLIENT_GONE, duration, data: None, errors: &errors };
+                let event = ResponseEvent {
+                    request: &request,
+                    status: CLIENT_GONE,
+                    duration,
+                    data: None,
+                    errors: &errors,
+                    auth: None,
+                };
                 core.hooks().response(&event).await;
             });
         }
@@ -645,6 +668,9 @@ async fn run(
     };
     let path = decode_path(raw_path)?;
     seen.path.clone_from(&path);
+    if state.core.hooks().want_response_data() {
+        seen.client_token = token(&headers).map(str::to_string);
+    }
     if path.split('/').any(|s| s == ".." || s == ".") {
         return Err(ApiError::bad_request("path must not contain '.' or '..' segments"));
     }
@@ -777,6 +803,12 @@ async fn run(
         }
         _ => None,
     };
+    if let logical::Response::Data { auth: Some(a), .. } = &handled.response
+        && state.core.hooks().want_response_data()
+        && let Ok(Value::Object(m)) = serde_json::to_value(a)
+    {
+        seen.auth = Some(m);
+    }
     Ok((logical_response(&seen.path, handled, request_id), shown))
 }
 
@@ -784,7 +816,9 @@ async fn run(
 /// device can record a request).
 fn refused(e: crate::core::hooks::HookError) -> ApiError {
     tracing::warn!(error = %e, "a request hook refused the request");
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the request could not be recorded and was not run")
+    // The hook's reason names no value (e.g. "no audit device could record
+    // the request"): it is what the caller needs to know.
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}: the request was not run"))
 }
 
 /// Vault copies `data` to the top level for these `sys/` routes (its

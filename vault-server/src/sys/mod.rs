@@ -6,6 +6,7 @@
 pub(crate) mod metrics;
 pub mod cors;
 pub mod quotas;
+mod audit;
 
 use std::sync::{Arc, Weak};
 
@@ -125,6 +126,9 @@ static PATHS: &[PathSpec] = {
         PathSpec::new(quotas::RATE_LIMIT, &[Read, Update, Delete]).fields(quotas::RATE_LIMIT_FIELDS),
         PathSpec::new(quotas::CONFIG, &[Read, Update]).fields(quotas::CONFIG_FIELDS),
         PathSpec::new(cors::CORS, &[Read, Update, Delete]).sudo().fields(cors::FIELDS),
+        PathSpec::new(audit::LIST, &[Read]).sudo(),
+        PathSpec::new(audit::DEVICE, &[Update, Delete]).sudo().fields(audit::DEVICE_FIELDS),
+        PathSpec::new(audit::HASH, &[Update]).sudo().fields(audit::HASH_FIELDS),
     ]
 };
 
@@ -257,6 +261,7 @@ async fn route(core: &Arc<Core>, auth: &Authorized, req: Request) -> Result<Resp
             let mount = req.param("path").to_string();
             mount_op(core, u, table, &mount, req).await
         }
+        (audit::LIST | audit::DEVICE | audit::HASH, _) => audit::handle(core, u, req).await,
         _ => Err(LogicalError::UnsupportedOperation),
     }
 }

@@ -21,6 +21,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory as _, Parser, Subcommand};
 
 mod agent;
+mod audit;
 mod auth;
 mod backup;
 mod common;
@@ -146,6 +147,11 @@ enum Command {
     Scan(scan::Args),
     /// Move the secrets of a file into KV v2 and leave references.
     Import(import::Args),
+    /// Audit devices: list, enable, disable; verify a log (exit 1 tampered, 2 could not check).
+    Audit {
+        #[command(subcommand)]
+        cmd: audit::AuditCmd,
+    },
 }
 
 fn main() -> ExitCode {
@@ -181,6 +187,7 @@ fn main() -> ExitCode {
         Command::Agent(args) => return finish_wrapper(rt.block_on(agent::run(args, &env)), &env),
         Command::Scan(args) => return finish(rt.block_on(scan::run(args, &env)), &env),
         Command::Import(args) => return finish(rt.block_on(import::run(args, &env)), &env),
+        Command::Audit { cmd } => return finish(rt.block_on(audit::run(cmd, &env)), &env),
         // Streams of files: any failure is exit code 1 (the output is gone).
         Command::Transit(args) if args.is_file_command() => {
             return rt.block_on(transit::run_file(args, &env)).unwrap_or_else(|e| fail(&explain(&e, &env).0, 1));
@@ -252,7 +259,12 @@ async fn run(command: Command, env: &common::Env) -> anyhow::Result<Outcome> {
         Command::Write(a) => generic::write(a, env).await,
         Command::List(a) => generic::list(a, env).await,
         Command::Delete(a) => generic::delete(a, env).await,
-        Command::Completion { .. } | Command::Exec(_) | Command::Agent(_) | Command::Scan(_) | Command::Import(_) => {
+        Command::Completion { .. }
+        | Command::Exec(_)
+        | Command::Agent(_)
+        | Command::Scan(_)
+        | Command::Import(_)
+        | Command::Audit { .. } => {
             anyhow::bail!("internal error: command dispatched twice")
         }
     }

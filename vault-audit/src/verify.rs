@@ -1,0 +1,395 @@
+//! The verifier: feed it every line of the log files in order, then ask for
+//! the findings. Each finding names the file and line where the chain stops
+//! matching; after one, checking resumes from that line, so one edit gives
+//! one finding and later damage is still found.
+
+use std::collections::HashMap;
+
+use ed25519_dalek::VerifyingKey;
+
+use crate::{GENESIS, Reason, checkpoint_valid, parse_line};
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Severity {
+    /// Worth knowing, not evidence of tampering (a chain that starts in an
+    /// earlier file not given, lines not yet covered by a checkpoint).
+    Note,
+    /// The log was changed: a line modified, removed, inserted or moved, a
+    /// forged checkpoint, a cut.
+    Tampered,
+}
+
+/// One thing the verifier found, at `file:line`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// How bad.
+    pub severity: Severity,
+    /// The file, as the caller named it.
+    pub file: String,
+    /// Line number, from 1 (0: the end of the input).
+    pub line: usize,
+    /// What is wrong, in words.
+    pub message: String,
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match self.severity {
+            Severity::Note => "note",
+            Severity::Tampered => "TAMPERED",
+        };
+        write!(f, "{}:{}: {what}: {}", self.file, self.line, self.message)
+    }
+}
+
+/// A place in the input.
+#[derive(Debug, Clone)]
+struct Place {
+    file: String,
+    line: usize,
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
+/// What is known of one chain so far.
+#[derive(Debug)]
+struct Chain {
+    seq: u64,
+    hash: [u8; 32],
+    at: Place,
+    /// The last valid checkpoint (seq, place, reason).
+    checkpoint: Option<(u64, Place, Reason)>,
+}
+
+/// Checks a log, line by line, against a device's public key.
+#[derive(Debug)]
+pub struct Verifier {
+    key: VerifyingKey,
+    chains: HashMap<String, Chain>,
+    /// Chain ids in the order they first appeared (stable reports).
+    order: Vec<String>,
+    findings: Vec<Finding>,
+    entries: u64,
+    checkpoints: u64,
+}
+
+impl Verifier {
+    /// A verifier for the device whose public key is `key`.
+    pub fn new(key: VerifyingKey) -> Self {
+        Self { key, chains: HashMap::new(), order: Vec::new(), findings: Vec::new(), entries: 0, checkpoints: 0 }
+    }
+
+    fn find(&mut self, severity: Severity, at: &Place, message: String) {
+        self.findings.push(Finding { severity, file: at.file.clone(), line: at.line, message });
+    }
+
+    /// Check one line (without its newline). `complete` is false for a last
+    /// line that had no newline: a write cut short, or a file cut mid-line.
+    pub fn line(&mut self, file: &str, line: usize, bytes: &[u8], complete: bool) {
+        let at = Place { file: file.to_string(), line };
+        if !complete {
+            self.find(Severity::Tampered, &at, "the file ends in the middle of a line (cut or partly written)".into());
+            return;
+        }
+        let p = match parse_line(bytes) {
+            Ok(p) => p,
+            Err(e) => {
+                self.find(Severity::Tampered, &at, format!("not an audit entry of this format: {e}"));
+                return;
+            }
+        };
+        self.entries += 1;
+        let node = p.link.node.clone();
+        if let Some(c) = self.chains.get(&node) {
+            let (expect_seq, expect_prev, prev_at) = (c.seq.saturating_add(1), c.hash, c.at.clone());
+            if p.link.seq <= c.seq {
+                self.find(
+                    Severity::Tampered,
+                    &at,
+                    format!(
+                        "chain {node}: entry {} comes after entry {} ({prev_at}): lines were reordered, duplicated or inserted",
+                        p.link.seq, c.seq
+                    ),
+                );
+            } else if p.link.seq > expect_seq {
+                self.find(
+                    Severity::Tampered,
+                    &at,
+                    format!(
+                        "chain {node}: {} entries missing between {prev_at} and this line (expected entry {expect_seq}, found {}): lines were deleted",
+                        p.link.seq - expect_seq,
+                        p.link.seq
+                    ),
+                );
+            } else if p.link.prev != expect_prev {
+                self.find(
+                    Severity::Tampered,
+                    &at,
+                    format!(
+                        "chain {node}: entry {} does not follow {prev_at}: that line was modified, or this one was inserted or changed",
+                        p.link.seq
+                    ),
+                );
+            }
+        } else {
+            self.order.push(node.clone());
+            if p.link.seq == 0 {
+                if p.link.prev != GENESIS {
+                    self.find(
+                        Severity::Tampered,
+                        &at,
+                        format!("chain {node}: a first entry must have a zero prev hash"),
+                    );
+                } else if p.checkpoint.as_ref().map(|c| c.1) != Some(Reason::Open) {
+                    self.find(
+                        Severity::Tampered,
+                        &at,
+                        format!("chain {node}: a chain must start with a signed 'open' checkpoint"),
+                    );
+                }
+            } else {
+                self.find(
+                    Severity::Note,
+                    &at,
+                    format!(
+                        "chain {node} starts at entry {} (its earlier entries are in a file not given): checked from here",
+                        p.link.seq
+                    ),
+                );
+            }
+        }
+        let mut checkpoint = self.chains.get(&node).and_then(|c| c.checkpoint.clone());
+        if let Some((_, reason, _)) = &p.checkpoint {
+            if checkpoint_valid(&self.key, &p) {
+                self.checkpoints += 1;
+                checkpoint = Some((p.link.seq, at.clone(), *reason));
+            } else {
+                self.find(
+                    Severity::Tampered,
+                    &at,
+                    format!("chain {node}: forged or altered checkpoint (the signature does not verify under the device key)"),
+                );
+            }
+        }
+        self.chains.insert(node, Chain { seq: p.link.seq, hash: p.hash, at, checkpoint });
+    }
+
+    /// Feed a whole file's content (lines split on `\n`).
+    pub fn file(&mut self, file: &str, content: &[u8]) {
+        if content.is_empty() {
+            return;
+        }
+        let complete_end = content.ends_with(b"\n");
+        let body = if complete_end { &content[..content.len() - 1] } else { content };
+        let lines: Vec<&[u8]> = body.split(|b| *b == b'\n').collect();
+        let n = lines.len();
+        for (i, l) in lines.into_iter().enumerate() {
+            self.line(file, i + 1, l, complete_end || i + 1 < n);
+        }
+    }
+
+    /// Entries read (lines that parsed).
+    pub fn entries(&self) -> u64 {
+        self.entries
+    }
+
+    /// Valid checkpoints read.
+    pub fn checkpoints(&self) -> u64 {
+        self.checkpoints
+    }
+
+    /// Chains seen.
+    pub fn chains(&self) -> usize {
+        self.chains.len()
+    }
+
+    /// The findings, with a last look at each chain's end: lines after its
+    /// last checkpoint are chained but unsigned, so a cut there cannot be
+    /// proven. With `require_closed` (files no server writes any more), a
+    /// chain must end with its `close` or `rotate` checkpoint, and anything
+    /// else is a cut.
+    pub fn finish(mut self, require_closed: bool) -> Vec<Finding> {
+        for node in std::mem::take(&mut self.order) {
+            let Some(c) = self.chains.get(&node) else { continue };
+            let ended = matches!(&c.checkpoint, Some((seq, _, Reason::Close | Reason::Rotate)) if *seq == c.seq);
+            let last = c.at.clone();
+            let message = match &c.checkpoint {
+                Some((seq, at, _)) if *seq == c.seq => {
+                    if ended || !require_closed {
+                        continue;
+                    }
+                    format!("chain {node} ends at a checkpoint ({at}) that does not close it: lines after it were cut")
+                }
+                Some((seq, at, _)) => format!(
+                    "chain {node}: {} entries after its last checkpoint ({at}), up to {last}, are not signed yet: a cut after {at} cannot be detected",
+                    c.seq - seq
+                ),
+                None => format!("chain {node} has no valid checkpoint up to {last}: nothing in it is signed"),
+            };
+            let severity = if require_closed { Severity::Tampered } else { Severity::Note };
+            self.findings.push(Finding { severity, file: last.file, line: last.line, message });
+        }
+        self.findings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ed25519_dalek::SigningKey;
+
+    use super::*;
+    use crate::{Link, chain_line, checkpoint_line, line_hash};
+
+    /// A log of `n` entries with a checkpoint every `every`, opened and
+    /// closed, one line per element.
+    fn log(key: &SigningKey, n: u64, every: u64) -> Vec<Vec<u8>> {
+        let mut lines = Vec::new();
+        let mut link = Link { node: "n1".into(), seq: 0, prev: GENESIS };
+        let mut push = |line: Vec<u8>, link: &mut Link| {
+            link.prev = line_hash(&line);
+            link.seq += 1;
+            lines.push(line);
+        };
+        push(checkpoint_line(key, &link, "t0", Reason::Open), &mut link);
+        for i in 0..n {
+            let body = format!(r#"{{"type":"request","request":{{"id":"{i}"}}}}"#);
+            push(chain_line(body.as_bytes(), &link), &mut link);
+            if (i + 1) % every == 0 {
+                push(checkpoint_line(key, &link, "t", Reason::Count), &mut link);
+            }
+        }
+        push(checkpoint_line(key, &link, "t9", Reason::Close), &mut link);
+        lines
+    }
+
+    fn check(key: &SigningKey, lines: &[Vec<u8>], closed: bool) -> Vec<Finding> {
+        let mut v = Verifier::new(key.verifying_key());
+        let mut content = lines.join(&b"\n"[..]);
+        content.push(b'\n');
+        v.file("a.log", &content);
+        v.finish(closed)
+    }
+
+    fn tampered(f: &[Finding]) -> Vec<(usize, &str)> {
+        f.iter().filter(|f| f.severity == Severity::Tampered).map(|f| (f.line, f.message.as_str())).collect()
+    }
+
+    #[test]
+    fn an_intact_log_verifies() {
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let lines = log(&key, 10, 3);
+        assert_eq!(check(&key, &lines, true), vec![]);
+    }
+
+    #[test]
+    fn every_kind_of_tampering_is_found_where_it_is() {
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let lines = log(&key, 10, 3);
+        // Modified (line 3): line 4 no longer follows it.
+        let mut m = lines.clone();
+        m[2] = String::from_utf8(m[2].clone()).unwrap().replace("\"1\"", "\"X\"").into_bytes();
+        let f = check(&key, &m, false);
+        assert_eq!(tampered(&f).len(), 1, "{f:?}");
+        assert_eq!(f[0].line, 4);
+        assert!(f[0].message.contains("a.log:3"), "{}", f[0]);
+        // Deleted (line 3).
+        let mut d = lines.clone();
+        d.remove(2);
+        let t = check(&key, &d, false);
+        assert_eq!(tampered(&t)[0].0, 3);
+        assert!(tampered(&t)[0].1.contains("missing"));
+        // Inserted (a copy of line 3 after it).
+        let mut i = lines.clone();
+        i.insert(3, lines[2].clone());
+        let t = check(&key, &i, false);
+        assert_eq!(tampered(&t)[0].0, 4);
+        // Reordered (lines 3 and 4 swapped).
+        let mut r = lines.clone();
+        r.swap(2, 3);
+        let t = check(&key, &r, false);
+        assert_eq!(tampered(&t)[0].0, 3);
+        // Truncated: the closing checkpoint and 2 entries cut.
+        let cut = &lines[..lines.len() - 3];
+        assert!(tampered(&check(&key, cut, false)).is_empty(), "an open tail is only a note");
+        let t = check(&key, cut, true);
+        assert_eq!(tampered(&t).len(), 1);
+        assert_eq!(tampered(&t)[0].0, lines.len() - 3);
+        // Cut mid-line.
+        let mut v = Verifier::new(key.verifying_key());
+        let mut content = lines.join(&b"\n"[..]);
+        content.truncate(content.len() - 5);
+        v.file("a.log", &content);
+        let t = v.finish(false);
+        assert_eq!(tampered(&t)[0].0, lines.len());
+    }
+
+    #[test]
+    fn a_forged_checkpoint_is_found_even_with_a_recomputed_chain() {
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let forger = SigningKey::from_bytes(&[2; 32]);
+        // The attacker rewrites line 3 and recomputes every later hash, but
+        // cannot sign: the next checkpoint's signature fails.
+        let lines = log(&key, 6, 3);
+        let mut out = lines[..2].to_vec();
+        let mut link = Link { node: "n1".into(), seq: 2, prev: line_hash(&lines[1]) };
+        for l in &lines[2..] {
+            let p = parse_line(l).unwrap();
+            let line = if let Some((time, reason, _)) = p.checkpoint {
+                checkpoint_line(&forger, &link, &time, reason)
+            } else {
+                chain_line(br#"{"type":"request","request":{"id":"forged"}}"#, &link)
+            };
+            link.prev = line_hash(&line);
+            link.seq += 1;
+            out.push(line);
+        }
+        let t = check(&key, &out, true);
+        assert!(!tampered(&t).is_empty());
+        assert_eq!(tampered(&t)[0].0, 5, "{t:?}");
+        assert!(tampered(&t)[0].1.contains("forged"));
+    }
+
+    #[test]
+    fn a_chain_continues_across_files_given_in_order() {
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let lines = log(&key, 9, 3);
+        let (a, b) = lines.split_at(6);
+        let mut v = Verifier::new(key.verifying_key());
+        for (name, part) in [("a.log", a), ("b.log", b)] {
+            let mut c = part.join(&b"\n"[..]);
+            c.push(b'\n');
+            v.file(name, &c);
+        }
+        assert_eq!(v.finish(true), vec![]);
+        // The second file alone: a note that the chain starts mid-way, no tampering.
+        let mut v = Verifier::new(key.verifying_key());
+        let mut c = b.join(&b"\n"[..]);
+        c.push(b'\n');
+        v.file("b.log", &c);
+        let f = v.finish(true);
+        assert!(tampered(&f).is_empty(), "{f:?}");
+        // In the wrong order: found.
+        let mut v = Verifier::new(key.verifying_key());
+        for part in [b, a] {
+            let mut c = part.join(&b"\n"[..]);
+            c.push(b'\n');
+            v.file("x.log", &c);
+        }
+        assert!(!tampered(&v.finish(false)).is_empty());
+    }
+
+    #[test]
+    fn an_unsigned_fabricated_chain_is_refused() {
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let link = Link { node: "fake".into(), seq: 0, prev: GENESIS };
+        let line = chain_line(br#"{"type":"request"}"#, &link);
+        let t = check(&key, &[line], false);
+        assert!(tampered(&t)[0].1.contains("open"));
+    }
+}

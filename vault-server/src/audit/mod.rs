@@ -1,0 +1,436 @@
+//! Audit devices (Vault's `sys/audit`), with a tamper-evident log: entries
+//! in Vault's JSON shape with secrets hashed ([`entry`]), chained and
+//! signed per the `vault-audit` format by one writer thread per device
+//! ([`writer`]), devices and their keys kept in the barrier ([`table`]).
+//!
+//! The [`Broker`] is a request hook. With devices enabled it fails closed:
+//! a request that no device could record is refused before anything runs
+//! (Vault's rule); a response entry that no device could record is logged
+//! and counted ([`Broker::failures`]), the answer being already decided.
+//!
+//! Devices are loaded at unseal before the core takes any request, reloaded
+//! when the table changes (here or on another server: the change feed), and
+//! closed with a signed `close` checkpoint on seal and shutdown. Keys leave
+//! memory on seal (writer threads end, their keys zeroized on drop).
+
+mod entry;
+pub mod table;
+mod writer;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use serde_json::{Map, Value};
+use tokio::sync::oneshot;
+use zeroize::Zeroizing;
+
+use crate::barrier::{Barrier, BarrierError, Batch, Unsealed};
+use crate::core::hooks::{Hook, HookError, RequestEvent, ResponseEvent};
+use crate::logical::{BoxFuture, LogicalError};
+use crate::storage::{Expect, StorageError};
+
+pub use table::TABLE_PATH;
+
+/// Errors of the audit layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    /// Bad input: options, paths, an unusable file (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// Sealed (503).
+    #[error("Vault is sealed")]
+    Sealed,
+    /// Many concurrent table changes (retry).
+    #[error("the audit device table is being changed by other requests; retry")]
+    Busy,
+    /// Internal failure; the detail is logged, not returned.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl From<BarrierError> for AuditError {
+    fn from(e: BarrierError) -> Self {
+        match e {
+            BarrierError::Sealed => AuditError::Sealed,
+            other => AuditError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<AuditError> for LogicalError {
+    fn from(e: AuditError) -> Self {
+        match e {
+            AuditError::Invalid(m) => LogicalError::InvalidRequest(m),
+            AuditError::Sealed => LogicalError::Sealed,
+            AuditError::Busy => LogicalError::Busy(e.to_string()),
+            AuditError::Internal(d) => LogicalError::Internal(d),
+        }
+    }
+}
+
+/// The refusal when no device could record a request.
+pub const NOT_RECORDED: &str = "no audit device could record the request";
+
+/// How long a request waits for its entry to be written before the device
+/// counts as failed (a hung disk must not hang every request forever).
+const RECORD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One running device.
+struct Device {
+    path: String,
+    kind: String,
+    description: String,
+    options: table::Options,
+    uuid: String,
+    hasher: entry::Hasher,
+    public_key: VerifyingKey,
+    tx: std::sync::Mutex<std::sync::mpsc::Sender<writer::Msg>>,
+}
+
+impl Device {
+    fn start(r: &table::Record, response_failures: Arc<AtomicU64>) -> Arc<Device> {
+        let signing = SigningKey::from_bytes(&r.signing_seed);
+        let public_key = signing.verifying_key();
+        let w = writer::Writer::new(r.options.clone(), signing, response_failures);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let name = format!("audit-{}", r.path.trim_end_matches('/'));
+        if let Err(e) = std::thread::Builder::new().name(name).spawn(move || w.run(rx)) {
+            // The sender's receiver is gone with the closure: every entry fails (closed).
+            tracing::error!(error = %e, "cannot start the audit writer thread");
+        }
+        Arc::new(Device {
+            path: r.path.clone(),
+            kind: r.kind.clone(),
+            description: r.description.clone(),
+            options: r.options.clone(),
+            uuid: r.uuid.clone(),
+            hasher: entry::Hasher::new(&r.hmac_key, r.options.hmac_accessor),
+            public_key,
+            tx: std::sync::Mutex::new(tx),
+        })
+    }
+
+    fn send(&self, m: writer::Msg) -> bool {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).send(m).is_ok()
+    }
+
+    /// Write one entry; true once it is in the file.
+    async fn record(&self, body: Vec<u8>) -> bool {
+        let (ack, done) = oneshot::channel();
+        if !self.send(writer::Msg::Entry(body, Some(ack))) {
+            return false;
+        }
+        matches!(tokio::time::timeout(RECORD_TIMEOUT, done).await, Ok(Ok(true)))
+    }
+
+    /// Queue one entry without waiting (the writer counts a failure).
+    fn queue(&self, body: Vec<u8>) -> bool {
+        self.send(writer::Msg::Entry(body, None))
+    }
+
+    /// Sign off and stop the writer (waits for the `close` checkpoint).
+    async fn close(&self) {
+        let (ack, done) = oneshot::channel();
+        if self.send(writer::Msg::Close(ack)) {
+            let _ = tokio::time::timeout(RECORD_TIMEOUT, done).await;
+        }
+    }
+
+    fn listing(&self) -> Value {
+        serde_json::json!({
+            "type": self.kind,
+            "description": self.description,
+            "options": self.options.to_map(),
+            "path": self.path,
+            "local": false,
+            "public_key": vault_audit::encode_public_key(&self.public_key),
+        })
+    }
+}
+
+/// The devices in use: (table revision they were loaded from, devices).
+#[derive(Default)]
+struct Installed {
+    rev: Option<i64>,
+    devices: Vec<Arc<Device>>,
+}
+
+/// The audit devices of a core, and the hook that records every request.
+#[derive(Default)]
+pub struct Broker {
+    installed: RwLock<Arc<Installed>>,
+    /// Whether any device is installed (read on every request).
+    any: AtomicBool,
+    /// Moved by every seal: a load that read the table before a seal must
+    /// not install devices (keys) after it.
+    seals: AtomicU64,
+    /// Serializes loads (the table is read, then devices are started and stopped).
+    loading: tokio::sync::Mutex<()>,
+    request_failures: AtomicU64,
+    /// Shared with the writers, which count the response entries they could not write.
+    response_failures: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker").field("devices", &self.current().devices.len()).finish_non_exhaustive()
+    }
+}
+
+/// Devices at most (each has a thread and hashes every entry again).
+const MAX_DEVICES: usize = 16;
+
+/// Attempts at a table change before answering "busy".
+const MAX_TABLE_ATTEMPTS: u32 = 8;
+
+impl Broker {
+    fn current(&self) -> Arc<Installed> {
+        self.installed.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn install(&self, i: Installed) {
+        self.any.store(!i.devices.is_empty(), Ordering::Release);
+        *self.installed.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(i);
+    }
+
+    /// Requests refused because no device could record them, plus response
+    /// entries a device could not write (for the metrics exporter).
+    pub fn failures(&self) -> u64 {
+        self.request_failures.load(Ordering::Relaxed) + self.response_failures.load(Ordering::Relaxed)
+    }
+
+    /// Response entries a device could not write (counted per device).
+    pub fn response_failures(&self) -> u64 {
+        self.response_failures.load(Ordering::Relaxed)
+    }
+
+    /// Requests refused because no device could record them.
+    pub fn request_failures(&self) -> u64 {
+        self.request_failures.load(Ordering::Relaxed)
+    }
+
+    async fn read_table(barrier: &Barrier, u: &Unsealed) -> Result<(Vec<table::Record>, Option<i64>), AuditError> {
+        match barrier.get_with_rev(u, TABLE_PATH).await? {
+            None => Ok((Vec::new(), None)),
+            Some((raw, rev)) => Ok((table::decode(&raw)?, Some(rev))),
+        }
+    }
+
+    /// Bring the running devices in line with the stored table: start new
+    /// ones, stop (sign off) removed ones. Called at unseal before the core
+    /// serves, after a local change, and on change-feed events.
+    pub async fn load(&self, barrier: &Barrier, u: &Unsealed) -> Result<(), AuditError> {
+        let _one = self.loading.lock().await;
+        let seals = self.seals.load(Ordering::Acquire);
+        let (records, rev) = Self::read_table(barrier, u).await?;
+        let old = self.current();
+        if let (Some(have), Some(read)) = (old.rev, rev)
+            && read < have
+        {
+            return Ok(()); // A newer table is installed already.
+        }
+        if self.seals.load(Ordering::Acquire) != seals || barrier.is_sealed() {
+            return Ok(());
+        }
+        let mut devices = Vec::new();
+        for r in &records {
+            match old.devices.iter().find(|d| d.uuid == r.uuid) {
+                Some(d) => devices.push(d.clone()),
+                None => devices.push(Device::start(r, self.response_failures.clone())),
+            }
+        }
+        let gone: Vec<_> = old.devices.iter().filter(|d| !records.iter().any(|r| r.uuid == d.uuid)).cloned().collect();
+        self.install(Installed { rev, devices });
+        for d in gone {
+            d.close().await;
+        }
+        Ok(())
+    }
+
+    /// Sign off every device and stop (before a seal or shutdown). Requests
+    /// still arriving are refused until the seal completes ([`Broker::clear`]).
+    pub async fn close(&self) {
+        let _one = self.loading.lock().await;
+        let old = self.current();
+        for d in &old.devices {
+            d.close().await;
+        }
+    }
+
+    /// Drop every device and its keys (the seal). Writers not closed yet
+    /// sign off as they stop.
+    pub fn clear(&self) {
+        self.seals.fetch_add(1, Ordering::AcqRel);
+        self.install(Installed::default());
+    }
+
+    /// SIGHUP: every file device reopens its file (after log rotation).
+    pub fn rotate(&self) {
+        for d in &self.current().devices {
+            d.send(writer::Msg::Rotate);
+        }
+    }
+
+    /// `GET sys/audit`: path -> device (with its public key).
+    pub fn list(&self) -> Map<String, Value> {
+        self.current().devices.iter().map(|d| (d.path.clone(), d.listing())).collect()
+    }
+
+    /// `sys/audit-hash/{path}`: what the device writes for `input`.
+    pub fn hash(&self, path: &str, input: &str) -> Result<String, AuditError> {
+        let path = table::normalize(path)?;
+        let current = self.current();
+        let d = current
+            .devices
+            .iter()
+            .find(|d| d.path == path)
+            .ok_or_else(|| AuditError::Invalid(format!("unknown audit device '{path}'")))?;
+        Ok(d.hasher.hash(input))
+    }
+
+    /// Read-modify-write of the table (revision-guarded against other
+    /// servers), then load it here.
+    async fn change(
+        &self,
+        barrier: &Barrier,
+        u: &Unsealed,
+        mut f: impl FnMut(&mut Vec<table::Record>) -> Result<bool, AuditError>,
+    ) -> Result<(), AuditError> {
+        for attempt in 0..MAX_TABLE_ATTEMPTS {
+            let (mut records, rev) = Self::read_table(barrier, u).await?;
+            if !f(&mut records)? {
+                return Ok(());
+            }
+            let mut batch = Batch::new();
+            batch.put_expect(u, TABLE_PATH, &table::encode(&records), rev.map_or(Expect::Absent, Expect::Rev));
+            match barrier.write(batch).await {
+                Ok(()) => return self.load(barrier, u).await,
+                Err(BarrierError::Storage(StorageError::Conflict(_))) => {
+                    let ms = 1u64 << attempt.min(6);
+                    tokio::time::sleep(Duration::from_millis(ms + rand::random_range(0..=ms))).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(AuditError::Busy)
+    }
+
+    /// `PUT sys/audit/{path}`: enable a device (new keys). The file must
+    /// open now, so a typo is a 400 rather than a server that refuses
+    /// every request.
+    pub async fn enable(
+        &self,
+        barrier: &Barrier,
+        u: &Unsealed,
+        path: &str,
+        kind: &str,
+        description: String,
+        options: &Map<String, Value>,
+    ) -> Result<(), AuditError> {
+        let path = table::normalize(path)?;
+        if kind != "file" {
+            return Err(AuditError::Invalid(format!("unsupported audit device type '{kind}': only 'file'")));
+        }
+        let options = table::Options::parse(options)?;
+        if let table::Sink::File(p) = &options.sink {
+            let mut f = writer::open(p, options.mode)
+                .map_err(|e| AuditError::Invalid(format!("cannot open the audit file {}: {e}", p.display())))?;
+            if !writer::is_audit_log(&mut f) {
+                return Err(AuditError::Invalid(format!(
+                    "{} exists and is not an audit log: give a new or empty file",
+                    p.display()
+                )));
+            }
+        }
+        let hmac_key = crate::crypto::random::key32().map_err(|e| AuditError::Internal(e.to_string()))?;
+        let signing_seed = crate::crypto::random::key32().map_err(|e| AuditError::Internal(e.to_string()))?;
+        let uuid = crate::crypto::random::uuid();
+        self.change(barrier, u, |records| {
+            if records.len() >= MAX_DEVICES {
+                return Err(AuditError::Invalid(format!("at most {MAX_DEVICES} audit devices")));
+            }
+            if records.iter().any(|r| r.path == path) {
+                return Err(AuditError::Invalid(format!("path already in use: {path}")));
+            }
+            if options.sink != table::Sink::Stdout && records.iter().any(|r| r.options.sink == options.sink) {
+                return Err(AuditError::Invalid("another audit device writes that file already".into()));
+            }
+            records.push(table::Record {
+                path: path.clone(),
+                kind: kind.to_string(),
+                description: description.clone(),
+                options: options.clone(),
+                uuid: uuid.clone(),
+                hmac_key: Zeroizing::new(*hmac_key),
+                signing_seed: Zeroizing::new(*signing_seed),
+            });
+            Ok(true)
+        })
+        .await
+    }
+
+    /// `DELETE sys/audit/{path}`: disable (its writer signs off the chain).
+    /// Disabling a path with no device succeeds (as Vault).
+    pub async fn disable(&self, barrier: &Barrier, u: &Unsealed, path: &str) -> Result<(), AuditError> {
+        let path = table::normalize(path)?;
+        self.change(barrier, u, |records| {
+            let before = records.len();
+            records.retain(|r| r.path != path);
+            Ok(records.len() != before)
+        })
+        .await
+    }
+
+    /// Give every device the entry `make` builds for it; true if at least one wrote it.
+    async fn record_all(devices: &[Arc<Device>], make: impl Fn(&entry::Hasher) -> Vec<u8>) -> bool {
+        let writes = devices.iter().map(|d| {
+            let body = make(&d.hasher);
+            async move { d.record(body).await }
+        });
+        futures_util::future::join_all(writes).await.into_iter().any(|ok| ok)
+    }
+}
+
+impl Hook for Broker {
+    fn wants_response_data(&self) -> bool {
+        self.any.load(Ordering::Acquire)
+    }
+
+    fn on_request<'a>(&'a self, e: &'a RequestEvent<'a>) -> BoxFuture<'a, Result<(), HookError>> {
+        Box::pin(async move {
+            let current = self.current();
+            if current.devices.is_empty() {
+                return Ok(());
+            }
+            let time = writer::now_rfc3339();
+            if Self::record_all(&current.devices, |h| h.request_entry(e, &time)).await {
+                return Ok(());
+            }
+            self.request_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(request_id = e.request_id, "{NOT_RECORDED}: refused");
+            Err(HookError::Refused(NOT_RECORDED.into()))
+        })
+    }
+
+    fn on_response<'a>(&'a self, e: &'a ResponseEvent<'a>) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let current = self.current();
+            if current.devices.is_empty() {
+                return;
+            }
+            // Queued, not waited for: the answer is decided, and the
+            // request entry already holds the request to its device. The
+            // writer counts (and logs) an entry it cannot write; the queue
+            // is ordered, so a later seal still signs it off.
+            let time = writer::now_rfc3339();
+            for d in &current.devices {
+                if !d.queue(d.hasher.response_entry(e, &time)) {
+                    self.response_failures.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    }
+}
