@@ -43,7 +43,14 @@ fn event<'a>(path: &'a str, route: &'a str, mount: &'a str, kind: &'a str) -> Re
 }
 
 fn respond(hooks: &Hooks, e: &RequestEvent<'_>) {
-    let r = ResponseEvent { request: e, status: 200, duration: Duration::from_micros(120), data: None, errors: &[], auth: None };
+    let r = ResponseEvent {
+        request: e,
+        status: 200,
+        duration: Duration::from_micros(120),
+        data: None,
+        errors: &[],
+        auth: None,
+    };
     hooks.response(black_box(&r)).now_or_never().unwrap();
 }
 

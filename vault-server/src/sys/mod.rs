@@ -3,10 +3,10 @@
 //! served by the HTTP layer directly, as in Vault, because they must work
 //! while sealed or without a token.)
 
-pub(crate) mod metrics;
-pub mod cors;
-pub mod quotas;
 mod audit;
+pub mod cors;
+pub(crate) mod metrics;
+pub mod quotas;
 
 use std::sync::{Arc, Weak};
 
