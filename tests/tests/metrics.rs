@@ -440,6 +440,7 @@ async fn alerts_and_dashboard_name_only_exported_metrics() {
         "vault_core_handle_request_seconds_bucket",
         "vault_auth_logins_total",
         "vault_audit_log_request_failure_total",
+        "vault_audit_log_response_failure_total",
         "vault_quota_rate_limit_violation_total",
         "vault_storage_commit_seconds_bucket",
         "vault_storage_cache_hits_total",

@@ -31,7 +31,6 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -81,16 +80,6 @@ struct AuthMethodLabels {
     auth_method: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct DeviceLabels {
-    device: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct QuotaLabels {
-    quota: String,
-}
-
 /// Outcome label values.
 const SUCCESS: &str = "success";
 const FAILURE: &str = "failure";
@@ -119,19 +108,15 @@ impl RotationKind {
 const HELP_REQUESTS: &str = "Requests and their latency, by mount, route template, operation and status";
 const HELP_LOGINS: &str = "Login attempts by auth method type and result";
 const HELP_TOKENS: &str = "Tokens created, by auth method type";
-const HELP_AUDIT: &str = "Requests an audit device failed to record, by device";
-const HELP_QUOTA: &str = "Requests refused by a rate-limit quota, by quota name";
 
 /// The labelled families, as exported: the encoder writes nothing for a
 /// family without series, so these are declared (`# HELP`, `# TYPE`, no
 /// sample, which the format allows) until their first event. Dashboards,
 /// alert rules and their tests then find every name on any server.
-const LABELLED: [(&str, &str, &str); 5] = [
+const LABELLED: [(&str, &str, &str); 3] = [
     ("vault_core_handle_request_seconds", "histogram", HELP_REQUESTS),
     ("vault_auth_logins_total", "counter", HELP_LOGINS),
     ("vault_token_creation_total", "counter", HELP_TOKENS),
-    ("vault_audit_log_request_failure_total", "counter", HELP_AUDIT),
-    ("vault_quota_rate_limit_violation_total", "counter", HELP_QUOTA),
 ];
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -149,10 +134,6 @@ pub struct Metrics {
     unseal_attempts: Family<ResultLabels, Counter>,
     rotations: Family<RotationLabels, Counter>,
     token_creations: Family<AuthMethodLabels, Counter>,
-    audit_failures: Family<DeviceLabels, Counter>,
-    quota_violations: Family<QuotaLabels, Counter>,
-    backup_last_success: Gauge,
-    backup_failures: Counter,
     /// Request series created so far (an upper bound: see `observe_request`).
     request_series: std::sync::atomic::AtomicUsize,
     /// `[telemetry] unauthenticated_metrics_access`.
@@ -183,10 +164,6 @@ impl Metrics {
         let unseal_attempts = Family::<ResultLabels, Counter>::default();
         let rotations = Family::<RotationLabels, Counter>::default();
         let token_creations = Family::<AuthMethodLabels, Counter>::default();
-        let audit_failures = Family::<DeviceLabels, Counter>::default();
-        let quota_violations = Family::<QuotaLabels, Counter>::default();
-        let backup_last_success = Gauge::default();
-        let backup_failures = Counter::default();
         let mut r = Registry::default();
         r.register("vault_core_handle_request_seconds", HELP_REQUESTS, requests.clone());
         r.register("vault_auth_logins", HELP_LOGINS, logins.clone());
@@ -201,18 +178,6 @@ impl Metrics {
             rotations.clone(),
         );
         r.register("vault_token_creation", HELP_TOKENS, token_creations.clone());
-        r.register("vault_audit_log_request_failure", HELP_AUDIT, audit_failures.clone());
-        r.register("vault_quota_rate_limit_violation", HELP_QUOTA, quota_violations.clone());
-        r.register(
-            "vault_backup_last_success_timestamp_seconds",
-            "Unix time of the last scheduled backup that was written and verified (0: none yet)",
-            backup_last_success.clone(),
-        );
-        r.register(
-            "vault_backup_failures",
-            "Scheduled backups that failed (writing or verifying)",
-            backup_failures.clone(),
-        );
         // Presence before the first event: the unlabeled outcomes exist at zero.
         for result in [SUCCESS, FAILURE] {
             drop(unseal_attempts.get_or_create(&ResultLabels { result }));
@@ -227,10 +192,6 @@ impl Metrics {
             unseal_attempts,
             rotations,
             token_creations,
-            audit_failures,
-            quota_violations,
-            backup_last_success,
-            backup_failures,
             request_series: std::sync::atomic::AtomicUsize::new(0),
             unauthenticated: Default::default(),
         }
@@ -245,26 +206,6 @@ impl Metrics {
     /// Whether `sys/metrics` is read without a token.
     pub fn unauthenticated_access(&self) -> bool {
         self.unauthenticated.load(Ordering::Relaxed)
-    }
-
-    /// An audit device failed to record a request (fed by the audit broker).
-    pub fn audit_failure(&self, device: &str) {
-        self.audit_failures.get_or_create(&DeviceLabels { device: device.to_string() }).inc();
-    }
-
-    /// A rate-limit quota refused a request (fed by the quota layer).
-    pub fn rate_limit_violation(&self, quota: &str) {
-        self.quota_violations.get_or_create(&QuotaLabels { quota: quota.to_string() }).inc();
-    }
-
-    /// A scheduled backup was written and verified at `unix_secs`.
-    pub fn backup_success(&self, unix_secs: i64) {
-        self.backup_last_success.set(unix_secs);
-    }
-
-    /// A scheduled backup failed (writing or verifying).
-    pub fn backup_failure(&self) {
-        self.backup_failures.inc();
     }
 
     /// A key rotation ended (for rotations outside a request: scheduled
@@ -536,6 +477,14 @@ struct State {
     /// (cache, hits, misses) of the security caches (only while unsealed:
     /// they live and die with the unsealed state).
     security_caches: Vec<(&'static str, u64, u64)>,
+    /// Requests refused because no audit device could record them.
+    audit_request_failures: u64,
+    /// Response entries an audit device could not write.
+    audit_response_failures: u64,
+    /// Requests refused per rate-limit quota name.
+    quota_violations: Vec<(String, u64)>,
+    backup_last_success: i64,
+    backup_failures: u64,
 }
 
 impl State {
@@ -555,6 +504,11 @@ impl State {
             cache_hits: stats.cache_hits.load(Ordering::Relaxed),
             cache_misses: stats.cache_misses.load(Ordering::Relaxed),
             pool: storage.pool_stats(),
+            audit_request_failures: core.audit().request_failures(),
+            audit_response_failures: core.audit().response_failures(),
+            quota_violations: core.quotas().violations(),
+            backup_last_success: core.backup().last_success_timestamp_seconds(),
+            backup_failures: core.backup().failures_total(),
             security_caches: match core.active() {
                 Ok(a) => {
                     let (th, tm) = a.tokens().cache_hits_misses();
@@ -664,6 +618,41 @@ impl Collector for State {
             "Most database connections the pool opens",
             clamp(self.pool.max),
         )?;
+        // Vault's names (`vault.audit.log_request_failure`, ...).
+        counter(
+            &mut e,
+            "vault_audit_log_request_failure",
+            "Requests refused because no audit device could record them",
+            self.audit_request_failures,
+        )?;
+        counter(
+            &mut e,
+            "vault_audit_log_response_failure",
+            "Response entries an audit device could not write",
+            self.audit_response_failures,
+        )?;
+        let mut d = e.encode_descriptor(
+            "vault_quota_rate_limit_violation",
+            "Requests refused by a rate-limit quota, by quota name",
+            None,
+            MetricType::Counter,
+        )?;
+        for (quota, n) in &self.quota_violations {
+            prometheus_client::metrics::counter::ConstCounter::new(*n)
+                .encode(d.encode_family(&[("quota", quota.as_str())])?)?;
+        }
+        gauge(
+            &mut e,
+            "vault_backup_last_success_timestamp_seconds",
+            "Unix time of the last scheduled backup that was written and verified (0: none yet)",
+            self.backup_last_success,
+        )?;
+        counter(
+            &mut e,
+            "vault_backup_failures",
+            "Scheduled backups that failed (writing or verifying)",
+            self.backup_failures,
+        )?;
         Ok(())
     }
 }
@@ -746,10 +735,6 @@ mod tests {
         respond(&m, &event("sys/rotate", "rotate", "sys/", "system"), 403);
         respond(&m, &event("transit/keys/k/rotate", "keys/{name}/rotate", "transit/", "transit"), 500);
         m.rotation(RotationKind::Kv2, true);
-        m.audit_failure("file/");
-        m.rate_limit_violation("global");
-        m.backup_success(1_700_000_000);
-        m.backup_failure();
         let t = text(&m);
         for want in [
             r#"vault_auth_logins_total{method="userpass",result="failure"} 1"#,
@@ -761,10 +746,6 @@ mod tests {
             r#"vault_key_rotations_total{kind="barrier",result="failure"} 0"#,
             r#"vault_key_rotations_total{kind="transit",result="failure"} 1"#,
             r#"vault_key_rotations_total{kind="kv2",result="success"} 1"#,
-            r#"vault_audit_log_request_failure_total{device="file/"} 1"#,
-            r#"vault_quota_rate_limit_violation_total{quota="global"} 1"#,
-            "vault_backup_last_success_timestamp_seconds 1700000000",
-            "vault_backup_failures_total 1",
         ] {
             assert!(t.contains(want), "missing {want} in\n{t}");
         }
