@@ -164,3 +164,13 @@ fn hvac_transit_sqlite() {
 fn hvac_transit_postgres() {
     run_hvac_script("test_hvac_transit.py", Backend::Postgres);
 }
+
+#[test]
+fn hvac_ops_sqlite() {
+    run_hvac_script("test_hvac_ops.py", Backend::Sqlite);
+}
+
+#[test]
+fn hvac_ops_postgres() {
+    run_hvac_script("test_hvac_ops.py", Backend::Postgres);
+}

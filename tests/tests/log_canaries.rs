@@ -1,8 +1,9 @@
 //! Known canaries sent through every kind of endpoint (ceremonies, tokens,
 //! logins, KV v1/v2, transit, policies, failing requests) with the server
 //! logging everything it can (trace level, JSON lines, access log): no log
-//! line may hold a canary, a token, a share or a base64 form of them.
-//! SQLite and PostgreSQL.
+//! line may hold a canary, a token, a share or a base64 form of them, and
+//! neither may the file audit device that records it all (its secrets are
+//! `hmac-sha256:` strings). SQLite and PostgreSQL.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -71,6 +72,11 @@ async fn canaries_never_logged(backend: Backend) {
     ok(rc.post("sys/mounts/transit", json!({"type": "transit"})).await, "transit").await;
     ok(rc.post("sys/auth/userpass", json!({"type": "userpass"})).await, "userpass").await;
     ok(rc.post("sys/auth/approle", json!({"type": "approle"})).await, "approle").await;
+    // A file audit device records everything from here on.
+    let dir = tempfile::tempdir().unwrap();
+    let audit_file = dir.path().join("audit.log");
+    let options = json!({"file_path": audit_file.display().to_string()});
+    ok(rc.put("sys/audit/file", json!({"type": "file", "options": options})).await, "audit device").await;
 
     // Policies (a policy body is not secret, but a canary in it must not be
     // echoed in errors either).
@@ -179,6 +185,23 @@ async fn canaries_never_logged(backend: Backend) {
     );
     assert!(found.is_empty(), "secrets in the log:\n{}", found.join("\n"));
     assert!(!logs.contains("panicked"), "{logs}");
+
+    // The audit file: every request above is there, its values HMAC'd.
+    let audit = std::fs::read_to_string(&audit_file).unwrap();
+    let entries: Vec<Value> = audit.lines().map(|l| serde_json::from_str(l).expect("audit lines are JSON")).collect();
+    let recorded = |path: &str| entries.iter().any(|e| e["request"]["path"] == path && e["type"] == "response");
+    for path in ["secret/data/app", "transit/encrypt/k", "auth/userpass/login/alice", "auth/approle/login", "kv1/app"] {
+        assert!(recorded(path), "no response entry for {path} in the audit file");
+    }
+    assert!(audit.contains("\"hmac-sha256:"), "no HMAC'd value in the audit file");
+    let mut found = Vec::new();
+    for (what, value) in &s.0 {
+        if let Some(line) = audit.lines().find(|l| l.contains(value.as_str())) {
+            found.push(format!("{what}: {line}"));
+        }
+    }
+    assert!(found.is_empty(), "secrets in the audit file:\n{}", found.join("\n"));
+    assert!(!audit.contains(CANARY), "a canary is in the audit file");
 }
 
 #[tokio::test]
