@@ -457,12 +457,17 @@ fn entropy_finds_random_values_not_identifiers() {
             .count();
         assert!(hits >= min_hits, "{len}: {hits}/100");
     }
-    for _ in 0..100 {
-        let mut b = [0u8; 20];
-        rng.fill(&mut b[..]);
-        let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-        assert!(rules::is_high_entropy(&hex), "{hex}");
-    }
+    // Hex digests: a random 40-digit string now and then has too few distinct
+    // digits to pass (seen in CI: 1 in a few hundred), as for base64 above.
+    let hex_hits = (0..100)
+        .filter(|_| {
+            let mut b = [0u8; 20];
+            rng.fill(&mut b[..]);
+            let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+            rules::is_high_entropy(&hex)
+        })
+        .count();
+    assert!(hex_hits >= 95, "hex: {hex_hits}/100");
     let not = [
         "my_application_name_here",
         "ThisIsAVeryLongIdentifierName",
