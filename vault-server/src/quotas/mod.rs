@@ -143,9 +143,12 @@ impl Quotas {
     /// Count a request for `path` (as requested, `/v1/` removed) from `ip`.
     pub fn check(&self, path: &str, ip: IpAddr) -> Decision {
         let path = rule::normalize_request_path(path);
+        // Compared without a trailing slash: the raw endpoints serve
+        // `sys/unseal/` as `sys/unseal`, so the limit must see it as that too.
+        let bare = path.trim_end_matches('/');
         let builtin = if is_login(&path) {
             read(&self.login).map(|l| (BUILTIN_LOGIN, l))
-        } else if path == "sys/unseal" {
+        } else if bare == "sys/unseal" {
             read(&self.unseal).map(|l| (BUILTIN_UNSEAL, l))
         } else {
             None
@@ -157,7 +160,9 @@ impl Quotas {
             self.count(name);
             return Decision::Limited(Limited { quota: name.to_string(), retry_after, info: None });
         }
-        if installed.rules.is_empty() || installed.config.exempt(&path) {
+        // `sys/quotas/*` is always exempt: a quota must never lock out its
+        // own repair (a tiny global rate would otherwise refuse its deletion).
+        if installed.rules.is_empty() || installed.config.exempt(&path) || bare.starts_with("sys/quotas") {
             return Decision::Allowed(None);
         }
         let best = installed
@@ -259,6 +264,9 @@ mod tests {
         assert!(l.retry_after > Duration::from_secs(900));
         assert!(matches!(q.check("sys/unseal", a), Decision::Allowed(_)));
         assert!(matches!(q.check("sys/unseal", a), Decision::Limited(_)));
+        // The raw endpoint serves these as sys/unseal: limited alike.
+        assert!(matches!(q.check("sys/unseal/", a), Decision::Limited(_)));
+        assert!(matches!(q.check("sys/unseal//", a), Decision::Limited(_)));
         assert!(matches!(q.check("kv/data/x", a), Decision::Allowed(None)));
         // 0 turns a limit off.
         q.configure(BuiltinLimits {
@@ -268,7 +276,7 @@ mod tests {
         for _ in 0..100 {
             assert!(matches!(q.check("auth/approle/login", a), Decision::Allowed(None)));
         }
-        assert_eq!(q.violations(), vec![(BUILTIN_LOGIN.to_string(), 1), (BUILTIN_UNSEAL.to_string(), 1)]);
+        assert_eq!(q.violations(), vec![(BUILTIN_LOGIN.to_string(), 1), (BUILTIN_UNSEAL.to_string(), 3)]);
     }
 
     #[test]
@@ -292,6 +300,10 @@ mod tests {
         assert!(matches!(q.check("transit/encrypt/k", a), Decision::Allowed(Some(_))));
         assert!(matches!(q.check("transit/encrypt/k", a), Decision::Limited(_)));
         assert!(matches!(q.check("sys/health", a), Decision::Allowed(None)));
+        assert!(matches!(q.check("sys/health/", a), Decision::Allowed(None)));
+        // A quota never refuses its own repair.
+        assert!(matches!(q.check("sys/quotas/rate-limit/global", a), Decision::Allowed(None)));
+        assert!(matches!(q.check("sys/quotas/config", a), Decision::Allowed(None)));
         // Reinstalling the same rules keeps the buckets.
         q.install(rules, config);
         assert!(matches!(q.check("kv/data/x", a), Decision::Limited(_)));

@@ -122,7 +122,7 @@ impl QuotaConfig {
     pub fn exempt(&self, path: &str) -> bool {
         self.rate_limit_exempt_paths.iter().any(|e| match e.strip_suffix('*') {
             Some(prefix) => path.starts_with(prefix),
-            None => path == e.trim_end_matches('/'),
+            None => path.trim_end_matches('/') == e.trim_end_matches('/'),
         })
     }
 
