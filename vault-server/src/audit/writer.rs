@@ -203,7 +203,12 @@ impl Handle {
     ) -> std::io::Result<Handle> {
         let fsync = opts.fsync;
         let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue { entries: Vec::new(), owner: Owner::Nobody, thread_waiting: false, closed: false }),
+            queue: Mutex::new(Queue {
+                entries: Vec::new(),
+                owner: Owner::Nobody,
+                thread_waiting: false,
+                closed: false,
+            }),
             turn: Condvar::new(),
             chain: Mutex::new(Chain::new(opts, key)),
             fsync,
@@ -336,8 +341,7 @@ impl Handle {
                     let _ = a.send(true);
                 }),
                 Some(f) => {
-                    if let Err(std::sync::mpsc::SendError(Msg::Sync(_, acks))) =
-                        self.tx.send(Msg::Sync(f, after_sync))
+                    if let Err(std::sync::mpsc::SendError(Msg::Sync(_, acks))) = self.tx.send(Msg::Sync(f, after_sync))
                     {
                         // No thread to flush: not durable, refused.
                         acks.into_iter().for_each(|a| {
@@ -428,17 +432,41 @@ fn sync_file(f: Option<&File>) -> bool {
 
 /// The device's thread: flushes, timers, rotation, closing.
 fn run(shared: &Shared, rx: &Receiver<Msg>) {
+    let mut next = None;
     loop {
-        let wait = lock(&shared.chain).next_timer();
-        match rx.recv_timeout(wait) {
+        let msg = match next.take() {
+            Some(m) => Ok(m),
+            None => {
+                let wait = lock(&shared.chain).next_timer();
+                rx.recv_timeout(wait)
+            }
+        };
+        match msg {
             Ok(Msg::Lead) => {
                 // Taken as any turn: an earlier message may have used and
                 // released the handed-over turn already.
                 shared.take_turn();
                 shared.drain(|_| {}, false);
             }
-            Ok(Msg::Sync(file, acks)) => {
-                let ok = sync_file(Some(&file));
+            Ok(Msg::Sync(file, mut acks)) => {
+                // Every flush asked for meanwhile is served by one
+                // `fdatasync` (the group commit of `fsync=batch`).
+                let mut files = vec![file];
+                while let Ok(m) = rx.try_recv() {
+                    match m {
+                        Msg::Sync(f, more) => {
+                            if !files.iter().any(|x| Arc::ptr_eq(x, &f)) {
+                                files.push(f);
+                            }
+                            acks.extend(more);
+                        }
+                        other => {
+                            next = Some(other);
+                            break;
+                        }
+                    }
+                }
+                let ok = files.iter().fold(true, |ok, f| sync_file(Some(f)) && ok);
                 for a in acks {
                     let _ = a.send(ok);
                 }
