@@ -466,7 +466,8 @@ fn run(shared: &Shared, rx: &Receiver<Msg>) {
                         }
                     }
                 }
-                let ok = files.iter().fold(true, |ok, f| sync_file(Some(f)) && ok);
+                // Every file flushed, even after a failure.
+                let ok = files.iter().filter(|f| !sync_file(Some(f))).count() == 0;
                 for a in acks {
                     let _ = a.send(ok);
                 }
