@@ -109,20 +109,31 @@ pub fn line_hash(line: &[u8]) -> [u8; 32] {
 /// JSON object, `{...}`), giving the line to write (without newline).
 pub fn chain_line(body: &[u8], link: &Link) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + 128);
+    push_chain_line(&mut out, body, link);
+    out
+}
+
+/// [`chain_line`] appended to `out` (a writer's batch buffer: no copy of
+/// its own per line); returns the line's hash ([`line_hash`]).
+pub fn push_chain_line(out: &mut Vec<u8>, body: &[u8], link: &Link) -> [u8; 32] {
+    let start = out.len();
     let inner = body.strip_suffix(b"}").unwrap_or(body);
     out.extend_from_slice(inner);
     if inner.len() > 1 {
         out.push(b',');
     }
     out.extend_from_slice(b"\"chain\":{\"node\":");
-    // A node id is [0-9a-f]; serialized anyway so any string stays valid JSON.
-    out.extend_from_slice(serde_json::Value::from(link.node.as_str()).to_string().as_bytes());
+    // A node id is [0-9a-f]; serialized anyway so any string stays valid JSON
+    // (writing a string to a Vec cannot fail).
+    let _ = serde_json::to_writer(&mut *out, link.node.as_str());
     out.extend_from_slice(b",\"seq\":");
-    out.extend_from_slice(link.seq.to_string().as_bytes());
+    let _ = std::io::Write::write_fmt(out, format_args!("{}", link.seq));
     out.extend_from_slice(b",\"prev\":\"");
-    out.extend_from_slice(hex::encode(link.prev).as_bytes());
+    let mut hex = [0u8; 64];
+    let _ = hex::encode_to_slice(link.prev, &mut hex);
+    out.extend_from_slice(&hex);
     out.extend_from_slice(b"\"}}");
-    out
+    line_hash(&out[start..])
 }
 
 /// The exact bytes a checkpoint's signature covers:
@@ -227,6 +238,11 @@ mod tests {
         assert_eq!(p.hash, line_hash(&line));
         // An empty object still gives valid JSON.
         assert!(parse_line(&chain_line(b"{}", &link)).is_ok());
+        // Appended to a buffer: the same bytes, and their hash.
+        let mut buf = b"earlier line\n".to_vec();
+        let hash = push_chain_line(&mut buf, br#"{"type":"request"}"#, &link);
+        assert_eq!(&buf[13..], &line[..]);
+        assert_eq!(hash, line_hash(&line));
     }
 
     #[test]

@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde_json::{Map, Value};
-use tokio::sync::oneshot;
 use zeroize::Zeroizing;
 
 use crate::barrier::{Barrier, BarrierError, Batch, Unsealed};
@@ -87,20 +86,18 @@ struct Device {
     uuid: String,
     hasher: entry::Hasher,
     public_key: VerifyingKey,
-    tx: std::sync::Mutex<std::sync::mpsc::Sender<writer::Msg>>,
+    /// None: its writer could not start (every entry fails: closed).
+    writer: Option<writer::Handle>,
 }
 
 impl Device {
     fn start(r: &table::Record, response_failures: Arc<AtomicU64>) -> Arc<Device> {
         let signing = SigningKey::from_bytes(&r.signing_seed);
         let public_key = signing.verifying_key();
-        let w = writer::Writer::new(r.options.clone(), signing, response_failures);
-        let (tx, rx) = std::sync::mpsc::channel();
         let name = format!("audit-{}", r.path.trim_end_matches('/'));
-        if let Err(e) = std::thread::Builder::new().name(name).spawn(move || w.run(rx)) {
-            // The sender's receiver is gone with the closure: every entry fails (closed).
-            tracing::error!(error = %e, "cannot start the audit writer thread");
-        }
+        let writer = writer::Handle::start(name, r.options.clone(), signing, response_failures)
+            .inspect_err(|e| tracing::error!(error = %e, "cannot start the audit writer thread"))
+            .ok();
         Arc::new(Device {
             path: r.path.clone(),
             kind: r.kind.clone(),
@@ -109,33 +106,27 @@ impl Device {
             uuid: r.uuid.clone(),
             hasher: entry::Hasher::new(&r.hmac_key, r.options.hmac_accessor),
             public_key,
-            tx: std::sync::Mutex::new(tx),
+            writer,
         })
-    }
-
-    fn send(&self, m: writer::Msg) -> bool {
-        self.tx.lock().unwrap_or_else(|p| p.into_inner()).send(m).is_ok()
     }
 
     /// Write one entry; true once it is in the file.
     async fn record(&self, body: Vec<u8>) -> bool {
-        let (ack, done) = oneshot::channel();
-        if !self.send(writer::Msg::Entry(body, Some(ack))) {
-            return false;
+        match &self.writer {
+            Some(w) => w.record(body, RECORD_TIMEOUT).await,
+            None => false,
         }
-        matches!(tokio::time::timeout(RECORD_TIMEOUT, done).await, Ok(Ok(true)))
     }
 
     /// Queue one entry without waiting (the writer counts a failure).
     fn queue(&self, body: Vec<u8>) -> bool {
-        self.send(writer::Msg::Entry(body, None))
+        self.writer.as_ref().is_some_and(|w| w.queue(body))
     }
 
     /// Sign off and stop the writer (waits for the `close` checkpoint).
     async fn close(&self) {
-        let (ack, done) = oneshot::channel();
-        if self.send(writer::Msg::Close(ack)) {
-            let _ = tokio::time::timeout(RECORD_TIMEOUT, done).await;
+        if let Some(w) = &self.writer {
+            w.close(RECORD_TIMEOUT).await;
         }
     }
 
@@ -270,7 +261,9 @@ impl Broker {
     /// SIGHUP: every file device reopens its file (after log rotation).
     pub fn rotate(&self) {
         for d in &self.current().devices {
-            d.send(writer::Msg::Rotate);
+            if let Some(w) = &d.writer {
+                w.rotate();
+            }
         }
     }
 

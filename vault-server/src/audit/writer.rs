@@ -1,13 +1,25 @@
-//! One writer thread per device: it owns the file, the chain head and the
-//! signing key. Requests hand it entry bodies and wait for the answer; it
-//! takes everything queued at once (group commit), links each entry into
-//! the chain, adds checkpoints when due, and writes the batch with one
-//! `write(2)` (then `fsync` per the policy) before answering the batch.
-//! A thread, not a task: file writes block, and a slow disk must not take a
-//! runtime worker.
+//! Writing one device's log: the chain head, the file and the signing key,
+//! shared by the requests and one thread per device.
+//!
+//! Group commit without a thread hop: a request hands in its entry and, if
+//! no one is writing, writes itself (the *leader*): everything queued is
+//! linked into the chain (checkpoints added when due) and written with one
+//! `write(2)`; entries handed in meanwhile wait (asynchronously, bounded by
+//! the caller's timeout) for the leader's next round. A round is a few
+//! microseconds of page-cache write, so requests no longer wait for a
+//! thread to be scheduled (which, on a busy host, cost milliseconds per
+//! request and most of the throughput). A leader writes a few rounds at
+//! most, then hands the queue to the device's thread.
+//!
+//! The thread does what may block for long: `fdatasync` (after every round
+//! with `fsync=batch`, before its requests go on; about once a second with
+//! `interval`), interval checkpoints, rotation (SIGHUP) and the closing
+//! checkpoint. Only one writer (a leader or the thread) touches the chain at
+//! a time; a hung disk holds at most one runtime worker (the leader in its
+//! `write(2)`), the other requests time out and are refused.
 //!
 //! A failed write leaves no trace: the file is cut back to its length before
-//! the batch and the chain head is restored, so the next batch continues the
+//! the round and the chain head is restored, so the next round continues the
 //! chain as if the failed one had never been tried (and its requests were
 //! refused, or their failure counted).
 
@@ -15,7 +27,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::Path;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
@@ -24,31 +38,71 @@ use vault_audit::{GENESIS, Link, Reason};
 
 use super::table::{Fsync, Options, Sink};
 
-/// Work for a writer.
-pub enum Msg {
-    /// An entry body (a JSON object); the answer, if asked for, says whether
-    /// it is written (request entries wait for it; response entries do not:
-    /// the answer is decided, and a failure is counted instead).
-    Entry(Vec<u8>, Option<oneshot::Sender<bool>>),
+/// Work for a device's thread.
+enum Msg {
+    /// A leader handed over the queue (it is the thread's to write).
+    Lead,
+    /// `fsync=batch`: flush this file, then answer these entries.
+    Sync(Arc<File>, Vec<oneshot::Sender<bool>>),
     /// Close the file with a `rotate` checkpoint and reopen the path (SIGHUP).
     Rotate,
     /// Write a `close` checkpoint, flush, stop; answered when done.
     Close(oneshot::Sender<()>),
 }
 
-/// At most this many entries per batch (bounds the answer latency of the first).
-const MAX_BATCH: usize = 4096;
+/// Rounds a request writes as leader before handing the queue to the
+/// thread (bounds how long one request writes for others).
+const MAX_ROUNDS: usize = 4;
 /// `fsync=interval` flushes this often.
 const FSYNC_EVERY: Duration = Duration::from_secs(1);
+/// The thread looks at its timers at least this often (leaders write
+/// without telling it).
+const POLL: Duration = Duration::from_secs(1);
 /// Bytes read back from the end of the file to find the last entry.
 const TAIL_BYTES: u64 = 256 * 1024;
 
-pub struct Writer {
-    /// Entries written without waiting that could not be written.
-    unwaited_failures: std::sync::Arc<std::sync::atomic::AtomicU64>,
+/// Who answers for an entry.
+enum Waiter {
+    /// A response entry: nobody waits; a failure is counted.
+    Unwaited,
+    /// The leader's own entry: its result is returned.
+    Own,
+    /// A request waiting for its entry.
+    Ack(oneshot::Sender<bool>),
+}
+
+struct Queued {
+    body: Vec<u8>,
+    waiter: Waiter,
+}
+
+/// Who writes now.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    Nobody,
+    /// A request (a runtime task), as leader.
+    Task,
+    /// The device's thread.
+    Thread,
+}
+
+/// Entries waiting for the writer. Invariant: with `owner == Nobody` the
+/// queue is empty (whoever queues then becomes the writer).
+struct Queue {
+    entries: Vec<Queued>,
+    owner: Owner,
+    /// The thread waits (on [`Shared::turn`]) for the leader to finish.
+    thread_waiting: bool,
+    /// The device signed off: nothing more is written.
+    closed: bool,
+}
+
+/// The chain and the file: touched only by the current writer.
+struct Chain {
     opts: Options,
     key: SigningKey,
-    file: Option<File>,
+    /// Shared with the thread's flushes (an `fdatasync` needs no lock).
+    file: Option<Arc<File>>,
     link: Link,
     /// A new chain must open with a signed `open` checkpoint first.
     needs_open: bool,
@@ -56,6 +110,33 @@ pub struct Writer {
     last_checkpoint: Instant,
     unsynced: bool,
     last_sync: Instant,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    turn: Condvar,
+    chain: Mutex<Chain>,
+    /// The device's policy (fixed for its life).
+    fsync: Fsync,
+    /// Entries written without waiting that could not be written.
+    unwaited_failures: Arc<AtomicU64>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A running device writer (dropping it closes the chain and stops the thread).
+pub struct Handle {
+    shared: Arc<Shared>,
+    tx: Sender<Msg>,
+}
+
+/// What a leader's entry came to.
+enum Outcome {
+    Done(bool),
+    /// `fsync=batch`: written; the answer comes after the thread's flush.
+    AfterSync(oneshot::Receiver<bool>),
 }
 
 /// A fresh chain id (16 hex digits).
@@ -111,17 +192,329 @@ fn read_tail(f: &mut File, len: u64) -> Option<Vec<u8>> {
     Some(tail)
 }
 
-impl Writer {
-    /// A writer for `opts`, resuming the chain the file ends with if it ends
-    /// with this device's valid `close` checkpoint (a clean stop: the chain
-    /// head survives a restart); otherwise a new chain.
-    pub fn new(
+impl Handle {
+    /// Start a writer for `opts` (resuming the chain the file ends with if it
+    /// ends with this device's valid `close` checkpoint) and its thread.
+    pub fn start(
+        name: String,
         opts: Options,
         key: SigningKey,
-        unwaited_failures: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    ) -> Writer {
-        let mut w = Writer {
+        unwaited_failures: Arc<AtomicU64>,
+    ) -> std::io::Result<Handle> {
+        let fsync = opts.fsync;
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                entries: Vec::new(),
+                owner: Owner::Nobody,
+                thread_waiting: false,
+                closed: false,
+            }),
+            turn: Condvar::new(),
+            chain: Mutex::new(Chain::new(opts, key)),
+            fsync,
             unwaited_failures,
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let for_thread = shared.clone();
+        let spawned = std::thread::Builder::new().name(name).spawn(move || run(&for_thread, &rx));
+        if let Err(e) = spawned {
+            // Nothing could flush, rotate or close: refuse every entry.
+            lock(&shared.queue).closed = true;
+            return Err(e);
+        }
+        Ok(Handle { shared, tx })
+    }
+
+    /// Write one entry; true once it is in the file (and flushed, with
+    /// `fsync=batch`). `timeout` bounds the wait for another writer.
+    pub async fn record(&self, body: Vec<u8>, timeout: Duration) -> bool {
+        enum Step {
+            Wait(oneshot::Receiver<bool>),
+            Lead(Vec<u8>),
+        }
+        let step = {
+            let mut q = lock(&self.shared.queue);
+            if q.closed {
+                return false;
+            }
+            if q.owner == Owner::Nobody {
+                q.owner = Owner::Task;
+                Step::Lead(body)
+            } else {
+                let (ack, done) = oneshot::channel();
+                q.entries.push(Queued { body, waiter: Waiter::Ack(ack) });
+                Step::Wait(done)
+            }
+        };
+        let done = match step {
+            Step::Wait(done) => done,
+            Step::Lead(body) => match self.lead(Queued { body, waiter: Waiter::Own }) {
+                Outcome::Done(ok) => return ok,
+                Outcome::AfterSync(done) => done,
+            },
+        };
+        matches!(tokio::time::timeout(timeout, done).await, Ok(Ok(true)))
+    }
+
+    /// Queue one entry without waiting (written at once if no one is
+    /// writing; a failure is counted). False if the device is closed.
+    pub fn queue(&self, body: Vec<u8>) -> bool {
+        {
+            let mut q = lock(&self.shared.queue);
+            if q.closed {
+                return false;
+            }
+            if q.owner != Owner::Nobody {
+                q.entries.push(Queued { body, waiter: Waiter::Unwaited });
+                return true;
+            }
+            q.owner = Owner::Task;
+        }
+        let _ = self.lead(Queued { body, waiter: Waiter::Unwaited });
+        true
+    }
+
+    /// Write as leader (the caller set `owner = Task`): `first`, then what
+    /// was queued meanwhile, for a few rounds; then release or hand over.
+    /// Synchronous: no await while leading, so a dropped request cannot
+    /// leave the queue without a writer.
+    fn lead(&self, first: Queued) -> Outcome {
+        let mut own = Outcome::Done(false);
+        let mut entries = vec![first];
+        for round in 1.. {
+            let (ok, file, waiters) = lock(&self.shared.chain).write_entries(entries);
+            own = self.settle(ok, file, waiters).unwrap_or(own);
+            let mut q = lock(&self.shared.queue);
+            if q.entries.is_empty() {
+                q.owner = Owner::Nobody;
+                if q.thread_waiting {
+                    self.shared.turn.notify_one();
+                }
+                break;
+            }
+            if round >= MAX_ROUNDS {
+                q.owner = Owner::Thread;
+                if q.thread_waiting {
+                    self.shared.turn.notify_one();
+                    break;
+                }
+                drop(q);
+                if self.tx.send(Msg::Lead).is_ok() {
+                    break;
+                }
+                // No thread: keep writing (the queue must not be left alone).
+                q = lock(&self.shared.queue);
+                q.owner = Owner::Task;
+            }
+            entries = std::mem::take(&mut q.entries);
+        }
+        own
+    }
+
+    /// Answer a round's entries; the leader's own outcome if it was in it.
+    fn settle(&self, ok: bool, file: Option<Arc<File>>, waiters: Vec<Waiter>) -> Option<Outcome> {
+        let mut own = None;
+        let sync_first = ok && self.shared.fsync == Fsync::Batch;
+        let mut after_sync = Vec::new();
+        for w in waiters {
+            match w {
+                Waiter::Unwaited if !ok => {
+                    self.shared.unwaited_failures.fetch_add(1, Ordering::Relaxed);
+                }
+                Waiter::Unwaited => {}
+                Waiter::Own if sync_first => {
+                    let (ack, done) = oneshot::channel();
+                    after_sync.push(ack);
+                    own = Some(Outcome::AfterSync(done));
+                }
+                Waiter::Own => own = Some(Outcome::Done(ok)),
+                Waiter::Ack(a) if sync_first => after_sync.push(a),
+                Waiter::Ack(a) => {
+                    let _ = a.send(ok);
+                }
+            }
+        }
+        if !after_sync.is_empty() {
+            match file {
+                // Stdout: nothing to flush.
+                None => after_sync.into_iter().for_each(|a| {
+                    let _ = a.send(true);
+                }),
+                Some(f) => {
+                    if let Err(std::sync::mpsc::SendError(Msg::Sync(_, acks))) = self.tx.send(Msg::Sync(f, after_sync))
+                    {
+                        // No thread to flush: not durable, refused.
+                        acks.into_iter().for_each(|a| {
+                            let _ = a.send(false);
+                        });
+                    }
+                }
+            }
+        }
+        own
+    }
+
+    /// Sign off and stop the thread (waits for the `close` checkpoint).
+    pub async fn close(&self, timeout: Duration) {
+        let (ack, done) = oneshot::channel();
+        if self.tx.send(Msg::Close(ack)).is_ok() {
+            let _ = tokio::time::timeout(timeout, done).await;
+        }
+    }
+
+    /// SIGHUP: reopen the file (after log rotation).
+    pub fn rotate(&self) {
+        let _ = self.tx.send(Msg::Rotate);
+    }
+}
+
+impl Shared {
+    /// The thread becomes the writer (waits for a leader's round to end),
+    /// unless a leader handed it the queue already.
+    fn take_turn(&self) {
+        let mut q = lock(&self.queue);
+        while q.owner == Owner::Task {
+            q.thread_waiting = true;
+            q = self.turn.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+        q.thread_waiting = false;
+        q.owner = Owner::Thread;
+    }
+
+    /// As the writer (the thread): write what is queued, run `then` on the
+    /// chain, write what was queued meanwhile, and release. `close` marks
+    /// the device closed as it releases (later entries are refused).
+    fn drain(&self, then: impl FnOnce(&mut Chain), close: bool) {
+        let mut then = Some(then);
+        loop {
+            let entries = std::mem::take(&mut lock(&self.queue).entries);
+            let (ok, file, waiters) = {
+                let mut chain = lock(&self.chain);
+                let r = chain.write_entries(entries);
+                if let Some(f) = then.take() {
+                    f(&mut chain);
+                }
+                r
+            };
+            if ok && file.is_some() && self.fsync == Fsync::Batch {
+                sync_file(file.as_deref());
+            }
+            for w in waiters {
+                match w {
+                    Waiter::Ack(a) => {
+                        let _ = a.send(ok);
+                    }
+                    Waiter::Unwaited | Waiter::Own if !ok => {
+                        self.unwaited_failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {}
+                }
+            }
+            let mut q = lock(&self.queue);
+            if q.entries.is_empty() {
+                q.owner = Owner::Nobody;
+                q.closed |= close;
+                return;
+            }
+        }
+    }
+}
+
+fn sync_file(f: Option<&File>) -> bool {
+    match f.map(File::sync_data) {
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "cannot flush the audit log to disk");
+            false
+        }
+        _ => true,
+    }
+}
+
+/// The device's thread: flushes, timers, rotation, closing.
+fn run(shared: &Shared, rx: &Receiver<Msg>) {
+    let mut next = None;
+    loop {
+        let msg = match next.take() {
+            Some(m) => Ok(m),
+            None => {
+                let wait = lock(&shared.chain).next_timer();
+                rx.recv_timeout(wait)
+            }
+        };
+        match msg {
+            Ok(Msg::Lead) => {
+                // Taken as any turn: an earlier message may have used and
+                // released the handed-over turn already.
+                shared.take_turn();
+                shared.drain(|_| {}, false);
+            }
+            Ok(Msg::Sync(file, mut acks)) => {
+                // Every flush asked for meanwhile is served by one
+                // `fdatasync` (the group commit of `fsync=batch`).
+                let mut files = vec![file];
+                while let Ok(m) = rx.try_recv() {
+                    match m {
+                        Msg::Sync(f, more) => {
+                            if !files.iter().any(|x| Arc::ptr_eq(x, &f)) {
+                                files.push(f);
+                            }
+                            acks.extend(more);
+                        }
+                        other => {
+                            next = Some(other);
+                            break;
+                        }
+                    }
+                }
+                // Every file flushed, even after a failure.
+                let ok = files.iter().filter(|f| !sync_file(Some(f))).count() == 0;
+                for a in acks {
+                    let _ = a.send(ok);
+                }
+            }
+            Ok(Msg::Rotate) => {
+                shared.take_turn();
+                shared.drain(Chain::rotate, false);
+            }
+            Ok(Msg::Close(done)) => {
+                shared.take_turn();
+                shared.drain(Chain::close, true);
+                let _ = done.send(());
+                return;
+            }
+            Err(RecvTimeoutError::Timeout) => timers(shared),
+            Err(RecvTimeoutError::Disconnected) => {
+                // The device was dropped (seal, disabled): sign off.
+                shared.take_turn();
+                shared.drain(Chain::close, true);
+                return;
+            }
+        }
+    }
+}
+
+/// Interval checkpoints and flushes, when due.
+fn timers(shared: &Shared) {
+    let (checkpoint, flush) = lock(&shared.chain).due();
+    if checkpoint {
+        shared.take_turn();
+        shared.drain(Chain::interval_checkpoint, false);
+    }
+    if flush {
+        // Outside the writer's turn: leaders keep writing while the disk
+        // flushes. Marked first, so a write during the flush marks it again.
+        let file = {
+            let mut chain = lock(&shared.chain);
+            chain.synced();
+            chain.file.clone()
+        };
+        sync_file(file.as_deref());
+    }
+}
+
+impl Chain {
+    fn new(opts: Options, key: SigningKey) -> Chain {
+        let mut c = Chain {
             opts,
             key,
             file: None,
@@ -132,54 +525,25 @@ impl Writer {
             unsynced: false,
             last_sync: Instant::now(),
         };
-        if let Sink::File(path) = w.opts.sink.clone() {
-            match open(&path, w.opts.mode) {
+        if let Sink::File(path) = c.opts.sink.clone() {
+            match open(&path, c.opts.mode) {
                 Ok(mut f) => {
-                    if let Some(link) = resumable(&mut f, &w.key) {
+                    if let Some(link) = resumable(&mut f, &c.key) {
                         tracing::info!(file = %path.display(), node = %link.node, seq = link.seq, "audit chain resumed");
-                        w.link = link;
-                        w.needs_open = false;
+                        c.link = link;
+                        c.needs_open = false;
                     }
-                    w.file = Some(f);
+                    c.file = Some(Arc::new(f));
                 }
                 Err(e) => tracing::error!(file = %path.display(), error = %e, "cannot open the audit file"),
             }
         }
-        w
+        c
     }
 
-    /// Run until closed (or every sender is gone, which closes too).
-    pub fn run(mut self, rx: Receiver<Msg>) {
-        loop {
-            let wait = self.next_timer();
-            let first = match rx.recv_timeout(wait) {
-                Ok(m) => m,
-                Err(RecvTimeoutError::Timeout) => {
-                    self.timers();
-                    continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    self.close();
-                    return;
-                }
-            };
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(m) => batch.push(m),
-                    Err(_) => break,
-                }
-            }
-            if self.handle(batch) {
-                return;
-            }
-            self.timers();
-        }
-    }
-
-    /// How long until a checkpoint or a flush is due.
+    /// How long until a checkpoint or a flush may be due.
     fn next_timer(&self) -> Duration {
-        let mut wait = Duration::from_secs(3600);
+        let mut wait = POLL;
         if self.since_checkpoint > 0 {
             wait = wait.min(self.opts.checkpoint_interval.saturating_sub(self.last_checkpoint.elapsed()));
         }
@@ -189,112 +553,96 @@ impl Writer {
         wait.max(Duration::from_millis(1))
     }
 
-    fn timers(&mut self) {
-        if self.since_checkpoint > 0 && self.last_checkpoint.elapsed() >= self.opts.checkpoint_interval {
-            let mut buf = Vec::new();
-            let saved = (self.link.clone(), self.since_checkpoint);
-            self.checkpoint(&mut buf, Reason::Interval);
-            if !self.commit(buf) {
-                (self.link, self.since_checkpoint) = saved;
+    /// (an interval checkpoint is due, an interval flush is due)
+    fn due(&self) -> (bool, bool) {
+        (
+            self.since_checkpoint > 0 && self.last_checkpoint.elapsed() >= self.opts.checkpoint_interval,
+            self.unsynced && self.opts.fsync == Fsync::Interval && self.last_sync.elapsed() >= FSYNC_EVERY,
+        )
+    }
+
+    fn synced(&mut self) {
+        self.unsynced = false;
+        self.last_sync = Instant::now();
+    }
+
+    /// Link `entries` into the chain (checkpoints when due) and write them
+    /// with one `write(2)`; on failure the chain is as before. Returns
+    /// (written, the file written to, who to answer).
+    fn write_entries(&mut self, entries: Vec<Queued>) -> (bool, Option<Arc<File>>, Vec<Waiter>) {
+        if entries.is_empty() {
+            return (true, None, Vec::new());
+        }
+        let saved = (self.link.clone(), self.since_checkpoint, self.needs_open);
+        let size: usize = entries.iter().map(|e| e.body.len() + 128).sum();
+        let mut buf = Vec::with_capacity(size);
+        let mut waiters = Vec::with_capacity(entries.len());
+        for e in entries {
+            if self.needs_open {
+                self.checkpoint(&mut buf, Reason::Open);
+                self.needs_open = false;
+            }
+            self.link.prev = vault_audit::push_chain_line(&mut buf, &e.body, &self.link);
+            self.link.seq += 1;
+            buf.push(b'\n');
+            waiters.push(e.waiter);
+            self.since_checkpoint += 1;
+            if self.since_checkpoint >= self.opts.checkpoint_entries {
+                self.checkpoint(&mut buf, Reason::Count);
             }
         }
-        if self.unsynced && self.opts.fsync == Fsync::Interval && self.last_sync.elapsed() >= FSYNC_EVERY {
-            self.sync();
+        let ok = self.commit(&buf);
+        if !ok {
+            // Nothing of the round is in the file: the chain goes on from before it.
+            (self.link, self.since_checkpoint, self.needs_open) = saved;
         }
+        (ok, self.file.clone(), waiters)
     }
 
     /// Append a checkpoint line for the current head to `buf`.
     fn checkpoint(&mut self, buf: &mut Vec<u8>, reason: Reason) {
         let line = vault_audit::checkpoint_line(&self.key, &self.link, &now_rfc3339(), reason);
-        self.push(buf, line);
-        self.since_checkpoint = 0;
-        self.last_checkpoint = Instant::now();
-    }
-
-    fn push(&mut self, buf: &mut Vec<u8>, line: Vec<u8>) {
         self.link.prev = vault_audit::line_hash(&line);
         self.link.seq += 1;
         buf.extend_from_slice(&line);
         buf.push(b'\n');
+        self.since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
     }
 
-    /// Process a batch; true when the writer is closed.
-    fn handle(&mut self, batch: Vec<Msg>) -> bool {
+    /// Write a checkpoint alone (the thread: timers, rotation, close).
+    fn write_checkpoint(&mut self, reason: Reason) -> bool {
         let mut buf = Vec::new();
-        let mut acks = Vec::new();
-        let mut saved = (self.link.clone(), self.since_checkpoint, self.needs_open);
-        for m in batch {
-            match m {
-                Msg::Entry(body, ack) => {
-                    if self.needs_open {
-                        self.checkpoint(&mut buf, Reason::Open);
-                        self.needs_open = false;
-                    }
-                    let line = vault_audit::chain_line(&body, &self.link);
-                    self.push(&mut buf, line);
-                    acks.push(ack);
-                    self.since_checkpoint += 1;
-                    if self.since_checkpoint >= self.opts.checkpoint_entries {
-                        self.checkpoint(&mut buf, Reason::Count);
-                    }
-                }
-                Msg::Rotate => {
-                    self.finish_batch(std::mem::take(&mut buf), std::mem::take(&mut acks), &saved);
-                    self.rotate();
-                    saved = (self.link.clone(), self.since_checkpoint, self.needs_open);
-                }
-                Msg::Close(done) => {
-                    self.finish_batch(std::mem::take(&mut buf), std::mem::take(&mut acks), &saved);
-                    self.close();
-                    let _ = done.send(());
-                    return true;
-                }
-            }
-        }
-        self.finish_batch(buf, acks, &saved);
-        false
-    }
-
-    fn finish_batch(&mut self, buf: Vec<u8>, acks: Vec<Option<oneshot::Sender<bool>>>, saved: &(Link, u64, bool)) {
-        if buf.is_empty() {
-            return;
-        }
-        let ok = self.commit(buf);
+        let saved = (self.link.clone(), self.since_checkpoint);
+        self.checkpoint(&mut buf, reason);
+        let ok = self.commit(&buf);
         if !ok {
-            // Nothing of the batch is in the file: the chain goes on from before it.
-            (self.link, self.since_checkpoint, self.needs_open) = saved.clone();
+            (self.link, self.since_checkpoint) = saved;
         }
-        for a in acks {
-            match a {
-                Some(a) => {
-                    let _ = a.send(ok);
-                }
-                None if !ok => {
-                    self.unwaited_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                None => {}
-            }
+        ok
+    }
+
+    fn interval_checkpoint(&mut self) {
+        if self.since_checkpoint > 0 && self.last_checkpoint.elapsed() >= self.opts.checkpoint_interval {
+            self.write_checkpoint(Reason::Interval);
         }
     }
 
-    /// Write `buf` whole or not at all; flush per the policy.
-    fn commit(&mut self, buf: Vec<u8>) -> bool {
+    /// Write `buf` whole or not at all (flushing is the thread's).
+    fn commit(&mut self, buf: &[u8]) -> bool {
         let result = match &self.opts.sink {
             Sink::Stdout => {
                 let mut out = std::io::stdout().lock();
-                out.write_all(&buf).and_then(|()| out.flush())
+                out.write_all(buf).and_then(|()| out.flush())
             }
             Sink::File(path) => {
                 let path = path.clone();
-                self.write_file(&path, &buf)
+                self.write_file(&path, buf)
             }
         };
         match result {
             Ok(()) => {
                 self.unsynced = true;
-                if self.opts.fsync == Fsync::Batch {
-                    self.sync();
-                }
                 true
             }
             Err(e) => {
@@ -306,11 +654,12 @@ impl Writer {
 
     fn write_file(&mut self, path: &Path, buf: &[u8]) -> std::io::Result<()> {
         if self.file.is_none() {
-            self.file = Some(open(path, self.opts.mode)?);
+            self.file = Some(Arc::new(open(path, self.opts.mode)?));
         }
-        let Some(f) = self.file.as_mut() else { return Err(std::io::Error::other("audit file not open")) };
+        let Some(f) = self.file.as_deref() else { return Err(std::io::Error::other("audit file not open")) };
         let before = f.metadata().map(|m| m.len()).ok();
-        let r = f.write_all(buf);
+        // `&File` writes: one `write(2)` in append mode for the whole buffer.
+        let r = (&*f).write_all(buf);
         if r.is_err() {
             // Cut back a partial write (a regular file; devices cannot be cut),
             // and reopen next time (the file may have been replaced).
@@ -323,13 +672,8 @@ impl Writer {
     }
 
     fn sync(&mut self) {
-        if let Some(f) = &self.file
-            && let Err(e) = f.sync_data()
-        {
-            tracing::error!(error = %e, "cannot flush the audit log to disk");
-        }
-        self.unsynced = false;
-        self.last_sync = Instant::now();
+        sync_file(self.file.as_deref());
+        self.synced();
     }
 
     /// SIGHUP: sign off the old file, reopen the path (a new file after a
@@ -337,16 +681,11 @@ impl Writer {
     fn rotate(&mut self) {
         let Sink::File(path) = self.opts.sink.clone() else { return };
         if !self.needs_open {
-            let mut buf = Vec::new();
-            let saved = (self.link.clone(), self.since_checkpoint);
-            self.checkpoint(&mut buf, Reason::Rotate);
-            if !self.commit(buf) {
-                (self.link, self.since_checkpoint) = saved;
-            }
+            self.write_checkpoint(Reason::Rotate);
         }
         self.sync();
         self.file = match open(&path, self.opts.mode) {
-            Ok(f) => Some(f),
+            Ok(f) => Some(Arc::new(f)),
             Err(e) => {
                 tracing::error!(file = %path.display(), error = %e, "cannot reopen the audit file");
                 None
@@ -357,9 +696,7 @@ impl Writer {
     /// Sign off the chain (`close`) and flush.
     fn close(&mut self) {
         if !self.needs_open {
-            let mut buf = Vec::new();
-            self.checkpoint(&mut buf, Reason::Close);
-            let _ = self.commit(buf);
+            let _ = self.write_checkpoint(Reason::Close);
         }
         self.sync();
         self.file = None;
@@ -397,11 +734,15 @@ mod tests {
         Options::parse(&m).unwrap()
     }
 
-    fn entry(tx: &std::sync::mpsc::Sender<Msg>, i: usize) -> oneshot::Receiver<bool> {
-        let (a, r) = oneshot::channel();
-        tx.send(Msg::Entry(format!(r#"{{"type":"request","n":{i}}}"#).into_bytes(), Some(a))).unwrap();
-        r
+    fn body(i: usize) -> Vec<u8> {
+        format!(r#"{{"type":"request","n":{i}}}"#).into_bytes()
     }
+
+    fn start(path: &Path, entries: u64, key: &SigningKey, failures: Arc<AtomicU64>) -> Handle {
+        Handle::start("audit-test".into(), opts(path, entries), key.clone(), failures).unwrap()
+    }
+
+    const T: Duration = Duration::from_secs(10);
 
     fn verify(key: &SigningKey, files: &[&Path]) -> Vec<vault_audit::Finding> {
         let mut v = vault_audit::Verifier::new(key.verifying_key());
@@ -411,36 +752,37 @@ mod tests {
         v.finish(true)
     }
 
-    #[test]
-    fn batches_chain_rotate_and_resume_after_a_clean_stop() {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batches_chain_rotate_and_resume_after_a_clean_stop() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
         let key = SigningKey::from_bytes(&[3; 32]);
-        let (tx, rx) = std::sync::mpsc::channel();
-        let w = Writer::new(opts(&path, 4), key.clone(), Default::default());
-        let t = std::thread::spawn(move || w.run(rx));
-        let acks: Vec<_> = (0..10).map(|i| entry(&tx, i)).collect();
-        for a in acks {
-            assert!(a.blocking_recv().unwrap());
+        let h = Arc::new(start(&path, 4, &key, Default::default()));
+        // Many at once: leaders write for the others, entries unwaited mixed in.
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let h = h.clone();
+                tokio::spawn(async move { if i % 3 == 0 { h.queue(body(i)) } else { h.record(body(i), T).await } })
+            })
+            .collect();
+        for t in tasks {
+            assert!(t.await.unwrap());
         }
         // Rotate: the old file is moved away, a new one starts.
         let old = dir.path().join("audit.log.1");
         std::fs::rename(&path, &old).unwrap();
-        tx.send(Msg::Rotate).unwrap();
-        assert!(entry(&tx, 10).blocking_recv().unwrap());
-        let (done, r) = oneshot::channel();
-        tx.send(Msg::Close(done)).unwrap();
-        r.blocking_recv().unwrap();
-        t.join().unwrap();
+        h.rotate();
+        assert!(h.record(body(1000), T).await);
+        h.close(T).await;
+        assert!(!h.record(body(1001), T).await, "closed: refused");
         assert_eq!(verify(&key, &[&old, &path]), vec![]);
+        let written = |p: &Path| std::fs::read_to_string(p).unwrap().matches("\"type\":\"request\"").count();
+        assert_eq!(written(&old) + written(&path), 201);
         // Restart: the chain goes on in the same file.
-        let w = Writer::new(opts(&path, 4), key.clone(), Default::default());
-        assert!(!w.needs_open);
-        let (tx, rx) = std::sync::mpsc::channel();
-        let t = std::thread::spawn(move || w.run(rx));
-        assert!(entry(&tx, 11).blocking_recv().unwrap());
-        drop(tx);
-        t.join().unwrap();
+        let h = start(&path, 4, &key, Default::default());
+        assert!(h.record(body(1002), T).await);
+        drop(h); // Dropped: signs off as it stops.
+        eventually_closed(&path);
         assert_eq!(verify(&key, &[&old, &path]), vec![]);
         let nodes: HashMap<String, ()> = std::fs::read_to_string(&path)
             .unwrap()
@@ -449,7 +791,39 @@ mod tests {
             .collect();
         assert_eq!(nodes.len(), 1, "one chain across the restart");
         // Another key's close is not resumed (a new chain starts).
-        assert!(Writer::new(opts(&path, 4), SigningKey::from_bytes(&[4; 32]), Default::default()).needs_open);
+        assert!(Chain::new(opts(&path, 4), SigningKey::from_bytes(&[4; 32])).needs_open);
+        assert!(!Chain::new(opts(&path, 4), key).needs_open);
+    }
+
+    /// Wait for the thread of a dropped handle to write its `close`.
+    fn eventually_closed(path: &Path) {
+        for _ in 0..500 {
+            let text = std::fs::read_to_string(path).unwrap();
+            if text.lines().last().is_some_and(|l| l.contains("\"close\"")) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("no close checkpoint");
+    }
+
+    #[tokio::test]
+    async fn batch_fsync_answers_after_the_flush_and_interval_checkpoints_come() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let key = SigningKey::from_bytes(&[5; 32]);
+        let mut m = serde_json::Map::new();
+        m.insert("file_path".into(), path.display().to_string().into());
+        m.insert("fsync".into(), "batch".into());
+        m.insert("checkpoint_interval".into(), "1s".into());
+        let h = Handle::start("t".into(), Options::parse(&m).unwrap(), key.clone(), Default::default()).unwrap();
+        assert!(h.record(body(0), T).await);
+        assert!(h.queue(body(1)));
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"interval\""), "{text}");
+        h.close(T).await;
+        assert_eq!(verify(&key, &[&path]), vec![]);
     }
 
     #[test]
@@ -469,18 +843,15 @@ mod tests {
         assert!(is_audit_log(&mut open(Path::new("/dev/full"), 0o600).unwrap()));
     }
 
-    #[test]
-    fn a_failed_write_is_refused_and_leaves_the_chain_intact() {
+    #[tokio::test]
+    async fn a_failed_write_is_refused_and_leaves_the_chain_intact() {
         let key = SigningKey::from_bytes(&[3; 32]);
-        let (tx, rx) = std::sync::mpsc::channel();
-        let failures = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let w = Writer::new(opts(Path::new("/dev/full"), 4), key, failures.clone());
-        let t = std::thread::spawn(move || w.run(rx));
-        assert!(!entry(&tx, 0).blocking_recv().unwrap());
+        let failures = Arc::new(AtomicU64::new(0));
+        let h = start(Path::new("/dev/full"), 4, &key, failures.clone());
+        assert!(!h.record(body(0), T).await);
         // An entry nobody waits for (a response entry) is counted instead.
-        tx.send(Msg::Entry(b"{}".to_vec(), None)).unwrap();
-        drop(tx);
-        t.join().unwrap();
-        assert_eq!(failures.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert!(h.queue(b"{}".to_vec()));
+        assert_eq!(failures.load(Ordering::Relaxed), 1);
+        h.close(T).await;
     }
 }
