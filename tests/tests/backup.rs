@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 use sha2::Digest as _;
-use vault_e2e::{Backend, Client, ServerProc, Store};
+use vault_e2e::{Backend, Client, RawHttp, ServerProc, Store};
 
 /// What a populated vault holds, to find again after a restore.
 struct Fixture {
@@ -397,6 +397,89 @@ async fn refusals_and_damage() {
     let logs = a.log_text();
     for secret in fx.keys.iter().chain([&fx.root]) {
         assert!(!logs.contains(secret.as_str()), "a secret reached the log");
+    }
+}
+
+/// A request to a snapshot endpoint over a raw connection: the head (shares
+/// in `X-Vault-Unseal-Key`, `declared` as the `Content-Length`) and `first`
+/// body bytes; the rest is up to the caller.
+async fn raw_upload(srv: &ServerProc, path: &str, shares: &[&str], declared: usize, first: &[u8]) -> RawHttp {
+    let mut head = RawHttp::head("POST", &format!("/v1/{path}"), None, declared);
+    if !shares.is_empty() {
+        let h = format!("X-Vault-Unseal-Key: {}\r\nContent-Type", shares.join(","));
+        head = head.replacen("Content-Type", &h, 1);
+    }
+    let mut conn = RawHttp::connect(srv.addr).await;
+    conn.send(head.as_bytes()).await;
+    conn.send(first).await;
+    conn
+}
+
+/// Red team F5: a sealed server's snapshot gate held by anyone (a junk
+/// share, 268 MB declared, a byte every few seconds) made a disaster
+/// recovery restore with the real shares a 503. Shares are now checked
+/// before the gate and the body (a clear 400, not echoed), and a slow
+/// verify, even an authorized one, holds the verify gate only.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_upload_cannot_hold_up_a_restore() {
+    let store = Store::new(Backend::Sqlite);
+    let a = ServerProc::start(&store, &[]);
+    let fx = populate(&a).await;
+    let c = a.client();
+    let (s, good) = snapshot(&a, Some(&fx.root)).await;
+    assert_eq!(s, 200);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("vault.snap");
+    std::fs::write(&file, &good).unwrap();
+    assert_eq!(c.with_token(&fx.root).put("sys/seal", json!({})).await.0, 204);
+
+    // Well formed, but no share of this vault (identifiers 1 and 254).
+    let forged = format!("01{}", "aa".repeat(32));
+    let forged2 = format!("fe{}", "bb".repeat(32));
+    for path in ["sys/storage/snapshot-verify", "sys/storage/snapshot-restore"] {
+        for shares in [vec!["junk"], vec![], vec![forged.as_str()], vec![forged.as_str(), forged2.as_str()]] {
+            let conn = raw_upload(&a, path, &shares, 268_000_000, b"V").await;
+            let started = std::time::Instant::now();
+            let (s, v) = conn.response().await;
+            assert!(started.elapsed() < std::time::Duration::from_secs(5), "{path} {shares:?}: waited for the body");
+            assert_eq!(s, 400, "{path} {shares:?}: {v}");
+            for k in &shares {
+                assert!(!v.to_string().contains(k), "a share was echoed: {v}");
+            }
+        }
+    }
+
+    // An operator's verify with the real shares over a slow link: it holds
+    // the verify gate (a second verify is a 503) but not the restore's.
+    let both = [fx.keys[0].as_str(), fx.keys[2].as_str()];
+    let mut slow = raw_upload(&a, "sys/storage/snapshot-verify", &both, good.len(), &good[..8]).await;
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (s, v) = post(&a, "sys/storage/snapshot-verify", None, &both, Vec::new()).await;
+        if s == 503 {
+            break;
+        }
+        assert_eq!(s, 400, "{v}");
+        assert!(std::time::Instant::now() < until, "the slow verify never took its gate");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let keys_file = dir.path().join("shares.txt");
+    std::fs::write(&keys_file, format!("{}\n{}\n", fx.keys[1], fx.keys[2])).unwrap();
+    let out = vaultctl(
+        &a.url(),
+        None,
+        &["operator", "restore", file.to_str().unwrap(), "-unseal-key-file", keys_file.to_str().unwrap()],
+    );
+    assert_eq!(out.code, 0, "{} {}", out.stdout, out.stderr);
+    // The slow verify finishes (it is of the same vault: its shares still open it).
+    slow.send(&good[8..]).await;
+    let (s, v) = slow.response().await;
+    assert_eq!((s, v["verified"].as_bool()), (200, Some(true)), "{v}");
+    c.unseal(&fx.keys[..2]).await;
+    check(&c, &fx).await;
+    let logs = a.log_text();
+    for secret in fx.keys.iter().chain([&forged, &forged2]) {
+        assert!(!logs.contains(secret.as_str()), "a share reached the log");
     }
 }
 

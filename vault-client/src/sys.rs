@@ -351,8 +351,9 @@ impl Sys<'_> {
     /// `POST sys/storage/snapshot-verify`: the restore drill. With `keys`
     /// (the snapshot's unseal key shares) the snapshot is opened with its own
     /// keys; without, with the running server's (a `sudo` token; the
-    /// snapshot must be of this vault). The answer counts entries per mount
-    /// and says `verified`.
+    /// snapshot must be of this vault). A sealed server also takes them as
+    /// the proof of the caller, so they must then be a threshold of its
+    /// CURRENT shares. The answer counts entries per mount and says `verified`.
     pub async fn snapshot_verify(&self, snapshot: Vec<u8>, keys: &[String]) -> Result<Value> {
         self.snapshot_post("sys/storage/snapshot-verify", snapshot, keys).await
     }

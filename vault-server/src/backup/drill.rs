@@ -85,7 +85,9 @@ impl std::fmt::Debug for Keys<'_> {
 /// Run the drill in a fresh directory under `parent` (the OS temporary
 /// directory if `None`); the directory is removed afterwards.
 pub async fn run(parsed: &Parsed, keys: Keys<'_>, parent: Option<&std::path::Path>) -> Result<Report, BackupError> {
-    let root = root_key(parsed, keys)?;
+    // What a restore would refuse fails the drill too, whatever the keys.
+    let config = super::restorable(parsed)?;
+    let root = root_key(parsed, config, keys)?;
     let by_shares = matches!(keys, Keys::Shares(_));
     let dir = match parent {
         Some(p) => tempfile::Builder::new().prefix("vault-drill-").tempdir_in(p),
@@ -102,11 +104,11 @@ pub async fn run(parsed: &Parsed, keys: Keys<'_>, parent: Option<&std::path::Pat
 
 /// The root key that opens the snapshot's keyring: unwrapped with the
 /// shares, or the running server's.
-fn root_key(parsed: &Parsed, keys: Keys<'_>) -> Result<zeroize::Zeroizing<[u8; 32]>, BackupError> {
-    let config = parsed
-        .header
-        .seal_config
-        .ok_or_else(|| BackupError::Invalid("the snapshot is of an uninitialized vault: nothing to open".into()))?;
+fn root_key(
+    parsed: &Parsed,
+    config: crate::storage::SealConfig,
+    keys: Keys<'_>,
+) -> Result<zeroize::Zeroizing<[u8; 32]>, BackupError> {
     match keys {
         Keys::Server(core) => Ok(core.unsealed()?.root_key().clone()),
         Keys::Shares(shares) => {

@@ -34,7 +34,7 @@ pub enum BackupError {
     /// The request cannot be served as asked (400).
     #[error("{0}")]
     Invalid(String),
-    /// Another snapshot operation is running (503).
+    /// Another operation of the same kind (restore, or verify) is running (503).
     #[error("another snapshot operation is in progress; retry when it is done")]
     Busy,
     /// From the core (sealed, permission, seal errors).
@@ -68,13 +68,17 @@ impl Default for Settings {
     }
 }
 
-/// Per-server backup state: settings, the one-at-a-time gate, and the
+/// Per-server backup state: settings, the one-at-a-time gates, and the
 /// outcome counters of scheduled backups (for the metrics exporter).
 #[derive(Debug)]
 pub struct State {
     settings: std::sync::RwLock<Settings>,
-    /// One restore or verify at a time: each holds a snapshot in memory.
-    gate: tokio::sync::Semaphore,
+    /// One restore at a time (it holds a snapshot in memory).
+    restore_gate: tokio::sync::Semaphore,
+    /// One verify at a time, apart from restores: a verify (which a caller
+    /// may run without any token on an uninitialized server) never holds up
+    /// a restore.
+    verify_gate: tokio::sync::Semaphore,
     last_success: AtomicI64,
     last_failure: AtomicI64,
     successes: AtomicU64,
@@ -85,7 +89,8 @@ impl Default for State {
     fn default() -> Self {
         Self {
             settings: Default::default(),
-            gate: tokio::sync::Semaphore::new(1),
+            restore_gate: tokio::sync::Semaphore::new(1),
+            verify_gate: tokio::sync::Semaphore::new(1),
             last_success: AtomicI64::new(0),
             last_failure: AtomicI64::new(0),
             successes: AtomicU64::new(0),
@@ -105,9 +110,15 @@ impl State {
         self.settings.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// The gate for one in-memory snapshot operation, or [`BackupError::Busy`].
-    pub fn try_gate(&self) -> Result<tokio::sync::SemaphorePermit<'_>, BackupError> {
-        self.gate.try_acquire().map_err(|_| BackupError::Busy)
+    /// The gate for one restore, or [`BackupError::Busy`]. Take it only
+    /// once the caller is authorized (`Core::precheck_restore`).
+    pub fn try_restore_gate(&self) -> Result<tokio::sync::SemaphorePermit<'_>, BackupError> {
+        self.restore_gate.try_acquire().map_err(|_| BackupError::Busy)
+    }
+
+    /// The gate for one verify (never the restore's), or [`BackupError::Busy`].
+    pub fn try_verify_gate(&self) -> Result<tokio::sync::SemaphorePermit<'_>, BackupError> {
+        self.verify_gate.try_acquire().map_err(|_| BackupError::Busy)
     }
 
     /// Unix time of the last scheduled backup that was written and verified
@@ -205,6 +216,17 @@ pub async fn restore(
     proof: crate::core::restore::Proof<'_>,
 ) -> Result<Manifest, BackupError> {
     let parsed = format::parse(bytes)?;
+    let config = restorable(&parsed)?;
+    core.restore_storage(path, config, &parsed.rows, proof).await?;
+    Ok(parsed.manifest)
+}
+
+/// What a restore refuses in a snapshot that matches its manifest: no seal
+/// configuration (an uninitialized vault), one nobody could unseal (a
+/// crafted header: threshold 0, more than the shares...), no root key or
+/// keyring. Restore and every verify (the drill) share this check, so a
+/// snapshot is never `verified` that a restore would refuse.
+pub fn restorable(parsed: &Parsed) -> Result<crate::storage::SealConfig, BackupError> {
     let Some(config) = parsed.header.seal_config else {
         return Err(BackupError::Invalid("the snapshot is of an uninitialized vault: nothing to restore".into()));
     };
@@ -216,8 +238,7 @@ pub async fn restore(
             return Err(BackupError::Invalid(format!("the snapshot has no {needed}: it is not of a whole vault")));
         }
     }
-    core.restore_storage(path, config, &parsed.rows, proof).await?;
-    Ok(parsed.manifest)
+    Ok(config)
 }
 
 /// `vault-server backup-verify`: the drill on a file, with shares read from
@@ -240,4 +261,59 @@ pub async fn verify_offline(
     let mut report = drill::run(&parsed, drill::Keys::Shares(&shares), None).await?;
     report.sha256 = sha256;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::storage::{Row, SealConfig};
+
+    fn parsed(seal_config: Option<SealConfig>, paths: &[&str]) -> Parsed {
+        let header = Header {
+            format: format::FORMAT.into(),
+            version: format::VERSION,
+            created_time: "2026-12-02T00:00:00Z".into(),
+            created_unix: 1_790_000_000,
+            storage_type: "sqlite".into(),
+            server_version: "test".into(),
+            seal_config,
+        };
+        let mut e = format::Encoder::default();
+        let mut out = e.header(&header);
+        for p in paths {
+            out.extend(e.row(&Row { path: (*p).into(), value: vec![1; 40], rev: 1 }));
+        }
+        out.extend(e.finish().0);
+        format::parse(&out).unwrap()
+    }
+
+    /// The drill (every verify: HTTP, scheduled, offline) refuses what a
+    /// restore refuses, before any key is used: a header with threshold 0
+    /// was `verified: true` and then refused by the restore.
+    #[tokio::test]
+    async fn the_drill_refuses_what_a_restore_refuses() {
+        let whole = ["core/keyring", "core/root-key"];
+        let cfg = |n, t| Some(SealConfig { secret_shares: n, secret_threshold: t });
+        let cases = [
+            (cfg(3, 0), &whole[..], "threshold must be at least one"),
+            (cfg(1, 0), &whole[..], "threshold must be at least one"),
+            (cfg(0, 0), &whole[..], "shares must be at least one"),
+            (cfg(2, 3), &whole[..], "threshold cannot be larger than shares"),
+            (cfg(3, 1), &whole[..], "threshold must be greater than one"),
+            (None, &whole[..], "uninitialized vault"),
+            (cfg(3, 2), &["core/keyring"][..], "has no core/root-key"),
+            (cfg(3, 2), &["core/root-key"][..], "has no core/keyring"),
+        ];
+        for (config, paths, says) in cases {
+            let p = parsed(config, paths);
+            let e = restorable(&p).unwrap_err();
+            assert!(matches!(e, BackupError::Invalid(_)) && e.to_string().contains(says), "{config:?}: {e}");
+            let e = drill::run(&p, drill::Keys::Shares(&[]), None).await.unwrap_err();
+            assert!(matches!(e, BackupError::Invalid(_)) && e.to_string().contains(says), "{config:?}: {e}");
+        }
+        assert_eq!(restorable(&parsed(cfg(3, 2), &whole)).unwrap(), cfg(3, 2).unwrap());
+        assert_eq!(restorable(&parsed(cfg(1, 1), &whole)).unwrap(), cfg(1, 1).unwrap());
+    }
 }

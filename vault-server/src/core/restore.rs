@@ -68,17 +68,60 @@ impl Core {
         Ok(())
     }
 
-    /// Refuse early (before a large body is read) a caller who cannot
-    /// restore in the current state; [`restore_storage`](Self::restore_storage)
-    /// checks again under the lock.
+    /// Refuse a caller who cannot restore in the current state before
+    /// anything is spent on the request (no gate taken, no body byte read):
+    /// while sealed the shares are combined and must open the current root
+    /// key, exactly as an unseal checks them.
+    /// [`restore_storage`](Self::restore_storage) checks again under the lock.
     pub async fn precheck_restore(&self, path: &str, proof: Proof<'_>) -> Result<(), CoreError> {
         let Some(config) = self.config_or_refresh().await? else { return Ok(()) };
         if self.active().is_ok() {
             return self.authorize_sudo(path, Operation::Update, proof).await;
         }
-        if proof.keys.len() < usize::from(config.secret_threshold) {
-            return Err(sealed_refusal(config));
+        self.check_current_shares(config, proof.keys, sealed_refusal).await
+    }
+
+    /// Who may run the restore drill on this server, checked before the
+    /// body is read:
+    /// - unsealed: a token allowed `sudo` (and `update`) on the endpoint,
+    ///   with or without shares (the server does the work);
+    /// - sealed: a threshold of the CURRENT unseal key shares, proven as for
+    ///   a restore (the drill then opens the snapshot with them); a snapshot
+    ///   whose shares are not the current ones is verified offline
+    ///   (`vault-server backup-verify`) or on an unsealed server;
+    /// - uninitialized: anyone (as a restore), with the snapshot's shares.
+    pub async fn precheck_verify(&self, path: &str, proof: Proof<'_>) -> Result<(), CoreError> {
+        if self.active().is_ok() {
+            return self.authorize_sudo(path, Operation::Update, proof).await;
         }
+        let Some(config) = self.config_or_refresh().await? else {
+            if proof.keys.is_empty() {
+                return Err(CoreError::InvalidRequest(
+                    "the vault is not initialized: verifying a snapshot on it needs the snapshot's unseal key \
+                     shares (X-Vault-Unseal-Key)"
+                        .into(),
+                ));
+            }
+            return Ok(());
+        };
+        self.check_current_shares(config, proof.keys, sealed_verify_refusal).await
+    }
+
+    /// `keys` hold a threshold of the current unseal key shares: they
+    /// combine into the unseal key that opens the stored root key (the
+    /// unseal's own code paths; the key is dropped at once). Wrong shares
+    /// are the unseal's 400, which never quotes a share.
+    async fn check_current_shares(
+        &self,
+        config: SealConfig,
+        keys: &[String],
+        refusal: fn(SealConfig) -> CoreError,
+    ) -> Result<(), CoreError> {
+        if keys.is_empty() {
+            return Err(refusal(config));
+        }
+        let key = unseal_key(config, keys)?;
+        self.unwrap_root_key(&key).await?;
         Ok(())
     }
 
@@ -125,6 +168,15 @@ impl Core {
         tracing::info!(entries = rows.len(), "storage restored from a snapshot; the vault is sealed");
         Ok(())
     }
+}
+
+fn sealed_verify_refusal(config: SealConfig) -> CoreError {
+    CoreError::Logical(LogicalError::InvalidRequest(format!(
+        "the vault is sealed: verifying a snapshot on it needs {} of its current unseal key shares \
+         (X-Vault-Unseal-Key); verify other snapshots offline (vault-server backup-verify) or with a sudo token \
+         once unsealed",
+        config.secret_threshold
+    )))
 }
 
 fn sealed_refusal(config: SealConfig) -> CoreError {
