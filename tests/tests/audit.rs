@@ -80,6 +80,12 @@ async fn canaries_and_hashes(backend: Backend) {
         (json!({"file_path": "relative.log"}), "absolute"),
         (json!({"file_path": "/nonexistent-dir/x/audit.log"}), "cannot open"),
         (json!({"file_path": foreign.display().to_string()}), "not an audit log"),
+        // Red-team finds: a sink that records nothing, kernel files, a
+        // world-writable or executable mode.
+        (json!({"file_path": "/dev/null"}), "audit file must be a regular file"),
+        (json!({"file_path": "/tmp/../proc/self/mem"}), "audit file must be a regular file"),
+        (json!({"mode": "0777"}), "0664"),
+        (json!({"mode": "0666"}), "0664"),
     ] {
         let (s, v) = enable(&rc, "file", &file, extra).await;
         assert_eq!(s, 400, "{v}");
@@ -92,6 +98,12 @@ async fn canaries_and_hashes(backend: Backend) {
     assert_eq!((s, v["errors"][0].as_str().unwrap().contains("in use")), (400, true), "{v}");
     let (s, _) = enable(&rc, "again", &file, json!({})).await;
     assert_eq!(s, 400, "two devices on one file");
+    // The same file by another name.
+    let dir_name = dir.path().file_name().unwrap().to_str().unwrap();
+    let aliased = dir.path().join("..").join(dir_name).join(".").join("audit.log");
+    let (s, v) = enable(&rc, "again", &aliased, json!({})).await;
+    assert_eq!(s, 400, "the same file under another name: {v}");
+    assert!(v["errors"][0].as_str().unwrap().contains("already"), "{v}");
     let (_, list) = rc.get("sys/audit").await;
     let dev = &list["data"]["file/"];
     assert_eq!((dev["type"].as_str(), dev["path"].as_str()), (Some("file"), Some("file/")), "{list}");

@@ -171,6 +171,23 @@ pub fn open(path: &Path, mode: u32) -> std::io::Result<File> {
     Ok(f)
 }
 
+/// Refuse kernel interfaces as audit files (`/proc/self/mem` looks like an
+/// empty regular file): the directory is resolved first, so `..` and links
+/// do not hide them.
+pub fn refuse_special_place(path: &Path) -> Result<(), super::AuditError> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let real = std::fs::canonicalize(dir)
+        .map_err(|e| super::AuditError::Invalid(format!("cannot open the audit file {}: {e}", path.display())))?;
+    if ["/proc", "/sys", "/dev"].iter().any(|p| real.starts_with(p)) {
+        return Err(super::AuditError::Invalid(format!(
+            "{} is in {}: an audit file must be a regular file on a file system",
+            path.display(),
+            real.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Whether an existing file may become a device's log: a device (such as
 /// /dev/stdout), an empty file, or one whose last line is an entry of this
 /// format. Anything else (a configuration file, /etc/passwd) is refused:
