@@ -304,6 +304,25 @@ async fn every_kind_of_tampering_is_found_with_its_place() {
     f[cp] = &forged;
     // Found at the checkpoint itself (and the next line no longer follows it).
     check(&f, false, cp + 1, "forged checkpoint");
+    // The head cut: the first 3 lines deleted, or exactly up to a signed
+    // `count` checkpoint (a chain starts only at `open` or `continue`).
+    check(&orig[3..], false, 1, "head cut");
+    check(&orig[cp..], false, 1, "head cut at a checkpoint");
+    // A made-up chain (a new node, starting mid-way, chained among itself)
+    // inserted after line 5: found at its first line, without --closed.
+    let mut prev = hex::encode([7u8; 32]);
+    let mut fake = Vec::new();
+    for i in 0..3 {
+        let line = format!(
+            r#"{{"type":"request","request":{{"path":"secret/data/x{i}"}},"chain":{{"node":"f4ke00000000f4ke","seq":{},"prev":"{prev}"}}}}"#,
+            40 + i
+        );
+        prev = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(line.as_bytes()));
+        fake.push(line);
+    }
+    let mut x = orig.clone();
+    x.splice(5..5, fake.iter().map(String::as_str));
+    check(&x, false, 6, "fabricated chain");
 }
 
 #[tokio::test]
@@ -357,6 +376,10 @@ async fn rotation_and_restarts_continue_the_chain() {
     eventually("the reopened file", || file.exists()).await;
     assert_eq!(rc.post("secret/data/b", json!({"data": {"v": 1}})).await.0, 200);
     assert!(lines(&rotated).last().unwrap()["checkpoint"]["reason"] == "rotate");
+    // The reopened file starts with a signed `continue`: it verifies alone.
+    assert_eq!(lines(&file)[0]["checkpoint"]["reason"], "continue");
+    let (code, out, err) = verify(&[file.to_str().unwrap(), "--public-key", &key], &[]);
+    assert_eq!(code, 0, "{out}{err}");
     // A clean restart: the chain goes on in the same file.
     assert!(srv.terminate().success());
     let srv = ServerProc::start(&store, &[]);
