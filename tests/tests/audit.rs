@@ -80,6 +80,12 @@ async fn canaries_and_hashes(backend: Backend) {
         (json!({"file_path": "relative.log"}), "absolute"),
         (json!({"file_path": "/nonexistent-dir/x/audit.log"}), "cannot open"),
         (json!({"file_path": foreign.display().to_string()}), "not an audit log"),
+        // Red-team finds: a sink that records nothing, kernel files, a
+        // world-writable or executable mode.
+        (json!({"file_path": "/dev/null"}), "audit file must be a regular file"),
+        (json!({"file_path": "/tmp/../proc/self/mem"}), "audit file must be a regular file"),
+        (json!({"mode": "0777"}), "0664"),
+        (json!({"mode": "0666"}), "0664"),
     ] {
         let (s, v) = enable(&rc, "file", &file, extra).await;
         assert_eq!(s, 400, "{v}");
@@ -92,6 +98,12 @@ async fn canaries_and_hashes(backend: Backend) {
     assert_eq!((s, v["errors"][0].as_str().unwrap().contains("in use")), (400, true), "{v}");
     let (s, _) = enable(&rc, "again", &file, json!({})).await;
     assert_eq!(s, 400, "two devices on one file");
+    // The same file by another name.
+    let dir_name = dir.path().file_name().unwrap().to_str().unwrap();
+    let aliased = dir.path().join("..").join(dir_name).join(".").join("audit.log");
+    let (s, v) = enable(&rc, "again", &aliased, json!({})).await;
+    assert_eq!(s, 400, "the same file under another name: {v}");
+    assert!(v["errors"][0].as_str().unwrap().contains("already"), "{v}");
     let (_, list) = rc.get("sys/audit").await;
     let dev = &list["data"]["file/"];
     assert_eq!((dev["type"].as_str(), dev["path"].as_str()), (Some("file"), Some("file/")), "{list}");
@@ -292,37 +304,111 @@ async fn every_kind_of_tampering_is_found_with_its_place() {
     f[cp] = &forged;
     // Found at the checkpoint itself (and the next line no longer follows it).
     check(&f, false, cp + 1, "forged checkpoint");
+    // The head cut: the first 3 lines deleted, or exactly up to a signed
+    // `count` checkpoint (a chain starts only at `open` or `continue`).
+    check(&orig[3..], false, 1, "head cut");
+    check(&orig[cp..], false, 1, "head cut at a checkpoint");
+    // A made-up chain (a new node, starting mid-way, chained among itself)
+    // inserted after line 5: found at its first line, without --closed.
+    let mut prev = hex::encode([7u8; 32]);
+    let mut fake = Vec::new();
+    for i in 0..3 {
+        let line = format!(
+            r#"{{"type":"request","request":{{"path":"secret/data/x{i}"}},"chain":{{"node":"f4ke00000000f4ke","seq":{},"prev":"{prev}"}}}}"#,
+            40 + i
+        );
+        prev = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(line.as_bytes()));
+        fake.push(line);
+    }
+    let mut x = orig.clone();
+    x.splice(5..5, fake.iter().map(String::as_str));
+    check(&x, false, 6, "fabricated chain");
+}
+
+/// A small tmpfs mounted for a test (needs root, as CI runs), unmounted on drop.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &Path) -> Option<SmallDisk> {
+        let uid = Command::new("id").arg("-u").output().unwrap();
+        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+            return None;
+        }
+        std::fs::create_dir_all(at).unwrap();
+        let ok =
+            Command::new("mount").args(["-t", "tmpfs", "-o", "size=256k,mode=0755", "tmpfs"]).arg(at).status().unwrap();
+        assert!(ok.success(), "mount a tmpfs at {}", at.display());
+        Some(SmallDisk(at.to_path_buf()))
+    }
+
+    /// Fill the disk (a ballast file written until the disk refuses).
+    fn fill(&self) {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(self.0.join("ballast")).unwrap();
+        let block = [0u8; 4096];
+        while f.write_all(&block).and_then(|()| f.sync_data()).is_ok() {}
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.0.join("ballast")).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
 }
 
 #[tokio::test]
 async fn fail_closed_nothing_runs_unrecorded() {
     let store = Store::new(Backend::Sqlite);
     let dir = tempfile::tempdir().unwrap();
-    let link = dir.path().join("audit.log");
-    let real = dir.path().join("real.log");
-    std::os::unix::fs::symlink("/dev/full", &link).unwrap();
+    let Some(disk) = SmallDisk::mount(&dir.path().join("disk")) else {
+        // Not root: the full disk cannot be made; the unwritable file
+        // (fail_closed_on_an_unwritable_file) is still checked.
+        eprintln!("NOTE: not root, the full-disk case of failing closed is not checked");
+        return;
+    };
+    let file = disk.0.join("audit.log");
     let srv = ServerProc::start(&store, &[]);
     let (_, _, rc) = srv.kv2_ready().await;
     assert_eq!(rc.post("secret/data/app", json!({"data": {"v": "one"}})).await.0, 200);
-    // The device's file is full: the enable's own answer is still given.
-    assert_eq!(enable(&rc, "full", &link, json!({})).await.0, 204);
+    assert_eq!(enable(&rc, "full", &file, json!({})).await.0, 204);
+    assert_eq!(rc.get("secret/data/app").await.0, 200);
+    disk.fill();
+    // The file's last page may still hold an entry or two: read until the
+    // device can write no more.
+    let mut refused = false;
+    for _ in 0..50 {
+        if rc.get("secret/data/app").await.0 == 500 {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "a full disk refuses requests");
     let (s, v) = rc.post("secret/data/app", json!({"data": {"v": "two"}})).await;
     assert_eq!(s, 500, "{v}");
     assert!(v["errors"][0].as_str().unwrap().contains("no audit device could record the request"), "{v}");
     assert_eq!(rc.get("secret/data/app").await.0, 500, "reads are refused too");
     assert!(srv.log_text().contains("no audit device could record the request"));
     // The disk has room again: the device writes, and the refused write never happened.
-    std::fs::remove_file(&link).unwrap();
-    std::os::unix::fs::symlink(&real, &link).unwrap();
+    disk.free();
     let (s, v) = rc.get("secret/data/app").await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["data"]["data"]["v"], "one");
     assert_eq!(v["data"]["metadata"]["version"], 1);
     // With a second, working device, a failing one no longer blocks.
     assert_eq!(enable(&rc, "good", &dir.path().join("good.log"), json!({})).await.0, 204);
-    std::fs::remove_file(&link).unwrap();
-    std::os::unix::fs::symlink("/dev/full", &link).unwrap();
+    disk.fill();
     assert_eq!(rc.post("secret/data/app", json!({"data": {"v": "three"}})).await.0, 200);
+    // The full device's chain has no hole: what it wrote verifies.
+    disk.free();
+    let key = public_key(&rc, "full").await;
+    assert_eq!(rc.get("secret/data/app").await.0, 200);
+    assert!(srv.terminate().success());
+    let (code, out, err) = verify(&[file.to_str().unwrap(), "--public-key", &key, "--closed"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
 }
 
 #[tokio::test]
@@ -345,6 +431,10 @@ async fn rotation_and_restarts_continue_the_chain() {
     eventually("the reopened file", || file.exists()).await;
     assert_eq!(rc.post("secret/data/b", json!({"data": {"v": 1}})).await.0, 200);
     assert!(lines(&rotated).last().unwrap()["checkpoint"]["reason"] == "rotate");
+    // The reopened file starts with a signed `continue`: it verifies alone.
+    assert_eq!(lines(&file)[0]["checkpoint"]["reason"], "continue");
+    let (code, out, err) = verify(&[file.to_str().unwrap(), "--public-key", &key], &[]);
+    assert_eq!(code, 0, "{out}{err}");
     // A clean restart: the chain goes on in the same file.
     assert!(srv.terminate().success());
     let srv = ServerProc::start(&store, &[]);

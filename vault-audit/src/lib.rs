@@ -7,8 +7,8 @@
 //! 0, and the SHA-256 (hex) of the exact bytes of the chain's previous line
 //! (64 zeros for seq 0). The hash of a line is SHA-256 over its bytes without
 //! the newline, so no canonical JSON is needed: a verifier hashes what it
-//! reads. Every few entries (and when a writer starts, closes or rotates its
-//! file) a `checkpoint` line signs, with the device's Ed25519 key, the text
+//! reads. Every few entries (and when a writer starts a chain, closes or
+//! rotates its file, or continues the chain in a new file) a `checkpoint` line signs, with the device's Ed25519 key, the text
 //! [`checkpoint_message`] naming the chain, its seq, `prev` and time: it
 //! vouches for everything before it, as `prev` commits to the whole chain.
 //! Lines after a chain's last checkpoint are chained but not yet signed.
@@ -49,6 +49,11 @@ pub enum Reason {
     /// The writer stops (seal, shutdown, device disabled): nothing follows
     /// on this chain unless a restarted server resumes it.
     Close,
+    /// The chain goes on in a file where it does not begin: the first line
+    /// of the chain in a file reopened after a rotation (SIGHUP) or after a
+    /// write failure. A verifier accepts a chain that starts in the files it
+    /// is given only at an `open` (seq 0) or a `continue` checkpoint.
+    Continue,
 }
 
 impl Reason {
@@ -60,6 +65,7 @@ impl Reason {
             Reason::Interval => "interval",
             Reason::Rotate => "rotate",
             Reason::Close => "close",
+            Reason::Continue => "continue",
         }
     }
 
@@ -71,6 +77,7 @@ impl Reason {
             "interval" => Reason::Interval,
             "rotate" => Reason::Rotate,
             "close" => Reason::Close,
+            "continue" => Reason::Continue,
             _ => return None,
         })
     }

@@ -13,8 +13,8 @@ use crate::{GENESIS, Reason, checkpoint_valid, parse_line};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum Severity {
-    /// Worth knowing, not evidence of tampering (a chain that starts in an
-    /// earlier file not given, lines not yet covered by a checkpoint).
+    /// Worth knowing, not evidence of tampering (lines not yet covered by a
+    /// checkpoint at the end of a chain, without `--closed`).
     Note,
     /// The log was changed: a line modified, removed, inserted or moved, a
     /// forged checkpoint, a cut.
@@ -138,30 +138,33 @@ impl Verifier {
                 );
             }
         } else {
+            // The first line of a chain in the files given must be a signed
+            // `open` (seq 0, the chain's start) or `continue` checkpoint (the
+            // writer's first line in a file where the chain goes on): anything
+            // else means the lines before it were cut, or the chain was made
+            // up (nobody without the key can sign its first line).
             self.order.push(node.clone());
-            if p.link.seq == 0 {
+            // (A checkpoint of the right reason whose signature fails is
+            // reported as forged below.)
+            let reason = p.checkpoint.as_ref().map(|c| c.1);
+            let problem = if p.link.seq == 0 {
                 if p.link.prev != GENESIS {
-                    self.find(
-                        Severity::Tampered,
-                        &at,
-                        format!("chain {node}: a first entry must have a zero prev hash"),
-                    );
-                } else if p.checkpoint.as_ref().map(|c| c.1) != Some(Reason::Open) {
-                    self.find(
-                        Severity::Tampered,
-                        &at,
-                        format!("chain {node}: a chain must start with a signed 'open' checkpoint"),
-                    );
+                    Some(format!("chain {node}: a first entry must have a zero prev hash"))
+                } else if reason != Some(Reason::Open) {
+                    Some(format!("chain {node}: a chain must start with a signed 'open' checkpoint"))
+                } else {
+                    None
                 }
+            } else if reason != Some(Reason::Continue) {
+                Some(format!(
+                    "chain {node} starts at entry {} without a signed 'open' or 'continue' checkpoint: the lines before it were cut (its start, or the end of an earlier file given, is missing), or the chain was made up",
+                    p.link.seq
+                ))
             } else {
-                self.find(
-                    Severity::Note,
-                    &at,
-                    format!(
-                        "chain {node} starts at entry {} (its earlier entries are in a file not given): checked from here",
-                        p.link.seq
-                    ),
-                );
+                None
+            };
+            if let Some(message) = problem {
+                self.find(Severity::Tampered, &at, message);
             }
         }
         let mut checkpoint = self.chains.get(&node).and_then(|c| c.checkpoint.clone());
@@ -230,7 +233,18 @@ impl Verifier {
                     "chain {node}: {} entries after its last checkpoint ({at}), up to {last}, are not signed yet: a cut after {at} cannot be detected",
                     c.seq - seq
                 ),
-                None => format!("chain {node} has no valid checkpoint up to {last}: nothing in it is signed"),
+                None => {
+                    // Never the case for a chain written by a device (its first
+                    // line is signed): made up, or its signed lines were cut.
+                    let message = format!("chain {node} has no valid checkpoint up to {last}: nothing in it is signed");
+                    self.findings.push(Finding {
+                        severity: Severity::Tampered,
+                        file: last.file,
+                        line: last.line,
+                        message,
+                    });
+                    continue;
+                }
             };
             let severity = if require_closed { Severity::Tampered } else { Severity::Note };
             self.findings.push(Finding { severity, file: last.file, line: last.line, message });
@@ -355,33 +369,124 @@ mod tests {
         assert!(tampered(&t)[0].1.contains("forged"));
     }
 
-    #[test]
-    fn a_chain_continues_across_files_given_in_order() {
-        let key = SigningKey::from_bytes(&[1; 32]);
-        let lines = log(&key, 9, 3);
-        let (a, b) = lines.split_at(6);
+    /// `log` rotated after `at` lines: the first file ends with a `rotate`
+    /// checkpoint, the second begins with a `continue` one (as the writer does).
+    fn rotated(key: &SigningKey, n: u64, every: u64, at: usize) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+        let lines = log(key, n, every);
+        let mut out = Vec::new();
+        let mut link = Link { node: "n1".into(), seq: 0, prev: GENESIS };
+        let mut push = |line: Vec<u8>, link: &mut Link| {
+            link.prev = line_hash(&line);
+            link.seq += 1;
+            out.push(line);
+        };
+        for (i, l) in lines.iter().enumerate() {
+            if i == at {
+                push(checkpoint_line(key, &link, "tr", Reason::Rotate), &mut link);
+                push(checkpoint_line(key, &link, "tr", Reason::Continue), &mut link);
+            }
+            let p = parse_line(l).unwrap();
+            let line = match p.checkpoint {
+                Some((time, reason, _)) => checkpoint_line(key, &link, &time, reason),
+                None => {
+                    let text = String::from_utf8(l.clone()).unwrap();
+                    let body = format!("{}}}", &text[..text.rfind(",\"chain\":").unwrap()]);
+                    chain_line(body.as_bytes(), &link)
+                }
+            };
+            push(line, &mut link);
+        }
+        // The lines before `at`, and the `rotate` checkpoint.
+        let b = out.split_off(at + 1);
+        (out, b)
+    }
+
+    fn check_files(key: &SigningKey, files: &[(&str, &[Vec<u8>])], closed: bool) -> Vec<Finding> {
         let mut v = Verifier::new(key.verifying_key());
-        for (name, part) in [("a.log", a), ("b.log", b)] {
+        for (name, part) in files {
             let mut c = part.join(&b"\n"[..]);
             c.push(b'\n');
             v.file(name, &c);
         }
-        assert_eq!(v.finish(true), vec![]);
-        // The second file alone: a note that the chain starts mid-way, no tampering.
-        let mut v = Verifier::new(key.verifying_key());
-        let mut c = b.join(&b"\n"[..]);
-        c.push(b'\n');
-        v.file("b.log", &c);
-        let f = v.finish(true);
-        assert!(tampered(&f).is_empty(), "{f:?}");
+        v.finish(closed)
+    }
+
+    #[test]
+    fn a_chain_continues_across_files_given_in_order() {
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let (a, b) = rotated(&key, 9, 3, 6);
+        assert!(String::from_utf8_lossy(&b[0]).contains("\"continue\""));
+        assert_eq!(check_files(&key, &[("a.log", &a), ("b.log", &b)], true), vec![]);
+        // The second file alone: it starts at its signed `continue`, so it is
+        // checked from there (dropping whole earlier files of a rotation set
+        // cannot be seen without an outside record).
+        assert_eq!(check_files(&key, &[("b.log", &b)], true), vec![]);
         // In the wrong order: found.
-        let mut v = Verifier::new(key.verifying_key());
-        for part in [b, a] {
-            let mut c = part.join(&b"\n"[..]);
-            c.push(b'\n');
-            v.file("x.log", &c);
+        assert!(!tampered(&check_files(&key, &[("b.log", &b), ("a.log", &a)], false)).is_empty());
+        // The second file without its `continue` line (its head cut): found
+        // at its new first line. (This was a note before: a chain could start
+        // at any line of the files given.)
+        let t = check_files(&key, &[("b.log", &b[1..])], false);
+        assert_eq!(tampered(&t).len(), 1, "{t:?}");
+        assert_eq!(tampered(&t)[0].0, 1);
+        assert!(tampered(&t)[0].1.contains("continue"), "{t:?}");
+        // Both files, with the first one's tail and the `continue` cut: the
+        // gap in `seq` is found.
+        let t = check_files(&key, &[("a.log", &a[..a.len() - 2]), ("b.log", &b[1..])], false);
+        assert_eq!(tampered(&t)[0].0, 1, "{t:?}");
+        assert!(tampered(&t)[0].1.contains("missing"), "{t:?}");
+    }
+
+    #[test]
+    fn a_cut_head_is_found_even_at_a_checkpoint() {
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let lines = log(&key, 10, 3);
+        // The first 3 lines deleted: the file now starts at an entry.
+        let t = tampered(&check(&key, &lines[3..], false)).into_iter().map(|(l, _)| l).collect::<Vec<_>>();
+        assert_eq!(t, vec![1]);
+        // Cut exactly at a `count` checkpoint (validly signed, but not a start).
+        let cp = lines.iter().position(|l| String::from_utf8_lossy(l).contains("\"count\"")).unwrap();
+        let t = check(&key, &lines[cp..], false);
+        assert_eq!(tampered(&t).len(), 1, "{t:?}");
+        assert_eq!(tampered(&t)[0].0, 1);
+        // Cut at the `open` checkpoint's successor, and at the closing one.
+        assert_eq!(tampered(&check(&key, &lines[1..], false))[0].0, 1);
+        assert_eq!(tampered(&check(&key, &lines[lines.len() - 1..], true))[0].0, 1);
+    }
+
+    #[test]
+    fn a_fabricated_chain_with_a_new_node_is_found() {
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let forger = SigningKey::from_bytes(&[2; 32]);
+        let lines = log(&key, 10, 3);
+        // Made-up lines of a new node, starting mid-way, chained among
+        // themselves, inserted after line 5: found at their first line, with
+        // or without --closed, and their chain has nothing signed.
+        let mut fake = Vec::new();
+        let mut link = Link { node: "f4ke".into(), seq: 17, prev: [9; 32] };
+        for i in 0..3 {
+            let line = chain_line(format!(r#"{{"type":"request","request":{{"id":"x{i}"}}}}"#).as_bytes(), &link);
+            link.prev = line_hash(&line);
+            link.seq += 1;
+            fake.push(line);
         }
-        assert!(!tampered(&v.finish(false)).is_empty());
+        let mut m = lines.clone();
+        m.splice(5..5, fake.clone());
+        for closed in [false, true] {
+            let t = tampered(&check(&key, &m, closed)).into_iter().map(|(l, _)| l).collect::<Vec<_>>();
+            assert_eq!(t, vec![6, 8], "closed={closed}");
+        }
+        // Even starting with a `continue` checkpoint: without the key its
+        // signature fails.
+        let mut link = Link { node: "f4ke".into(), seq: 17, prev: [9; 32] };
+        let start = checkpoint_line(&forger, &link, "t", Reason::Continue);
+        link.prev = line_hash(&start);
+        link.seq += 1;
+        let mut m = lines.clone();
+        m.splice(5..5, [start, chain_line(br#"{"type":"request"}"#, &link)]);
+        let t = check(&key, &m, false);
+        assert!(tampered(&t).iter().any(|(l, m)| *l == 6 && m.contains("forged")), "{t:?}");
+        assert!(tampered(&t).iter().any(|(_, m)| m.contains("no valid checkpoint")), "{t:?}");
     }
 
     #[test]

@@ -328,15 +328,28 @@ impl Broker {
             return Err(AuditError::Invalid(format!("unsupported audit device type '{kind}': only 'file'")));
         }
         let options = table::Options::parse(options)?;
+        let mut file_id = None;
         if let table::Sink::File(p) = &options.sink {
+            writer::refuse_special_place(p)?;
             let mut f = writer::open(p, options.mode)
                 .map_err(|e| AuditError::Invalid(format!("cannot open the audit file {}: {e}", p.display())))?;
+            // Only a regular file: /dev/null would "record" everything (and
+            // defeat failing closed), a FIFO could block every request.
+            let meta = f.metadata().map_err(|e| AuditError::Invalid(format!("cannot read {}: {e}", p.display())))?;
+            if !meta.is_file() {
+                return Err(AuditError::Invalid(format!(
+                    "{} is not a regular file (file_path=stdout writes to standard output)",
+                    p.display()
+                )));
+            }
             if !writer::is_audit_log(&mut f) {
                 return Err(AuditError::Invalid(format!(
                     "{} exists and is not an audit log: give a new or empty file",
                     p.display()
                 )));
             }
+            use std::os::unix::fs::MetadataExt as _;
+            file_id = Some((meta.dev(), meta.ino()));
         }
         let hmac_key = crate::crypto::random::key32().map_err(|e| AuditError::Internal(e.to_string()))?;
         let signing_seed = crate::crypto::random::key32().map_err(|e| AuditError::Internal(e.to_string()))?;
@@ -348,7 +361,18 @@ impl Broker {
             if records.iter().any(|r| r.path == path) {
                 return Err(AuditError::Invalid(format!("path already in use: {path}")));
             }
-            if options.sink != table::Sink::Stdout && records.iter().any(|r| r.options.sink == options.sink) {
+            // The same file under another name too (`..`, a link): two
+            // chains and two keys in one file fail each other's verify.
+            let same_file = |r: &table::Record| match (&r.options.sink, file_id) {
+                (table::Sink::File(q), Some(id)) => {
+                    use std::os::unix::fs::MetadataExt as _;
+                    std::fs::metadata(q).is_ok_and(|m| (m.dev(), m.ino()) == id)
+                }
+                _ => false,
+            };
+            if options.sink != table::Sink::Stdout
+                && records.iter().any(|r| r.options.sink == options.sink || same_file(r))
+            {
                 return Err(AuditError::Invalid("another audit device writes that file already".into()));
             }
             records.push(table::Record {

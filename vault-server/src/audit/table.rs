@@ -116,8 +116,13 @@ impl Options {
         };
         let mode = match get("mode") {
             None | Some("") => 0o600,
-            Some(m) => u32::from_str_radix(m, 8).ok().filter(|m| *m <= 0o777).ok_or_else(|| {
-                AuditError::Invalid("invalid value for option 'mode': expected octal, e.g. 0600".into())
+            // At most rw-rw-r--: an audit log is never executable, never
+            // writable by everyone (anyone could append forged lines).
+            Some(m) => u32::from_str_radix(m, 8).ok().filter(|m| *m & !0o664 == 0).ok_or_else(|| {
+                AuditError::Invalid(
+                    "invalid value for option 'mode': expected octal up to 0664 (no execute bits, no world write), e.g. 0600"
+                        .into(),
+                )
             })?,
         };
         // Raw entries would put every secret and token in the file in the

@@ -104,8 +104,10 @@ struct Chain {
     /// Shared with the thread's flushes (an `fdatasync` needs no lock).
     file: Option<Arc<File>>,
     link: Link,
-    /// A new chain must open with a signed `open` checkpoint first.
-    needs_open: bool,
+    /// The checkpoint to write before the next line: `open` for a new chain,
+    /// `continue` when the chain goes on in a file where it does not begin
+    /// (reopened after a rotation or a failed write). None once written.
+    needs_start: Option<Reason>,
     since_checkpoint: u64,
     last_checkpoint: Instant,
     unsynced: bool,
@@ -169,6 +171,23 @@ pub fn open(path: &Path, mode: u32) -> std::io::Result<File> {
         }
     }
     Ok(f)
+}
+
+/// Refuse kernel interfaces as audit files (`/proc/self/mem` looks like an
+/// empty regular file): the directory is resolved first, so `..` and links
+/// do not hide them.
+pub fn refuse_special_place(path: &Path) -> Result<(), super::AuditError> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let real = std::fs::canonicalize(dir)
+        .map_err(|e| super::AuditError::Invalid(format!("cannot open the audit file {}: {e}", path.display())))?;
+    if ["/proc", "/sys", "/dev"].iter().any(|p| real.starts_with(p)) {
+        return Err(super::AuditError::Invalid(format!(
+            "{} is in {}: an audit file must be a regular file on a file system",
+            path.display(),
+            real.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Whether an existing file may become a device's log: a device (such as
@@ -519,7 +538,7 @@ impl Chain {
             key,
             file: None,
             link: Link { node: new_node(), seq: 0, prev: GENESIS },
-            needs_open: true,
+            needs_start: Some(Reason::Open),
             since_checkpoint: 0,
             last_checkpoint: Instant::now(),
             unsynced: false,
@@ -530,8 +549,12 @@ impl Chain {
                 Ok(mut f) => {
                     if let Some(link) = resumable(&mut f, &c.key) {
                         tracing::info!(file = %path.display(), node = %link.node, seq = link.seq, "audit chain resumed");
+                        // The chain goes on in the file that holds it (its
+                        // `close` is the file's last line): no `continue`, so
+                        // a cut of the file's head back to this point is
+                        // still found.
                         c.link = link;
-                        c.needs_open = false;
+                        c.needs_start = None;
                     }
                     c.file = Some(Arc::new(f));
                 }
@@ -573,14 +596,14 @@ impl Chain {
         if entries.is_empty() {
             return (true, None, Vec::new());
         }
-        let saved = (self.link.clone(), self.since_checkpoint, self.needs_open);
+        self.prepare();
+        let saved = (self.link.clone(), self.since_checkpoint, self.needs_start);
         let size: usize = entries.iter().map(|e| e.body.len() + 128).sum();
         let mut buf = Vec::with_capacity(size);
         let mut waiters = Vec::with_capacity(entries.len());
         for e in entries {
-            if self.needs_open {
-                self.checkpoint(&mut buf, Reason::Open);
-                self.needs_open = false;
+            if let Some(reason) = self.needs_start.take() {
+                self.checkpoint(&mut buf, reason);
             }
             self.link.prev = vault_audit::push_chain_line(&mut buf, &e.body, &self.link);
             self.link.seq += 1;
@@ -594,7 +617,7 @@ impl Chain {
         let ok = self.commit(&buf);
         if !ok {
             // Nothing of the round is in the file: the chain goes on from before it.
-            (self.link, self.since_checkpoint, self.needs_open) = saved;
+            (self.link, self.since_checkpoint, self.needs_start) = saved;
         }
         (ok, self.file.clone(), waiters)
     }
@@ -610,14 +633,28 @@ impl Chain {
         self.last_checkpoint = Instant::now();
     }
 
-    /// Write a checkpoint alone (the thread: timers, rotation, close).
+    /// A started chain about to be written to a file that is not open (a
+    /// failed write closed it; it is reopened and may be a new file): its
+    /// first line there is a `continue` checkpoint.
+    fn prepare(&mut self) {
+        if self.file.is_none() && self.needs_start.is_none() && matches!(self.opts.sink, Sink::File(_)) {
+            self.needs_start = Some(Reason::Continue);
+        }
+    }
+
+    /// Write a checkpoint alone (the thread: timers, rotation, close), after
+    /// the pending `open`/`continue` if any.
     fn write_checkpoint(&mut self, reason: Reason) -> bool {
+        self.prepare();
         let mut buf = Vec::new();
-        let saved = (self.link.clone(), self.since_checkpoint);
+        let saved = (self.link.clone(), self.since_checkpoint, self.needs_start);
+        if let Some(start) = self.needs_start.take() {
+            self.checkpoint(&mut buf, start);
+        }
         self.checkpoint(&mut buf, reason);
         let ok = self.commit(&buf);
         if !ok {
-            (self.link, self.since_checkpoint) = saved;
+            (self.link, self.since_checkpoint, self.needs_start) = saved;
         }
         ok
     }
@@ -677,11 +714,16 @@ impl Chain {
     }
 
     /// SIGHUP: sign off the old file, reopen the path (a new file after a
-    /// rotation), continue the chain there.
+    /// rotation), continue the chain there: its first line in the new file
+    /// is a signed `continue` checkpoint (written with the next line).
     fn rotate(&mut self) {
         let Sink::File(path) = self.opts.sink.clone() else { return };
-        if !self.needs_open {
+        // A chain not written yet has nothing to sign off. One pending its
+        // `continue` (nothing written since the last rotation) writes it
+        // first: the file it leaves holds `continue` and `rotate`.
+        if self.needs_start != Some(Reason::Open) {
             self.write_checkpoint(Reason::Rotate);
+            self.needs_start = Some(Reason::Continue);
         }
         self.sync();
         self.file = match open(&path, self.opts.mode) {
@@ -695,7 +737,7 @@ impl Chain {
 
     /// Sign off the chain (`close`) and flush.
     fn close(&mut self) {
-        if !self.needs_open {
+        if self.needs_start != Some(Reason::Open) {
             let _ = self.write_checkpoint(Reason::Close);
         }
         self.sync();
@@ -776,6 +818,19 @@ mod tests {
         h.close(T).await;
         assert!(!h.record(body(1001), T).await, "closed: refused");
         assert_eq!(verify(&key, &[&old, &path]), vec![]);
+        // The new file starts with a signed `continue`: it verifies alone, but
+        // not without its first line.
+        let first = |p: &Path| {
+            vault_audit::parse_line(std::fs::read_to_string(p).unwrap().lines().next().unwrap().as_bytes()).unwrap()
+        };
+        assert_eq!(first(&path).checkpoint.unwrap().1, Reason::Continue);
+        assert_eq!(verify(&key, &[&path]), vec![]);
+        let headless = dir.path().join("headless.log");
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&headless, &text[text.find('\n').unwrap() + 1..]).unwrap();
+        assert!(
+            verify(&key, &[&headless]).iter().any(|f| f.severity == vault_audit::Severity::Tampered && f.line == 1)
+        );
         let written = |p: &Path| std::fs::read_to_string(p).unwrap().matches("\"type\":\"request\"").count();
         assert_eq!(written(&old) + written(&path), 201);
         // Restart: the chain goes on in the same file.
@@ -791,8 +846,32 @@ mod tests {
             .collect();
         assert_eq!(nodes.len(), 1, "one chain across the restart");
         // Another key's close is not resumed (a new chain starts).
-        assert!(Chain::new(opts(&path, 4), SigningKey::from_bytes(&[4; 32])).needs_open);
-        assert!(!Chain::new(opts(&path, 4), key).needs_open);
+        assert_eq!(Chain::new(opts(&path, 4), SigningKey::from_bytes(&[4; 32])).needs_start, Some(Reason::Open));
+        assert_eq!(Chain::new(opts(&path, 4), key).needs_start, None);
+    }
+
+    #[test]
+    fn a_chain_reopened_after_a_failed_write_continues_with_a_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let key = SigningKey::from_bytes(&[6; 32]);
+        let mut c = Chain::new(opts(&path, 100), key.clone());
+        let unwaited = |i| vec![Queued { body: body(i), waiter: Waiter::Unwaited }];
+        assert!(c.write_entries(unwaited(0)).0);
+        // As after a failed write: the file is closed, and reopened by the
+        // next write (here a new file: the old one was moved away).
+        let old = dir.path().join("audit.log.1");
+        std::fs::rename(&path, &old).unwrap();
+        c.file = None;
+        assert!(c.write_entries(unwaited(1)).0);
+        c.close();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.lines().next().unwrap().contains("\"continue\""), "{text}");
+        assert_eq!(
+            verify(&key, &[&old, &path]).into_iter().filter(|f| f.severity == vault_audit::Severity::Tampered).count(),
+            0
+        );
+        assert_eq!(verify(&key, &[&path]), vec![]);
     }
 
     /// Wait for the thread of a dropped handle to write its `close`.
