@@ -412,6 +412,102 @@ async fn fail_closed_nothing_runs_unrecorded() {
 }
 
 #[tokio::test]
+async fn fail_closed_on_an_unwritable_file() {
+    let store = Store::new(Backend::Sqlite);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("audit.log");
+    let srv = ServerProc::start(&store, &[]);
+    let (_, _, rc) = srv.kv2_ready().await;
+    assert_eq!(rc.post("secret/data/app", json!({"data": {"v": "one"}})).await.0, 200);
+    assert_eq!(enable(&rc, "file", &file, json!({})).await.0, 204);
+    // The file replaced by something that cannot be written (a directory):
+    // the writer sees the path changed, cannot reopen it, refuses.
+    let moved = dir.path().join("audit.log.old");
+    std::fs::rename(&file, &moved).unwrap();
+    std::fs::create_dir(&file).unwrap();
+    let (s, v) = rc.post("secret/data/app", json!({"data": {"v": "two"}})).await;
+    assert_eq!(s, 500, "{v}");
+    assert!(v["errors"][0].as_str().unwrap().contains("no audit device could record the request"), "{v}");
+    // Usable again: a new file, starting with a signed `continue`; the
+    // refused write never happened.
+    std::fs::remove_dir(&file).unwrap();
+    let (s, v) = rc.get("secret/data/app").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["metadata"]["version"], 1);
+    let key = public_key(&rc, "file").await;
+    assert!(srv.terminate().success());
+    assert_eq!(lines(&file)[0]["checkpoint"]["reason"], "continue");
+    assert_eq!(lines(&moved).last().unwrap()["checkpoint"]["reason"], "rotate");
+    let (m, f) = (moved.to_str().unwrap(), file.to_str().unwrap());
+    let (code, out, err) = verify(&[m, f, "--public-key", &key, "--closed"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+#[tokio::test]
+async fn cuts_are_found_against_the_servers_chain_head() {
+    let store = Store::new(Backend::Sqlite);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("audit.log");
+    let f = file.to_str().unwrap().to_string();
+    let srv = ServerProc::start(&store, &[]);
+    let (keys, root, rc) = srv.kv2_ready().await;
+    assert_eq!(enable(&rc, "file", &file, json!({"checkpoint_entries": "1000"})).await.0, 204);
+    let key = public_key(&rc, "file").await;
+    for i in 0..3 {
+        assert_eq!(rc.post(&format!("secret/data/a{i}"), json!({"data": {"v": i}})).await.0, 200);
+    }
+    // Stopped: cut back to an earlier signed `close`. The restarted server
+    // continues from the head it closed at, so the gap shows.
+    assert!(srv.terminate().success());
+    let first_close = std::fs::metadata(&file).unwrap().len();
+    let srv = ServerProc::start(&store, &[]);
+    srv.client().unseal(&keys).await;
+    let rc = srv.client().with_token(&root);
+    assert_eq!(rc.post("secret/data/b", json!({"data": {"v": 1}})).await.0, 200);
+    assert!(srv.terminate().success());
+    assert_eq!(verify(&[&f, "--public-key", &key, "--closed"], &[]).0, 0);
+    std::fs::OpenOptions::new().write(true).open(&file).unwrap().set_len(first_close).unwrap();
+    assert_eq!(verify(&[&f, "--public-key", &key, "--closed"], &[]).0, 0, "a cut back to a close looks whole");
+    let srv = ServerProc::start(&store, &[]);
+    srv.client().unseal(&keys).await;
+    let rc = srv.client().with_token(&root);
+    assert_eq!(rc.post("secret/data/c", json!({"data": {"v": 1}})).await.0, 200);
+    assert!(srv.log_text().contains("does not end where this server closed its chain"));
+    assert!(srv.terminate().success());
+    let (code, out, err) = verify(&[&f, "--public-key", &key, "--closed"], &[]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("missing"), "{err}");
+    // A live file (another device, as the first one now shows a gap).
+    let srv = ServerProc::start(&store, &[]);
+    srv.client().unseal(&keys).await;
+    let rc = srv.client().with_token(&root);
+    let live = dir.path().join("live.log");
+    let l = live.to_str().unwrap().to_string();
+    assert_eq!(enable(&rc, "live", &live, json!({"checkpoint_entries": "1000"})).await.0, 204);
+    let live_key = public_key(&rc, "live").await;
+    for i in 0..3 {
+        assert_eq!(rc.post(&format!("secret/data/l{i}"), json!({"data": {"v": i}})).await.0, 200);
+    }
+    let addr = srv.url();
+    let env = [("VAULT_ADDR", addr.as_str()), ("VAULT_TOKEN", root.as_str())];
+    // Live: the unsigned tail vouched for by the server's head...
+    let (code, out, err) = verify(&[&l, "--device", "live"], &env);
+    assert_eq!(code, 0, "{out}{err}");
+    // ...and a cut of it found (without --device it is only a note; with it,
+    // the cut shows against the head, and the request reading the head is
+    // itself recorded after the cut, breaking the chain). The writer does
+    // not notice a truncation (same file).
+    let text = std::fs::read_to_string(&live).unwrap();
+    let keep: Vec<&str> = text.lines().collect();
+    let cut = format!("{}\n", keep[..keep.len() - 3].join("\n"));
+    std::fs::write(&live, &cut).unwrap();
+    assert_eq!(verify(&[&l, "--public-key", &live_key], &[]).0, 0);
+    let (code, out, err) = verify(&[&l, "--device", "live"], &env);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("were cut") || err.contains("missing"), "{err}");
+}
+
+#[tokio::test]
 async fn rotation_and_restarts_continue_the_chain() {
     let store = Store::new(Backend::Sqlite);
     let dir = tempfile::tempdir().unwrap();

@@ -67,10 +67,24 @@ struct Chain {
     checkpoint: Option<(u64, Place, Reason)>,
 }
 
+/// A chain head a server reports (its last line written): the files must
+/// reach it with that very line.
+#[derive(Debug)]
+struct Expected {
+    node: String,
+    seq: u64,
+    hash: [u8; 32],
+    /// The line at `seq` of that chain, once read: (its place, whether it matches).
+    found: Option<(Place, bool)>,
+}
+
 /// Checks a log, line by line, against a device's public key.
 #[derive(Debug)]
 pub struct Verifier {
     key: VerifyingKey,
+    expected: Option<Expected>,
+    /// The last file given (where an end-of-input finding is reported).
+    last_file: String,
     chains: HashMap<String, Chain>,
     /// Chain ids in the order they first appeared (stable reports).
     order: Vec<String>,
@@ -82,7 +96,24 @@ pub struct Verifier {
 impl Verifier {
     /// A verifier for the device whose public key is `key`.
     pub fn new(key: VerifyingKey) -> Self {
-        Self { key, chains: HashMap::new(), order: Vec::new(), findings: Vec::new(), entries: 0, checkpoints: 0 }
+        Self {
+            key,
+            expected: None,
+            last_file: String::new(),
+            chains: HashMap::new(),
+            order: Vec::new(),
+            findings: Vec::new(),
+            entries: 0,
+            checkpoints: 0,
+        }
+    }
+
+    /// The head of the chain the server writes now (`GET sys/audit`, read
+    /// before the files): the files must hold that line, so a cut of a live
+    /// file's unsigned tail, or a live file left out, emptied or replaced,
+    /// is found. Lines up to it count as vouched for by the server.
+    pub fn expect_head(&mut self, node: &str, seq: u64, hash: [u8; 32]) {
+        self.expected = Some(Expected { node: node.to_string(), seq, hash, found: None });
     }
 
     fn find(&mut self, severity: Severity, at: &Place, message: String) {
@@ -93,6 +124,9 @@ impl Verifier {
     /// line that had no newline: a write cut short, or a file cut mid-line.
     pub fn line(&mut self, file: &str, line: usize, bytes: &[u8], complete: bool) {
         let at = Place { file: file.to_string(), line };
+        if self.last_file != file {
+            self.last_file = file.to_string();
+        }
         if !complete {
             self.find(Severity::Tampered, &at, "the file ends in the middle of a line (cut or partly written)".into());
             return;
@@ -105,6 +139,13 @@ impl Verifier {
             }
         };
         self.entries += 1;
+        if let Some(e) = &mut self.expected
+            && e.node == p.link.node
+            && e.seq == p.link.seq
+            && e.found.is_none()
+        {
+            e.found = Some((at.clone(), e.hash == p.hash));
+        }
         let node = p.link.node.clone();
         if let Some(c) = self.chains.get(&node) {
             let (expect_seq, expect_prev, prev_at) = (c.seq.saturating_add(1), c.hash, c.at.clone());
@@ -218,8 +259,44 @@ impl Verifier {
     /// chain must end with its `close` or `rotate` checkpoint, and anything
     /// else is a cut.
     pub fn finish(mut self, require_closed: bool) -> Vec<Finding> {
+        // The server's head: its line must be in the files, as written.
+        let mut vouched = None;
+        if let Some(e) = self.expected.take() {
+            let end = Place { file: self.last_file.clone(), line: 0 };
+            let problem = match (&e.found, self.chains.get(&e.node)) {
+                (Some((_, true)), _) => {
+                    vouched = Some((e.node.clone(), e.seq));
+                    None
+                }
+                (Some((at, false)), _) => Some((
+                    at.clone(),
+                    format!("chain {}: entry {} is not the line the server wrote (its hash differs)", e.node, e.seq),
+                )),
+                (None, Some(c)) => Some((
+                    c.at.clone(),
+                    format!(
+                        "chain {} ends at entry {} but the server has written up to entry {}: the lines after it were cut",
+                        e.node, c.seq, e.seq
+                    ),
+                )),
+                (None, None) => Some((
+                    end,
+                    format!(
+                        "the chain the server writes ({}, at entry {}) is in none of the files given: its live file is missing, emptied or replaced (give every file of the device, the live one last)",
+                        e.node, e.seq
+                    ),
+                )),
+            };
+            if let Some((at, message)) = problem {
+                self.find(Severity::Tampered, &at, message);
+            }
+        }
         for node in std::mem::take(&mut self.order) {
             let Some(c) = self.chains.get(&node) else { continue };
+            // Lines up to the head the server reported are vouched for by it.
+            if !require_closed && vouched.as_ref().is_some_and(|(n, seq)| *n == node && c.seq <= *seq) {
+                continue;
+            }
             let ended = matches!(&c.checkpoint, Some((seq, _, Reason::Close | Reason::Rotate)) if *seq == c.seq);
             let last = c.at.clone();
             let message = match &c.checkpoint {
@@ -496,5 +573,37 @@ mod tests {
         let line = chain_line(br#"{"type":"request"}"#, &link);
         let t = check(&key, &[line], false);
         assert!(tampered(&t)[0].1.contains("open"));
+    }
+
+    #[test]
+    fn the_head_a_server_reports_must_be_in_the_files() {
+        let key = SigningKey::from_bytes(&[1; 32]);
+        // A live log: no close, 2 entries after the last checkpoint.
+        let mut lines = log(&key, 8, 3);
+        lines.pop();
+        let head = parse_line(lines.last().unwrap()).unwrap();
+        let run = |lines: &[Vec<u8>], head: &crate::Parsed| {
+            let mut v = Verifier::new(key.verifying_key());
+            v.expect_head(&head.link.node, head.link.seq, head.hash);
+            let mut content = lines.join(&b"\n"[..]);
+            if !content.is_empty() {
+                content.push(b'\n');
+            }
+            v.file("live.log", &content);
+            v.finish(false)
+        };
+        // Intact: nothing to say (the unsigned tail is vouched for by the server).
+        assert_eq!(run(&lines, &head), vec![]);
+        assert_eq!(check(&key, &lines, false).len(), 1, "without the head: a note on the unsigned tail");
+        // The unsigned tail cut: found.
+        let t = run(&lines[..lines.len() - 2], &head);
+        assert!(tampered(&t).iter().any(|(_, m)| m.contains("were cut")), "{t:?}");
+        // The head line changed (its chain still consistent up to it).
+        let mut other = head.clone();
+        other.hash = [0; 32];
+        assert!(tampered(&run(&lines, &other)).iter().any(|(_, m)| m.contains("not the line the server wrote")));
+        // The live file left out or emptied.
+        let t = run(&[], &head);
+        assert!(tampered(&t).iter().any(|(_, m)| m.contains("none of the files")), "{t:?}");
     }
 }

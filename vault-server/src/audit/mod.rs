@@ -14,6 +14,7 @@
 //! memory on seal (writer threads end, their keys zeroized on drop).
 
 mod entry;
+mod heads;
 pub mod table;
 mod writer;
 
@@ -91,11 +92,11 @@ struct Device {
 }
 
 impl Device {
-    fn start(r: &table::Record, response_failures: Arc<AtomicU64>) -> Arc<Device> {
+    fn start(r: &table::Record, closed: &[writer::Head], response_failures: Arc<AtomicU64>) -> Arc<Device> {
         let signing = SigningKey::from_bytes(&r.signing_seed);
         let public_key = signing.verifying_key();
         let name = format!("audit-{}", r.path.trim_end_matches('/'));
-        let writer = writer::Handle::start(name, r.options.clone(), signing, response_failures)
+        let writer = writer::Handle::start(name, r.options.clone(), signing, closed, response_failures)
             .inspect_err(|e| tracing::error!(error = %e, "cannot start the audit writer thread"))
             .ok();
         Arc::new(Device {
@@ -123,15 +124,25 @@ impl Device {
         self.writer.as_ref().is_some_and(|w| w.queue(body))
     }
 
-    /// Sign off and stop the writer (waits for the `close` checkpoint).
-    async fn close(&self) {
-        if let Some(w) = &self.writer {
-            w.close(RECORD_TIMEOUT).await;
+    /// Sign off and stop the writer (waits for the `close` checkpoint);
+    /// the chain's head at its `close`.
+    async fn close(&self) -> Option<writer::Head> {
+        match &self.writer {
+            Some(w) => w.close(RECORD_TIMEOUT).await,
+            None => None,
         }
     }
 
     fn listing(&self) -> Value {
+        // This server's chain head: `vaultctl audit verify --device` checks
+        // that the files reach it (a cut of a live file's unsigned tail).
+        let chain = self
+            .writer
+            .as_ref()
+            .and_then(writer::Handle::head)
+            .map(|h| serde_json::json!({"node": h.node, "seq": h.seq, "hash": hex::encode(h.hash)}));
         serde_json::json!({
+            "chain": chain,
             "type": self.kind,
             "description": self.description,
             "options": self.options.to_map(),
@@ -230,24 +241,32 @@ impl Broker {
         for r in &records {
             match old.devices.iter().find(|d| d.uuid == r.uuid) {
                 Some(d) => devices.push(d.clone()),
-                None => devices.push(Device::start(r, self.response_failures.clone())),
+                None => {
+                    let closed = heads::read(barrier, u, &r.uuid).await;
+                    devices.push(Device::start(r, &closed, self.response_failures.clone()));
+                }
             }
         }
         let gone: Vec<_> = old.devices.iter().filter(|d| !records.iter().any(|r| r.uuid == d.uuid)).cloned().collect();
         self.install(Installed { rev, devices });
         for d in gone {
             d.close().await;
+            heads::forget(barrier, u, &d.uuid).await;
         }
         Ok(())
     }
 
-    /// Sign off every device and stop (before a seal or shutdown). Requests
-    /// still arriving are refused until the seal completes ([`Broker::clear`]).
-    pub async fn close(&self) {
+    /// Sign off every device and stop (before a seal or shutdown), keeping
+    /// each chain's closing head in the barrier (a restarted server checks
+    /// its file against it). Requests still arriving are refused until the
+    /// seal completes ([`Broker::clear`]).
+    pub async fn close(&self, barrier: &Barrier, u: Option<&Unsealed>) {
         let _one = self.loading.lock().await;
         let old = self.current();
         for d in &old.devices {
-            d.close().await;
+            if let (Some(head), Some(u)) = (d.close().await, u) {
+                heads::keep(barrier, u, &d.uuid, &head).await;
+            }
         }
     }
 

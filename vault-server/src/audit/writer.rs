@@ -25,7 +25,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -60,6 +60,17 @@ const FSYNC_EVERY: Duration = Duration::from_secs(1);
 const POLL: Duration = Duration::from_secs(1);
 /// Bytes read back from the end of the file to find the last entry.
 const TAIL_BYTES: u64 = 256 * 1024;
+
+/// A chain's last line as this server wrote it: what `GET sys/audit` shows
+/// (so `vaultctl audit verify --device` finds a cut of a live file) and
+/// what the barrier keeps when a writer signs off (so a restarted server
+/// finds a file cut back to an earlier `close`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub node: String,
+    pub seq: u64,
+    pub hash: [u8; 32],
+}
 
 /// Who answers for an entry.
 enum Waiter {
@@ -103,6 +114,13 @@ struct Chain {
     key: SigningKey,
     /// Shared with the thread's flushes (an `fdatasync` needs no lock).
     file: Option<Arc<File>>,
+    /// (device, inode) of `file`: a path that names another file now (moved
+    /// by log rotation without SIGHUP, deleted, replaced) is reopened.
+    file_id: Option<(u64, u64)>,
+    /// Inside [`Chain::rotate`] (its checkpoint goes to the old file).
+    rotating: bool,
+    /// The head after the last `close` written (None if it failed).
+    closed_at: Option<Head>,
     link: Link,
     /// The checkpoint to write before the next line: `open` for a new chain,
     /// `continue` when the chain goes on in a file where it does not begin
@@ -204,6 +222,10 @@ pub fn is_audit_log(f: &mut File) -> bool {
     body.rsplit(|b| *b == b'\n').next().is_some_and(|l| vault_audit::parse_line(l).is_ok())
 }
 
+fn file_id(f: &File) -> Option<(u64, u64)> {
+    f.metadata().ok().map(|m| (m.dev(), m.ino()))
+}
+
 fn read_tail(f: &mut File, len: u64) -> Option<Vec<u8>> {
     f.seek(SeekFrom::Start(len.saturating_sub(TAIL_BYTES))).ok()?;
     let mut tail = Vec::new();
@@ -213,11 +235,14 @@ fn read_tail(f: &mut File, len: u64) -> Option<Vec<u8>> {
 
 impl Handle {
     /// Start a writer for `opts` (resuming the chain the file ends with if it
-    /// ends with this device's valid `close` checkpoint) and its thread.
+    /// ends with this device's valid `close` checkpoint; continuing from the
+    /// head in `closed` instead if this server closed that chain later) and
+    /// its thread.
     pub fn start(
         name: String,
         opts: Options,
         key: SigningKey,
+        closed: &[Head],
         unwaited_failures: Arc<AtomicU64>,
     ) -> std::io::Result<Handle> {
         let fsync = opts.fsync;
@@ -229,7 +254,7 @@ impl Handle {
                 closed: false,
             }),
             turn: Condvar::new(),
-            chain: Mutex::new(Chain::new(opts, key)),
+            chain: Mutex::new(Chain::new(opts, key, closed)),
             fsync,
             unwaited_failures,
         });
@@ -374,11 +399,22 @@ impl Handle {
     }
 
     /// Sign off and stop the thread (waits for the `close` checkpoint).
-    pub async fn close(&self, timeout: Duration) {
+    /// The chain's head at its `close`, if that was written.
+    pub async fn close(&self, timeout: Duration) -> Option<Head> {
         let (ack, done) = oneshot::channel();
-        if self.tx.send(Msg::Close(ack)).is_ok() {
-            let _ = tokio::time::timeout(timeout, done).await;
+        if self.tx.send(Msg::Close(ack)).is_err() {
+            return None;
         }
+        match tokio::time::timeout(timeout, done).await {
+            // (Not after a timeout: the thread may be stuck in a write holding the chain.)
+            Ok(Ok(())) => lock(&self.shared.chain).closed_at.clone(),
+            _ => None,
+        }
+    }
+
+    /// The chain's last line written so far.
+    pub fn head(&self) -> Option<Head> {
+        lock(&self.shared.chain).head()
     }
 
     /// SIGHUP: reopen the file (after log rotation).
@@ -532,11 +568,14 @@ fn timers(shared: &Shared) {
 }
 
 impl Chain {
-    fn new(opts: Options, key: SigningKey) -> Chain {
+    fn new(opts: Options, key: SigningKey, closed: &[Head]) -> Chain {
         let mut c = Chain {
             opts,
             key,
             file: None,
+            file_id: None,
+            rotating: false,
+            closed_at: None,
             link: Link { node: new_node(), seq: 0, prev: GENESIS },
             needs_start: Some(Reason::Open),
             since_checkpoint: 0,
@@ -548,20 +587,59 @@ impl Chain {
             match open(&path, c.opts.mode) {
                 Ok(mut f) => {
                     if let Some(link) = resumable(&mut f, &c.key) {
-                        tracing::info!(file = %path.display(), node = %link.node, seq = link.seq, "audit chain resumed");
-                        // The chain goes on in the file that holds it (its
-                        // `close` is the file's last line): no `continue`, so
-                        // a cut of the file's head back to this point is
-                        // still found.
-                        c.link = link;
-                        c.needs_start = None;
+                        let known = closed.iter().find(|h| h.node == link.node);
+                        let at = link.seq.saturating_sub(1);
+                        match known {
+                            // This server closed the chain later than the
+                            // file ends: the file was cut back to an earlier
+                            // `close` (or replaced by an older copy). The
+                            // chain goes on from where it really ended, so
+                            // the verifier reports the missing entries.
+                            Some(k) if k.seq > at || (k.seq == at && k.hash != link.prev) => {
+                                tracing::error!(
+                                    file = %path.display(), node = %link.node, file_ends_at = at, closed_at = k.seq,
+                                    "the audit file does not end where this server closed its chain: it was cut back or replaced by an older copy; the chain continues from where it was closed, so the gap shows"
+                                );
+                                c.link = Link { node: k.node.clone(), seq: k.seq.saturating_add(1), prev: k.hash };
+                                c.needs_start = Some(Reason::Continue);
+                            }
+                            _ => {
+                                tracing::info!(file = %path.display(), node = %link.node, seq = link.seq, "audit chain resumed");
+                                // The chain goes on in the file that holds it
+                                // (its `close` is the file's last line): no
+                                // `continue`, so a cut of the file's head
+                                // back to this point is still found.
+                                c.link = link;
+                                c.needs_start = None;
+                            }
+                        }
                     }
+                    c.file_id = file_id(&f);
                     c.file = Some(Arc::new(f));
                 }
                 Err(e) => tracing::error!(file = %path.display(), error = %e, "cannot open the audit file"),
             }
         }
         c
+    }
+
+    /// The chain's last line (None before its first).
+    fn head(&self) -> Option<Head> {
+        (self.link.seq > 0).then(|| Head { node: self.link.node.clone(), seq: self.link.seq - 1, hash: self.link.prev })
+    }
+
+    /// Whether the path names another file than the one open (or none).
+    fn moved(&self) -> bool {
+        let (Sink::File(path), Some(id)) = (&self.opts.sink, self.file_id) else { return false };
+        std::fs::metadata(path).map_or(true, |m| (m.dev(), m.ino()) != id)
+    }
+
+    /// Open the path as the chain's file.
+    fn open_path(&mut self, path: &Path) -> std::io::Result<()> {
+        let f = open(path, self.opts.mode)?;
+        self.file_id = file_id(&f);
+        self.file = Some(Arc::new(f));
+        Ok(())
     }
 
     /// How long until a checkpoint or a flush may be due.
@@ -637,6 +715,14 @@ impl Chain {
     /// failed write closed it; it is reopened and may be a new file): its
     /// first line there is a `continue` checkpoint.
     fn prepare(&mut self) {
+        // One `stat` per round: entries are never appended to a file that
+        // was deleted or moved away (it is signed off and the path reopened).
+        if !self.rotating && self.file.is_some() && self.moved() {
+            if let Sink::File(path) = &self.opts.sink {
+                tracing::warn!(file = %path.display(), "the audit file was moved, replaced or removed: signing off the old file and reopening the path");
+            }
+            self.rotate();
+        }
         if self.file.is_none() && self.needs_start.is_none() && matches!(self.opts.sink, Sink::File(_)) {
             self.needs_start = Some(Reason::Continue);
         }
@@ -691,7 +777,7 @@ impl Chain {
 
     fn write_file(&mut self, path: &Path, buf: &[u8]) -> std::io::Result<()> {
         if self.file.is_none() {
-            self.file = Some(Arc::new(open(path, self.opts.mode)?));
+            self.open_path(path)?;
         }
         let Some(f) = self.file.as_deref() else { return Err(std::io::Error::other("audit file not open")) };
         let before = f.metadata().map(|m| m.len()).ok();
@@ -718,6 +804,7 @@ impl Chain {
     /// is a signed `continue` checkpoint (written with the next line).
     fn rotate(&mut self) {
         let Sink::File(path) = self.opts.sink.clone() else { return };
+        self.rotating = true;
         // A chain not written yet has nothing to sign off. One pending its
         // `continue` (nothing written since the last rotation) writes it
         // first: the file it leaves holds `continue` and `rotate`.
@@ -726,22 +813,22 @@ impl Chain {
             self.needs_start = Some(Reason::Continue);
         }
         self.sync();
-        self.file = match open(&path, self.opts.mode) {
-            Ok(f) => Some(Arc::new(f)),
-            Err(e) => {
-                tracing::error!(file = %path.display(), error = %e, "cannot reopen the audit file");
-                None
-            }
-        };
+        self.file = None;
+        self.file_id = None;
+        if let Err(e) = self.open_path(&path) {
+            tracing::error!(file = %path.display(), error = %e, "cannot reopen the audit file");
+        }
+        self.rotating = false;
     }
 
     /// Sign off the chain (`close`) and flush.
     fn close(&mut self) {
-        if self.needs_start != Some(Reason::Open) {
-            let _ = self.write_checkpoint(Reason::Close);
+        if self.needs_start != Some(Reason::Open) && self.write_checkpoint(Reason::Close) {
+            self.closed_at = self.head();
         }
         self.sync();
         self.file = None;
+        self.file_id = None;
     }
 }
 
@@ -781,7 +868,7 @@ mod tests {
     }
 
     fn start(path: &Path, entries: u64, key: &SigningKey, failures: Arc<AtomicU64>) -> Handle {
-        Handle::start("audit-test".into(), opts(path, entries), key.clone(), failures).unwrap()
+        Handle::start("audit-test".into(), opts(path, entries), key.clone(), &[], failures).unwrap()
     }
 
     const T: Duration = Duration::from_secs(10);
@@ -846,8 +933,8 @@ mod tests {
             .collect();
         assert_eq!(nodes.len(), 1, "one chain across the restart");
         // Another key's close is not resumed (a new chain starts).
-        assert_eq!(Chain::new(opts(&path, 4), SigningKey::from_bytes(&[4; 32])).needs_start, Some(Reason::Open));
-        assert_eq!(Chain::new(opts(&path, 4), key).needs_start, None);
+        assert_eq!(Chain::new(opts(&path, 4), SigningKey::from_bytes(&[4; 32]), &[]).needs_start, Some(Reason::Open));
+        assert_eq!(Chain::new(opts(&path, 4), key, &[]).needs_start, None);
     }
 
     #[test]
@@ -855,7 +942,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
         let key = SigningKey::from_bytes(&[6; 32]);
-        let mut c = Chain::new(opts(&path, 100), key.clone());
+        let mut c = Chain::new(opts(&path, 100), key.clone(), &[]);
         let unwaited = |i| vec![Queued { body: body(i), waiter: Waiter::Unwaited }];
         assert!(c.write_entries(unwaited(0)).0);
         // As after a failed write: the file is closed, and reopened by the
@@ -872,6 +959,79 @@ mod tests {
             0
         );
         assert_eq!(verify(&key, &[&path]), vec![]);
+    }
+
+    #[tokio::test]
+    async fn a_file_moved_or_removed_under_the_writer_is_signed_off_and_reopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let key = SigningKey::from_bytes(&[8; 32]);
+        let h = start(&path, 100, &key, Default::default());
+        assert!(h.record(body(0), T).await);
+        // Rotated without SIGHUP: the old file ends with `rotate`, the new one
+        // starts with `continue`, and the two verify as one chain.
+        let old = dir.path().join("audit.log.1");
+        std::fs::rename(&path, &old).unwrap();
+        assert!(h.record(body(1), T).await);
+        assert!(path.exists(), "the path was reopened");
+        assert!(std::fs::read_to_string(&old).unwrap().lines().last().unwrap().contains("\"rotate\""));
+        // Removed: entries go to a new file, not to the deleted one.
+        std::fs::remove_file(&path).unwrap();
+        assert!(h.record(body(2), T).await);
+        assert!(std::fs::read_to_string(&path).unwrap().contains("\"n\":2"));
+        // Replaced by a directory (unwritable): refused, then written again
+        // once the path is usable.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        assert!(!h.record(body(3), T).await, "nothing can be written: refused");
+        std::fs::remove_dir(&path).unwrap();
+        assert!(h.record(body(4), T).await);
+        let head = h.close(T).await.unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.lines().next().unwrap().contains("\"continue\""), "{text}");
+        assert!(!text.contains("\"n\":3"));
+        let last = vault_audit::parse_line(text.lines().last().unwrap().as_bytes()).unwrap();
+        assert_eq!((last.link.seq, last.hash), (head.seq, head.hash));
+        assert_eq!(verify(&key, &[&path]), vec![]);
+        let f = verify(&key, &[&old]);
+        assert_eq!(f, vec![], "{f:?}");
+    }
+
+    #[tokio::test]
+    async fn a_file_cut_back_to_an_earlier_close_is_not_resumed_from_the_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let key = SigningKey::from_bytes(&[9; 32]);
+        let h = start(&path, 100, &key, Default::default());
+        assert!(h.record(body(0), T).await);
+        let first = h.close(T).await.unwrap();
+        let cut_len = std::fs::metadata(&path).unwrap().len();
+        // A restart resumes the chain; it is closed again later.
+        let h =
+            Handle::start("t".into(), opts(&path, 100), key.clone(), std::slice::from_ref(&first), Default::default())
+                .unwrap();
+        assert!(h.record(body(1), T).await);
+        assert_eq!(h.head().unwrap().node, first.node, "resumed");
+        let second = h.close(T).await.unwrap();
+        assert_eq!(verify(&key, &[&path]), vec![]);
+        // Cut back to the first close while the server is stopped: a signed
+        // close ends the file, and alone it verifies.
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(cut_len).unwrap();
+        assert_eq!(verify(&key, &[&path]), vec![]);
+        // The server knows where it closed the chain: it does not resume from
+        // the cut but from its own head, and the gap shows.
+        let h =
+            Handle::start("t".into(), opts(&path, 100), key.clone(), std::slice::from_ref(&second), Default::default())
+                .unwrap();
+        assert!(h.record(body(2), T).await);
+        h.close(T).await.unwrap();
+        let f = verify(&key, &[&path]);
+        assert!(
+            f.iter().any(|f| f.severity == vault_audit::Severity::Tampered && f.message.contains("missing")),
+            "{f:?}"
+        );
+        // An intact file with the same head resumes as usual.
+        assert_eq!(Chain::new(opts(&path, 4), key.clone(), &[]).needs_start, None);
     }
 
     /// Wait for the thread of a dropped handle to write its `close`.
@@ -895,7 +1055,7 @@ mod tests {
         m.insert("file_path".into(), path.display().to_string().into());
         m.insert("fsync".into(), "batch".into());
         m.insert("checkpoint_interval".into(), "1s".into());
-        let h = Handle::start("t".into(), Options::parse(&m).unwrap(), key.clone(), Default::default()).unwrap();
+        let h = Handle::start("t".into(), Options::parse(&m).unwrap(), key.clone(), &[], Default::default()).unwrap();
         assert!(h.record(body(0), T).await);
         assert!(h.queue(body(1)));
         tokio::time::sleep(Duration::from_millis(2500)).await;

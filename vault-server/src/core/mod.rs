@@ -683,13 +683,14 @@ impl Core {
     /// keys they hold; new ones get `Sealed`.
     pub async fn seal(&self) {
         let _t = self.transition.lock().await;
-        if let Ok(u) = self.unsealed()
-            && let Err(e) = self.barrier.flush_usage(&u).await
+        let u = self.unsealed().ok();
+        if let Some(u) = &u
+            && let Err(e) = self.barrier.flush_usage(u).await
         {
             tracing::warn!(error = %e, "could not record key usage before sealing");
         }
         // Sign off the audit chains while the keys are still here.
-        self.audit.close().await;
+        self.audit.close(&self.barrier, u.as_ref()).await;
         self.seal_now();
     }
 

@@ -49,7 +49,9 @@ pub(crate) struct VerifyArgs {
     /// The device's public key (base64, from `vaultctl audit list`).
     #[arg(long, conflicts_with = "device")]
     public_key: Option<String>,
-    /// Fetch the public key of this device from the server (needs a token with sudo on sys/audit).
+    /// Fetch the public key of this device from the server (needs a token
+    /// with sudo on sys/audit), and the head of the chain it writes: the
+    /// files (the live one last) must reach it, so a cut of the live file is found.
     #[arg(long)]
     device: Option<String>,
     /// The files are complete (no server writes them any more): every chain
@@ -112,29 +114,53 @@ fn unchecked(msg: &str) -> ExitCode {
     ExitCode::from(UNCHECKED)
 }
 
-async fn public_key(a: &VerifyArgs, env: &Env) -> anyhow::Result<vault_audit::VerifyingKey> {
-    let text = match (&a.public_key, &a.device) {
-        (Some(k), _) => k.clone(),
+/// The chain head a server reports for a device: (node, seq, hash).
+type Head = (String, u64, [u8; 32]);
+
+/// The device's public key, and with `--device` the head of the chain the
+/// server writes (read before the files, which then reach at least that far).
+async fn public_key(a: &VerifyArgs, env: &Env) -> anyhow::Result<(vault_audit::VerifyingKey, Option<Head>)> {
+    let (text, head) = match (&a.public_key, &a.device) {
+        (Some(k), _) => (k.clone(), None),
         (None, Some(d)) => {
             let v = env.client()?.logical().read("sys/audit").await?.unwrap_or(Value::Null);
             let path = format!("{}/", d.trim_matches('/'));
-            v.pointer(&format!("/data/{}", path.replace('~', "~0").replace('/', "~1")))
-                .and_then(|d| d.get("public_key"))
+            let device = v
+                .pointer(&format!("/data/{}", path.replace('~', "~0").replace('/', "~1")))
+                .with_context(|| format!("no audit device at {path} on the server"))?;
+            let key = device
+                .get("public_key")
                 .and_then(Value::as_str)
-                .with_context(|| format!("no audit device at {path} on the server"))?
-                .to_string()
+                .with_context(|| format!("the server gave no public key for {path}"))?;
+            let head = device.get("chain").filter(|c| !c.is_null()).map(|c| {
+                let node = c.get("node").and_then(Value::as_str);
+                let seq = c.get("seq").and_then(Value::as_u64);
+                let hash = c
+                    .get("hash")
+                    .and_then(Value::as_str)
+                    .and_then(|h| hex::decode(h).ok())
+                    .and_then(|h| <[u8; 32]>::try_from(h.as_slice()).ok());
+                match (node, seq, hash) {
+                    (Some(n), Some(s), Some(h)) => Ok((n.to_string(), s, h)),
+                    _ => Err(anyhow::anyhow!("the server gave a malformed chain head for {path}")),
+                }
+            });
+            (key.to_string(), head.transpose()?)
         }
         (None, None) => anyhow::bail!("give the device's key: --public-key KEY or --device PATH"),
     };
-    Ok(vault_audit::decode_public_key(&text)?)
+    Ok((vault_audit::decode_public_key(&text)?, head))
 }
 
 async fn verify(a: VerifyArgs, env: &Env) -> ExitCode {
-    let key = match public_key(&a, env).await {
+    let (key, head) = match public_key(&a, env).await {
         Ok(k) => k,
         Err(e) => return unchecked(&format!("{e:#}")),
     };
     let mut v = vault_audit::Verifier::new(key);
+    if let Some((node, seq, hash)) = &head {
+        v.expect_head(node, *seq, *hash);
+    }
     for name in &a.files {
         let f = match std::fs::File::open(name) {
             Ok(f) => f,
