@@ -357,14 +357,18 @@ async fn a_disable_cut_short_leaves_no_usable_token() {
     pause.release();
     let active = core.active().unwrap();
     let id = active.tokens.id_of(&login.client_token);
-    for _ in 0..200 {
-        if !active.tokens.alive(&core.barrier, &id).await.unwrap() {
+    let child_id = active.tokens.id_of(&child.client_token);
+    // The tree is revoked parent first, then children (one write each):
+    // wait for the whole clean-up, not just its first step.
+    for _ in 0..500 {
+        if !active.tokens.alive(&core.barrier, &id).await.unwrap()
+            && !active.tokens.alive(&core.barrier, &child_id).await.unwrap()
+        {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     assert!(!active.tokens.alive(&core.barrier, &id).await.unwrap(), "the method's token was revoked");
-    let child_id = active.tokens.id_of(&child.client_token);
     assert!(!active.tokens.alive(&core.barrier, &child_id).await.unwrap(), "and its child");
 }
 
