@@ -22,6 +22,24 @@ struct Record {
     hash: String,
     /// Unix seconds when the chain was closed (the oldest are dropped).
     time: i64,
+    /// The file and the host it was written on: a server whose file is new
+    /// or empty at start goes on with its own last chain for that path.
+    #[serde(default)]
+    file: String,
+    #[serde(default)]
+    host: String,
+}
+
+/// This host's name (several servers on one storage tell their chains apart).
+fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
+}
+
+/// The closing heads known for a device, and the newest one this host
+/// closed for `file`.
+pub struct Known {
+    pub all: Vec<Head>,
+    pub mine: Option<Head>,
 }
 
 fn dir(uuid: &str) -> String {
@@ -41,27 +59,41 @@ async fn all(barrier: &Barrier, u: &Unsealed, uuid: &str) -> Result<Vec<(String,
     Ok(out)
 }
 
-/// The closing heads known for a device.
-pub async fn read(barrier: &Barrier, u: &Unsealed, uuid: &str) -> Vec<Head> {
-    match all(barrier, u, uuid).await {
-        Ok(records) => records
-            .into_iter()
-            .filter_map(|(node, r)| {
-                let hash = hex::decode(&r.hash).ok()?.try_into().ok()?;
-                Some(Head { node, seq: r.seq, hash })
-            })
-            .collect(),
+/// The closing heads known for a device (written to `file`, if a file).
+pub async fn read(barrier: &Barrier, u: &Unsealed, uuid: &str, file: Option<&str>) -> Known {
+    let records = match all(barrier, u, uuid).await {
+        Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the audit chain heads: a file cut back while stopped would go unnoticed");
-            Vec::new()
+            return Known { all: Vec::new(), mine: None };
         }
+    };
+    let host = host();
+    let mut mine: Option<(i64, Head)> = None;
+    let mut all = Vec::new();
+    for (node, r) in records {
+        let Some(hash) = hex::decode(&r.hash).ok().and_then(|h| <[u8; 32]>::try_from(h.as_slice()).ok()) else {
+            continue;
+        };
+        let head = Head { node, seq: r.seq, hash };
+        if file == Some(r.file.as_str()) && r.host == host && mine.as_ref().is_none_or(|(t, _)| r.time >= *t) {
+            mine = Some((r.time, head.clone()));
+        }
+        all.push(head);
     }
+    Known { all, mine: mine.map(|(_, h)| h) }
 }
 
 /// Keep `head` as its chain's closing head (and drop the oldest beyond [`KEEP`]).
-pub async fn keep(barrier: &Barrier, u: &Unsealed, uuid: &str, head: &Head) {
+pub async fn keep(barrier: &Barrier, u: &Unsealed, uuid: &str, file: Option<&str>, head: &Head) {
     let time = time::OffsetDateTime::now_utc().unix_timestamp();
-    let record = Record { seq: head.seq, hash: hex::encode(head.hash), time };
+    let record = Record {
+        seq: head.seq,
+        hash: hex::encode(head.hash),
+        time,
+        file: file.unwrap_or_default().to_string(),
+        host: host(),
+    };
     let Ok(raw) = serde_json::to_vec(&record) else { return };
     if let Err(e) = barrier.put(u, &format!("{}{}", dir(uuid), head.node), &raw).await {
         tracing::warn!(error = %e, "cannot keep the audit chain head");

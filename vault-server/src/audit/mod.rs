@@ -92,13 +92,14 @@ struct Device {
 }
 
 impl Device {
-    fn start(r: &table::Record, closed: &[writer::Head], response_failures: Arc<AtomicU64>) -> Arc<Device> {
+    fn start(r: &table::Record, known: &heads::Known, response_failures: Arc<AtomicU64>) -> Arc<Device> {
         let signing = SigningKey::from_bytes(&r.signing_seed);
         let public_key = signing.verifying_key();
         let name = format!("audit-{}", r.path.trim_end_matches('/'));
-        let writer = writer::Handle::start(name, r.options.clone(), signing, closed, response_failures)
-            .inspect_err(|e| tracing::error!(error = %e, "cannot start the audit writer thread"))
-            .ok();
+        let writer =
+            writer::Handle::start(name, r.options.clone(), signing, &known.all, known.mine.as_ref(), response_failures)
+                .inspect_err(|e| tracing::error!(error = %e, "cannot start the audit writer thread"))
+                .ok();
         Arc::new(Device {
             path: r.path.clone(),
             kind: r.kind.clone(),
@@ -242,8 +243,8 @@ impl Broker {
             match old.devices.iter().find(|d| d.uuid == r.uuid) {
                 Some(d) => devices.push(d.clone()),
                 None => {
-                    let closed = heads::read(barrier, u, &r.uuid).await;
-                    devices.push(Device::start(r, &closed, self.response_failures.clone()));
+                    let known = heads::read(barrier, u, &r.uuid, r.options.file_path()).await;
+                    devices.push(Device::start(r, &known, self.response_failures.clone()));
                 }
             }
         }
@@ -265,7 +266,7 @@ impl Broker {
         let old = self.current();
         for d in &old.devices {
             if let (Some(head), Some(u)) = (d.close().await, u) {
-                heads::keep(barrier, u, &d.uuid, &head).await;
+                heads::keep(barrier, u, &d.uuid, d.options.file_path(), &head).await;
             }
         }
     }
@@ -349,24 +350,9 @@ impl Broker {
         let options = table::Options::parse(options)?;
         let mut file_id = None;
         if let table::Sink::File(p) = &options.sink {
-            writer::refuse_special_place(p)?;
-            let mut f = writer::open(p, options.mode)
+            let f = writer::open(p, options.mode)
                 .map_err(|e| AuditError::Invalid(format!("cannot open the audit file {}: {e}", p.display())))?;
-            // Only a regular file: /dev/null would "record" everything (and
-            // defeat failing closed), a FIFO could block every request.
             let meta = f.metadata().map_err(|e| AuditError::Invalid(format!("cannot read {}: {e}", p.display())))?;
-            if !meta.is_file() {
-                return Err(AuditError::Invalid(format!(
-                    "{} is not a regular file (file_path=stdout writes to standard output)",
-                    p.display()
-                )));
-            }
-            if !writer::is_audit_log(&mut f) {
-                return Err(AuditError::Invalid(format!(
-                    "{} exists and is not an audit log: give a new or empty file",
-                    p.display()
-                )));
-            }
             use std::os::unix::fs::MetadataExt as _;
             file_id = Some((meta.dev(), meta.ino()));
         }

@@ -78,6 +78,14 @@ pub const DEFAULT_CHECKPOINT_ENTRIES: u64 = 1000;
 pub const DEFAULT_CHECKPOINT_SECS: u64 = 30;
 
 impl Options {
+    /// The file's path as given (None for stdout or a path not in UTF-8).
+    pub fn file_path(&self) -> Option<&str> {
+        match &self.sink {
+            Sink::File(p) => p.to_str(),
+            Sink::Stdout => None,
+        }
+    }
+
     /// Check Vault's and our options (a map of strings). Unknown options,
     /// `log_raw=true` and formats other than `json` are refused.
     pub fn parse(o: &Map<String, Value>) -> Result<Options, AuditError> {

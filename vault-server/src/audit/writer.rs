@@ -169,20 +169,43 @@ pub fn now_rfc3339() -> String {
     now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
-/// Open `path` for appending, created with `mode`. An existing regular
-/// file's mode is only ever narrowed to `mode`, never widened (Vault sets it
-/// outright; here a sudo token pointing a device at /etc/shadow with mode
-/// 0644 must not make it readable). 0 leaves the mode alone. Device files
-/// such as /dev/full are never chmod'ed.
+/// Open `path` as a device's log, with every check, at enable and at each
+/// reopen (rotation, a moved file, after a failed write): the path may have
+/// been swapped meanwhile. Refused: a place under /proc, /sys or /dev, a
+/// symbolic link as the last component (`O_NOFOLLOW`: a link planted at the
+/// path must not redirect the log to /dev/null or to another file), anything
+/// but a regular file (opened `O_NONBLOCK`, so a FIFO planted at the path
+/// cannot hang the opener), and a file that is neither empty nor an audit
+/// log. Only then is an existing file's mode narrowed to `mode`, never
+/// widened (Vault sets it outright; here a sudo token pointing a device at
+/// /etc/shadow with mode 0644 must not make it readable); 0 leaves it alone.
+/// A new file is created with `mode` (0600 for 0).
 pub fn open(path: &Path, mode: u32) -> std::io::Result<File> {
-    let f = OpenOptions::new()
+    use rustix::fs::OFlags;
+    refuse_special_place(path)?;
+    let flags = (OFlags::NOFOLLOW | OFlags::NONBLOCK).bits();
+    let mut f = OpenOptions::new()
         .append(true)
         .read(true)
         .create(true)
         .mode(if mode == 0 { 0o600 } else { mode })
-        .open(path)?;
+        .custom_flags(flags as i32)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+                std::io::Error::other("it is a symbolic link: give the file itself")
+            } else {
+                e
+            }
+        })?;
     let meta = f.metadata()?;
-    if mode != 0 && meta.is_file() {
+    if !meta.is_file() {
+        return Err(std::io::Error::other("it is not a regular file (file_path=stdout writes to standard output)"));
+    }
+    if !is_audit_log(&mut f) {
+        return Err(std::io::Error::other("it exists and is not an audit log: give a new or empty file"));
+    }
+    if mode != 0 {
         let have = meta.permissions().mode() & 0o7777;
         if have & !mode != 0 {
             f.set_permissions(std::fs::Permissions::from_mode(have & mode))?;
@@ -194,14 +217,12 @@ pub fn open(path: &Path, mode: u32) -> std::io::Result<File> {
 /// Refuse kernel interfaces as audit files (`/proc/self/mem` looks like an
 /// empty regular file): the directory is resolved first, so `..` and links
 /// do not hide them.
-pub fn refuse_special_place(path: &Path) -> Result<(), super::AuditError> {
+fn refuse_special_place(path: &Path) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("/"));
-    let real = std::fs::canonicalize(dir)
-        .map_err(|e| super::AuditError::Invalid(format!("cannot open the audit file {}: {e}", path.display())))?;
+    let real = std::fs::canonicalize(dir)?;
     if ["/proc", "/sys", "/dev"].iter().any(|p| real.starts_with(p)) {
-        return Err(super::AuditError::Invalid(format!(
-            "{} is in {}: an audit file must be a regular file on a file system",
-            path.display(),
+        return Err(std::io::Error::other(format!(
+            "it is in {}: an audit file must be a regular file on a file system",
             real.display()
         )));
     }
@@ -243,6 +264,7 @@ impl Handle {
         opts: Options,
         key: SigningKey,
         closed: &[Head],
+        mine: Option<&Head>,
         unwaited_failures: Arc<AtomicU64>,
     ) -> std::io::Result<Handle> {
         let fsync = opts.fsync;
@@ -254,7 +276,7 @@ impl Handle {
                 closed: false,
             }),
             turn: Condvar::new(),
-            chain: Mutex::new(Chain::new(opts, key, closed)),
+            chain: Mutex::new(Chain::new(opts, key, closed, mine)),
             fsync,
             unwaited_failures,
         });
@@ -568,7 +590,7 @@ fn timers(shared: &Shared) {
 }
 
 impl Chain {
-    fn new(opts: Options, key: SigningKey, closed: &[Head]) -> Chain {
+    fn new(opts: Options, key: SigningKey, closed: &[Head], mine: Option<&Head>) -> Chain {
         let mut c = Chain {
             opts,
             key,
@@ -584,40 +606,21 @@ impl Chain {
             last_sync: Instant::now(),
         };
         if let Sink::File(path) = c.opts.sink.clone() {
-            match open(&path, c.opts.mode) {
+            let tail = match open(&path, c.opts.mode) {
                 Ok(mut f) => {
-                    if let Some(link) = resumable(&mut f, &c.key) {
-                        let known = closed.iter().find(|h| h.node == link.node);
-                        let at = link.seq.saturating_sub(1);
-                        match known {
-                            // This server closed the chain later than the
-                            // file ends: the file was cut back to an earlier
-                            // `close` (or replaced by an older copy). The
-                            // chain goes on from where it really ended, so
-                            // the verifier reports the missing entries.
-                            Some(k) if k.seq > at || (k.seq == at && k.hash != link.prev) => {
-                                tracing::error!(
-                                    file = %path.display(), node = %link.node, file_ends_at = at, closed_at = k.seq,
-                                    "the audit file does not end where this server closed its chain: it was cut back or replaced by an older copy; the chain continues from where it was closed, so the gap shows"
-                                );
-                                c.link = Link { node: k.node.clone(), seq: k.seq.saturating_add(1), prev: k.hash };
-                                c.needs_start = Some(Reason::Continue);
-                            }
-                            _ => {
-                                tracing::info!(file = %path.display(), node = %link.node, seq = link.seq, "audit chain resumed");
-                                // The chain goes on in the file that holds it
-                                // (its `close` is the file's last line): no
-                                // `continue`, so a cut of the file's head
-                                // back to this point is still found.
-                                c.link = link;
-                                c.needs_start = None;
-                            }
-                        }
-                    }
+                    let tail = last_line(&mut f);
                     c.file_id = file_id(&f);
                     c.file = Some(Arc::new(f));
+                    tail
                 }
-                Err(e) => tracing::error!(file = %path.display(), error = %e, "cannot open the audit file"),
+                Err(e) => {
+                    tracing::error!(file = %path.display(), error = %e, "cannot open the audit file");
+                    None
+                }
+            };
+            if let Some((link, start)) = start_point(&path, tail.as_ref(), &c.key.verifying_key(), closed, mine) {
+                c.link = link;
+                c.needs_start = start;
             }
         }
         c
@@ -832,9 +835,8 @@ impl Chain {
     }
 }
 
-/// The chain to resume: the file's last line, if it is a `close`
-/// checkpoint this key signed.
-fn resumable(f: &mut File, key: &SigningKey) -> Option<Link> {
+/// The file's last line, parsed (None: empty, or not a line of the format).
+fn last_line(f: &mut File) -> Option<vault_audit::Parsed> {
     let len = f.metadata().ok()?.len();
     if len == 0 {
         return None;
@@ -842,12 +844,58 @@ fn resumable(f: &mut File, key: &SigningKey) -> Option<Link> {
     let tail = read_tail(f, len)?;
     let body = tail.strip_suffix(b"\n")?;
     let line = body.rsplit(|b| *b == b'\n').next()?;
-    let p = vault_audit::parse_line(line).ok()?;
-    let closed = matches!(&p.checkpoint, Some((_, Reason::Close, _)));
-    if !closed || !vault_audit::checkpoint_valid(&key.verifying_key(), &p) {
-        return None;
+    vault_audit::parse_line(line).ok()
+}
+
+/// Where a starting writer's chain goes on (None: a new chain, `open`),
+/// from the file's last line (`tail`; None: new, empty or unopenable), the
+/// heads at which this device's chains were closed (kept in the barrier by
+/// every server) and the newest of them this host closed for this path
+/// (`mine`).
+///
+/// - The file ends with the validly signed `close` of a chain whose stored
+///   head is that line (or none is stored): the chain resumes after it.
+/// - It ends *before* (or off) the stored head of its chain: it was cut back
+///   (or replaced by an older copy) while the server was stopped: the chain
+///   continues from the stored head with a `continue`, so the verifier
+///   reports the entries missing; an error is logged.
+/// - It ends *after* it (resumed, then a crash): the unsigned tail cannot be
+///   told from a cut; a new chain starts.
+/// - The file is new or empty (rotated or removed while stopped): this
+///   host's last chain for the path continues there with a `continue`.
+fn start_point(
+    path: &Path,
+    tail: Option<&vault_audit::Parsed>,
+    key: &ed25519_dalek::VerifyingKey,
+    closed: &[Head],
+    mine: Option<&Head>,
+) -> Option<(Link, Option<Reason>)> {
+    let from =
+        |h: &Head| (Link { node: h.node.clone(), seq: h.seq.saturating_add(1), prev: h.hash }, Some(Reason::Continue));
+    let Some(t) = tail else {
+        let m = mine?;
+        tracing::warn!(file = %path.display(), node = %m.node, closed_at = m.seq, "the audit file is new or empty: this server's chain continues there from where it was closed (rotated or removed while stopped)");
+        return Some(from(m));
+    };
+    let valid_close = matches!(&t.checkpoint, Some((_, Reason::Close, _))) && vault_audit::checkpoint_valid(key, t);
+    let resume = (Link { node: t.link.node.clone(), seq: t.link.seq.saturating_add(1), prev: t.hash }, None);
+    match closed.iter().find(|h| h.node == t.link.node) {
+        Some(k) if t.link.seq < k.seq || (t.link.seq == k.seq && t.hash != k.hash) => {
+            tracing::error!(
+                file = %path.display(), node = %k.node, file_ends_at = t.link.seq, closed_at = k.seq,
+                "the audit file does not end where this server closed its chain: it was cut back or replaced by an older copy; the chain continues from where it was closed, so the gap shows"
+            );
+            Some(from(k))
+        }
+        Some(_) | None if valid_close => {
+            tracing::info!(file = %path.display(), node = %t.link.node, seq = t.link.seq, "audit chain resumed");
+            // The chain goes on in the file that holds it (its `close` is the
+            // file's last line): no `continue`, so a cut of the file's head
+            // back to this point is still found.
+            Some(resume)
+        }
+        _ => None,
     }
-    Some(Link { node: p.link.node, seq: p.link.seq.saturating_add(1), prev: p.hash })
 }
 
 #[cfg(test)]
@@ -868,7 +916,7 @@ mod tests {
     }
 
     fn start(path: &Path, entries: u64, key: &SigningKey, failures: Arc<AtomicU64>) -> Handle {
-        Handle::start("audit-test".into(), opts(path, entries), key.clone(), &[], failures).unwrap()
+        Handle::start("audit-test".into(), opts(path, entries), key.clone(), &[], None, failures).unwrap()
     }
 
     const T: Duration = Duration::from_secs(10);
@@ -933,8 +981,11 @@ mod tests {
             .collect();
         assert_eq!(nodes.len(), 1, "one chain across the restart");
         // Another key's close is not resumed (a new chain starts).
-        assert_eq!(Chain::new(opts(&path, 4), SigningKey::from_bytes(&[4; 32]), &[]).needs_start, Some(Reason::Open));
-        assert_eq!(Chain::new(opts(&path, 4), key, &[]).needs_start, None);
+        assert_eq!(
+            Chain::new(opts(&path, 4), SigningKey::from_bytes(&[4; 32]), &[], None).needs_start,
+            Some(Reason::Open)
+        );
+        assert_eq!(Chain::new(opts(&path, 4), key, &[], None).needs_start, None);
     }
 
     #[test]
@@ -942,7 +993,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
         let key = SigningKey::from_bytes(&[6; 32]);
-        let mut c = Chain::new(opts(&path, 100), key.clone(), &[]);
+        let mut c = Chain::new(opts(&path, 100), key.clone(), &[], None);
         let unwaited = |i| vec![Queued { body: body(i), waiter: Waiter::Unwaited }];
         assert!(c.write_entries(unwaited(0)).0);
         // As after a failed write: the file is closed, and reopened by the
@@ -985,11 +1036,20 @@ mod tests {
         std::fs::create_dir(&path).unwrap();
         assert!(!h.record(body(3), T).await, "nothing can be written: refused");
         std::fs::remove_dir(&path).unwrap();
+        // A link to /dev/null (or any other file) planted at the path: refused,
+        // never "recorded" into it.
+        std::os::unix::fs::symlink("/dev/null", &path).unwrap();
+        assert!(!h.record(body(5), T).await, "a link at the path: refused");
+        std::fs::remove_file(&path).unwrap();
+        let fifo = std::process::Command::new("mkfifo").arg(&path).status().unwrap();
+        assert!(fifo.success());
+        assert!(!h.record(body(6), T).await, "a FIFO at the path: refused, not hung");
+        std::fs::remove_file(&path).unwrap();
         assert!(h.record(body(4), T).await);
         let head = h.close(T).await.unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.lines().next().unwrap().contains("\"continue\""), "{text}");
-        assert!(!text.contains("\"n\":3"));
+        assert!(!text.contains("\"n\":3") && !text.contains("\"n\":5") && !text.contains("\"n\":6"));
         let last = vault_audit::parse_line(text.lines().last().unwrap().as_bytes()).unwrap();
         assert_eq!((last.link.seq, last.hash), (head.seq, head.hash));
         assert_eq!(verify(&key, &[&path]), vec![]);
@@ -1007,9 +1067,15 @@ mod tests {
         let first = h.close(T).await.unwrap();
         let cut_len = std::fs::metadata(&path).unwrap().len();
         // A restart resumes the chain; it is closed again later.
-        let h =
-            Handle::start("t".into(), opts(&path, 100), key.clone(), std::slice::from_ref(&first), Default::default())
-                .unwrap();
+        let h = Handle::start(
+            "t".into(),
+            opts(&path, 100),
+            key.clone(),
+            std::slice::from_ref(&first),
+            None,
+            Default::default(),
+        )
+        .unwrap();
         assert!(h.record(body(1), T).await);
         assert_eq!(h.head().unwrap().node, first.node, "resumed");
         let second = h.close(T).await.unwrap();
@@ -1020,9 +1086,15 @@ mod tests {
         assert_eq!(verify(&key, &[&path]), vec![]);
         // The server knows where it closed the chain: it does not resume from
         // the cut but from its own head, and the gap shows.
-        let h =
-            Handle::start("t".into(), opts(&path, 100), key.clone(), std::slice::from_ref(&second), Default::default())
-                .unwrap();
+        let h = Handle::start(
+            "t".into(),
+            opts(&path, 100),
+            key.clone(),
+            std::slice::from_ref(&second),
+            None,
+            Default::default(),
+        )
+        .unwrap();
         assert!(h.record(body(2), T).await);
         h.close(T).await.unwrap();
         let f = verify(&key, &[&path]);
@@ -1031,7 +1103,54 @@ mod tests {
             "{f:?}"
         );
         // An intact file with the same head resumes as usual.
-        assert_eq!(Chain::new(opts(&path, 4), key.clone(), &[]).needs_start, None);
+        assert_eq!(Chain::new(opts(&path, 4), key.clone(), &[], None).needs_start, None);
+    }
+
+    #[tokio::test]
+    async fn a_start_checks_the_file_against_the_stored_heads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let key = SigningKey::from_bytes(&[10; 32]);
+        let h = start(&path, 3, &key, Default::default());
+        for i in 0..7 {
+            assert!(h.record(body(i), T).await);
+        }
+        let head = h.close(T).await.unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let cut_at = |n: usize| std::fs::write(&path, format!("{}\n", lines[..n].join("\n"))).unwrap();
+        // Cut back to a `count` checkpoint, or to an entry: continued from the
+        // stored head (not resumed from the cut, not a new chain).
+        let count = lines.iter().position(|l| l.contains("\"count\"")).unwrap();
+        for n in [count + 1, count + 2] {
+            cut_at(n);
+            let c = Chain::new(opts(&path, 3), key.clone(), std::slice::from_ref(&head), None);
+            assert_eq!(c.needs_start, Some(Reason::Continue), "cut to line {n}");
+            assert_eq!((c.link.node.as_str(), c.link.seq, c.link.prev), (head.node.as_str(), head.seq + 1, head.hash));
+        }
+        // Intact: resumed after its close.
+        std::fs::write(&path, &text).unwrap();
+        let c = Chain::new(opts(&path, 3), key.clone(), std::slice::from_ref(&head), None);
+        assert_eq!((c.needs_start, c.link.seq), (None, head.seq + 1));
+        // Gone or emptied while stopped (rotated): this host's chain goes on there.
+        std::fs::remove_file(&path).unwrap();
+        let c = Chain::new(opts(&path, 3), key.clone(), std::slice::from_ref(&head), Some(&head));
+        assert_eq!((c.needs_start, c.link.node.as_str()), (Some(Reason::Continue), head.node.as_str()));
+        // Resumed, then a crash (the chain went on after its stored head): a new chain.
+        std::fs::write(&path, &text).unwrap();
+        let h = Handle::start(
+            "t".into(),
+            opts(&path, 100),
+            key.clone(),
+            std::slice::from_ref(&head),
+            None,
+            Default::default(),
+        )
+        .unwrap();
+        assert!(h.record(body(8), T).await);
+        std::mem::forget(h); // No close: as a crash.
+        let c = Chain::new(opts(&path, 3), key.clone(), std::slice::from_ref(&head), None);
+        assert_eq!(c.needs_start, Some(Reason::Open));
     }
 
     /// Wait for the thread of a dropped handle to write its `close`.
@@ -1055,7 +1174,8 @@ mod tests {
         m.insert("file_path".into(), path.display().to_string().into());
         m.insert("fsync".into(), "batch".into());
         m.insert("checkpoint_interval".into(), "1s".into());
-        let h = Handle::start("t".into(), Options::parse(&m).unwrap(), key.clone(), &[], Default::default()).unwrap();
+        let h =
+            Handle::start("t".into(), Options::parse(&m).unwrap(), key.clone(), &[], None, Default::default()).unwrap();
         assert!(h.record(body(0), T).await);
         assert!(h.queue(body(1)));
         tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -1066,20 +1186,41 @@ mod tests {
     }
 
     #[test]
-    fn modes_only_narrow_and_foreign_files_are_not_logs() {
+    fn modes_only_narrow_and_only_regular_audit_logs_open() {
         let dir = tempfile::tempdir().unwrap();
+        let refused = |p: &Path, why: &str| {
+            let e = open(p, 0o600).unwrap_err().to_string();
+            assert!(e.contains(why), "{}: {e}", p.display());
+        };
+        // A foreign file: refused, and its mode left alone (checked first).
         let p = dir.path().join("f");
         std::fs::write(&p, b"root:x:0:0::/root:/bin/sh\n").unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let mut f = open(&p, 0o644).unwrap();
-        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600, "never widened");
-        assert!(!is_audit_log(&mut f));
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)).unwrap();
-        open(&p, 0o640).unwrap();
-        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o640, "narrowed");
-        let empty = dir.path().join("new");
-        assert!(is_audit_log(&mut open(&empty, 0o600).unwrap()));
-        assert!(is_audit_log(&mut open(Path::new("/dev/full"), 0o600).unwrap()));
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        refused(&p, "not an audit log");
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o644, "untouched");
+        // An audit log: narrowed, never widened.
+        let log = dir.path().join("audit.log");
+        std::fs::write(&log, format!("{}\n", String::from_utf8(body(0)).unwrap().replace('}', r#","chain":{"node":"a","seq":0,"prev":"0000000000000000000000000000000000000000000000000000000000000000"}}"#))).unwrap();
+        std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o600)).unwrap();
+        open(&log, 0o644).unwrap();
+        assert_eq!(std::fs::metadata(&log).unwrap().permissions().mode() & 0o777, 0o600, "never widened");
+        std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o666)).unwrap();
+        open(&log, 0o640).unwrap();
+        assert_eq!(std::fs::metadata(&log).unwrap().permissions().mode() & 0o777, 0o640, "narrowed");
+        assert!(is_audit_log(&mut open(&dir.path().join("new"), 0o600).unwrap()));
+        // Links, devices, FIFOs, directories, kernel interfaces.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&log, &link).unwrap();
+        refused(&link, "symbolic link");
+        let null = dir.path().join("null");
+        std::os::unix::fs::symlink("/dev/null", &null).unwrap();
+        refused(&null, "symbolic link");
+        refused(Path::new("/dev/full"), "/dev");
+        refused(Path::new("/proc/self/mem"), "/proc");
+        let fifo = dir.path().join("fifo");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        refused(&fifo, "not a regular file");
+        refused(dir.path(), "");
     }
 
     #[tokio::test]
