@@ -289,8 +289,11 @@ impl Serialize for Entry<'_> {
     }
 }
 
-/// Room for a typical entry, so the buffer rarely grows while it is written.
-const ENTRY_CAPACITY: usize = 1024;
+/// Room for a typical entry, so the buffer rarely grows while it is
+/// written (a response entry repeats the request block and adds the
+/// response data: about half as long again).
+const REQUEST_CAPACITY: usize = 1024;
+const RESPONSE_CAPACITY: usize = 2048;
 
 impl Hasher {
     /// A hasher under `key`.
@@ -332,8 +335,8 @@ impl Hasher {
         }
     }
 
-    fn write(entry: &Entry<'_>) -> Vec<u8> {
-        let mut out = Vec::with_capacity(ENTRY_CAPACITY);
+    fn write(entry: &Entry<'_>, capacity: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(capacity);
         // Writing to a Vec fails only on a map key that is not a string,
         // which these types never give.
         if serde_json::to_writer(&mut out, entry).is_err() {
@@ -345,27 +348,33 @@ impl Hasher {
     /// The `request` entry's body (a JSON object; the chain link is added by the writer).
     pub fn request_entry(&self, e: &RequestEvent<'_>, time: &str) -> Vec<u8> {
         let who = self.who(e);
-        Self::write(&Entry {
-            time,
-            kind: "request",
-            auth: Auth(&who),
-            request: RequestBlock { h: self, e, who: &who },
-            response: None,
-            error: None,
-        })
+        Self::write(
+            &Entry {
+                time,
+                kind: "request",
+                auth: Auth(&who),
+                request: RequestBlock { h: self, e, who: &who },
+                response: None,
+                error: None,
+            },
+            REQUEST_CAPACITY,
+        )
     }
 
     /// The `response` entry's body.
     pub fn response_entry(&self, e: &ResponseEvent<'_>, time: &str) -> Vec<u8> {
         let who = self.who(e.request);
-        Self::write(&Entry {
-            time,
-            kind: "response",
-            auth: Auth(&who),
-            request: RequestBlock { h: self, e: e.request, who: &who },
-            response: Some(ResponseBlock { h: self, e }),
-            error: Some(Errors(e.errors)),
-        })
+        Self::write(
+            &Entry {
+                time,
+                kind: "response",
+                auth: Auth(&who),
+                request: RequestBlock { h: self, e: e.request, who: &who },
+                response: Some(ResponseBlock { h: self, e }),
+                error: Some(Errors(e.errors)),
+            },
+            RESPONSE_CAPACITY,
+        )
     }
 }
 

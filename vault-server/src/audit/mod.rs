@@ -120,9 +120,9 @@ impl Device {
         }
     }
 
-    /// Queue one entry without waiting (the writer counts a failure).
-    fn queue(&self, body: Vec<u8>) -> bool {
-        self.writer.as_ref().is_some_and(|w| w.queue(body))
+    /// Hand in one entry without waiting (the writer counts a failure).
+    fn queue(&self, body: Vec<u8>) -> writer::Handed {
+        self.writer.as_ref().map_or(writer::Handed::Closed, |w| w.queue(body))
     }
 
     /// Sign off and stop the writer (waits for the `close` checkpoint);
@@ -408,11 +408,27 @@ impl Broker {
 
     /// Give every device the entry `make` builds for it; true if at least one wrote it.
     async fn record_all(devices: &[Arc<Device>], make: impl Fn(&entry::Hasher) -> Vec<u8>) -> bool {
+        if let [d] = devices {
+            // The usual case: no futures to join (no allocation).
+            return d.record(make(&d.hasher)).await;
+        }
         let writes = devices.iter().map(|d| {
             let body = make(&d.hasher);
             async move { d.record(body).await }
         });
         futures_util::future::join_all(writes).await.into_iter().any(|ok| ok)
+    }
+}
+
+/// Writers with response entries pending: flushed when dropped (also if
+/// the response hook's future is dropped while it yields).
+struct Flush<'a>(Vec<&'a writer::Handle>);
+
+impl Drop for Flush<'_> {
+    fn drop(&mut self) {
+        for w in &self.0 {
+            w.flush();
+        }
     }
 }
 
@@ -448,10 +464,22 @@ impl Hook for Broker {
             // writer counts (and logs) an entry it cannot write; the queue
             // is ordered, so a later seal still signs it off.
             let time = writer::now_rfc3339();
+            let mut pending = Flush(Vec::new());
             for d in &current.devices {
-                if !d.queue(d.hasher.response_entry(e, &time)) {
-                    self.response_failures.fetch_add(1, Ordering::Relaxed);
+                match d.queue(d.hasher.response_entry(e, &time)) {
+                    writer::Handed::Closed => {
+                        self.response_failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                    writer::Handed::Queued => {}
+                    writer::Handed::Pending => pending.0.extend(d.writer.as_ref()),
                 }
+            }
+            if !pending.0.is_empty() {
+                // No write under way: let the tasks ready to run go first; a
+                // request among them writes this entry with its own (one
+                // `write(2)` for both, not one each). Written now if none did.
+                tokio::task::yield_now().await;
+                drop(pending);
             }
         })
     }

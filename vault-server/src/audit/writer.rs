@@ -58,6 +58,8 @@ const FSYNC_EVERY: Duration = Duration::from_secs(1);
 /// The thread looks at its timers at least this often (leaders write
 /// without telling it).
 const POLL: Duration = Duration::from_secs(1);
+/// Capacity of the round buffer kept between rounds.
+const ROUND_KEPT: usize = 256 * 1024;
 /// Bytes read back from the end of the file to find the last entry.
 const TAIL_BYTES: u64 = 256 * 1024;
 
@@ -98,7 +100,10 @@ enum Owner {
 }
 
 /// Entries waiting for the writer. Invariant: with `owner == Nobody` the
-/// queue is empty (whoever queues then becomes the writer).
+/// queue holds at most entries nobody waits for, handed in since the last
+/// round, whose first hander flushes them ([`Handed::Pending`]) unless a
+/// request entry comes first (its writer takes them along); an entry
+/// somebody waits for makes its hander the writer.
 struct Queue {
     entries: Vec<Queued>,
     owner: Owner,
@@ -136,6 +141,9 @@ struct Shared {
     queue: Mutex<Queue>,
     turn: Condvar,
     chain: Mutex<Chain>,
+    /// The round's buffer, kept between rounds (locked after `chain`, by
+    /// its writer only).
+    round: Mutex<Vec<u8>>,
     /// The device's policy (fixed for its life).
     fsync: Fsync,
     /// Entries written without waiting that could not be written.
@@ -150,6 +158,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct Handle {
     shared: Arc<Shared>,
     tx: Sender<Msg>,
+}
+
+/// What became of an entry handed to [`Handle::queue`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handed {
+    /// The device is closed: not written.
+    Closed,
+    /// A writer will write it with its next round.
+    Queued,
+    /// No one is writing: the caller must call [`Handle::flush`] soon.
+    Pending,
 }
 
 /// What a leader's entry came to.
@@ -277,6 +296,7 @@ impl Handle {
             }),
             turn: Condvar::new(),
             chain: Mutex::new(Chain::new(opts, key, closed, mine)),
+            round: Mutex::new(Vec::new()),
             fsync,
             unwaited_failures,
         });
@@ -296,7 +316,7 @@ impl Handle {
     pub async fn record(&self, body: Vec<u8>, timeout: Duration) -> bool {
         enum Step {
             Wait(oneshot::Receiver<bool>),
-            Lead(Vec<u8>),
+            Lead(Vec<Queued>),
         }
         let step = {
             let mut q = lock(&self.shared.queue);
@@ -305,7 +325,11 @@ impl Handle {
             }
             if q.owner == Owner::Nobody {
                 q.owner = Owner::Task;
-                Step::Lead(body)
+                // Response entries handed in just before (pending): written
+                // first, with this one.
+                let mut entries = std::mem::take(&mut q.entries);
+                entries.push(Queued { body, waiter: Waiter::Own });
+                Step::Lead(entries)
             } else {
                 let (ack, done) = oneshot::channel();
                 q.entries.push(Queued { body, waiter: Waiter::Ack(ack) });
@@ -314,7 +338,7 @@ impl Handle {
         };
         let done = match step {
             Step::Wait(done) => done,
-            Step::Lead(body) => match self.lead(Queued { body, waiter: Waiter::Own }) {
+            Step::Lead(entries) => match self.lead(entries) {
                 Outcome::Done(ok) => return ok,
                 Outcome::AfterSync(done) => done,
             },
@@ -322,33 +346,46 @@ impl Handle {
         matches!(tokio::time::timeout(timeout, done).await, Ok(Ok(true)))
     }
 
-    /// Queue one entry without waiting (written at once if no one is
-    /// writing; a failure is counted). False if the device is closed.
-    pub fn queue(&self, body: Vec<u8>) -> bool {
-        {
-            let mut q = lock(&self.shared.queue);
-            if q.closed {
-                return false;
-            }
-            if q.owner != Owner::Nobody {
-                q.entries.push(Queued { body, waiter: Waiter::Unwaited });
-                return true;
-            }
-            q.owner = Owner::Task;
+    /// Hand in one entry nobody waits for (a response entry; a failure is
+    /// counted). It is not written at once: with a write under way it goes
+    /// with that writer's next round ([`Handed::Queued`]); with none, it
+    /// waits in the queue ([`Handed::Pending`]) for a round about to start
+    /// (a request's, which then writes both with one `write(2)`), and the
+    /// caller, after letting other tasks run, calls [`Handle::flush`]
+    /// (also when dropped meanwhile), which writes it if no round took it.
+    pub fn queue(&self, body: Vec<u8>) -> Handed {
+        let mut q = lock(&self.shared.queue);
+        if q.closed {
+            return Handed::Closed;
         }
-        let _ = self.lead(Queued { body, waiter: Waiter::Unwaited });
-        true
+        q.entries.push(Queued { body, waiter: Waiter::Unwaited });
+        // The first entry pending is the one whose caller flushes (a later
+        // one is taken with it).
+        if q.owner == Owner::Nobody && q.entries.len() == 1 { Handed::Pending } else { Handed::Queued }
     }
 
-    /// Write as leader (the caller set `owner = Task`): `first`, then what
+    /// Write the entries pending (handed in while no one was writing), if
+    /// no writer took them meanwhile. Synchronous (also run on drop).
+    pub fn flush(&self) {
+        let entries = {
+            let mut q = lock(&self.shared.queue);
+            if q.owner != Owner::Nobody || q.entries.is_empty() {
+                return;
+            }
+            q.owner = Owner::Task;
+            std::mem::take(&mut q.entries)
+        };
+        let _ = self.lead(entries);
+    }
+
+    /// Write as leader (the caller set `owner = Task`): `entries`, then what
     /// was queued meanwhile, for a few rounds; then release or hand over.
     /// Synchronous: no await while leading, so a dropped request cannot
     /// leave the queue without a writer.
-    fn lead(&self, first: Queued) -> Outcome {
+    fn lead(&self, mut entries: Vec<Queued>) -> Outcome {
         let mut own = Outcome::Done(false);
-        let mut entries = vec![first];
         for round in 1.. {
-            let (ok, file, waiters) = lock(&self.shared.chain).write_entries(entries);
+            let (ok, file, waiters) = self.shared.write(entries);
             own = self.settle(ok, file, waiters).unwrap_or(own);
             let mut q = lock(&self.shared.queue);
             if q.entries.is_empty() {
@@ -446,6 +483,12 @@ impl Handle {
 }
 
 impl Shared {
+    /// One round, as the writer.
+    fn write(&self, entries: Vec<Queued>) -> (bool, Option<Arc<File>>, Vec<Waiter>) {
+        let mut chain = lock(&self.chain);
+        chain.write_entries(entries, &mut lock(&self.round))
+    }
+
     /// The thread becomes the writer (waits for a leader's round to end),
     /// unless a leader handed it the queue already.
     fn take_turn(&self) {
@@ -467,7 +510,7 @@ impl Shared {
             let entries = std::mem::take(&mut lock(&self.queue).entries);
             let (ok, file, waiters) = {
                 let mut chain = lock(&self.chain);
-                let r = chain.write_entries(entries);
+                let r = chain.write_entries(entries, &mut lock(&self.round));
                 if let Some(f) = then.take() {
                     f(&mut chain);
                 }
@@ -671,31 +714,37 @@ impl Chain {
     }
 
     /// Link `entries` into the chain (checkpoints when due) and write them
-    /// with one `write(2)`; on failure the chain is as before. Returns
+    /// with one `write(2)` from `buf` (the round's buffer, reused: no
+    /// allocation per round); on failure the chain is as before. Returns
     /// (written, the file written to, who to answer).
-    fn write_entries(&mut self, entries: Vec<Queued>) -> (bool, Option<Arc<File>>, Vec<Waiter>) {
+    fn write_entries(&mut self, entries: Vec<Queued>, buf: &mut Vec<u8>) -> (bool, Option<Arc<File>>, Vec<Waiter>) {
         if entries.is_empty() {
             return (true, None, Vec::new());
         }
         self.prepare();
         let saved = (self.link.clone(), self.since_checkpoint, self.needs_start);
         let size: usize = entries.iter().map(|e| e.body.len() + 128).sum();
-        let mut buf = Vec::with_capacity(size);
+        buf.clear();
+        if buf.capacity() > ROUND_KEPT && size <= ROUND_KEPT {
+            // A burst's buffer is not kept for ever.
+            buf.shrink_to(ROUND_KEPT);
+        }
+        buf.reserve(size);
         let mut waiters = Vec::with_capacity(entries.len());
         for e in entries {
             if let Some(reason) = self.needs_start.take() {
-                self.checkpoint(&mut buf, reason);
+                self.checkpoint(buf, reason);
             }
-            self.link.prev = vault_audit::push_chain_line(&mut buf, &e.body, &self.link);
+            self.link.prev = vault_audit::push_chain_line(buf, &e.body, &self.link);
             self.link.seq += 1;
             buf.push(b'\n');
             waiters.push(e.waiter);
             self.since_checkpoint += 1;
             if self.since_checkpoint >= self.opts.checkpoint_entries {
-                self.checkpoint(&mut buf, Reason::Count);
+                self.checkpoint(buf, Reason::Count);
             }
         }
-        let ok = self.commit(&buf);
+        let ok = self.commit(buf);
         if !ok {
             // Nothing of the round is in the file: the chain goes on from before it.
             (self.link, self.since_checkpoint, self.needs_start) = saved;
@@ -939,7 +988,18 @@ mod tests {
         let tasks: Vec<_> = (0..200)
             .map(|i| {
                 let h = h.clone();
-                tokio::spawn(async move { if i % 3 == 0 { h.queue(body(i)) } else { h.record(body(i), T).await } })
+                tokio::spawn(async move {
+                    if i % 3 == 0 {
+                        let handed = h.queue(body(i));
+                        if handed == Handed::Pending {
+                            tokio::task::yield_now().await;
+                            h.flush();
+                        }
+                        handed != Handed::Closed
+                    } else {
+                        h.record(body(i), T).await
+                    }
+                })
             })
             .collect();
         for t in tasks {
@@ -995,13 +1055,13 @@ mod tests {
         let key = SigningKey::from_bytes(&[6; 32]);
         let mut c = Chain::new(opts(&path, 100), key.clone(), &[], None);
         let unwaited = |i| vec![Queued { body: body(i), waiter: Waiter::Unwaited }];
-        assert!(c.write_entries(unwaited(0)).0);
+        assert!(c.write_entries(unwaited(0), &mut Vec::new()).0);
         // As after a failed write: the file is closed, and reopened by the
         // next write (here a new file: the old one was moved away).
         let old = dir.path().join("audit.log.1");
         std::fs::rename(&path, &old).unwrap();
         c.file = None;
-        assert!(c.write_entries(unwaited(1)).0);
+        assert!(c.write_entries(unwaited(1), &mut Vec::new()).0);
         c.close();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.lines().next().unwrap().contains("\"continue\""), "{text}");
@@ -1177,7 +1237,8 @@ mod tests {
         let h =
             Handle::start("t".into(), Options::parse(&m).unwrap(), key.clone(), &[], None, Default::default()).unwrap();
         assert!(h.record(body(0), T).await);
-        assert!(h.queue(body(1)));
+        assert_eq!(h.queue(body(1)), Handed::Pending);
+        h.flush();
         tokio::time::sleep(Duration::from_millis(2500)).await;
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains("\"interval\""), "{text}");
@@ -1230,8 +1291,10 @@ mod tests {
         let h = start(Path::new("/dev/full"), 4, &key, failures.clone());
         assert!(!h.record(body(0), T).await);
         // An entry nobody waits for (a response entry) is counted instead.
-        assert!(h.queue(b"{}".to_vec()));
-        assert_eq!(failures.load(Ordering::Relaxed), 1);
+        assert_eq!(h.queue(b"{}".to_vec()), Handed::Pending);
+        assert_eq!(h.queue(b"{}".to_vec()), Handed::Queued, "taken with the first");
+        h.flush();
+        assert_eq!(failures.load(Ordering::Relaxed), 2);
         h.close(T).await;
     }
 }

@@ -725,7 +725,7 @@ async fn run(
         state.core.hooks().request(&seen.event(request_id, Some(&query))).await.map_err(refused)?;
         let answer = crate::sys::metrics::answer(&state.core, &query)?;
         let handled = crate::core::request::Handled { response: answer, mount_type: "system".into() };
-        return Ok((logical_response(&seen.path, handled, request_id), None));
+        return Ok(logical_response(&seen.path, handled, request_id, false));
     }
     let prepared = state.core.prepare(token(&headers), op, path, Some(peer.ip())).await?;
     seen.op = prepared.op();
@@ -758,7 +758,7 @@ async fn run(
         state.core.hooks().request(&seen.event(request_id, Some(&query))).await.map_err(refused)?;
         let chunks = stream::HttpChunks::new(body, limit, state.body_stall, state.in_flight.clone(), peer.ip());
         let handled = state.core.execute(prepared, query, Some(logical::ByteStream::new(chunks))).await?;
-        return Ok((logical_response(seen.path.as_str(), handled, request_id), None));
+        return Ok(logical_response(seen.path.as_str(), handled, request_id, false));
     }
     if declared.is_some_and(|len| len > state.max_body as u64) {
         return Err(too_large(state.max_body));
@@ -788,28 +788,17 @@ async fn run(
     state.core.hooks().request(&seen.event(request_id, Some(&data))).await.map_err(refused)?;
     // `seen.path` is the canonical path (a LIST's ends in `/`).
     let handled = state.core.execute(prepared, data, None).await?;
-    // The hooks see the response data only when one of them asks for it
-    // (the copy costs on every read otherwise).
-    let shown = match &handled.response {
-        logical::Response::Data { data: Some(d), .. }
-        | logical::Response::NotFoundWithData(d)
-        | logical::Response::DataWithStatus(_, d)
-            if state.core.hooks().want_response_data() =>
-        {
-            Some(d.clone())
-        }
-        logical::Response::Encoded(_, raw) if state.core.hooks().want_response_data() => {
-            serde_json::from_str::<Map<String, Value>>(raw).ok()
-        }
-        _ => None,
-    };
+    // The hooks see the response data only when one of them asks for it:
+    // then it is handed back once the envelope is serialized (moved, not
+    // copied).
+    let want = state.core.hooks().want_response_data();
     if let logical::Response::Data { auth: Some(a), .. } = &handled.response
-        && state.core.hooks().want_response_data()
+        && want
         && let Ok(Value::Object(m)) = serde_json::to_value(a)
     {
         seen.auth = Some(m);
     }
-    Ok((logical_response(&seen.path, handled, request_id), shown))
+    Ok(logical_response(&seen.path, handled, request_id, want))
 }
 
 /// A hook refused the request: nothing ran (Vault answers 500 when no audit
@@ -839,26 +828,38 @@ fn injects_top_level(path: &str) -> bool {
     ROUTES.iter().any(|r| path == *r || path.strip_prefix(r).is_some_and(|rest| rest.starts_with('/')))
 }
 
-fn logical_response(path: &str, handled: crate::core::request::Handled, request_id: &str) -> Response {
+/// The HTTP answer; with `keep`, also the answer's data (what the response
+/// hooks see), given back after the envelope is serialized from it.
+fn logical_response(
+    path: &str,
+    handled: crate::core::request::Handled,
+    request_id: &str,
+    keep: bool,
+) -> (Response, Option<Map<String, Value>>) {
+    let kept = |data: Option<Map<String, Value>>| data.filter(|_| keep);
     match handled.response {
-        logical::Response::NoContent => no_content(),
+        logical::Response::NoContent => (no_content(), None),
         // The core turns logins into data responses; reaching here is a bug.
         logical::Response::Login(_) => {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+            (ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response(), None)
         }
         logical::Response::NotFoundWithData(data) => {
-            envelope(path, StatusCode::NOT_FOUND, Some(data), None, Vec::new(), handled.mount_type, request_id)
+            let r =
+                envelope(path, StatusCode::NOT_FOUND, Some(&data), None, Vec::new(), handled.mount_type, request_id);
+            (r, kept(Some(data)))
         }
         logical::Response::DataWithStatus(status, data) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
-            envelope(path, status, Some(data), None, Vec::new(), handled.mount_type, request_id)
+            (envelope(path, status, Some(&data), None, Vec::new(), handled.mount_type, request_id), kept(Some(data)))
         }
         logical::Response::Data { data, auth, warnings } => {
-            envelope(path, StatusCode::OK, data, auth, warnings, handled.mount_type, request_id)
+            (envelope(path, StatusCode::OK, data.as_ref(), auth, warnings, handled.mount_type, request_id), kept(data))
         }
         logical::Response::Encoded(status, data) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
-            encoded_envelope(status, &data, &handled.mount_type, request_id)
+            // Hooks that want the data get it parsed back.
+            let shown = if keep { serde_json::from_str::<Map<String, Value>>(&data).ok() } else { None };
+            (encoded_envelope(status, &data, &handled.mount_type, request_id), shown)
         }
         logical::Response::Raw { content_type, body } => {
             let body = match body {
@@ -869,7 +870,7 @@ fn logical_response(path: &str, handled: crate::core::request::Handled, request_
             let ct = HeaderValue::from_str(&content_type)
                 .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
             r.headers_mut().insert(header::CONTENT_TYPE, ct);
-            r
+            (r, None)
         }
     }
 }
@@ -907,14 +908,14 @@ fn encoded_envelope(status: StatusCode, data: &str, mount_type: &str, request_id
 fn envelope(
     path: &str,
     status: StatusCode,
-    data: Option<Map<String, Value>>,
+    data: Option<&Map<String, Value>>,
     auth: Option<Box<logical::AuthInfo>>,
     warnings: Vec<String>,
     mount_type: String,
     request_id: &str,
 ) -> Response {
     if injects_top_level(path)
-        && let Some(d) = &data
+        && let Some(d) = data
     {
         // Vault repeats these paths' data at the top level (older clients
         // read it there).
@@ -940,7 +941,7 @@ fn envelope(
         lease_id: "",
         renewable: false,
         lease_duration: 0,
-        data: data.as_ref(),
+        data,
         wrap_info: None,
         warnings: (!warnings.is_empty()).then_some(&warnings[..]),
         auth: auth.as_deref(),
