@@ -307,8 +307,8 @@ impl Verifier {
                     format!("chain {node} ends at a checkpoint ({at}) that does not close it: lines after it were cut")
                 }
                 Some((seq, at, _)) => format!(
-                    "chain {node}: {} entries after its last checkpoint ({at}), up to {last}, are not signed yet: a cut after {at} cannot be detected",
-                    c.seq - seq
+                    "chain {node}: {} entries after its last checkpoint ({at}), up to {last}, are not signed yet: a cut or an edit after {at} cannot be detected",
+                    c.seq.saturating_sub(*seq)
                 ),
                 None => {
                     // Never the case for a chain written by a device (its first
@@ -605,5 +605,16 @@ mod tests {
         // The live file left out or emptied.
         let t = run(&[], &head);
         assert!(tampered(&t).iter().any(|(_, m)| m.contains("none of the files")), "{t:?}");
+    }
+
+    #[test]
+    fn a_line_repeated_after_a_checkpoint_is_found_without_overflow() {
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let lines = log(&key, 4, 2);
+        // open, e0, e1, count, ...: e1 again right after the checkpoint.
+        let mut m = lines[..4].to_vec();
+        m.push(lines[2].clone());
+        let f = check(&key, &m, false);
+        assert!(!tampered(&f).is_empty(), "{f:?}");
     }
 }

@@ -58,6 +58,9 @@ const FSYNC_EVERY: Duration = Duration::from_secs(1);
 /// The thread looks at its timers at least this often (leaders write
 /// without telling it).
 const POLL: Duration = Duration::from_secs(1);
+/// Entries waiting for a writer at most (a hung disk must not pile up the
+/// entries of refused requests in memory, to be written later as if run).
+const MAX_QUEUED: usize = 16 * 1024;
 /// Capacity of the round buffer kept between rounds.
 const ROUND_KEPT: usize = 256 * 1024;
 /// Bytes read back from the end of the file to find the last entry.
@@ -252,14 +255,21 @@ fn refuse_special_place(path: &Path) -> std::io::Result<()> {
 /// /dev/stdout), an empty file, or one whose last line is an entry of this
 /// format. Anything else (a configuration file, /etc/passwd) is refused:
 /// a device appends to its file and must not damage another one.
+///
+/// The *first* line is looked at: a log begins with a short signed
+/// checkpoint, while its last line may be torn (a crash, a cut-back that
+/// failed) or longer than anything worth reading back (a huge LIST answer),
+/// and neither may make the file unusable.
 pub fn is_audit_log(f: &mut File) -> bool {
     let Ok(meta) = f.metadata() else { return false };
     if !meta.is_file() || meta.len() == 0 {
         return true;
     }
-    let Some(tail) = read_tail(f, meta.len()) else { return false };
-    let Some(body) = tail.strip_suffix(b"\n") else { return false };
-    body.rsplit(|b| *b == b'\n').next().is_some_and(|l| vault_audit::parse_line(l).is_ok())
+    let mut head = Vec::new();
+    if f.seek(SeekFrom::Start(0)).is_err() || (&*f).take(TAIL_BYTES).read_to_end(&mut head).is_err() {
+        return false;
+    }
+    head.split(|b| *b == b'\n').next().is_some_and(|l| head.len() > l.len() && vault_audit::parse_line(l).is_ok())
 }
 
 fn file_id(f: &File) -> Option<(u64, u64)> {
@@ -320,10 +330,12 @@ impl Handle {
         }
         let step = {
             let mut q = lock(&self.shared.queue);
-            if q.closed {
+            if q.closed || q.entries.len() >= MAX_QUEUED {
                 return false;
             }
-            if q.owner == Owner::Nobody {
+            // The thread waiting for its turn (close, rotation, timers) goes
+            // first: a stream of leaders must not starve it.
+            if q.owner == Owner::Nobody && !q.thread_waiting {
                 q.owner = Owner::Task;
                 // Response entries handed in just before (pending): written
                 // first, with this one.
@@ -355,13 +367,17 @@ impl Handle {
     /// (also when dropped meanwhile), which writes it if no round took it.
     pub fn queue(&self, body: Vec<u8>) -> Handed {
         let mut q = lock(&self.shared.queue);
-        if q.closed {
+        if q.closed || q.entries.len() >= MAX_QUEUED {
             return Handed::Closed;
         }
         q.entries.push(Queued { body, waiter: Waiter::Unwaited });
         // The first entry pending is the one whose caller flushes (a later
-        // one is taken with it).
-        if q.owner == Owner::Nobody && q.entries.len() == 1 { Handed::Pending } else { Handed::Queued }
+        // one is taken with it); with the thread about to write, it does.
+        if q.owner == Owner::Nobody && !q.thread_waiting && q.entries.len() == 1 {
+            Handed::Pending
+        } else {
+            Handed::Queued
+        }
     }
 
     /// Write the entries pending (handed in while no one was writing), if
@@ -369,7 +385,7 @@ impl Handle {
     pub fn flush(&self) {
         let entries = {
             let mut q = lock(&self.shared.queue);
-            if q.owner != Owner::Nobody || q.entries.is_empty() {
+            if q.owner != Owner::Nobody || q.thread_waiting || q.entries.is_empty() {
                 return;
             }
             q.owner = Owner::Task;
@@ -507,7 +523,14 @@ impl Shared {
     fn drain(&self, then: impl FnOnce(&mut Chain), close: bool) {
         let mut then = Some(then);
         loop {
-            let entries = std::mem::take(&mut lock(&self.queue).entries);
+            let entries = {
+                let mut q = lock(&self.queue);
+                // Closing: what is handed in from now on is refused, so
+                // nothing follows the `close` line (and the head kept is
+                // the file's end).
+                q.closed |= close;
+                std::mem::take(&mut q.entries)
+            };
             let (ok, file, waiters) = {
                 let mut chain = lock(&self.chain);
                 let r = chain.write_entries(entries, &mut lock(&self.round));
@@ -516,9 +539,8 @@ impl Shared {
                 }
                 r
             };
-            if ok && file.is_some() && self.fsync == Fsync::Batch {
-                sync_file(file.as_deref());
-            }
+            // `fsync=batch`: answered only once flushed (a failed flush refuses).
+            let ok = ok && (file.is_none() || self.fsync != Fsync::Batch || sync_file(file.as_deref()));
             for w in waiters {
                 match w {
                     Waiter::Ack(a) => {
@@ -533,7 +555,6 @@ impl Shared {
             let mut q = lock(&self.queue);
             if q.entries.is_empty() {
                 q.owner = Owner::Nobody;
-                q.closed |= close;
                 return;
             }
         }
@@ -594,7 +615,7 @@ fn run(shared: &Shared, rx: &Receiver<Msg>) {
             }
             Ok(Msg::Rotate) => {
                 shared.take_turn();
-                shared.drain(Chain::rotate, false);
+                shared.drain(Chain::rotate_on_signal, false);
             }
             Ok(Msg::Close(done)) => {
                 shared.take_turn();
@@ -658,10 +679,10 @@ impl Chain {
                 }
                 Err(e) => {
                     tracing::error!(file = %path.display(), error = %e, "cannot open the audit file");
-                    None
+                    Tail::Unknown
                 }
             };
-            if let Some((link, start)) = start_point(&path, tail.as_ref(), &c.key.verifying_key(), closed, mine) {
+            if let Some((link, start)) = start_point(&path, &tail, &c.key.verifying_key(), closed, mine) {
                 c.link = link;
                 c.needs_start = start;
             }
@@ -722,7 +743,7 @@ impl Chain {
             return (true, None, Vec::new());
         }
         self.prepare();
-        let saved = (self.link.clone(), self.since_checkpoint, self.needs_start);
+        let saved = (self.link.clone(), self.since_checkpoint, self.needs_start, self.last_checkpoint);
         let size: usize = entries.iter().map(|e| e.body.len() + 128).sum();
         buf.clear();
         if buf.capacity() > ROUND_KEPT && size <= ROUND_KEPT {
@@ -747,7 +768,7 @@ impl Chain {
         let ok = self.commit(buf);
         if !ok {
             // Nothing of the round is in the file: the chain goes on from before it.
-            (self.link, self.since_checkpoint, self.needs_start) = saved;
+            (self.link, self.since_checkpoint, self.needs_start, self.last_checkpoint) = saved;
         }
         (ok, self.file.clone(), waiters)
     }
@@ -785,14 +806,14 @@ impl Chain {
     fn write_checkpoint(&mut self, reason: Reason) -> bool {
         self.prepare();
         let mut buf = Vec::new();
-        let saved = (self.link.clone(), self.since_checkpoint, self.needs_start);
+        let saved = (self.link.clone(), self.since_checkpoint, self.needs_start, self.last_checkpoint);
         if let Some(start) = self.needs_start.take() {
             self.checkpoint(&mut buf, start);
         }
         self.checkpoint(&mut buf, reason);
         let ok = self.commit(&buf);
         if !ok {
-            (self.link, self.since_checkpoint, self.needs_start) = saved;
+            (self.link, self.since_checkpoint, self.needs_start, self.last_checkpoint) = saved;
         }
         ok
     }
@@ -851,7 +872,16 @@ impl Chain {
         self.synced();
     }
 
-    /// SIGHUP: sign off the old file, reopen the path (a new file after a
+    /// SIGHUP: as [`Chain::rotate`], unless the file open is still the one
+    /// at the path (a round already noticed the move and reopened it).
+    fn rotate_on_signal(&mut self) {
+        if self.file.is_some() && !self.moved() {
+            return;
+        }
+        self.rotate();
+    }
+
+    /// Sign off the old file, reopen the path (a new file after a
     /// rotation), continue the chain there: its first line in the new file
     /// is a signed `continue` checkpoint (written with the next line).
     fn rotate(&mut self) {
@@ -875,25 +905,46 @@ impl Chain {
 
     /// Sign off the chain (`close`) and flush.
     fn close(&mut self) {
-        if self.needs_start != Some(Reason::Open) && self.write_checkpoint(Reason::Close) {
+        let written = self.needs_start != Some(Reason::Open) && self.write_checkpoint(Reason::Close);
+        // Kept as the chain's end only once on disk (a power cut must not
+        // leave a stored head past the file's end).
+        if sync_file(self.file.as_deref()) && written {
             self.closed_at = self.head();
         }
-        self.sync();
+        self.synced();
         self.file = None;
         self.file_id = None;
     }
 }
 
-/// The file's last line, parsed (None: empty, or not a line of the format).
-fn last_line(f: &mut File) -> Option<vault_audit::Parsed> {
-    let len = f.metadata().ok()?.len();
+/// The end of a log file at start.
+enum Tail {
+    /// New or empty.
+    Empty,
+    /// Its last line.
+    Line(Box<vault_audit::Parsed>),
+    /// Torn (no newline at the end: a crash mid-write) or not readable as a
+    /// line of the format (longer than what is read back): a new chain.
+    Unknown,
+}
+
+fn last_line(f: &mut File) -> Tail {
+    let Ok(len) = f.metadata().map(|m| m.len()) else { return Tail::Unknown };
     if len == 0 {
-        return None;
+        return Tail::Empty;
     }
-    let tail = read_tail(f, len)?;
-    let body = tail.strip_suffix(b"\n")?;
-    let line = body.rsplit(|b| *b == b'\n').next()?;
-    vault_audit::parse_line(line).ok()
+    let Some(tail) = read_tail(f, len) else { return Tail::Unknown };
+    let Some(body) = tail.strip_suffix(b"\n") else {
+        // A torn last line: end it, so the next line is not glued to it
+        // (the verifier reports the fragment where it is).
+        let _ = (&*f).write_all(b"\n");
+        return Tail::Unknown;
+    };
+    match body.rsplit(|b| *b == b'\n').next().map(vault_audit::parse_line) {
+        // (Whole: a newline before it in what was read, or the whole file read.)
+        Some(Ok(p)) if body.contains(&b'\n') || len <= TAIL_BYTES => Tail::Line(Box::new(p)),
+        _ => Tail::Unknown,
+    }
 }
 
 /// Where a starting writer's chain goes on (None: a new chain, `open`),
@@ -914,17 +965,21 @@ fn last_line(f: &mut File) -> Option<vault_audit::Parsed> {
 ///   host's last chain for the path continues there with a `continue`.
 fn start_point(
     path: &Path,
-    tail: Option<&vault_audit::Parsed>,
+    tail: &Tail,
     key: &ed25519_dalek::VerifyingKey,
     closed: &[Head],
     mine: Option<&Head>,
 ) -> Option<(Link, Option<Reason>)> {
     let from =
         |h: &Head| (Link { node: h.node.clone(), seq: h.seq.saturating_add(1), prev: h.hash }, Some(Reason::Continue));
-    let Some(t) = tail else {
-        let m = mine?;
-        tracing::warn!(file = %path.display(), node = %m.node, closed_at = m.seq, "the audit file is new or empty: this server's chain continues there from where it was closed (rotated or removed while stopped)");
-        return Some(from(m));
+    let t = match tail {
+        Tail::Line(t) => t,
+        Tail::Unknown => return None,
+        Tail::Empty => {
+            let m = mine?;
+            tracing::warn!(file = %path.display(), node = %m.node, closed_at = m.seq, "the audit file is new or empty: this server's chain continues there from where it was closed (rotated or removed while stopped)");
+            return Some(from(m));
+        }
     };
     let valid_close = matches!(&t.checkpoint, Some((_, Reason::Close, _))) && vault_audit::checkpoint_valid(key, t);
     let resume = (Link { node: t.link.node.clone(), seq: t.link.seq.saturating_add(1), prev: t.hash }, None);
@@ -1211,6 +1266,52 @@ mod tests {
         std::mem::forget(h); // No close: as a crash.
         let c = Chain::new(opts(&path, 3), key.clone(), std::slice::from_ref(&head), None);
         assert_eq!(c.needs_start, Some(Reason::Open));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nothing_follows_the_close_and_torn_or_long_lines_do_not_lock_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let key = SigningKey::from_bytes(&[11; 32]);
+        let h = Arc::new(start(&path, 100, &key, Default::default()));
+        // Entries racing the close: each is written before the `close` or
+        // refused; none after it.
+        let racers: Vec<_> = (0..50)
+            .map(|i| {
+                let h = h.clone();
+                tokio::spawn(async move { h.record(body(i), T).await })
+            })
+            .collect();
+        let head = h.close(T).await.unwrap();
+        let mut written = 0;
+        for r in racers {
+            written += usize::from(r.await.unwrap());
+        }
+        assert!(!h.record(body(99), T).await, "closed: refused");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let last = vault_audit::parse_line(text.lines().last().unwrap().as_bytes()).unwrap();
+        assert_eq!(last.checkpoint.unwrap().1, Reason::Close);
+        assert_eq!((last.link.seq, last.hash), (head.seq, head.hash), "the head kept is the file's end");
+        assert_eq!(text.matches("\"type\":\"request\"").count(), written);
+        assert_eq!(verify(&key, &[&path]), vec![]);
+        // A long last line (more than is read back) and a torn one (a crash
+        // mid-write): the file still opens, a new chain starts after it.
+        let long = format!(r#"{{"type":"request","pad":"{}"}}"#, "x".repeat(300 * 1024));
+        let h = start(&path, 100, &key, Default::default());
+        assert!(h.record(long.into_bytes(), T).await);
+        drop(h);
+        eventually_closed(&path);
+        let h = start(&path, 100, &key, Default::default());
+        assert!(h.record(body(100), T).await, "a long last line does not lock the file");
+        h.close(T).await.unwrap();
+        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"{\"type\":\"req").unwrap();
+        let h = start(&path, 100, &key, Default::default());
+        assert!(h.record(body(101), T).await, "a torn last line does not lock the file");
+        h.close(T).await.unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("{\"type\":\"req\n"), "the torn line ended, not glued to the next");
+        let f = verify(&key, &[&path]);
+        assert_eq!(f.iter().filter(|f| f.severity == vault_audit::Severity::Tampered).count(), 1, "{f:?}");
     }
 
     /// Wait for the thread of a dropped handle to write its `close`.
