@@ -20,6 +20,17 @@ const PASSWORD: &str = "CANARY-PASSWORD-5d1e";
 const PLAINTEXT: &str = "CANARY-PLAINTEXT-8a2f";
 const USER_PASSWORD: &str = "CANARY-USERPASS-77c1";
 
+/// The configuration letting file devices write below the temporary
+/// directory (every test's files are there).
+fn tmp_dirs() -> String {
+    format!("[audit]\nfile_dirs = [{:?}]\n", std::env::temp_dir().display().to_string())
+}
+
+/// A server whose audit files may be in the temporary directory.
+fn audited(store: &Store) -> ServerProc {
+    ServerProc::start_with_config(store, &tmp_dirs(), &[])
+}
+
 fn lines(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
@@ -69,7 +80,7 @@ async fn canaries_and_hashes(backend: Backend) {
     let file = dir.path().join("audit.log");
     let foreign = dir.path().join("passwd");
     std::fs::write(&foreign, "root:x:0:0::/root:/bin/sh\n").unwrap();
-    let srv = ServerProc::start(&store, &[]);
+    let srv = audited(&store);
     let (keys, root, rc) = srv.kv2_ready().await;
 
     // Refused options, each a 400 with nothing enabled.
@@ -78,12 +89,15 @@ async fn canaries_and_hashes(backend: Backend) {
         (json!({"format": "jsonx"}), "format"),
         (json!({"fsync": "sometimes"}), "fsync"),
         (json!({"file_path": "relative.log"}), "absolute"),
-        (json!({"file_path": "/nonexistent-dir/x/audit.log"}), "cannot open"),
+        (json!({"file_path": "/nonexistent-dir/x/audit.log"}), "[audit] file_dirs"),
+        (json!({"file_path": dir.path().join("no-dir/audit.log").display().to_string()}), "No such file"),
         (json!({"file_path": foreign.display().to_string()}), "not an audit log"),
         // Red-team finds: a sink that records nothing, kernel files, a
-        // world-writable or executable mode.
-        (json!({"file_path": "/dev/null"}), "audit file must be a regular file"),
-        (json!({"file_path": "/tmp/../proc/self/mem"}), "audit file must be a regular file"),
+        // world-writable or executable mode (the places are outside the
+        // configured directories; `dev` refuses them by what they are:
+        // `place::tests::anywhere_still_refuses_kernel_interfaces`).
+        (json!({"file_path": "/dev/null"}), "[audit] file_dirs"),
+        (json!({"file_path": "/tmp/../proc/self/mem"}), "'..'"),
         (json!({"mode": "0777"}), "0664"),
         (json!({"mode": "0666"}), "0664"),
     ] {
@@ -98,12 +112,18 @@ async fn canaries_and_hashes(backend: Backend) {
     assert_eq!((s, v["errors"][0].as_str().unwrap().contains("in use")), (400, true), "{v}");
     let (s, _) = enable(&rc, "again", &file, json!({})).await;
     assert_eq!(s, 400, "two devices on one file");
-    // The same file by another name.
+    // The same file by another name (`..` is refused outright).
     let dir_name = dir.path().file_name().unwrap().to_str().unwrap();
-    let aliased = dir.path().join("..").join(dir_name).join(".").join("audit.log");
+    let aliased = dir.path().join("..").join(dir_name).join("audit.log");
     let (s, v) = enable(&rc, "again", &aliased, json!({})).await;
     assert_eq!(s, 400, "the same file under another name: {v}");
+    assert!(v["errors"][0].as_str().unwrap().contains("'..'"), "{v}");
+    let linked = dir.path().join("hard-link.log");
+    std::fs::hard_link(&file, &linked).unwrap();
+    let (s, v) = enable(&rc, "again", &linked, json!({})).await;
+    assert_eq!(s, 400, "the same file under another name: {v}");
     assert!(v["errors"][0].as_str().unwrap().contains("already"), "{v}");
+    std::fs::remove_file(&linked).unwrap();
     let (_, list) = rc.get("sys/audit").await;
     let dev = &list["data"]["file/"];
     assert_eq!((dev["type"].as_str(), dev["path"].as_str()), (Some("file"), Some("file/")), "{list}");
@@ -221,7 +241,7 @@ use std::os::unix::fs::PermissionsExt as _;
 async fn closed_log(dir: &Path) -> (PathBuf, String) {
     let store = Store::new(Backend::Sqlite);
     let file = dir.join("audit.log");
-    let srv = ServerProc::start(&store, &[]);
+    let srv = audited(&store);
     let (_, _, rc) = srv.kv2_ready().await;
     assert_eq!(enable(&rc, "file", &file, json!({})).await.0, 204);
     let key = public_key(&rc, "file").await;
@@ -371,7 +391,7 @@ async fn fail_closed_nothing_runs_unrecorded() {
         return;
     };
     let file = disk.0.join("audit.log");
-    let srv = ServerProc::start(&store, &[]);
+    let srv = audited(&store);
     let (_, _, rc) = srv.kv2_ready().await;
     assert_eq!(rc.post("secret/data/app", json!({"data": {"v": "one"}})).await.0, 200);
     assert_eq!(enable(&rc, "full", &file, json!({})).await.0, 204);
@@ -416,7 +436,7 @@ async fn fail_closed_on_an_unwritable_file() {
     let store = Store::new(Backend::Sqlite);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("audit.log");
-    let srv = ServerProc::start(&store, &[]);
+    let srv = audited(&store);
     let (_, _, rc) = srv.kv2_ready().await;
     assert_eq!(rc.post("secret/data/app", json!({"data": {"v": "one"}})).await.0, 200);
     assert_eq!(enable(&rc, "file", &file, json!({})).await.0, 204);
@@ -449,7 +469,7 @@ async fn cuts_are_found_against_the_servers_chain_head() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("audit.log");
     let f = file.to_str().unwrap().to_string();
-    let srv = ServerProc::start(&store, &[]);
+    let srv = audited(&store);
     let (keys, root, rc) = srv.kv2_ready().await;
     assert_eq!(enable(&rc, "file", &file, json!({"checkpoint_entries": "1000"})).await.0, 204);
     let key = public_key(&rc, "file").await;
@@ -460,7 +480,7 @@ async fn cuts_are_found_against_the_servers_chain_head() {
     // continues from the head it closed at, so the gap shows.
     assert!(srv.terminate().success());
     let first_close = std::fs::metadata(&file).unwrap().len();
-    let srv = ServerProc::start(&store, &[]);
+    let srv = audited(&store);
     srv.client().unseal(&keys).await;
     let rc = srv.client().with_token(&root);
     assert_eq!(rc.post("secret/data/b", json!({"data": {"v": 1}})).await.0, 200);
@@ -468,7 +488,7 @@ async fn cuts_are_found_against_the_servers_chain_head() {
     assert_eq!(verify(&[&f, "--public-key", &key, "--closed"], &[]).0, 0);
     std::fs::OpenOptions::new().write(true).open(&file).unwrap().set_len(first_close).unwrap();
     assert_eq!(verify(&[&f, "--public-key", &key, "--closed"], &[]).0, 0, "a cut back to a close looks whole");
-    let srv = ServerProc::start(&store, &[]);
+    let srv = audited(&store);
     srv.client().unseal(&keys).await;
     let rc = srv.client().with_token(&root);
     assert_eq!(rc.post("secret/data/c", json!({"data": {"v": 1}})).await.0, 200);
@@ -478,7 +498,7 @@ async fn cuts_are_found_against_the_servers_chain_head() {
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("missing"), "{err}");
     // A live file (another device, as the first one now shows a gap).
-    let srv = ServerProc::start(&store, &[]);
+    let srv = audited(&store);
     srv.client().unseal(&keys).await;
     let rc = srv.client().with_token(&root);
     let live = dir.path().join("live.log");
@@ -513,7 +533,7 @@ async fn rotation_and_restarts_continue_the_chain() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("audit.log");
     let rotated = dir.path().join("audit.log.1");
-    let srv = ServerProc::start(&store, &[]);
+    let srv = audited(&store);
     let (keys, root, rc) = srv.kv2_ready().await;
     assert_eq!(enable(&rc, "file", &file, json!({"fsync": "batch"})).await.0, 204);
     let key = public_key(&rc, "file").await;
@@ -533,7 +553,7 @@ async fn rotation_and_restarts_continue_the_chain() {
     assert_eq!(code, 0, "{out}{err}");
     // A clean restart: the chain goes on in the same file.
     assert!(srv.terminate().success());
-    let srv = ServerProc::start(&store, &[]);
+    let srv = audited(&store);
     srv.client().unseal(&keys).await;
     let rc = srv.client().with_token(&root);
     assert_eq!(rc.post("secret/data/c", json!({"data": {"v": 1}})).await.0, 200);
@@ -546,12 +566,12 @@ async fn rotation_and_restarts_continue_the_chain() {
     assert_eq!(verify(&[f, r, "--public-key", &key], &[]).0, 1);
     // A crash (no closing checkpoint): the next server starts a new chain;
     // the crashed chain's unsigned tail is a note, and --closed calls it a cut.
-    let srv = ServerProc::start(&store, &[]);
+    let srv = audited(&store);
     srv.client().unseal(&keys).await;
     let rc = srv.client().with_token(&root);
     assert_eq!(rc.post("secret/data/d", json!({"data": {"v": 1}})).await.0, 200);
     srv.kill9();
-    let srv = ServerProc::start(&store, &[]);
+    let srv = audited(&store);
     srv.client().unseal(&keys).await;
     let rc = srv.client().with_token(&root);
     assert_eq!(rc.post("secret/data/e", json!({"data": {"v": 1}})).await.0, 200);
@@ -565,7 +585,7 @@ async fn rotation_and_restarts_continue_the_chain() {
 async fn disable_enable_and_sudo() {
     let store = Store::new(Backend::Sqlite);
     let dir = tempfile::tempdir().unwrap();
-    let srv = ServerProc::start(&store, &[]);
+    let srv = audited(&store);
     let (_, _, rc) = srv.kv2_ready().await;
     // A token with every capability on sys/audit* but sudo is refused.
     let policy = r#"path "sys/audit*" { capabilities = ["create", "read", "update", "delete", "list"] }"#;
@@ -602,9 +622,9 @@ async fn servers_on_one_postgres_keep_their_own_chains() {
     let store = Store::new(Backend::Postgres);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("audit.log");
-    let a = ServerProc::start(&store, &[]);
+    let a = audited(&store);
     let (keys, root, rca) = a.kv2_ready().await;
-    let b = ServerProc::start(&store, &[]);
+    let b = audited(&store);
     b.client().unseal(&keys).await;
     let rcb = b.client().with_token(&root);
     assert_eq!(enable(&rca, "file", &file, json!({})).await.0, 204);
@@ -629,4 +649,67 @@ async fn servers_on_one_postgres_keep_their_own_chains() {
     let (code, out, err) = verify(&[file.to_str().unwrap(), "--public-key", &key, "--closed"], &[]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("2 chain(s)"), "{out}");
+}
+
+/// A sudo token chooses `file_path`, and every request path lands in the
+/// file: outside the directories the operator configured it must not
+/// create anything (a shell profile or cron file would run the paths), and
+/// a server configured with none writes no audit file at all. The check is
+/// made at every open: a device whose file is no longer below a configured
+/// directory after a restart fails closed, with the reason in the log.
+#[tokio::test]
+async fn audit_files_only_below_the_configured_directories() {
+    let store = Store::new(Backend::Sqlite);
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let elsewhere = dir.path().join("profile.d");
+    std::fs::create_dir_all(&logs).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, logs.join("out")).unwrap();
+
+    // No [audit] file_dirs: no file device.
+    let srv = ServerProc::start(&store, &[]);
+    let (keys, root, rc) = srv.kv2_ready().await;
+    let (s, v) = enable(&rc, "file", &logs.join("a.log"), json!({})).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v["errors"][0].as_str().unwrap().contains("[audit] file_dirs"), "{v}");
+    assert!(srv.terminate().success());
+
+    let config = format!("[audit]\nfile_dirs = [{:?}]\n", logs.display().to_string());
+    let srv = ServerProc::start_with_config(&store, &config, &[]);
+    srv.client().unseal(&keys).await;
+    let rc = srv.client().with_token(&root);
+    for (path, why) in [
+        (elsewhere.join("x.sh"), "file_dirs"),
+        (logs.join("../profile.d/x.sh"), ".."),
+        (logs.join("out/x.sh"), "symbolic link"),
+        (logs.clone(), "file_dirs"),
+    ] {
+        let (s, v) = enable(&rc, "file", &path, json!({})).await;
+        assert_eq!(s, 400, "{}: {v}", path.display());
+        assert!(v["errors"][0].as_str().unwrap().contains(why), "{}: {v}", path.display());
+    }
+    assert!(std::fs::read_dir(&elsewhere).unwrap().next().is_none(), "nothing was created outside");
+    assert_eq!(rc.get("sys/audit").await.1["data"], json!({}));
+    let file = logs.join("a.log");
+    assert_eq!(enable(&rc, "file", &file, json!({})).await.0, 204);
+    let key = public_key(&rc, "file").await;
+    assert_eq!(rc.get("sys/mounts").await.0, 200);
+    assert!(srv.terminate().success());
+
+    // The same device after a restart without the directory: refused requests, a clear log.
+    let srv = ServerProc::start(&store, &[]);
+    srv.client().unseal(&keys).await;
+    let rc = srv.client().with_token(&root);
+    let (s, v) = rc.get("sys/mounts").await;
+    assert_eq!(s, 500, "{v}");
+    assert!(srv.log_text().contains("file_dirs"), "{}", srv.log_text());
+    assert!(srv.terminate().success());
+    // Configured again: recorded again, one chain across the three servers.
+    let srv = ServerProc::start_with_config(&store, &config, &[]);
+    srv.client().unseal(&keys).await;
+    assert_eq!(srv.client().with_token(&root).get("sys/mounts").await.0, 200);
+    assert!(srv.terminate().success());
+    let (code, out, err) = verify(&[file.to_str().unwrap(), "--public-key", &key, "--closed"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
 }

@@ -55,7 +55,14 @@ fn run_hvac_script(name: &str, backend: Backend) {
 
     let store = Store::new(backend);
     // JSON logs with the access log: one line per request from the hook.
-    let srv = ServerProc::start_with_config(&store, "log_format = \"json\"\naccess_log = true\n", &[]);
+    let srv = ServerProc::start_with_config(
+        &store,
+        &format!(
+            "log_format = \"json\"\naccess_log = true\n[audit]\nfile_dirs = [{:?}]\n",
+            std::env::temp_dir().display().to_string()
+        ),
+        &[],
+    );
     let ids = tempfile::NamedTempFile::new().unwrap();
     let out = Command::new(&py)
         .arg(&script)

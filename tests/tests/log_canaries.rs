@@ -48,8 +48,14 @@ async fn ok(r: (u16, Value), what: &str) -> Value {
 
 async fn canaries_never_logged(backend: Backend) {
     let store = Store::new(backend);
-    let srv =
-        ServerProc::start_with_config(&store, "access_log = true\nlog_format = \"json\"\n", &["--log-level", "trace"]);
+    let srv = ServerProc::start_with_config(
+        &store,
+        &format!(
+            "access_log = true\nlog_format = \"json\"\n[audit]\nfile_dirs = [{:?}]\n",
+            std::env::temp_dir().display().to_string()
+        ),
+        &["--log-level", "trace"],
+    );
     let c = srv.client();
     let mut s = Secrets(Vec::new());
 

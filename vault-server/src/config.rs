@@ -57,6 +57,9 @@
 //!
 //! [telemetry]                            # Prometheus metrics (docs/metrics.md)
 //! unauthenticated_metrics_access = false # true: GET /v1/sys/metrics needs no token (Vault's key)
+//!
+//! [audit]                        # docs/audit.md
+//! file_dirs = ["/var/log/vault"] # file audit devices write only below these (default: none)
 //! ```
 
 use std::net::SocketAddr;
@@ -191,6 +194,14 @@ struct FileConfig {
     telemetry: Option<TelemetryFile>,
     quotas: Option<QuotasFile>,
     backup: Option<BackupFile>,
+    audit: Option<AuditFile>,
+}
+
+/// `[audit]` as written in the file (docs/audit.md).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct AuditFile {
+    file_dirs: Option<Vec<PathBuf>>,
 }
 
 /// `[telemetry]` as written in the file (Vault's `telemetry` stanza keys).
@@ -300,6 +311,9 @@ pub struct Config {
     pub quotas: crate::quotas::BuiltinLimits,
     /// `[backup]`: snapshot size limit and scheduled backups.
     pub backup: crate::backup::Settings,
+    /// `[audit] file_dirs`: where file audit devices may write (none by
+    /// default; `vault-server dev` allows any place).
+    pub audit_file_dirs: crate::audit::FileDirs,
 }
 
 impl std::fmt::Debug for Config {
@@ -321,6 +335,8 @@ impl std::fmt::Debug for Config {
             .field("listener", &self.listener)
             .field("telemetry", &self.telemetry)
             .field("quotas", &self.quotas)
+            .field("backup", &self.backup)
+            .field("audit_file_dirs", &self.audit_file_dirs)
             .finish()
     }
 }
@@ -529,7 +545,11 @@ impl Config {
             }
         }
         let backup = Self::backup(fc.backup)?;
+        let audit_file_dirs =
+            crate::audit::FileDirs::from_config(fc.audit.and_then(|a| a.file_dirs).as_deref().unwrap_or_default())
+                .map_err(ConfigError::Invalid)?;
         Ok(Config {
+            audit_file_dirs,
             telemetry,
             quotas,
             backup,
@@ -775,6 +795,21 @@ mod tests {
             write("[listener]\nhttp_read_header_timeout = \"2s\"\nhttp_idle_timeout = \"1m\"\nmax_connections = 8\n");
         let l = Config::load(Some(f.path()), Overrides::default()).unwrap().listener;
         assert_eq!((l.read_header_timeout.as_secs(), l.idle_timeout.as_secs(), l.max_connections), (2, 60, 8));
+    }
+
+    #[test]
+    fn audit_files_go_nowhere_unless_directories_are_listed() {
+        let c = Config::load(None, Overrides::default()).unwrap();
+        assert_eq!(c.audit_file_dirs, crate::audit::FileDirs::default());
+        let dir = tempfile::tempdir().unwrap();
+        let f = write(&format!("[audit]\nfile_dirs = [{:?}]\n", dir.path().display().to_string()));
+        let c = Config::load(Some(f.path()), Overrides::default()).unwrap();
+        assert_eq!(format!("{:?}", c.audit_file_dirs), format!("[{:?}]", dir.path()));
+        let f = write("[audit]\nfile_dirs = [\"/nonexistent/vault-audit\"]\n");
+        let e = Config::load(Some(f.path()), Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("audit.file_dirs") && e.contains("/nonexistent/vault-audit"), "{e}");
+        let f = write("[audit]\nfile_dir = \"/tmp\"\n");
+        assert!(matches!(Config::load(Some(f.path()), Overrides::default()), Err(ConfigError::Parse { .. })));
     }
 
     #[test]

@@ -146,6 +146,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cfg.rotation.postgres_allowed_hosts =
                 std::sync::Arc::new(vault_server::engines::pg_role::HostAllowList::loopback().clone());
             cfg.access_log = access_log;
+            // Dev only: audit files anywhere the user can write.
+            cfg.audit_file_dirs = vault_server::audit::FileDirs::Anywhere;
             let server = Server::start(cfg).await?;
             let addr = server.local_addr()?;
             let (unseal_key, token) = server.core().dev_init(root_token.as_deref()).await?;

@@ -172,6 +172,7 @@ impl Server {
         core.metrics().set_unauthenticated_access(config.telemetry.unauthenticated_metrics_access);
         core.quotas().configure(config.quotas);
         core.backup().configure(config.backup.clone());
+        core.audit().configure_files(config.audit_file_dirs.clone());
         if config.access_log {
             core.hooks().add(Arc::new(crate::core::hooks::AccessLog));
         }

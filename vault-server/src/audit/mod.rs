@@ -15,6 +15,7 @@
 
 mod entry;
 mod heads;
+mod place;
 pub mod table;
 mod writer;
 
@@ -31,6 +32,7 @@ use crate::core::hooks::{Hook, HookError, RequestEvent, ResponseEvent};
 use crate::logical::{BoxFuture, LogicalError};
 use crate::storage::{Expect, StorageError};
 
+pub use place::FileDirs;
 pub use table::TABLE_PATH;
 
 /// Errors of the audit layer.
@@ -92,14 +94,26 @@ struct Device {
 }
 
 impl Device {
-    fn start(r: &table::Record, known: &heads::Known, response_failures: Arc<AtomicU64>) -> Arc<Device> {
+    fn start(
+        r: &table::Record,
+        dirs: FileDirs,
+        known: &heads::Known,
+        response_failures: Arc<AtomicU64>,
+    ) -> Arc<Device> {
         let signing = SigningKey::from_bytes(&r.signing_seed);
         let public_key = signing.verifying_key();
         let name = format!("audit-{}", r.path.trim_end_matches('/'));
-        let writer =
-            writer::Handle::start(name, r.options.clone(), signing, &known.all, known.mine.as_ref(), response_failures)
-                .inspect_err(|e| tracing::error!(error = %e, "cannot start the audit writer thread"))
-                .ok();
+        let writer = writer::Handle::start(
+            name,
+            r.options.clone(),
+            dirs,
+            signing,
+            &known.all,
+            known.mine.as_ref(),
+            response_failures,
+        )
+        .inspect_err(|e| tracing::error!(error = %e, "cannot start the audit writer thread"))
+        .ok();
         Arc::new(Device {
             path: r.path.clone(),
             kind: r.kind.clone(),
@@ -175,6 +189,8 @@ pub struct Broker {
     request_failures: AtomicU64,
     /// Shared with the writers, which count the response entries they could not write.
     response_failures: Arc<AtomicU64>,
+    /// Where file devices may write (configuration, not the API: [`place`]).
+    file_dirs: RwLock<FileDirs>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -192,6 +208,16 @@ const MAX_TABLE_ATTEMPTS: u32 = 8;
 impl Broker {
     fn current(&self) -> Arc<Installed> {
         self.installed.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Set where file devices may write (`[audit] file_dirs`; before the
+    /// first unseal: devices loaded earlier keep the old setting).
+    pub fn configure_files(&self, dirs: FileDirs) {
+        *self.file_dirs.write().unwrap_or_else(|p| p.into_inner()) = dirs;
+    }
+
+    fn file_dirs(&self) -> FileDirs {
+        self.file_dirs.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn install(&self, i: Installed) {
@@ -244,7 +270,7 @@ impl Broker {
                 Some(d) => devices.push(d.clone()),
                 None => {
                     let known = heads::read(barrier, u, &r.uuid, r.options.file_path()).await;
-                    devices.push(Device::start(r, &known, self.response_failures.clone()));
+                    devices.push(Device::start(r, self.file_dirs(), &known, self.response_failures.clone()));
                 }
             }
         }
@@ -350,7 +376,7 @@ impl Broker {
         let options = table::Options::parse(options)?;
         let mut file_id = None;
         if let table::Sink::File(p) = &options.sink {
-            let f = writer::open(p, options.mode)
+            let f = writer::open(p, options.mode, &self.file_dirs())
                 .map_err(|e| AuditError::Invalid(format!("cannot open the audit file {}: {e}", p.display())))?;
             let meta = f.metadata().map_err(|e| AuditError::Invalid(format!("cannot read {}: {e}", p.display())))?;
             use std::os::unix::fs::MetadataExt as _;

@@ -23,9 +23,9 @@
 //! chain as if the failed one had never been tried (and its requests were
 //! refused, or their failure counted).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
-use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -36,6 +36,7 @@ use ed25519_dalek::SigningKey;
 use tokio::sync::oneshot;
 use vault_audit::{GENESIS, Link, Reason};
 
+use super::place::FileDirs;
 use super::table::{Fsync, Options, Sink};
 
 /// Work for a device's thread.
@@ -119,6 +120,8 @@ struct Queue {
 /// The chain and the file: touched only by the current writer.
 struct Chain {
     opts: Options,
+    /// Where the file may be (re)opened.
+    dirs: FileDirs,
     key: SigningKey,
     /// Shared with the thread's flushes (an `fdatasync` needs no lock).
     file: Option<Arc<File>>,
@@ -202,24 +205,8 @@ pub fn now_rfc3339() -> String {
 /// widened (Vault sets it outright; here a sudo token pointing a device at
 /// /etc/shadow with mode 0644 must not make it readable); 0 leaves it alone.
 /// A new file is created with `mode` (0600 for 0).
-pub fn open(path: &Path, mode: u32) -> std::io::Result<File> {
-    use rustix::fs::OFlags;
-    refuse_special_place(path)?;
-    let flags = (OFlags::NOFOLLOW | OFlags::NONBLOCK).bits();
-    let mut f = OpenOptions::new()
-        .append(true)
-        .read(true)
-        .create(true)
-        .mode(if mode == 0 { 0o600 } else { mode })
-        .custom_flags(flags as i32)
-        .open(path)
-        .map_err(|e| {
-            if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
-                std::io::Error::other("it is a symbolic link: give the file itself")
-            } else {
-                e
-            }
-        })?;
+pub fn open(path: &Path, mode: u32, dirs: &FileDirs) -> std::io::Result<File> {
+    let mut f = dirs.open(path, if mode == 0 { 0o600 } else { mode })?;
     let meta = f.metadata()?;
     if !meta.is_file() {
         return Err(std::io::Error::other("it is not a regular file (file_path=stdout writes to standard output)"));
@@ -234,21 +221,6 @@ pub fn open(path: &Path, mode: u32) -> std::io::Result<File> {
         }
     }
     Ok(f)
-}
-
-/// Refuse kernel interfaces as audit files (`/proc/self/mem` looks like an
-/// empty regular file): the directory is resolved first, so `..` and links
-/// do not hide them.
-fn refuse_special_place(path: &Path) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    let real = std::fs::canonicalize(dir)?;
-    if ["/proc", "/sys", "/dev"].iter().any(|p| real.starts_with(p)) {
-        return Err(std::io::Error::other(format!(
-            "it is in {}: an audit file must be a regular file on a file system",
-            real.display()
-        )));
-    }
-    Ok(())
 }
 
 /// Whether an existing file may become a device's log: a device (such as
@@ -291,6 +263,7 @@ impl Handle {
     pub fn start(
         name: String,
         opts: Options,
+        dirs: FileDirs,
         key: SigningKey,
         closed: &[Head],
         mine: Option<&Head>,
@@ -305,7 +278,7 @@ impl Handle {
                 closed: false,
             }),
             turn: Condvar::new(),
-            chain: Mutex::new(Chain::new(opts, key, closed, mine)),
+            chain: Mutex::new(Chain::new(opts, dirs, key, closed, mine)),
             round: Mutex::new(Vec::new()),
             fsync,
             unwaited_failures,
@@ -654,9 +627,10 @@ fn timers(shared: &Shared) {
 }
 
 impl Chain {
-    fn new(opts: Options, key: SigningKey, closed: &[Head], mine: Option<&Head>) -> Chain {
+    fn new(opts: Options, dirs: FileDirs, key: SigningKey, closed: &[Head], mine: Option<&Head>) -> Chain {
         let mut c = Chain {
             opts,
+            dirs,
             key,
             file: None,
             file_id: None,
@@ -670,7 +644,7 @@ impl Chain {
             last_sync: Instant::now(),
         };
         if let Sink::File(path) = c.opts.sink.clone() {
-            let tail = match open(&path, c.opts.mode) {
+            let tail = match open(&path, c.opts.mode, &c.dirs) {
                 Ok(mut f) => {
                     let tail = last_line(&mut f);
                     c.file_id = file_id(&f);
@@ -703,7 +677,7 @@ impl Chain {
 
     /// Open the path as the chain's file.
     fn open_path(&mut self, path: &Path) -> std::io::Result<()> {
-        let f = open(path, self.opts.mode)?;
+        let f = open(path, self.opts.mode, &self.dirs)?;
         self.file_id = file_id(&f);
         self.file = Some(Arc::new(f));
         Ok(())
@@ -1020,7 +994,8 @@ mod tests {
     }
 
     fn start(path: &Path, entries: u64, key: &SigningKey, failures: Arc<AtomicU64>) -> Handle {
-        Handle::start("audit-test".into(), opts(path, entries), key.clone(), &[], None, failures).unwrap()
+        Handle::start("audit-test".into(), opts(path, entries), FileDirs::Anywhere, key.clone(), &[], None, failures)
+            .unwrap()
     }
 
     const T: Duration = Duration::from_secs(10);
@@ -1097,10 +1072,10 @@ mod tests {
         assert_eq!(nodes.len(), 1, "one chain across the restart");
         // Another key's close is not resumed (a new chain starts).
         assert_eq!(
-            Chain::new(opts(&path, 4), SigningKey::from_bytes(&[4; 32]), &[], None).needs_start,
+            Chain::new(opts(&path, 4), FileDirs::Anywhere, SigningKey::from_bytes(&[4; 32]), &[], None).needs_start,
             Some(Reason::Open)
         );
-        assert_eq!(Chain::new(opts(&path, 4), key, &[], None).needs_start, None);
+        assert_eq!(Chain::new(opts(&path, 4), FileDirs::Anywhere, key, &[], None).needs_start, None);
     }
 
     #[test]
@@ -1108,7 +1083,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
         let key = SigningKey::from_bytes(&[6; 32]);
-        let mut c = Chain::new(opts(&path, 100), key.clone(), &[], None);
+        let mut c = Chain::new(opts(&path, 100), FileDirs::Anywhere, key.clone(), &[], None);
         let unwaited = |i| vec![Queued { body: body(i), waiter: Waiter::Unwaited }];
         assert!(c.write_entries(unwaited(0), &mut Vec::new()).0);
         // As after a failed write: the file is closed, and reopened by the
@@ -1185,6 +1160,7 @@ mod tests {
         let h = Handle::start(
             "t".into(),
             opts(&path, 100),
+            FileDirs::Anywhere,
             key.clone(),
             std::slice::from_ref(&first),
             None,
@@ -1204,6 +1180,7 @@ mod tests {
         let h = Handle::start(
             "t".into(),
             opts(&path, 100),
+            FileDirs::Anywhere,
             key.clone(),
             std::slice::from_ref(&second),
             None,
@@ -1218,7 +1195,7 @@ mod tests {
             "{f:?}"
         );
         // An intact file with the same head resumes as usual.
-        assert_eq!(Chain::new(opts(&path, 4), key.clone(), &[], None).needs_start, None);
+        assert_eq!(Chain::new(opts(&path, 4), FileDirs::Anywhere, key.clone(), &[], None).needs_start, None);
     }
 
     #[tokio::test]
@@ -1239,23 +1216,24 @@ mod tests {
         let count = lines.iter().position(|l| l.contains("\"count\"")).unwrap();
         for n in [count + 1, count + 2] {
             cut_at(n);
-            let c = Chain::new(opts(&path, 3), key.clone(), std::slice::from_ref(&head), None);
+            let c = Chain::new(opts(&path, 3), FileDirs::Anywhere, key.clone(), std::slice::from_ref(&head), None);
             assert_eq!(c.needs_start, Some(Reason::Continue), "cut to line {n}");
             assert_eq!((c.link.node.as_str(), c.link.seq, c.link.prev), (head.node.as_str(), head.seq + 1, head.hash));
         }
         // Intact: resumed after its close.
         std::fs::write(&path, &text).unwrap();
-        let c = Chain::new(opts(&path, 3), key.clone(), std::slice::from_ref(&head), None);
+        let c = Chain::new(opts(&path, 3), FileDirs::Anywhere, key.clone(), std::slice::from_ref(&head), None);
         assert_eq!((c.needs_start, c.link.seq), (None, head.seq + 1));
         // Gone or emptied while stopped (rotated): this host's chain goes on there.
         std::fs::remove_file(&path).unwrap();
-        let c = Chain::new(opts(&path, 3), key.clone(), std::slice::from_ref(&head), Some(&head));
+        let c = Chain::new(opts(&path, 3), FileDirs::Anywhere, key.clone(), std::slice::from_ref(&head), Some(&head));
         assert_eq!((c.needs_start, c.link.node.as_str()), (Some(Reason::Continue), head.node.as_str()));
         // Resumed, then a crash (the chain went on after its stored head): a new chain.
         std::fs::write(&path, &text).unwrap();
         let h = Handle::start(
             "t".into(),
             opts(&path, 100),
+            FileDirs::Anywhere,
             key.clone(),
             std::slice::from_ref(&head),
             None,
@@ -1264,7 +1242,7 @@ mod tests {
         .unwrap();
         assert!(h.record(body(8), T).await);
         std::mem::forget(h); // No close: as a crash.
-        let c = Chain::new(opts(&path, 3), key.clone(), std::slice::from_ref(&head), None);
+        let c = Chain::new(opts(&path, 3), FileDirs::Anywhere, key.clone(), std::slice::from_ref(&head), None);
         assert_eq!(c.needs_start, Some(Reason::Open));
     }
 
@@ -1335,8 +1313,16 @@ mod tests {
         m.insert("file_path".into(), path.display().to_string().into());
         m.insert("fsync".into(), "batch".into());
         m.insert("checkpoint_interval".into(), "1s".into());
-        let h =
-            Handle::start("t".into(), Options::parse(&m).unwrap(), key.clone(), &[], None, Default::default()).unwrap();
+        let h = Handle::start(
+            "t".into(),
+            Options::parse(&m).unwrap(),
+            FileDirs::Anywhere,
+            key.clone(),
+            &[],
+            None,
+            Default::default(),
+        )
+        .unwrap();
         assert!(h.record(body(0), T).await);
         assert_eq!(h.queue(body(1)), Handed::Pending);
         h.flush();
@@ -1351,7 +1337,7 @@ mod tests {
     fn modes_only_narrow_and_only_regular_audit_logs_open() {
         let dir = tempfile::tempdir().unwrap();
         let refused = |p: &Path, why: &str| {
-            let e = open(p, 0o600).unwrap_err().to_string();
+            let e = open(p, 0o600, &FileDirs::Anywhere).unwrap_err().to_string();
             assert!(e.contains(why), "{}: {e}", p.display());
         };
         // A foreign file: refused, and its mode left alone (checked first).
@@ -1364,12 +1350,12 @@ mod tests {
         let log = dir.path().join("audit.log");
         std::fs::write(&log, format!("{}\n", String::from_utf8(body(0)).unwrap().replace('}', r#","chain":{"node":"a","seq":0,"prev":"0000000000000000000000000000000000000000000000000000000000000000"}}"#))).unwrap();
         std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o600)).unwrap();
-        open(&log, 0o644).unwrap();
+        open(&log, 0o644, &FileDirs::Anywhere).unwrap();
         assert_eq!(std::fs::metadata(&log).unwrap().permissions().mode() & 0o777, 0o600, "never widened");
         std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o666)).unwrap();
-        open(&log, 0o640).unwrap();
+        open(&log, 0o640, &FileDirs::Anywhere).unwrap();
         assert_eq!(std::fs::metadata(&log).unwrap().permissions().mode() & 0o777, 0o640, "narrowed");
-        assert!(is_audit_log(&mut open(&dir.path().join("new"), 0o600).unwrap()));
+        assert!(is_audit_log(&mut open(&dir.path().join("new"), 0o600, &FileDirs::Anywhere).unwrap()));
         // Links, devices, FIFOs, directories, kernel interfaces.
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&log, &link).unwrap();
