@@ -445,6 +445,8 @@ async fn fail_closed_on_an_unwritable_file() {
     let moved = dir.path().join("audit.log.old");
     std::fs::rename(&file, &moved).unwrap();
     std::fs::create_dir(&file).unwrap();
+    // The writer looks at the path every 20 ms at most (docs/audit.md).
+    tokio::time::sleep(Duration::from_millis(50)).await;
     let (s, v) = rc.post("secret/data/app", json!({"data": {"v": "two"}})).await;
     assert_eq!(s, 500, "{v}");
     assert!(v["errors"][0].as_str().unwrap().contains("no audit device could record the request"), "{v}");

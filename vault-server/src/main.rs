@@ -9,6 +9,13 @@ use vault_server::config::{Config, LogFormat, Overrides};
 use vault_server::server::{Server, shutdown_signal};
 use vault_server::{hardening, http};
 
+/// mimalloc instead of glibc's malloc: audit entries are built on runtime
+/// workers and freed by a device's writer thread, a cross-thread pattern
+/// that cost glibc ~16% of the audited hot path in frees and consolidation
+/// (docs/performance.md, docs/decisions.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "vault-server",
