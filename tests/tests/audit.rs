@@ -122,7 +122,7 @@ async fn canaries_and_hashes(backend: Backend) {
     std::fs::hard_link(&file, &linked).unwrap();
     let (s, v) = enable(&rc, "again", &linked, json!({})).await;
     assert_eq!(s, 400, "the same file under another name: {v}");
-    assert!(v["errors"][0].as_str().unwrap().contains("already"), "{v}");
+    assert!(v["errors"][0].as_str().unwrap().contains("hard links"), "{v}");
     std::fs::remove_file(&linked).unwrap();
     let (_, list) = rc.get("sys/audit").await;
     let dev = &list["data"]["file/"];

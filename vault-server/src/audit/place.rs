@@ -188,6 +188,13 @@ mod tests {
         std::os::unix::fs::symlink(outside.join("y.sh"), allowed.join("y.log")).unwrap();
         assert!(refused(allowed.join("y.log")).contains("symbolic link"));
         assert!(std::fs::read_dir(&outside).unwrap().next().is_none(), "nothing was created outside");
+        // A hard link in the directory to an empty file elsewhere (a cron file).
+        let cron = outside.join("cron");
+        std::fs::write(&cron, b"").unwrap();
+        std::fs::hard_link(&cron, allowed.join("z.log")).unwrap();
+        let e = super::super::writer::open(&allowed.join("z.log"), 0o600, &dirs).unwrap_err().to_string();
+        assert!(e.contains("hard links"), "{e}");
+        assert_eq!(std::fs::read(&cron).unwrap(), b"");
 
         // No directory configured: nothing but stdout.
         let none = FileDirs::default();

@@ -219,6 +219,11 @@ pub fn open(path: &Path, mode: u32, dirs: &FileDirs) -> std::io::Result<File> {
     if !meta.is_file() {
         return Err(std::io::Error::other("it is not a regular file (file_path=stdout writes to standard output)"));
     }
+    // A hard link made in an allowed directory to a file elsewhere (an empty
+    // file under /etc/cron.d) would carry the log out of it.
+    if meta.nlink() > 1 {
+        return Err(std::io::Error::other("it has other names (hard links): give a file of its own"));
+    }
     if !is_audit_log(&mut f) {
         return Err(std::io::Error::other("it exists and is not an audit log: give a new or empty file"));
     }
