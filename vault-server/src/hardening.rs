@@ -6,7 +6,7 @@
 pub struct Hardening {
     /// Core dumps are off (RLIMIT_CORE = 0 and not dumpable).
     pub core_dumps_disabled: bool,
-    /// `mlockall(MCL_CURRENT | MCL_FUTURE)` succeeded.
+    /// `mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT)` succeeded.
     pub memory_locked: bool,
 }
 
@@ -18,7 +18,14 @@ pub fn apply(lock_memory: bool) -> Hardening {
     // PR_SET_DUMPABLE=0 also blocks ptrace attach by same-uid processes.
     let dumpable_ok = set_dumpable_behavior(DumpableBehavior::NotDumpable).is_ok();
     let memory_locked = lock_memory
-        && rustix::mm::mlockall(rustix::mm::MlockAllFlags::CURRENT | rustix::mm::MlockAllFlags::FUTURE).is_ok();
+        // ONFAULT (Linux 4.4): every page that is touched is locked (so keys
+        // never reach swap), but address space merely reserved is not
+        // populated: mimalloc reserves a 1 GiB arena up front, which plain
+        // MCL_CURRENT|MCL_FUTURE turned into 1 GiB of locked RAM.
+        && rustix::mm::mlockall(
+            rustix::mm::MlockAllFlags::CURRENT | rustix::mm::MlockAllFlags::FUTURE | rustix::mm::MlockAllFlags::ONFAULT,
+        )
+        .is_ok();
     Hardening { core_dumps_disabled: rlimit_ok && dumpable_ok, memory_locked }
 }
 

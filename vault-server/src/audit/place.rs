@@ -31,11 +31,13 @@ pub enum FileDirs {
     Under(Arc<[Dir]>),
 }
 
-/// One allowed directory: as configured, and resolved once at start.
+/// One allowed directory: as configured, resolved once at start, and the
+/// directory found there then (device, inode).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dir {
     given: PathBuf,
     real: PathBuf,
+    id: (u64, u64),
 }
 
 impl std::fmt::Debug for FileDirs {
@@ -74,7 +76,9 @@ impl FileDirs {
             if SPECIAL.iter().any(|p| real.starts_with(p)) {
                 return Err(format!("audit.file_dirs: {} is in {}", given.display(), real.display()));
             }
-            out.push(Dir { given: given.clone(), real });
+            let m = std::fs::metadata(&real).map_err(|e| format!("audit.file_dirs: {}: {e}", given.display()))?;
+            use std::os::unix::fs::MetadataExt as _;
+            out.push(Dir { given: given.clone(), real, id: (m.dev(), m.ino()) });
         }
         Ok(FileDirs::Under(Arc::from(out)))
     }
@@ -91,8 +95,25 @@ impl FileDirs {
             }
             FileDirs::Under(dirs) => {
                 let (dir, rel) = Self::below(dirs, path)?;
-                let fd = rustix::fs::open(&dir.real, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-                    .map_err(|e| Error::other(format!("cannot open the directory {}: {e}", dir.given.display())))?;
+                // The directory itself, without following a link anywhere on
+                // its (canonical) path, and only if it is still the one found
+                // at start: whoever may write a parent directory must not
+                // swap it for a link to /etc or for another directory.
+                let fd = rustix::fs::openat2(
+                    rustix::fs::CWD,
+                    &dir.real,
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                    ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+                )
+                .map_err(|e| Error::other(format!("cannot open the directory {}: {e}", dir.given.display())))?;
+                let st = rustix::fs::fstat(&fd)?;
+                if (st.st_dev, st.st_ino) != dir.id {
+                    return Err(Error::other(format!(
+                        "the directory {} was replaced since the server started",
+                        dir.given.display()
+                    )));
+                }
                 let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
                 let f = rustix::fs::openat2(&fd, rel, flags | OFlags::CLOEXEC, mode, resolve).map_err(|e| {
                     if e == rustix::io::Errno::XDEV || e == rustix::io::Errno::LOOP {
@@ -195,6 +216,16 @@ mod tests {
         let e = super::super::writer::open(&allowed.join("z.log"), 0o600, &dirs).unwrap_err().to_string();
         assert!(e.contains("hard links"), "{e}");
         assert_eq!(std::fs::read(&cron).unwrap(), b"");
+
+        // The directory swapped for a link (by whoever may write its parent).
+        let moved_away = root.path().join("logs.real");
+        std::fs::rename(&allowed, &moved_away).unwrap();
+        std::os::unix::fs::symlink(&outside, &allowed).unwrap();
+        assert!(refused(allowed.join("a.log")).contains("cannot open the directory"));
+        std::fs::remove_file(&allowed).unwrap();
+        std::fs::create_dir(&allowed).unwrap();
+        assert!(refused(allowed.join("a.log")).contains("replaced"));
+        assert!(std::fs::read_dir(&outside).unwrap().all(|e| e.unwrap().file_name() == "cron"));
 
         // No directory configured: nothing but stdout.
         let none = FileDirs::default();

@@ -117,6 +117,10 @@ impl Options {
             .ok_or_else(|| AuditError::Invalid("'file_path' must be set".into()))?;
         let sink = if path == "stdout" {
             Sink::Stdout
+        } else if path.ends_with('/') || path.ends_with("/.") {
+            // `x.log/` opens `x.log` but does not stat as it: the writer
+            // would see the file moved on every look.
+            return Err(AuditError::Invalid("'file_path' must name a file, not end with '/'".into()));
         } else if path.starts_with('/') && !path.contains('\0') {
             Sink::File(path.into())
         } else {
@@ -330,6 +334,8 @@ mod tests {
         for bad in [
             vec![],
             vec![("file_path", "relative.log")],
+            vec![("file_path", "/var/log/x.log/")],
+            vec![("file_path", "/var/log/x.log/.")],
             vec![("file_path", "/a"), ("log_raw", "true")],
             vec![("file_path", "/a"), ("format", "jsonx")],
             vec![("file_path", "/a"), ("mode", "999")],

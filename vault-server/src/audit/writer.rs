@@ -684,9 +684,14 @@ impl Chain {
     }
 
     /// Whether the path names another file than the one open (or none).
+    /// Also true when the open file got another name (a hard link made
+    /// after it was opened): reopening it is then refused, as at a start.
+    /// The path is not followed (a link put at the path is a change).
     fn moved(&self) -> bool {
         let (Sink::File(path), Some(id)) = (&self.opts.sink, self.file_id) else { return false };
-        std::fs::metadata(path).map_or(true, |m| (m.dev(), m.ino()) != id)
+        let renamed = std::fs::symlink_metadata(path).map_or(true, |m| (m.dev(), m.ino()) != id);
+        let linked = self.file.as_ref().is_some_and(|f| f.metadata().is_ok_and(|m| m.nlink() != 1));
+        renamed || linked
     }
 
     /// Open the path as the chain's file.
@@ -1175,6 +1180,28 @@ mod tests {
         assert_eq!(verify(&key, &[&path]), vec![]);
         let f = verify(&key, &[&old]);
         assert_eq!(f, vec![], "{f:?}");
+    }
+
+    #[tokio::test]
+    async fn a_hard_link_made_to_the_open_file_stops_the_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let key = SigningKey::from_bytes(&[10; 32]);
+        let h = start(&path, 100, &key, Default::default());
+        assert!(h.record(body(0), T).await);
+        // As at a start: a file with another name is not written (the name
+        // may be outside the allowed directories).
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::hard_link(&path, &elsewhere).unwrap();
+        moved_check_due().await;
+        assert!(!h.record(body(1), T).await, "refused while the file has two names");
+        std::fs::remove_file(&elsewhere).unwrap();
+        moved_check_due().await;
+        assert!(h.record(body(2), T).await);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("\"n\":1") && text.contains("\"n\":2"), "{text}");
+        h.close(T).await.unwrap();
+        assert_eq!(verify(&key, &[&path]), vec![]);
     }
 
     #[tokio::test]
