@@ -119,6 +119,12 @@ pub struct ServerProc {
     config: Option<tempfile::TempPath>,
 }
 
+/// The `[audit]` table letting file audit devices write below the
+/// temporary directory (where the tests put their audit files).
+pub fn audit_in_temp_dir() -> String {
+    format!("[audit]\nfile_dirs = [{:?}]\n", std::env::temp_dir().display().to_string())
+}
+
 /// Write `toml` to a temporary file (for `--config`); the file is removed
 /// when the returned path is dropped.
 pub fn config_file(toml: &str) -> tempfile::TempPath {

@@ -20,15 +20,9 @@ const PASSWORD: &str = "CANARY-PASSWORD-5d1e";
 const PLAINTEXT: &str = "CANARY-PLAINTEXT-8a2f";
 const USER_PASSWORD: &str = "CANARY-USERPASS-77c1";
 
-/// The configuration letting file devices write below the temporary
-/// directory (every test's files are there).
-fn tmp_dirs() -> String {
-    format!("[audit]\nfile_dirs = [{:?}]\n", std::env::temp_dir().display().to_string())
-}
-
 /// A server whose audit files may be in the temporary directory.
 fn audited(store: &Store) -> ServerProc {
-    ServerProc::start_with_config(store, &tmp_dirs(), &[])
+    ServerProc::start_with_config(store, &vault_e2e::audit_in_temp_dir(), &[])
 }
 
 fn lines(path: &Path) -> Vec<Value> {

@@ -57,10 +57,7 @@ fn run_hvac_script(name: &str, backend: Backend) {
     // JSON logs with the access log: one line per request from the hook.
     let srv = ServerProc::start_with_config(
         &store,
-        &format!(
-            "log_format = \"json\"\naccess_log = true\n[audit]\nfile_dirs = [{:?}]\n",
-            std::env::temp_dir().display().to_string()
-        ),
+        &format!("log_format = \"json\"\naccess_log = true\n{}", vault_e2e::audit_in_temp_dir()),
         &[],
     );
     let ids = tempfile::NamedTempFile::new().unwrap();

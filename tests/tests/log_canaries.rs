@@ -50,10 +50,7 @@ async fn canaries_never_logged(backend: Backend) {
     let store = Store::new(backend);
     let srv = ServerProc::start_with_config(
         &store,
-        &format!(
-            "access_log = true\nlog_format = \"json\"\n[audit]\nfile_dirs = [{:?}]\n",
-            std::env::temp_dir().display().to_string()
-        ),
+        &format!("access_log = true\nlog_format = \"json\"\n{}", vault_e2e::audit_in_temp_dir()),
         &["--log-level", "trace"],
     );
     let c = srv.client();

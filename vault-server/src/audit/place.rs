@@ -70,13 +70,13 @@ impl FileDirs {
             }
             let real =
                 std::fs::canonicalize(given).map_err(|e| format!("audit.file_dirs: {}: {e}", given.display()))?;
-            if !real.is_dir() {
+            let m = std::fs::metadata(&real).map_err(|e| format!("audit.file_dirs: {}: {e}", given.display()))?;
+            if !m.is_dir() {
                 return Err(format!("audit.file_dirs: {} is not a directory", given.display()));
             }
             if SPECIAL.iter().any(|p| real.starts_with(p)) {
                 return Err(format!("audit.file_dirs: {} is in {}", given.display(), real.display()));
             }
-            let m = std::fs::metadata(&real).map_err(|e| format!("audit.file_dirs: {}: {e}", given.display()))?;
             use std::os::unix::fs::MetadataExt as _;
             out.push(Dir { given: given.clone(), real, id: (m.dev(), m.ino()) });
         }
@@ -91,7 +91,7 @@ impl FileDirs {
         match self {
             FileDirs::Anywhere => {
                 refuse_special_place(path)?;
-                Ok(File::from(rustix::fs::open(path, flags | OFlags::CLOEXEC, mode).map_err(|e| explain(e, path))?))
+                Ok(File::from(rustix::fs::open(path, flags | OFlags::CLOEXEC, mode).map_err(explain)?))
             }
             FileDirs::Under(dirs) => {
                 let (dir, rel) = Self::below(dirs, path)?;
@@ -122,7 +122,7 @@ impl FileDirs {
                             dir.given.display()
                         ))
                     } else {
-                        explain(e, path)
+                        explain(e)
                     }
                 })?;
                 Ok(File::from(f))
@@ -160,7 +160,8 @@ impl FileDirs {
     }
 }
 
-fn explain(e: rustix::io::Errno, _path: &Path) -> Error {
+/// An open's error, a link at the path said as such.
+fn explain(e: rustix::io::Errno) -> Error {
     if e == rustix::io::Errno::LOOP {
         Error::other("it is a symbolic link: give the file itself")
     } else {
