@@ -8,7 +8,7 @@
 //! (no `serde_json::Value` copy of the data): this runs twice per audited
 //! request on the hot path, and the copies cost more than the hashing.
 
-use std::net::IpAddr;
+use std::io::Write as _;
 
 use hmac::{Hmac, KeyInit, Mac};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
@@ -123,80 +123,6 @@ struct Who<'a> {
     caller: Option<&'a Caller>,
 }
 
-/// The entry's `auth` block.
-struct Auth<'a>(&'a Who<'a>);
-
-impl Serialize for Auth<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let w = self.0;
-        let Some(c) = w.caller else {
-            let mut m = s.serialize_map(Some(1))?;
-            m.serialize_entry("client_token", &w.token)?;
-            return m.end();
-        };
-        let mut m = s.serialize_map(Some(8))?;
-        m.serialize_entry("client_token", &w.token)?;
-        m.serialize_entry("accessor", &w.accessor)?;
-        m.serialize_entry("display_name", c.display_name())?;
-        m.serialize_entry("policies", c.policies())?;
-        m.serialize_entry("token_policies", c.policies())?;
-        m.serialize_entry("metadata", c.metadata())?;
-        m.serialize_entry("entity_id", c.entity_id())?;
-        m.serialize_entry("token_type", "service")?;
-        m.end()
-    }
-}
-
-/// `{"id":"root"}`
-struct RootNamespace;
-
-impl Serialize for RootNamespace {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(1))?;
-        m.serialize_entry("id", "root")?;
-        m.end()
-    }
-}
-
-/// The remote address as text, "" when unknown.
-struct Remote(Option<IpAddr>);
-
-impl Serialize for Remote {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            Some(a) => s.collect_str(&a),
-            None => s.serialize_str(""),
-        }
-    }
-}
-
-/// The entry's `request` block (with its data in the request entry only).
-struct RequestBlock<'a> {
-    h: &'a Hasher,
-    e: &'a RequestEvent<'a>,
-    who: &'a Who<'a>,
-}
-
-impl Serialize for RequestBlock<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let e = self.e;
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("id", e.request_id)?;
-        m.serialize_entry("operation", e.op.capability())?;
-        m.serialize_entry("mount_type", e.mount_type)?;
-        m.serialize_entry("mount_point", e.mount)?;
-        m.serialize_entry("client_token", &self.who.token)?;
-        m.serialize_entry("client_token_accessor", &self.who.accessor)?;
-        m.serialize_entry("namespace", &RootNamespace)?;
-        m.serialize_entry("path", e.path)?;
-        m.serialize_entry("remote_address", &Remote(e.remote))?;
-        if let Some(d) = e.data {
-            m.serialize_entry("data", &DataMap { h: self.h, m: d })?;
-        }
-        m.end()
-    }
-}
-
 /// A login's or a token creation's `auth` block: the new token always
 /// hashed, its accessor unless `hmac_accessor=false`; policies, lease and
 /// metadata readable (Vault's choice).
@@ -216,28 +142,6 @@ impl Serialize for Login<'_> {
             }
         }
         map.end()
-    }
-}
-
-/// The response entry's `response` block.
-struct ResponseBlock<'a> {
-    h: &'a Hasher,
-    e: &'a ResponseEvent<'a>,
-}
-
-impl Serialize for ResponseBlock<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let e = self.e;
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("mount_type", e.request.mount_type)?;
-        m.serialize_entry("status_code", &e.status)?;
-        if let Some(d) = e.data {
-            m.serialize_entry("data", &DataMap { h: self.h, m: d })?;
-        }
-        if let Some(a) = e.auth {
-            m.serialize_entry("auth", &Login { h: self.h, m: a })?;
-        }
-        m.end()
     }
 }
 
@@ -262,30 +166,119 @@ impl Serialize for Errors<'_> {
     }
 }
 
-/// A whole entry, in Vault's field order.
-struct Entry<'a> {
-    time: &'a str,
-    kind: &'static str,
-    auth: Auth<'a>,
-    request: RequestBlock<'a>,
-    response: Option<ResponseBlock<'a>>,
-    error: Option<Errors<'a>>,
+/// An entry being written. Its fixed structure is written by hand: keys
+/// and punctuation as they are, hashes (ASCII) without escaping; strings
+/// that come from requests (ids, paths, names, policies, errors) and data
+/// maps go through serde_json, which escapes them. (With serde_json writing
+/// whole entries, escaping its own keys and hashes and the many small
+/// copies cost more than the hashing: this runs twice per audited request.)
+struct Out {
+    buf: Vec<u8>,
+    /// serde_json failed (only on a map key that is not a string, which
+    /// these types never give): the entry is dropped whole.
+    failed: bool,
 }
 
-impl Serialize for Entry<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("time", self.time)?;
-        m.serialize_entry("type", self.kind)?;
-        m.serialize_entry("auth", &self.auth)?;
-        m.serialize_entry("request", &self.request)?;
-        if let Some(r) = &self.response {
-            m.serialize_entry("response", r)?;
+impl Out {
+    fn raw(&mut self, b: &[u8]) {
+        self.buf.extend_from_slice(b);
+    }
+
+    /// Anything serde can write (escaped as JSON).
+    fn json<T: Serialize + ?Sized>(&mut self, v: &T) {
+        self.failed |= serde_json::to_writer(&mut self.buf, v).is_err();
+    }
+
+    fn hashed(&mut self, h: &Hashed) {
+        self.buf.push(b'"');
+        self.buf.extend_from_slice(&h.0);
+        self.buf.push(b'"');
+    }
+
+    fn token(&mut self, t: &Token) {
+        match &t.0 {
+            Some(h) => self.hashed(h),
+            None => self.raw(b"\"\""),
         }
-        if let Some(e) = &self.error {
-            m.serialize_entry("error", e)?;
+    }
+
+    fn accessor(&mut self, a: &Accessor<'_>) {
+        match a {
+            Accessor::Hashed(h) => self.hashed(h),
+            Accessor::Plain(p) => self.json(*p),
         }
-        m.end()
+    }
+
+    /// The `auth` block.
+    fn auth(&mut self, w: &Who<'_>) {
+        self.raw(b"{\"client_token\":");
+        self.token(&w.token);
+        if let Some(c) = w.caller {
+            self.raw(b",\"accessor\":");
+            self.accessor(&w.accessor);
+            self.raw(b",\"display_name\":");
+            self.json(c.display_name());
+            self.raw(b",\"policies\":");
+            let policies = self.buf.len();
+            self.json(c.policies());
+            let end = self.buf.len();
+            self.raw(b",\"token_policies\":");
+            self.buf.extend_from_within(policies..end);
+            self.raw(b",\"metadata\":");
+            self.json(c.metadata());
+            self.raw(b",\"entity_id\":");
+            self.json(c.entity_id());
+            self.raw(b",\"token_type\":\"service\"");
+        }
+        self.raw(b"}");
+    }
+
+    /// The `request` block (with its data in the request entry only).
+    fn request(&mut self, h: &Hasher, e: &RequestEvent<'_>, w: &Who<'_>) {
+        self.raw(b"{\"id\":");
+        self.json(e.request_id);
+        self.raw(b",\"operation\":");
+        self.json(e.op.capability());
+        self.raw(b",\"mount_type\":");
+        self.json(e.mount_type);
+        self.raw(b",\"mount_point\":");
+        self.json(e.mount);
+        self.raw(b",\"client_token\":");
+        self.token(&w.token);
+        self.raw(b",\"client_token_accessor\":");
+        self.accessor(&w.accessor);
+        self.raw(b",\"namespace\":{\"id\":\"root\"},\"path\":");
+        self.json(e.path);
+        self.raw(b",\"remote_address\":");
+        match e.remote {
+            // An address's text is ASCII digits, dots, colons and hex.
+            Some(a) => {
+                let _ = write!(self.buf, "\"{a}\"");
+            }
+            None => self.raw(b"\"\""),
+        }
+        if let Some(d) = e.data {
+            self.raw(b",\"data\":");
+            self.json(&DataMap { h, m: d });
+        }
+        self.raw(b"}");
+    }
+
+    /// The response entry's `response` block and `error`.
+    fn response(&mut self, h: &Hasher, e: &ResponseEvent<'_>) {
+        self.raw(b",\"response\":{\"mount_type\":");
+        self.json(e.request.mount_type);
+        let _ = write!(self.buf, ",\"status_code\":{}", e.status);
+        if let Some(d) = e.data {
+            self.raw(b",\"data\":");
+            self.json(&DataMap { h, m: d });
+        }
+        if let Some(a) = e.auth {
+            self.raw(b",\"auth\":");
+            self.json(&Login { h, m: a });
+        }
+        self.raw(b"},\"error\":");
+        self.json(&Errors(e.errors));
     }
 }
 
@@ -335,46 +328,38 @@ impl Hasher {
         }
     }
 
-    fn write(entry: &Entry<'_>, capacity: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(capacity);
-        // Writing to a Vec fails only on a map key that is not a string,
-        // which these types never give.
-        if serde_json::to_writer(&mut out, entry).is_err() {
-            out.clear();
+    /// An entry in Vault's field order: `time`, `type`, `auth`, `request`,
+    /// then `response` and `error` for a response entry.
+    fn entry(&self, kind: &str, time: &str, e: &RequestEvent<'_>, response: Option<&ResponseEvent<'_>>) -> Vec<u8> {
+        let who = self.who(e);
+        let capacity = if response.is_some() { RESPONSE_CAPACITY } else { REQUEST_CAPACITY };
+        let mut out = Out { buf: Vec::with_capacity(capacity), failed: false };
+        out.raw(b"{\"time\":");
+        out.json(time);
+        out.raw(b",\"type\":");
+        out.json(kind);
+        out.raw(b",\"auth\":");
+        out.auth(&who);
+        out.raw(b",\"request\":");
+        out.request(self, e, &who);
+        if let Some(r) = response {
+            out.response(self, r);
         }
-        out
+        out.raw(b"}");
+        if out.failed {
+            out.buf.clear();
+        }
+        out.buf
     }
 
     /// The `request` entry's body (a JSON object; the chain link is added by the writer).
     pub fn request_entry(&self, e: &RequestEvent<'_>, time: &str) -> Vec<u8> {
-        let who = self.who(e);
-        Self::write(
-            &Entry {
-                time,
-                kind: "request",
-                auth: Auth(&who),
-                request: RequestBlock { h: self, e, who: &who },
-                response: None,
-                error: None,
-            },
-            REQUEST_CAPACITY,
-        )
+        self.entry("request", time, e, None)
     }
 
     /// The `response` entry's body.
     pub fn response_entry(&self, e: &ResponseEvent<'_>, time: &str) -> Vec<u8> {
-        let who = self.who(e.request);
-        Self::write(
-            &Entry {
-                time,
-                kind: "response",
-                auth: Auth(&who),
-                request: RequestBlock { h: self, e: e.request, who: &who },
-                response: Some(ResponseBlock { h: self, e }),
-                error: Some(Errors(e.errors)),
-            },
-            RESPONSE_CAPACITY,
-        )
+        self.entry("response", time, e.request, Some(e))
     }
 }
 
@@ -531,5 +516,111 @@ mod tests {
             (&got["request"]["client_token_accessor"], &got["request"]["remote_address"]),
             (&json!(""), &json!(""))
         );
+    }
+
+    fn caller(display_name: &str, policies: Vec<String>, meta_value: &str) -> Caller {
+        let mut meta = Map::new();
+        meta.insert("k".into(), meta_value.into());
+        let token = crate::auth::TokenEntry {
+            accessor: "acc".into(),
+            policies,
+            display_name: display_name.into(),
+            meta,
+            ..Default::default()
+        };
+        Caller::new(std::sync::Arc::new(token))
+    }
+
+    #[test]
+    fn fields_come_in_vaults_order() {
+        let h = Hasher::new(&Zeroizing::new([3; 32]), true);
+        let c = caller("n", vec!["p".into()], "m");
+        let mut data = Map::new();
+        data.insert("x".into(), "y".into());
+        let e = RequestEvent {
+            request_id: "rid",
+            op: Operation::Read,
+            path: "secret/data/x",
+            route: "",
+            mount: "secret/",
+            mount_type: "kv",
+            caller: Some(&c),
+            remote: Some("::1".parse().unwrap()),
+            data: None,
+            client_token: Some("t"),
+        };
+        let r = ResponseEvent {
+            request: &e,
+            status: 200,
+            duration: Duration::ZERO,
+            data: Some(&data),
+            errors: &[],
+            auth: None,
+        };
+        let line = String::from_utf8(h.response_entry(&r, "T")).unwrap();
+        let keys = [
+            "{\"time\":",
+            ",\"type\":\"response\",\"auth\":{\"client_token\":",
+            ",\"accessor\":",
+            ",\"display_name\":\"n\",\"policies\":[\"p\"],\"token_policies\":[\"p\"],\"metadata\":{\"k\":\"m\"}",
+            ",\"entity_id\":\"\",\"token_type\":\"service\"},\"request\":{\"id\":\"rid\",\"operation\":\"read\"",
+            ",\"mount_type\":\"kv\",\"mount_point\":\"secret/\",\"client_token\":",
+            ",\"client_token_accessor\":",
+            ",\"namespace\":{\"id\":\"root\"},\"path\":\"secret/data/x\",\"remote_address\":\"::1\"}",
+            ",\"response\":{\"mount_type\":\"kv\",\"status_code\":200,\"data\":{\"x\":",
+            "},\"error\":\"\"}",
+        ];
+        let mut at = 0;
+        for k in keys {
+            let found = line[at..].find(k).unwrap_or_else(|| panic!("{k} after {at} in {line}"));
+            at += found + k.len();
+        }
+        assert_eq!(at, line.len(), "{line}");
+    }
+
+    proptest::proptest! {
+        /// Whatever a request carries (quotes, backslashes, control
+        /// characters, newlines, any Unicode) the entry is one line of
+        /// valid JSON that gives the same strings back.
+        #[test]
+        fn strings_from_requests_are_escaped(
+            id in "\\PC*|[\"\\\\\n\u{0}-\u{1f}]{0,8}",
+            path in "\\PC*|[\"\\\\\n\u{0}-\u{1f}]{0,8}",
+            mount in "\\PC*",
+            name in "\\PC*|[\"\\\\\n\u{0}-\u{1f}]{0,8}",
+            policy in "\\PC*|[\"\\\\\n\u{0}-\u{1f}]{0,8}",
+            meta in "\\PC*",
+            error in "\\PC*|[\"\\\\\n\u{0}-\u{1f}]{0,8}",
+            accessor_hashed in proptest::bool::ANY,
+        ) {
+            let h = Hasher::new(&Zeroizing::new([4; 32]), accessor_hashed);
+            let c = caller(&name, vec![policy.clone()], &meta);
+            let e = RequestEvent {
+                request_id: &id,
+                op: Operation::Update,
+                path: &path,
+                route: "",
+                mount: &mount,
+                mount_type: &mount,
+                caller: Some(&c),
+                remote: None,
+                data: None,
+                client_token: None,
+            };
+            let errors = [error.clone()];
+            let r = ResponseEvent { request: &e, status: 400, duration: Duration::ZERO, data: None, errors: &errors, auth: None };
+            for line in [h.request_entry(&e, "T"), h.response_entry(&r, "T")] {
+                proptest::prop_assert!(!line.contains(&b'\n'));
+                let v: Value = serde_json::from_slice(&line).unwrap();
+                proptest::prop_assert_eq!(&v["request"]["id"], &json!(id));
+                proptest::prop_assert_eq!(&v["request"]["path"], &json!(path));
+                proptest::prop_assert_eq!(&v["request"]["mount_point"], &json!(mount));
+                proptest::prop_assert_eq!(&v["auth"]["display_name"], &json!(name));
+                proptest::prop_assert_eq!(&v["auth"]["token_policies"], &json!([policy]));
+                proptest::prop_assert_eq!(&v["auth"]["metadata"]["k"], &json!(meta));
+            }
+            let v: Value = serde_json::from_slice(&h.response_entry(&r, "T")).unwrap();
+            proptest::prop_assert_eq!(&v["error"], &json!(error));
+        }
     }
 }
