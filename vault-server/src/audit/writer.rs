@@ -19,10 +19,11 @@
 //! a time; a hung disk holds at most one runtime worker (the leader in its
 //! `write(2)`), the other requests time out and are refused.
 //!
-//! A failed write leaves no trace: the file is cut back to its length before
-//! the round and the chain head is restored, so the next round continues the
-//! chain as if the failed one had never been tried (and its requests were
-//! refused, or their failure counted).
+//! A failed write leaves no trace: the round's bytes already written are
+//! cut off the file again ([`append_whole`]) and the chain head is
+//! restored, so the next round continues the chain as if the failed one had
+//! never been tried (and its requests were refused, or their failure
+//! counted).
 
 use std::fs::File;
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
