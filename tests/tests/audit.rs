@@ -444,6 +444,10 @@ async fn fail_closed_on_an_unwritable_file() {
     let (s, v) = rc.post("secret/data/app", json!({"data": {"v": "two"}})).await;
     assert_eq!(s, 500, "{v}");
     assert!(v["errors"][0].as_str().unwrap().contains("no audit device could record the request"), "{v}");
+    // Health probes are not audited (as in Vault): a liveness probe must not
+    // restart a server whose audit device fails (the unseal would be lost).
+    let (s, v) = rc.get("sys/health").await;
+    assert_eq!((s, &v["sealed"]), (200, &json!(false)), "{v}");
     // Usable again: a new file, starting with a signed `continue`; the
     // refused write never happened.
     std::fs::remove_dir(&file).unwrap();

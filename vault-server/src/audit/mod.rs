@@ -446,6 +446,15 @@ impl Broker {
     }
 }
 
+/// `sys/health` is neither recorded nor refused (as in Vault, which audits
+/// no status endpoint): probes ask every few seconds and learn nothing
+/// secret, and a failing audit device must not fail a liveness probe, whose
+/// restart of the server would lose the unseal (the requests that matter
+/// are still refused: docs/metrics.md, "Health probes").
+fn unaudited(e: &RequestEvent<'_>) -> bool {
+    e.path == "sys/health"
+}
+
 /// Writers with response entries pending: flushed when dropped (also if
 /// the response hook's future is dropped while it yields).
 struct Flush<'a>(Vec<&'a writer::Handle>);
@@ -466,7 +475,7 @@ impl Hook for Broker {
     fn on_request<'a>(&'a self, e: &'a RequestEvent<'a>) -> BoxFuture<'a, Result<(), HookError>> {
         Box::pin(async move {
             let current = self.current();
-            if current.devices.is_empty() {
+            if current.devices.is_empty() || unaudited(e) {
                 return Ok(());
             }
             let time = writer::now_rfc3339();
@@ -482,7 +491,7 @@ impl Hook for Broker {
     fn on_response<'a>(&'a self, e: &'a ResponseEvent<'a>) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let current = self.current();
-            if current.devices.is_empty() {
+            if current.devices.is_empty() || unaudited(e.request) {
                 return;
             }
             // Queued, not waited for: the answer is decided, and the
