@@ -282,6 +282,40 @@ impl Out {
     }
 }
 
+/// U+0085, U+2028 and U+2029 escaped (`\u0085`...): valid JSON either way
+/// (serde_json leaves them), but tools that split text on every Unicode
+/// line break (Python's `splitlines`, some log shippers) would cut the
+/// entry in two. Bytes of a JSON text above 0x7F are in strings only, so
+/// the sequences are replaced wherever they are.
+fn escape_line_breaks(line: Vec<u8>) -> Vec<u8> {
+    // Their UTF-8 forms begin with 0xC2 (U+0085) or 0xE2 (U+2028/9): most
+    // entries have neither, and are returned as they are.
+    if !line.iter().any(|&b| b == 0xC2 || b == 0xE2) {
+        return line;
+    }
+    let mut out = Vec::with_capacity(line.len() + 16);
+    let mut i = 0;
+    while i < line.len() {
+        let escaped: Option<&[u8]> = match &line[i..] {
+            [0xC2, 0x85, ..] => Some(b"\\u0085"),
+            [0xE2, 0x80, 0xA8, ..] => Some(b"\\u2028"),
+            [0xE2, 0x80, 0xA9, ..] => Some(b"\\u2029"),
+            _ => None,
+        };
+        match escaped {
+            Some(e) => {
+                out.extend_from_slice(e);
+                i += if line[i] == 0xC2 { 2 } else { 3 };
+            }
+            None => {
+                out.push(line[i]);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
 /// Room for a typical entry, so the buffer rarely grows while it is
 /// written (a response entry repeats the request block and adds the
 /// response data: about half as long again).
@@ -349,7 +383,7 @@ impl Hasher {
         if out.failed {
             out.buf.clear();
         }
-        out.buf
+        escape_line_breaks(out.buf)
     }
 
     /// The `request` entry's body (a JSON object; the chain link is added by the writer).
@@ -584,13 +618,13 @@ mod tests {
         /// valid JSON that gives the same strings back.
         #[test]
         fn strings_from_requests_are_escaped(
-            id in "\\PC*|[\"\\\\\n\u{0}-\u{1f}]{0,8}",
-            path in "\\PC*|[\"\\\\\n\u{0}-\u{1f}]{0,8}",
+            id in "\\PC*|[\"\\\\\n\u{0}-\u{1f}\u{85}\u{2028}\u{2029}é]{0,8}",
+            path in "\\PC*|[\"\\\\\n\u{0}-\u{1f}\u{85}\u{2028}\u{2029}é]{0,8}",
             mount in "\\PC*",
             name in "\\PC*|[\"\\\\\n\u{0}-\u{1f}]{0,8}",
             policy in "\\PC*|[\"\\\\\n\u{0}-\u{1f}]{0,8}",
             meta in "\\PC*",
-            error in "\\PC*|[\"\\\\\n\u{0}-\u{1f}]{0,8}",
+            error in "\\PC*|[\"\\\\\n\u{0}-\u{1f}\u{85}\u{2028}\u{2029}é]{0,8}",
             accessor_hashed in proptest::bool::ANY,
         ) {
             let h = Hasher::new(&Zeroizing::new([4; 32]), accessor_hashed);
@@ -611,6 +645,8 @@ mod tests {
             let r = ResponseEvent { request: &e, status: 400, duration: Duration::ZERO, data: None, errors: &errors, auth: None };
             for line in [h.request_entry(&e, "T"), h.response_entry(&r, "T")] {
                 proptest::prop_assert!(!line.contains(&b'\n'));
+                let text = String::from_utf8(line.clone()).unwrap();
+                proptest::prop_assert!(!text.contains(['\u{85}', '\u{2028}', '\u{2029}']), "{}", text);
                 let v: Value = serde_json::from_slice(&line).unwrap();
                 proptest::prop_assert_eq!(&v["request"]["id"], &json!(id));
                 proptest::prop_assert_eq!(&v["request"]["path"], &json!(path));

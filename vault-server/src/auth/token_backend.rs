@@ -360,5 +360,13 @@ mod tests {
         assert_eq!(policy_list(&d, "b").unwrap().unwrap(), vec!["a", "b"]);
         assert!(policy_list(&d, "c").is_err());
         assert!(policy_list(&d, "zz").unwrap().is_none());
+        // Names no policy can have are refused (a token holding one failed
+        // every request afterwards).
+        for bad in ["p\"", "a\\b", "x\ny", "\u{1}", "a/b", "..", "é"] {
+            let d = json!({"p": ["default", bad]}).as_object().unwrap().clone();
+            assert!(policy_list(&d, "p").is_err(), "{bad:?}");
+        }
+        let d = json!({"p": "Root, default"}).as_object().unwrap().clone();
+        assert_eq!(policy_list(&d, "p").unwrap().unwrap(), vec!["default", "root"], "root is the caller's to refuse");
     }
 }

@@ -596,8 +596,12 @@ async fn handle(
         errors: &errors,
         auth: pending.seen.auth.as_ref(),
     };
-    state.core.hooks().response(&event).await;
+    // Told once: from here on, the client going away (hyper dropping this
+    // future while a hook yields) must not add a second, 499 outcome; a hook
+    // cut short finishes what it handed in (an audit device's queued entry
+    // is written when its future is dropped).
     pending.done = true;
+    state.core.hooks().response(&event).await;
     (result.map(|(r, _)| r), pending.seen.body_read, pending.seen.rate)
 }
 
@@ -1177,5 +1181,49 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Records every response event's status; the first one it sees it
+    /// never finishes (as a hook yielding when the client goes away).
+    #[derive(Default)]
+    struct Stall(std::sync::Mutex<Vec<u16>>);
+
+    impl crate::core::hooks::Hook for Stall {
+        fn on_response<'a>(&'a self, e: &'a ResponseEvent<'a>) -> futures_util::future::BoxFuture<'a, ()> {
+            Box::pin(async move {
+                let first = {
+                    let mut seen = self.0.lock().unwrap();
+                    seen.push(e.status);
+                    seen.len() == 1
+                };
+                if first {
+                    std::future::pending::<()>().await;
+                }
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_leaving_while_the_response_hooks_run_is_not_told_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = crate::storage::Storage::open(&format!("sqlite://{}/v.db", dir.path().display())).await.unwrap();
+        let core = Core::new(storage, crate::catalog::builtin()).await.unwrap();
+        core.dev_init(Some("root")).await.unwrap();
+        let stall = Arc::new(Stall::default());
+        core.hooks().add(stall.clone());
+        let app = router(core, 1 << 20, Duration::from_secs(5), 64 << 20, 64);
+        let mut r = HttpRequest::builder()
+            .method("GET")
+            .uri("/v1/sys/mounts")
+            .header("X-Vault-Token", "root")
+            .body(Body::empty())
+            .unwrap();
+        r.extensions_mut().insert(ConnectInfo(tls::PeerAddr("127.0.0.1:40000".parse().unwrap())));
+        // The client leaves while the hook is stalled: the future is dropped.
+        let cut = tokio::time::timeout(Duration::from_millis(300), tower::ServiceExt::oneshot(app, r)).await;
+        assert!(cut.is_err(), "the hook stalls the answer");
+        // A 499 would be told from a task of its own: give it time to run.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(*stall.0.lock().unwrap(), [200], "one outcome per request, the real one");
     }
 }

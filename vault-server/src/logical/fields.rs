@@ -167,6 +167,17 @@ pub fn policy_list(d: &Map<String, Value>, field: &str) -> Result<Option<Vec<Str
         Some(_) => return Err(LogicalError::InvalidRequest(format!("'{field}' must be a list of strings"))),
     };
     let mut list: Vec<String> = list.into_iter().map(|p: String| p.to_lowercase()).filter(|p| !p.is_empty()).collect();
+    // A name no policy can have (quotes, control characters, `/`) would make
+    // every request of the token fail later, far from its cause ("root" is
+    // for the caller to allow or refuse).
+    if let Some(bad) = list
+        .iter()
+        .find(|p| p.as_str() != crate::auth::policy::ROOT_POLICY_NAME && crate::auth::policy::validate_name(p).is_err())
+    {
+        return Err(LogicalError::InvalidRequest(format!(
+            "'{field}': invalid policy name {bad:?}: policy names contain only letters, digits, '-', '_' and '.'"
+        )));
+    }
     list.sort();
     list.dedup();
     Ok(Some(list))
