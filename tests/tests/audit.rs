@@ -112,12 +112,29 @@ async fn canaries_and_hashes(backend: Backend) {
     let (s, v) = enable(&rc, "again", &aliased, json!({})).await;
     assert_eq!(s, 400, "the same file under another name: {v}");
     assert!(v["errors"][0].as_str().unwrap().contains("'..'"), "{v}");
+    // A file with two names is refused at enable (a hard link in the
+    // directory could carry the log to a file elsewhere)...
+    let spare = dir.path().join("spare.log");
+    std::fs::write(&spare, "").unwrap();
     let linked = dir.path().join("hard-link.log");
-    std::fs::hard_link(&file, &linked).unwrap();
+    std::fs::hard_link(&spare, &linked).unwrap();
     let (s, v) = enable(&rc, "again", &linked, json!({})).await;
-    assert_eq!(s, 400, "the same file under another name: {v}");
+    assert_eq!(s, 400, "a file with another name: {v}");
     assert!(v["errors"][0].as_str().unwrap().contains("hard links"), "{v}");
     std::fs::remove_file(&linked).unwrap();
+    std::fs::remove_file(&spare).unwrap();
+    // ...and the live file getting a second name stops the device as at
+    // enable: with no other device, requests are refused (fail closed)
+    // until the name is gone, once the writer has looked again (it looks at
+    // most every 20 ms, so the test waits past that).
+    std::fs::hard_link(&file, &linked).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (s, v) = rc.get("sys/mounts").await;
+    assert!(s >= 500 && v["errors"][0].as_str().unwrap().contains("no audit device could record"), "{s} {v}");
+    std::fs::remove_file(&linked).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (s, v) = rc.get("sys/mounts").await;
+    assert_eq!(s, 200, "recorded again once the file has one name: {v}");
     let (_, list) = rc.get("sys/audit").await;
     let dev = &list["data"]["file/"];
     assert_eq!((dev["type"].as_str(), dev["path"].as_str()), (Some("file"), Some("file/")), "{list}");
