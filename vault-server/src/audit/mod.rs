@@ -16,6 +16,7 @@
 mod entry;
 mod heads;
 mod place;
+mod stamp;
 pub mod table;
 mod writer;
 
@@ -456,14 +457,25 @@ fn unaudited(e: &RequestEvent<'_>) -> bool {
     e.path.trim_end_matches('/') == "sys/health"
 }
 
-/// Writers with response entries pending: flushed when dropped (also if
-/// the response hook's future is dropped while it yields).
-struct Flush<'a>(Vec<&'a writer::Handle>);
+/// Devices with response entries pending (bit `i`: `devices[i]`): their
+/// writers are flushed when this is dropped (also if the response hook's
+/// future is dropped while it yields). A mask, not a `Vec`: no allocation
+/// per request.
+struct Flush<'a> {
+    devices: &'a [Arc<Device>],
+    pending: u32,
+}
+
+const _: () = assert!(MAX_DEVICES <= u32::BITS as usize);
 
 impl Drop for Flush<'_> {
     fn drop(&mut self) {
-        for w in &self.0 {
-            w.flush();
+        for (i, d) in self.devices.iter().enumerate() {
+            if u32::try_from(i).ok().and_then(|i| 1u32.checked_shl(i)).is_some_and(|bit| self.pending & bit != 0)
+                && let Some(w) = &d.writer
+            {
+                w.flush();
+            }
         }
     }
 }
@@ -479,8 +491,8 @@ impl Hook for Broker {
             if current.devices.is_empty() || unaudited(e) {
                 return Ok(());
             }
-            let time = writer::now_rfc3339();
-            if Self::record_all(&current.devices, |h| h.request_entry(e, &time)).await {
+            let time = stamp::Stamp::now();
+            if Self::record_all(&current.devices, |h| h.request_entry(e, time.as_str())).await {
                 return Ok(());
             }
             self.request_failures.fetch_add(1, Ordering::Relaxed);
@@ -499,18 +511,22 @@ impl Hook for Broker {
             // request entry already holds the request to its device. The
             // writer counts (and logs) an entry it cannot write; the queue
             // is ordered, so a later seal still signs it off.
-            let time = writer::now_rfc3339();
-            let mut pending = Flush(Vec::new());
-            for d in &current.devices {
-                match d.queue(d.hasher.response_entry(e, &time)) {
+            let time = stamp::Stamp::now();
+            let mut pending = Flush { devices: &current.devices, pending: 0 };
+            for (i, d) in current.devices.iter().enumerate() {
+                match d.queue(d.hasher.response_entry(e, time.as_str())) {
                     writer::Handed::Closed => {
                         self.response_failures.fetch_add(1, Ordering::Relaxed);
                     }
                     writer::Handed::Queued => {}
-                    writer::Handed::Pending => pending.0.extend(d.writer.as_ref()),
+                    writer::Handed::Pending => match u32::try_from(i).ok().and_then(|i| 1u32.checked_shl(i)) {
+                        Some(bit) => pending.pending |= bit,
+                        // (More devices than bits, which enable refuses: written now.)
+                        None => d.writer.iter().for_each(writer::Handle::flush),
+                    },
                 }
             }
-            if !pending.0.is_empty() {
+            if pending.pending != 0 {
                 // No write under way: let the tasks ready to run go first; a
                 // request among them writes this entry with its own (one
                 // `write(2)` for both, not one each). Written now if none did.

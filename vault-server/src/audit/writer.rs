@@ -39,6 +39,7 @@ use tokio::sync::oneshot;
 use vault_audit::{GENESIS, Link, Reason};
 
 use super::place::FileDirs;
+use super::stamp::Stamp;
 use super::table::{Fsync, Options, Sink};
 
 /// Work for a device's thread.
@@ -190,11 +191,6 @@ fn new_node() -> String {
     crate::crypto::random::hex_id(8)
 }
 
-pub fn now_rfc3339() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
-}
-
 /// Open `path` as a device's log, with every check, at enable and at each
 /// reopen (rotation, a moved file, after a failed write): the path may have
 /// been swapped meanwhile. Refused: a place under /proc, /sys or /dev, a
@@ -328,7 +324,16 @@ impl Handle {
             tokio::task::yield_now().await;
             drop(flush);
         }
-        matches!(tokio::time::timeout(timeout, done).await, Ok(Ok(true)))
+        let mut done = done;
+        // Written already (by this task as leader, or by the leader that
+        // took it): answered without arming a timer.
+        match done.try_recv() {
+            Ok(ok) => ok,
+            Err(oneshot::error::TryRecvError::Closed) => false,
+            Err(oneshot::error::TryRecvError::Empty) => {
+                matches!(tokio::time::timeout(timeout, done).await, Ok(Ok(true)))
+            }
+        }
     }
 
     /// Hand in one entry nobody waits for (a response entry; a failure is
@@ -788,7 +793,7 @@ impl Chain {
 
     /// Append a checkpoint line for the current head to `buf`.
     fn checkpoint(&mut self, buf: &mut Vec<u8>, reason: Reason) {
-        let line = vault_audit::checkpoint_line(&self.key, &self.link, &now_rfc3339(), reason);
+        let line = vault_audit::checkpoint_line(&self.key, &self.link, Stamp::now().as_str(), reason);
         self.link.prev = vault_audit::line_hash(&line);
         self.link.seq += 1;
         buf.extend_from_slice(&line);
@@ -849,10 +854,7 @@ impl Chain {
                 let mut out = std::io::stdout().lock();
                 out.write_all(buf).and_then(|()| out.flush())
             }
-            Sink::File(path) => {
-                let path = path.clone();
-                self.write_file(&path, buf)
-            }
+            Sink::File(_) => self.write_file(buf),
         };
         match result {
             Ok(()) => {
@@ -866,9 +868,12 @@ impl Chain {
         }
     }
 
-    fn write_file(&mut self, path: &Path, buf: &[u8]) -> std::io::Result<()> {
+    fn write_file(&mut self, buf: &[u8]) -> std::io::Result<()> {
         if self.file.is_none() {
-            self.open_path(path)?;
+            let Sink::File(path) = &self.opts.sink else { return Err(std::io::Error::other("not a file device")) };
+            let f = open(path, self.opts.mode, &self.dirs)?;
+            self.file_id = file_id(&f);
+            self.file = Some(Arc::new(f));
         }
         let Some(f) = self.file.as_deref() else { return Err(std::io::Error::other("audit file not open")) };
         let r = append_whole(f, buf, |mut f, b| f.write(b));

@@ -275,9 +275,9 @@ impl Core {
                 }
                 let mut spent = false;
                 if entry.num_uses > 0 {
-                    let used = active
-                        .tokens
-                        .use_once(&self.barrier, &u, &entry)
+                    // Boxed, as the login below: rare paths must not size
+                    // (and be copied with) every request's future.
+                    let used = Box::pin(active.tokens.use_once(&self.barrier, &u, &entry))
                         .await?
                         .ok_or(LogicalError::PermissionDenied)?;
                     // `used` reads 0 uses both when unlimited and when this was the
@@ -299,7 +299,10 @@ impl Core {
             Err(LogicalError::UnsupportedPath(_)) => return Err(unsupported(&full_path, &m).into()),
             other => other?,
         };
-        let response = self.finish_login(response, &full_path, &m).await?;
+        let response = match response {
+            login @ Response::Login(_) => Box::pin(self.finish_login(login, &full_path, &m)).await?,
+            other => other,
+        };
         Ok(Handled { response, mount_type: m.entry.kind.clone() })
     }
 

@@ -694,7 +694,10 @@ async fn run(
         seen.mount_type = "system".into();
         seen.routed = true;
         state.core.hooks().request(&seen.event(request_id, None)).await.map_err(refused)?;
-        let r = snapshot::handle(state, &method, &path, &headers, body, peer.ip(), &mut seen.body_read).await?;
+        // Boxed: its future (~16 KB, file streaming) would otherwise size
+        // every request's future, copied whole into a box per request.
+        let r =
+            Box::pin(snapshot::handle(state, &method, &path, &headers, body, peer.ip(), &mut seen.body_read)).await?;
         return Ok((r, None));
     }
 
@@ -710,7 +713,7 @@ async fn run(
         state.core.hooks().request(&seen.event(request_id, None)).await.map_err(refused)?;
         let (body, _budget) = read_body(body, state.max_body, state.body_stall, &state.in_flight, peer.ip()).await?;
         seen.body_read = true;
-        let r = sys_raw::handle(state, &method, &path, &uri, &headers, &body, peer.ip()).await?;
+        let r = Box::pin(sys_raw::handle(state, &method, &path, &uri, &headers, &body, peer.ip())).await?;
         return Ok((r, None));
     }
 
