@@ -172,14 +172,14 @@ impl Serialize for Errors<'_> {
 /// maps go through serde_json, which escapes them. (With serde_json writing
 /// whole entries, escaping its own keys and hashes and the many small
 /// copies cost more than the hashing: this runs twice per audited request.)
-struct Out {
-    buf: Vec<u8>,
+struct Out<'b> {
+    buf: &'b mut Vec<u8>,
     /// serde_json failed (only on a map key that is not a string, which
     /// these types never give): the entry is dropped whole.
     failed: bool,
 }
 
-impl Out {
+impl Out<'_> {
     fn raw(&mut self, b: &[u8]) {
         self.buf.extend_from_slice(b);
     }
@@ -287,13 +287,14 @@ impl Out {
 /// line break (Python's `splitlines`, some log shippers) would cut the
 /// entry in two. Bytes of a JSON text above 0x7F are in strings only, so
 /// the sequences are replaced wherever they are.
-fn escape_line_breaks(line: Vec<u8>) -> Vec<u8> {
+fn escape_line_breaks(buf: &mut Vec<u8>) {
     // Their UTF-8 forms begin with 0xC2 (U+0085) or 0xE2 (U+2028/9): most
-    // entries have neither, and are returned as they are (a SIMD search: a
+    // entries have neither, and are left as they are (a SIMD search: a
     // byte loop here cost ~2 µs per audited request).
-    if memchr::memchr2(0xC2, 0xE2, &line).is_none() {
-        return line;
+    if memchr::memchr2(0xC2, 0xE2, buf).is_none() {
+        return;
     }
+    let line = std::mem::take(buf);
     let mut out = Vec::with_capacity(line.len() + 16);
     let mut i = 0;
     while i < line.len() {
@@ -314,14 +315,8 @@ fn escape_line_breaks(line: Vec<u8>) -> Vec<u8> {
             }
         }
     }
-    out
+    *buf = out;
 }
-
-/// Room for a typical entry, so the buffer rarely grows while it is
-/// written (a response entry repeats the request block and adds the
-/// response data: about half as long again).
-const REQUEST_CAPACITY: usize = 1024;
-const RESPONSE_CAPACITY: usize = 2048;
 
 impl Hasher {
     /// A hasher under `key`.
@@ -365,10 +360,19 @@ impl Hasher {
 
     /// An entry in Vault's field order: `time`, `type`, `auth`, `request`,
     /// then `response` and `error` for a response entry.
-    fn entry(&self, kind: &str, time: &str, e: &RequestEvent<'_>, response: Option<&ResponseEvent<'_>>) -> Vec<u8> {
+    /// Written into `buf` (cleared first: the caller's buffer, reused from
+    /// entry to entry); false if it could not be (`buf` is then empty).
+    fn entry(
+        &self,
+        kind: &str,
+        time: &str,
+        e: &RequestEvent<'_>,
+        response: Option<&ResponseEvent<'_>>,
+        buf: &mut Vec<u8>,
+    ) -> bool {
         let who = self.who(e);
-        let capacity = if response.is_some() { RESPONSE_CAPACITY } else { REQUEST_CAPACITY };
-        let mut out = Out { buf: Vec::with_capacity(capacity), failed: false };
+        buf.clear();
+        let mut out = Out { buf, failed: false };
         out.raw(b"{\"time\":");
         out.json(time);
         out.raw(b",\"type\":");
@@ -383,18 +387,35 @@ impl Hasher {
         out.raw(b"}");
         if out.failed {
             out.buf.clear();
+            return false;
         }
-        escape_line_breaks(out.buf)
+        escape_line_breaks(out.buf);
+        true
     }
 
-    /// The `request` entry's body (a JSON object; the chain link is added by the writer).
+    /// The `request` entry's body (a JSON object; the chain link is added
+    /// by the writer) into `buf`; false if it could not be written.
+    pub fn write_request_entry(&self, e: &RequestEvent<'_>, time: &str, buf: &mut Vec<u8>) -> bool {
+        self.entry("request", time, e, None, buf)
+    }
+
+    /// The `response` entry's body into `buf`; false if it could not be written.
+    pub fn write_response_entry(&self, e: &ResponseEvent<'_>, time: &str, buf: &mut Vec<u8>) -> bool {
+        self.entry("response", time, e.request, Some(e), buf)
+    }
+
+    #[cfg(test)]
     pub fn request_entry(&self, e: &RequestEvent<'_>, time: &str) -> Vec<u8> {
-        self.entry("request", time, e, None)
+        let mut buf = Vec::new();
+        assert!(self.write_request_entry(e, time, &mut buf));
+        buf
     }
 
-    /// The `response` entry's body.
+    #[cfg(test)]
     pub fn response_entry(&self, e: &ResponseEvent<'_>, time: &str) -> Vec<u8> {
-        self.entry("response", time, e.request, Some(e))
+        let mut buf = Vec::new();
+        assert!(self.write_response_entry(e, time, &mut buf));
+        buf
     }
 }
 

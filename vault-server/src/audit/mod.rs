@@ -127,17 +127,18 @@ impl Device {
         })
     }
 
-    /// Write one entry; true once it is in the file.
-    async fn record(&self, body: Vec<u8>) -> bool {
-        match &self.writer {
-            Some(w) => w.record(body, RECORD_TIMEOUT).await,
-            None => false,
-        }
+    /// Hand in the entry `make` writes, to wait for (None: not written or
+    /// refused by the writer: closed, or too much waiting).
+    fn hand_in(&self, make: impl FnOnce(&entry::Hasher, &mut Vec<u8>) -> bool) -> Option<writer::Ticket<'_>> {
+        let w = self.writer.as_ref()?;
+        with_scratch(|buf| if make(&self.hasher, buf) { w.hand_in(buf) } else { None })
     }
 
-    /// Hand in one entry without waiting (the writer counts a failure).
-    fn queue(&self, body: Vec<u8>) -> writer::Handed {
-        self.writer.as_ref().map_or(writer::Handed::Closed, |w| w.queue(body))
+    /// Hand in the entry `make` writes without waiting (the writer counts a
+    /// failure to write it; one not written is `Closed`).
+    fn queue(&self, make: impl FnOnce(&entry::Hasher, &mut Vec<u8>) -> bool) -> writer::Handed {
+        let Some(w) = &self.writer else { return writer::Handed::Closed };
+        with_scratch(|buf| if make(&self.hasher, buf) { w.queue(buf) } else { writer::Handed::Closed })
     }
 
     /// Sign off and stop the writer (waits for the `close` checkpoint);
@@ -433,18 +434,43 @@ impl Broker {
         .await
     }
 
-    /// Give every device the entry `make` builds for it; true if at least one wrote it.
-    async fn record_all(devices: &[Arc<Device>], make: impl Fn(&entry::Hasher) -> Vec<u8>) -> bool {
+    /// Give every device the entry `make` writes for it; true if at least one wrote it.
+    async fn record_all(devices: &[Arc<Device>], make: impl Fn(&entry::Hasher, &mut Vec<u8>) -> bool) -> bool {
         if let [d] = devices {
             // The usual case: no futures to join (no allocation).
-            return d.record(make(&d.hasher)).await;
+            return match d.hand_in(&make) {
+                Some(ticket) => ticket.wait(RECORD_TIMEOUT).await,
+                None => false,
+            };
         }
-        let writes = devices.iter().map(|d| {
-            let body = make(&d.hasher);
-            async move { d.record(body).await }
-        });
-        futures_util::future::join_all(writes).await.into_iter().any(|ok| ok)
+        let tickets: Vec<_> = devices.iter().filter_map(|d| d.hand_in(&make)).collect();
+        let waits = tickets.into_iter().map(|t| t.wait(RECORD_TIMEOUT));
+        futures_util::future::join_all(waits).await.into_iter().any(|ok| ok)
     }
+}
+
+thread_local! {
+    /// Where this thread writes an entry before a device copies it in
+    /// (reused: no allocation per entry).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A huge entry's buffer is not kept (a LIST of many keys).
+const SCRATCH_KEPT: usize = 64 * 1024;
+
+/// Run `f` with this thread's entry buffer (a fresh one if it is in use:
+/// `f` does not re-enter, but nothing breaks if it did).
+fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    SCRATCH.with(|s| match s.try_borrow_mut() {
+        Ok(mut buf) => {
+            let r = f(&mut buf);
+            if buf.capacity() > SCRATCH_KEPT {
+                *buf = Vec::new();
+            }
+            r
+        }
+        Err(_) => f(&mut Vec::new()),
+    })
 }
 
 /// `sys/health` is neither recorded nor refused (as in Vault, which audits
@@ -492,7 +518,7 @@ impl Hook for Broker {
                 return Ok(());
             }
             let time = stamp::Stamp::now();
-            if Self::record_all(&current.devices, |h| h.request_entry(e, time.as_str())).await {
+            if Self::record_all(&current.devices, |h, buf| h.write_request_entry(e, time.as_str(), buf)).await {
                 return Ok(());
             }
             self.request_failures.fetch_add(1, Ordering::Relaxed);
@@ -514,7 +540,7 @@ impl Hook for Broker {
             let time = stamp::Stamp::now();
             let mut pending = Flush { devices: &current.devices, pending: 0 };
             for (i, d) in current.devices.iter().enumerate() {
-                match d.queue(d.hasher.response_entry(e, time.as_str())) {
+                match d.queue(|h, buf| h.write_response_entry(e, time.as_str(), buf)) {
                     writer::Handed::Closed => {
                         self.response_failures.fetch_add(1, Ordering::Relaxed);
                     }

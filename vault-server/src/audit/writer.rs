@@ -71,6 +71,8 @@ const MOVE_CHECK_EVERY: Duration = Duration::from_millis(20);
 /// Entries waiting for a writer at most (a hung disk must not pile up the
 /// entries of refused requests in memory, to be written later as if run).
 const MAX_QUEUED: usize = 16 * 1024;
+/// Bytes of entries waiting at most (as [`MAX_QUEUED`]: big entries too).
+const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
 /// Capacity of the round buffer kept between rounds.
 const ROUND_KEPT: usize = 256 * 1024;
 /// Bytes read back from the end of the file to find the last entry.
@@ -95,9 +97,56 @@ enum Waiter {
     Ack(oneshot::Sender<bool>),
 }
 
-struct Queued {
-    body: Vec<u8>,
-    waiter: Waiter,
+/// Entries in the order handed in: their bodies back to back in `bytes`
+/// (copied in from the caller's reused buffer: no allocation per entry,
+/// and none freed on another thread), each one's end and waiter in `items`.
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    items: Vec<(usize, Waiter)>,
+}
+
+impl Batch {
+    fn push(&mut self, body: &[u8], waiter: Waiter) {
+        self.bytes.extend_from_slice(body);
+        self.items.push((self.bytes.len(), waiter));
+    }
+
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Whether `more` bytes still fit (with [`MAX_QUEUED`] entries at most).
+    fn has_room(&self, more: usize) -> bool {
+        self.items.len() < MAX_QUEUED && self.bytes.len().saturating_add(more) <= MAX_QUEUED_BYTES
+    }
+
+    /// Take the entries, leaving room for as many (a round's batch is
+    /// about the size of the last: no growing one entry at a time).
+    fn take(&mut self) -> Batch {
+        let room = Batch {
+            bytes: Vec::with_capacity(self.bytes.len().min(ROUND_KEPT)),
+            items: Vec::with_capacity(self.items.len()),
+        };
+        std::mem::replace(self, room)
+    }
+
+    fn bodies(&self) -> impl Iterator<Item = &[u8]> {
+        let mut start = 0;
+        self.items.iter().map(move |(end, _)| {
+            let body = self.bytes.get(start..*end).unwrap_or_default();
+            start = *end;
+            body
+        })
+    }
+
+    fn waiters(self) -> impl Iterator<Item = Waiter> {
+        self.items.into_iter().map(|(_, w)| w)
+    }
 }
 
 /// Who writes now.
@@ -116,7 +165,7 @@ enum Owner {
 /// first response entry's, [`Handed::Pending`]); whichever flushes first
 /// writes them all.
 struct Queue {
-    entries: Vec<Queued>,
+    entries: Batch,
     owner: Owner,
     /// The thread waits (on [`Shared::turn`]) for the leader to finish.
     thread_waiting: bool,
@@ -274,7 +323,7 @@ impl Handle {
         let fsync = opts.fsync;
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
-                entries: Vec::new(),
+                entries: Batch::default(),
                 owner: Owner::Nobody,
                 thread_waiting: false,
                 closed: false,
@@ -296,8 +345,19 @@ impl Handle {
         Ok(Handle { shared, tx })
     }
 
-    /// Write one entry; true once it is in the file (and flushed, with
-    /// `fsync=batch`). `timeout` bounds the wait for the writer.
+    /// [`Handle::hand_in`] and [`Ticket::wait`] at once (the tests' way).
+    #[cfg(test)]
+    pub async fn record(&self, body: impl AsRef<[u8]>, timeout: Duration) -> bool {
+        match self.hand_in(body.as_ref()) {
+            Some(ticket) => ticket.wait(timeout).await,
+            None => false,
+        }
+    }
+
+    /// Hand in a copy of a request's entry (the caller's buffer is free
+    /// again), to wait for with the ticket: true once it is in the file (and
+    /// flushed, with `fsync=batch`). None: refused (the device is closed, or
+    /// too much is waiting: a hung disk).
     ///
     /// With no write under way the entry is not written at once: the tasks
     /// ready to run go first (one `yield_now`), hand in their entries too,
@@ -305,37 +365,58 @@ impl Handle {
     /// others find theirs answered. Under load that is one write and no
     /// cross-thread wake-up for a whole batch of requests, instead of one
     /// each (most of what auditing cost); alone, it costs one yield.
-    pub async fn record(&self, body: Vec<u8>, timeout: Duration) -> bool {
+    pub fn hand_in(&self, body: &[u8]) -> Option<Ticket<'_>> {
         let (ack, done) = oneshot::channel();
-        let pending = {
-            let mut q = lock(&self.shared.queue);
-            if q.closed || q.entries.len() >= MAX_QUEUED {
-                return false;
-            }
-            q.entries.push(Queued { body, waiter: Waiter::Ack(ack) });
-            // The thread waiting for its turn (close, rotation, timers)
-            // writes it; so does a writer at work, with its next round.
-            q.owner == Owner::Nobody && !q.thread_waiting
-        };
-        if pending {
-            // Written when dropped, also if this future is dropped while
-            // it yields: an entry somebody waits for is never left alone.
-            let flush = FlushOnDrop(self);
-            tokio::task::yield_now().await;
-            drop(flush);
+        let mut q = lock(&self.shared.queue);
+        if q.closed || !q.entries.has_room(body.len()) {
+            return None;
         }
-        let mut done = done;
+        q.entries.push(body, Waiter::Ack(ack));
+        // The thread waiting for its turn (close, rotation, timers) writes
+        // it; so does a writer at work, with its next round.
+        let flush = q.owner == Owner::Nobody && !q.thread_waiting;
+        Some(Ticket { handle: self, done, flush })
+    }
+}
+
+/// A request's entry handed in ([`Handle::hand_in`]). It owes a flush when
+/// no writer was at work: paid after one yield in [`Ticket::wait`], or when
+/// dropped (an entry somebody waits for is never left alone).
+pub struct Ticket<'a> {
+    handle: &'a Handle,
+    done: oneshot::Receiver<bool>,
+    flush: bool,
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if self.flush {
+            self.handle.flush();
+        }
+    }
+}
+
+impl Ticket<'_> {
+    /// True once the entry is in the file (flushed, with `fsync=batch`).
+    pub async fn wait(mut self, timeout: Duration) -> bool {
+        if self.flush {
+            tokio::task::yield_now().await;
+            self.flush = false;
+            self.handle.flush();
+        }
         // Written already (by this task as leader, or by the leader that
         // took it): answered without arming a timer.
-        match done.try_recv() {
+        match self.done.try_recv() {
             Ok(ok) => ok,
             Err(oneshot::error::TryRecvError::Closed) => false,
             Err(oneshot::error::TryRecvError::Empty) => {
-                matches!(tokio::time::timeout(timeout, done).await, Ok(Ok(true)))
+                matches!(tokio::time::timeout(timeout, &mut self.done).await, Ok(Ok(true)))
             }
         }
     }
+}
 
+impl Handle {
     /// Hand in one entry nobody waits for (a response entry; a failure is
     /// counted). It is not written at once: with a write under way it goes
     /// with that writer's next round ([`Handed::Queued`]); with none, it
@@ -343,12 +424,13 @@ impl Handle {
     /// (a request's, which then writes both with one `write(2)`), and the
     /// caller, after letting other tasks run, calls [`Handle::flush`]
     /// (also when dropped meanwhile), which writes it if no round took it.
-    pub fn queue(&self, body: Vec<u8>) -> Handed {
+    pub fn queue(&self, body: impl AsRef<[u8]>) -> Handed {
+        let body = body.as_ref();
         let mut q = lock(&self.shared.queue);
-        if q.closed || q.entries.len() >= MAX_QUEUED {
+        if q.closed || !q.entries.has_room(body.len()) {
             return Handed::Closed;
         }
-        q.entries.push(Queued { body, waiter: Waiter::Unwaited });
+        q.entries.push(body, Waiter::Unwaited);
         // The first entry pending is the one whose caller flushes (a later
         // one is taken with it); with the thread about to write, it does.
         if q.owner == Owner::Nobody && !q.thread_waiting && q.entries.len() == 1 {
@@ -367,7 +449,7 @@ impl Handle {
                 return;
             }
             q.owner = Owner::Task;
-            std::mem::take(&mut q.entries)
+            q.entries.take()
         };
         self.lead(entries);
     }
@@ -376,10 +458,10 @@ impl Handle {
     /// was queued meanwhile, for a few rounds; then release or hand over.
     /// Synchronous: no await while leading, so a dropped request cannot
     /// leave the queue without a writer.
-    fn lead(&self, mut entries: Vec<Queued>) {
+    fn lead(&self, mut entries: Batch) {
         for round in 1.. {
-            let (ok, file, waiters) = self.shared.write(entries);
-            self.settle(ok, file, waiters);
+            let (ok, file) = self.shared.write(&entries);
+            self.settle(ok, file, entries.waiters());
             let mut q = lock(&self.shared.queue);
             if q.entries.is_empty() {
                 q.owner = Owner::Nobody;
@@ -402,13 +484,13 @@ impl Handle {
                 q = lock(&self.shared.queue);
                 q.owner = Owner::Task;
             }
-            entries = std::mem::take(&mut q.entries);
+            entries = q.entries.take();
         }
     }
 
     /// Answer a round's entries (with `fsync=batch`, those written are
     /// answered by the thread after its flush).
-    fn settle(&self, ok: bool, file: Option<Arc<File>>, waiters: Vec<Waiter>) {
+    fn settle(&self, ok: bool, file: Option<Arc<File>>, waiters: impl Iterator<Item = Waiter>) {
         let sync_first = ok && self.shared.fsync == Fsync::Batch;
         let mut after_sync = Vec::new();
         for w in waiters {
@@ -467,18 +549,9 @@ impl Handle {
     }
 }
 
-/// Flushes its writer when dropped.
-struct FlushOnDrop<'a>(&'a Handle);
-
-impl Drop for FlushOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.flush();
-    }
-}
-
 impl Shared {
     /// One round, as the writer.
-    fn write(&self, entries: Vec<Queued>) -> (bool, Option<Arc<File>>, Vec<Waiter>) {
+    fn write(&self, entries: &Batch) -> (bool, Option<Arc<File>>) {
         let mut chain = lock(&self.chain);
         chain.write_entries(entries, &mut lock(&self.round))
     }
@@ -507,11 +580,11 @@ impl Shared {
                 // nothing follows the `close` line (and the head kept is
                 // the file's end).
                 q.closed |= close;
-                std::mem::take(&mut q.entries)
+                q.entries.take()
             };
-            let (ok, file, waiters) = {
+            let (ok, file) = {
                 let mut chain = lock(&self.chain);
-                let r = chain.write_entries(entries, &mut lock(&self.round));
+                let r = chain.write_entries(&entries, &mut lock(&self.round));
                 if let Some(f) = then.take() {
                     f(&mut chain);
                 }
@@ -519,7 +592,7 @@ impl Shared {
             };
             // `fsync=batch`: answered only once flushed (a failed flush refuses).
             let ok = ok && (file.is_none() || self.fsync != Fsync::Batch || sync_file(file.as_deref()));
-            for w in waiters {
+            for w in entries.waiters() {
                 match w {
                     Waiter::Ack(a) => {
                         let _ = a.send(ok);
@@ -756,28 +829,26 @@ impl Chain {
     /// with one `write(2)` from `buf` (the round's buffer, reused: no
     /// allocation per round); on failure the chain is as before. Returns
     /// (written, the file written to, who to answer).
-    fn write_entries(&mut self, entries: Vec<Queued>, buf: &mut Vec<u8>) -> (bool, Option<Arc<File>>, Vec<Waiter>) {
+    fn write_entries(&mut self, entries: &Batch, buf: &mut Vec<u8>) -> (bool, Option<Arc<File>>) {
         if entries.is_empty() {
-            return (true, None, Vec::new());
+            return (true, None);
         }
         self.prepare();
         let saved = (self.link.clone(), self.since_checkpoint, self.needs_start, self.last_checkpoint);
-        let size: usize = entries.iter().map(|e| e.body.len() + 128).sum();
+        let size = entries.bytes.len() + 128 * entries.len();
         buf.clear();
         if buf.capacity() > ROUND_KEPT && size <= ROUND_KEPT {
             // A burst's buffer is not kept for ever.
             buf.shrink_to(ROUND_KEPT);
         }
         buf.reserve(size);
-        let mut waiters = Vec::with_capacity(entries.len());
-        for e in entries {
+        for body in entries.bodies() {
             if let Some(reason) = self.needs_start.take() {
                 self.checkpoint(buf, reason);
             }
-            self.link.prev = vault_audit::push_chain_line(buf, &e.body, &self.link);
+            self.link.prev = vault_audit::push_chain_line(buf, body, &self.link);
             self.link.seq += 1;
             buf.push(b'\n');
-            waiters.push(e.waiter);
             self.since_checkpoint += 1;
             if self.since_checkpoint >= self.opts.checkpoint_entries {
                 self.checkpoint(buf, Reason::Count);
@@ -788,7 +859,7 @@ impl Chain {
             // Nothing of the round is in the file: the chain goes on from before it.
             (self.link, self.since_checkpoint, self.needs_start, self.last_checkpoint) = saved;
         }
-        (ok, self.file.clone(), waiters)
+        (ok, self.file.clone())
     }
 
     /// Append a checkpoint line for the current head to `buf`.
@@ -1127,14 +1198,18 @@ mod tests {
         let path = dir.path().join("audit.log");
         let key = SigningKey::from_bytes(&[6; 32]);
         let mut c = Chain::new(opts(&path, 100), FileDirs::Anywhere, key.clone(), &[], None);
-        let unwaited = |i| vec![Queued { body: body(i), waiter: Waiter::Unwaited }];
-        assert!(c.write_entries(unwaited(0), &mut Vec::new()).0);
+        let unwaited = |i| {
+            let mut b = Batch::default();
+            b.push(&body(i), Waiter::Unwaited);
+            b
+        };
+        assert!(c.write_entries(&unwaited(0), &mut Vec::new()).0);
         // As after a failed write: the file is closed, and reopened by the
         // next write (here a new file: the old one was moved away).
         let old = dir.path().join("audit.log.1");
         std::fs::rename(&path, &old).unwrap();
         c.file = None;
-        assert!(c.write_entries(unwaited(1), &mut Vec::new()).0);
+        assert!(c.write_entries(&unwaited(1), &mut Vec::new()).0);
         c.close();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.lines().next().unwrap().contains("\"continue\""), "{text}");
@@ -1487,5 +1562,37 @@ mod tests {
         h.flush();
         assert_eq!(failures.load(Ordering::Relaxed), 2);
         h.close(T).await;
+    }
+
+    #[test]
+    fn a_batch_keeps_bodies_in_order_and_bounds_its_bytes() {
+        let mut b = Batch::default();
+        for body in [&b"{\"a\":1}"[..], b"{}", b"{\"b\":\"x\"}"] {
+            b.push(body, Waiter::Unwaited);
+        }
+        assert_eq!(b.bodies().collect::<Vec<_>>(), vec![&b"{\"a\":1}"[..], b"{}", b"{\"b\":\"x\"}"]);
+        let taken = b.take();
+        assert!(b.is_empty() && b.items.capacity() >= 3, "room left for as many");
+        assert_eq!(taken.waiters().count(), 3);
+        assert!(b.has_room(MAX_QUEUED_BYTES));
+        b.push(b"{}", Waiter::Unwaited);
+        assert!(!b.has_room(MAX_QUEUED_BYTES - 1), "bytes bounded, not only entries");
+        assert!(!b.has_room(usize::MAX), "no overflow");
+    }
+
+    #[tokio::test]
+    async fn a_ticket_dropped_before_its_wait_still_has_its_entry_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let key = SigningKey::from_bytes(&[9; 32]);
+        let h = start(&path, 100, &key, Default::default());
+        // No writer at work: the ticket owes the flush, and pays it when
+        // dropped (a request dropped between handing in and waiting).
+        let ticket = h.hand_in(&body(7)).unwrap();
+        assert!(ticket.flush);
+        drop(ticket);
+        assert!(std::fs::read_to_string(&path).unwrap().contains("\"n\":7"));
+        h.close(T).await.unwrap();
+        assert_eq!(verify(&key, &[&path]), vec![]);
     }
 }
