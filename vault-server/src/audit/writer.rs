@@ -1557,8 +1557,8 @@ mod tests {
         let h = start(Path::new("/dev/full"), 4, &key, failures.clone());
         assert!(!h.record(body(0), T).await);
         // An entry nobody waits for (a response entry) is counted instead.
-        assert_eq!(h.queue(b"{}".to_vec()), Handed::Pending);
-        assert_eq!(h.queue(b"{}".to_vec()), Handed::Queued, "taken with the first");
+        assert_eq!(h.queue(b"{}"), Handed::Pending);
+        assert_eq!(h.queue(b"{}"), Handed::Queued, "taken with the first");
         h.flush();
         assert_eq!(failures.load(Ordering::Relaxed), 2);
         h.close(T).await;
