@@ -134,13 +134,28 @@ pub fn push_chain_line(out: &mut Vec<u8>, body: &[u8], link: &Link) -> [u8; 32] 
     // (writing a string to a Vec cannot fail).
     let _ = serde_json::to_writer(&mut *out, link.node.as_str());
     out.extend_from_slice(b",\"seq\":");
-    let _ = std::io::Write::write_fmt(out, format_args!("{}", link.seq));
+    push_decimal(out, link.seq);
     out.extend_from_slice(b",\"prev\":\"");
     let mut hex = [0u8; 64];
     let _ = hex::encode_to_slice(link.prev, &mut hex);
     out.extend_from_slice(&hex);
     out.extend_from_slice(b"\"}}");
     line_hash(&out[start..])
+}
+
+/// `n` in decimal (without `core::fmt`: once per line written).
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 /// The exact bytes a checkpoint's signature covers:
@@ -234,6 +249,17 @@ pub fn checkpoint_valid(key: &VerifyingKey, p: &Parsed) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sequence_numbers_in_decimal() {
+        for n in [0, 1, 9, 10, 99, 100, 12_345, u64::from(u32::MAX) + 1, u64::MAX - 1, u64::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().into_bytes());
+            let link = Link { node: "ab".into(), seq: n, prev: [2; 32] };
+            assert_eq!(parse_line(&chain_line(b"{}", &link)).unwrap().link.seq, n);
+        }
+    }
 
     #[test]
     fn a_chain_line_is_the_body_plus_its_link() {
