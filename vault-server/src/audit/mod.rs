@@ -483,29 +483,6 @@ fn unaudited(e: &RequestEvent<'_>) -> bool {
     e.path.trim_end_matches('/') == "sys/health"
 }
 
-/// Devices with response entries pending (bit `i`: `devices[i]`): their
-/// writers are flushed when this is dropped (also if the response hook's
-/// future is dropped while it yields). A mask, not a `Vec`: no allocation
-/// per request.
-struct Flush<'a> {
-    devices: &'a [Arc<Device>],
-    pending: u32,
-}
-
-const _: () = assert!(MAX_DEVICES <= u32::BITS as usize);
-
-impl Drop for Flush<'_> {
-    fn drop(&mut self) {
-        for (i, d) in self.devices.iter().enumerate() {
-            if u32::try_from(i).ok().and_then(|i| 1u32.checked_shl(i)).is_some_and(|bit| self.pending & bit != 0)
-                && let Some(w) = &d.writer
-            {
-                w.flush();
-            }
-        }
-    }
-}
-
 impl Hook for Broker {
     fn wants_response_data(&self) -> bool {
         self.any.load(Ordering::Acquire)
@@ -534,30 +511,16 @@ impl Hook for Broker {
                 return;
             }
             // Queued, not waited for: the answer is decided, and the
-            // request entry already holds the request to its device. The
-            // writer counts (and logs) an entry it cannot write; the queue
-            // is ordered, so a later seal still signs it off.
+            // request entry already holds the request to its device. It is
+            // written with the next round (a request's) or by the device's
+            // thread within milliseconds; the writer counts (and logs) an
+            // entry it cannot write; the queue is ordered, so a later seal
+            // still signs it off.
             let time = stamp::Stamp::now();
-            let mut pending = Flush { devices: &current.devices, pending: 0 };
-            for (i, d) in current.devices.iter().enumerate() {
-                match d.queue(|h, buf| h.write_response_entry(e, time.as_str(), buf)) {
-                    writer::Handed::Closed => {
-                        self.response_failures.fetch_add(1, Ordering::Relaxed);
-                    }
-                    writer::Handed::Queued => {}
-                    writer::Handed::Pending => match u32::try_from(i).ok().and_then(|i| 1u32.checked_shl(i)) {
-                        Some(bit) => pending.pending |= bit,
-                        // (More devices than bits, which enable refuses: written now.)
-                        None => d.writer.iter().for_each(writer::Handle::flush),
-                    },
+            for d in &current.devices {
+                if d.queue(|h, buf| h.write_response_entry(e, time.as_str(), buf)) == writer::Handed::Closed {
+                    self.response_failures.fetch_add(1, Ordering::Relaxed);
                 }
-            }
-            if pending.pending != 0 {
-                // No write under way: let the tasks ready to run go first; a
-                // request among them writes this entry with its own (one
-                // `write(2)` for both, not one each). Written now if none did.
-                tokio::task::yield_now().await;
-                drop(pending);
             }
         })
     }

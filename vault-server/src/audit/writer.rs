@@ -46,6 +46,9 @@ use super::table::{Fsync, Options, Sink};
 enum Msg {
     /// A leader handed over the queue (it is the thread's to write).
     Lead,
+    /// An entry waits with no writer at work and the thread is not
+    /// looking: write it unless a round takes it first ([`Handle::queue`]).
+    Tick,
     /// `fsync=batch`: flush this file, then answer these entries.
     Sync(Arc<File>, Vec<oneshot::Sender<bool>>),
     /// Close the file with a `rotate` checkpoint and reopen the path (SIGHUP).
@@ -160,12 +163,16 @@ enum Owner {
 }
 
 /// Entries waiting for the writer. Invariant: with `owner == Nobody` the
-/// queue holds only entries handed in since the last round whose hander
-/// will flush them after one yield (every request entry's hander; the
-/// first response entry's, [`Handed::Pending`]); whichever flushes first
-/// writes them all.
+/// queue holds only entries handed in since the last round that will be
+/// written soon: request entries by their handers, who flush after one
+/// yield (whichever flushes first writes them all), response entries by
+/// the next round or, within [`TICK`], by the device's thread, which is
+/// looking ([`Shared::ticking`]) or told to ([`Msg::Tick`]).
 struct Queue {
     entries: Batch,
+    /// Rounds that took entries (the thread writes entries left over a whole
+    /// tick with no round: nobody else is about to).
+    taken: u64,
     owner: Owner,
     /// The thread waits (on [`Shared::turn`]) for the leader to finish.
     thread_waiting: bool,
@@ -212,6 +219,23 @@ struct Shared {
     fsync: Fsync,
     /// Entries written without waiting that could not be written.
     unwaited_failures: Arc<AtomicU64>,
+    /// The thread looks at the queue every [`TICK`] (it was busy lately);
+    /// otherwise an entry left waiting must wake it ([`Msg::Tick`]).
+    ticking: std::sync::atomic::AtomicBool,
+}
+
+/// How often the thread, while busy, looks for response entries left
+/// waiting (a request's round usually takes them within microseconds).
+const TICK: Duration = Duration::from_millis(2);
+/// Ticks with nothing to do before the thread stops looking.
+const IDLE_TICKS: u32 = 50;
+
+impl Queue {
+    /// The entries, for a round.
+    fn take(&mut self) -> Batch {
+        self.taken = self.taken.wrapping_add(1);
+        self.entries.take()
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -231,7 +255,8 @@ pub enum Handed {
     Closed,
     /// A writer will write it with its next round.
     Queued,
-    /// No one is writing: the caller must call [`Handle::flush`] soon.
+    /// No one is writing: it goes with the next round (a request's) or the
+    /// thread's within a few milliseconds; [`Handle::flush`] writes it now.
     Pending,
 }
 
@@ -324,6 +349,7 @@ impl Handle {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 entries: Batch::default(),
+                taken: 0,
                 owner: Owner::Nobody,
                 thread_waiting: false,
                 closed: false,
@@ -333,6 +359,7 @@ impl Handle {
             round: Mutex::new(Vec::new()),
             fsync,
             unwaited_failures,
+            ticking: std::sync::atomic::AtomicBool::new(false),
         });
         let (tx, rx) = std::sync::mpsc::channel();
         let for_thread = shared.clone();
@@ -419,25 +446,34 @@ impl Ticket<'_> {
 impl Handle {
     /// Hand in one entry nobody waits for (a response entry; a failure is
     /// counted). It is not written at once: with a write under way it goes
-    /// with that writer's next round ([`Handed::Queued`]); with none, it
-    /// waits in the queue ([`Handed::Pending`]) for a round about to start
-    /// (a request's, which then writes both with one `write(2)`), and the
-    /// caller, after letting other tasks run, calls [`Handle::flush`]
-    /// (also when dropped meanwhile), which writes it if no round took it.
+    /// with that writer's next round ([`Handed::Queued`]); with none
+    /// ([`Handed::Pending`]), with the next request's round (one `write(2)`
+    /// for both), or else the thread's within [`TICK`] or so. The caller
+    /// neither waits nor yields: under load, that yield (a whole extra poll
+    /// of the request's task) cost more than the rest of the hand-in.
     pub fn queue(&self, body: impl AsRef<[u8]>) -> Handed {
         let body = body.as_ref();
-        let mut q = lock(&self.shared.queue);
-        if q.closed || !q.entries.has_room(body.len()) {
-            return Handed::Closed;
+        let handed = {
+            let mut q = lock(&self.shared.queue);
+            if q.closed || !q.entries.has_room(body.len()) {
+                return Handed::Closed;
+            }
+            q.entries.push(body, Waiter::Unwaited);
+            // The first entry waiting needs someone to write it (those after
+            // it go with it: its hander's round, or the thread's).
+            if q.owner == Owner::Nobody && !q.thread_waiting && q.entries.len() == 1 {
+                Handed::Pending
+            } else {
+                Handed::Queued
+            }
+        };
+        // Read after the entry is in (the queue's lock orders it with the
+        // thread's `ticking = false` and its last look at the queue): a
+        // thread that stopped looking without seeing it is told.
+        if handed == Handed::Pending && !self.shared.ticking.load(Ordering::SeqCst) {
+            let _ = self.tx.send(Msg::Tick);
         }
-        q.entries.push(body, Waiter::Unwaited);
-        // The first entry pending is the one whose caller flushes (a later
-        // one is taken with it); with the thread about to write, it does.
-        if q.owner == Owner::Nobody && !q.thread_waiting && q.entries.len() == 1 {
-            Handed::Pending
-        } else {
-            Handed::Queued
-        }
+        handed
     }
 
     /// Write the entries pending (handed in while no one was writing), if
@@ -449,7 +485,7 @@ impl Handle {
                 return;
             }
             q.owner = Owner::Task;
-            q.entries.take()
+            q.take()
         };
         self.lead(entries);
     }
@@ -484,7 +520,7 @@ impl Handle {
                 q = lock(&self.shared.queue);
                 q.owner = Owner::Task;
             }
-            entries = q.entries.take();
+            entries = q.take();
         }
     }
 
@@ -580,7 +616,7 @@ impl Shared {
                 // nothing follows the `close` line (and the head kept is
                 // the file's end).
                 q.closed |= close;
-                q.entries.take()
+                q.take()
             };
             let (ok, file) = {
                 let mut chain = lock(&self.chain);
@@ -658,15 +694,25 @@ fn sync_file(f: Option<&File>) -> bool {
 /// The device's thread: flushes, timers, rotation, closing.
 fn run(shared: &Shared, rx: &Receiver<Msg>) {
     let mut next = None;
+    let mut look = Look::default();
     loop {
         let msg = match next.take() {
             Some(m) => Ok(m),
             None => {
-                let wait = lock(&shared.chain).next_timer();
+                let mut wait = lock(&shared.chain).next_timer();
+                if shared.ticking.load(Ordering::SeqCst) {
+                    wait = wait.min(TICK);
+                }
                 rx.recv_timeout(wait)
             }
         };
         match msg {
+            Ok(Msg::Tick) => {
+                shared.ticking.store(true, Ordering::SeqCst);
+                look.idle = 0;
+                // Told: an entry is waiting with no writer at work.
+                shared.write_left(&mut look, true);
+            }
             Ok(Msg::Lead) => {
                 // Taken as any turn: an earlier message may have used and
                 // released the handed-over turn already.
@@ -707,7 +753,12 @@ fn run(shared: &Shared, rx: &Receiver<Msg>) {
                 let _ = done.send(());
                 return;
             }
-            Err(RecvTimeoutError::Timeout) => timers(shared),
+            Err(RecvTimeoutError::Timeout) => {
+                timers(shared);
+                if shared.ticking.load(Ordering::SeqCst) {
+                    shared.tick(&mut look);
+                }
+            }
             Err(RecvTimeoutError::Disconnected) => {
                 // The device was dropped (seal, disabled): sign off.
                 shared.take_turn();
@@ -715,6 +766,58 @@ fn run(shared: &Shared, rx: &Receiver<Msg>) {
                 return;
             }
         }
+    }
+}
+
+/// What the thread saw at its last look at the queue.
+#[derive(Default)]
+struct Look {
+    /// Ticks in a row with nothing waiting.
+    idle: u32,
+    /// [`Queue::taken`] then.
+    taken: u64,
+}
+
+impl Shared {
+    /// While looking: write the entries left waiting over a whole tick with
+    /// no round (`now`: whatever waits); stop looking after [`IDLE_TICKS`]
+    /// with nothing waiting.
+    fn tick(&self, look: &mut Look) {
+        if self.write_left(look, false) {
+            return;
+        }
+        look.idle += 1;
+        if look.idle < IDLE_TICKS {
+            return;
+        }
+        self.ticking.store(false, Ordering::SeqCst);
+        // An entry handed in before this store may have seen `ticking`
+        // still set (and sent nothing): one more look, under the lock the
+        // hander took, finds it (one handed in after it sees `false`).
+        if !lock(&self.queue).entries.is_empty() {
+            self.ticking.store(true, Ordering::SeqCst);
+            look.idle = 0;
+        }
+    }
+
+    /// Write the entries waiting with no writer at work, if `now` or if no
+    /// round took any since the last look. True if anything was waiting.
+    fn write_left(&self, look: &mut Look, now: bool) -> bool {
+        let (waiting, left) = {
+            let q = lock(&self.queue);
+            let waiting = !q.entries.is_empty();
+            let left = waiting && q.owner == Owner::Nobody && !q.thread_waiting && (now || q.taken == look.taken);
+            look.taken = q.taken;
+            (waiting, left)
+        };
+        if left {
+            self.take_turn();
+            self.drain(|_| {}, false);
+        }
+        if waiting {
+            look.idle = 0;
+        }
+        waiting
     }
 }
 
@@ -1403,16 +1506,19 @@ mod tests {
         let path = dir.path().join("audit.log");
         let key = SigningKey::from_bytes(&[11; 32]);
         let h = Arc::new(start(&path, 100, &key, Default::default()));
+        // The chain is started (a chain with no entry has nothing to close,
+        // and the close may come before any racer).
+        assert!(h.record(body(0), T).await);
         // Entries racing the close: each is written before the `close` or
         // refused; none after it.
         let racers: Vec<_> = (0..50)
             .map(|i| {
                 let h = h.clone();
-                tokio::spawn(async move { h.record(body(i), T).await })
+                tokio::spawn(async move { h.record(body(i + 1), T).await })
             })
             .collect();
         let head = h.close(T).await.unwrap();
-        let mut written = 0;
+        let mut written = 1;
         for r in racers {
             written += usize::from(r.await.unwrap());
         }
@@ -1592,6 +1698,46 @@ mod tests {
         assert!(ticket.flush);
         drop(ticket);
         assert!(std::fs::read_to_string(&path).unwrap().contains("\"n\":7"));
+        h.close(T).await.unwrap();
+        assert_eq!(verify(&key, &[&path]), vec![]);
+    }
+
+    /// Waits up to 2 s for `path` to hold entry `n`.
+    async fn written_soon(path: &Path, n: usize) -> bool {
+        for _ in 0..200 {
+            if std::fs::read_to_string(path).unwrap_or_default().contains(&format!("\"n\":{n},")) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn a_response_entry_left_waiting_is_written_by_the_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let key = SigningKey::from_bytes(&[12; 32]);
+        let h = start(&path, 100, &key, Default::default());
+        // No writer at work, no request to take it, nobody flushes: the
+        // thread, told, writes it, then looks every tick for a while.
+        assert_eq!(h.queue(body(1)), Handed::Pending);
+        assert!(written_soon(&path, 1).await);
+        assert!(h.shared.ticking.load(Ordering::SeqCst));
+        // While it looks, nothing is sent: still written, within a tick or two.
+        assert_eq!(h.queue(body(2)), Handed::Pending);
+        assert!(written_soon(&path, 2).await);
+        // Idle long enough, it stops looking; the next entry tells it again.
+        // (50 ticks of 2 ms, longer on a busy machine.)
+        for _ in 0..300 {
+            if !h.shared.ticking.load(Ordering::SeqCst) {
+                break;
+            }
+            tokio::time::sleep(TICK * 5).await;
+        }
+        assert!(!h.shared.ticking.load(Ordering::SeqCst), "stops looking when idle");
+        assert_eq!(h.queue(body(3)), Handed::Pending);
+        assert!(written_soon(&path, 3).await);
         h.close(T).await.unwrap();
         assert_eq!(verify(&key, &[&path]), vec![]);
     }
