@@ -520,6 +520,11 @@ impl Hook for Broker {
             for d in &current.devices {
                 if d.queue(|h, buf| h.write_response_entry(e, time.as_str(), buf)) == writer::Handed::Closed {
                     self.response_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(
+                        request_id = e.request.request_id,
+                        device = %d.path,
+                        "the response entry could not be handed to the audit device (closed, or too much waiting): not recorded"
+                    );
                 }
             }
         })
