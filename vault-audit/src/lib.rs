@@ -143,8 +143,9 @@ pub fn push_chain_line(out: &mut Vec<u8>, body: &[u8], link: &Link) -> [u8; 32] 
     line_hash(&out[start..])
 }
 
-/// `n` in decimal (without `core::fmt`: once per line written).
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+/// `n` in decimal appended to `out` (without `core::fmt`: once per line
+/// written; the server's entries use it too).
+pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {

@@ -203,20 +203,9 @@ impl Out<'_> {
         self.raw(b"}");
     }
 
-    /// A small number (a status code) without `core::fmt`.
+    /// A small number (a status code, an octet) without `core::fmt`.
     fn number(&mut self, n: u16) {
-        let mut digits = [0u8; 5];
-        let mut i = digits.len();
-        let mut n = n;
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        self.raw(&digits[i..]);
+        vault_audit::push_decimal(self.buf, u64::from(n));
     }
 
     fn token(&mut self, t: &Token) {
