@@ -732,3 +732,64 @@ async fn audit_files_only_below_the_configured_directories() {
     let (code, out, err) = verify(&[file.to_str().unwrap(), "--public-key", &key, "--closed"], &[]);
     assert_eq!(code, 0, "{out}{err}");
 }
+
+/// A seal under load: every request that was recorded has its response
+/// recorded too, before the chain's `close` (the seal waits for the audited
+/// requests in flight; requests arriving meanwhile are refused unrecorded).
+/// Regression: the response entries of requests still running were lost.
+#[tokio::test]
+async fn a_seal_under_load_loses_no_response_entry() {
+    let store = Store::new(Backend::Sqlite);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("audit.log");
+    let srv = audited(&store);
+    let (keys, _, rc) = srv.kv2_ready().await;
+    assert_eq!(rc.post("secret/data/app", json!({"data": {"v": "one"}})).await.0, 200);
+    let key = {
+        assert_eq!(enable(&rc, "file", &file, json!({})).await.0, 204);
+        public_key(&rc, "file").await
+    };
+    for round in 0..3 {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let load: Vec<_> = (0..24)
+            .map(|_| {
+                let (c, stop) = (rc.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut answered = 0u32;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let (s, _) = c.get("secret/data/app").await;
+                        answered += u32::from(s == 200);
+                    }
+                    answered
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(rc.put("sys/seal", json!({})).await.0, 204, "round {round}");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut answered = 0;
+        for l in load {
+            answered += l.await.unwrap();
+        }
+        assert!(answered > 0, "round {round}: the load ran");
+        srv.client().unseal(&keys).await;
+    }
+    assert!(srv.terminate().success());
+    let entries = lines(&file);
+    let ids = |kind: &str| -> std::collections::HashSet<String> {
+        entries
+            .iter()
+            .filter(|e| e["type"] == kind && e["request"]["path"] != "sys/seal")
+            .map(|e| e["request"]["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (requests, responses) = (ids("request"), ids("response"));
+    let lost: Vec<_> = requests.difference(&responses).collect();
+    assert!(requests.len() > 100, "{} requests recorded", requests.len());
+    assert!(lost.is_empty(), "{} of {} recorded requests have no response entry: {lost:?}", lost.len(), requests.len());
+    // Each seal closed the chain after those responses, and it verifies.
+    let closes = entries.iter().filter(|e| e["checkpoint"]["reason"] == "close").count();
+    assert!(closes >= 3, "{closes} close checkpoints");
+    let (code, out, err) = verify(&[file.to_str().unwrap(), "--public-key", &key, "--closed"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+}

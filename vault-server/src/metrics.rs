@@ -700,8 +700,11 @@ mod tests {
             remote: None,
             data: None,
             client_token: None,
+            audit: &CARRY,
         }
     }
+
+    static CARRY: crate::audit::Carry = crate::audit::Carry::new();
 
     fn respond(m: &Metrics, e: &RequestEvent<'_>, status: u16) {
         let r = ResponseEvent {

@@ -9,6 +9,7 @@
 //! request on the hot path, and the copies cost more than the hashing.
 
 use std::io::Write as _;
+use std::ops::Range;
 
 use hmac::{Hmac, KeyInit, Mac};
 use serde::ser::{Serialize, SerializeMap, Serializer};
@@ -246,8 +247,17 @@ impl Out<'_> {
         self.raw(b"}");
     }
 
-    /// The `request` block (with its data in the request entry only).
-    fn request(&mut self, h: &Hasher, e: &RequestEvent<'_>, w: &Who<'_>) {
+    /// The `auth` block and the `request` block up to its data, left open:
+    /// what both entries of a request share ([`Hasher::write_response_entry`]).
+    fn shared(&mut self, e: &RequestEvent<'_>, w: &Who<'_>) {
+        self.raw(b",\"auth\":");
+        self.auth(w);
+        self.raw(b",\"request\":");
+        self.request_head(e, w);
+    }
+
+    /// The `request` block without its data and closing brace.
+    fn request_head(&mut self, e: &RequestEvent<'_>, w: &Who<'_>) {
         self.raw(b"{\"id\":");
         self.json(e.request_id);
         self.raw(b",\"operation\":");
@@ -280,11 +290,6 @@ impl Out<'_> {
             None => {}
         }
         self.raw(b"\"");
-        if let Some(d) = e.data {
-            self.raw(b",\"data\":");
-            self.data_map(h, d);
-        }
-        self.raw(b"}");
     }
 
     /// The response entry's `response` block and `error`.
@@ -310,13 +315,14 @@ impl Out<'_> {
 /// (serde_json leaves them), but tools that split text on every Unicode
 /// line break (Python's `splitlines`, some log shippers) would cut the
 /// entry in two. Bytes of a JSON text above 0x7F are in strings only, so
-/// the sequences are replaced wherever they are.
-fn escape_line_breaks(buf: &mut Vec<u8>) {
+/// the sequences are replaced wherever they are. True if `buf` was
+/// rewritten (positions in it may have moved).
+fn escape_line_breaks(buf: &mut Vec<u8>) -> bool {
     // Their UTF-8 forms begin with 0xC2 (U+0085) or 0xE2 (U+2028/9): most
     // entries have neither, and are left as they are (a SIMD search: a
     // byte loop here cost ~2 µs per audited request).
     if memchr::memchr2(0xC2, 0xE2, buf).is_none() {
-        return;
+        return false;
     }
     let line = std::mem::take(buf);
     let mut out = Vec::with_capacity(line.len() + 16);
@@ -340,6 +346,7 @@ fn escape_line_breaks(buf: &mut Vec<u8>) {
         }
     }
     *buf = out;
+    true
 }
 
 impl Hasher {
@@ -402,63 +409,95 @@ impl Hasher {
         }
     }
 
-    /// An entry in Vault's field order: `time`, `type`, `auth`, `request`,
-    /// then `response` and `error` for a response entry.
+    /// An entry in Vault's field order: `time`, `type`, `auth`, `request`
+    /// (with its data in the request entry only), then `response` and
+    /// `error` for a response entry. `shared`: the `auth` and `request`
+    /// blocks as the request entry wrote them (else written here).
     /// Written into `buf` (cleared first: the caller's buffer, reused from
-    /// entry to entry); false if it could not be (`buf` is then empty).
+    /// entry to entry). None if it could not be (`buf` is then empty); else
+    /// where the shared blocks are in `buf` (empty if they cannot be reused:
+    /// line breaks were escaped after them).
     fn entry(
         &self,
         kind: &str,
         time: &str,
         e: &RequestEvent<'_>,
         response: Option<&ResponseEvent<'_>>,
+        shared: Option<&[u8]>,
         buf: &mut Vec<u8>,
-    ) -> bool {
-        let who = self.who(e);
+    ) -> Option<Range<usize>> {
         buf.clear();
         let mut out = Out { buf, failed: false };
         out.raw(b"{\"time\":");
         out.plain(time);
         out.raw(b",\"type\":");
         out.plain(kind);
-        out.raw(b",\"auth\":");
-        out.auth(&who);
-        out.raw(b",\"request\":");
-        out.request(self, e, &who);
-        if let Some(r) = response {
-            out.response(self, r);
+        let start = out.buf.len();
+        match shared {
+            Some(blocks) => out.raw(blocks),
+            None => out.shared(e, &self.who(e)),
+        }
+        let end = out.buf.len();
+        match response {
+            None => {
+                if let Some(d) = e.data {
+                    out.raw(b",\"data\":");
+                    out.data_map(self, d);
+                }
+                out.raw(b"}");
+            }
+            Some(r) => {
+                out.raw(b"}");
+                out.response(self, r);
+            }
         }
         out.raw(b"}");
         if out.failed {
             out.buf.clear();
-            return false;
+            return None;
         }
-        escape_line_breaks(out.buf);
-        true
+        if escape_line_breaks(out.buf) { Some(0..0) } else { Some(start..end) }
     }
 
     /// The `request` entry's body (a JSON object; the chain link is added
-    /// by the writer) into `buf`; false if it could not be written.
-    pub fn write_request_entry(&self, e: &RequestEvent<'_>, time: &str, buf: &mut Vec<u8>) -> bool {
-        self.entry("request", time, e, None, buf)
+    /// by the writer) into `buf`. None if it could not be written; else
+    /// where its `auth` and `request` blocks are, for the response entry
+    /// (an empty range: not reusable).
+    pub fn write_request_entry(&self, e: &RequestEvent<'_>, time: &str, buf: &mut Vec<u8>) -> Option<Range<usize>> {
+        self.entry("request", time, e, None, None, buf)
     }
 
-    /// The `response` entry's body into `buf`; false if it could not be written.
-    pub fn write_response_entry(&self, e: &ResponseEvent<'_>, time: &str, buf: &mut Vec<u8>) -> bool {
-        self.entry("response", time, e.request, Some(e), buf)
+    /// The `response` entry's body into `buf`, with the request entry's
+    /// `auth` and `request` blocks when given (the same bytes: written and
+    /// hashed once per request); false if it could not be written.
+    pub fn write_response_entry(
+        &self,
+        e: &ResponseEvent<'_>,
+        time: &str,
+        shared: Option<&[u8]>,
+        buf: &mut Vec<u8>,
+    ) -> bool {
+        self.entry("response", time, e.request, Some(e), shared, buf).is_some()
     }
 
     #[cfg(test)]
     pub fn request_entry(&self, e: &RequestEvent<'_>, time: &str) -> Vec<u8> {
         let mut buf = Vec::new();
-        assert!(self.write_request_entry(e, time, &mut buf));
+        assert!(self.write_request_entry(e, time, &mut buf).is_some());
         buf
     }
 
     #[cfg(test)]
     pub fn response_entry(&self, e: &ResponseEvent<'_>, time: &str) -> Vec<u8> {
         let mut buf = Vec::new();
-        assert!(self.write_response_entry(e, time, &mut buf));
+        assert!(self.write_response_entry(e, time, None, &mut buf));
+        // The same bytes with the request entry's blocks reused (the pipeline's way).
+        let mut request = Vec::new();
+        let shared = self.write_request_entry(e.request, time, &mut request).unwrap();
+        let mut reused = Vec::new();
+        let blocks = request.get(shared).filter(|b| !b.is_empty());
+        assert!(self.write_response_entry(e, time, blocks, &mut reused));
+        assert_eq!(String::from_utf8_lossy(&reused), String::from_utf8_lossy(&buf));
         buf
     }
 }
@@ -471,6 +510,8 @@ mod tests {
 
     use super::*;
     use crate::logical::Operation;
+
+    static CARRY: crate::audit::Carry = crate::audit::Carry::new();
 
     #[test]
     fn values_and_tokens_are_hashed_structure_kept() {
@@ -489,6 +530,7 @@ mod tests {
             remote: None,
             data: Some(&data),
             client_token: Some("hvs.CANARY-TOKEN"),
+            audit: &CARRY,
         };
         let line = String::from_utf8(h.request_entry(&e, "t")).unwrap();
         assert!(!line.contains("CANARY"), "{line}");
@@ -554,6 +596,7 @@ mod tests {
             remote: Some("10.0.0.1".parse().unwrap()),
             data: Some(&data),
             client_token: Some("hvs.tok"),
+            audit: &CARRY,
         };
         let auth = json!({
             "client_token": h.hash("hvs.tok"),
@@ -648,6 +691,7 @@ mod tests {
             remote: Some("::1".parse().unwrap()),
             data: None,
             client_token: Some("t"),
+            audit: &CARRY,
         };
         let r = ResponseEvent {
             request: &e,
@@ -706,6 +750,7 @@ mod tests {
                 remote: None,
                 data: None,
                 client_token: None,
+                audit: &CARRY,
             };
             let errors = [error.clone()];
             let r = ResponseEvent { request: &e, status: 400, duration: Duration::ZERO, data: None, errors: &errors, auth: None };
@@ -780,6 +825,7 @@ mod tests {
                 remote: Some(remote),
                 data: Some(&input),
                 client_token: None,
+                audit: &CARRY,
             };
             let r = ResponseEvent {
                 request: &e, status: 200, duration: Duration::ZERO, data: Some(&output), errors: &[], auth: None,

@@ -127,11 +127,17 @@ impl Device {
         })
     }
 
-    /// Hand in the entry `make` writes, to wait for (None: not written or
-    /// refused by the writer: closed, or too much waiting).
-    fn hand_in(&self, make: impl FnOnce(&entry::Hasher, &mut Vec<u8>) -> bool) -> Option<writer::Ticket<'_>> {
+    /// Hand in the request entry of `e`, to wait for (None: not written or
+    /// refused by the writer: closed, or too much waiting); `keep` is given
+    /// its `auth` and `request` blocks once it is handed in.
+    fn hand_in(&self, e: &RequestEvent<'_>, time: &str, keep: impl FnOnce(&[u8])) -> Option<writer::Ticket<'_>> {
         let w = self.writer.as_ref()?;
-        with_scratch(|buf| if make(&self.hasher, buf) { w.hand_in(buf) } else { None })
+        with_scratch(|buf| {
+            let shared = self.hasher.write_request_entry(e, time, buf)?;
+            let ticket = w.hand_in(buf)?;
+            keep(buf.get(shared).unwrap_or_default());
+            Some(ticket)
+        })
     }
 
     /// Hand in the entry `make` writes without waiting (the writer counts a
@@ -193,6 +199,11 @@ pub struct Broker {
     response_failures: Arc<AtomicU64>,
     /// Where file devices may write (configuration, not the API: [`place`]).
     file_dirs: RwLock<FileDirs>,
+    /// Audited requests whose response entry is not handed in yet (a seal
+    /// waits for them before the chains close).
+    in_flight: Arc<AtomicU64>,
+    /// A seal is closing the devices: new requests are refused.
+    closing: AtomicBool,
 }
 
 impl std::fmt::Debug for Broker {
@@ -291,6 +302,7 @@ impl Broker {
     /// seal completes ([`Broker::clear`]).
     pub async fn close(&self, barrier: &Barrier, u: Option<&Unsealed>) {
         let _one = self.loading.lock().await;
+        self.drain().await;
         let old = self.current();
         for d in &old.devices {
             if let (Some(head), Some(u)) = (d.close().await, u) {
@@ -299,11 +311,33 @@ impl Broker {
         }
     }
 
+    /// Before the chains close: refuse new requests, and wait (at most
+    /// [`DRAIN_TIMEOUT`]) for the audited requests in flight to hand in their
+    /// response entries, so the `close` checkpoint signs them too (a request
+    /// answered after it could not be recorded: its keys are gone).
+    async fn drain(&self) {
+        // SeqCst with `on_request`'s count-then-look: either a request sees
+        // `closing`, or this sees it counted.
+        self.closing.store(true, Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+        while self.in_flight.load(Ordering::SeqCst) > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::error!(
+                    requests = self.in_flight.load(Ordering::SeqCst),
+                    "audited requests still running at the seal: their response entries will not be recorded"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     /// Drop every device and its keys (the seal). Writers not closed yet
     /// sign off as they stop.
     pub fn clear(&self) {
         self.seals.fetch_add(1, Ordering::AcqRel);
         self.install(Installed::default());
+        self.closing.store(false, Ordering::SeqCst);
     }
 
     /// SIGHUP: every file device reopens its file (after log rotation).
@@ -434,18 +468,107 @@ impl Broker {
         .await
     }
 
-    /// Give every device the entry `make` writes for it; true if at least one wrote it.
-    async fn record_all(devices: &[Arc<Device>], make: impl Fn(&entry::Hasher, &mut Vec<u8>) -> bool) -> bool {
+    /// Give every device the request entry of `e`; true if at least one
+    /// wrote it. Each device's `auth` and `request` blocks are kept in
+    /// `blocks` (device `i`'s end at `ends[i]`) for its response entry.
+    async fn record_request(
+        devices: &[Arc<Device>],
+        e: &RequestEvent<'_>,
+        time: &str,
+        blocks: &mut Vec<u8>,
+        ends: &mut [u32; MAX_DEVICES],
+    ) -> bool {
+        let mut end_here = |i: usize, blocks: &Vec<u8>| {
+            if let Some(slot) = ends.get_mut(i) {
+                *slot = u32::try_from(blocks.len()).unwrap_or(u32::MAX);
+            }
+        };
         if let [d] = devices {
             // The usual case: no futures to join (no allocation).
-            return match d.hand_in(&make) {
+            let ticket = d.hand_in(e, time, |b| blocks.extend_from_slice(b));
+            end_here(0, blocks);
+            return match ticket {
                 Some(ticket) => ticket.wait(RECORD_TIMEOUT).await,
                 None => false,
             };
         }
-        let tickets: Vec<_> = devices.iter().filter_map(|d| d.hand_in(&make)).collect();
+        let mut tickets = Vec::with_capacity(devices.len());
+        for (i, d) in devices.iter().enumerate() {
+            tickets.extend(d.hand_in(e, time, |b| blocks.extend_from_slice(b)));
+            end_here(i, blocks);
+        }
         let waits = tickets.into_iter().map(|t| t.wait(RECORD_TIMEOUT));
         futures_util::future::join_all(waits).await.into_iter().any(|ok| ok)
+    }
+}
+
+/// How long a seal waits for audited requests in flight to be answered.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the broker keeps of one request from its request entry to its
+/// response entry: the devices that recorded it and each one's `auth` and
+/// `request` blocks (the response entry repeats them: written and hashed
+/// once). Counted in flight until dropped (with the request), so a seal can
+/// wait for its response entry.
+pub struct Carry(std::sync::OnceLock<Recorded>);
+
+impl Carry {
+    /// Nothing recorded yet.
+    pub const fn new() -> Self {
+        Carry(std::sync::OnceLock::new())
+    }
+}
+
+impl std::fmt::Debug for Carry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Carry").field("recorded", &self.0.get().is_some()).finish()
+    }
+}
+
+impl Default for Carry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+struct Recorded {
+    /// The devices that recorded it (weak: a seal drops their keys even
+    /// while the request runs on; and no other device list can take this
+    /// one's address while it is held).
+    installed: std::sync::Weak<Installed>,
+    /// The blocks of device `i` end at `ends[i]` and start where the
+    /// previous device's end (empty: none kept).
+    blocks: Vec<u8>,
+    ends: [u32; MAX_DEVICES],
+    _counted: InFlight,
+}
+
+impl Recorded {
+    /// The blocks device `i` of `current` wrote in the request entry, if
+    /// the devices are the same as then.
+    fn blocks_of(&self, current: &Arc<Installed>, i: usize) -> Option<&[u8]> {
+        if !std::ptr::eq(self.installed.as_ptr(), Arc::as_ptr(current)) {
+            return None;
+        }
+        let start = if i == 0 { 0 } else { *self.ends.get(i - 1)? as usize };
+        let end = *self.ends.get(i)? as usize;
+        self.blocks.get(start..end).filter(|b| !b.is_empty())
+    }
+}
+
+/// One audited request in flight (the count drops with it).
+struct InFlight(Arc<AtomicU64>);
+
+impl InFlight {
+    fn enter(count: &Arc<AtomicU64>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        InFlight(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -494,10 +617,23 @@ impl Hook for Broker {
             if current.devices.is_empty() || unaudited(e) {
                 return Ok(());
             }
-            let time = stamp::Stamp::now();
-            if Self::record_all(&current.devices, |h, buf| h.write_request_entry(e, time.as_str(), buf)).await {
-                return Ok(());
+            // Counted before `closing` is read (see `drain`). The seal's own
+            // request is not waited for: it is the one waiting.
+            let counted = InFlight::enter(&self.in_flight);
+            if !self.closing.load(Ordering::SeqCst) {
+                let time = stamp::Stamp::now();
+                let mut blocks = Vec::new();
+                let mut ends = [0; MAX_DEVICES];
+                if Self::record_request(&current.devices, e, time.as_str(), &mut blocks, &mut ends).await {
+                    if !is_seal(e) {
+                        // (Set once: a request passes its request hook once.)
+                        let installed = Arc::downgrade(&current);
+                        let _ = e.audit.0.set(Recorded { installed, blocks, ends, _counted: counted });
+                    }
+                    return Ok(());
+                }
             }
+            drop(counted);
             self.request_failures.fetch_add(1, Ordering::Relaxed);
             tracing::error!(request_id = e.request_id, "{NOT_RECORDED}: refused");
             Err(HookError::Refused(NOT_RECORDED.into()))
@@ -517,8 +653,10 @@ impl Hook for Broker {
             // entry it cannot write; the queue is ordered, so a later seal
             // still signs it off.
             let time = stamp::Stamp::now();
-            for d in &current.devices {
-                if d.queue(|h, buf| h.write_response_entry(e, time.as_str(), buf)) == writer::Handed::Closed {
+            let recorded = e.request.audit.0.get();
+            for (i, d) in current.devices.iter().enumerate() {
+                let shared = recorded.and_then(|r| r.blocks_of(&current, i));
+                if d.queue(|h, buf| h.write_response_entry(e, time.as_str(), shared, buf)) == writer::Handed::Closed {
                     self.response_failures.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(
                         request_id = e.request.request_id,
@@ -529,4 +667,10 @@ impl Hook for Broker {
             }
         })
     }
+}
+
+/// `sys/seal` (raw endpoint): its request closes the chains, so a seal does
+/// not wait for its response entry (which comes after the `close`).
+fn is_seal(e: &RequestEvent<'_>) -> bool {
+    e.path.trim_end_matches('/') == "sys/seal"
 }

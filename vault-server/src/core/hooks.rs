@@ -85,6 +85,9 @@ pub struct RequestEvent<'a> {
     /// The token the request presented, if any. Secret: a hook that records
     /// it must replace it by a keyed hash (audit devices do); `Debug` hides it.
     pub client_token: Option<&'a str>,
+    /// What the audit broker keeps of this request from its request entry
+    /// to its response entry (one per request, owned by the pipeline).
+    pub audit: &'a crate::audit::Carry,
 }
 
 /// How a request ended, as hooks see it.
@@ -362,6 +365,8 @@ mod tests {
         }
     }
 
+    static CARRY: crate::audit::Carry = crate::audit::Carry::new();
+
     fn event() -> RequestEvent<'static> {
         RequestEvent {
             request_id: "id",
@@ -374,6 +379,7 @@ mod tests {
             remote: None,
             data: None,
             client_token: None,
+            audit: &CARRY,
         }
     }
 

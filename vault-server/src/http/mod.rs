@@ -481,6 +481,9 @@ struct Seen {
     client_token: Option<String>,
     /// The answer's `auth` block, kept only when a hook records values.
     auth: Option<Map<String, Value>>,
+    /// The audit broker's record of the request, from its request entry to
+    /// its response entry (dropped with the request: a seal waits for it).
+    audit: crate::audit::Carry,
 }
 
 impl Seen {
@@ -500,6 +503,7 @@ impl Seen {
             quota_refused: false,
             client_token: None,
             auth: None,
+            audit: crate::audit::Carry::new(),
         }
     }
 
@@ -524,6 +528,7 @@ impl Seen {
             remote: Some(self.remote),
             data,
             client_token: self.client_token.as_deref(),
+            audit: &self.audit,
         }
     }
 }
@@ -572,6 +577,7 @@ async fn handle(
         quota_refused: false,
         client_token: None,
         auth: None,
+        audit: crate::audit::Carry::new(),
     };
     // Until the response hooks ran, dropping this (the client went away and
     // hyper dropped the request's future) still tells the hooks, as 499.
