@@ -620,18 +620,20 @@ impl Hook for Broker {
             // Counted before `closing` is read (see `drain`). The seal's own
             // request is not waited for: it is the one waiting.
             let counted = InFlight::enter(&self.in_flight);
-            if !self.closing.load(Ordering::SeqCst) {
-                let time = stamp::Stamp::now();
-                let mut blocks = Vec::new();
-                let mut ends = [0; MAX_DEVICES];
-                if Self::record_request(&current.devices, e, time.as_str(), &mut blocks, &mut ends).await {
-                    if !is_seal(e) {
-                        // (Set once: a request passes its request hook once.)
-                        let installed = Arc::downgrade(&current);
-                        let _ = e.audit.0.set(Recorded { installed, blocks, ends, _counted: counted });
-                    }
-                    return Ok(());
+            if self.closing.load(Ordering::SeqCst) {
+                // Not an audit failure: answered as the sealed vault it is about to be.
+                return Err(HookError::Sealing);
+            }
+            let time = stamp::Stamp::now();
+            let mut blocks = Vec::new();
+            let mut ends = [0; MAX_DEVICES];
+            if Self::record_request(&current.devices, e, time.as_str(), &mut blocks, &mut ends).await {
+                if !is_seal(e) {
+                    // (Set once: a request passes its request hook once.)
+                    let installed = Arc::downgrade(&current);
+                    let _ = e.audit.0.set(Recorded { installed, blocks, ends, _counted: counted });
                 }
+                return Ok(());
             }
             drop(counted);
             self.request_failures.fetch_add(1, Ordering::Relaxed);

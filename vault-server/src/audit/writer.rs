@@ -132,14 +132,18 @@ impl Batch {
         self.items.len() < MAX_QUEUED && self.bytes.len() < MAX_QUEUED_BYTES
     }
 
-    /// Take the entries, leaving room for as many (a round's batch is
-    /// about the size of the last: no growing one entry at a time).
-    fn take(&mut self) -> Batch {
-        let room = Batch {
-            bytes: Vec::with_capacity(self.bytes.len().min(ROUND_KEPT)),
-            items: Vec::with_capacity(self.items.len()),
-        };
-        std::mem::replace(self, room)
+    /// Emptied for reuse (answered already), its room kept unless a burst
+    /// made it large.
+    fn recycled(mut self) -> Batch {
+        self.bytes.clear();
+        self.items.clear();
+        if self.bytes.capacity() > ROUND_KEPT {
+            self.bytes = Vec::new();
+        }
+        if self.items.capacity() > ROUND_KEPT / 64 {
+            self.items = Vec::new();
+        }
+        self
     }
 
     fn bodies(&self) -> impl Iterator<Item = &[u8]> {
@@ -151,8 +155,9 @@ impl Batch {
         })
     }
 
-    fn waiters(self) -> impl Iterator<Item = Waiter> {
-        self.items.into_iter().map(|(_, w)| w)
+    /// The waiters, to answer (the batch keeps its room: [`Batch::recycled`]).
+    fn waiters(&mut self) -> impl Iterator<Item = Waiter> + '_ {
+        self.items.drain(..).map(|(_, w)| w)
     }
 }
 
@@ -174,6 +179,9 @@ enum Owner {
 /// looking ([`Shared::ticking`]) or told to ([`Msg::Tick`]).
 struct Queue {
     entries: Batch,
+    /// The last round's batch, emptied: the next round's room (two buffers
+    /// taking turns, no allocation per round).
+    spare: Batch,
     /// Rounds that took entries (the thread writes entries left over a whole
     /// tick with no round: nobody else is about to).
     taken: u64,
@@ -238,7 +246,13 @@ impl Queue {
     /// The entries, for a round.
     fn take(&mut self) -> Batch {
         self.taken = self.taken.wrapping_add(1);
-        self.entries.take()
+        let spare = std::mem::take(&mut self.spare);
+        std::mem::replace(&mut self.entries, spare)
+    }
+
+    /// A round's batch back, answered: the next one's room.
+    fn give_back(&mut self, b: Batch) {
+        self.spare = b.recycled();
     }
 }
 
@@ -353,6 +367,7 @@ impl Handle {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 entries: Batch::default(),
+                spare: Batch::default(),
                 taken: 0,
                 owner: Owner::Nobody,
                 thread_waiting: false,
@@ -503,6 +518,7 @@ impl Handle {
             let (ok, file) = self.shared.write(&entries);
             self.settle(ok, file, entries.waiters());
             let mut q = lock(&self.shared.queue);
+            q.give_back(std::mem::take(&mut entries));
             if q.entries.is_empty() {
                 q.owner = Owner::Nobody;
                 if q.thread_waiting {
@@ -614,7 +630,7 @@ impl Shared {
     fn drain(&self, then: impl FnOnce(&mut Chain), close: bool) {
         let mut then = Some(then);
         loop {
-            let entries = {
+            let mut entries = {
                 let mut q = lock(&self.queue);
                 // Closing: what is handed in from now on is refused, so
                 // nothing follows the `close` line (and the head kept is
@@ -644,6 +660,7 @@ impl Shared {
                 }
             }
             let mut q = lock(&self.queue);
+            q.give_back(entries);
             if q.entries.is_empty() {
                 q.owner = Owner::Nobody;
                 return;
@@ -1681,16 +1698,17 @@ mod tests {
             b.push(body, Waiter::Unwaited);
         }
         assert_eq!(b.bodies().collect::<Vec<_>>(), vec![&b"{\"a\":1}"[..], b"{}", b"{\"b\":\"x\"}"]);
-        let taken = b.take();
-        assert!(b.is_empty() && b.items.capacity() >= 3, "room left for as many");
+        let mut taken = std::mem::take(&mut b);
         assert_eq!(taken.waiters().count(), 3);
+        let room = taken.recycled();
+        assert!(room.is_empty() && room.bytes.is_empty() && room.items.capacity() >= 3, "room kept for as many");
         // One entry larger than the bound is taken when little waits (red
         // team: a 110 MB response entry was dropped); a backlog is refused.
         assert!(b.has_room());
         b.push(&vec![b' '; MAX_QUEUED_BYTES + 1], Waiter::Unwaited);
         assert!(!b.has_room(), "bytes bounded, not only entries");
-        let _ = b.take();
-        assert!(b.has_room());
+        let b = b.recycled();
+        assert!(b.has_room() && b.bytes.capacity() == 0, "a burst's room is not kept");
     }
 
     #[tokio::test]

@@ -150,6 +150,11 @@ pub enum HookError {
     /// Vault answers 500 and runs nothing).
     #[error("{0}")]
     Refused(String),
+    /// The vault is being sealed (an audit device waits for the requests
+    /// in flight before it closes): the request was not run, and is
+    /// answered as a sealed vault's (503).
+    #[error("Vault is sealed")]
+    Sealing,
 }
 
 /// Something that watches every request.

@@ -817,6 +817,9 @@ async fn run(
 /// A hook refused the request: nothing ran (Vault answers 500 when no audit
 /// device can record a request).
 fn refused(e: crate::core::hooks::HookError) -> ApiError {
+    if matches!(e, crate::core::hooks::HookError::Sealing) {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+    }
     tracing::warn!(error = %e, "a request hook refused the request");
     // The hook's reason names no value (e.g. "no audit device could record
     // the request"): it is what the caller needs to know.
