@@ -59,6 +59,14 @@ impl Default for FileDirs {
 /// Kernel interfaces that look like files (`/proc/self/mem`).
 const SPECIAL: [&str; 3] = ["/proc", "/sys", "/dev"];
 
+/// A directory below which files run or configure things (the root, system
+/// trees, homes): a place an audit file should not be chosen from.
+fn broad(real: &Path) -> bool {
+    const TREES: [&str; 7] = ["/etc", "/usr", "/bin", "/sbin", "/lib", "/lib64", "/boot"];
+    const EXACT: [&str; 6] = ["/", "/var", "/root", "/home", "/opt", "/srv"];
+    TREES.iter().any(|t| real.starts_with(t)) || EXACT.iter().any(|e| real == Path::new(e))
+}
+
 impl FileDirs {
     /// The configured directories: absolute, existing directories outside
     /// /proc, /sys and /dev. The message names the offending entry.
@@ -76,6 +84,15 @@ impl FileDirs {
             }
             if SPECIAL.iter().any(|p| real.starts_with(p)) {
                 return Err(format!("audit.file_dirs: {} is in {}", given.display(), real.display()));
+            }
+            if broad(&real) {
+                // Allowed (the operator's choice), but said: any token with
+                // `sudo` on sys/audit may then create files there.
+                tracing::warn!(
+                    dir = %real.display(),
+                    "audit.file_dirs names a system directory: a token with sudo on sys/audit can create files \
+                     anywhere below it (a cron or profile script); prefer a directory of its own such as /var/log/vault"
+                );
             }
             use std::os::unix::fs::MetadataExt as _;
             out.push(Dir { given: given.clone(), real, id: (m.dev(), m.ino()) });
@@ -187,6 +204,16 @@ fn refuse_special_place(path: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn system_directories_are_told_apart() {
+        for d in ["/", "/etc", "/etc/cron.d", "/usr/local/bin", "/root", "/var", "/boot/efi"] {
+            assert!(broad(Path::new(d)), "{d}");
+        }
+        for d in ["/var/log/vault", "/srv/vault/audit", "/tmp/x", "/home/vault/logs", "/etcetera"] {
+            assert!(!broad(Path::new(d)), "{d}");
+        }
+    }
 
     #[test]
     fn files_open_only_below_the_configured_directories() {
