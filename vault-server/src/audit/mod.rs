@@ -301,8 +301,10 @@ impl Broker {
     /// its file against it). Requests still arriving are refused until the
     /// seal completes ([`Broker::clear`]).
     pub async fn close(&self, barrier: &Barrier, u: Option<&Unsealed>) {
-        let _one = self.loading.lock().await;
+        // Before the lock: a request in flight may be changing the device
+        // table (enable, disable), which loads under it.
         self.drain().await;
+        let _one = self.loading.lock().await;
         let old = self.current();
         for d in &old.devices {
             if let (Some(head), Some(u)) = (d.close().await, u) {
