@@ -367,7 +367,12 @@ mod tests {
         mark(&mut l).await;
         drop(l);
         assert_eq!(c.idle_count(), 1);
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        // Polled, not one fixed sleep: on a loaded machine (the whole suite
+        // on two cores) the sweeper's tick came late and the test failed.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while c.idle_count() != 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         assert_eq!(c.idle_count(), 0, "the sweeper closes it without any traffic");
         let mut l = c.get().await.unwrap();
         assert!(!marked(&mut l).await, "a new connection, not the idle one");
