@@ -341,6 +341,18 @@ impl Client {
         (status, v)
     }
 
+    /// `method` without a body; the answer's status and raw bytes.
+    pub async fn raw_bytes(&self, method: &str, path: &str) -> (u16, Vec<u8>) {
+        let url = format!("{}/v1/{}", self.base, path.trim_start_matches('/'));
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut rb = self.http.request(m, url);
+        if let Some(t) = &self.token {
+            rb = rb.header("X-Vault-Token", t);
+        }
+        let resp = rb.send().await.expect("request");
+        (resp.status().as_u16(), resp.bytes().await.unwrap().to_vec())
+    }
+
     /// GET.
     pub async fn get(&self, path: &str) -> Reply {
         self.call("GET", path, None).await

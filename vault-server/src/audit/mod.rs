@@ -181,6 +181,9 @@ impl Device {
 struct Installed {
     rev: Option<i64>,
     devices: Vec<Arc<Device>>,
+    /// Audited requests recorded by these devices whose response entry is
+    /// not handed in yet (a device removed waits for them before it closes).
+    in_flight: Arc<AtomicU64>,
 }
 
 /// The audit devices of a core, and the hook that records every request.
@@ -288,7 +291,12 @@ impl Broker {
             }
         }
         let gone: Vec<_> = old.devices.iter().filter(|d| !records.iter().any(|r| r.uuid == d.uuid)).cloned().collect();
-        self.install(Installed { rev, devices });
+        self.install(Installed { rev, devices, in_flight: Arc::default() });
+        if !gone.is_empty() {
+            // The requests the removed devices recorded get their response
+            // entries first (they still see the old list: `Recorded`).
+            wait_for(&old.in_flight, "a device was disabled").await;
+        }
         for d in gone {
             d.close().await;
             heads::forget(barrier, u, &d.uuid).await;
@@ -321,17 +329,7 @@ impl Broker {
         // SeqCst with `on_request`'s count-then-look: either a request sees
         // `closing`, or this sees it counted.
         self.closing.store(true, Ordering::SeqCst);
-        let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
-        while self.in_flight.load(Ordering::SeqCst) > 0 {
-            if tokio::time::Instant::now() >= deadline {
-                tracing::error!(
-                    requests = self.in_flight.load(Ordering::SeqCst),
-                    "audited requests still running at the seal: their response entries will not be recorded"
-                );
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        wait_for(&self.in_flight, "the seal").await;
     }
 
     /// Drop every device and its keys (the seal). Writers not closed yet
@@ -504,8 +502,24 @@ impl Broker {
     }
 }
 
-/// How long a seal waits for audited requests in flight to be answered.
+/// How long a seal (or a device's removal) waits for audited requests in
+/// flight to be answered.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Wait until `count` requests in flight are none (at most [`DRAIN_TIMEOUT`]).
+async fn wait_for(count: &AtomicU64, what: &str) {
+    let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+    while count.load(Ordering::SeqCst) > 0 {
+        if tokio::time::Instant::now() >= deadline {
+            tracing::error!(
+                requests = count.load(Ordering::SeqCst),
+                "audited requests still running at {what}: their response entries will not be recorded"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
 
 /// What the broker keeps of one request from its request entry to its
 /// response entry: the devices that recorded it and each one's `auth` and
@@ -542,7 +556,7 @@ struct Recorded {
     /// previous device's end (empty: none kept).
     blocks: Vec<u8>,
     ends: [u32; MAX_DEVICES],
-    _counted: InFlight,
+    _counted: Option<InFlight>,
 }
 
 impl Recorded {
@@ -558,19 +572,25 @@ impl Recorded {
     }
 }
 
-/// One audited request in flight (the count drops with it).
-struct InFlight(Arc<AtomicU64>);
+/// One audited request in flight, counted for the seal and for its
+/// device list (the counts drop with it).
+struct InFlight {
+    all: Arc<AtomicU64>,
+    list: Arc<AtomicU64>,
+}
 
 impl InFlight {
-    fn enter(count: &Arc<AtomicU64>) -> Self {
-        count.fetch_add(1, Ordering::SeqCst);
-        InFlight(count.clone())
+    fn enter(all: &Arc<AtomicU64>, list: &Arc<AtomicU64>) -> Self {
+        all.fetch_add(1, Ordering::SeqCst);
+        list.fetch_add(1, Ordering::SeqCst);
+        InFlight { all: all.clone(), list: list.clone() }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.list.fetch_sub(1, Ordering::SeqCst);
+        self.all.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -619,9 +639,8 @@ impl Hook for Broker {
             if current.devices.is_empty() || unaudited(e) {
                 return Ok(());
             }
-            // Counted before `closing` is read (see `drain`). The seal's own
-            // request is not waited for: it is the one waiting.
-            let counted = InFlight::enter(&self.in_flight);
+            // Counted before `closing` is read (see `drain`).
+            let counted = InFlight::enter(&self.in_flight, &current.in_flight);
             if self.closing.load(Ordering::SeqCst) {
                 // Not an audit failure: answered as the sealed vault it is about to be.
                 return Err(HookError::Sealing);
@@ -630,11 +649,10 @@ impl Hook for Broker {
             let mut blocks = Vec::new();
             let mut ends = [0; MAX_DEVICES];
             if Self::record_request(&current.devices, e, time.as_str(), &mut blocks, &mut ends).await {
-                if !is_seal(e) {
-                    // (Set once: a request passes its request hook once.)
-                    let installed = Arc::downgrade(&current);
-                    let _ = e.audit.0.set(Recorded { installed, blocks, ends, _counted: counted });
-                }
+                let _counted = (!not_waited_for(e)).then_some(counted);
+                let installed = Arc::downgrade(&current);
+                // (Set once: a request passes its request hook once.)
+                let _ = e.audit.0.set(Recorded { installed, blocks, ends, _counted });
                 return Ok(());
             }
             drop(counted);
@@ -646,8 +664,17 @@ impl Hook for Broker {
 
     fn on_response<'a>(&'a self, e: &'a ResponseEvent<'a>) -> BoxFuture<'a, ()> {
         Box::pin(async move {
+            let recorded = e.request.audit.0.get();
+            if recorded.is_none() && self.closing.load(Ordering::SeqCst) {
+                // Refused by a seal's drain (503, never recorded): not a
+                // response entry lost.
+                return;
+            }
+            // The devices that recorded the request (one removed since waits
+            // for this entry before it closes), else those in use.
             let current = self.current();
-            if current.devices.is_empty() || unaudited(e.request) {
+            let list = recorded.and_then(|r| r.installed.upgrade()).unwrap_or(current);
+            if list.devices.is_empty() || unaudited(e.request) {
                 return;
             }
             // Queued, not waited for: the answer is decided, and the
@@ -657,9 +684,8 @@ impl Hook for Broker {
             // entry it cannot write; the queue is ordered, so a later seal
             // still signs it off.
             let time = stamp::Stamp::now();
-            let recorded = e.request.audit.0.get();
-            for (i, d) in current.devices.iter().enumerate() {
-                let shared = recorded.and_then(|r| r.blocks_of(&current, i));
+            for (i, d) in list.devices.iter().enumerate() {
+                let shared = recorded.and_then(|r| r.blocks_of(&list, i));
                 if d.queue(|h, buf| h.write_response_entry(e, time.as_str(), shared, buf)) == writer::Handed::Closed {
                     self.response_failures.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(
@@ -673,8 +699,12 @@ impl Hook for Broker {
     }
 }
 
-/// `sys/seal` (raw endpoint): its request closes the chains, so a seal does
-/// not wait for its response entry (which comes after the `close`).
-fn is_seal(e: &RequestEvent<'_>) -> bool {
-    e.path.trim_end_matches('/') == "sys/seal"
+/// Requests a seal or a device's removal does not wait for: raw `sys/`
+/// endpoints (the seal's own request, which is the one waiting; snapshot
+/// restores, which seal; unseal, init and ceremonies, whose bodies are read
+/// after the hooks, so a slow client could hold every seal) and device
+/// changes (whose own request does the removing). Their response entries
+/// are written when they come, to the devices then open.
+fn not_waited_for(e: &RequestEvent<'_>) -> bool {
+    (e.mount == "sys/" && e.route.is_empty()) || e.path.starts_with("sys/audit/")
 }

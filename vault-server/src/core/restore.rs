@@ -151,6 +151,10 @@ impl Core {
         // request in flight keeps using the router of the old one.
         if self.active().is_ok() {
             tracing::info!("sealing for a restore");
+            // As a seal: the audit devices wait for the requests in flight
+            // and sign their chains off while the keys are here.
+            let u = self.unsealed().ok();
+            self.audit.close(&self.barrier, u.as_ref()).await;
         }
         self.seal_now();
         match self.storage().replace_all(Some(seal_config), rows).await {
