@@ -328,13 +328,7 @@ impl Client {
 
     /// Raw body request (for malformed-input tests).
     pub async fn raw(&self, method: &str, path: &str, body: Vec<u8>) -> Reply {
-        let url = format!("{}/v1/{}", self.base, path.trim_start_matches('/'));
-        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut rb = self.http.request(m, url).body(body);
-        if let Some(t) = &self.token {
-            rb = rb.header("X-Vault-Token", t);
-        }
-        let resp = rb.send().await.expect("request");
+        let resp = self.builder(method, path).body(body).send().await.expect("request");
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
         let v = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
@@ -343,14 +337,19 @@ impl Client {
 
     /// `method` without a body; the answer's status and raw bytes.
     pub async fn raw_bytes(&self, method: &str, path: &str) -> (u16, Vec<u8>) {
+        let resp = self.builder(method, path).send().await.expect("request");
+        (resp.status().as_u16(), resp.bytes().await.unwrap().to_vec())
+    }
+
+    /// A request to `/v1/{path}` with the token, if any.
+    fn builder(&self, method: &str, path: &str) -> reqwest::RequestBuilder {
         let url = format!("{}/v1/{}", self.base, path.trim_start_matches('/'));
         let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut rb = self.http.request(m, url);
-        if let Some(t) = &self.token {
-            rb = rb.header("X-Vault-Token", t);
+        let rb = self.http.request(m, url);
+        match &self.token {
+            Some(t) => rb.header("X-Vault-Token", t),
+            None => rb,
         }
-        let resp = rb.send().await.expect("request");
-        (resp.status().as_u16(), resp.bytes().await.unwrap().to_vec())
     }
 
     /// GET.

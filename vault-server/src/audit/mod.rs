@@ -672,8 +672,7 @@ impl Hook for Broker {
             }
             // The devices that recorded the request (one removed since waits
             // for this entry before it closes), else those in use.
-            let current = self.current();
-            let list = recorded.and_then(|r| r.installed.upgrade()).unwrap_or(current);
+            let list = recorded.and_then(|r| r.installed.upgrade()).unwrap_or_else(|| self.current());
             if list.devices.is_empty() || unaudited(e.request) {
                 return;
             }

@@ -1685,8 +1685,17 @@ mod tests {
         assert!(!h.record(body(0), T).await);
         // An entry nobody waits for (a response entry) is counted instead.
         assert_eq!(h.queue(b"{}"), Handed::Pending);
-        assert_eq!(h.queue(b"{}"), Handed::Queued, "taken with the first");
+        // Taken with the first, or (the thread, told, took the first
+        // already) waiting on its own: written either way, never refused.
+        assert_ne!(h.queue(b"{}"), Handed::Closed);
         h.flush();
+        // Counted by whichever writer took them (the thread, perhaps later).
+        for _ in 0..200 {
+            if failures.load(Ordering::Relaxed) == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         assert_eq!(failures.load(Ordering::Relaxed), 2);
         h.close(T).await;
     }
