@@ -46,6 +46,12 @@ async fn api_quotas(backend: Backend) {
         (json!({"rate": 1, "role": "web"}), "role"),
         (json!({"rate": 1, "block_interval": "5m"}), "block_interval"),
         (json!({"rate": 1e300, "interval": "1s"}), "rate"),
+        // Periods the limiter cannot hold (a red team's finding: the first
+        // panicked while stored and on every unseal after; the second wrapped
+        // and limited nobody).
+        (json!({"rate": 0.1, "path": "secret/", "interval": "876000h"}), "no usable limit"),
+        (json!({"rate": 0.17095699858531713, "interval": "876000h"}), "no usable limit"),
+        (json!({"rate": 0.001, "interval": "8760h"}), "no usable limit"),
     ] {
         let (s, v) = rc.post("sys/quotas/rate-limit/bad", body.clone()).await;
         assert_eq!(s, 400, "{body}: {v}");
@@ -278,7 +284,14 @@ async fn builtin_login_and_unseal_limits() {
     let refused = codes.iter().filter(|s| **s == 429).count();
     assert!((40..=70).contains(&refused), "{refused} refused: {codes:?}");
     // Bad config values are refused at start.
-    for bad in ["[quotas]\nlogin_rate = -1\n", "[quotas]\nlogin_burst = 0\n", "[quotas]\nunseal_rate = nan\n"] {
+    // (The last: a burst that takes centuries to come back, which the
+    // limiter cannot count.)
+    for bad in [
+        "[quotas]\nlogin_rate = -1\n",
+        "[quotas]\nlogin_burst = 0\n",
+        "[quotas]\nunseal_rate = nan\n",
+        "[quotas]\nlogin_rate = 0.000001\nlogin_burst = 1000000\n",
+    ] {
         let path = vault_e2e::config_file(bad);
         let out = std::process::Command::new(vault_e2e::server_bin())
             .args(["server", "--listen", "127.0.0.1:0", "--config", path.to_str().unwrap()])

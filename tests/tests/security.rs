@@ -233,6 +233,10 @@ async fn bounded_numbers(backend: Backend) {
         json!({"period": 18446744073709551615u64}),
         json!({"ttl": "9999999999h"}),
         json!({"ttl": -5}),
+        // Under a second but not zero: not read as 0, which would give the
+        // default TTL, or no expiry at all (a red team's finding).
+        json!({"ttl": "999ms"}),
+        json!({"explicit_max_ttl": "500ms"}),
     ] {
         let (s, v) = rc.post("auth/token/create", body.clone()).await;
         assert_eq!(s, 400, "{body}: {v}");
@@ -256,6 +260,9 @@ async fn bounded_numbers(backend: Backend) {
     assert_eq!(s, 400, "{v}");
     let (s, v) = rc.post("secret/config", json!({"delete_version_after": "99999999999s"})).await;
     assert_eq!(s, 400, "{v}");
+    let (s, v) = rc.post("secret/config", json!({"delete_version_after": "1ms"})).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v["errors"][0].as_str().unwrap().contains("under 1s"), "{v}");
 }
 
 #[tokio::test]

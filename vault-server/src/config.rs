@@ -708,6 +708,14 @@ impl Config {
         burst("login_burst", f.login_burst, &mut q.login.burst)?;
         rate("unseal_rate", f.unseal_rate, &mut q.unseal.rate)?;
         burst("unseal_burst", f.unseal_burst, &mut q.unseal.burst)?;
+        for (name, l) in [("login", q.login), ("unseal", q.unseal)] {
+            if !l.valid() {
+                return Err(ConfigError::Invalid(format!(
+                    "quotas.{name}_burst / quotas.{name}_rate (the time a full burst takes to come back) must be at most {} days",
+                    crate::quotas::rule::MAX_SPAN.as_secs() / 86_400
+                )));
+            }
+        }
         Ok(q)
     }
 

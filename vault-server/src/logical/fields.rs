@@ -91,7 +91,12 @@ pub fn duration(data: &Map<String, Value>, field: &str) -> Result<Option<u64>, L
         None | Some(Value::Null) => return Ok(None),
         Some(Value::Number(n)) => n.as_u64().ok_or_else(|| bad(field, "a non-negative duration"))?,
         Some(Value::String(s)) if s.is_empty() => return Ok(None),
-        Some(Value::String(s)) => parse_duration(s).ok_or_else(|| bad(field, "a duration"))?,
+        Some(Value::String(s)) => parse_duration(s).ok_or_else(|| {
+            bad(
+                field,
+                "a duration such as \"90\", \"30m\" or \"1h30m\" (whole seconds: a non-zero one under 1s is refused)",
+            )
+        })?,
         Some(_) => return Err(bad(field, "a duration")),
     };
     if secs > MAX_DURATION_SECS {
@@ -113,6 +118,9 @@ pub fn count(data: &Map<String, Value>, field: &str) -> Result<Option<u64>, Logi
 }
 
 /// Parse "300", "300s", "5m", "1h30m", "2d" (Vault accepts `d` for days) into seconds.
+/// Milliseconds round down to whole seconds, but a non-zero duration under
+/// a second is None, not 0: Vault reads "500ms" as 0, which in a TTL means
+/// "the default" or "never", the opposite of what the caller asked for.
 pub fn parse_duration(s: &str) -> Option<u64> {
     let s = s.trim();
     if let Ok(n) = s.parse::<u64>() {
@@ -121,6 +129,7 @@ pub fn parse_duration(s: &str) -> Option<u64> {
     let mut total: u64 = 0;
     let mut num = String::new();
     let mut any = false;
+    let mut nonzero = false;
     let mut chars = s.chars().peekable();
     while let Some(c) = chars.next() {
         if c.is_ascii_digit() {
@@ -133,6 +142,7 @@ pub fn parse_duration(s: &str) -> Option<u64> {
                 chars.next();
                 // Milliseconds: round down to whole seconds.
                 let n: u64 = num.parse().ok()?;
+                nonzero |= n > 0;
                 total = total.checked_add(n / 1000)?;
                 num.clear();
                 any = true;
@@ -148,7 +158,7 @@ pub fn parse_duration(s: &str) -> Option<u64> {
         num.clear();
         any = true;
     }
-    if !num.is_empty() || !any {
+    if !num.is_empty() || !any || (nonzero && total == 0) {
         return None;
     }
     Some(total)
@@ -218,7 +228,14 @@ mod tests {
         assert_eq!(parse_duration("90"), Some(90));
         assert_eq!(parse_duration("1h30m"), Some(5400));
         assert_eq!(parse_duration("2d"), Some(172800));
-        assert_eq!(parse_duration("500ms"), Some(0));
+        // Under a second but not zero: refused, not read as 0 ("unset",
+        // hence the default or "never" in a TTL: a red team's finding).
+        assert_eq!(parse_duration("500ms"), None);
+        assert_eq!(parse_duration("999ms"), None);
+        assert_eq!(parse_duration("0ms"), Some(0));
+        assert_eq!(parse_duration("0s"), Some(0));
+        assert_eq!(parse_duration("1500ms"), Some(1));
+        assert_eq!(parse_duration("1s500ms"), Some(1));
         assert_eq!(parse_duration("h"), None);
         assert_eq!(parse_duration("10x"), None);
         assert_eq!(parse_duration(""), None);

@@ -36,12 +36,23 @@ pub struct BuiltinLimit {
 
 impl BuiltinLimit {
     fn limiter(self) -> Option<Limiter> {
+        self.bucket().map(Limiter::new)
+    }
+
+    /// Its token bucket; None when off (rate 0) or when its spans are too
+    /// long for the limiter ([`rule::MAX_SPAN`]: see [`BuiltinLimit::valid`]).
+    fn bucket(self) -> Option<governor::Quota> {
         if self.rate <= 0.0 || !self.rate.is_finite() {
             return None;
         }
         let period = Duration::try_from_secs_f64(1.0 / self.rate).ok()?;
-        let quota = governor::Quota::with_period(period)?.allow_burst(NonZeroU32::new(self.burst.max(1))?);
-        Some(Limiter::new(quota))
+        rule::bucket(period, NonZeroU32::new(self.burst.max(1))?)
+    }
+
+    /// Off, or a limit the limiter can hold (a slow rate with a large burst
+    /// cannot: the configuration refuses it rather than run without it).
+    pub fn valid(self) -> bool {
+        self.rate == 0.0 || self.bucket().is_some()
     }
 }
 
@@ -210,7 +221,14 @@ impl Quotas {
                 let kept = old.rules.iter().find(|(o, _)| *o == q).map(|(_, l)| l.clone());
                 let limiter = match kept {
                     Some(l) => l,
-                    None => Arc::new(Limiter::new(q.governor_quota()?)),
+                    None => match q.governor_quota() {
+                        Some(g) => Arc::new(Limiter::new(g)),
+                        None => {
+                            // Stored by a version that took it; a write now refuses it.
+                            tracing::warn!(quota = %q.name, "the rate-limit quota gives no usable limit (its period is too long): not enforced; write it again or delete it");
+                            return None;
+                        }
+                    },
                 };
                 Some((q, limiter))
             })
@@ -305,8 +323,17 @@ mod tests {
         assert!(matches!(q.check("sys/quotas/rate-limit/global", a), Decision::Allowed(None)));
         assert!(matches!(q.check("sys/quotas/config", a), Decision::Allowed(None)));
         // Reinstalling the same rules keeps the buckets.
-        q.install(rules, config);
+        q.install(rules.clone(), config.clone());
         assert!(matches!(q.check("kv/data/x", a), Decision::Limited(_)));
         assert_eq!(q.violations(), vec![("global".into(), 1), ("kv".into(), 2)]);
+        // A stored quota whose period the limiter cannot hold (an earlier
+        // version took it) is left out, without a panic: it must not stop
+        // an unseal; the others stay in force.
+        let century = 100 * 365 * 24 * 3600;
+        let bad = RateLimitQuota { name: "bad".into(), path: "transit/".into(), rate: 0.17, interval: century };
+        q.install(rules.into_iter().chain([bad]).collect(), config);
+        assert!(q.limiter("bad").is_none());
+        assert!(matches!(q.check("kv/data/x", a), Decision::Limited(_)));
+        assert!(matches!(q.check("transit/encrypt/k", a), Decision::Limited(_)));
     }
 }

@@ -14,6 +14,22 @@ const MAX_NAME: usize = 128;
 /// replenish period would round to nothing).
 pub const MAX_RATE: f64 = 1_000_000_000.0;
 
+/// Longest replenish period, and longest time a full bucket stands for
+/// (period × burst): ten years. The limiter counts time in u64 nanoseconds
+/// from its start and adds these spans to it: one past ~584 years panics in
+/// the limiter crate, and one near it wraps the sum, after which the quota
+/// limits nobody. Ten years leaves centuries of uptime before either.
+pub const MAX_SPAN: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// A token bucket of `burst` refilled one every `period`, if the limiter can
+/// hold its spans ([`MAX_SPAN`]).
+pub fn bucket(period: Duration, burst: NonZeroU32) -> Option<governor::Quota> {
+    if period > MAX_SPAN || period.checked_mul(burst.get()).is_none_or(|full| full > MAX_SPAN) {
+        return None;
+    }
+    Some(governor::Quota::with_period(period)?.allow_burst(burst))
+}
+
 /// A stored rate-limit quota. Fields as Vault names them; `interval` in
 /// whole seconds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,18 +63,25 @@ impl RateLimitQuota {
             return Err(Invalid("interval must be at least 1s".into()));
         }
         let q = Self { name: name.to_string(), path: normalize_quota_path(path)?, rate, interval };
-        // The replenish period must be representable (a tiny rate over a
-        // long interval overflows a Duration).
-        q.governor_quota().ok_or_else(|| Invalid("rate and interval give no usable limit".into()))?;
+        // A tiny rate over a long interval gives a period the limiter cannot
+        // hold ([`MAX_SPAN`]).
+        q.governor_quota().ok_or_else(|| {
+            Invalid(format!(
+                "rate and interval give no usable limit: one request per interval / rate, and interval / rate × ceil(rate), must each be at most {} days",
+                MAX_SPAN.as_secs() / 86_400
+            ))
+        })?;
         Ok(q)
     }
 
     /// The token bucket: up to `ceil(rate)` requests at once (Vault's
-    /// bucket holds `rate` tokens), one more every `interval / rate`.
+    /// bucket holds `rate` tokens), one more every `interval / rate`. None
+    /// if its spans pass [`MAX_SPAN`] (also for a stored quota that an
+    /// earlier version took: it must not stop an unseal).
     pub fn governor_quota(&self) -> Option<governor::Quota> {
         let period = Duration::try_from_secs_f64(self.interval as f64 / self.rate).ok()?;
         let burst = NonZeroU32::new(self.rate.ceil().clamp(1.0, f64::from(u32::MAX)) as u32)?;
-        Some(governor::Quota::with_period(period)?.allow_burst(burst))
+        bucket(period, burst)
     }
 
     /// How specific the quota is for `path` (normalized request path), if
@@ -273,5 +296,33 @@ mod tests {
         let q = RateLimitQuota::new("q", "", 2.5, 10).unwrap().governor_quota().unwrap();
         assert_eq!(q.burst_size().get(), 3);
         assert_eq!(q.replenish_interval(), Duration::from_secs(4));
+    }
+
+    /// Spans the limiter cannot hold are refused (a red team's finding: one
+    /// past ~584 years panicked in the limiter while the quota was stored,
+    /// and again on every unseal; one just under it wrapped and limited
+    /// nobody).
+    #[test]
+    fn periods_the_limiter_cannot_hold_are_refused() {
+        let century = 100 * 365 * 24 * 3600;
+        for (rate, interval) in [
+            (0.17, century),
+            (0.170_956_998_585_317_13, century),
+            (0.1, century),
+            (0.001, 365 * 24 * 3600),
+            (1.0, 11 * 365 * 24 * 3600),
+            (1.5, 9 * 365 * 24 * 3600),
+            (MAX_RATE, u64::MAX),
+            (f64::MIN_POSITIVE, 1),
+        ] {
+            let err = RateLimitQuota::new("q", "", rate, interval).unwrap_err();
+            assert!(err.0.contains("no usable limit"), "{rate} {interval}: {err}");
+            let stored = RateLimitQuota { name: "q".into(), path: String::new(), rate, interval };
+            assert!(stored.governor_quota().is_none(), "{rate} {interval}");
+        }
+        // The longest taken still works.
+        let q = RateLimitQuota::new("q", "", 1.0, 10 * 365 * 24 * 3600).unwrap().governor_quota().unwrap();
+        assert_eq!(q.replenish_interval(), MAX_SPAN);
+        assert!(RateLimitQuota::new("q", "", 0.5, 5 * 365 * 24 * 3600).is_ok());
     }
 }
