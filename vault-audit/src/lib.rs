@@ -130,17 +130,34 @@ pub fn push_chain_line(out: &mut Vec<u8>, body: &[u8], link: &Link) -> [u8; 32] 
         out.push(b',');
     }
     out.extend_from_slice(b"\"chain\":{\"node\":");
-    // A node id is [0-9a-f]; serialized anyway so any string stays valid JSON
-    // (writing a string to a Vec cannot fail).
-    let _ = serde_json::to_writer(&mut *out, link.node.as_str());
+    if link.node.bytes().all(|b| b.is_ascii_hexdigit()) {
+        // What a server names itself: [0-9a-f].
+        out.push(b'"');
+        out.extend_from_slice(link.node.as_bytes());
+        out.push(b'"');
+    } else {
+        // Serialized, so any string stays valid JSON (writing a string to a
+        // Vec cannot fail).
+        let _ = serde_json::to_writer(&mut *out, link.node.as_str());
+    }
     out.extend_from_slice(b",\"seq\":");
     push_decimal(out, link.seq);
     out.extend_from_slice(b",\"prev\":\"");
-    let mut hex = [0u8; 64];
-    let _ = hex::encode_to_slice(link.prev, &mut hex);
-    out.extend_from_slice(&hex);
+    out.extend_from_slice(&hex32(&link.prev));
     out.extend_from_slice(b"\"}}");
     line_hash(&out[start..])
+}
+
+/// 32 bytes in lowercase hex, a table lookup per byte (the `hex` crate's
+/// per-nibble loop showed in the profile: several per audited request).
+pub fn hex32(bytes: &[u8; 32]) -> [u8; 64] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 64];
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0x0f)];
+    }
+    out
 }
 
 /// `n` in decimal appended to `out` (without `core::fmt`: once per line
@@ -277,6 +294,12 @@ mod tests {
         let hash = push_chain_line(&mut buf, br#"{"type":"request"}"#, &link);
         assert_eq!(&buf[13..], &line[..]);
         assert_eq!(hash, line_hash(&line));
+        // The previous line's hash in lowercase hex, as the `hex` crate writes it.
+        let prev: [u8; 32] = std::array::from_fn(|i| (i * 37 + 5) as u8);
+        assert_eq!(hex32(&prev).to_vec(), hex::encode(prev).into_bytes());
+        // A node name that is not hex is escaped, and the line still parses.
+        let odd = Link { node: "a\"b\\c\n".into(), seq: 1, prev };
+        assert_eq!(parse_line(&chain_line(b"{}", &odd)).unwrap().link, odd);
     }
 
     #[test]
