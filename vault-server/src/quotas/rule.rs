@@ -67,7 +67,7 @@ impl RateLimitQuota {
         // hold ([`MAX_SPAN`]).
         q.governor_quota().ok_or_else(|| {
             Invalid(format!(
-                "rate and interval give no usable limit: one request per interval / rate, and interval / rate × ceil(rate), must each be at most {} days",
+                "rate and interval give no usable limit: interval / rate (the wait for one more request) and that times ceil(rate) (for a full bucket) must each be at most {} days",
                 MAX_SPAN.as_secs() / 86_400
             ))
         })?;
