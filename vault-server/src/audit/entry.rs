@@ -339,17 +339,19 @@ impl Out<'_> {
     }
 }
 
-/// U+0085, U+2028 and U+2029 escaped (`\u0085`...): valid JSON either way
-/// (serde_json leaves them), but tools that split text on every Unicode
-/// line break (Python's `splitlines`, some log shippers) would cut the
-/// entry in two. Bytes of a JSON text above 0x7F are in strings only, so
-/// the sequences are replaced wherever they are. True if `buf` was
-/// rewritten (positions in it may have moved).
+/// U+0085, U+2028 and U+2029 escaped (`\u0085`...), and DEL (`\u007f`):
+/// valid JSON either way (serde_json leaves them), but tools that split
+/// text on every Unicode line break (Python's `splitlines`, some log
+/// shippers) would cut the entry in two, and shippers that strip control
+/// characters would change the line under its chain hash. Bytes of a JSON
+/// text from 0x7F up are in strings only, so the sequences are replaced
+/// wherever they are. True if `buf` was rewritten (positions in it may
+/// have moved).
 fn escape_line_breaks(buf: &mut Vec<u8>) -> bool {
     // Their UTF-8 forms begin with 0xC2 (U+0085) or 0xE2 (U+2028/9): most
-    // entries have neither, and are left as they are (a SIMD search: a
-    // byte loop here cost ~2 µs per audited request).
-    if memchr::memchr2(0xC2, 0xE2, buf).is_none() {
+    // entries have none of these, and are left as they are (a SIMD search:
+    // a byte loop here cost ~2 µs per audited request).
+    if memchr::memchr3(0xC2, 0xE2, 0x7F, buf).is_none() {
         return false;
     }
     let line = std::mem::take(buf);
@@ -360,12 +362,17 @@ fn escape_line_breaks(buf: &mut Vec<u8>) -> bool {
             [0xC2, 0x85, ..] => Some(b"\\u0085"),
             [0xE2, 0x80, 0xA8, ..] => Some(b"\\u2028"),
             [0xE2, 0x80, 0xA9, ..] => Some(b"\\u2029"),
+            [0x7F, ..] => Some(b"\\u007f"),
             _ => None,
         };
         match escaped {
             Some(e) => {
                 out.extend_from_slice(e);
-                i += if line[i] == 0xC2 { 2 } else { 3 };
+                i += match line[i] {
+                    0x7F => 1,
+                    0xC2 => 2,
+                    _ => 3,
+                };
             }
             None => {
                 out.push(line[i]);
@@ -777,7 +784,7 @@ mod tests {
             for line in [h.request_entry(&e, "T"), h.response_entry(&r, "T")] {
                 proptest::prop_assert!(!line.contains(&b'\n'));
                 let text = String::from_utf8(line.clone()).unwrap();
-                proptest::prop_assert!(!text.contains(['\u{85}', '\u{2028}', '\u{2029}']), "{}", text);
+                proptest::prop_assert!(!text.contains(['\u{85}', '\u{2028}', '\u{2029}', '\u{7f}']), "{}", text);
                 let v: Value = serde_json::from_slice(&line).unwrap();
                 proptest::prop_assert_eq!(&v["request"]["id"], &json!(id));
                 proptest::prop_assert_eq!(&v["request"]["path"], &json!(path));
