@@ -479,22 +479,31 @@ async fn client_certificate_is_presented() {
     let dir = tempfile::tempdir().unwrap();
     let (server_cert, server_key) = self_signed(dir.path(), "server", "IP:127.0.0.1");
     let (client_cert, client_key) = self_signed(dir.path(), "client", "DNS:app");
-    let port = free_port();
-    let child = Command::new("openssl")
-        .args(["s_server", "-accept", &format!("127.0.0.1:{port}"), "-www", "-Verify", "1"])
+    // Port 0: s_server picks a free port and prints it ("ACCEPT 127.0.0.1:N").
+    // (A port picked here and handed over could be taken meanwhile by
+    // another test of this binary, which then stops listening on it.)
+    let mut child = Command::new("openssl")
+        .args(["s_server", "-accept", "127.0.0.1:0", "-www", "-Verify", "1"])
         .args(["-cert", server_cert.to_str().unwrap(), "-key", server_key.to_str().unwrap()])
         .args(["-CAfile", client_cert.to_str().unwrap()])
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("openssl s_server");
+    let out = child.stdout.take().unwrap();
     let _guard = SServer(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "s_server did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        // Read to the end (s_server never blocks on a full pipe).
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(port) = line.strip_prefix("ACCEPT 127.0.0.1:").and_then(|p| p.trim().parse::<u16>().ok()) {
+                let _ = tx.send(port);
+            }
+        }
+    });
+    let port = rx.recv_timeout(Duration::from_secs(10)).expect("s_server did not listen");
     let url = format!("https://127.0.0.1:{port}");
     let (u, ca, cc, ck) = (
         url.clone(),
